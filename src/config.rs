@@ -1,0 +1,456 @@
+//! Configuration: one TOML file, environment overrides, validated once.
+//!
+//! Every key has a default here (and is documented in `config/cxpulse.toml`).
+//! Unknown keys are errors. Errors name the key and the file.
+//!
+//! Environment overrides: `CXPULSE__SECTION__KEY=value` sets `section.key`
+//! (double underscores separate path segments; the value is parsed as TOML,
+//! falling back to a plain string), e.g. `CXPULSE__KAFKA__BROKERS=host:9092`.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Deserializer};
+
+use crate::event::mapping::MappingConfig;
+use crate::event::{Millis, Priority};
+
+/// A duration written like `250ms`, `30s`, `5m`, `1h`, `7d` (whole numbers).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Dur(pub Millis);
+
+impl Dur {
+    pub fn ms(self) -> Millis {
+        self.0
+    }
+    pub fn parse(s: &str) -> Result<Dur, String> {
+        let s = s.trim();
+        let split = s
+            .find(|c: char| !c.is_ascii_digit())
+            .ok_or_else(|| format!("`{s}` has no unit (use ms, s, m, h or d)"))?;
+        let (num, unit) = s.split_at(split);
+        let n: i64 = num
+            .parse()
+            .map_err(|_| format!("`{s}` does not start with a whole number"))?;
+        let mult = match unit {
+            "ms" => 1,
+            "s" => 1_000,
+            "m" => 60_000,
+            "h" => 3_600_000,
+            "d" => 86_400_000,
+            _ => return Err(format!("`{s}` has unknown unit `{unit}` (use ms, s, m, h or d)")),
+        };
+        n.checked_mul(mult)
+            .map(Dur)
+            .ok_or_else(|| format!("`{s}` is too large"))
+    }
+}
+
+impl fmt::Display for Dur {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let ms = self.0;
+        for (unit, m) in [("d", 86_400_000), ("h", 3_600_000), ("m", 60_000), ("s", 1_000)] {
+            if ms != 0 && ms % m == 0 {
+                return write!(f, "{}{unit}", ms / m);
+            }
+        }
+        write!(f, "{ms}ms")
+    }
+}
+
+impl<'de> Deserialize<'de> for Dur {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        Dur::parse(&s).map_err(serde::de::Error::custom)
+    }
+}
+
+#[derive(Clone, Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub engine: EngineSection,
+    pub acquisition: AcquisitionSection,
+    pub churn: ChurnSection,
+    pub sla: SlaSection,
+    /// How messages map onto the canonical schema (EVENTS.md); canonical when empty.
+    pub mapping: MappingConfig,
+    pub kafka: KafkaSection,
+    pub http: HttpSection,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EngineSection {
+    /// Bucket size of every rolling window; windows are multiples of it, aligned to the epoch.
+    pub bucket: Dur,
+    /// Rolling windows; the names are the `window` label values.
+    pub windows: Vec<String>,
+    /// Events older than T minus this are `late`; timers fire once this far behind T.
+    pub allowed_lateness: Dur,
+    /// With no backlog and nothing arriving for this long, T follows the wall clock (`run` only).
+    pub idle_timeout: Dur,
+    /// In `run`, events further than this ahead of the wall clock are invalid.
+    pub max_future_skew: Dur,
+    /// How long (event time before T) an accepted `event_id` is remembered to drop duplicates.
+    /// Memory: about 48 bytes per event accepted within the horizon.
+    pub dedup_horizon: Dur,
+    /// At most this many distinct channel values become labels; later ones are `other`.
+    pub max_channels: usize,
+    /// Larger messages are invalid.
+    pub max_message_bytes: usize,
+    /// When an event has no `ts`, use the Kafka message timestamp instead of rejecting it.
+    pub kafka_timestamp_fallback: bool,
+}
+
+impl Default for EngineSection {
+    fn default() -> Self {
+        EngineSection {
+            bucket: Dur(60_000),
+            windows: ["1h", "24h", "7d", "30d"].map(String::from).to_vec(),
+            allowed_lateness: Dur(30_000),
+            idle_timeout: Dur(5_000),
+            max_future_skew: Dur(300_000),
+            dedup_horizon: Dur(600_000),
+            max_channels: 16,
+            max_message_bytes: 64 * 1024,
+            kafka_timestamp_fallback: false,
+        }
+    }
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AcquisitionSection {
+    /// Users that existed before the stream starts; added to `cxpulse_users`.
+    pub baseline_users: u64,
+    /// Share of revenue that is margin, for CLV.
+    pub margin: f64,
+    /// Floor of the churn ratio in the CLV denominator.
+    pub clv_min_churn: f64,
+}
+
+impl Default for AcquisitionSection {
+    fn default() -> Self {
+        AcquisitionSection {
+            baseline_users: 0,
+            margin: 1.0,
+            clv_min_churn: 0.01,
+        }
+    }
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ChurnSection {
+    /// A customer with no activity for this long has churned.
+    pub inactivity: Dur,
+}
+
+impl Default for ChurnSection {
+    fn default() -> Self {
+        ChurnSection {
+            inactivity: Dur(30 * 86_400_000),
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct SlaTarget {
+    pub first_response: Dur,
+    pub resolution: Dur,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SlaTargets {
+    pub urgent: SlaTarget,
+    pub high: SlaTarget,
+    pub normal: SlaTarget,
+    pub low: SlaTarget,
+}
+
+impl SlaTargets {
+    pub fn get(&self, p: Priority) -> SlaTarget {
+        match p {
+            Priority::Urgent => self.urgent,
+            Priority::High => self.high,
+            Priority::Normal => self.normal,
+            Priority::Low => self.low,
+        }
+    }
+}
+
+impl Default for SlaTargets {
+    fn default() -> Self {
+        let t = |fr: i64, res: i64| SlaTarget {
+            first_response: Dur(fr * 60_000),
+            resolution: Dur(res * 3_600_000),
+        };
+        SlaTargets {
+            urgent: t(15, 4),
+            high: t(60, 8),
+            normal: t(240, 24),
+            low: t(480, 48),
+        }
+    }
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SlaSection {
+    /// A ticket is at risk once this share of an undecided target is used.
+    pub at_risk_share: f64,
+    pub targets: SlaTargets,
+}
+
+impl Default for SlaSection {
+    fn default() -> Self {
+        SlaSection {
+            at_risk_share: 0.8,
+            targets: SlaTargets::default(),
+        }
+    }
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct KafkaSection {
+    /// `bootstrap.servers`.
+    pub brokers: String,
+    pub group_id: String,
+    pub input_topics: Vec<String>,
+    /// Invalid and late events, with the reason in headers. Empty = no dead-letter topic.
+    pub dead_letter_topic: String,
+    /// One record per changed series every `publish_interval`. Empty = not published.
+    pub output_topic: String,
+    /// One record per SLA breach. Empty = not published.
+    pub alerts_topic: String,
+    pub publish_interval: Dur,
+    pub commit_interval: Dur,
+    /// After SIGTERM/SIGINT: how long the final commit, pending dead-letter and
+    /// output deliveries and the producer flush may take before `run` gives up
+    /// and exits non-zero.
+    pub shutdown_timeout: Dur,
+    /// Extra librdkafka settings (`security.protocol`, `sasl.*`, `ssl.*`, ...), passed through.
+    pub librdkafka: BTreeMap<String, String>,
+}
+
+impl Default for KafkaSection {
+    fn default() -> Self {
+        KafkaSection {
+            brokers: "localhost:9092".into(),
+            group_id: "cxpulse".into(),
+            input_topics: vec!["events".into()],
+            dead_letter_topic: "cxpulse-dead-letter".into(),
+            output_topic: "cxpulse-metrics".into(),
+            alerts_topic: "cxpulse-alerts".into(),
+            publish_interval: Dur(10_000),
+            commit_interval: Dur(5_000),
+            shutdown_timeout: Dur(10_000),
+            librdkafka: BTreeMap::new(),
+        }
+    }
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpSection {
+    /// Address of `/metrics`, `/healthz`, `/readyz`.
+    pub listen: String,
+    /// `/readyz` fails while the summed consumer lag is above this.
+    pub ready_max_lag: u64,
+}
+
+impl Default for HttpSection {
+    fn default() -> Self {
+        HttpSection {
+            listen: "127.0.0.1:9464".into(),
+            ready_max_lag: 10_000,
+        }
+    }
+}
+
+/// A configuration error: which file, which key, what is wrong.
+#[derive(Debug, thiserror::Error)]
+#[error("config error in {file}: {key}: {message}")]
+pub struct ConfigError {
+    pub file: String,
+    pub key: String,
+    pub message: String,
+}
+
+/// A validated window: its label and length.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Window {
+    pub name: String,
+    pub len: Millis,
+}
+
+impl Config {
+    /// Reads `path` (or the defaults when `None`), applies `CXPULSE__*` environment
+    /// overrides from `env`, and validates.
+    pub fn load(
+        path: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Config, ConfigError> {
+        let file = path
+            .map(|p| p.display().to_string())
+            .unwrap_or_else(|| "<defaults>".into());
+        let text = match path {
+            Some(p) => std::fs::read_to_string(p).map_err(|e| ConfigError {
+                file: file.clone(),
+                key: "-".into(),
+                message: format!("cannot read: {e}"),
+            })?,
+            None => String::new(),
+        };
+        Self::from_toml_str(&text, &file, env)
+    }
+
+    pub fn from_toml_str(
+        text: &str,
+        file: &str,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Config, ConfigError> {
+        let err = |key: &str, message: String| ConfigError {
+            file: file.to_string(),
+            key: key.to_string(),
+            message,
+        };
+        let mut value: toml::Table = text
+            .parse()
+            .map_err(|e: toml::de::Error| err(&span_key(text, &e), e.message().to_string()))?;
+        for (k, v) in env {
+            let Some(rest) = k.strip_prefix("CXPULSE__") else {
+                continue;
+            };
+            let path: Vec<String> = rest.split("__").map(|s| s.to_ascii_lowercase()).collect();
+            let parsed = format!("x = {v}")
+                .parse::<toml::Table>()
+                .ok()
+                .and_then(|mut t| t.remove("x"))
+                .unwrap_or(toml::Value::String(v.clone()));
+            set_path(&mut value, &path, parsed)
+                .map_err(|m| err(&path.join("."), format!("environment {k}: {m}")))?;
+        }
+        let cfg: Config = Config::deserialize(toml::Value::Table(value)).map_err(|e| {
+            let msg = e.message().to_string();
+            err(&field_from_message(&msg), msg)
+        })?;
+        cfg.validate().map_err(|(k, m)| err(&k, m))?;
+        Ok(cfg)
+    }
+
+    fn validate(&self) -> Result<(), (String, String)> {
+        let e = &self.engine;
+        let bad = |k: &str, m: String| Err((k.to_string(), m));
+        if e.bucket.ms() <= 0 {
+            return bad("engine.bucket", "must be positive".into());
+        }
+        if e.windows.is_empty() {
+            return bad("engine.windows", "needs at least one window".into());
+        }
+        self.windows()?;
+        if e.allowed_lateness.ms() < 0 || e.allowed_lateness.ms() >= 86_400_000 {
+            return bad("engine.allowed_lateness", "must be at least 0 and under 1d".into());
+        }
+        if e.dedup_horizon.ms() < 0 {
+            return bad("engine.dedup_horizon", "must not be negative".into());
+        }
+        if e.max_channels == 0 || e.max_channels > 1000 {
+            return bad("engine.max_channels", "must be 1..=1000".into());
+        }
+        if self.churn.inactivity.ms() <= 0 || self.churn.inactivity.ms() % e.bucket.ms() != 0 {
+            return bad(
+                "churn.inactivity",
+                format!("must be a positive multiple of engine.bucket ({})", e.bucket),
+            );
+        }
+        if !(0.0..=1.0).contains(&self.sla.at_risk_share) {
+            return bad("sla.at_risk_share", "must be within 0..=1".into());
+        }
+        if !(self.acquisition.clv_min_churn > 0.0 && self.acquisition.clv_min_churn <= 1.0) {
+            return bad("acquisition.clv_min_churn", "must be within (0, 1]".into());
+        }
+        if !self.acquisition.margin.is_finite() || self.acquisition.margin < 0.0 {
+            return bad("acquisition.margin", "must be a finite number >= 0".into());
+        }
+        for p in Priority::ALL {
+            let t = self.sla.targets.get(p);
+            if t.first_response.ms() <= 0 || t.resolution.ms() <= 0 {
+                return bad(
+                    &format!("sla.targets.{}", p.as_str()),
+                    "targets must be positive".into(),
+                );
+            }
+        }
+        self.mapping
+            .validate()
+            .map_err(|(k, m)| (format!("mapping.{k}"), m))?;
+        Ok(())
+    }
+
+    /// The configured windows, parsed from their names (`1h`, `24h`, `7d`, ...).
+    pub fn windows(&self) -> Result<Vec<Window>, (String, String)> {
+        let bucket = self.engine.bucket.ms();
+        let mut out: Vec<Window> = Vec::new();
+        for name in &self.engine.windows {
+            let len = Dur::parse(name).map_err(|m| ("engine.windows".to_string(), m))?.ms();
+            if len <= 0 || len % bucket != 0 {
+                return Err((
+                    "engine.windows".into(),
+                    format!("`{name}` must be a positive multiple of engine.bucket ({})", self.engine.bucket),
+                ));
+            }
+            if out.iter().any(|w| w.name == *name) {
+                return Err(("engine.windows".into(), format!("`{name}` is listed twice")));
+            }
+            out.push(Window {
+                name: name.clone(),
+                len,
+            });
+        }
+        Ok(out)
+    }
+}
+
+fn set_path(table: &mut toml::Table, path: &[String], v: toml::Value) -> Result<(), String> {
+    match path {
+        [] => Err("empty key".into()),
+        [last] => {
+            table.insert(last.clone(), v);
+            Ok(())
+        }
+        [first, rest @ ..] => {
+            let entry = table
+                .entry(first.clone())
+                .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+            match entry {
+                toml::Value::Table(t) => set_path(t, rest, v),
+                _ => Err(format!("`{first}` is not a table")),
+            }
+        }
+    }
+}
+
+/// Best effort: the key named in a serde message such as "unknown field `x`".
+fn field_from_message(msg: &str) -> String {
+    msg.split('`').nth(1).unwrap_or("-").to_string()
+}
+
+fn span_key(text: &str, e: &toml::de::Error) -> String {
+    match e.span() {
+        Some(span) => {
+            let line = text[..span.start.min(text.len())].matches('\n').count() + 1;
+            format!("line {line}")
+        }
+        None => "-".into(),
+    }
+}
+
+/// Default config path used by `run` when `--config` is not given.
+pub fn default_path() -> PathBuf {
+    PathBuf::from("config/cxpulse.toml")
+}

@@ -1,0 +1,302 @@
+//! The deterministic core: events in, metric state out, time passed in.
+//!
+//! [`Engine::offer`] decides each event's outcome at arrival (invalid,
+//! duplicate, late, applied: in that order) and moves the clock T; the
+//! effects of applied events wait in a per-partition reorder buffer and are
+//! applied in event-time order once final (see [`partition`]). State is kept
+//! per input partition and merged at export ([`crate::metrics`]), so that a
+//! partition's state can later move between instances.
+
+pub mod dedup;
+pub mod params;
+pub mod partition;
+pub mod registry;
+pub mod ring;
+pub mod tickets;
+pub mod users;
+
+use std::collections::BTreeMap;
+
+use dedup::Dedup;
+use params::Params;
+use partition::{Partition, Pending, PendingBody};
+use registry::{ChannelRegistry, UNKNOWN};
+
+use crate::config::Config;
+use crate::event::{Event, EventBody, EventType, Millis, ReferralAction, SupportAction};
+use crate::export::Family;
+
+/// What happened to one message. Checked in this order: invalid, duplicate, late, applied.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Outcome {
+    Applied,
+    Invalid,
+    Duplicate,
+    Late,
+}
+
+impl Outcome {
+    pub const ALL: [Outcome; 4] = [
+        Outcome::Applied,
+        Outcome::Invalid,
+        Outcome::Late,
+        Outcome::Duplicate,
+    ];
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Applied => "applied",
+            Outcome::Invalid => "invalid",
+            Outcome::Duplicate => "duplicate",
+            Outcome::Late => "late",
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum SlaKind {
+    FirstResponse,
+    Resolution,
+}
+
+impl SlaKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SlaKind::FirstResponse => "first_response",
+            SlaKind::Resolution => "resolution",
+        }
+    }
+}
+
+/// One SLA breach, published on the alerts topic when detected.
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+pub struct BreachAlert {
+    pub ticket_id: String,
+    pub user_id: String,
+    pub priority: &'static str,
+    pub kind: &'static str,
+    /// Epoch ms.
+    pub deadline: Millis,
+    /// Engine clock T when the breach became final, epoch ms.
+    pub detected_at: Millis,
+}
+
+/// Counts of messages by event type (plus `unknown`) and outcome.
+#[derive(Clone, Debug, Default)]
+pub struct EventCounts {
+    /// `[type index (6 = unknown)][outcome index]`.
+    pub counts: [[u64; 4]; 7],
+}
+
+impl EventCounts {
+    fn add(&mut self, ty: Option<EventType>, o: Outcome) {
+        let t = ty.map_or(6, |t| t.index());
+        let oi = Outcome::ALL.iter().position(|x| *x == o).unwrap_or(0);
+        self.counts[t][oi] += 1;
+    }
+
+    pub fn get(&self, ty: Option<EventType>, o: Outcome) -> u64 {
+        let t = ty.map_or(6, |t| t.index());
+        let oi = Outcome::ALL.iter().position(|x| *x == o).unwrap_or(0);
+        self.counts[t][oi]
+    }
+
+    pub fn total(&self, o: Outcome) -> u64 {
+        let oi = Outcome::ALL.iter().position(|x| *x == o).unwrap_or(0);
+        self.counts.iter().map(|r| r[oi]).sum()
+    }
+}
+
+pub struct Engine {
+    pub(crate) prm: Params,
+    /// T: the largest applied `ts`, or where the wall clock (or `--at`) moved it.
+    clock: Option<Millis>,
+    /// Set by [`Engine::finish`]: every effect and timer up to T is applied.
+    finished: bool,
+    pub(crate) registry: ChannelRegistry,
+    pub(crate) parts: BTreeMap<u32, Partition>,
+    pub(crate) counts: EventCounts,
+    alerts: Vec<BreachAlert>,
+    seq: u64,
+}
+
+impl Engine {
+    pub fn new(cfg: &Config) -> Engine {
+        Engine {
+            prm: Params::from_config(cfg),
+            clock: None,
+            finished: false,
+            registry: ChannelRegistry::new(cfg.engine.max_channels),
+            parts: BTreeMap::new(),
+            counts: EventCounts::default(),
+            alerts: Vec::new(),
+            seq: 0,
+        }
+    }
+
+    /// Offers one decoded event from `partition`. `wall_now` is the wall clock
+    /// in `run` (for `max_future_skew`), `None` in replay.
+    pub fn offer(&mut self, partition: u32, ev: &Event<'_>, wall_now: Option<Millis>) -> Outcome {
+        let ty = ev.event_type();
+        let outcome = self.decide(partition, ev, wall_now);
+        self.counts.add(Some(ty), outcome);
+        outcome
+    }
+
+    fn decide(&mut self, partition: u32, ev: &Event<'_>, wall_now: Option<Millis>) -> Outcome {
+        if let Some(now) = wall_now
+            && ev.ts > now.saturating_add(self.prm.max_future_skew)
+        {
+            return Outcome::Invalid;
+        }
+        let part = self.parts.entry(partition).or_default();
+        let fp = Dedup::fingerprint(&ev.event_id);
+        if let Some(t) = self.clock {
+            if part.dedup.contains(fp, t.saturating_sub(self.prm.dedup_horizon)) {
+                return Outcome::Duplicate;
+            }
+            if ev.ts < t.saturating_sub(self.prm.lateness) {
+                return Outcome::Late;
+            }
+        }
+        part.dedup.insert(fp, ev.ts);
+        self.seq += 1;
+        let body = match &ev.body {
+            EventBody::Signup {
+                channel,
+                referrer_id,
+                ..
+            } => {
+                let channel = match (channel, referrer_id) {
+                    (Some(c), _) => self.registry.resolve(c),
+                    (None, Some(_)) => self.registry.resolve("referral"),
+                    (None, None) => UNKNOWN,
+                };
+                PendingBody::Signup {
+                    user: intern_user(part, ev),
+                    channel,
+                    referred: referrer_id.is_some(),
+                }
+            }
+            EventBody::Deposit { .. } => PendingBody::Deposit {
+                user: intern_user(part, ev),
+            },
+            EventBody::Trade { fee_usd, .. } => PendingBody::Trade {
+                user: intern_user(part, ev),
+                fee: *fee_usd,
+            },
+            EventBody::Referral {
+                action: ReferralAction::InviteSent,
+            } => PendingBody::Invite,
+            EventBody::Referral {
+                action: ReferralAction::Rewarded { reward_usd },
+            } => PendingBody::Reward {
+                usd: *reward_usd,
+                referral_channel: self.registry.resolve("referral"),
+            },
+            EventBody::Spend { channel, amount_usd } => PendingBody::Spend {
+                channel: self.registry.resolve(channel),
+                usd: *amount_usd,
+            },
+            EventBody::Support {
+                action: SupportAction::Rated,
+                ratings,
+                ..
+            } => PendingBody::Rated {
+                user: intern_user(part, ev),
+                ratings: *ratings,
+            },
+            EventBody::Support {
+                ticket_id,
+                action,
+                priority,
+                ..
+            } => PendingBody::Support {
+                user: intern_user(part, ev),
+                ticket: part.tickets.intern(ticket_id),
+                action: *action,
+                priority: *priority,
+            },
+        };
+        part.push(Pending {
+            ts: ev.ts,
+            seq: self.seq,
+            body,
+        });
+        if self.clock.is_none_or(|t| ev.ts > t) {
+            self.set_clock(ev.ts);
+        }
+        Outcome::Applied
+    }
+
+    fn set_clock(&mut self, t: Millis) {
+        self.clock = Some(t);
+        // Strictly before T - lateness: an event at exactly T - lateness is
+        // still accepted and must be ordered before timers at that instant.
+        let through = t - self.prm.lateness - 1;
+        let horizon = t.saturating_sub(self.prm.dedup_horizon);
+        for p in self.parts.values_mut() {
+            p.release(through, t, &self.prm, &mut self.alerts);
+            p.dedup.expire(horizon);
+        }
+    }
+
+    /// Counts a message that could not be decoded.
+    pub fn record_invalid(&mut self, ty: Option<EventType>) {
+        self.counts.add(ty, Outcome::Invalid);
+    }
+
+    /// The clock T (largest applied `ts`, or where the wall clock moved it).
+    pub fn clock(&self) -> Option<Millis> {
+        self.clock
+    }
+
+    /// Moves T forward to `t` (wall-clock following when idle; `--at`). Never backwards.
+    pub fn advance_to(&mut self, t: Millis) {
+        if self.clock.is_none_or(|c| t > c) {
+            self.set_clock(t);
+        }
+    }
+
+    /// The input is complete (end of replay): every pending effect and timer with instant <= T fires.
+    pub fn finish(&mut self) {
+        let Some(t) = self.clock else { return };
+        for p in self.parts.values_mut() {
+            p.release(t, t, &self.prm, &mut self.alerts);
+        }
+        self.finished = true;
+    }
+
+    /// SLA breaches detected since the last call.
+    pub fn drain_alerts(&mut self) -> Vec<BreachAlert> {
+        std::mem::take(&mut self.alerts)
+    }
+
+    /// Every series of METRICS.md computed at the current T.
+    pub fn families(&self) -> Vec<Family> {
+        crate::metrics::export(self)
+    }
+
+    /// Users with any state, over all partitions.
+    pub fn tracked_users(&self) -> usize {
+        self.parts.values().map(|p| p.users.len()).sum()
+    }
+
+    pub fn event_counts(&self) -> &EventCounts {
+        &self.counts
+    }
+
+    /// Events accepted but not yet applied (waiting for the lateness to pass).
+    pub fn pending_events(&self) -> usize {
+        self.parts.values().map(|p| p.pending_len()).sum()
+    }
+
+    /// Approximate heap bytes of all engine state (users, tickets, timers, buffers).
+    pub fn state_bytes(&self) -> usize {
+        self.parts.values().map(|p| p.heap_bytes()).sum()
+    }
+}
+
+fn intern_user(part: &mut Partition, ev: &Event<'_>) -> users::UserIdx {
+    // The decoder guarantees a user_id on every type but spend.
+    part.users.intern(ev.user_id.as_deref().unwrap_or(""))
+}
