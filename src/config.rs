@@ -335,10 +335,18 @@ impl Config {
             set_path(&mut value, &path, parsed)
                 .map_err(|m| err(&path.join("."), format!("environment {k}: {m}")))?;
         }
-        let cfg: Config = Config::deserialize(toml::Value::Table(value)).map_err(|e| {
-            let msg = e.message().to_string();
-            err(&field_from_message(&msg), msg)
-        })?;
+        let cfg: Config = serde_path_to_error::deserialize(toml::Value::Table(value)).map_err(
+            |e: serde_path_to_error::Error<toml::de::Error>| {
+                let msg = e.inner().message().to_string();
+                let path = e.path().to_string();
+                let key = match field_from_message(&msg) {
+                    Some(f) if path == "." || path.is_empty() => f,
+                    Some(f) if !path.ends_with(&f) => format!("{path}.{f}"),
+                    _ => path,
+                };
+                err(&key, msg)
+            },
+        )?;
         cfg.validate().map_err(|(k, m)| err(&k, m))?;
         Ok(cfg)
     }
@@ -435,9 +443,13 @@ fn set_path(table: &mut toml::Table, path: &[String], v: toml::Value) -> Result<
     }
 }
 
-/// Best effort: the key named in a serde message such as "unknown field `x`".
-fn field_from_message(msg: &str) -> String {
-    msg.split('`').nth(1).unwrap_or("-").to_string()
+/// The key named in a serde message such as "unknown field `x`".
+fn field_from_message(msg: &str) -> Option<String> {
+    if msg.starts_with("unknown field") || msg.starts_with("missing field") {
+        msg.split('`').nth(1).map(str::to_string)
+    } else {
+        None
+    }
 }
 
 fn span_key(text: &str, e: &toml::de::Error) -> String {
@@ -453,4 +465,67 @@ fn span_key(text: &str, e: &toml::de::Error) -> String {
 /// Default config path used by `run` when `--config` is not given.
 pub fn default_path() -> PathBuf {
     PathBuf::from("config/cxpulse.toml")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    #[test]
+    fn shipped_config_is_the_defaults() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/cxpulse.toml");
+        let c = Config::load(Some(&path), env(&[])).expect("shipped config loads");
+        let d = Config::default();
+        assert_eq!(c.engine.windows, d.engine.windows);
+        assert_eq!(c.engine.allowed_lateness, Dur(30_000));
+        assert_eq!(c.sla.targets.urgent.first_response, Dur(15 * 60_000));
+        assert_eq!(c.sla.targets.low.resolution, Dur(48 * 3_600_000));
+        assert_eq!(c.churn.inactivity, Dur(30 * 86_400_000));
+        assert_eq!(c.kafka.brokers, d.kafka.brokers);
+    }
+
+    #[test]
+    fn environment_overrides_keys() {
+        let c = Config::from_toml_str(
+            "[kafka]\nbrokers = \"a:1\"\n",
+            "x.toml",
+            env(&[
+                ("CXPULSE__KAFKA__BROKERS", "b:2"),
+                ("CXPULSE__ENGINE__WINDOWS", "[\"1h\", \"2h\"]"),
+                ("CXPULSE__ENGINE__MAX_CHANNELS", "3"),
+                ("OTHER", "x"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(c.kafka.brokers, "b:2");
+        assert_eq!(c.engine.windows, vec!["1h", "2h"]);
+        assert_eq!(c.engine.max_channels, 3);
+    }
+
+    #[test]
+    fn errors_name_the_key_and_the_file() {
+        let e = Config::from_toml_str("[engine]\nbukcet = \"1m\"\n", "my.toml", env(&[])).unwrap_err();
+        assert_eq!(e.file, "my.toml");
+        assert_eq!(e.key, "engine.bukcet");
+        let e = Config::from_toml_str("[engine]\nbucket = \"1 minute\"\n", "my.toml", env(&[])).unwrap_err();
+        assert_eq!(e.key, "engine.bucket");
+        let e = Config::from_toml_str("[engine]\nwindows = [\"90s\"]\n", "my.toml", env(&[])).unwrap_err();
+        assert_eq!(e.key, "engine.windows");
+        assert!(e.to_string().contains("my.toml"), "{e}");
+        let e = Config::from_toml_str("[sla]\nat_risk_share = 2.0\n", "my.toml", env(&[])).unwrap_err();
+        assert_eq!(e.key, "sla.at_risk_share");
+    }
+
+    #[test]
+    fn durations_parse_and_print() {
+        assert_eq!(Dur::parse("250ms"), Ok(Dur(250)));
+        assert_eq!(Dur::parse("7d"), Ok(Dur(7 * 86_400_000)));
+        assert!(Dur::parse("7").is_err());
+        assert!(Dur::parse("7w").is_err());
+        assert_eq!(Dur(90 * 60_000).to_string(), "90m");
+    }
 }

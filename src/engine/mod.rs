@@ -300,3 +300,6 @@ fn intern_user(part: &mut Partition, ev: &Event<'_>) -> users::UserIdx {
     // The decoder guarantees a user_id on every type but spend.
     part.users.intern(ev.user_id.as_deref().unwrap_or(""))
 }
+
+#[cfg(test)]
+mod tests;

@@ -171,6 +171,24 @@ impl Users {
     }
 }
 
+impl User {
+    /// Whether the user had an activity on some UTC day in `[from, to)`, by bit masks.
+    pub fn active_in_days(&self, from: i64, to: i64) -> bool {
+        if self.days_bits == 0 || to <= from {
+            return false;
+        }
+        let anchor = self.days_anchor as i64;
+        let lo = (anchor - (to - 1)).max(0);
+        let hi = (anchor - from).min(63);
+        if lo > hi {
+            return false;
+        }
+        let width = hi - lo + 1;
+        let mask = if width >= 64 { u64::MAX } else { ((1u64 << width) - 1) << lo };
+        self.days_bits & mask != 0
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -196,23 +214,5 @@ mod tests {
         assert!(!u.active_on(99) && !u.active_on(101));
         u.record_activity_day(200);
         assert!(!u.active_on(103) && u.active_on(200));
-    }
-}
-
-impl User {
-    /// Whether the user had an activity on some UTC day in `[from, to)`, by bit masks.
-    pub fn active_in_days(&self, from: i64, to: i64) -> bool {
-        if self.days_bits == 0 || to <= from {
-            return false;
-        }
-        let anchor = self.days_anchor as i64;
-        let lo = (anchor - (to - 1)).max(0);
-        let hi = (anchor - from).min(63);
-        if lo > hi {
-            return false;
-        }
-        let width = hi - lo + 1;
-        let mask = if width >= 64 { u64::MAX } else { ((1u64 << width) - 1) << lo };
-        self.days_bits & mask != 0
     }
 }

@@ -422,7 +422,7 @@ impl CompiledMapping {
                 other => other.clone(),
             });
         }
-        validate(raw, rule.ty, self.ts_format, fallback_ts)
+        validate(&mut raw, rule.ty, self.ts_format, fallback_ts)
             .map(into_owned)
             .map_err(|error| DecodeFailure {
                 error,
@@ -883,7 +883,7 @@ mod tests {
             ),
             (
                 "x = { type = \"spend\", sett = { } }",
-                "sett",
+                "mapping.types.x.sett",
                 "unknown field",
             ),
         ];
