@@ -12,6 +12,8 @@ pub enum Kind {
     Gauge,
     Counter,
     Histogram,
+    /// Quantiles by a `quantile` label, with `_sum` and `_count`.
+    Summary,
 }
 
 impl Kind {
@@ -20,6 +22,7 @@ impl Kind {
             Kind::Gauge => "gauge",
             Kind::Counter => "counter",
             Kind::Histogram => "histogram",
+            Kind::Summary => "summary",
         }
     }
 }

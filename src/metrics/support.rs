@@ -19,11 +19,12 @@ const KINDS: [SlaKind; 2] = [SlaKind::FirstResponse, SlaKind::Resolution];
 pub fn export(ctx: &Ctx<'_>, out: &mut Vec<Family>) {
     let g = |name, help| Family::new(name, Kind::Gauge, help);
     let mut opened = g("cxpulse_support_tickets_opened", "Tickets opened in the window.");
-    let mut fr_q = g(
+    let summary = |name, help| Family::new(name, Kind::Summary, help);
+    let mut fr_q = summary(
         "cxpulse_support_first_response_quantile_seconds",
         "Nearest-rank quantiles (HdrHistogram, 3 significant digits) of first response times whose reply is in the window.",
     );
-    let mut res_q = g(
+    let mut res_q = summary(
         "cxpulse_support_resolution_quantile_seconds",
         "Nearest-rank quantiles (HdrHistogram, 3 significant digits) of resolution times whose resolution is in the window.",
     );
@@ -135,6 +136,7 @@ fn push_quantiles<'a>(
     let Ok(mut h) = Histogram::<u64>::new(3) else {
         return;
     };
+    let mut sum_ms = 0i64;
     for log in logs {
         let start = log.partition_point(|&(at, _)| at < from_ms);
         for &(at, took) in log.range(start..) {
@@ -143,6 +145,7 @@ fn push_quantiles<'a>(
             }
             // Durations are >= 0 by construction (applied in time order).
             let _ = h.record(took.max(0) as u64);
+            sum_ms += took;
         }
     }
     if h.is_empty() {
@@ -155,6 +158,9 @@ fn push_quantiles<'a>(
             ms as f64 / 1000.0,
         );
     }
+    let l = [("window", window), ("priority", priority)];
+    f.push_named(format!("{}_sum", f.name), &l, sum_ms as f64 / 1000.0);
+    f.push_named(format!("{}_count", f.name), &l, h.len() as f64);
 }
 
 fn histogram_family(
