@@ -23,8 +23,10 @@ pub struct Params {
     pub clv_min_churn: f64,
     /// Histogram bucket bounds (seconds) of the support time histograms.
     pub hist_bounds: Vec<f64>,
-    /// How many buckets of history the rings keep.
+    /// How many buckets of history the window rings keep (the longest window, plus slack).
     pub keep_buckets: i64,
+    /// How many buckets the post-support ring keeps (it is read `inactivity` in the past).
+    pub keep_post_support_buckets: i64,
     /// The longest window, in ms.
     pub max_window: Millis,
 }
@@ -51,8 +53,8 @@ impl Params {
         }
         hist_bounds.sort_by(|a, b| a.total_cmp(b));
         hist_bounds.dedup();
-        // Post-support churn looks back inactivity + window; add slack for lateness.
-        let span = max_window + inactivity + 2 * DAY_MS;
+        // One day of slack covers the lateness and the current bucket.
+        let span = max_window + DAY_MS;
         Params {
             bucket,
             windows,
@@ -68,6 +70,7 @@ impl Params {
             clv_min_churn: cfg.acquisition.clv_min_churn,
             hist_bounds,
             keep_buckets: span / bucket + 1,
+            keep_post_support_buckets: (span + inactivity) / bucket + 1,
             max_window,
         }
     }

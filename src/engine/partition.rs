@@ -225,7 +225,8 @@ impl Partition {
         self.misc.trim(oldest);
         self.surveys.trim(oldest);
         self.sla.trim(oldest);
-        self.post_support.trim(oldest);
+        self.post_support
+            .trim(latest_bucket - prm.keep_post_support_buckets);
         let oldest_ms = (latest_bucket + 1) * prm.bucket - prm.max_window - prm.bucket;
         for log in self.fr_times.iter_mut().chain(self.res_times.iter_mut()) {
             while log.front().is_some_and(|&(at, _)| at < oldest_ms) {
