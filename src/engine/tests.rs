@@ -517,3 +517,38 @@ fn future_events_are_invalid_in_run() {
     let ev = Event { ts: BASE + 5 * MIN, ..ev };
     assert_eq!(eng.offer(0, &ev, Some(BASE)), Outcome::Applied);
 }
+
+#[test]
+fn state_split_across_partitions_merges_to_the_same_series() {
+    use SupportAction::*;
+    let users = ["a", "b", "c", "d"];
+    let mut events: Vec<(Millis, &str, EventBody<'static>)> = Vec::new();
+    for (i, u) in users.iter().enumerate() {
+        let t = BASE + i as i64 * HOUR;
+        events.push((t, u, signup(Some(if i % 2 == 0 { "organic" } else { "social" }), None)));
+        events.push((t + MIN, u, deposit()));
+        events.push((t + 2 * MIN, u, trade(1.0 + i as f64)));
+        events.push((t + 3 * MIN, u, support(&format!("T{i}"), Opened, Some(Priority::High))));
+        events.push((t + 4 * MIN, u, rated(Some(2 + i as u8), Some(3 + i as u8), Some(5 + i as u8))));
+    }
+    events.push((BASE + 2 * DAY, "e", deposit()));
+    events.sort_by_key(|e| e.0);
+    let run = |partition_of: &dyn Fn(&str) -> u32| {
+        let mut eng = engine("[engine]\nwindows = [\"1h\", \"24h\", \"7d\"]\n");
+        for (i, (ts, u, b)) in events.iter().enumerate() {
+            let ev = Event {
+                event_id: Cow::Owned(format!("id{i}")),
+                ts: *ts,
+                user_id: Some(Cow::Owned(u.to_string())),
+                body: b.clone(),
+            };
+            assert_eq!(eng.offer(partition_of(u), &ev, None), Outcome::Applied);
+        }
+        eng.finish();
+        crate::export::to_prometheus_text(&eng.families())
+    };
+    let one = run(&|_| 0);
+    let split = run(&|u| if u < "c" { 0 } else { 3 });
+    assert_eq!(one, split);
+    assert!(one.contains("cxpulse_signups{window=\"7d\",channel=\"organic\"} 2"), "{one}");
+}
