@@ -39,7 +39,11 @@ impl Dur {
             "m" => 60_000,
             "h" => 3_600_000,
             "d" => 86_400_000,
-            _ => return Err(format!("`{s}` has unknown unit `{unit}` (use ms, s, m, h or d)")),
+            _ => {
+                return Err(format!(
+                    "`{s}` has unknown unit `{unit}` (use ms, s, m, h or d)"
+                ));
+            }
         };
         n.checked_mul(mult)
             .map(Dur)
@@ -50,7 +54,12 @@ impl Dur {
 impl fmt::Display for Dur {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let ms = self.0;
-        for (unit, m) in [("d", 86_400_000), ("h", 3_600_000), ("m", 60_000), ("s", 1_000)] {
+        for (unit, m) in [
+            ("d", 86_400_000),
+            ("h", 3_600_000),
+            ("m", 60_000),
+            ("s", 1_000),
+        ] {
             if ms != 0 && ms % m == 0 {
                 return write!(f, "{}{unit}", ms / m);
             }
@@ -362,7 +371,10 @@ impl Config {
         }
         self.windows()?;
         if e.allowed_lateness.ms() < 0 || e.allowed_lateness.ms() >= 86_400_000 {
-            return bad("engine.allowed_lateness", "must be at least 0 and under 1d".into());
+            return bad(
+                "engine.allowed_lateness",
+                "must be at least 0 and under 1d".into(),
+            );
         }
         if e.dedup_horizon.ms() < 0 {
             return bad("engine.dedup_horizon", "must not be negative".into());
@@ -373,7 +385,10 @@ impl Config {
         if self.churn.inactivity.ms() <= 0 || self.churn.inactivity.ms() % e.bucket.ms() != 0 {
             return bad(
                 "churn.inactivity",
-                format!("must be a positive multiple of engine.bucket ({})", e.bucket),
+                format!(
+                    "must be a positive multiple of engine.bucket ({})",
+                    e.bucket
+                ),
             );
         }
         if !(0.0..=1.0).contains(&self.sla.at_risk_share) {
@@ -405,11 +420,16 @@ impl Config {
         let bucket = self.engine.bucket.ms();
         let mut out: Vec<Window> = Vec::new();
         for name in &self.engine.windows {
-            let len = Dur::parse(name).map_err(|m| ("engine.windows".to_string(), m))?.ms();
+            let len = Dur::parse(name)
+                .map_err(|m| ("engine.windows".to_string(), m))?
+                .ms();
             if len <= 0 || len % bucket != 0 {
                 return Err((
                     "engine.windows".into(),
-                    format!("`{name}` must be a positive multiple of engine.bucket ({})", self.engine.bucket),
+                    format!(
+                        "`{name}` must be a positive multiple of engine.bucket ({})",
+                        self.engine.bucket
+                    ),
                 ));
             }
             if out.iter().any(|w| w.name == *name) {
@@ -472,7 +492,10 @@ mod tests {
     use super::*;
 
     fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
 
     #[test]
@@ -508,15 +531,19 @@ mod tests {
 
     #[test]
     fn errors_name_the_key_and_the_file() {
-        let e = Config::from_toml_str("[engine]\nbukcet = \"1m\"\n", "my.toml", env(&[])).unwrap_err();
+        let e =
+            Config::from_toml_str("[engine]\nbukcet = \"1m\"\n", "my.toml", env(&[])).unwrap_err();
         assert_eq!(e.file, "my.toml");
         assert_eq!(e.key, "engine.bukcet");
-        let e = Config::from_toml_str("[engine]\nbucket = \"1 minute\"\n", "my.toml", env(&[])).unwrap_err();
+        let e = Config::from_toml_str("[engine]\nbucket = \"1 minute\"\n", "my.toml", env(&[]))
+            .unwrap_err();
         assert_eq!(e.key, "engine.bucket");
-        let e = Config::from_toml_str("[engine]\nwindows = [\"90s\"]\n", "my.toml", env(&[])).unwrap_err();
+        let e = Config::from_toml_str("[engine]\nwindows = [\"90s\"]\n", "my.toml", env(&[]))
+            .unwrap_err();
         assert_eq!(e.key, "engine.windows");
         assert!(e.to_string().contains("my.toml"), "{e}");
-        let e = Config::from_toml_str("[sla]\nat_risk_share = 2.0\n", "my.toml", env(&[])).unwrap_err();
+        let e =
+            Config::from_toml_str("[sla]\nat_risk_share = 2.0\n", "my.toml", env(&[])).unwrap_err();
         assert_eq!(e.key, "sla.at_risk_share");
     }
 

@@ -5,7 +5,11 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "cxpulse", version, about = "Live customer-experience and acquisition metrics from Kafka events")]
+#[command(
+    name = "cxpulse",
+    version,
+    about = "Live customer-experience and acquisition metrics from Kafka events"
+)]
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,

@@ -59,7 +59,8 @@ pub fn main(args: ReplayArgs) -> anyhow::Result<ExitCode> {
     let cfg = Config::load(args.config.as_deref(), std::env::vars())?;
     let at = match &args.at {
         Some(s) => Some(
-            time::parse_rfc3339(s).with_context(|| format!("--at `{s}` is not an RFC 3339 date-time"))?,
+            time::parse_rfc3339(s)
+                .with_context(|| format!("--at `{s}` is not an RFC 3339 date-time"))?,
         ),
         None => None,
     };
@@ -200,7 +201,10 @@ pub fn replay_file(
             }
             Err(f) => {
                 engine.record_invalid(f.event_type);
-                (Outcome::Invalid, Some(format!("{}: {}", f.error.reason(), f.error)))
+                (
+                    Outcome::Invalid,
+                    Some(format!("{}: {}", f.error.reason(), f.error)),
+                )
             }
         };
         if let (Some(d), Some(reason)) = (dead.as_deref_mut(), reason) {

@@ -13,7 +13,9 @@ use std::process::{Command, Output};
 use serde_json::Value;
 
 fn fixture(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/replay").join(name)
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/replay")
+        .join(name)
 }
 
 fn replay(args: &[&str]) -> Output {
@@ -32,7 +34,11 @@ fn replay_json(files: &[PathBuf], extra: &[&str]) -> Vec<Value> {
     args.extend(extra.iter().map(|s| s.to_string()));
     let refs: Vec<&str> = args.iter().map(String::as_str).collect();
     let out = replay(&refs);
-    assert!(out.status.success(), "replay failed: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "replay failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let v: Value = serde_json::from_slice(&out.stdout).expect("stdout is JSON");
     v.as_array().expect("a JSON array").clone()
 }
@@ -69,7 +75,10 @@ fn replay_of_the_fixture_gives_the_hand_computed_values() {
     assert_eq!(ev("unknown", "invalid"), 1.0);
     assert_eq!(ev("deposit", "late"), 1.0);
     assert_eq!(ev("spend", "applied"), 1.0);
-    assert_eq!(val(&s, "cxpulse_clock_timestamp_seconds", &[]), 1_772_366_430.0);
+    assert_eq!(
+        val(&s, "cxpulse_clock_timestamp_seconds", &[]),
+        1_772_366_430.0
+    );
 
     let w24 = |ch: &'static str| [("window", "24h"), ("channel", ch)];
     // alice paid_search, bob organic, carol referral (referrer, no channel); erin at
@@ -79,11 +88,23 @@ fn replay_of_the_fixture_gives_the_hand_computed_values() {
     assert_eq!(val(&s, "cxpulse_signups", &w24("referral")), 1.0);
     assert_eq!(val(&s, "cxpulse_signups", &w24("social")), 0.0);
     assert_eq!(val(&s, "cxpulse_users", &[]), 4.0);
-    assert_eq!(val(&s, "cxpulse_user_growth_ratio", &[("window", "24h")]), 0.75);
-    assert_eq!(val(&s, "cxpulse_signups_total", &[("channel", "social")]), 1.0);
+    assert_eq!(
+        val(&s, "cxpulse_user_growth_ratio", &[("window", "24h")]),
+        0.75
+    );
+    assert_eq!(
+        val(&s, "cxpulse_signups_total", &[("channel", "social")]),
+        1.0
+    );
     // Spend: 120 paid_search; alice's 20 USD reward counts for channel referral.
-    assert_eq!(val(&s, "cxpulse_marketing_spend_usd", &w24("paid_search")), 120.0);
-    assert_eq!(val(&s, "cxpulse_marketing_spend_usd", &w24("referral")), 20.0);
+    assert_eq!(
+        val(&s, "cxpulse_marketing_spend_usd", &w24("paid_search")),
+        120.0
+    );
+    assert_eq!(
+        val(&s, "cxpulse_marketing_spend_usd", &w24("referral")),
+        20.0
+    );
     assert_eq!(val(&s, "cxpulse_acquisitions", &w24("paid_search")), 1.0);
     assert_eq!(val(&s, "cxpulse_cpa_usd", &w24("paid_search")), 120.0);
     assert_eq!(val(&s, "cxpulse_cpa_usd", &w24("referral")), 20.0);
@@ -91,48 +112,135 @@ fn replay_of_the_fixture_gives_the_hand_computed_values() {
     assert_eq!(get(&s, "cxpulse_cpa_usd", &w24("social")), None);
     assert_eq!(val(&s, "cxpulse_revenue_usd", &w24("paid_search")), 2.5);
     assert_eq!(val(&s, "cxpulse_arpu_usd", &w24("paid_search")), 2.5);
-    let st = |stage: &'static str| [("window", "24h"), ("channel", "paid_search"), ("stage", stage)];
+    let st = |stage: &'static str| {
+        [
+            ("window", "24h"),
+            ("channel", "paid_search"),
+            ("stage", stage),
+        ]
+    };
     assert_eq!(val(&s, "cxpulse_funnel_users", &st("first_trade")), 1.0);
     assert_eq!(val(&s, "cxpulse_conversion_ratio", &st("first_trade")), 1.0);
     let st = |stage: &'static str| [("window", "24h"), ("channel", "organic"), ("stage", stage)];
-    assert_eq!(val(&s, "cxpulse_conversion_ratio", &st("first_deposit")), 1.0);
+    assert_eq!(
+        val(&s, "cxpulse_conversion_ratio", &st("first_deposit")),
+        1.0
+    );
     assert_eq!(val(&s, "cxpulse_conversion_ratio", &st("first_trade")), 0.0);
     // Only bob (11:55) was active in [11:00, 12:00).
-    assert_eq!(val(&s, "cxpulse_active_customers", &[("window", "1h"), ("channel", "organic")]), 1.0);
-    assert_eq!(val(&s, "cxpulse_active_customers", &[("window", "1h"), ("channel", "paid_search")]), 0.0);
+    assert_eq!(
+        val(
+            &s,
+            "cxpulse_active_customers",
+            &[("window", "1h"), ("channel", "organic")]
+        ),
+        1.0
+    );
+    assert_eq!(
+        val(
+            &s,
+            "cxpulse_active_customers",
+            &[("window", "1h"), ("channel", "paid_search")]
+        ),
+        0.0
+    );
     // Referral: 1 invite, 1 referral signup of 3; 3 active customers in 24h.
     let d = [("window", "24h")];
     assert_eq!(val(&s, "cxpulse_referral_invites", &d), 1.0);
-    assert_eq!(val(&s, "cxpulse_referral_signup_share_ratio", &d), 1.0 / 3.0);
+    assert_eq!(
+        val(&s, "cxpulse_referral_signup_share_ratio", &d),
+        1.0 / 3.0
+    );
     assert_eq!(val(&s, "cxpulse_referral_invite_conversion_ratio", &d), 1.0);
     assert_eq!(val(&s, "cxpulse_referral_k_factor", &d), 1.0 / 3.0);
     assert_eq!(val(&s, "cxpulse_referral_rewards_usd", &d), 20.0);
     // No 30d window configured: no CLV.
-    assert_eq!(get(&s, "cxpulse_clv_usd", &[("channel", "paid_search")]), None);
+    assert_eq!(
+        get(&s, "cxpulse_clv_usd", &[("channel", "paid_search")]),
+        None
+    );
 
     // Surveys: csat 5 (alice); nps 9 (alice) and 3 (bob) -> 0; ces 6.
     assert_eq!(val(&s, "cxpulse_csat_ratio", &[("window", "1h")]), 1.0);
     assert_eq!(val(&s, "cxpulse_nps", &d), 0.0);
-    assert_eq!(val(&s, "cxpulse_nps_responses", &[("window", "24h"), ("category", "detractor")]), 1.0);
+    assert_eq!(
+        val(
+            &s,
+            "cxpulse_nps_responses",
+            &[("window", "24h"), ("category", "detractor")]
+        ),
+        1.0
+    );
     assert_eq!(val(&s, "cxpulse_ces_mean", &d), 6.0);
     // Wilson for 1 of 1: (0.2065, 1.0).
     assert!((val(&s, "cxpulse_csat_ratio_ci_lower", &d) - 0.2065).abs() < 1e-3);
 
     // Support: T1 urgent replied after 12 min (met), resolved after 40 min (met).
     let u = |k: &'static str| [("window", "24h"), ("priority", "urgent"), ("kind", k)];
-    assert_eq!(val(&s, "cxpulse_sla_breach_ratio", &u("first_response")), 0.0);
+    assert_eq!(
+        val(&s, "cxpulse_sla_breach_ratio", &u("first_response")),
+        0.0
+    );
     assert_eq!(val(&s, "cxpulse_sla_breach_ratio", &u("resolution")), 0.0);
     let q = |p: &'static str| [("window", "1h"), ("priority", "urgent"), ("quantile", p)];
     // 720 s within HdrHistogram's 3 significant digits.
-    assert!((val(&s, "cxpulse_support_first_response_quantile_seconds", &q("0.5")) - 720.0).abs() <= 0.72);
-    assert!((val(&s, "cxpulse_support_resolution_quantile_seconds", &q("0.99")) - 2400.0).abs() <= 2.4);
-    assert_eq!(val(&s, "cxpulse_support_tickets_opened", &[("window", "1h"), ("priority", "normal")]), 1.0);
+    assert!(
+        (val(
+            &s,
+            "cxpulse_support_first_response_quantile_seconds",
+            &q("0.5")
+        ) - 720.0)
+            .abs()
+            <= 0.72
+    );
+    assert!(
+        (val(
+            &s,
+            "cxpulse_support_resolution_quantile_seconds",
+            &q("0.99")
+        ) - 2400.0)
+            .abs()
+            <= 2.4
+    );
+    assert_eq!(
+        val(
+            &s,
+            "cxpulse_support_tickets_opened",
+            &[("window", "1h"), ("priority", "normal")]
+        ),
+        1.0
+    );
     // T2 (normal, opened 11:05, no reply) is open and undecided: 55.5 min of 4 h used.
-    assert_eq!(val(&s, "cxpulse_support_open_tickets", &[("priority", "normal")]), 1.0);
-    assert_eq!(val(&s, "cxpulse_support_open_tickets", &[("priority", "urgent")]), 0.0);
+    assert_eq!(
+        val(
+            &s,
+            "cxpulse_support_open_tickets",
+            &[("priority", "normal")]
+        ),
+        1.0
+    );
+    assert_eq!(
+        val(
+            &s,
+            "cxpulse_support_open_tickets",
+            &[("priority", "urgent")]
+        ),
+        0.0
+    );
     let k = [("priority", "normal"), ("kind", "first_response")];
     assert_eq!(val(&s, "cxpulse_support_tickets_at_risk", &k), 0.0);
-    assert_eq!(get(&s, "cxpulse_sla_breach_ratio", &[("window", "24h"), ("priority", "normal"), ("kind", "first_response")]), None);
+    assert_eq!(
+        get(
+            &s,
+            "cxpulse_sla_breach_ratio",
+            &[
+                ("window", "24h"),
+                ("priority", "normal"),
+                ("kind", "first_response")
+            ]
+        ),
+        None
+    );
 
     // Churn: 3 new customers, active now 3, nobody churned: active at start 0 -> no ratio.
     assert_eq!(val(&s, "cxpulse_new_customers", &d), 3.0);
@@ -151,22 +259,50 @@ fn gzip_input_gives_the_same_output() {
         std::fs::File::create(&gz).unwrap(),
         flate2::Compression::default(),
     );
-    enc.write_all(&std::fs::read(fixture("small.ndjson")).unwrap()).unwrap();
+    enc.write_all(&std::fs::read(fixture("small.ndjson")).unwrap())
+        .unwrap();
     enc.finish().unwrap();
-    assert_eq!(replay_json(&[gz], &[]), replay_json(&[fixture("small.ndjson")], &[]));
+    assert_eq!(
+        replay_json(&[gz], &[]),
+        replay_json(&[fixture("small.ndjson")], &[])
+    );
 }
 
 #[test]
 fn at_moves_t_forward_and_rejects_the_past() {
-    let s = replay_json(&[fixture("small.ndjson")], &["--at", "2026-03-01T13:30:00Z"]);
-    assert_eq!(val(&s, "cxpulse_clock_timestamp_seconds", &[]), 1_772_371_800.0);
+    let s = replay_json(
+        &[fixture("small.ndjson")],
+        &["--at", "2026-03-01T13:30:00Z"],
+    );
+    assert_eq!(
+        val(&s, "cxpulse_clock_timestamp_seconds", &[]),
+        1_772_371_800.0
+    );
     // E = 13:30: the 1h window is [12:30, 13:30); erin's signup (12:00:30) is before it.
-    assert_eq!(val(&s, "cxpulse_signups", &[("window", "1h"), ("channel", "social")]), 0.0);
-    assert_eq!(val(&s, "cxpulse_signups", &[("window", "24h"), ("channel", "social")]), 1.0);
+    assert_eq!(
+        val(
+            &s,
+            "cxpulse_signups",
+            &[("window", "1h"), ("channel", "social")]
+        ),
+        0.0
+    );
+    assert_eq!(
+        val(
+            &s,
+            "cxpulse_signups",
+            &[("window", "24h"), ("channel", "social")]
+        ),
+        1.0
+    );
     // T2 (normal, opened 11:05) is now 2 h 25 min old: 60% of 4 h used, not at risk yet.
     let k = [("priority", "normal"), ("kind", "first_response")];
     assert_eq!(val(&s, "cxpulse_support_tickets_at_risk", &k), 0.0);
-    let out = replay(&[fixture("small.ndjson").to_str().unwrap(), "--at", "2026-03-01T11:00:00Z"]);
+    let out = replay(&[
+        fixture("small.ndjson").to_str().unwrap(),
+        "--at",
+        "2026-03-01T11:00:00Z",
+    ]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("before the last applied event"));
 }
@@ -182,14 +318,24 @@ fn summary_and_dead_letter_file_name_every_bad_line() {
     ]);
     assert!(out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("applied 17, invalid 2, late 1, duplicate 1"), "{err}");
+    assert!(
+        err.contains("applied 17, invalid 2, late 1, duplicate 1"),
+        "{err}"
+    );
     let lines: Vec<Value> = std::fs::read_to_string(&dl)
         .unwrap()
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
     assert_eq!(lines.len(), 3);
-    assert!(lines[0]["reason"].as_str().unwrap().starts_with("out_of_range"), "{}", lines[0]);
+    assert!(
+        lines[0]["reason"]
+            .as_str()
+            .unwrap()
+            .starts_with("out_of_range"),
+        "{}",
+        lines[0]
+    );
     assert!(lines[1]["reason"].as_str().unwrap().starts_with("not_json"));
     assert_eq!(lines[2]["reason"], "late");
 }
@@ -215,6 +361,9 @@ fn prometheus_output_passes_promtool_check_metrics() {
     );
     // The JSON and text outputs describe the same samples.
     let text = String::from_utf8_lossy(&out.stdout);
-    let samples = text.lines().filter(|l| !l.starts_with('#') && !l.is_empty()).count();
+    let samples = text
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+        .count();
     assert_eq!(samples, replay_json(&[fixture("small.ndjson")], &[]).len());
 }

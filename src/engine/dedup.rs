@@ -13,7 +13,7 @@ use crate::event::Millis;
 pub struct Dedup {
     seen: HashMap<u128, Millis, BuildFp>,
     /// Accepted ids in acceptance order, for expiry.
-    order: VecDeque<(Millis, u128)>,
+    pub(crate) order: VecDeque<(Millis, u128)>,
 }
 
 impl Dedup {

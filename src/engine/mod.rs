@@ -12,6 +12,7 @@ pub mod params;
 pub mod partition;
 pub mod registry;
 pub mod ring;
+pub mod snapshot;
 pub mod tickets;
 pub mod users;
 
@@ -151,7 +152,10 @@ impl Engine {
         let part = self.parts.entry(partition).or_default();
         let fp = Dedup::fingerprint(&ev.event_id);
         if let Some(t) = self.clock {
-            if part.dedup.contains(fp, t.saturating_sub(self.prm.dedup_horizon)) {
+            if part
+                .dedup
+                .contains(fp, t.saturating_sub(self.prm.dedup_horizon))
+            {
                 return Outcome::Duplicate;
             }
             if ev.ts < t.saturating_sub(self.prm.lateness) {
@@ -193,7 +197,10 @@ impl Engine {
                 usd: *reward_usd,
                 referral_channel: self.registry.resolve("referral"),
             },
-            EventBody::Spend { channel, amount_usd } => PendingBody::Spend {
+            EventBody::Spend {
+                channel,
+                amount_usd,
+            } => PendingBody::Spend {
                 channel: self.registry.resolve(channel),
                 usd: *amount_usd,
             },

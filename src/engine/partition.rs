@@ -89,7 +89,10 @@ pub enum TimerKind {
     /// The user churns now unless an activity came since `instant - inactivity`.
     Churn(UserIdx),
     /// Post-support check of a `rated` csat at `instant - inactivity`.
-    PostSupport { user: UserIdx, negative: bool },
+    PostSupport {
+        user: UserIdx,
+        negative: bool,
+    },
     FirstResponse(u32),
     Resolution(u32),
 }
@@ -162,8 +165,8 @@ pub struct Partition {
     pub users: Users,
     pub tickets: Tickets,
     pub dedup: Dedup,
-    pending: BinaryHeap<Reverse<Pending>>,
-    timers: BinaryHeap<Reverse<Timer>>,
+    pub(crate) pending: BinaryHeap<Reverse<Pending>>,
+    pub(crate) timers: BinaryHeap<Reverse<Timer>>,
     /// Per channel id: revenue and spend.
     pub chan: Vec<Ring<2>>,
     pub misc: Ring<5>,
@@ -177,7 +180,7 @@ pub struct Partition {
     pub res_hist: [SecondsHistogram; 4],
     /// Everything at or before this instant has been applied.
     pub applied_through: Millis,
-    last_trim: i64,
+    pub(crate) last_trim: i64,
 }
 
 impl Partition {
@@ -191,7 +194,13 @@ impl Partition {
 
     /// Applies, in time order, every pending event and timer with instant <= `through`.
     /// `now` is the engine clock T (the detection time of breaches).
-    pub fn release(&mut self, through: Millis, now: Millis, prm: &Params, alerts: &mut Vec<BreachAlert>) {
+    pub fn release(
+        &mut self,
+        through: Millis,
+        now: Millis,
+        prm: &Params,
+        alerts: &mut Vec<BreachAlert>,
+    ) {
         loop {
             let ev = self.pending.peek().map(|p| p.0.ts);
             let tm = self.timers.peek().map(|t| t.0.instant);
@@ -421,7 +430,8 @@ impl Partition {
                     self.fr_times[pi].push_back((ts, took));
                     if t.fr == Decision::Undecided {
                         t.fr = Decision::Met;
-                        self.sla.add(b, sla_decision(p, SlaKind::FirstResponse, false), 1.0);
+                        self.sla
+                            .add(b, sla_decision(p, SlaKind::FirstResponse, false), 1.0);
                     }
                 }
             }
@@ -455,11 +465,13 @@ impl Partition {
                     self.res_times[pi].push_back((ts, running));
                     if t.res == Decision::Undecided {
                         t.res = Decision::Met;
-                        self.sla.add(b, sla_decision(p, SlaKind::Resolution, false), 1.0);
+                        self.sla
+                            .add(b, sla_decision(p, SlaKind::Resolution, false), 1.0);
                     }
                     if t.fr == Decision::Undecided {
                         t.fr = Decision::Met;
-                        self.sla.add(b, sla_decision(p, SlaKind::FirstResponse, false), 1.0);
+                        self.sla
+                            .add(b, sla_decision(p, SlaKind::FirstResponse, false), 1.0);
                     }
                 }
             }
@@ -510,7 +522,11 @@ impl Partition {
                 if t.fr == Decision::Undecided && t.first_reply == NEVER {
                     t.fr = Decision::Breached;
                     let p = t.priority;
-                    self.sla.add(prm.bucket_of(at), sla_decision(p, SlaKind::FirstResponse, true), 1.0);
+                    self.sla.add(
+                        prm.bucket_of(at),
+                        sla_decision(p, SlaKind::FirstResponse, true),
+                        1.0,
+                    );
                     alerts.push(self.alert(ticket, SlaKind::FirstResponse, at, now));
                 }
             }
@@ -529,7 +545,11 @@ impl Partition {
                 } else if due == at {
                     t.res = Decision::Breached;
                     let p = t.priority;
-                    self.sla.add(prm.bucket_of(at), sla_decision(p, SlaKind::Resolution, true), 1.0);
+                    self.sla.add(
+                        prm.bucket_of(at),
+                        sla_decision(p, SlaKind::Resolution, true),
+                        1.0,
+                    );
                     alerts.push(self.alert(ticket, SlaKind::Resolution, at, now));
                 }
             }

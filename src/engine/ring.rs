@@ -10,8 +10,8 @@ use std::collections::VecDeque;
 #[derive(Clone, Debug)]
 pub struct Ring<const N: usize> {
     /// Bucket index of `slots[0]`.
-    base: i64,
-    slots: VecDeque<[f64; N]>,
+    pub(crate) base: i64,
+    pub(crate) slots: VecDeque<[f64; N]>,
 }
 
 impl<const N: usize> Default for Ring<N> {

@@ -33,7 +33,13 @@ impl E<'_> {
         self.offer_id(&id, ts, user, body)
     }
 
-    fn offer_id(&mut self, id: &str, ts: Millis, user: Option<&str>, body: EventBody<'static>) -> Outcome {
+    fn offer_id(
+        &mut self,
+        id: &str,
+        ts: Millis,
+        user: Option<&str>,
+        body: EventBody<'static>,
+    ) -> Outcome {
         let ev = Event {
             event_id: Cow::Owned(id.to_string()),
             ts,
@@ -111,9 +117,16 @@ const ZERO_LATENESS: &str = "[engine]\nallowed_lateness = \"0s\"\nwindows = [\"1
 #[test]
 fn window_covers_e_minus_w_inclusive_to_e_exclusive() {
     let mut eng = engine(ZERO_LATENESS);
-    let mut e = E { eng: &mut eng, n: 0 };
+    let mut e = E {
+        eng: &mut eng,
+        n: 0,
+    };
     let e_ms = BASE + 2 * HOUR; // E once T is in [E, E + 1 min)
-    e.offer(e_ms - HOUR - 1, Some("before"), signup(Some("organic"), None));
+    e.offer(
+        e_ms - HOUR - 1,
+        Some("before"),
+        signup(Some("organic"), None),
+    );
     e.offer(e_ms - HOUR, Some("edge"), signup(Some("organic"), None));
     e.offer(e_ms - 1, Some("last"), signup(Some("organic"), None));
     e.offer(e_ms, Some("current"), signup(Some("organic"), None));
@@ -121,23 +134,57 @@ fn window_covers_e_minus_w_inclusive_to_e_exclusive() {
     eng.finish();
     let f = eng.families();
     // [E-1h, E) holds `edge` and `last`; `before` is 1 ms too early, `current` is at E.
-    assert_eq!(v(&f, "cxpulse_signups", &[("window", "1h"), ("channel", "organic")]), 2.0);
-    assert_eq!(v(&f, "cxpulse_signups", &[("window", "24h"), ("channel", "organic")]), 3.0);
-    assert_eq!(v(&f, "cxpulse_signups", &[("window", "1h"), ("channel", "social")]), 0.0);
+    assert_eq!(
+        v(
+            &f,
+            "cxpulse_signups",
+            &[("window", "1h"), ("channel", "organic")]
+        ),
+        2.0
+    );
+    assert_eq!(
+        v(
+            &f,
+            "cxpulse_signups",
+            &[("window", "24h"), ("channel", "organic")]
+        ),
+        3.0
+    );
+    assert_eq!(
+        v(
+            &f,
+            "cxpulse_signups",
+            &[("window", "1h"), ("channel", "social")]
+        ),
+        0.0
+    );
     // Point-in-time: every signup with ts <= T counts.
     assert_eq!(v(&f, "cxpulse_users", &[]), 5.0);
-    assert_eq!(v(&f, "cxpulse_user_growth_ratio", &[("window", "1h")]), 2.0 / 5.0);
     assert_eq!(
-        v(&f, "cxpulse_channel_share_ratio", &[("window", "1h"), ("channel", "organic")]),
+        v(&f, "cxpulse_user_growth_ratio", &[("window", "1h")]),
+        2.0 / 5.0
+    );
+    assert_eq!(
+        v(
+            &f,
+            "cxpulse_channel_share_ratio",
+            &[("window", "1h"), ("channel", "organic")]
+        ),
         1.0
     );
-    assert_eq!(v(&f, "cxpulse_clock_timestamp_seconds", &[]), (e_ms + 30_000) as f64 / 1000.0);
+    assert_eq!(
+        v(&f, "cxpulse_clock_timestamp_seconds", &[]),
+        (e_ms + 30_000) as f64 / 1000.0
+    );
 }
 
 #[test]
 fn empty_windows_give_zero_counts_and_no_ratios() {
     let mut eng = engine(ZERO_LATENESS);
-    let mut e = E { eng: &mut eng, n: 0 };
+    let mut e = E {
+        eng: &mut eng,
+        n: 0,
+    };
     e.offer(BASE, Some("u"), deposit());
     eng.finish();
     let f = eng.families();
@@ -147,10 +194,24 @@ fn empty_windows_give_zero_counts_and_no_ratios() {
     assert_eq!(v(&f, "cxpulse_csat_responses", &[("window", "1h")]), 0.0);
     assert_eq!(value(&f, "cxpulse_csat_ratio", &[("window", "1h")]), None);
     assert_eq!(value(&f, "cxpulse_nps", &[("window", "1h")]), None);
-    assert_eq!(value(&f, "cxpulse_user_growth_ratio", &[("window", "1h")]), None);
-    assert_eq!(value(&f, "cxpulse_cpa_usd", &[("window", "1h"), ("channel", "unknown")]), None);
     assert_eq!(
-        value(&f, "cxpulse_arpu_usd", &[("window", "1h"), ("channel", "unknown")]),
+        value(&f, "cxpulse_user_growth_ratio", &[("window", "1h")]),
+        None
+    );
+    assert_eq!(
+        value(
+            &f,
+            "cxpulse_cpa_usd",
+            &[("window", "1h"), ("channel", "unknown")]
+        ),
+        None
+    );
+    assert_eq!(
+        value(
+            &f,
+            "cxpulse_arpu_usd",
+            &[("window", "1h"), ("channel", "unknown")]
+        ),
         None
     );
 }
@@ -158,18 +219,50 @@ fn empty_windows_give_zero_counts_and_no_ratios() {
 #[test]
 fn duplicates_and_late_events_are_counted_and_applied_to_nothing() {
     let mut eng = engine("[engine]\nwindows = [\"1h\"]\n");
-    let mut e = E { eng: &mut eng, n: 0 };
-    assert_eq!(e.offer_id("a", BASE, Some("u1"), signup(Some("organic"), None)), Outcome::Applied);
-    assert_eq!(e.offer_id("a", BASE, Some("u2"), signup(Some("organic"), None)), Outcome::Duplicate);
-    assert_eq!(e.offer_id("b", BASE + 10 * MIN, Some("u3"), signup(Some("organic"), None)), Outcome::Applied);
+    let mut e = E {
+        eng: &mut eng,
+        n: 0,
+    };
+    assert_eq!(
+        e.offer_id("a", BASE, Some("u1"), signup(Some("organic"), None)),
+        Outcome::Applied
+    );
+    assert_eq!(
+        e.offer_id("a", BASE, Some("u2"), signup(Some("organic"), None)),
+        Outcome::Duplicate
+    );
+    assert_eq!(
+        e.offer_id(
+            "b",
+            BASE + 10 * MIN,
+            Some("u3"),
+            signup(Some("organic"), None)
+        ),
+        Outcome::Applied
+    );
     // 30 s lateness: BASE + 10 min - 30 s is still accepted, 1 ms earlier is late.
-    assert_eq!(e.offer_id("c", BASE + 10 * MIN - 30_000, Some("u4"), deposit()), Outcome::Applied);
-    assert_eq!(e.offer_id("d", BASE + 10 * MIN - 30_001, Some("u5"), deposit()), Outcome::Late);
+    assert_eq!(
+        e.offer_id("c", BASE + 10 * MIN - 30_000, Some("u4"), deposit()),
+        Outcome::Applied
+    );
+    assert_eq!(
+        e.offer_id("d", BASE + 10 * MIN - 30_001, Some("u5"), deposit()),
+        Outcome::Late
+    );
     // Duplicate is checked before late: `a` is still within the 10 min horizon.
-    assert_eq!(e.offer_id("a", BASE, Some("u1"), signup(Some("organic"), None)), Outcome::Duplicate);
+    assert_eq!(
+        e.offer_id("a", BASE, Some("u1"), signup(Some("organic"), None)),
+        Outcome::Duplicate
+    );
     // Past the horizon the id is forgotten, so the retry is late, not duplicate.
-    assert_eq!(e.offer_id("z", BASE + 10 * MIN + 1, Some("u6"), deposit()), Outcome::Applied);
-    assert_eq!(e.offer_id("a", BASE, Some("u1"), signup(Some("organic"), None)), Outcome::Late);
+    assert_eq!(
+        e.offer_id("z", BASE + 10 * MIN + 1, Some("u6"), deposit()),
+        Outcome::Applied
+    );
+    assert_eq!(
+        e.offer_id("a", BASE, Some("u1"), signup(Some("organic"), None)),
+        Outcome::Late
+    );
     eng.finish();
     let f = eng.families();
     let count = |ty: &str, o: &str| v(&f, "cxpulse_events_total", &[("type", ty), ("outcome", o)]);
@@ -185,36 +278,92 @@ fn duplicates_and_late_events_are_counted_and_applied_to_nothing() {
 #[test]
 fn seventeenth_channel_is_reported_as_other() {
     let mut eng = engine(ZERO_LATENESS);
-    let mut e = E { eng: &mut eng, n: 0 };
+    let mut e = E {
+        eng: &mut eng,
+        n: 0,
+    };
     for i in 0..17 {
-        e.offer(BASE + i * MIN, Some(&format!("u{i}")), signup(Some(&format!("ch{i}")), None));
+        e.offer(
+            BASE + i * MIN,
+            Some(&format!("u{i}")),
+            signup(Some(&format!("ch{i}")), None),
+        );
     }
     e.offer(BASE + 17 * MIN, Some("x"), spend("ch99", 50.0));
     e.offer(BASE + 2 * HOUR, Some("late-comer"), deposit());
     eng.finish();
     let f = eng.families();
-    assert_eq!(v(&f, "cxpulse_signups", &[("window", "24h"), ("channel", "ch15")]), 1.0);
-    assert_eq!(value(&f, "cxpulse_signups", &[("window", "24h"), ("channel", "ch16")]), None);
-    assert_eq!(v(&f, "cxpulse_signups", &[("window", "24h"), ("channel", "other")]), 1.0);
-    assert_eq!(v(&f, "cxpulse_marketing_spend_usd", &[("window", "24h"), ("channel", "other")]), 50.0);
+    assert_eq!(
+        v(
+            &f,
+            "cxpulse_signups",
+            &[("window", "24h"), ("channel", "ch15")]
+        ),
+        1.0
+    );
+    assert_eq!(
+        value(
+            &f,
+            "cxpulse_signups",
+            &[("window", "24h"), ("channel", "ch16")]
+        ),
+        None
+    );
+    assert_eq!(
+        v(
+            &f,
+            "cxpulse_signups",
+            &[("window", "24h"), ("channel", "other")]
+        ),
+        1.0
+    );
+    assert_eq!(
+        v(
+            &f,
+            "cxpulse_marketing_spend_usd",
+            &[("window", "24h"), ("channel", "other")]
+        ),
+        50.0
+    );
 }
 
 #[test]
 fn acquisition_funnel_cpa_arpu_and_referrals() {
     let mut eng = engine(ZERO_LATENESS);
-    let mut e = E { eng: &mut eng, n: 0 };
+    let mut e = E {
+        eng: &mut eng,
+        n: 0,
+    };
     let t0 = BASE + 10 * HOUR;
     e.offer(t0, None, spend("paid_search", 300.0));
     e.offer(t0 + MIN, Some("a"), signup(Some("paid_search"), None));
     e.offer(t0 + 2 * MIN, Some("b"), signup(Some("paid_search"), None));
     e.offer(t0 + 3 * MIN, Some("c"), signup(None, Some("a")));
-    e.offer(t0 + 4 * MIN, Some("a"), EventBody::Referral { action: ReferralAction::InviteSent });
-    e.offer(t0 + 4 * MIN, Some("a"), EventBody::Referral { action: ReferralAction::InviteSent });
+    e.offer(
+        t0 + 4 * MIN,
+        Some("a"),
+        EventBody::Referral {
+            action: ReferralAction::InviteSent,
+        },
+    );
+    e.offer(
+        t0 + 4 * MIN,
+        Some("a"),
+        EventBody::Referral {
+            action: ReferralAction::InviteSent,
+        },
+    );
     e.offer(t0 + 5 * MIN, Some("a"), deposit());
     e.offer(t0 + 6 * MIN, Some("a"), trade(2.0));
     e.offer(t0 + 7 * MIN, Some("a"), trade(1.0));
     e.offer(t0 + 8 * MIN, Some("c"), deposit());
-    e.offer(t0 + 9 * MIN, Some("a"), EventBody::Referral { action: ReferralAction::Rewarded { reward_usd: 10.0 } });
+    e.offer(
+        t0 + 9 * MIN,
+        Some("a"),
+        EventBody::Referral {
+            action: ReferralAction::Rewarded { reward_usd: 10.0 },
+        },
+    );
     e.offer(t0 + 20 * MIN, Some("z"), signup(Some("organic"), None));
     eng.finish();
     let f = eng.families();
@@ -222,14 +371,23 @@ fn acquisition_funnel_cpa_arpu_and_referrals() {
     assert_eq!(v(&f, "cxpulse_signups", &w("paid_search")), 2.0);
     assert_eq!(v(&f, "cxpulse_signups", &w("referral")), 1.0);
     assert_eq!(v(&f, "cxpulse_acquisitions", &w("paid_search")), 1.0);
-    assert_eq!(v(&f, "cxpulse_marketing_spend_usd", &w("paid_search")), 300.0);
+    assert_eq!(
+        v(&f, "cxpulse_marketing_spend_usd", &w("paid_search")),
+        300.0
+    );
     assert_eq!(v(&f, "cxpulse_cpa_usd", &w("paid_search")), 300.0);
     // Referral channel: 10 USD of rewards over 1 acquisition (c).
     assert_eq!(v(&f, "cxpulse_cpa_usd", &w("referral")), 10.0);
     assert_eq!(v(&f, "cxpulse_revenue_usd", &w("paid_search")), 3.0);
     assert_eq!(v(&f, "cxpulse_active_customers", &w("paid_search")), 1.0);
     assert_eq!(v(&f, "cxpulse_arpu_usd", &w("paid_search")), 3.0);
-    let st = |stage: &'static str| [("window", "1h"), ("channel", "paid_search"), ("stage", stage)];
+    let st = |stage: &'static str| {
+        [
+            ("window", "1h"),
+            ("channel", "paid_search"),
+            ("stage", stage),
+        ]
+    };
     assert_eq!(v(&f, "cxpulse_funnel_users", &st("signup")), 2.0);
     assert_eq!(v(&f, "cxpulse_funnel_users", &st("first_deposit")), 1.0);
     assert_eq!(v(&f, "cxpulse_conversion_ratio", &st("first_deposit")), 0.5);
@@ -243,13 +401,19 @@ fn acquisition_funnel_cpa_arpu_and_referrals() {
     // 1 referral signup / 2 active customers (a, c).
     assert_eq!(v(&f, "cxpulse_referral_k_factor", &wl), 0.5);
     assert_eq!(v(&f, "cxpulse_referral_rewards_usd", &wl), 10.0);
-    assert_eq!(v(&f, "cxpulse_signups_total", &[("channel", "organic")]), 1.0);
+    assert_eq!(
+        v(&f, "cxpulse_signups_total", &[("channel", "organic")]),
+        1.0
+    );
 }
 
 #[test]
 fn support_first_response_resolution_pause_and_breach() {
     let mut eng = engine(ZERO_LATENESS);
-    let mut e = E { eng: &mut eng, n: 0 };
+    let mut e = E {
+        eng: &mut eng,
+        n: 0,
+    };
     use SupportAction::*;
     let t0 = BASE + 10 * HOUR;
     // Urgent T1: reply after 10 min (met, target 15 min), pending 1 h, resolved
@@ -257,65 +421,192 @@ fn support_first_response_resolution_pause_and_breach() {
     // Urgent ticket with no reply: first-response breach at t0 + 16 min.
     // A reply before `opened` (in event time) is ignored; the second `opened` too.
     // (Offered in time order: with zero lateness anything older than T is late.)
-    e.offer(t0, Some("u1"), support("T1", Opened, Some(Priority::Urgent)));
-    e.offer(t0 + MIN, Some("u2"), support("T2", Opened, Some(Priority::Urgent)));
+    e.offer(
+        t0,
+        Some("u1"),
+        support("T1", Opened, Some(Priority::Urgent)),
+    );
+    e.offer(
+        t0 + MIN,
+        Some("u2"),
+        support("T2", Opened, Some(Priority::Urgent)),
+    );
     e.offer(t0 + 2 * MIN, Some("u3"), support("T3", AgentReplied, None));
-    e.offer(t0 + 3 * MIN, Some("u3"), support("T3", Opened, Some(Priority::High)));
-    e.offer(t0 + 4 * MIN, Some("u3"), support("T3", Opened, Some(Priority::Low)));
+    e.offer(
+        t0 + 3 * MIN,
+        Some("u3"),
+        support("T3", Opened, Some(Priority::High)),
+    );
+    e.offer(
+        t0 + 4 * MIN,
+        Some("u3"),
+        support("T3", Opened, Some(Priority::Low)),
+    );
     e.offer(t0 + 10 * MIN, Some("u1"), support("T1", AgentReplied, None));
     e.offer(t0 + HOUR, Some("u1"), support("T1", Pending, None));
-    e.offer(t0 + 2 * HOUR, Some("u1"), support("T1", CustomerReplied, None));
+    e.offer(
+        t0 + 2 * HOUR,
+        Some("u1"),
+        support("T1", CustomerReplied, None),
+    );
     e.offer(t0 + 5 * HOUR, Some("u1"), support("T1", Resolved, None));
-    e.offer(t0 + 5 * HOUR + MIN, Some("u1"), support("T1", Reopened, None));
+    e.offer(
+        t0 + 5 * HOUR + MIN,
+        Some("u1"),
+        support("T1", Reopened, None),
+    );
     e.offer(t0 + 5 * HOUR + 30 * MIN, Some("u9"), deposit());
     eng.finish();
     let alerts = eng.drain_alerts();
     let f = eng.families();
     // T = t0 + 5h30m; E = T. 24h window holds everything.
     let l = |p: &'static str, k: &'static str| [("window", "24h"), ("priority", p), ("kind", k)];
-    assert_eq!(v(&f, "cxpulse_support_tickets_opened", &[("window", "24h"), ("priority", "urgent")]), 2.0);
-    assert_eq!(v(&f, "cxpulse_support_tickets_opened", &[("window", "24h"), ("priority", "high")]), 1.0);
-    assert_eq!(v(&f, "cxpulse_support_tickets_opened", &[("window", "24h"), ("priority", "low")]), 0.0);
+    assert_eq!(
+        v(
+            &f,
+            "cxpulse_support_tickets_opened",
+            &[("window", "24h"), ("priority", "urgent")]
+        ),
+        2.0
+    );
+    assert_eq!(
+        v(
+            &f,
+            "cxpulse_support_tickets_opened",
+            &[("window", "24h"), ("priority", "high")]
+        ),
+        1.0
+    );
+    assert_eq!(
+        v(
+            &f,
+            "cxpulse_support_tickets_opened",
+            &[("window", "24h"), ("priority", "low")]
+        ),
+        0.0
+    );
     // Urgent first response: T1 met, T2 breached. Resolution: T1 met; T2 breached at t0+1m+4h.
-    assert_eq!(v(&f, "cxpulse_sla_breaches", &l("urgent", "first_response")), 1.0);
-    assert_eq!(v(&f, "cxpulse_sla_breach_ratio", &l("urgent", "first_response")), 0.5);
-    assert_eq!(v(&f, "cxpulse_sla_breaches", &l("urgent", "resolution")), 1.0);
-    assert_eq!(v(&f, "cxpulse_sla_breach_ratio", &l("urgent", "resolution")), 0.5);
+    assert_eq!(
+        v(&f, "cxpulse_sla_breaches", &l("urgent", "first_response")),
+        1.0
+    );
+    assert_eq!(
+        v(
+            &f,
+            "cxpulse_sla_breach_ratio",
+            &l("urgent", "first_response")
+        ),
+        0.5
+    );
+    assert_eq!(
+        v(&f, "cxpulse_sla_breaches", &l("urgent", "resolution")),
+        1.0
+    );
+    assert_eq!(
+        v(&f, "cxpulse_sla_breach_ratio", &l("urgent", "resolution")),
+        0.5
+    );
     // High T3: first response breached at t0+3m+1h; resolution (8 h) still undecided.
-    assert_eq!(v(&f, "cxpulse_sla_breaches", &l("high", "first_response")), 1.0);
+    assert_eq!(
+        v(&f, "cxpulse_sla_breaches", &l("high", "first_response")),
+        1.0
+    );
     assert_eq!(v(&f, "cxpulse_sla_breaches", &l("high", "resolution")), 0.0);
-    assert_eq!(value(&f, "cxpulse_sla_breach_ratio", &l("high", "resolution")), None);
+    assert_eq!(
+        value(&f, "cxpulse_sla_breach_ratio", &l("high", "resolution")),
+        None
+    );
     assert_eq!(alerts.len(), 3);
     assert_eq!(alerts[0].ticket_id, "T2");
     assert_eq!(alerts[0].kind, "first_response");
     assert_eq!(alerts[0].deadline, t0 + MIN + 15 * MIN);
     // First response quantile of urgent: only T1, 600 s.
-    let q = [("window", "24h"), ("priority", "urgent"), ("quantile", "0.5")];
+    let q = [
+        ("window", "24h"),
+        ("priority", "urgent"),
+        ("quantile", "0.5"),
+    ];
     assert!((v(&f, "cxpulse_support_first_response_quantile_seconds", &q) - 600.0).abs() < 0.6);
     // Resolution time of T1 is the running clock: 5 h - 1 h paused = 14400 s.
-    let q = [("window", "24h"), ("priority", "urgent"), ("quantile", "0.99")];
+    let q = [
+        ("window", "24h"),
+        ("priority", "urgent"),
+        ("quantile", "0.99"),
+    ];
     assert!((v(&f, "cxpulse_support_resolution_quantile_seconds", &q) - 14400.0).abs() < 14.4);
-    assert_eq!(v(&f, "cxpulse_support_resolution_seconds_count", &[("priority", "urgent")]), 1.0);
     assert_eq!(
-        v(&f, "cxpulse_support_first_response_seconds_bucket", &[("priority", "urgent"), ("le", "900")]),
+        v(
+            &f,
+            "cxpulse_support_resolution_seconds_count",
+            &[("priority", "urgent")]
+        ),
+        1.0
+    );
+    assert_eq!(
+        v(
+            &f,
+            "cxpulse_support_first_response_seconds_bucket",
+            &[("priority", "urgent"), ("le", "900")]
+        ),
         1.0
     );
     assert_eq!(v(&f, "cxpulse_support_reopened", &[("window", "24h")]), 1.0);
     // Open at T: T1 (reopened), T2, T3.
-    assert_eq!(v(&f, "cxpulse_support_open_tickets", &[("priority", "urgent")]), 2.0);
-    assert_eq!(v(&f, "cxpulse_support_open_tickets", &[("priority", "high")]), 1.0);
+    assert_eq!(
+        v(
+            &f,
+            "cxpulse_support_open_tickets",
+            &[("priority", "urgent")]
+        ),
+        2.0
+    );
+    assert_eq!(
+        v(&f, "cxpulse_support_open_tickets", &[("priority", "high")]),
+        1.0
+    );
     let k = |p: &'static str, kind: &'static str| [("priority", p), ("kind", kind)];
-    assert_eq!(v(&f, "cxpulse_support_open_tickets_breaching", &k("urgent", "first_response")), 1.0);
-    assert_eq!(v(&f, "cxpulse_support_open_tickets_breaching", &k("urgent", "resolution")), 1.0);
-    assert_eq!(v(&f, "cxpulse_support_open_tickets_breaching", &k("high", "first_response")), 1.0);
+    assert_eq!(
+        v(
+            &f,
+            "cxpulse_support_open_tickets_breaching",
+            &k("urgent", "first_response")
+        ),
+        1.0
+    );
+    assert_eq!(
+        v(
+            &f,
+            "cxpulse_support_open_tickets_breaching",
+            &k("urgent", "resolution")
+        ),
+        1.0
+    );
+    assert_eq!(
+        v(
+            &f,
+            "cxpulse_support_open_tickets_breaching",
+            &k("high", "first_response")
+        ),
+        1.0
+    );
     // T3 resolution: 5 h 27 m of 8 h used = 68% < 80%: not at risk.
-    assert_eq!(v(&f, "cxpulse_support_tickets_at_risk", &k("high", "resolution")), 0.0);
+    assert_eq!(
+        v(
+            &f,
+            "cxpulse_support_tickets_at_risk",
+            &k("high", "resolution")
+        ),
+        0.0
+    );
 }
 
 #[test]
 fn resolution_before_any_reply_meets_first_response_without_a_time() {
     let mut eng = engine(ZERO_LATENESS);
-    let mut e = E { eng: &mut eng, n: 0 };
+    let mut e = E {
+        eng: &mut eng,
+        n: 0,
+    };
     use SupportAction::*;
     e.offer(BASE, Some("u"), support("T", Opened, None));
     e.offer(BASE + HOUR, Some("u"), support("T", Resolved, None));
@@ -327,19 +618,53 @@ fn resolution_before_any_reply_meets_first_response_without_a_time() {
     let l = |k: &'static str| [("window", "24h"), ("priority", "normal"), ("kind", k)];
     assert_eq!(v(&f, "cxpulse_sla_breach_ratio", &l("first_response")), 0.0);
     assert_eq!(v(&f, "cxpulse_sla_breach_ratio", &l("resolution")), 0.0);
-    assert_eq!(v(&f, "cxpulse_support_first_response_seconds_count", &[("priority", "normal")]), 0.0);
+    assert_eq!(
+        v(
+            &f,
+            "cxpulse_support_first_response_seconds_count",
+            &[("priority", "normal")]
+        ),
+        0.0
+    );
     // Reopened, never re-resolved: open, but its targets stay decided (not at risk/breaching).
-    assert_eq!(v(&f, "cxpulse_support_open_tickets", &[("priority", "normal")]), 1.0);
+    assert_eq!(
+        v(
+            &f,
+            "cxpulse_support_open_tickets",
+            &[("priority", "normal")]
+        ),
+        1.0
+    );
     let k = |kind: &'static str| [("priority", "normal"), ("kind", kind)];
-    assert_eq!(v(&f, "cxpulse_support_open_tickets_breaching", &k("first_response")), 0.0);
-    assert_eq!(v(&f, "cxpulse_support_open_tickets_breaching", &k("resolution")), 0.0);
-    assert_eq!(v(&f, "cxpulse_support_tickets_at_risk", &k("resolution")), 0.0);
+    assert_eq!(
+        v(
+            &f,
+            "cxpulse_support_open_tickets_breaching",
+            &k("first_response")
+        ),
+        0.0
+    );
+    assert_eq!(
+        v(
+            &f,
+            "cxpulse_support_open_tickets_breaching",
+            &k("resolution")
+        ),
+        0.0
+    );
+    assert_eq!(
+        v(&f, "cxpulse_support_tickets_at_risk", &k("resolution")),
+        0.0
+    );
 }
 
 #[test]
 fn at_risk_counts_undecided_targets_past_the_share() {
     let mut eng = engine(ZERO_LATENESS);
-    let mut e = E { eng: &mut eng, n: 0 };
+    let mut e = E {
+        eng: &mut eng,
+        n: 0,
+    };
     use SupportAction::*;
     // Normal: first response 4 h; at 3h12m (80%) the ticket is at risk.
     e.offer(BASE, Some("u"), support("A", Opened, None));
@@ -347,24 +672,48 @@ fn at_risk_counts_undecided_targets_past_the_share() {
     eng.finish();
     let f = eng.families();
     let k = |kind: &'static str| [("priority", "normal"), ("kind", kind)];
-    assert_eq!(v(&f, "cxpulse_support_tickets_at_risk", &k("first_response")), 1.0);
-    assert_eq!(v(&f, "cxpulse_support_tickets_at_risk", &k("resolution")), 0.0);
-    assert_eq!(v(&f, "cxpulse_support_open_tickets_breaching", &k("first_response")), 0.0);
+    assert_eq!(
+        v(&f, "cxpulse_support_tickets_at_risk", &k("first_response")),
+        1.0
+    );
+    assert_eq!(
+        v(&f, "cxpulse_support_tickets_at_risk", &k("resolution")),
+        0.0
+    );
+    assert_eq!(
+        v(
+            &f,
+            "cxpulse_support_open_tickets_breaching",
+            &k("first_response")
+        ),
+        0.0
+    );
 }
 
 #[test]
 fn surveys_ratios_and_intervals() {
     let mut eng = engine(ZERO_LATENESS);
-    let mut e = E { eng: &mut eng, n: 0 };
+    let mut e = E {
+        eng: &mut eng,
+        n: 0,
+    };
     let t0 = BASE + HOUR;
     for (i, c) in [5, 4, 4, 3, 1].iter().enumerate() {
         e.offer(t0 + i as i64 * MIN, Some("u"), rated(Some(*c), None, None));
     }
     for (i, n) in [10, 9, 8, 6, 0].iter().enumerate() {
-        e.offer(t0 + (5 + i as i64) * MIN, Some("u"), rated(None, None, Some(*n)));
+        e.offer(
+            t0 + (5 + i as i64) * MIN,
+            Some("u"),
+            rated(None, None, Some(*n)),
+        );
     }
     for (i, c) in [7, 5, 4, 2].iter().enumerate() {
-        e.offer(t0 + (10 + i as i64) * MIN, Some("u"), rated(None, Some(*c), None));
+        e.offer(
+            t0 + (10 + i as i64) * MIN,
+            Some("u"),
+            rated(None, Some(*c), None),
+        );
     }
     e.offer(t0 + 30 * MIN, Some("x"), deposit());
     eng.finish();
@@ -377,7 +726,14 @@ fn surveys_ratios_and_intervals() {
     assert!((v(&f, "cxpulse_csat_ratio_ci_upper", &w) - 0.8824).abs() < 1e-3);
     // NPS: 2 promoters, 1 passive, 2 detractors: 0.
     assert_eq!(v(&f, "cxpulse_nps", &w), 0.0);
-    assert_eq!(v(&f, "cxpulse_nps_responses", &[("window", "1h"), ("category", "passive")]), 1.0);
+    assert_eq!(
+        v(
+            &f,
+            "cxpulse_nps_responses",
+            &[("window", "1h"), ("category", "passive")]
+        ),
+        1.0
+    );
     assert!(v(&f, "cxpulse_nps_ci_lower", &w) < 0.0 && v(&f, "cxpulse_nps_ci_upper", &w) > 0.0);
     assert_eq!(v(&f, "cxpulse_ces_mean", &w), 4.5);
     assert_eq!(v(&f, "cxpulse_ces_easy_ratio", &w), 0.5);
@@ -388,7 +744,10 @@ fn surveys_ratios_and_intervals() {
 fn churn_reactivation_and_churn_ratio() {
     let toml = "[engine]\nallowed_lateness = \"0s\"\nwindows = [\"24h\", \"30d\"]\n[churn]\ninactivity = \"7d\"\n";
     let mut eng = engine(toml);
-    let mut e = E { eng: &mut eng, n: 0 };
+    let mut e = E {
+        eng: &mut eng,
+        n: 0,
+    };
     // a: active day 0, then silent: churns at day 7. Comes back on day 9 (reactivation).
     // b: active day 0 and day 5: churn instant moves to day 12, after T.
     // c: new on day 9.
@@ -418,22 +777,32 @@ fn churn_reactivation_and_churn_ratio() {
 
 #[test]
 fn activity_exactly_at_the_churn_instant_prevents_churn() {
-    let toml = "[engine]\nallowed_lateness = \"0s\"\nwindows = [\"30d\"]\n[churn]\ninactivity = \"7d\"\n";
+    let toml =
+        "[engine]\nallowed_lateness = \"0s\"\nwindows = [\"30d\"]\n[churn]\ninactivity = \"7d\"\n";
     let mut eng = engine(toml);
-    let mut e = E { eng: &mut eng, n: 0 };
+    let mut e = E {
+        eng: &mut eng,
+        n: 0,
+    };
     e.offer(BASE, Some("a"), deposit());
     e.offer(BASE + 7 * DAY, Some("a"), deposit());
     e.offer(BASE + 8 * DAY, Some("z"), signup(None, None));
     eng.finish();
     let f = eng.families();
-    assert_eq!(v(&f, "cxpulse_churned_customers", &[("window", "30d")]), 0.0);
+    assert_eq!(
+        v(&f, "cxpulse_churned_customers", &[("window", "30d")]),
+        0.0
+    );
 }
 
 #[test]
 fn retention_and_cohorts_on_whole_days() {
     let toml = "[engine]\nallowed_lateness = \"0s\"\nwindows = [\"24h\", \"7d\"]\n";
     let mut eng = engine(toml);
-    let mut e = E { eng: &mut eng, n: 0 };
+    let mut e = E {
+        eng: &mut eng,
+        n: 0,
+    };
     // Day indices relative to BASE's day 0; T will be on day 20 at 12:00.
     let day = |d: i64| BASE + d * DAY + 12 * HOUR;
     // 24h retention uses days 18 ([D-2, D-1)) and 19 ([D-1, D)).
@@ -441,7 +810,11 @@ fn retention_and_cohorts_on_whole_days() {
     e.offer(day(18), Some("r1"), deposit());
     e.offer(day(18), Some("r2"), deposit());
     e.offer(day(18) + HOUR, Some("c1"), signup(Some("organic"), None));
-    e.offer(day(18) + 2 * HOUR, Some("c2"), signup(Some("organic"), None));
+    e.offer(
+        day(18) + 2 * HOUR,
+        Some("c2"),
+        signup(Some("organic"), None),
+    );
     e.offer(day(19), Some("r1"), trade(1.0));
     e.offer(day(19) + HOUR + 1, Some("c1"), deposit());
     e.offer(day(19) + HOUR + 2, Some("c2"), deposit()); // 23 h after c2's signup: day 0, not day 1
@@ -451,9 +824,18 @@ fn retention_and_cohorts_on_whole_days() {
     // Base of 24h: users active on day 18: r1, r2 -> retained r1 -> 0.5.
     assert_eq!(v(&f, "cxpulse_retention_ratio", &[("window", "24h")]), 0.5);
     // 7d: active in days [6, 13): nobody -> absent.
-    assert_eq!(value(&f, "cxpulse_retention_ratio", &[("window", "7d")]), None);
-    assert_eq!(v(&f, "cxpulse_cohort_retention_ratio", &[("day", "1")]), 0.5);
-    assert_eq!(value(&f, "cxpulse_cohort_retention_ratio", &[("day", "7")]), None);
+    assert_eq!(
+        value(&f, "cxpulse_retention_ratio", &[("window", "7d")]),
+        None
+    );
+    assert_eq!(
+        v(&f, "cxpulse_cohort_retention_ratio", &[("day", "1")]),
+        0.5
+    );
+    assert_eq!(
+        value(&f, "cxpulse_cohort_retention_ratio", &[("day", "7")]),
+        None
+    );
 }
 
 #[test]
@@ -469,10 +851,16 @@ fn out_of_order_delivery_within_lateness_matches_in_order() {
     ];
     let run = |order: &[usize]| {
         let mut eng = engine("[engine]\nwindows = [\"24h\"]\n");
-        let mut e = E { eng: &mut eng, n: 0 };
+        let mut e = E {
+            eng: &mut eng,
+            n: 0,
+        };
         for &i in order {
             let (ts, u, b) = &events[i];
-            assert_eq!(e.offer_id(&format!("id{i}"), *ts, Some(u), b.clone()), Outcome::Applied);
+            assert_eq!(
+                e.offer_id(&format!("id{i}"), *ts, Some(u), b.clone()),
+                Outcome::Applied
+            );
         }
         eng.finish();
         crate::export::to_prometheus_text(&eng.families())
@@ -480,14 +868,21 @@ fn out_of_order_delivery_within_lateness_matches_in_order() {
     // Swapped pairs (within 30 s) and in order must give byte-identical output.
     assert_eq!(run(&[0, 1, 2, 3, 4, 5]), run(&[2, 1, 0, 3, 4, 5]));
     let text = run(&[2, 1, 0, 3, 4, 5]);
-    assert!(text.contains("cxpulse_revenue_usd{window=\"24h\",channel=\"organic\"} 1.5"), "{text}");
+    assert!(
+        text.contains("cxpulse_revenue_usd{window=\"24h\",channel=\"organic\"} 1.5"),
+        "{text}"
+    );
 }
 
 #[test]
 fn post_support_churn_counts_raters_without_later_activity() {
-    let toml = "[engine]\nallowed_lateness = \"0s\"\nwindows = [\"24h\"]\n[churn]\ninactivity = \"2d\"\n";
+    let toml =
+        "[engine]\nallowed_lateness = \"0s\"\nwindows = [\"24h\"]\n[churn]\ninactivity = \"2d\"\n";
     let mut eng = engine(toml);
-    let mut e = E { eng: &mut eng, n: 0 };
+    let mut e = E {
+        eng: &mut eng,
+        n: 0,
+    };
     let s = BASE + 12 * HOUR;
     e.offer(s, Some("bad1"), rated(Some(1), None, None));
     e.offer(s, Some("bad2"), rated(Some(2), None, None));
@@ -499,8 +894,14 @@ fn post_support_churn_counts_raters_without_later_activity() {
     eng.finish();
     let f = eng.families();
     let l = |x: &'static str| [("window", "24h"), ("experience", x)];
-    assert_eq!(v(&f, "cxpulse_post_support_churn_ratio", &l("negative")), 0.5);
-    assert_eq!(v(&f, "cxpulse_post_support_churn_ratio", &l("positive")), 1.0);
+    assert_eq!(
+        v(&f, "cxpulse_post_support_churn_ratio", &l("negative")),
+        0.5
+    );
+    assert_eq!(
+        v(&f, "cxpulse_post_support_churn_ratio", &l("positive")),
+        1.0
+    );
 }
 
 #[test]
@@ -514,7 +915,10 @@ fn future_events_are_invalid_in_run() {
     };
     assert_eq!(eng.offer(0, &ev, Some(BASE)), Outcome::Invalid);
     assert_eq!(eng.clock(), None);
-    let ev = Event { ts: BASE + 5 * MIN, ..ev };
+    let ev = Event {
+        ts: BASE + 5 * MIN,
+        ..ev
+    };
     assert_eq!(eng.offer(0, &ev, Some(BASE)), Outcome::Applied);
 }
 
@@ -525,11 +929,23 @@ fn state_split_across_partitions_merges_to_the_same_series() {
     let mut events: Vec<(Millis, &str, EventBody<'static>)> = Vec::new();
     for (i, u) in users.iter().enumerate() {
         let t = BASE + i as i64 * HOUR;
-        events.push((t, u, signup(Some(if i % 2 == 0 { "organic" } else { "social" }), None)));
+        events.push((
+            t,
+            u,
+            signup(Some(if i % 2 == 0 { "organic" } else { "social" }), None),
+        ));
         events.push((t + MIN, u, deposit()));
         events.push((t + 2 * MIN, u, trade(1.0 + i as f64)));
-        events.push((t + 3 * MIN, u, support(&format!("T{i}"), Opened, Some(Priority::High))));
-        events.push((t + 4 * MIN, u, rated(Some(2 + i as u8), Some(3 + i as u8), Some(5 + i as u8))));
+        events.push((
+            t + 3 * MIN,
+            u,
+            support(&format!("T{i}"), Opened, Some(Priority::High)),
+        ));
+        events.push((
+            t + 4 * MIN,
+            u,
+            rated(Some(2 + i as u8), Some(3 + i as u8), Some(5 + i as u8)),
+        ));
     }
     events.push((BASE + 2 * DAY, "e", deposit()));
     events.sort_by_key(|e| e.0);
@@ -550,5 +966,8 @@ fn state_split_across_partitions_merges_to_the_same_series() {
     let one = run(&|_| 0);
     let split = run(&|u| if u < "c" { 0 } else { 3 });
     assert_eq!(one, split);
-    assert!(one.contains("cxpulse_signups{window=\"7d\",channel=\"organic\"} 2"), "{one}");
+    assert!(
+        one.contains("cxpulse_signups{window=\"7d\",channel=\"organic\"} 2"),
+        "{one}"
+    );
 }

@@ -34,7 +34,7 @@ pub struct Ticket {
 
 #[derive(Default)]
 pub struct Tickets {
-    index: HashMap<Box<str>, u32>,
+    pub(crate) index: HashMap<Box<str>, u32>,
     pub list: Vec<Ticket>,
 }
 

@@ -109,8 +109,8 @@ impl User {
 /// The users of one partition.
 #[derive(Default)]
 pub struct Users {
-    index: HashTable<UserIdx>,
-    arena: Vec<u8>,
+    pub(crate) index: HashTable<UserIdx>,
+    pub(crate) arena: Vec<u8>,
     pub list: Vec<User>,
 }
 
@@ -184,8 +184,40 @@ impl User {
             return false;
         }
         let width = hi - lo + 1;
-        let mask = if width >= 64 { u64::MAX } else { ((1u64 << width) - 1) << lo };
+        let mask = if width >= 64 {
+            u64::MAX
+        } else {
+            ((1u64 << width) - 1) << lo
+        };
         self.days_bits & mask != 0
+    }
+}
+
+impl Users {
+    /// Rebuilds the index from the arena and the list (after a restore).
+    /// Fails if two users have the same id.
+    pub(crate) fn rebuild_index(&mut self) -> Result<(), ()> {
+        let mut index: HashTable<UserIdx> = HashTable::with_capacity(self.list.len());
+        for i in 0..self.list.len() as UserIdx {
+            let id = self.id_bytes(i);
+            let h = hash_id(id);
+            let (arena, list) = (&self.arena, &self.list);
+            let key = |&j: &UserIdx| {
+                let u = &list[j as usize];
+                &arena[u.id_off as usize..u.id_off as usize + u.id_len as usize]
+            };
+            if index.find(h, |j| key(j) == id).is_some() {
+                return Err(());
+            }
+            index.insert_unique(h, i, |j| hash_id(key(j)));
+        }
+        self.index = index;
+        Ok(())
+    }
+
+    fn id_bytes(&self, idx: UserIdx) -> &[u8] {
+        let u = &self.list[idx as usize];
+        &self.arena[u.id_off as usize..u.id_off as usize + u.id_len as usize]
     }
 }
 

@@ -198,7 +198,10 @@ mod tests {
     fn series_key_sorts_labels() {
         let s = Sample {
             name: "m".into(),
-            labels: vec![("window".into(), "1h".into()), ("channel".into(), "x".into())],
+            labels: vec![
+                ("window".into(), "1h".into()),
+                ("channel".into(), "x".into()),
+            ],
             value: 1.0,
         };
         assert_eq!(series_key(&s), "m{channel=\"x\",window=\"1h\"}");

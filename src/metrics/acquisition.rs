@@ -17,7 +17,10 @@ pub fn export(
     out: &mut Vec<Family>,
 ) {
     let g = |name, help| Family::new(name, Kind::Gauge, help);
-    let mut signups = g("cxpulse_signups", "Distinct users whose first signup is in the window.");
+    let mut signups = g(
+        "cxpulse_signups",
+        "Distinct users whose first signup is in the window.",
+    );
     let mut signups_total = Family::new(
         "cxpulse_signups_total",
         Kind::Counter,
@@ -27,40 +30,76 @@ pub fn export(
         "cxpulse_users",
         "Baseline users plus distinct users signed up with ts <= T.",
     );
-    let mut growth = g("cxpulse_user_growth_ratio", "Signups in the window / cxpulse_users.");
-    let mut share = g("cxpulse_channel_share_ratio", "Signups of the channel / all signups in the window.");
+    let mut growth = g(
+        "cxpulse_user_growth_ratio",
+        "Signups in the window / cxpulse_users.",
+    );
+    let mut share = g(
+        "cxpulse_channel_share_ratio",
+        "Signups of the channel / all signups in the window.",
+    );
     let mut spend = g(
         "cxpulse_marketing_spend_usd",
         "Marketing spend in the window; referral rewards count as channel referral.",
     );
-    let mut acq = g("cxpulse_acquisitions", "Users of the channel whose first deposit is in the window.");
+    let mut acq = g(
+        "cxpulse_acquisitions",
+        "Users of the channel whose first deposit is in the window.",
+    );
     let mut cpa = g("cxpulse_cpa_usd", "Marketing spend / acquisitions.");
     let mut funnel = g(
         "cxpulse_funnel_users",
         "Signups in the window, and those of them with a first deposit / first trade by T.",
     );
-    let mut conv = g("cxpulse_conversion_ratio", "funnel_users{stage} / funnel_users{stage=\"signup\"}.");
-    let mut revenue = g("cxpulse_revenue_usd", "Trade fees in the window, by the trader's channel.");
-    let mut active = g("cxpulse_active_customers", "Distinct users with a deposit or trade in the window.");
+    let mut conv = g(
+        "cxpulse_conversion_ratio",
+        "funnel_users{stage} / funnel_users{stage=\"signup\"}.",
+    );
+    let mut revenue = g(
+        "cxpulse_revenue_usd",
+        "Trade fees in the window, by the trader's channel.",
+    );
+    let mut active = g(
+        "cxpulse_active_customers",
+        "Distinct users with a deposit or trade in the window.",
+    );
     let mut arpu = g("cxpulse_arpu_usd", "Revenue / active customers.");
     let mut clv = g(
         "cxpulse_clv_usd",
         "30d ARPU * margin / max(30d churn ratio, clv_min_churn).",
     );
-    let mut invites = g("cxpulse_referral_invites", "Referral invites sent in the window.");
-    let mut ref_signups = g("cxpulse_referral_signups", "Signups in the window with a referrer_id.");
-    let mut ref_share = g("cxpulse_referral_signup_share_ratio", "Referral signups / signups.");
+    let mut invites = g(
+        "cxpulse_referral_invites",
+        "Referral invites sent in the window.",
+    );
+    let mut ref_signups = g(
+        "cxpulse_referral_signups",
+        "Signups in the window with a referrer_id.",
+    );
+    let mut ref_share = g(
+        "cxpulse_referral_signup_share_ratio",
+        "Referral signups / signups.",
+    );
     let mut ref_conv = g(
         "cxpulse_referral_invite_conversion_ratio",
         "Referral signups / referral invites.",
     );
-    let mut k = g("cxpulse_referral_k_factor", "Referral signups / active customers.");
-    let mut rewards = g("cxpulse_referral_rewards_usd", "Referral rewards paid in the window.");
+    let mut k = g(
+        "cxpulse_referral_k_factor",
+        "Referral signups / active customers.",
+    );
+    let mut rewards = g(
+        "cxpulse_referral_rewards_usd",
+        "Referral rewards paid in the window.",
+    );
 
     let users_now = ctx.prm.baseline_users as f64 + scan.signed_up;
     users.push(&[], users_now);
     for &c in channels {
-        signups_total.push(&[("channel", ctx.registry.name(c))], scan.signups_total[c as usize]);
+        signups_total.push(
+            &[("channel", ctx.registry.name(c))],
+            scan.signups_total[c as usize],
+        );
     }
     let month = ctx.prm.windows.iter().position(|w| w.len == 30 * DAY_MS);
     for (w, win) in ctx.prm.windows.iter().enumerate() {
@@ -85,7 +124,11 @@ pub fn export(
                 ("first_deposit", scan.funnel_deposit[w][ci]),
                 ("first_trade", scan.funnel_trade[w][ci]),
             ] {
-                let sl = [("window", win.name.as_str()), ("channel", name), ("stage", stage)];
+                let sl = [
+                    ("window", win.name.as_str()),
+                    ("channel", name),
+                    ("stage", stage),
+                ];
                 funnel.push(&sl, v);
                 if stage != "signup" {
                     conv.push_ratio(&sl, v, s);

@@ -10,18 +10,51 @@ use crate::export::{Family, Kind};
 pub fn export(ctx: &Ctx<'_>, out: &mut Vec<Family>) {
     let g = |name, help| Family::new(name, Kind::Gauge, help);
     let mut csat = g("cxpulse_csat_ratio", "Share of csat answers in {4, 5}.");
-    let mut csat_n = g("cxpulse_csat_responses", "Number of csat answers in the window.");
-    let mut csat_lo = g("cxpulse_csat_ratio_ci_lower", "Wilson 95% lower bound of the csat ratio.");
-    let mut csat_hi = g("cxpulse_csat_ratio_ci_upper", "Wilson 95% upper bound of the csat ratio.");
-    let mut nps = g("cxpulse_nps", "Net promoter score: 100 * (promoters - detractors) / answers.");
+    let mut csat_n = g(
+        "cxpulse_csat_responses",
+        "Number of csat answers in the window.",
+    );
+    let mut csat_lo = g(
+        "cxpulse_csat_ratio_ci_lower",
+        "Wilson 95% lower bound of the csat ratio.",
+    );
+    let mut csat_hi = g(
+        "cxpulse_csat_ratio_ci_upper",
+        "Wilson 95% upper bound of the csat ratio.",
+    );
+    let mut nps = g(
+        "cxpulse_nps",
+        "Net promoter score: 100 * (promoters - detractors) / answers.",
+    );
     let mut nps_n = g("cxpulse_nps_responses", "NPS answers by category.");
-    let mut nps_lo = g("cxpulse_nps_ci_lower", "Adjusted Wald 95% lower bound of NPS.");
-    let mut nps_hi = g("cxpulse_nps_ci_upper", "Adjusted Wald 95% upper bound of NPS.");
-    let mut ces = g("cxpulse_ces_mean", "Mean customer effort score (1..7, 7 = easiest).");
-    let mut ces_easy = g("cxpulse_ces_easy_ratio", "Share of ces answers in {5, 6, 7}.");
-    let mut ces_n = g("cxpulse_ces_responses", "Number of ces answers in the window.");
-    let mut ces_lo = g("cxpulse_ces_easy_ratio_ci_lower", "Wilson 95% lower bound of the ces easy ratio.");
-    let mut ces_hi = g("cxpulse_ces_easy_ratio_ci_upper", "Wilson 95% upper bound of the ces easy ratio.");
+    let mut nps_lo = g(
+        "cxpulse_nps_ci_lower",
+        "Adjusted Wald 95% lower bound of NPS.",
+    );
+    let mut nps_hi = g(
+        "cxpulse_nps_ci_upper",
+        "Adjusted Wald 95% upper bound of NPS.",
+    );
+    let mut ces = g(
+        "cxpulse_ces_mean",
+        "Mean customer effort score (1..7, 7 = easiest).",
+    );
+    let mut ces_easy = g(
+        "cxpulse_ces_easy_ratio",
+        "Share of ces answers in {5, 6, 7}.",
+    );
+    let mut ces_n = g(
+        "cxpulse_ces_responses",
+        "Number of ces answers in the window.",
+    );
+    let mut ces_lo = g(
+        "cxpulse_ces_easy_ratio_ci_lower",
+        "Wilson 95% lower bound of the ces easy ratio.",
+    );
+    let mut ces_hi = g(
+        "cxpulse_ces_easy_ratio_ci_upper",
+        "Wilson 95% upper bound of the ces easy ratio.",
+    );
     for win in &ctx.prm.windows {
         let (from, to) = ctx.range(win);
         let s = ctx.sum(from, to, |p| &p.surveys);

@@ -42,7 +42,12 @@ impl Ctx<'_> {
     }
 
     /// Sum over partitions of a ring picked by `f`, over buckets `[from, to)`.
-    pub fn sum<const N: usize>(&self, from: i64, to: i64, f: impl Fn(&Partition) -> &Ring<N>) -> [f64; N] {
+    pub fn sum<const N: usize>(
+        &self,
+        from: i64,
+        to: i64,
+        f: impl Fn(&Partition) -> &Ring<N>,
+    ) -> [f64; N] {
         let mut acc = [0.0; N];
         for p in &self.parts {
             for (a, x) in acc.iter_mut().zip(f(p).sum(from, to)) {
@@ -113,7 +118,10 @@ fn pipeline(engine: &Engine, out: &mut Vec<Family>) {
             if ty.is_none() && o != Outcome::Invalid {
                 continue;
             }
-            f.push(&[("type", name), ("outcome", o.as_str())], counts.get(ty, o) as f64);
+            f.push(
+                &[("type", name), ("outcome", o.as_str())],
+                counts.get(ty, o) as f64,
+            );
         }
     }
     out.push(f);

@@ -92,6 +92,15 @@ pub fn export(ctx: &Ctx<'_>, scan: &UserScan, out: &mut Vec<Family>) -> ChurnRat
             ps[PS_POS_N],
         );
     }
-    out.extend([retention, cohort, active_now, churned, reactivated, new, ratio, post]);
+    out.extend([
+        retention,
+        cohort,
+        active_now,
+        churned,
+        reactivated,
+        new,
+        ratio,
+        post,
+    ]);
     ChurnRatios(ratios)
 }

@@ -6,8 +6,8 @@ use hdrhistogram::Histogram;
 
 use super::Ctx;
 use crate::engine::SlaKind;
-use crate::engine::partition::{SLA_OPENED, SecondsHistogram, TimeLog, sla_decision};
 use crate::engine::partition::MISC_REOPENED;
+use crate::engine::partition::{SLA_OPENED, SecondsHistogram, TimeLog, sla_decision};
 use crate::engine::tickets::Decision;
 use crate::engine::users::NEVER;
 use crate::event::Priority;
@@ -18,7 +18,10 @@ const KINDS: [SlaKind; 2] = [SlaKind::FirstResponse, SlaKind::Resolution];
 
 pub fn export(ctx: &Ctx<'_>, out: &mut Vec<Family>) {
     let g = |name, help| Family::new(name, Kind::Gauge, help);
-    let mut opened = g("cxpulse_support_tickets_opened", "Tickets opened in the window.");
+    let mut opened = g(
+        "cxpulse_support_tickets_opened",
+        "Tickets opened in the window.",
+    );
     let summary = |name, help| Family::new(name, Kind::Summary, help);
     let mut fr_q = summary(
         "cxpulse_support_first_response_quantile_seconds",
@@ -28,12 +31,18 @@ pub fn export(ctx: &Ctx<'_>, out: &mut Vec<Family>) {
         "cxpulse_support_resolution_quantile_seconds",
         "Nearest-rank quantiles (HdrHistogram, 3 significant digits) of resolution times whose resolution is in the window.",
     );
-    let mut breaches = g("cxpulse_sla_breaches", "SLA breach instants (deadlines passed unmet) in the window.");
+    let mut breaches = g(
+        "cxpulse_sla_breaches",
+        "SLA breach instants (deadlines passed unmet) in the window.",
+    );
     let mut breach_ratio = g(
         "cxpulse_sla_breach_ratio",
         "Breaches / (breaches + targets met), each decided in the window.",
     );
-    let mut reopened = g("cxpulse_support_reopened", "Reopened actions in the window.");
+    let mut reopened = g(
+        "cxpulse_support_reopened",
+        "Reopened actions in the window.",
+    );
     for win in &ctx.prm.windows {
         let (from, to) = ctx.range(win);
         let s = ctx.sum(from, to, |p| &p.sla);
@@ -42,9 +51,16 @@ pub fn export(ctx: &Ctx<'_>, out: &mut Vec<Family>) {
         let (from_ms, to_ms) = (from * ctx.prm.bucket, to * ctx.prm.bucket);
         for p in Priority::ALL {
             let pl = p.as_str();
-            opened.push(&[("window", &win.name), ("priority", pl)], s[SLA_OPENED + p.index()]);
+            opened.push(
+                &[("window", &win.name), ("priority", pl)],
+                s[SLA_OPENED + p.index()],
+            );
             for kind in KINDS {
-                let l = [("window", win.name.as_str()), ("priority", pl), ("kind", kind.as_str())];
+                let l = [
+                    ("window", win.name.as_str()),
+                    ("priority", pl),
+                    ("kind", kind.as_str()),
+                ];
                 let b = s[sla_decision(p, kind, true)];
                 let met = s[sla_decision(p, kind, false)];
                 breaches.push(&l, b);
@@ -53,8 +69,22 @@ pub fn export(ctx: &Ctx<'_>, out: &mut Vec<Family>) {
             let logs = |f: fn(&crate::engine::partition::Partition) -> &[TimeLog; 4]| {
                 ctx.parts.iter().map(move |part| &f(part)[p.index()])
             };
-            push_quantiles(&mut fr_q, &win.name, pl, logs(|x| &x.fr_times), from_ms, to_ms);
-            push_quantiles(&mut res_q, &win.name, pl, logs(|x| &x.res_times), from_ms, to_ms);
+            push_quantiles(
+                &mut fr_q,
+                &win.name,
+                pl,
+                logs(|x| &x.fr_times),
+                from_ms,
+                to_ms,
+            );
+            push_quantiles(
+                &mut res_q,
+                &win.name,
+                pl,
+                logs(|x| &x.res_times),
+                from_ms,
+                to_ms,
+            );
         }
     }
     let fr_hist = histogram_family(
@@ -70,7 +100,10 @@ pub fn export(ctx: &Ctx<'_>, out: &mut Vec<Family>) {
         |p| &p.res_hist,
     );
 
-    let mut open = g("cxpulse_support_open_tickets", "Tickets opened and not resolved (or reopened since) at T.");
+    let mut open = g(
+        "cxpulse_support_open_tickets",
+        "Tickets opened and not resolved (or reopened since) at T.",
+    );
     let mut breaching = g(
         "cxpulse_support_open_tickets_breaching",
         "Open tickets past a deadline: no first reply and first-response deadline passed; never resolved and resolution deadline passed.",
@@ -93,7 +126,11 @@ pub fn export(ctx: &Ctx<'_>, out: &mut Vec<Family>) {
             let fr_target = ctx.prm.fr_target[pi];
             let res_target = ctx.prm.res_target[pi];
             let elapsed = t - tk.opened;
-            let running_end = if tk.pending_since != NEVER { tk.pending_since } else { t };
+            let running_end = if tk.pending_since != NEVER {
+                tk.pending_since
+            } else {
+                t
+            };
             let running = running_end - tk.opened - tk.paused;
             if tk.first_reply == NEVER && tk.fr != Decision::Met && elapsed >= fr_target {
                 n_breaching[pi][0] += 1.0;
@@ -120,7 +157,16 @@ pub fn export(ctx: &Ctx<'_>, out: &mut Vec<Family>) {
         }
     }
     out.extend([
-        opened, fr_hist, res_hist, fr_q, res_q, breaches, breach_ratio, reopened, open, breaching,
+        opened,
+        fr_hist,
+        res_hist,
+        fr_q,
+        res_q,
+        breaches,
+        breach_ratio,
+        reopened,
+        open,
+        breaching,
         at_risk,
     ]);
 }
@@ -190,7 +236,11 @@ fn histogram_family(
                 *c as f64,
             );
         }
-        f.push_named(format!("{name}_bucket"), &[("priority", pl), ("le", "+Inf")], count as f64);
+        f.push_named(
+            format!("{name}_bucket"),
+            &[("priority", pl), ("le", "+Inf")],
+            count as f64,
+        );
         f.push_named(format!("{name}_sum"), &[("priority", pl)], sum);
         f.push_named(format!("{name}_count"), &[("priority", pl)], count as f64);
     }

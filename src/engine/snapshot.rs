@@ -1,0 +1,709 @@
+//! Engine state to bytes and back, for checkpoints.
+//!
+//! A plain little-endian encoding of every piece of state (users, tickets,
+//! dedup horizon, reorder buffer, timers, bucket rings, support time logs and
+//! histograms, channel registry, counters, clock). Hash indexes are not
+//! written: they are rebuilt on restore. Framing, versioning and checksums
+//! are the checkpoint store's business; this module only refuses bytes it
+//! cannot read completely.
+
+use std::cmp::Reverse;
+use std::collections::VecDeque;
+
+use super::dedup::Dedup;
+use super::partition::{
+    Partition, Pending, PendingBody, SecondsHistogram, TimeLog, Timer, TimerKind,
+};
+use super::registry::ChannelRegistry;
+use super::ring::Ring;
+use super::tickets::{Decision, Ticket, Tickets};
+use super::users::{User, Users};
+use super::{Engine, EventCounts};
+use crate::config::Config;
+use crate::event::{Priority, Ratings, SupportAction};
+
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum SnapshotError {
+    #[error("snapshot ends early (at byte {0})")]
+    Truncated(usize),
+    #[error("snapshot has {0} bytes after its end")]
+    Trailing(usize),
+    #[error("snapshot holds an invalid {0}")]
+    Invalid(&'static str),
+    #[error("snapshot was taken with engine.bucket = {taken} ms, the config now says {now} ms")]
+    BucketChanged { taken: i64, now: i64 },
+}
+
+struct W(Vec<u8>);
+
+impl W {
+    fn u8(&mut self, v: u8) {
+        self.0.push(v);
+    }
+    fn u32(&mut self, v: u32) {
+        self.0.extend_from_slice(&v.to_le_bytes());
+    }
+    fn u64(&mut self, v: u64) {
+        self.0.extend_from_slice(&v.to_le_bytes());
+    }
+    fn i64(&mut self, v: i64) {
+        self.0.extend_from_slice(&v.to_le_bytes());
+    }
+    fn u128(&mut self, v: u128) {
+        self.0.extend_from_slice(&v.to_le_bytes());
+    }
+    fn f64(&mut self, v: f64) {
+        self.0.extend_from_slice(&v.to_le_bytes());
+    }
+    fn len(&mut self, n: usize) {
+        self.u64(n as u64);
+    }
+    fn bytes(&mut self, b: &[u8]) {
+        self.len(b.len());
+        self.0.extend_from_slice(b);
+    }
+    fn opt_u8(&mut self, v: Option<u8>) {
+        self.u8(v.map_or(255, |x| x));
+    }
+}
+
+struct R<'a> {
+    b: &'a [u8],
+    at: usize,
+}
+
+impl R<'_> {
+    fn take<const N: usize>(&mut self) -> Result<[u8; N], SnapshotError> {
+        let end = self
+            .at
+            .checked_add(N)
+            .ok_or(SnapshotError::Truncated(self.at))?;
+        let s = self
+            .b
+            .get(self.at..end)
+            .ok_or(SnapshotError::Truncated(self.at))?;
+        self.at = end;
+        let mut a = [0u8; N];
+        a.copy_from_slice(s);
+        Ok(a)
+    }
+    fn u8(&mut self) -> Result<u8, SnapshotError> {
+        Ok(self.take::<1>()?[0])
+    }
+    fn u32(&mut self) -> Result<u32, SnapshotError> {
+        Ok(u32::from_le_bytes(self.take()?))
+    }
+    fn u64(&mut self) -> Result<u64, SnapshotError> {
+        Ok(u64::from_le_bytes(self.take()?))
+    }
+    fn i64(&mut self) -> Result<i64, SnapshotError> {
+        Ok(i64::from_le_bytes(self.take()?))
+    }
+    fn u128(&mut self) -> Result<u128, SnapshotError> {
+        Ok(u128::from_le_bytes(self.take()?))
+    }
+    fn f64(&mut self) -> Result<f64, SnapshotError> {
+        Ok(f64::from_le_bytes(self.take()?))
+    }
+    /// A length, checked against what is left (each element takes at least `min` bytes).
+    fn len(&mut self, min: usize) -> Result<usize, SnapshotError> {
+        let n = self.u64()?;
+        let left = (self.b.len() - self.at) as u64;
+        if n.saturating_mul(min.max(1) as u64) > left {
+            return Err(SnapshotError::Truncated(self.at));
+        }
+        Ok(n as usize)
+    }
+    fn bytes(&mut self) -> Result<&[u8], SnapshotError> {
+        let n = self.len(1)?;
+        let s = &self.b[self.at..self.at + n];
+        self.at += n;
+        Ok(s)
+    }
+    fn string(&mut self) -> Result<String, SnapshotError> {
+        String::from_utf8(self.bytes()?.to_vec()).map_err(|_| SnapshotError::Invalid("string"))
+    }
+    fn opt_u8(&mut self) -> Result<Option<u8>, SnapshotError> {
+        let v = self.u8()?;
+        Ok((v != 255).then_some(v))
+    }
+}
+
+fn priority(v: u8) -> Result<Priority, SnapshotError> {
+    Priority::ALL
+        .get(v as usize)
+        .copied()
+        .ok_or(SnapshotError::Invalid("priority"))
+}
+
+const ACTIONS: [SupportAction; 7] = [
+    SupportAction::Opened,
+    SupportAction::AgentReplied,
+    SupportAction::CustomerReplied,
+    SupportAction::Pending,
+    SupportAction::Resolved,
+    SupportAction::Reopened,
+    SupportAction::Rated,
+];
+
+fn action_code(a: SupportAction) -> u8 {
+    ACTIONS.iter().position(|x| *x == a).unwrap_or(0) as u8
+}
+
+fn decision_code(d: Decision) -> u8 {
+    match d {
+        Decision::Undecided => 0,
+        Decision::Met => 1,
+        Decision::Breached => 2,
+    }
+}
+
+fn decision(v: u8) -> Result<Decision, SnapshotError> {
+    match v {
+        0 => Ok(Decision::Undecided),
+        1 => Ok(Decision::Met),
+        2 => Ok(Decision::Breached),
+        _ => Err(SnapshotError::Invalid("decision")),
+    }
+}
+
+impl Engine {
+    /// All engine state as bytes. Alerts not yet drained are not included.
+    pub fn snapshot(&self) -> Vec<u8> {
+        let mut w = W(Vec::with_capacity(self.state_bytes() + 4096));
+        w.i64(self.prm.bucket);
+        match self.clock {
+            Some(t) => {
+                w.u8(1);
+                w.i64(t);
+            }
+            None => w.u8(0),
+        }
+        w.u8(self.finished as u8);
+        w.u64(self.seq);
+        for row in &self.counts.counts {
+            for c in row {
+                w.u64(*c);
+            }
+        }
+        let names: Vec<&str> = (0..self.registry.len_with_specials())
+            .map(|i| self.registry.name(i as u16))
+            .collect();
+        w.len(names.len());
+        for n in names {
+            w.bytes(n.as_bytes());
+        }
+        w.u8(self.registry.overflowed as u8);
+        w.len(self.parts.len());
+        for (id, p) in &self.parts {
+            w.u32(*id);
+            write_partition(&mut w, p);
+        }
+        w.0
+    }
+
+    /// Rebuilds an engine from [`Engine::snapshot`] bytes, under `cfg`.
+    pub fn restore(cfg: &Config, bytes: &[u8]) -> Result<Engine, SnapshotError> {
+        let mut e = Engine::new(cfg);
+        let mut r = R { b: bytes, at: 0 };
+        let bucket = r.i64()?;
+        if bucket != e.prm.bucket {
+            return Err(SnapshotError::BucketChanged {
+                taken: bucket,
+                now: e.prm.bucket,
+            });
+        }
+        e.clock = match r.u8()? {
+            0 => None,
+            1 => Some(r.i64()?),
+            _ => return Err(SnapshotError::Invalid("clock")),
+        };
+        e.finished = r.u8()? != 0;
+        e.seq = r.u64()?;
+        let mut counts = EventCounts::default();
+        for row in counts.counts.iter_mut() {
+            for c in row.iter_mut() {
+                *c = r.u64()?;
+            }
+        }
+        e.counts = counts;
+        let n = r.len(8)?;
+        let mut reg = ChannelRegistry::new(cfg.engine.max_channels);
+        for i in 0..n {
+            let name = r.string()?;
+            if i >= 2 && reg.resolve(&name) as usize != i {
+                return Err(SnapshotError::Invalid("channel registry"));
+            }
+        }
+        reg.overflowed = r.u8()? != 0;
+        e.registry = reg;
+        let n = r.len(4)?;
+        for _ in 0..n {
+            let id = r.u32()?;
+            let p = read_partition(&mut r)?;
+            e.parts.insert(id, p);
+        }
+        if r.at != bytes.len() {
+            return Err(SnapshotError::Trailing(bytes.len() - r.at));
+        }
+        Ok(e)
+    }
+}
+
+fn write_ring<const N: usize>(w: &mut W, r: &Ring<N>) {
+    w.i64(r.base);
+    w.len(r.slots.len());
+    for s in &r.slots {
+        for v in s {
+            w.f64(*v);
+        }
+    }
+}
+
+fn read_ring<const N: usize>(r: &mut R<'_>) -> Result<Ring<N>, SnapshotError> {
+    let base = r.i64()?;
+    let n = r.len(8 * N)?;
+    let mut slots = VecDeque::with_capacity(n);
+    for _ in 0..n {
+        let mut s = [0.0; N];
+        for v in s.iter_mut() {
+            *v = r.f64()?;
+        }
+        slots.push_back(s);
+    }
+    Ok(Ring { base, slots })
+}
+
+fn write_log(w: &mut W, l: &TimeLog) {
+    w.len(l.len());
+    for (a, b) in l {
+        w.i64(*a);
+        w.i64(*b);
+    }
+}
+
+fn read_log(r: &mut R<'_>) -> Result<TimeLog, SnapshotError> {
+    let n = r.len(16)?;
+    let mut l = VecDeque::with_capacity(n);
+    for _ in 0..n {
+        l.push_back((r.i64()?, r.i64()?));
+    }
+    Ok(l)
+}
+
+fn write_hist(w: &mut W, h: &SecondsHistogram) {
+    w.len(h.counts.len());
+    for c in &h.counts {
+        w.u64(*c);
+    }
+    w.f64(h.sum);
+    w.u64(h.count);
+}
+
+fn read_hist(r: &mut R<'_>) -> Result<SecondsHistogram, SnapshotError> {
+    let n = r.len(8)?;
+    let mut counts = Vec::with_capacity(n);
+    for _ in 0..n {
+        counts.push(r.u64()?);
+    }
+    Ok(SecondsHistogram {
+        counts,
+        sum: r.f64()?,
+        count: r.u64()?,
+    })
+}
+
+fn write_partition(w: &mut W, p: &Partition) {
+    // Users: the arena and the fixed-size records.
+    w.bytes(&p.users.arena);
+    w.len(p.users.list.len());
+    for u in &p.users.list {
+        w.i64(u.signup);
+        w.i64(u.last_activity);
+        w.u64(u.days_bits);
+        w.u32(u.first_deposit);
+        w.u32(u.first_trade);
+        w.u32(u.prev_activity_bucket);
+        w.u32(u.days_anchor);
+        w.u32(u.id_off);
+        w.u8(u.id_len);
+        w.u8(u.flags);
+        w.u32(u.channel as u32);
+    }
+    w.len(p.tickets.list.len());
+    for t in &p.tickets.list {
+        w.bytes(t.id.as_bytes());
+        w.u32(t.user);
+        w.i64(t.opened);
+        w.u8(t.priority.index() as u8);
+        w.i64(t.first_reply);
+        w.u8(decision_code(t.fr));
+        w.u8(decision_code(t.res));
+        w.u8(t.resolved_ever as u8);
+        w.u8(t.open as u8);
+        w.i64(t.paused);
+        w.i64(t.pending_since);
+    }
+    w.len(p.dedup.order.len());
+    for (ts, fp) in &p.dedup.order {
+        w.i64(*ts);
+        w.u128(*fp);
+    }
+    let mut pending: Vec<&Pending> = p.pending.iter().map(|r| &r.0).collect();
+    pending.sort();
+    w.len(pending.len());
+    for q in pending {
+        w.i64(q.ts);
+        w.u64(q.seq);
+        match &q.body {
+            PendingBody::Signup {
+                user,
+                channel,
+                referred,
+            } => {
+                w.u8(0);
+                w.u32(*user);
+                w.u32(*channel as u32);
+                w.u8(*referred as u8);
+            }
+            PendingBody::Deposit { user } => {
+                w.u8(1);
+                w.u32(*user);
+            }
+            PendingBody::Trade { user, fee } => {
+                w.u8(2);
+                w.u32(*user);
+                w.f64(*fee);
+            }
+            PendingBody::Invite => w.u8(3),
+            PendingBody::Reward {
+                usd,
+                referral_channel,
+            } => {
+                w.u8(4);
+                w.f64(*usd);
+                w.u32(*referral_channel as u32);
+            }
+            PendingBody::Support {
+                user,
+                ticket,
+                action,
+                priority,
+            } => {
+                w.u8(5);
+                w.u32(*user);
+                w.u32(*ticket);
+                w.u8(action_code(*action));
+                w.opt_u8(priority.map(|p| p.index() as u8));
+            }
+            PendingBody::Rated { user, ratings } => {
+                w.u8(6);
+                w.u32(*user);
+                w.opt_u8(ratings.csat);
+                w.opt_u8(ratings.ces);
+                w.opt_u8(ratings.nps);
+            }
+            PendingBody::Spend { channel, usd } => {
+                w.u8(7);
+                w.u32(*channel as u32);
+                w.f64(*usd);
+            }
+        }
+    }
+    let mut timers: Vec<&Timer> = p.timers.iter().map(|r| &r.0).collect();
+    timers.sort();
+    w.len(timers.len());
+    for t in timers {
+        w.i64(t.instant);
+        match t.kind {
+            TimerKind::Churn(u) => {
+                w.u8(0);
+                w.u32(u);
+            }
+            TimerKind::PostSupport { user, negative } => {
+                w.u8(1);
+                w.u32(user);
+                w.u8(negative as u8);
+            }
+            TimerKind::FirstResponse(t) => {
+                w.u8(2);
+                w.u32(t);
+            }
+            TimerKind::Resolution(t) => {
+                w.u8(3);
+                w.u32(t);
+            }
+        }
+    }
+    w.len(p.chan.len());
+    for r in &p.chan {
+        write_ring(w, r);
+    }
+    write_ring(w, &p.misc);
+    write_ring(w, &p.surveys);
+    write_ring(w, &p.sla);
+    write_ring(w, &p.post_support);
+    for l in p.fr_times.iter().chain(p.res_times.iter()) {
+        write_log(w, l);
+    }
+    for h in p.fr_hist.iter().chain(p.res_hist.iter()) {
+        write_hist(w, h);
+    }
+    w.i64(p.applied_through);
+    w.i64(p.last_trim);
+}
+
+fn read_partition(r: &mut R<'_>) -> Result<Partition, SnapshotError> {
+    let mut p = Partition::default();
+    let arena = r.bytes()?.to_vec();
+    let n = r.len(48)?;
+    let mut users = Users {
+        arena,
+        ..Default::default()
+    };
+    for _ in 0..n {
+        let u = User {
+            signup: r.i64()?,
+            last_activity: r.i64()?,
+            days_bits: r.u64()?,
+            first_deposit: r.u32()?,
+            first_trade: r.u32()?,
+            prev_activity_bucket: r.u32()?,
+            days_anchor: r.u32()?,
+            id_off: r.u32()?,
+            id_len: r.u8()?,
+            flags: r.u8()?,
+            channel: u16::try_from(r.u32()?).map_err(|_| SnapshotError::Invalid("channel"))?,
+        };
+        if u.id_off as usize + u.id_len as usize > users.arena.len() {
+            return Err(SnapshotError::Invalid("user id"));
+        }
+        users.list.push(u);
+    }
+    users
+        .rebuild_index()
+        .map_err(|_| SnapshotError::Invalid("user ids"))?;
+    p.users = users;
+    let n = r.len(40)?;
+    let mut tickets = Tickets::default();
+    for _ in 0..n {
+        let id = r.string()?;
+        let t = Ticket {
+            id: id.into_boxed_str(),
+            user: r.u32()?,
+            opened: r.i64()?,
+            priority: priority(r.u8()?)?,
+            first_reply: r.i64()?,
+            fr: decision(r.u8()?)?,
+            res: decision(r.u8()?)?,
+            resolved_ever: r.u8()? != 0,
+            open: r.u8()? != 0,
+            paused: r.i64()?,
+            pending_since: r.i64()?,
+        };
+        tickets
+            .index
+            .insert(t.id.clone(), tickets.list.len() as u32);
+        tickets.list.push(t);
+    }
+    p.tickets = tickets;
+    let n = r.len(24)?;
+    let mut dedup = Dedup::default();
+    for _ in 0..n {
+        let ts = r.i64()?;
+        let fp = r.u128()?;
+        dedup.insert(fp, ts);
+    }
+    p.dedup = dedup;
+    let users_n = p.users.list.len() as u32;
+    let tickets_n = p.tickets.list.len() as u32;
+    let user = |u: u32| {
+        if u < users_n {
+            Ok(u)
+        } else {
+            Err(SnapshotError::Invalid("user index"))
+        }
+    };
+    let ticket = |t: u32| {
+        if t < tickets_n {
+            Ok(t)
+        } else {
+            Err(SnapshotError::Invalid("ticket index"))
+        }
+    };
+    let chan = |c: u32| u16::try_from(c).map_err(|_| SnapshotError::Invalid("channel"));
+    let n = r.len(17)?;
+    for _ in 0..n {
+        let ts = r.i64()?;
+        let seq = r.u64()?;
+        let body = match r.u8()? {
+            0 => PendingBody::Signup {
+                user: user(r.u32()?)?,
+                channel: chan(r.u32()?)?,
+                referred: r.u8()? != 0,
+            },
+            1 => PendingBody::Deposit {
+                user: user(r.u32()?)?,
+            },
+            2 => PendingBody::Trade {
+                user: user(r.u32()?)?,
+                fee: r.f64()?,
+            },
+            3 => PendingBody::Invite,
+            4 => PendingBody::Reward {
+                usd: r.f64()?,
+                referral_channel: chan(r.u32()?)?,
+            },
+            5 => PendingBody::Support {
+                user: user(r.u32()?)?,
+                ticket: ticket(r.u32()?)?,
+                action: *ACTIONS
+                    .get(r.u8()? as usize)
+                    .ok_or(SnapshotError::Invalid("support action"))?,
+                priority: r.opt_u8()?.map(priority).transpose()?,
+            },
+            6 => PendingBody::Rated {
+                user: user(r.u32()?)?,
+                ratings: Ratings {
+                    csat: r.opt_u8()?,
+                    ces: r.opt_u8()?,
+                    nps: r.opt_u8()?,
+                },
+            },
+            7 => PendingBody::Spend {
+                channel: chan(r.u32()?)?,
+                usd: r.f64()?,
+            },
+            _ => return Err(SnapshotError::Invalid("pending event")),
+        };
+        p.pending.push(Reverse(Pending { ts, seq, body }));
+    }
+    let n = r.len(13)?;
+    for _ in 0..n {
+        let instant = r.i64()?;
+        let kind = match r.u8()? {
+            0 => TimerKind::Churn(user(r.u32()?)?),
+            1 => TimerKind::PostSupport {
+                user: user(r.u32()?)?,
+                negative: r.u8()? != 0,
+            },
+            2 => TimerKind::FirstResponse(ticket(r.u32()?)?),
+            3 => TimerKind::Resolution(ticket(r.u32()?)?),
+            _ => return Err(SnapshotError::Invalid("timer")),
+        };
+        p.timers.push(Reverse(Timer { instant, kind }));
+    }
+    let n = r.len(16)?;
+    for _ in 0..n {
+        p.chan.push(read_ring(r)?);
+    }
+    p.misc = read_ring(r)?;
+    p.surveys = read_ring(r)?;
+    p.sla = read_ring(r)?;
+    p.post_support = read_ring(r)?;
+    for l in p.fr_times.iter_mut() {
+        *l = read_log(r)?;
+    }
+    for l in p.res_times.iter_mut() {
+        *l = read_log(r)?;
+    }
+    for h in p.fr_hist.iter_mut() {
+        *h = read_hist(r)?;
+    }
+    for h in p.res_hist.iter_mut() {
+        *h = read_hist(r)?;
+    }
+    p.applied_through = r.i64()?;
+    p.last_trim = r.i64()?;
+    Ok(p)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::Decoder;
+    use crate::r#gen::{GenConfig, Generator};
+
+    fn lines(events: u64) -> Vec<String> {
+        let cfg = GenConfig {
+            seed: 7,
+            events,
+            days: 40,
+            ..GenConfig::default()
+        };
+        Generator::new(&cfg).map(|l| l.payload).collect()
+    }
+
+    /// Feeds lines to three partitions, by user as Kafka keys would.
+    fn feed(engine: &mut Engine, decoder: &Decoder, lines: &[String]) {
+        for l in lines {
+            match decoder.decode(l.as_bytes(), None) {
+                Ok(ev) => {
+                    let key = ev.user_id.as_deref().unwrap_or("");
+                    let partition = (xxhash_rust::xxh3::xxh3_64(key.as_bytes()) % 3) as u32;
+                    engine.offer(partition, &ev, None);
+                }
+                Err(f) => engine.record_invalid(f.event_type),
+            }
+        }
+    }
+
+    #[test]
+    fn restore_then_continue_equals_an_uninterrupted_run() {
+        let cfg = Config::default();
+        let decoder = Decoder::new(&cfg.mapping, cfg.engine.max_message_bytes, false);
+        let all = lines(60_000);
+        let (a, b) = all.split_at(37_123);
+        let mut whole = Engine::new(&cfg);
+        feed(&mut whole, &decoder, &all);
+        whole.finish();
+        let mut first = Engine::new(&cfg);
+        feed(&mut first, &decoder, a);
+        let bytes = first.snapshot();
+        let mut second = Engine::restore(&cfg, &bytes).expect("restores");
+        // The snapshot of a restored engine is the same bytes.
+        assert_eq!(second.snapshot(), bytes);
+        feed(&mut second, &decoder, b);
+        second.finish();
+        let text = |e: &Engine| crate::export::to_prometheus_text(&e.families());
+        let (got, want) = (text(&second), text(&whole));
+        let diff: Vec<_> = got
+            .lines()
+            .zip(want.lines())
+            .filter(|(a, b)| a != b)
+            .take(5)
+            .collect();
+        assert!(
+            got == want,
+            "first differences (restored, uninterrupted): {diff:#?}"
+        );
+        assert!(whole.tracked_users() > 1000);
+    }
+
+    #[test]
+    fn truncated_or_extended_snapshots_are_refused() {
+        let cfg = Config::default();
+        let decoder = Decoder::new(&cfg.mapping, cfg.engine.max_message_bytes, false);
+        let mut e = Engine::new(&cfg);
+        feed(&mut e, &decoder, &lines(3_000));
+        let bytes = e.snapshot();
+        for cut in [0, 1, 8, bytes.len() / 3, bytes.len() - 1] {
+            assert!(
+                Engine::restore(&cfg, &bytes[..cut]).is_err(),
+                "cut at {cut}"
+            );
+        }
+        let mut longer = bytes.clone();
+        longer.push(0);
+        assert_eq!(
+            Engine::restore(&cfg, &longer).err(),
+            Some(SnapshotError::Trailing(1))
+        );
+        let other =
+            Config::from_toml_str("[engine]\nbucket = \"5m\"\n", "t", std::iter::empty()).unwrap();
+        assert!(matches!(
+            Engine::restore(&other, &bytes),
+            Err(SnapshotError::BucketChanged { .. })
+        ));
+    }
+}
