@@ -7,11 +7,13 @@
 //! - [`event`]: the canonical event model, decoding, schema mapping (JSON Pointers).
 //! - [`engine`]: the pure core: clock, lateness, dedup, buckets and windows,
 //!   timers, per-user and per-ticket state, per-partition state merged at export.
+//! - [`checkpoint`]: durable checkpoint files (engine snapshot + offsets), atomic, checksummed.
 //! - [`export`]: the series model rendered as Prometheus text and JSON.
 //! - [`replay`]: `cxpulse replay`, the engine over NDJSON files.
 //! - [`gen`]: `cxpulse gen`, a deterministic generator of exchange traffic.
 //! - [`kafka`], [`http`], [`run`], [`demo`], [`telemetry`]: the live service (adapters).
 
+pub mod checkpoint;
 pub mod config;
 pub mod demo;
 pub mod engine;

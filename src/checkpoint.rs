@@ -1,0 +1,347 @@
+//! Durable checkpoints: engine state plus the input offsets it covers.
+//!
+//! File format (little-endian), version 1:
+//!
+//! ```text
+//! magic    8 bytes  "CXPCKPT\0"
+//! version  u32      1
+//! reserved u32      0
+//! length   u64      bytes of the body
+//! checksum u64      XXH3-64 of the body
+//! body:    offsets count u64, then per offset: topic (u64 length + bytes),
+//!          partition i32, next offset i64; then the engine snapshot bytes
+//! ```
+//!
+//! Files are written atomically: a temporary file in the same directory,
+//! fsync, rename to `checkpoint-<seq>.ckpt`, fsync of the directory. The
+//! newest `keep` files are kept. Loading tries the newest first and falls
+//! back to older ones; every file it refuses is reported with the reason
+//! (truncated, checksum mismatch, another format version, bad magic), and
+//! none of them is ever loaded.
+
+use std::fs::{self, File};
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+
+pub const MAGIC: [u8; 8] = *b"CXPCKPT\0";
+pub const VERSION: u32 = 1;
+const HEADER: usize = 8 + 4 + 4 + 8 + 8;
+
+#[derive(Debug, thiserror::Error)]
+pub enum CheckpointError {
+    #[error("not a cxpulse checkpoint (bad magic)")]
+    BadMagic,
+    #[error("checkpoint format version {0} is not supported (this build reads {VERSION})")]
+    UnsupportedVersion(u32),
+    #[error("checkpoint is truncated ({have} of {want} bytes)")]
+    Truncated { have: usize, want: usize },
+    #[error("checkpoint checksum mismatch (corrupt)")]
+    ChecksumMismatch,
+    #[error("checkpoint body is malformed: {0}")]
+    Malformed(&'static str),
+    #[error("checkpoint I/O on {path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+}
+
+/// Where a partition's consumption resumes: the next offset to read.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SavedOffset {
+    pub topic: String,
+    pub partition: i32,
+    pub next_offset: i64,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Checkpoint {
+    pub offsets: Vec<SavedOffset>,
+    /// [`crate::engine::Engine::snapshot`] bytes.
+    pub engine: Vec<u8>,
+}
+
+pub fn encode(cp: &Checkpoint) -> Vec<u8> {
+    let mut body = Vec::with_capacity(cp.engine.len() + 64 * cp.offsets.len() + 8);
+    body.extend_from_slice(&(cp.offsets.len() as u64).to_le_bytes());
+    for o in &cp.offsets {
+        body.extend_from_slice(&(o.topic.len() as u64).to_le_bytes());
+        body.extend_from_slice(o.topic.as_bytes());
+        body.extend_from_slice(&o.partition.to_le_bytes());
+        body.extend_from_slice(&o.next_offset.to_le_bytes());
+    }
+    body.extend_from_slice(&cp.engine);
+    let mut out = Vec::with_capacity(HEADER + body.len());
+    out.extend_from_slice(&MAGIC);
+    out.extend_from_slice(&VERSION.to_le_bytes());
+    out.extend_from_slice(&0u32.to_le_bytes());
+    out.extend_from_slice(&(body.len() as u64).to_le_bytes());
+    out.extend_from_slice(&xxhash_rust::xxh3::xxh3_64(&body).to_le_bytes());
+    out.extend_from_slice(&body);
+    out
+}
+
+pub fn decode(bytes: &[u8]) -> Result<Checkpoint, CheckpointError> {
+    if bytes.len() < 8 || bytes[..8] != MAGIC {
+        return Err(CheckpointError::BadMagic);
+    }
+    if bytes.len() < HEADER {
+        return Err(CheckpointError::Truncated {
+            have: bytes.len(),
+            want: HEADER,
+        });
+    }
+    let u32_at = |i: usize| u32::from_le_bytes(bytes[i..i + 4].try_into().unwrap_or([0; 4]));
+    let u64_at = |i: usize| u64::from_le_bytes(bytes[i..i + 8].try_into().unwrap_or([0; 8]));
+    let version = u32_at(8);
+    if version != VERSION {
+        return Err(CheckpointError::UnsupportedVersion(version));
+    }
+    let len = u64_at(16) as usize;
+    let want = HEADER.saturating_add(len);
+    if bytes.len() < want {
+        return Err(CheckpointError::Truncated {
+            have: bytes.len(),
+            want,
+        });
+    }
+    if bytes.len() > want {
+        return Err(CheckpointError::Malformed("bytes after the body"));
+    }
+    let body = &bytes[HEADER..];
+    if xxhash_rust::xxh3::xxh3_64(body) != u64_at(24) {
+        return Err(CheckpointError::ChecksumMismatch);
+    }
+    let mut at = 0usize;
+    let mut take = |n: usize| -> Result<&[u8], CheckpointError> {
+        let s = body
+            .get(at..at.saturating_add(n))
+            .ok_or(CheckpointError::Malformed("offsets section"))?;
+        at += n;
+        Ok(s)
+    };
+    let count = u64::from_le_bytes(take(8)?.try_into().unwrap_or([0; 8]));
+    let mut offsets = Vec::new();
+    for _ in 0..count {
+        let tl = u64::from_le_bytes(take(8)?.try_into().unwrap_or([0; 8])) as usize;
+        let topic = String::from_utf8(take(tl)?.to_vec())
+            .map_err(|_| CheckpointError::Malformed("topic name"))?;
+        let partition = i32::from_le_bytes(take(4)?.try_into().unwrap_or([0; 4]));
+        let next_offset = i64::from_le_bytes(take(8)?.try_into().unwrap_or([0; 8]));
+        offsets.push(SavedOffset {
+            topic,
+            partition,
+            next_offset,
+        });
+    }
+    Ok(Checkpoint {
+        offsets,
+        engine: body[at..].to_vec(),
+    })
+}
+
+/// A directory of checkpoint files.
+#[derive(Clone, Debug)]
+pub struct CheckpointStore {
+    dir: PathBuf,
+    keep: usize,
+}
+
+/// What a write did, for metrics and logs.
+#[derive(Clone, Debug)]
+pub struct Written {
+    pub path: PathBuf,
+    pub bytes: usize,
+}
+
+/// The newest loadable checkpoint and every newer file that was refused.
+#[derive(Debug, Default)]
+pub struct Loaded {
+    pub checkpoint: Option<(PathBuf, Checkpoint)>,
+    pub rejected: Vec<(PathBuf, CheckpointError)>,
+}
+
+impl CheckpointStore {
+    pub fn new(dir: impl Into<PathBuf>, keep: usize) -> CheckpointStore {
+        CheckpointStore {
+            dir: dir.into(),
+            keep: keep.max(1),
+        }
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    fn io(path: &Path) -> impl FnOnce(io::Error) -> CheckpointError + '_ {
+        move |source| CheckpointError::Io {
+            path: path.to_path_buf(),
+            source,
+        }
+    }
+
+    /// Checkpoint files, newest first (by sequence number in the name).
+    pub fn files(&self) -> Vec<(u64, PathBuf)> {
+        let mut v: Vec<(u64, PathBuf)> = fs::read_dir(&self.dir)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|e| {
+                let name = e.file_name().to_string_lossy().to_string();
+                let seq = name
+                    .strip_prefix("checkpoint-")?
+                    .strip_suffix(".ckpt")?
+                    .parse()
+                    .ok()?;
+                Some((seq, e.path()))
+            })
+            .collect();
+        v.sort_by(|a, b| b.0.cmp(&a.0));
+        v
+    }
+
+    /// Writes a new checkpoint atomically and prunes old ones.
+    pub fn write(&self, cp: &Checkpoint) -> Result<Written, CheckpointError> {
+        fs::create_dir_all(&self.dir).map_err(Self::io(&self.dir))?;
+        let seq = self.files().first().map_or(1, |(s, _)| s + 1);
+        let path = self.dir.join(format!("checkpoint-{seq:020}.ckpt"));
+        let tmp = self.dir.join(format!(".checkpoint-{seq:020}.tmp"));
+        let bytes = encode(cp);
+        let result = (|| {
+            let mut f = File::create(&tmp)?;
+            f.write_all(&bytes)?;
+            f.sync_all()?;
+            drop(f);
+            fs::rename(&tmp, &path)?;
+            File::open(&self.dir)?.sync_all()
+        })();
+        if let Err(e) = result {
+            let _ = fs::remove_file(&tmp);
+            return Err(Self::io(&path)(e));
+        }
+        for (_, old) in self.files().into_iter().skip(self.keep) {
+            let _ = fs::remove_file(old);
+        }
+        Ok(Written {
+            path,
+            bytes: bytes.len(),
+        })
+    }
+
+    /// The newest checkpoint that reads back intact.
+    pub fn load_latest(&self) -> Loaded {
+        let mut out = Loaded::default();
+        for (_, path) in self.files() {
+            let read = fs::read(&path)
+                .map_err(Self::io(&path))
+                .and_then(|b| decode(&b));
+            match read {
+                Ok(cp) => {
+                    out.checkpoint = Some((path, cp));
+                    break;
+                }
+                Err(e) => out.rejected.push((path, e)),
+            }
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample(n: u8) -> Checkpoint {
+        Checkpoint {
+            offsets: vec![
+                SavedOffset {
+                    topic: "events".into(),
+                    partition: 0,
+                    next_offset: 100 + n as i64,
+                },
+                SavedOffset {
+                    topic: "events".into(),
+                    partition: 1,
+                    next_offset: 7,
+                },
+            ],
+            engine: vec![n; 1000],
+        }
+    }
+
+    #[test]
+    fn round_trips() {
+        let cp = sample(3);
+        assert_eq!(decode(&encode(&cp)).unwrap(), cp);
+    }
+
+    #[test]
+    fn truncated_flipped_and_other_version_are_detected() {
+        let bytes = encode(&sample(1));
+        for cut in [0, 5, HEADER - 1, HEADER, bytes.len() - 1] {
+            assert!(decode(&bytes[..cut]).is_err(), "cut {cut}");
+        }
+        assert!(matches!(
+            decode(&bytes[..bytes.len() - 10]),
+            Err(CheckpointError::Truncated { .. })
+        ));
+        for i in [HEADER, HEADER + 20, bytes.len() - 1] {
+            let mut b = bytes.clone();
+            b[i] ^= 0x01;
+            assert!(
+                matches!(decode(&b), Err(CheckpointError::ChecksumMismatch)),
+                "flip at {i}"
+            );
+        }
+        let mut b = bytes.clone();
+        b[8..12].copy_from_slice(&2u32.to_le_bytes());
+        assert!(matches!(
+            decode(&b),
+            Err(CheckpointError::UnsupportedVersion(2))
+        ));
+        let mut b = bytes;
+        b[0] = b'X';
+        assert!(matches!(decode(&b), Err(CheckpointError::BadMagic)));
+    }
+
+    #[test]
+    fn store_keeps_the_newest_and_falls_back_past_corrupt_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = CheckpointStore::new(dir.path(), 2);
+        for n in 1..=3 {
+            store.write(&sample(n)).unwrap();
+        }
+        let files = store.files();
+        assert_eq!(files.len(), 2);
+        assert_eq!(files[0].0, 3);
+        let loaded = store.load_latest();
+        assert_eq!(loaded.checkpoint.unwrap().1, sample(3));
+        assert!(loaded.rejected.is_empty());
+        // Corrupt the newest: the previous good one is loaded, the bad one reported.
+        let mut b = fs::read(&files[0].1).unwrap();
+        let last = b.len() - 1;
+        b[last] ^= 0xff;
+        fs::write(&files[0].1, b).unwrap();
+        let loaded = store.load_latest();
+        assert_eq!(loaded.checkpoint.unwrap().1, sample(2));
+        assert_eq!(loaded.rejected.len(), 1);
+        assert!(matches!(
+            loaded.rejected[0].1,
+            CheckpointError::ChecksumMismatch
+        ));
+    }
+
+    #[test]
+    fn an_unwritable_directory_is_an_error_not_a_panic() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("not-a-dir");
+        fs::write(&file, b"x").unwrap();
+        let store = CheckpointStore::new(&file, 2);
+        assert!(matches!(
+            store.write(&sample(1)),
+            Err(CheckpointError::Io { .. })
+        ));
+        assert!(store.load_latest().checkpoint.is_none());
+    }
+}
