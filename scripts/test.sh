@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The project's test command: installs the test tools (tansu broker, promtool)
-# if needed, then runs every test target against them.
-#   bash scripts/test.sh [extra cargo test args, e.g. --test harness_smoke]
+# if needed, then runs the tests against them.
+#   bash scripts/test.sh                       # cargo test --all-targets
+#   bash scripts/test.sh --test harness_smoke  # any args replace --all-targets
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -11,5 +12,6 @@ source .tools/env
 # Tests that need the Kafka broker must fail, never skip, when it is missing.
 export CXPULSE_REQUIRE_BROKER=1
 
-echo "test: cargo test --all-targets $*"
-cargo test --all-targets "$@"
+if [ "$#" -eq 0 ]; then set -- --all-targets; fi
+echo "test: cargo test --no-fail-fast $*"
+cargo test --no-fail-fast "$@"

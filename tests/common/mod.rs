@@ -219,10 +219,10 @@ impl Tansu {
 
         // Wait for the topic to exist.
         let partitions = loop {
-            if let Some(n) = self.partition_count(consumer.client(), topic) {
-                if n > 0 {
-                    break n;
-                }
+            if let Some(n) = self.partition_count(consumer.client(), topic)
+                && n > 0
+            {
+                break n;
             }
             if Instant::now() > deadline {
                 eprintln!("harness: consume_all: topic {topic} does not exist");
