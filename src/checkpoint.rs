@@ -197,7 +197,7 @@ impl CheckpointStore {
                 Some((seq, e.path()))
             })
             .collect();
-        v.sort_by(|a, b| b.0.cmp(&a.0));
+        v.sort_by_key(|e| std::cmp::Reverse(e.0));
         v
     }
 
