@@ -9,6 +9,8 @@ const DAY_MS: i64 = 86_400_000;
 /// needs escaping.
 pub(crate) struct LineBuf {
     pub(crate) bytes: Vec<u8>,
+    /// Where the line being written starts in `bytes`.
+    mark: usize,
     /// The `YYYY-MM-DDT` of `cached_day`: one line in a few hundred thousand changes day.
     cached_day: i64,
     cached_date: [u8; 11],
@@ -18,13 +20,25 @@ impl LineBuf {
     pub(crate) fn new() -> LineBuf {
         LineBuf {
             bytes: Vec::with_capacity(256),
+            mark: 0,
             cached_day: i64::MIN,
             cached_date: [0; 11],
         }
     }
 
-    pub(crate) fn clear(&mut self) {
-        self.bytes.clear();
+    /// Starts a new line after what the buffer holds.
+    pub(crate) fn start(&mut self) {
+        self.mark = self.bytes.len();
+    }
+
+    /// The line written since `start`.
+    pub(crate) fn written(&self) -> &[u8] {
+        &self.bytes[self.mark..]
+    }
+
+    /// Drops the line written since `start`.
+    pub(crate) fn discard(&mut self) {
+        self.bytes.truncate(self.mark);
     }
 
     pub(crate) fn raw(&mut self, s: &str) {

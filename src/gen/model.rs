@@ -12,11 +12,24 @@ pub(crate) const HOUR: i64 = 60 * MIN;
 pub(crate) const DAY: i64 = 24 * HOUR;
 
 /// Non-referral signups per day as a share of the day's lines.
-pub(crate) const SIGNUPS_PER_LINE: f64 = 0.011;
+pub(crate) const SIGNUPS_PER_LINE: f64 = 0.014;
 /// Existing customers (no signup event, channel `unknown`) at the start, per daily line.
-pub(crate) const BASELINE_USERS_PER_DAILY_LINE: f64 = 0.45;
+pub(crate) const BASELINE_USERS_PER_DAILY_LINE: f64 = 0.6;
+/// Lines per customer activity, counting what it leads to (tickets,
+/// invitations, surveys) and the noise copies.
+pub(crate) const LINES_PER_ACTIVITY: f64 = 1.075;
+/// Lines per signup before the user turns customer: the signup, first
+/// deposit and trade, a pre-deposit ticket.
+pub(crate) const LINES_PER_SIGNUP: f64 = 1.75;
+/// Customer actions per session (a session's actions are minutes apart).
+pub(crate) const MEAN_SESSION_ACTIONS: f64 = 3.0;
+/// Log-uniform range of the time between two actions of a session.
+pub(crate) const SESSION_GAP_MS: (i64, i64) = (20 * SEC, 20 * MIN);
+/// Event time simulated (without output) before the start, so that the
+/// stream starts in the steady state (sessions in progress included).
+pub(crate) const WARM_UP_MS: i64 = 20 * MIN;
 /// Growth of the signup rate per day.
-pub(crate) const SIGNUP_GROWTH_PER_DAY: f64 = 0.004;
+pub(crate) const SIGNUP_GROWTH_PER_DAY: f64 = 0.005;
 
 /// Probability that a customer's activity day-rate process ends in dormancy,
 /// per day: about 20 % of customers go quiet for over 30 days each month.
@@ -65,7 +78,14 @@ pub(crate) struct Channel {
     pub(crate) campaigns: Vec<(String, f64)>,
 }
 
-fn channel(name: &str, weight: f64, conv: f64, trader: f64, cpa: f64, campaigns: &[(&str, f64)]) -> Channel {
+fn channel(
+    name: &str,
+    weight: f64,
+    conv: f64,
+    trader: f64,
+    cpa: f64,
+    campaigns: &[(&str, f64)],
+) -> Channel {
     Channel {
         name: name.to_string(),
         weight,
@@ -96,8 +116,22 @@ pub(crate) fn channels(extra: u32) -> Vec<Channel> {
             120.0,
             &[("brand_search", 0.55), ("generic_crypto", 0.45)],
         ),
-        channel("social", 0.20, 0.18, 0.60, 200.0, &[("x_promo", 0.6), ("creator_q1", 0.4)]),
-        channel("affiliate", 0.12, 0.35, 0.78, 80.0, &[("affiliate_network", 1.0)]),
+        channel(
+            "social",
+            0.20,
+            0.18,
+            0.60,
+            200.0,
+            &[("x_promo", 0.6), ("creator_q1", 0.4)],
+        ),
+        channel(
+            "affiliate",
+            0.12,
+            0.35,
+            0.78,
+            80.0,
+            &[("affiliate_network", 1.0)],
+        ),
         // Referral signups come from invitations, never from the arrival process.
         channel("referral", 0.0, 0.50, 0.70, 0.0, &[]),
         channel("", 0.08, 0.25, 0.60, 0.0, &[]),
@@ -117,17 +151,32 @@ pub(crate) fn channels(extra: u32) -> Vec<Channel> {
     v
 }
 
-pub(crate) const COUNTRIES: [&str; 12] = ["US", "GB", "DE", "FR", "BR", "IN", "NG", "TR", "JP", "KR", "AU", "CA"];
-pub(crate) const COUNTRY_WEIGHTS: [f64; 12] = [20.0, 8.0, 9.0, 6.0, 9.0, 12.0, 6.0, 7.0, 6.0, 6.0, 5.0, 6.0];
+pub(crate) const COUNTRIES: [&str; 12] = [
+    "US", "GB", "DE", "FR", "BR", "IN", "NG", "TR", "JP", "KR", "AU", "CA",
+];
+pub(crate) const COUNTRY_WEIGHTS: [f64; 12] =
+    [20.0, 8.0, 9.0, 6.0, 9.0, 12.0, 6.0, 7.0, 6.0, 6.0, 5.0, 6.0];
 
 /// Diurnal (peak 14:00 UTC) and weekly (quieter weekends) activity, max `ACTIVITY_PEAK`.
 pub(crate) const ACTIVITY_PEAK: f64 = 1.35;
+/// The diurnal factor per minute of the day: `1 + 0.35 cos` peaking at 14:00.
+static DIURNAL: std::sync::LazyLock<[f64; 1440]> = std::sync::LazyLock::new(|| {
+    std::array::from_fn(|m| {
+        1.0 + 0.35 * ((m as f64 / 60.0 - 14.0) / 24.0 * std::f64::consts::TAU).cos()
+    })
+});
+
+/// The mean of `activity_weight` over a week (5 weekdays at 1, 2 weekend days at 0.85).
+pub(crate) const MEAN_ACTIVITY_WEIGHT: f64 = (5.0 + 2.0 * 0.85) / 7.0;
 pub(crate) fn activity_weight(t_ms: i64) -> f64 {
     let day = t_ms.div_euclid(DAY);
-    let hour = t_ms.rem_euclid(DAY) as f64 / HOUR as f64;
-    let diurnal = 1.0 + 0.35 * ((hour - 14.0) / 24.0 * std::f64::consts::TAU).cos();
+    let diurnal = DIURNAL[(t_ms.rem_euclid(DAY) / MIN) as usize];
     // 1970-01-01 was a Thursday: day % 7 == 2 is Saturday, 3 Sunday.
-    let weekly = if matches!(day.rem_euclid(7), 2 | 3) { 0.85 } else { 1.0 };
+    let weekly = if matches!(day.rem_euclid(7), 2 | 3) {
+        0.85
+    } else {
+        1.0
+    };
     diurnal * weekly
 }
 
@@ -141,7 +190,12 @@ pub(crate) enum Priority {
 }
 
 impl Priority {
-    pub(crate) const ALL: [Priority; 4] = [Priority::Low, Priority::Normal, Priority::High, Priority::Urgent];
+    pub(crate) const ALL: [Priority; 4] = [
+        Priority::Low,
+        Priority::Normal,
+        Priority::High,
+        Priority::Urgent,
+    ];
     const WEIGHTS: [f64; 4] = [0.25, 0.55, 0.15, 0.05];
 
     pub(crate) fn as_str(self) -> &'static str {
@@ -186,16 +240,6 @@ pub(crate) enum Action {
 }
 
 impl Action {
-    pub(crate) const ALL: [Action; 7] = [
-        Action::Opened,
-        Action::AgentReplied,
-        Action::CustomerReplied,
-        Action::Pending,
-        Action::Resolved,
-        Action::Reopened,
-        Action::Rated,
-    ];
-
     pub(crate) fn as_str(self) -> &'static str {
         match self {
             Action::Opened => "opened",
@@ -225,7 +269,11 @@ pub(crate) struct TicketPlan {
 impl TicketPlan {
     fn push(&mut self, at: i64, action: Action) -> i64 {
         // Actions of one ticket are at least a second apart and in order.
-        let prev = if self.len == 0 { i64::MIN } else { self.steps[self.len as usize - 1].0 + SEC };
+        let prev = if self.len == 0 {
+            i64::MIN
+        } else {
+            self.steps[self.len as usize - 1].0 + SEC
+        };
         let at = at.max(prev);
         self.steps[self.len as usize] = (at, action);
         self.len += 1;
@@ -248,7 +296,10 @@ pub(crate) fn plan_ticket(rng: &mut Rng, opened: i64) -> TicketPlan {
     let mut resolved;
     if rng.chance(0.05) {
         // Solved from the help centre before any agent answered.
-        resolved = plan.push(opened + scale(fr_target, rng.uniform(0.1, 0.9)), Action::Resolved);
+        resolved = plan.push(
+            opened + scale(fr_target, rng.uniform(0.1, 0.9)),
+            Action::Resolved,
+        );
     } else {
         let first_reply = if rng.chance(fr_breach) {
             plan.bad_service = true;
@@ -275,19 +326,37 @@ pub(crate) fn plan_ticket(rng: &mut Rng, opened: i64) -> TicketPlan {
             let after = ((left - before) as f64 * rng.uniform(0.1, 0.5)) as i64;
             t = plan.push(back + after, Action::AgentReplied);
         } else if rng.chance(0.3) {
-            let q = plan.push(t + (left as f64 * rng.uniform(0.1, 0.4)) as i64, Action::CustomerReplied);
-            t = plan.push(q + (left as f64 * rng.uniform(0.05, 0.3)) as i64, Action::AgentReplied);
+            let q = plan.push(
+                t + (left as f64 * rng.uniform(0.1, 0.4)) as i64,
+                Action::CustomerReplied,
+            );
+            t = plan.push(
+                q + (left as f64 * rng.uniform(0.05, 0.3)) as i64,
+                Action::AgentReplied,
+            );
         }
         resolved = plan.push((opened + running + paused).max(t + MIN), Action::Resolved);
     }
     if rng.chance(0.07) {
         plan.bad_service = true;
-        let again = plan.push(resolved + rng.log_uniform(HOUR as f64, 3.0 * DAY as f64) as i64, Action::Reopened);
-        let reply = plan.push(again + rng.log_uniform(5.0 * MIN as f64, 4.0 * HOUR as f64) as i64, Action::AgentReplied);
-        resolved = plan.push(reply + rng.log_uniform(30.0 * MIN as f64, DAY as f64) as i64, Action::Resolved);
+        let again = plan.push(
+            resolved + rng.log_uniform(HOUR as f64, 3.0 * DAY as f64) as i64,
+            Action::Reopened,
+        );
+        let reply = plan.push(
+            again + rng.log_uniform(5.0 * MIN as f64, 4.0 * HOUR as f64) as i64,
+            Action::AgentReplied,
+        );
+        resolved = plan.push(
+            reply + rng.log_uniform(30.0 * MIN as f64, DAY as f64) as i64,
+            Action::Resolved,
+        );
     }
     if rng.chance(0.65) {
-        plan.push(resolved + rng.log_uniform(5.0 * MIN as f64, DAY as f64) as i64, Action::Rated);
+        plan.push(
+            resolved + rng.log_uniform(5.0 * MIN as f64, DAY as f64) as i64,
+            Action::Rated,
+        );
     }
     plan
 }
@@ -327,6 +396,8 @@ pub(crate) fn rate_ticket(rng: &mut Rng, bad_service: bool) -> Rating {
 
 /// A relationship NPS survey answer (not tied to a ticket): NPS about +20.
 pub(crate) fn survey_nps(rng: &mut Rng) -> u8 {
-    const W: [f64; 11] = [0.02, 0.01, 0.02, 0.03, 0.03, 0.06, 0.08, 0.12, 0.18, 0.20, 0.25];
+    const W: [f64; 11] = [
+        0.02, 0.01, 0.02, 0.03, 0.03, 0.06, 0.08, 0.12, 0.18, 0.20, 0.25,
+    ];
     rng.weighted(&W) as u8
 }
