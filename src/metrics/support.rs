@@ -39,6 +39,10 @@ pub fn export(ctx: &Ctx<'_>, out: &mut Vec<Family>) {
         "cxpulse_sla_breach_ratio",
         "Breaches / (breaches + targets met), each decided in the window.",
     );
+    let mut decisions = g(
+        "cxpulse_sla_decisions",
+        "Targets decided in the window (breached + met): the denominator of cxpulse_sla_breach_ratio.",
+    );
     let mut reopened = g(
         "cxpulse_support_reopened",
         "Reopened actions in the window.",
@@ -64,6 +68,7 @@ pub fn export(ctx: &Ctx<'_>, out: &mut Vec<Family>) {
                 let b = s[sla_decision(p, kind, true)];
                 let met = s[sla_decision(p, kind, false)];
                 breaches.push(&l, b);
+                decisions.push(&l, b + met);
                 breach_ratio.push_ratio(&l, b, b + met);
             }
             let logs = |f: fn(&crate::engine::partition::Partition) -> &[TimeLog; 4]| {

@@ -1,0 +1,406 @@
+//! Static checks of the deployment files (deploy/, docker-compose.yml,
+//! docs/alerts.md): promtool on the Prometheus config and rules and their
+//! unit tests, the Grafana-managed rules against the Prometheus alerts, the
+//! Compose file against the Compose specification's JSON schema, the
+//! Kubernetes manifests against the Kubernetes schemas (and the Prometheus
+//! Operator resources against deploy/kubernetes/schemas), yamllint, and the
+//! shipped configs against cxpulse's own config loader.
+//!
+//! Tools come from `scripts/setup-tools.sh` through `.tools/env`
+//! (`CXPULSE_PROMTOOL`, `CXPULSE_DEPLOY_PYTHON`, `CXPULSE_CHECK_JSONSCHEMA`,
+//! `CXPULSE_KUBERNETES_VALIDATE`, `CXPULSE_YAMLLINT`), else from
+//! `.tools/venv/bin`. A missing tool fails the test, never skips it.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// A tool from the environment variable `var`, else `.tools/venv/bin/NAME`.
+/// Panics (the test fails) when neither exists.
+fn venv_tool(var: &str, name: &str) -> PathBuf {
+    if let Some(p) = std::env::var_os(var).filter(|p| !p.is_empty()) {
+        let p = PathBuf::from(p);
+        assert!(
+            p.is_file(),
+            "{var}={} does not exist; run scripts/setup-tools.sh",
+            p.display()
+        );
+        return p;
+    }
+    let p = root().join(".tools/venv/bin").join(name);
+    assert!(
+        p.is_file(),
+        "{name} not found ({var} unset, no {}); run scripts/setup-tools.sh, \
+         which installs the deploy validators into .tools/venv",
+        p.display()
+    );
+    p
+}
+
+fn python() -> PathBuf {
+    venv_tool("CXPULSE_DEPLOY_PYTHON", "python")
+}
+
+fn output(cmd: &mut Command) -> Output {
+    cmd.current_dir(root())
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"))
+}
+
+/// Runs `cmd` from the repository root; panics with its output unless it
+/// succeeds. Returns standard output.
+fn run_ok(cmd: &mut Command) -> String {
+    let out = output(cmd);
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed ({}):\n--- stdout ---\n{stdout}\n--- stderr ---\n{stderr}",
+        out.status
+    );
+    stdout
+}
+
+fn deploycheck(args: &[&str]) -> String {
+    run_ok(
+        Command::new(python())
+            .arg("deploy/tools/deploycheck.py")
+            .args(args),
+    )
+}
+
+fn files_in(dir: &str, suffix: &str) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(root().join(dir))
+        .unwrap_or_else(|e| panic!("read {dir}: {e}"))
+        .map(|e| {
+            e.expect("dir entry")
+                .file_name()
+                .to_string_lossy()
+                .into_owned()
+        })
+        .filter(|n| n.ends_with(suffix))
+        .map(|n| format!("{dir}/{n}"))
+        .collect();
+    v.sort();
+    assert!(!v.is_empty(), "no *{suffix} in {dir}");
+    v
+}
+
+fn json(text: &str) -> serde_json::Value {
+    serde_json::from_str(text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
+}
+
+// ---------------------------------------------------------------------------
+// Prometheus rules
+// ---------------------------------------------------------------------------
+
+/// The scrape config parses and loads both rule files; every rule is valid
+/// PromQL with valid templates.
+#[test]
+fn promtool_checks_the_prometheus_config_and_rule_files() {
+    let out = run_ok(
+        Command::new(common::promtool())
+            .args(["check", "config"])
+            .arg("deploy/prometheus/prometheus.yml"),
+    );
+    assert!(out.contains("2 rule files found"), "{out}");
+    let rules = files_in("deploy/prometheus/rules", ".yml");
+    let out = run_ok(
+        Command::new(common::promtool())
+            .args(["check", "rules"])
+            .args(&rules),
+    );
+    assert_eq!(out.matches("SUCCESS").count(), rules.len(), "{out}");
+}
+
+/// `promtool test rules`: each alert fires on simulated series (with the
+/// labels and annotations expected) and stays quiet on look-alikes; the
+/// fleet recording rules give the hand-computed values (Wilson and adjusted
+/// Wald bounds from summed counts, ratios from summed numerators and
+/// denominators).
+#[test]
+fn promtool_unit_tests_of_the_rules_pass() {
+    let tests = files_in("deploy/prometheus/tests", ".test.yml");
+    let out = run_ok(
+        Command::new(common::promtool())
+            .args(["test", "rules"])
+            .args(&tests),
+    );
+    assert_eq!(out.matches("SUCCESS").count(), tests.len(), "{out}");
+}
+
+/// Every alert has at least one promtool case where it fires and one where
+/// it must not.
+#[test]
+fn every_alert_has_a_firing_and_a_quiet_promtool_case() {
+    deploycheck(&["alerts-tested"]);
+}
+
+/// Every alert has summary, description and a runbook_url pointing at its
+/// section of docs/alerts.md, which exists (with Meaning and Act) and has a
+/// row in the catalog.
+#[test]
+fn every_alert_is_documented_with_a_runbook() {
+    deploycheck(&["alerts-documented"]);
+}
+
+/// Every series a recording rule, an alert, a dashboard query or a Grafana
+/// rule names is defined: in docs/METRICS.md, in cxpulse's source, or by a
+/// recording rule.
+#[test]
+fn rules_and_dashboard_name_only_existing_series() {
+    deploycheck(&["names"]);
+}
+
+// ---------------------------------------------------------------------------
+// Grafana
+// ---------------------------------------------------------------------------
+
+/// The Grafana-managed rules mirror the churn-spike and SLA alerts: same
+/// query (the Prometheus expr is `(<query>) <op> <threshold>`), threshold,
+/// `for`, labels and runbook, on the provisioned Prometheus datasource.
+#[test]
+fn grafana_alert_rules_stay_in_step_with_prometheus_alerts() {
+    deploycheck(&["grafana-sync"]);
+    let rules = json(&deploycheck(&["grafana-queries"]));
+    let titles: Vec<&str> = rules
+        .as_array()
+        .expect("array")
+        .iter()
+        .map(|r| r["title"].as_str().expect("title"))
+        .collect();
+    for want in [
+        "CxpulseChurnSpike",
+        "CxpulseSlaBreachRatioHigh",
+        "CxpulseUrgentTicketBreaching",
+    ] {
+        assert!(titles.contains(&want), "{want} not in {titles:?}");
+    }
+}
+
+/// The dashboard is valid JSON with the five sections, unique panel ids, the
+/// $datasource variable on every panel and only defined variables in its
+/// queries.
+#[test]
+fn dashboard_is_well_formed() {
+    let queries = json(&deploycheck(&["dashboard"]));
+    let n = queries.as_array().expect("array").len();
+    assert!(n >= 40, "only {n} queries in the dashboard");
+}
+
+// ---------------------------------------------------------------------------
+// YAML, Compose, Kubernetes
+// ---------------------------------------------------------------------------
+
+#[test]
+fn yaml_files_pass_yamllint() {
+    run_ok(
+        Command::new(venv_tool("CXPULSE_YAMLLINT", "yamllint"))
+            .args(["--strict", "-c", "deploy/yamllint.yml"])
+            .args(["docker-compose.yml", "deploy/"]),
+    );
+}
+
+/// docker-compose.yml validates against the Compose specification's JSON
+/// schema (vendored in check-jsonschema, whose version setup-tools pins);
+/// every image has a fixed tag (pulled ones a full version), the Dockerfile's
+/// base images too, and every mounted path exists.
+#[test]
+fn compose_file_matches_the_compose_specification_and_pins_images() {
+    run_ok(
+        Command::new(venv_tool("CXPULSE_CHECK_JSONSCHEMA", "check-jsonschema"))
+            .args(["--builtin-schema", "vendor.compose-spec"])
+            .arg("docker-compose.yml"),
+    );
+    deploycheck(&["compose"]);
+}
+
+/// The cxpulse service of docker-compose.yml starts with config/cxpulse.toml
+/// plus its CXPULSE__* environment: cxpulse's own loader accepts them.
+#[test]
+fn compose_cxpulse_environment_is_a_valid_config() {
+    let env = json(&deploycheck(&["compose"]));
+    let env = env.as_object().expect("object");
+    assert!(env.contains_key("CXPULSE__KAFKA__BROKERS"), "{env:?}");
+    config_loads(&root().join("config/cxpulse.toml"), env);
+}
+
+/// core objects (ConfigMap, Service, StatefulSet) against the Kubernetes
+/// schemas bundled in kubernetes-validate, strictly (no unknown fields), for
+/// the oldest and newest Kubernetes versions it carries; the Prometheus
+/// Operator resources against deploy/kubernetes/schemas; the PrometheusRule
+/// holds exactly the rule files; kustomization.yaml lists every manifest.
+#[test]
+fn kubernetes_manifests_match_the_kubernetes_schemas() {
+    let manifests = files_in("deploy/kubernetes", ".yaml");
+    let (custom, core): (Vec<String>, Vec<String>) = manifests
+        .into_iter()
+        .filter(|m| !m.ends_with("kustomization.yaml"))
+        .partition(|m| {
+            std::fs::read_to_string(root().join(m))
+                .expect("read manifest")
+                .contains("apiVersion: monitoring.coreos.com/")
+        });
+    assert_eq!(core.len(), 3, "core manifests: {core:?}");
+    for version in ["1.29.0", "1.37.0"] {
+        let out = run_ok(
+            Command::new(venv_tool(
+                "CXPULSE_KUBERNETES_VALIDATE",
+                "kubernetes-validate",
+            ))
+            .args(["--strict", "-k", version])
+            .args(&core),
+        );
+        // An unknown kind or apiVersion is only a warning there: fail on it.
+        assert!(!out.contains("WARN") && !out.contains("ERROR"), "{out}");
+        assert_eq!(out.matches(" passed ").count(), core.len(), "{out}");
+    }
+    let schemas = [
+        (
+            "ServiceMonitor",
+            "deploy/kubernetes/schemas/servicemonitor-monitoring.coreos.com-v1.json",
+        ),
+        (
+            "PrometheusRule",
+            "deploy/kubernetes/schemas/prometheusrule-monitoring.coreos.com-v1.json",
+        ),
+    ];
+    assert_eq!(custom.len(), schemas.len(), "custom resources: {custom:?}");
+    for (kind, schema) in schemas {
+        let file = custom
+            .iter()
+            .find(|m| {
+                std::fs::read_to_string(root().join(m))
+                    .expect("read")
+                    .contains(&format!("kind: {kind}"))
+            })
+            .unwrap_or_else(|| panic!("no {kind} manifest in {custom:?}"));
+        run_ok(
+            Command::new(venv_tool("CXPULSE_CHECK_JSONSCHEMA", "check-jsonschema"))
+                .args(["--schemafile", schema])
+                .arg(file),
+        );
+    }
+    deploycheck(&["prometheusrule"]);
+    deploycheck(&["kustomization"]);
+}
+
+/// The ConfigMap's cxpulse.toml plus the StatefulSet's CXPULSE__* environment
+/// load in cxpulse (unknown keys and bad values are errors there).
+#[test]
+fn kubernetes_configmap_is_a_valid_cxpulse_config() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = dir.path().join("cxpulse.toml");
+    let env = json(&deploycheck(&[
+        "k8s-config",
+        cfg.to_str().expect("utf-8 path"),
+    ]));
+    config_loads(&cfg, env.as_object().expect("object"));
+}
+
+/// The validators are not vacuous: each rejects a broken file.
+#[test]
+fn the_validators_reject_broken_files() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let compose = dir.path().join("compose.yml");
+    std::fs::write(
+        &compose,
+        "services:\n  x:\n    image: a:1\n    restart: sometimes\n    portz: []\n",
+    )
+    .unwrap();
+    let k8s = dir.path().join("sts.yaml");
+    std::fs::write(
+        &k8s,
+        "apiVersion: apps/v1\nkind: StatefulSet\nmetadata:\n  name: x\nspec:\n  replicas: one\n",
+    )
+    .unwrap();
+    let sm = dir.path().join("sm.yaml");
+    std::fs::write(
+        &sm,
+        "apiVersion: monitoring.coreos.com/v1\nkind: ServiceMonitor\nmetadata:\n  name: x\n\
+         spec:\n  selector: {}\n  endpoints:\n    - port: http\n      intervall: 30s\n",
+    )
+    .unwrap();
+    let rules = dir.path().join("bad.yml");
+    std::fs::write(
+        &rules,
+        "groups:\n  - name: g\n    rules:\n      - alert: A\n        expr: sum(\n",
+    )
+    .unwrap();
+    let cases: Vec<(&str, Command)> = vec![
+        ("compose schema", {
+            let mut c = Command::new(venv_tool("CXPULSE_CHECK_JSONSCHEMA", "check-jsonschema"));
+            c.args(["--builtin-schema", "vendor.compose-spec"])
+                .arg(&compose);
+            c
+        }),
+        ("kubernetes schema", {
+            let mut c = Command::new(venv_tool(
+                "CXPULSE_KUBERNETES_VALIDATE",
+                "kubernetes-validate",
+            ));
+            c.arg("--strict").arg(&k8s);
+            c
+        }),
+        ("ServiceMonitor schema", {
+            let mut c = Command::new(venv_tool("CXPULSE_CHECK_JSONSCHEMA", "check-jsonschema"));
+            c.args([
+                "--schemafile",
+                "deploy/kubernetes/schemas/servicemonitor-monitoring.coreos.com-v1.json",
+            ])
+            .arg(&sm);
+            c
+        }),
+        ("promtool check rules", {
+            let mut c = Command::new(common::promtool());
+            c.args(["check", "rules"]).arg(&rules);
+            c
+        }),
+        ("yamllint", {
+            let mut c = Command::new(venv_tool("CXPULSE_YAMLLINT", "yamllint"));
+            c.args(["--strict", "-c", "deploy/yamllint.yml"])
+                .arg(&compose);
+            std::fs::write(dir.path().join("lint.yml"), "a: 1\na: 2\n").unwrap();
+            c.arg(dir.path().join("lint.yml"));
+            c
+        }),
+    ];
+    for (what, mut cmd) in cases {
+        let out = output(&mut cmd);
+        assert!(
+            !out.status.success(),
+            "{what} accepted a broken file:\n{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+/// Loads `cfg` with `env` the way `cxpulse run` does, through `cxpulse
+/// replay` over an empty input: exit 0, or the loader's error.
+fn config_loads(cfg: &Path, env: &serde_json::Map<String, serde_json::Value>) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let empty = dir.path().join("empty.ndjson");
+    std::fs::write(&empty, "").expect("write");
+    let mut cmd = Command::new(common::cxpulse_bin());
+    cmd.arg("replay")
+        .arg(&empty)
+        .arg("--config")
+        .arg(cfg)
+        .env_remove("CXPULSE_CONFIG");
+    for (k, _) in std::env::vars() {
+        if k.starts_with("CXPULSE__") {
+            cmd.env_remove(k);
+        }
+    }
+    for (k, v) in env {
+        cmd.env(k, v.as_str().expect("string value"));
+    }
+    let out = run_ok(&mut cmd);
+    assert!(out.contains("cxpulse_events_total"), "{out}");
+}
