@@ -46,6 +46,11 @@ impl Dedup {
         }
     }
 
+    /// Heap bytes: map slots (key, value, control byte) and the expiry queue.
+    pub fn heap_bytes(&self) -> usize {
+        self.seen.capacity() * (16 + 8 + 1) + self.order.capacity() * 24
+    }
+
     pub fn len(&self) -> usize {
         self.seen.len()
     }

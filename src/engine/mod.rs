@@ -1,9 +1,16 @@
 //! The deterministic core: events in, metric state out, time passed in.
 //!
 //! [`Engine::offer`] decides each event's outcome at arrival (invalid,
-//! duplicate, late, applied: in that order) and moves the clock T; the
+//! duplicate, late, applied: in that order) and moves the clock; the
 //! effects of applied events wait in a per-partition reorder buffer and are
-//! applied in event-time order once final (see [`partition`]). State is kept
+//! applied in event-time order once final (see [`partition`]).
+//!
+//! Lateness is judged per input partition, against the largest `ts` applied
+//! from that partition: partitions are consumed at different speeds (a
+//! backlog is read in batches per partition), and a global clock would turn
+//! a lagging partition's events into `late` ones. T, the exported clock, is
+//! the largest `ts` over all partitions. With one partition (replay) the two
+//! are the same. State is kept
 //! per input partition and merged at export ([`crate::metrics`]), so that a
 //! partition's state can later move between instances.
 
@@ -151,7 +158,7 @@ impl Engine {
         }
         let part = self.parts.entry(partition).or_default();
         let fp = Dedup::fingerprint(&ev.event_id);
-        if let Some(t) = self.clock {
+        if let Some(t) = part.clock {
             if part
                 .dedup
                 .contains(fp, t.saturating_sub(self.prm.dedup_horizon))
@@ -229,22 +236,14 @@ impl Engine {
             seq: self.seq,
             body,
         });
-        if self.clock.is_none_or(|t| ev.ts > t) {
-            self.set_clock(ev.ts);
+        if part.clock.is_none_or(|t| ev.ts > t) {
+            if self.clock.is_none_or(|t| ev.ts > t) {
+                self.clock = Some(ev.ts);
+            }
+            let now = self.clock.unwrap_or(ev.ts);
+            advance_partition(part, ev.ts, now, &self.prm, &mut self.alerts);
         }
         Outcome::Applied
-    }
-
-    fn set_clock(&mut self, t: Millis) {
-        self.clock = Some(t);
-        // Strictly before T - lateness: an event at exactly T - lateness is
-        // still accepted and must be ordered before timers at that instant.
-        let through = t - self.prm.lateness - 1;
-        let horizon = t.saturating_sub(self.prm.dedup_horizon);
-        for p in self.parts.values_mut() {
-            p.release(through, t, &self.prm, &mut self.alerts);
-            p.dedup.expire(horizon);
-        }
     }
 
     /// Counts a message that could not be decoded.
@@ -257,10 +256,17 @@ impl Engine {
         self.clock
     }
 
-    /// Moves T forward to `t` (wall-clock following when idle; `--at`). Never backwards.
+    /// Moves T (and every partition's clock) forward to `t`: wall-clock
+    /// following when idle, `--at`. Never backwards.
     pub fn advance_to(&mut self, t: Millis) {
         if self.clock.is_none_or(|c| t > c) {
-            self.set_clock(t);
+            self.clock = Some(t);
+        }
+        let now = self.clock.unwrap_or(t);
+        for p in self.parts.values_mut() {
+            if p.clock.is_none_or(|c| t > c) {
+                advance_partition(p, t, now, &self.prm, &mut self.alerts);
+            }
         }
     }
 
@@ -301,6 +307,21 @@ impl Engine {
     pub fn state_bytes(&self) -> usize {
         self.parts.values().map(|p| p.heap_bytes()).sum()
     }
+}
+
+/// Moves a partition's clock to `t` and applies what became final.
+fn advance_partition(
+    p: &mut Partition,
+    t: Millis,
+    now: Millis,
+    prm: &Params,
+    alerts: &mut Vec<BreachAlert>,
+) {
+    p.clock = Some(t);
+    // Strictly before t - lateness: an event at exactly t - lateness is
+    // still accepted and must be ordered before timers at that instant.
+    p.release(t - prm.lateness - 1, now, prm, alerts);
+    p.dedup.expire(t.saturating_sub(prm.dedup_horizon));
 }
 
 fn intern_user(part: &mut Partition, ev: &Event<'_>) -> users::UserIdx {

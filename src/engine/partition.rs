@@ -180,6 +180,8 @@ pub struct Partition {
     pub res_hist: [SecondsHistogram; 4],
     /// Everything at or before this instant has been applied.
     pub applied_through: Millis,
+    /// The largest `ts` applied from this partition (or where the wall clock moved it).
+    pub clock: Option<Millis>,
     pub(crate) last_trim: i64,
 }
 
@@ -573,6 +575,18 @@ impl Partition {
             + self.tickets.heap_bytes()
             + self.timers.capacity() * std::mem::size_of::<Timer>()
             + self.pending.capacity() * std::mem::size_of::<Pending>()
+            + self.chan.iter().map(Ring::heap_bytes).sum::<usize>()
+            + self.misc.heap_bytes()
+            + self.surveys.heap_bytes()
+            + self.sla.heap_bytes()
+            + self.post_support.heap_bytes()
+            + self.dedup.heap_bytes()
+            + self
+                .fr_times
+                .iter()
+                .chain(self.res_times.iter())
+                .map(|l| l.capacity() * 16)
+                .sum::<usize>()
     }
 
     pub fn timers_len(&self) -> usize {

@@ -1,24 +1,25 @@
 //! Epoch-aligned buckets of summed values, kept for a bounded span.
 //!
-//! A [`Ring`] holds one `[f64; N]` per bucket index. Window sums are taken
-//! over half-open bucket ranges `[from, to)`. Old buckets are dropped by
-//! [`Ring::trim`]; writes older than what is kept are ignored (they can only
-//! come from beyond every horizon, which the engine never produces).
+//! A [`Ring`] holds one `[f64; N]` per *non-empty* bucket, in bucket order.
+//! Effects are applied in event-time order, so writes land on the newest
+//! bucket or append a newer one; an older bucket is inserted by binary
+//! search (rare). Memory follows the buckets that saw data, not the span:
+//! a quiet partition costs almost nothing. Window sums are taken over
+//! half-open bucket ranges `[from, to)`. Old buckets are dropped by
+//! [`Ring::trim`].
 
 use std::collections::VecDeque;
 
 #[derive(Clone, Debug)]
 pub struct Ring<const N: usize> {
-    /// Bucket index of `slots[0]`.
-    pub(crate) base: i64,
-    pub(crate) slots: VecDeque<[f64; N]>,
+    /// `(bucket index, sums)`, strictly increasing bucket index.
+    pub(crate) entries: VecDeque<(i64, [f64; N])>,
 }
 
 impl<const N: usize> Default for Ring<N> {
     fn default() -> Self {
         Ring {
-            base: 0,
-            slots: VecDeque::new(),
+            entries: VecDeque::new(),
         }
     }
 }
@@ -26,56 +27,54 @@ impl<const N: usize> Default for Ring<N> {
 impl<const N: usize> Ring<N> {
     /// Adds `v` to field `field` of bucket `b`.
     pub fn add(&mut self, b: i64, field: usize, v: f64) {
-        if self.slots.is_empty() {
-            self.base = b;
-        }
-        if b < self.base {
-            // Grow towards the past (rare: a decision dated before the oldest bucket held).
-            let grow = (self.base - b) as usize;
-            for _ in 0..grow {
-                self.slots.push_front([0.0; N]);
+        match self.entries.back_mut() {
+            Some((last, vals)) if *last == b => vals[field] += v,
+            Some((last, _)) if *last > b => {
+                let i = self.entries.partition_point(|(x, _)| *x < b);
+                match self.entries.get_mut(i) {
+                    Some((x, vals)) if *x == b => vals[field] += v,
+                    _ => {
+                        let mut vals = [0.0; N];
+                        vals[field] = v;
+                        self.entries.insert(i, (b, vals));
+                    }
+                }
             }
-            self.base = b;
+            _ => {
+                let mut vals = [0.0; N];
+                vals[field] = v;
+                self.entries.push_back((b, vals));
+            }
         }
-        let i = (b - self.base) as usize;
-        while self.slots.len() <= i {
-            self.slots.push_back([0.0; N]);
-        }
-        self.slots[i][field] += v;
     }
 
     /// Sums of every field over buckets `[from, to)`.
     pub fn sum(&self, from: i64, to: i64) -> [f64; N] {
         let mut acc = [0.0; N];
-        if self.slots.is_empty() || to <= from {
+        if to <= from {
             return acc;
         }
-        let lo = (from - self.base).max(0);
-        let hi = (to - self.base).min(self.slots.len() as i64);
-        let mut i = lo;
-        while i < hi {
-            let s = &self.slots[i as usize];
-            for (a, x) in acc.iter_mut().zip(s.iter()) {
+        let start = self.entries.partition_point(|(x, _)| *x < from);
+        for (b, vals) in self.entries.range(start..) {
+            if *b >= to {
+                break;
+            }
+            for (a, x) in acc.iter_mut().zip(vals.iter()) {
                 *a += x;
             }
-            i += 1;
         }
         acc
     }
 
     /// Drops buckets before `oldest_kept`.
     pub fn trim(&mut self, oldest_kept: i64) {
-        while !self.slots.is_empty() && self.base < oldest_kept {
-            self.slots.pop_front();
-            self.base += 1;
-        }
-        if self.slots.is_empty() {
-            self.base = self.base.max(oldest_kept);
+        while self.entries.front().is_some_and(|(b, _)| *b < oldest_kept) {
+            self.entries.pop_front();
         }
     }
 
     pub fn heap_bytes(&self) -> usize {
-        self.slots.capacity() * std::mem::size_of::<[f64; N]>()
+        self.entries.capacity() * std::mem::size_of::<(i64, [f64; N])>()
     }
 }
 
@@ -89,10 +88,17 @@ mod tests {
         r.add(10, 0, 1.0);
         r.add(12, 1, 2.0);
         r.add(8, 0, 5.0);
-        assert_eq!(r.sum(8, 13), [6.0, 2.0]);
-        assert_eq!(r.sum(10, 12), [1.0, 0.0]);
-        assert_eq!(r.sum(0, 100), [6.0, 2.0]);
+        r.add(11, 0, 0.5);
+        r.add(12, 1, 1.0);
+        assert_eq!(r.sum(8, 13), [6.5, 3.0]);
+        assert_eq!(r.sum(10, 12), [1.5, 0.0]);
+        assert_eq!(r.sum(0, 100), [6.5, 3.0]);
+        assert_eq!(r.sum(13, 100), [0.0, 0.0]);
         r.trim(10);
-        assert_eq!(r.sum(0, 100), [1.0, 2.0]);
+        assert_eq!(r.sum(0, 100), [1.5, 3.0]);
+        assert_eq!(
+            r.entries.iter().map(|e| e.0).collect::<Vec<_>>(),
+            vec![10, 11, 12]
+        );
     }
 }

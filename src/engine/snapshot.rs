@@ -251,27 +251,30 @@ impl Engine {
 }
 
 fn write_ring<const N: usize>(w: &mut W, r: &Ring<N>) {
-    w.i64(r.base);
-    w.len(r.slots.len());
-    for s in &r.slots {
-        for v in s {
+    w.len(r.entries.len());
+    for (b, vals) in &r.entries {
+        w.i64(*b);
+        for v in vals {
             w.f64(*v);
         }
     }
 }
 
 fn read_ring<const N: usize>(r: &mut R<'_>) -> Result<Ring<N>, SnapshotError> {
-    let base = r.i64()?;
-    let n = r.len(8 * N)?;
-    let mut slots = VecDeque::with_capacity(n);
+    let n = r.len(8 + 8 * N)?;
+    let mut entries: VecDeque<(i64, [f64; N])> = VecDeque::with_capacity(n);
     for _ in 0..n {
-        let mut s = [0.0; N];
-        for v in s.iter_mut() {
+        let b = r.i64()?;
+        if entries.back().is_some_and(|(last, _)| *last >= b) {
+            return Err(SnapshotError::Invalid("bucket order"));
+        }
+        let mut vals = [0.0; N];
+        for v in vals.iter_mut() {
             *v = r.f64()?;
         }
-        slots.push_back(s);
+        entries.push_back((b, vals));
     }
-    Ok(Ring { base, slots })
+    Ok(Ring { entries })
 }
 
 fn write_log(w: &mut W, l: &TimeLog) {
@@ -451,6 +454,13 @@ fn write_partition(w: &mut W, p: &Partition) {
     }
     w.i64(p.applied_through);
     w.i64(p.last_trim);
+    match p.clock {
+        Some(t) => {
+            w.u8(1);
+            w.i64(t);
+        }
+        None => w.u8(0),
+    }
 }
 
 fn read_partition(r: &mut R<'_>) -> Result<Partition, SnapshotError> {
@@ -615,6 +625,11 @@ fn read_partition(r: &mut R<'_>) -> Result<Partition, SnapshotError> {
     }
     p.applied_through = r.i64()?;
     p.last_trim = r.i64()?;
+    p.clock = match r.u8()? {
+        0 => None,
+        1 => Some(r.i64()?),
+        _ => return Err(SnapshotError::Invalid("partition clock")),
+    };
     Ok(p)
 }
 

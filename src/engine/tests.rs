@@ -971,3 +971,26 @@ fn state_split_across_partitions_merges_to_the_same_series() {
         "{one}"
     );
 }
+
+#[test]
+fn lateness_is_judged_per_partition() {
+    let mut eng = engine("[engine]\nwindows = [\"1h\"]\n");
+    let ev = |id: &str, ts: Millis| Event {
+        event_id: Cow::Owned(id.to_string()),
+        ts,
+        user_id: Some(Cow::Borrowed("u")),
+        body: deposit(),
+    };
+    // Partition 1 is read far ahead of partition 0 (a backlog read in batches).
+    assert_eq!(eng.offer(1, &ev("a", BASE + HOUR), None), Outcome::Applied);
+    assert_eq!(eng.offer(0, &ev("b", BASE), None), Outcome::Applied);
+    assert_eq!(
+        eng.offer(0, &ev("c", BASE - 30_000), None),
+        Outcome::Applied
+    );
+    assert_eq!(eng.offer(0, &ev("d", BASE - 30_001), None), Outcome::Late);
+    assert_eq!(eng.clock(), Some(BASE + HOUR));
+    // The wall clock (or --at) moves every partition.
+    eng.advance_to(BASE + 2 * HOUR);
+    assert_eq!(eng.offer(0, &ev("e", BASE + HOUR), None), Outcome::Late);
+}

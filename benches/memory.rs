@@ -1,0 +1,126 @@
+//! Engine state per tracked user, and the cost of one export, at 1M users
+//! (and 10M with `CXPULSE_BENCH_10M=1`).
+//!
+//! Each user gets a signup, a deposit and a trade: canonical NDJSON lines with
+//! ids like `user-0001234`, in time order over 7 days, fed through
+//! [`Decoder`] + [`Engine`] exactly as `replay` does. Reported per tracked user:
+//!
+//! - `state`: [`Engine::state_bytes`] (the engine's own heap accounting),
+//! - `RSS`: growth of `VmRSS` (/proc/self/status) from just before the first
+//!   event to after [`Engine::finish`], i.e. what the process really paid,
+//!   allocator slack and hash-table headroom included,
+//!
+//! then the wall time of one [`Engine::families`] (a full scan of the users).
+//! Run: `cargo bench --bench memory`.
+
+use std::hint::black_box;
+use std::io::Write;
+use std::time::Instant;
+
+use cxpulse::config::Config;
+use cxpulse::engine::{Engine, Outcome};
+use cxpulse::event::Decoder;
+
+/// 2026-01-01T00:00:00Z.
+const START_MS: i64 = 1_767_225_600_000;
+const SPAN_MS: i64 = 7 * 86_400_000;
+
+/// A `/proc/self/status` field in bytes (`VmRSS`, `VmHWM`); 0 if unreadable.
+fn proc_status_bytes(field: &str) -> u64 {
+    let Ok(s) = std::fs::read_to_string("/proc/self/status") else {
+        return 0;
+    };
+    s.lines()
+        .find_map(|l| {
+            let rest = l.strip_prefix(field)?.strip_prefix(':')?;
+            let kb: u64 = rest.trim().trim_end_matches("kB").trim().parse().ok()?;
+            Some(kb * 1024)
+        })
+        .unwrap_or(0)
+}
+
+fn run(users: u64) {
+    let cfg = Config::default();
+    let decoder = Decoder::new(&cfg.mapping, cfg.engine.max_message_bytes, false);
+    let mut engine = Engine::new(&cfg);
+    let events = users * 3;
+    let mut line = Vec::with_capacity(256);
+    let (mut applied, mut other) = (0u64, 0u64);
+
+    let rss_before = proc_status_bytes("VmRSS");
+    let t0 = Instant::now();
+    for k in 0..events {
+        let (u, step) = (k / 3, k % 3);
+        let ts = START_MS + (k as i128 * SPAN_MS as i128 / events as i128) as i64;
+        line.clear();
+        let r = match step {
+            0 => write!(
+                line,
+                r#"{{"event_id":"ev-{k}","type":"signup","ts":{ts},"user_id":"user-{u:07}","channel":"{}"}}"#,
+                ["organic", "paid_search", "social", "affiliate"][(u % 4) as usize]
+            ),
+            1 => write!(
+                line,
+                r#"{{"event_id":"ev-{k}","type":"deposit","ts":{ts},"user_id":"user-{u:07}","amount_usd":{}.50}}"#,
+                50 + u % 500
+            ),
+            _ => write!(
+                line,
+                r#"{{"event_id":"ev-{k}","type":"trade","ts":{ts},"user_id":"user-{u:07}","notional_usd":{}.25,"fee_usd":0.{:04}}}"#,
+                100 + u % 900,
+                1 + u % 9999
+            ),
+        };
+        r.expect("writing to a Vec");
+        match decoder.decode(&line, None) {
+            Ok(ev) => match engine.offer(0, &ev, None) {
+                Outcome::Applied => applied += 1,
+                _ => other += 1,
+            },
+            Err(f) => {
+                engine.record_invalid(f.event_type);
+                other += 1;
+            }
+        }
+    }
+    engine.finish();
+    let ingest = t0.elapsed();
+    let rss_after = proc_status_bytes("VmRSS");
+
+    let tracked = engine.tracked_users();
+    let state = engine.state_bytes();
+    let t1 = Instant::now();
+    let families = black_box(engine.families());
+    let export = t1.elapsed();
+    let nfam = families.len();
+    drop(families);
+
+    assert_eq!(other, 0, "every synthetic event must be applied");
+    assert_eq!(tracked as u64, users, "one tracked user per user id");
+    let per = |b: f64| b / tracked as f64;
+    println!(
+        "memory: {users} users: state {:.1} B/user (engine.state_bytes), RSS +{:.1} B/user; export {} ms",
+        per(state as f64),
+        per(rss_after.saturating_sub(rss_before) as f64),
+        export.as_millis(),
+    );
+    println!(
+        "memory:   detail: {applied} events applied in {:.2} s ({:.0} ev/s), state_bytes {state}, \
+         VmRSS {:.1} -> {:.1} MiB, VmHWM {:.1} MiB, {nfam} families exported",
+        ingest.as_secs_f64(),
+        applied as f64 / ingest.as_secs_f64(),
+        rss_before as f64 / 1048576.0,
+        rss_after as f64 / 1048576.0,
+        proc_status_bytes("VmHWM") as f64 / 1048576.0,
+    );
+}
+
+fn main() {
+    // `cargo bench` passes `--bench`; nothing to parse.
+    run(1_000_000);
+    if std::env::var("CXPULSE_BENCH_10M").is_ok_and(|v| v == "1") {
+        run(10_000_000);
+    } else {
+        println!("memory: 10M users skipped (set CXPULSE_BENCH_10M=1 to run it)");
+    }
+}
