@@ -40,8 +40,10 @@ impl Dedup {
                 break;
             }
             self.order.pop_front();
-            if self.seen.get(&fp) == Some(&ts) {
-                self.seen.remove(&fp);
+            if let std::collections::hash_map::Entry::Occupied(e) = self.seen.entry(fp)
+                && *e.get() == ts
+            {
+                e.remove();
             }
         }
     }

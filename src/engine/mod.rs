@@ -50,6 +50,16 @@ impl Outcome {
         Outcome::Late,
         Outcome::Duplicate,
     ];
+    /// Position in [`Outcome::ALL`].
+    pub fn index(self) -> usize {
+        match self {
+            Outcome::Applied => 0,
+            Outcome::Invalid => 1,
+            Outcome::Late => 2,
+            Outcome::Duplicate => 3,
+        }
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Outcome::Applied => "applied",
@@ -98,19 +108,16 @@ pub struct EventCounts {
 impl EventCounts {
     fn add(&mut self, ty: Option<EventType>, o: Outcome) {
         let t = ty.map_or(6, |t| t.index());
-        let oi = Outcome::ALL.iter().position(|x| *x == o).unwrap_or(0);
-        self.counts[t][oi] += 1;
+        self.counts[t][o.index()] += 1;
     }
 
     pub fn get(&self, ty: Option<EventType>, o: Outcome) -> u64 {
         let t = ty.map_or(6, |t| t.index());
-        let oi = Outcome::ALL.iter().position(|x| *x == o).unwrap_or(0);
-        self.counts[t][oi]
+        self.counts[t][o.index()]
     }
 
     pub fn total(&self, o: Outcome) -> u64 {
-        let oi = Outcome::ALL.iter().position(|x| *x == o).unwrap_or(0);
-        self.counts.iter().map(|r| r[oi]).sum()
+        self.counts.iter().map(|r| r[o.index()]).sum()
     }
 }
 

@@ -84,6 +84,63 @@ impl Ord for Pending {
     }
 }
 
+/// The reorder buffer: see [`Partition::pending`].
+#[derive(Debug, Default)]
+pub struct PendingQueue {
+    in_order: VecDeque<Pending>,
+    out_of_order: BinaryHeap<Reverse<Pending>>,
+}
+
+impl PendingQueue {
+    pub fn push(&mut self, p: Pending) {
+        match self.in_order.back() {
+            Some(last) if p < *last => self.out_of_order.push(Reverse(p)),
+            _ => self.in_order.push_back(p),
+        }
+    }
+
+    pub fn peek_ts(&self) -> Option<Millis> {
+        match (self.in_order.front(), self.out_of_order.peek()) {
+            (Some(a), Some(Reverse(b))) => Some(if a <= b { a.ts } else { b.ts }),
+            (Some(a), None) => Some(a.ts),
+            (None, Some(Reverse(b))) => Some(b.ts),
+            (None, None) => None,
+        }
+    }
+
+    pub fn pop(&mut self) -> Option<Pending> {
+        let take_fifo = match (self.in_order.front(), self.out_of_order.peek()) {
+            (Some(a), Some(Reverse(b))) => a <= b,
+            (Some(_), None) => true,
+            (None, _) => false,
+        };
+        if take_fifo {
+            self.in_order.pop_front()
+        } else {
+            self.out_of_order.pop().map(|Reverse(p)| p)
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.in_order.len() + self.out_of_order.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    pub fn capacity(&self) -> usize {
+        self.in_order.capacity() + self.out_of_order.capacity()
+    }
+
+    /// Every pending event, in no particular order.
+    pub fn iter(&self) -> impl Iterator<Item = &Pending> {
+        self.in_order
+            .iter()
+            .chain(self.out_of_order.iter().map(|r| &r.0))
+    }
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub enum TimerKind {
     /// The user churns now unless an activity came since `instant - inactivity`.
@@ -165,7 +222,10 @@ pub struct Partition {
     pub users: Users,
     pub tickets: Tickets,
     pub dedup: Dedup,
-    pub(crate) pending: BinaryHeap<Reverse<Pending>>,
+    /// Accepted events waiting to become final, in two parts: those that
+    /// arrived in order (the common case: a FIFO, no heap work) and the
+    /// out-of-order rest (a min-heap). The next one is the smaller front.
+    pub(crate) pending: PendingQueue,
     pub(crate) timers: BinaryHeap<Reverse<Timer>>,
     /// Per channel id: revenue and spend.
     pub chan: Vec<Ring<2>>,
@@ -187,7 +247,7 @@ pub struct Partition {
 
 impl Partition {
     pub fn push(&mut self, p: Pending) {
-        self.pending.push(Reverse(p));
+        self.pending.push(p);
     }
 
     pub fn pending_len(&self) -> usize {
@@ -204,11 +264,11 @@ impl Partition {
         alerts: &mut Vec<BreachAlert>,
     ) {
         loop {
-            let ev = self.pending.peek().map(|p| p.0.ts);
+            let ev = self.pending.peek_ts();
             let tm = self.timers.peek().map(|t| t.0.instant);
             match (ev, tm) {
                 (Some(e), t) if e <= through && t.is_none_or(|t| e <= t) => {
-                    let Reverse(p) = self.pending.pop().expect("peeked");
+                    let p = self.pending.pop().expect("peeked");
                     self.apply(p, prm);
                 }
                 (_, Some(t)) if t <= through => {

@@ -352,7 +352,7 @@ fn write_partition(w: &mut W, p: &Partition) {
         w.i64(*ts);
         w.u128(*fp);
     }
-    let mut pending: Vec<&Pending> = p.pending.iter().map(|r| &r.0).collect();
+    let mut pending: Vec<&Pending> = p.pending.iter().collect();
     pending.sort();
     w.len(pending.len());
     for q in pending {
@@ -586,7 +586,7 @@ fn read_partition(r: &mut R<'_>) -> Result<Partition, SnapshotError> {
             },
             _ => return Err(SnapshotError::Invalid("pending event")),
         };
-        p.pending.push(Reverse(Pending { ts, seq, body }));
+        p.pending.push(Pending { ts, seq, body });
     }
     let n = r.len(13)?;
     for _ in 0..n {

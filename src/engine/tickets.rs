@@ -32,9 +32,21 @@ pub struct Ticket {
     pub pending_since: Millis,
 }
 
+/// XXH3 for ticket ids (SipHash is not needed: ids come from the company's
+/// own producers, and a flood of colliding ids only slows this map).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct XxBuild;
+
+impl std::hash::BuildHasher for XxBuild {
+    type Hasher = xxhash_rust::xxh3::Xxh3Default;
+    fn build_hasher(&self) -> Self::Hasher {
+        xxhash_rust::xxh3::Xxh3Default::new()
+    }
+}
+
 #[derive(Default)]
 pub struct Tickets {
-    pub(crate) index: HashMap<Box<str>, u32>,
+    pub(crate) index: HashMap<Box<str>, u32, XxBuild>,
     pub list: Vec<Ticket>,
 }
 
