@@ -281,8 +281,10 @@ impl Partition {
         if through > self.applied_through {
             self.applied_through = through;
         }
+        // Trimming is housekeeping: every 64 buckets is enough (the rings
+        // keep a day of slack beyond the longest window).
         let b = prm.bucket_of(through);
-        if b != self.last_trim {
+        if b >= self.last_trim + 64 {
             self.last_trim = b;
             self.trim(b, prm);
         }
