@@ -7,7 +7,7 @@
 //! `KAFKA_BENCH_EVENTS` (default 300000) lines for the throughput part;
 //! `KAFKA_BENCH_RATE` (default 3000) events/s, `KAFKA_BENCH_SECS` (default
 //! 20) and `KAFKA_BENCH_LATENESS` (default `1s,30s`, the values of
-//! `engine.allowed_lateness` to run) for the latency part.
+//! `engine.allowed_lateness` to run; empty skips it) for the latency part.
 //!
 //! Method:
 //! - Throughput: N generated lines (`cxpulse gen` model, 7 days, 0.2 %
@@ -97,7 +97,12 @@ fn main() {
     );
 
     // --- Latency ----------------------------------------------------------
-    for (i, l) in lateness.split(',').map(str::trim).enumerate() {
+    for (i, l) in lateness
+        .split(',')
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .enumerate()
+    {
         let ms = cxpulse::config::Dur::parse(l)
             .expect("KAFKA_BENCH_LATENESS")
             .ms();
@@ -484,9 +489,20 @@ fn histogram(m: &[(String, f64)]) -> BTreeMap<OrdF64, f64> {
     out
 }
 
-#[derive(Clone, Copy, PartialEq, PartialOrd)]
+/// A bucket bound, ordered (`+Inf` last).
+#[derive(Clone, Copy)]
 struct OrdF64(f64);
+impl PartialEq for OrdF64 {
+    fn eq(&self, o: &Self) -> bool {
+        self.cmp(o).is_eq()
+    }
+}
 impl Eq for OrdF64 {}
+impl PartialOrd for OrdF64 {
+    fn partial_cmp(&self, o: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(o))
+    }
+}
 impl Ord for OrdF64 {
     fn cmp(&self, o: &Self) -> std::cmp::Ordering {
         self.0.total_cmp(&o.0)

@@ -15,8 +15,8 @@ use std::sync::{LazyLock, Mutex};
 use std::time::{Duration, Instant};
 
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
-    TextEncoder,
+    Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
 };
 use tracing::{debug, error, info, trace, warn};
 use tracing_subscriber::EnvFilter;
@@ -25,10 +25,17 @@ use tracing_subscriber::EnvFilter;
 /// `CXPULSE_LOG_FORMAT=json` switches to one JSON object per line.
 /// Calling it twice is harmless (the second call does nothing).
 pub fn init_tracing() {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    init_tracing_with_default("info");
+}
+
+/// [`init_tracing`] with another filter when `RUST_LOG` is not set.
+pub fn init_tracing_with_default(default_filter: &str) {
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_filter));
     let json = std::env::var("CXPULSE_LOG_FORMAT").is_ok_and(|v| v.eq_ignore_ascii_case("json"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr);
     let _ = if json {
         builder.json().try_init()
@@ -37,13 +44,27 @@ pub fn init_tracing() {
     };
 }
 
-/// Bucket bounds of `cxpulse_event_to_metric_seconds`. An event's effect is
-/// visible once `allowed_lateness` (default 30 s) has passed in event time, so
-/// the bounds are dense around typical lateness settings as well as below 1 s.
-const LATENCY_BUCKETS: &[f64] = &[
-    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 15.0, 20.0, 25.0, 30.0, 31.0,
-    32.5, 35.0, 40.0, 50.0, 60.0, 90.0, 120.0, 300.0, 600.0,
-];
+/// Bucket bounds of `cxpulse_event_to_metric_seconds`, in seconds: a
+/// general ladder plus a fine one just above `allowed_lateness`, because an
+/// event's effect becomes visible only once T has passed its time by the
+/// lateness, so that is where the values sit.
+pub fn latency_buckets(allowed_lateness_ms: i64) -> Vec<f64> {
+    const LADDER: &[f64] = &[
+        0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+        120.0, 300.0, 600.0,
+    ];
+    const ABOVE_LATENESS: &[f64] = &[
+        0.0, 0.005, 0.01, 0.025, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.5, 5.0, 10.0,
+    ];
+    let l = allowed_lateness_ms.max(0) as f64 / 1000.0;
+    let mut b: Vec<f64> = LADDER.to_vec();
+    if l > 0.0 {
+        b.extend(ABOVE_LATENESS.iter().map(|d| l + d));
+    }
+    b.sort_by(f64::total_cmp);
+    b.dedup_by(|a, b| (*a - *b).abs() < 1e-9);
+    b
+}
 
 /// The pipeline's own series (METRICS.md, "The pipeline itself"), apart from
 /// those the engine exports.
@@ -54,14 +75,14 @@ pub struct PipelineMetrics {
     pub consumer_lag: IntGaugeVec,
     /// Kafka append time of an applied event to the moment its effect is
     /// visible at `/metrics` (released from the engine's reorder buffer).
-    pub event_to_metric: Histogram,
+    /// Its buckets depend on the lateness: see [`PipelineMetrics::latency_histogram`].
+    event_to_metric: Mutex<(i64, Histogram)>,
     dead_letters: IntCounterVec,
     published: IntCounterVec,
     delivery_failures: IntCounterVec,
     /// Records handed to the producer and not yet acknowledged, per stream.
     pub delivery_pending: IntGaugeVec,
     delivery_abandoned: IntCounterVec,
-    commit_requests: IntCounterVec,
     commits: IntCounterVec,
     rebalances: IntCounterVec,
     /// Partitions currently assigned to this consumer.
@@ -71,7 +92,7 @@ pub struct PipelineMetrics {
     client_errors: IntCounterVec,
     client_logs: IntCounterVec,
     consume_errors: IntCounterVec,
-    wall_clock_advances: IntCounterVec,
+    wall_clock_advances: IntCounter,
     /// Events accepted by the engine and waiting for `allowed_lateness`.
     pub pending_events: IntGauge,
     /// Approximate heap bytes of the engine state.
@@ -83,27 +104,26 @@ impl PipelineMetrics {
         let registry = Registry::new();
         let gauge_vec = |name: &str, help: &str, labels: &[&str]| {
             let g = IntGaugeVec::new(Opts::new(name, help), labels).expect("valid metric");
-            registry.register(Box::new(g.clone())).expect("unique metric");
+            registry
+                .register(Box::new(g.clone()))
+                .expect("unique metric");
             g
         };
         let gauge = |name: &str, help: &str| {
             let g = IntGauge::new(name, help).expect("valid metric");
-            registry.register(Box::new(g.clone())).expect("unique metric");
+            registry
+                .register(Box::new(g.clone()))
+                .expect("unique metric");
             g
         };
         let counter_vec = |name: &str, help: &str, labels: &[&str]| {
             let c = IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric");
-            registry.register(Box::new(c.clone())).expect("unique metric");
+            registry
+                .register(Box::new(c.clone()))
+                .expect("unique metric");
             c
         };
-        let event_to_metric = Histogram::with_opts(
-            HistogramOpts::new(
-                "cxpulse_event_to_metric_seconds",
-                "Kafka append time of an applied event to the moment its effect is visible at /metrics.",
-            )
-            .buckets(LATENCY_BUCKETS.to_vec()),
-        )
-        .expect("valid metric");
+        let event_to_metric = latency_histogram(30_000);
         registry
             .register(Box::new(event_to_metric.clone()))
             .expect("unique metric");
@@ -113,7 +133,7 @@ impl PipelineMetrics {
                 "Messages on the broker not yet handed to cxpulse, per assigned partition (librdkafka statistics).",
                 &["topic", "partition"],
             ),
-            event_to_metric,
+            event_to_metric: Mutex::new((30_000, event_to_metric)),
             dead_letters: counter_vec(
                 "cxpulse_dead_letter_records_total",
                 "Records acknowledged on the dead-letter topic, by reason.",
@@ -139,15 +159,10 @@ impl PipelineMetrics {
                 "Records still undelivered when the shutdown deadline passed, by stream.",
                 &["stream"],
             ),
-            commit_requests: counter_vec(
-                "cxpulse_offset_commit_requests_total",
-                "Offset commits requested, by trigger (periodic, revoke, shutdown).",
-                &["trigger"],
-            ),
             commits: counter_vec(
                 "cxpulse_offset_commits_total",
-                "Offset commit results reported by librdkafka (ok, noop, error).",
-                &["result"],
+                "Offset commits by trigger (periodic, revoke, shutdown) and result (ok, noop, error).",
+                &["trigger", "result"],
             ),
             rebalances: counter_vec(
                 "cxpulse_rebalances_total",
@@ -177,11 +192,17 @@ impl PipelineMetrics {
                 "Errors returned by the consumer instead of a message, by error code.",
                 &["code"],
             ),
-            wall_clock_advances: counter_vec(
-                "cxpulse_clock_wall_advances_total",
-                "Times T was moved to the wall clock because the consumer was idle and caught up.",
-                &[],
-            ),
+            wall_clock_advances: {
+                let c = IntCounter::new(
+                    "cxpulse_clock_wall_advances_total",
+                    "Times T was moved to the wall clock because the consumer was idle and caught up.",
+                )
+                .expect("valid metric");
+                registry
+                    .register(Box::new(c.clone()))
+                    .expect("unique metric");
+                c
+            },
             pending_events: gauge(
                 "cxpulse_pending_events",
                 "Events accepted by the engine and waiting for allowed_lateness before they are applied.",
@@ -199,9 +220,26 @@ impl PipelineMetrics {
             m.delivery_pending.with_label_values(&[s.as_str()]);
         }
         for r in ["ok", "error"] {
-            m.commits.with_label_values(&[r]);
+            m.commits.with_label_values(&["periodic", r]);
         }
         m
+    }
+
+    /// The event-to-metric histogram, with buckets for `allowed_lateness_ms`
+    /// (re-registered when the lateness differs from the last call's).
+    pub fn latency_histogram(&self, allowed_lateness_ms: i64) -> Histogram {
+        let mut h = self
+            .event_to_metric
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if h.0 != allowed_lateness_ms {
+            let new = latency_histogram(allowed_lateness_ms);
+            let _ = self.registry.unregister(Box::new(h.1.clone()));
+            if self.registry.register(Box::new(new.clone())).is_ok() {
+                *h = (allowed_lateness_ms, new);
+            }
+        }
+        h.1.clone()
     }
 
     /// The Prometheus text exposition of every pipeline metric.
@@ -212,6 +250,17 @@ impl PipelineMetrics {
         }
         String::from_utf8(buf).unwrap_or_default()
     }
+}
+
+fn latency_histogram(allowed_lateness_ms: i64) -> Histogram {
+    Histogram::with_opts(
+        HistogramOpts::new(
+            "cxpulse_event_to_metric_seconds",
+            "Kafka append time of an applied event to the moment its effect is visible at /metrics.",
+        )
+        .buckets(latency_buckets(allowed_lateness_ms)),
+    )
+    .expect("valid metric")
 }
 
 static METRICS: LazyLock<PipelineMetrics> = LazyLock::new(PipelineMetrics::new);
@@ -290,7 +339,10 @@ impl DeadLettered<'_> {
             offset = self.offset,
             "event dead-lettered"
         );
-        metrics().dead_letters.with_label_values(&[self.reason]).inc();
+        metrics()
+            .dead_letters
+            .with_label_values(&[self.reason])
+            .inc();
     }
 }
 
@@ -374,46 +426,31 @@ impl CommitTrigger {
     }
 }
 
-/// An offset commit was requested.
-pub struct CommitRequested {
-    pub trigger: CommitTrigger,
-}
-
-impl CommitRequested {
-    pub fn emit(self) {
-        debug!(trigger = self.trigger.as_str(), "offset commit requested");
-        metrics()
-            .commit_requests
-            .with_label_values(&[self.trigger.as_str()])
-            .inc();
-    }
-}
-
 /// What a commit came to.
 pub enum CommitResult<'a> {
-    /// Committed; the partitions and offsets as text.
+    /// Committed; the positions stored since the previous commit, as text.
     Ok(&'a str),
     /// Nothing new to commit.
     Noop,
     Error(&'a rdkafka::error::KafkaError),
 }
 
-/// librdkafka reported the result of an offset commit (or a synchronous
-/// commit returned).
+/// A synchronous offset commit returned. (Periodic commits run on a
+/// blocking thread, revoke commits in the rebalance callback, the final one
+/// at shutdown: every result is seen here, once.)
 pub struct CommitCompleted<'a> {
-    pub trigger: Option<CommitTrigger>,
+    pub trigger: CommitTrigger,
     pub result: CommitResult<'a>,
 }
 
 impl CommitCompleted<'_> {
     pub fn emit(self) {
-        let trigger = self.trigger.map_or("callback", CommitTrigger::as_str);
+        let trigger = self.trigger.as_str();
         let label = match self.result {
             CommitResult::Ok(offsets) => {
-                if self.trigger.is_some() {
-                    info!(trigger, offsets, "offsets committed");
-                } else {
-                    debug!(offsets, "offsets committed");
+                match self.trigger {
+                    CommitTrigger::Periodic => debug!(trigger, offsets, "offsets committed"),
+                    _ => info!(trigger, offsets, "offsets committed"),
                 }
                 "ok"
             }
@@ -426,7 +463,7 @@ impl CommitCompleted<'_> {
                 "error"
             }
         };
-        metrics().commits.with_label_values(&[label]).inc();
+        metrics().commits.with_label_values(&[trigger, label]).inc();
     }
 }
 
@@ -438,7 +475,11 @@ pub struct PartitionsAssigned<'a> {
 
 impl PartitionsAssigned<'_> {
     pub fn emit(self) {
-        info!(partitions = self.partitions, count = self.count, "partitions assigned");
+        info!(
+            partitions = self.partitions,
+            count = self.count,
+            "partitions assigned"
+        );
         metrics().rebalances.with_label_values(&["assign"]).inc();
     }
 }
@@ -451,7 +492,11 @@ pub struct PartitionsRevoked<'a> {
 
 impl PartitionsRevoked<'_> {
     pub fn emit(self) {
-        info!(partitions = self.partitions, count = self.count, "partitions revoked");
+        info!(
+            partitions = self.partitions,
+            count = self.count,
+            "partitions revoked"
+        );
         metrics().rebalances.with_label_values(&["revoke"]).inc();
     }
 }
@@ -538,6 +583,7 @@ impl ClientLog<'_> {
 /// The consumer returned an error instead of a message.
 pub struct ConsumeError<'a> {
     pub error: &'a rdkafka::error::KafkaError,
+    /// Pause before the next receive (zero but after a long run of errors).
     pub backoff: Duration,
 }
 
@@ -547,13 +593,13 @@ impl ConsumeError<'_> {
             .error
             .rdkafka_error_code()
             .map_or_else(|| "other".to_string(), |c| format!("{c:?}"));
-        if RATE_LIMIT.allow(&format!("consume:{code}"), REPEAT_LOG_EVERY) {
-            warn!(
-                error = %self.error,
-                backoff_ms = self.backoff.as_millis() as u64,
-                "consumer error; continuing after a pause (repeats logged at most every 30s)"
-            );
-        }
+        // The same errors reach the client error callback, which warns
+        // (rate-limited); here they are only counted and logged at debug.
+        debug!(
+            error = %self.error,
+            pause_ms = self.backoff.as_millis() as u64,
+            "consumer returned an error; continuing"
+        );
         metrics().consume_errors.with_label_values(&[&code]).inc();
     }
 }
@@ -586,10 +632,32 @@ pub struct ClockFollowedWall {
 
 impl ClockFollowedWall {
     pub fn emit(self) {
-        trace!(from = self.from, to = self.to, "clock follows the wall clock");
-        metrics()
-            .wall_clock_advances
-            .with_label_values(&[])
-            .inc();
+        trace!(
+            from = self.from,
+            to = self.to,
+            "clock follows the wall clock"
+        );
+        metrics().wall_clock_advances.inc();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn latency_buckets_are_fine_just_above_the_lateness() {
+        let b = latency_buckets(30_000);
+        assert!(
+            b.windows(2).all(|w| w[0] < w[1]),
+            "sorted, no duplicates: {b:?}"
+        );
+        for want in [0.001, 1.0, 30.0, 30.1, 30.5, 31.0, 600.0] {
+            assert!(
+                b.iter().any(|x| (x - want).abs() < 1e-9),
+                "{want} missing: {b:?}"
+            );
+        }
+        assert_eq!(latency_buckets(0).len(), 18);
     }
 }

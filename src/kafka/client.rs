@@ -1,0 +1,225 @@
+//! librdkafka settings for the consumer and the producer: cxpulse's defaults,
+//! the keys cxpulse manages itself, the user's passthrough, and a redacted
+//! rendering for logs.
+//!
+//! Passthrough (`kafka.librdkafka` in the config): every key is handed to
+//! both clients, except keys prefixed `consumer.` or `producer.`, which go to
+//! that client only with the prefix removed (e.g. `consumer.fetch.max.bytes`).
+//! The user's value wins over a cxpulse default; keys cxpulse relies on for
+//! its delivery rule are refused with an explanation.
+
+use std::collections::BTreeMap;
+
+use rdkafka::ClientConfig;
+
+use crate::config::KafkaSection;
+
+/// Which client a settings map is for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Role {
+    Consumer,
+    Producer,
+}
+
+impl Role {
+    fn prefix(self) -> &'static str {
+        match self {
+            Role::Consumer => "consumer.",
+            Role::Producer => "producer.",
+        }
+    }
+}
+
+/// Keys cxpulse sets itself, and why a user may not override them.
+const MANAGED: &[(&str, &str)] = &[
+    ("bootstrap.servers", "set kafka.brokers instead"),
+    ("group.id", "set kafka.group_id instead"),
+    (
+        "enable.auto.commit",
+        "cxpulse commits offsets itself, only for events already applied",
+    ),
+    (
+        "enable.auto.offset.store",
+        "cxpulse stores an offset only after the event's effect is applied",
+    ),
+    (
+        "enable.idempotence",
+        "the producer is always idempotent (no duplicates or reordering on retries)",
+    ),
+];
+
+/// A passthrough key cxpulse cannot accept.
+#[derive(Debug, thiserror::Error)]
+#[error("kafka.librdkafka.{key}: {why}")]
+pub struct ManagedKey {
+    pub key: String,
+    pub why: &'static str,
+}
+
+/// The full librdkafka settings for `role`: defaults, then passthrough.
+pub fn settings(k: &KafkaSection, role: Role) -> Result<BTreeMap<String, String>, ManagedKey> {
+    let mut m: BTreeMap<String, String> = BTreeMap::new();
+    let mut set = |key: &str, v: &str| {
+        m.insert(key.to_string(), v.to_string());
+    };
+    set("bootstrap.servers", &k.brokers);
+    // Reconnection backoff; librdkafka's defaults, written out so the
+    // retrying behaviour is visible in the startup log.
+    set("reconnect.backoff.ms", "100");
+    set("reconnect.backoff.max.ms", "10000");
+    set("log.connection.close", "false");
+    match role {
+        Role::Consumer => {
+            set("client.id", "cxpulse");
+            set("group.id", &k.group_id);
+            set("enable.auto.commit", "false");
+            set("enable.auto.offset.store", "false");
+            // A new group reads the backlog: nothing produced before the
+            // first start is skipped.
+            set("auto.offset.reset", "earliest");
+            // Lag (per partition) and broker state come from statistics.
+            set("statistics.interval.ms", "1000");
+            // Notice input topics created after start within seconds, not
+            // librdkafka's default 5 minutes.
+            set("topic.metadata.refresh.interval.ms", "10000");
+            // A fetch waits at most this long for new data: part of the
+            // event-to-metric latency (librdkafka's default is 500 ms).
+            set("fetch.wait.max.ms", "100");
+            // When the local queue is full (the engine is busier than the
+            // fetcher), fetch again soon rather than after librdkafka's
+            // default 1 s, which stalled backlog reads by that much.
+            set("fetch.queue.backoff.ms", "20");
+        }
+        Role::Producer => {
+            set("client.id", "cxpulse-producer");
+            set("enable.idempotence", "true");
+            set("linger.ms", "5");
+        }
+    }
+    let other = match role {
+        Role::Consumer => Role::Producer.prefix(),
+        Role::Producer => Role::Consumer.prefix(),
+    };
+    for (key, value) in &k.librdkafka {
+        if key.starts_with(other) {
+            continue;
+        }
+        let bare = key.strip_prefix(role.prefix()).unwrap_or(key);
+        if let Some((_, why)) = MANAGED.iter().find(|(mk, _)| *mk == bare) {
+            return Err(ManagedKey {
+                key: key.clone(),
+                why,
+            });
+        }
+        m.insert(bare.to_string(), value.clone());
+    }
+    Ok(m)
+}
+
+/// The rdkafka config for a settings map.
+pub fn client_config(settings: &BTreeMap<String, String>) -> ClientConfig {
+    let mut c = ClientConfig::new();
+    for (k, v) in settings {
+        c.set(k, v);
+    }
+    c
+}
+
+/// Whether a setting's value may be a secret (passwords, keys, tokens, JAAS
+/// configs, user names): such values never appear in logs or on `/metrics`.
+pub fn is_sensitive(key: &str) -> bool {
+    const HINTS: &[&str] = &[
+        "password",
+        "secret",
+        "token",
+        "jaas",
+        "pem",
+        "key",
+        "credential",
+        "username",
+        "oauthbearer.config",
+        "certificate",
+    ];
+    let key = key.to_ascii_lowercase();
+    HINTS.iter().any(|h| key.contains(h))
+}
+
+/// `key=value, ...` with sensitive values replaced by `<redacted>`.
+pub fn redacted(settings: &BTreeMap<String, String>) -> String {
+    settings
+        .iter()
+        .map(|(k, v)| {
+            if is_sensitive(k) {
+                format!("{k}=<redacted>")
+            } else {
+                format!("{k}={v}")
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn section(pass: &[(&str, &str)]) -> KafkaSection {
+        KafkaSection {
+            brokers: "b1:9092".into(),
+            librdkafka: pass
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            ..KafkaSection::default()
+        }
+    }
+
+    #[test]
+    fn passthrough_reaches_both_clients_and_prefixed_keys_only_their_own() {
+        let k = section(&[
+            ("security.protocol", "SASL_SSL"),
+            ("consumer.fetch.max.bytes", "1000"),
+            ("producer.linger.ms", "50"),
+        ]);
+        let c = settings(&k, Role::Consumer).unwrap();
+        let p = settings(&k, Role::Producer).unwrap();
+        assert_eq!(c["security.protocol"], "SASL_SSL");
+        assert_eq!(p["security.protocol"], "SASL_SSL");
+        assert_eq!(c["fetch.max.bytes"], "1000");
+        assert!(!p.contains_key("fetch.max.bytes"));
+        assert_eq!(p["linger.ms"], "50");
+        assert!(!c.contains_key("linger.ms"));
+        assert_eq!(c["enable.auto.offset.store"], "false");
+        assert_eq!(p["enable.idempotence"], "true");
+        assert_eq!(c["bootstrap.servers"], "b1:9092");
+    }
+
+    #[test]
+    fn keys_the_delivery_rule_depends_on_are_refused() {
+        for key in ["enable.auto.commit", "consumer.enable.auto.offset.store"] {
+            let err = settings(&section(&[(key, "true")]), Role::Consumer).unwrap_err();
+            assert_eq!(err.key, key);
+        }
+        let err =
+            settings(&section(&[("enable.idempotence", "false")]), Role::Producer).unwrap_err();
+        assert!(err.to_string().contains("idempotent"), "{err}");
+    }
+
+    #[test]
+    fn secrets_are_redacted_in_the_log_rendering() {
+        let k = section(&[
+            ("sasl.password", "hunter2"),
+            ("sasl.username", "alice"),
+            ("ssl.key.pem", "-----BEGIN"),
+            ("sasl.oauthbearer.client.secret", "s3"),
+            ("sasl.jaas.config", "x required password=\"p\""),
+            ("security.protocol", "SASL_SSL"),
+        ]);
+        let text = redacted(&settings(&k, Role::Consumer).unwrap());
+        for secret in ["hunter2", "alice", "BEGIN", "s3", "required"] {
+            assert!(!text.contains(secret), "{secret} leaked: {text}");
+        }
+        assert!(text.contains("security.protocol=SASL_SSL"), "{text}");
+        assert!(text.contains("sasl.password=<redacted>"), "{text}");
+    }
+}

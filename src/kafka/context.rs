@@ -1,0 +1,175 @@
+//! librdkafka callbacks: logs and errors to telemetry, statistics to
+//! [`LiveState`], and the rebalance protocol: before partitions are taken
+//! away, their handled positions are stored and committed synchronously.
+//!
+//! The consumer's callbacks run inside `StreamConsumer::recv`, that is on the
+//! consumer loop's own task between two messages, so the offset book they
+//! touch is never mid-update.
+
+use std::sync::{Arc, Mutex};
+
+use rdkafka::TopicPartitionList;
+use rdkafka::client::ClientContext;
+use rdkafka::config::RDKafkaLogLevel;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
+use rdkafka::error::{KafkaError, KafkaResult, RDKafkaErrorCode};
+
+use super::live::LiveState;
+use super::offsets::OffsetBook;
+use crate::telemetry::{self, CommitResult, CommitTrigger};
+
+/// Context of the input consumer.
+pub struct ConsumerCtx {
+    pub live: Arc<LiveState>,
+    pub book: Arc<Mutex<OffsetBook>>,
+    /// `bootstrap.servers`, for log lines.
+    pub brokers: String,
+}
+
+impl ConsumerCtx {
+    fn book(&self) -> std::sync::MutexGuard<'_, OffsetBook> {
+        self.book.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+fn pairs(tpl: &TopicPartitionList) -> Vec<(String, i32)> {
+    tpl.elements()
+        .iter()
+        .map(|e| (e.topic().to_string(), e.partition()))
+        .collect()
+}
+
+/// `topic/partition@offset, ...` for log lines.
+pub fn describe(tpl: &TopicPartitionList) -> String {
+    tpl.elements()
+        .iter()
+        .map(|e| match e.offset().to_raw() {
+            Some(o) if o >= 0 => format!("{}/{}@{o}", e.topic(), e.partition()),
+            _ => format!("{}/{}", e.topic(), e.partition()),
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Maps a commit result onto telemetry, treating "no offset stored" as
+/// nothing to do rather than a failure.
+pub fn commit_result<'a>(r: &'a KafkaResult<()>, offsets: &'a str) -> CommitResult<'a> {
+    match r {
+        Ok(()) => CommitResult::Ok(offsets),
+        Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset)) => CommitResult::Noop,
+        Err(e) => CommitResult::Error(e),
+    }
+}
+
+impl ClientContext for ConsumerCtx {
+    fn log(&self, level: RDKafkaLogLevel, fac: &str, log_message: &str) {
+        telemetry::ClientLog {
+            client: "consumer",
+            level,
+            facility: fac,
+            message: log_message,
+        }
+        .emit();
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        telemetry::KafkaClientError {
+            client: "consumer",
+            brokers: &self.brokers,
+            error: &error,
+            reason,
+        }
+        .emit();
+    }
+
+    fn stats_raw(&self, statistics: &[u8]) {
+        if let Some(connected) = self.live.apply_stats(statistics) {
+            telemetry::BrokerConnectivity {
+                connected,
+                brokers: &self.brokers,
+            }
+            .emit();
+        }
+    }
+}
+
+impl ConsumerContext for ConsumerCtx {
+    fn pre_rebalance(&self, base: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        match rebalance {
+            Rebalance::Revoke(tpl) => {
+                // Everything handled so far on these partitions is committed
+                // before another member can start on them.
+                let moved = self.book().revoke(tpl);
+                if moved.count() > 0
+                    && let Err(e) = base.store_offsets(&moved)
+                {
+                    tracing::warn!(error = %e, "cannot store offsets of revoked partitions");
+                }
+                let r = base.commit_consumer_state(CommitMode::Sync);
+                let offsets = describe(&moved);
+                telemetry::CommitCompleted {
+                    trigger: CommitTrigger::Revoke,
+                    result: commit_result(&r, &offsets),
+                }
+                .emit();
+                self.live.revoke(&pairs(tpl));
+                telemetry::PartitionsRevoked {
+                    partitions: &describe(tpl),
+                    count: tpl.count(),
+                }
+                .emit();
+            }
+            Rebalance::Assign(_) => {}
+            Rebalance::Error(e) => telemetry::RebalanceFailed { error: e }.emit(),
+        }
+    }
+
+    fn post_rebalance(&self, _base: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Assign(tpl) = rebalance {
+            self.book().assign(tpl);
+            self.live.assign(&pairs(tpl));
+            telemetry::PartitionsAssigned {
+                partitions: &describe(tpl),
+                count: tpl.count(),
+            }
+            .emit();
+        }
+    }
+
+    fn commit_callback(&self, result: KafkaResult<()>, offsets: &TopicPartitionList) {
+        // Every commit is synchronous and reported where it is made; this
+        // echo of it is only traced.
+        tracing::trace!(
+            ok = result.is_ok(),
+            offsets = describe(offsets),
+            "commit callback"
+        );
+    }
+}
+
+/// Context of the producer (dead-letter, output and alerts topics).
+pub struct ProducerCtx {
+    pub brokers: String,
+}
+
+impl ClientContext for ProducerCtx {
+    fn log(&self, level: RDKafkaLogLevel, fac: &str, log_message: &str) {
+        telemetry::ClientLog {
+            client: "producer",
+            level,
+            facility: fac,
+            message: log_message,
+        }
+        .emit();
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        telemetry::KafkaClientError {
+            client: "producer",
+            brokers: &self.brokers,
+            error: &error,
+            reason,
+        }
+        .emit();
+    }
+}

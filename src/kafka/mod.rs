@@ -1,0 +1,35 @@
+//! The Kafka adapters of the live service (`cxpulse run`, `cxpulse demo`).
+//!
+//! # Delivery rule
+//!
+//! An input offset is stored for commit only after the event's effect has
+//! been applied to the engine (the engine has taken it: applied, possibly
+//! still in its lateness buffer, or counted as a duplicate), and, for an
+//! event sent to the dead-letter topic, only after that record was
+//! acknowledged. Offsets are committed every `kafka.commit_interval`,
+//! synchronously before partitions are revoked, and synchronously at
+//! shutdown. So a restart never re-applies a committed event, and an event
+//! not yet applied or not yet dead-lettered is consumed again (at least
+//! once). Engine state itself is in memory: a restart starts from empty
+//! state at the committed offsets (checkpoints are a later step).
+//!
+//! # Modules
+//!
+//! - [`client`]: librdkafka settings (defaults, passthrough, redaction).
+//! - [`context`]: librdkafka callbacks (logs, errors, statistics, rebalances).
+//! - [`offsets`]: which offsets may be committed.
+//! - [`live`]: connection, assignment and lag, shared with `/readyz`.
+//! - [`latency`]: the event-to-metric latency histogram's bookkeeping.
+//! - [`publish`]: dead-letter, output and alert records and their delivery.
+//! - [`pipeline`]: the consumer loop that owns the engine.
+
+pub mod client;
+pub mod context;
+pub mod latency;
+pub mod live;
+pub mod offsets;
+pub mod pipeline;
+pub mod publish;
+
+pub use live::LiveState;
+pub use pipeline::{RenderRequest, ShutdownReport};

@@ -1,0 +1,302 @@
+//! Records cxpulse produces: dead-letter records, changed series for the
+//! output topic, SLA breach alerts; and their delivery with retries.
+//!
+//! The producer is idempotent, so librdkafka's own retries neither duplicate
+//! nor reorder records. A record that still fails (`message.timeout.ms`
+//! passed, broker gone) is counted and sent again with backoff until it is
+//! acknowledged; only at the shutdown deadline are outstanding records
+//! abandoned, and that is counted and logged too.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+
+use super::context::ProducerCtx;
+use crate::engine::BreachAlert;
+use crate::event::Millis;
+use crate::event::time::format_rfc3339;
+use crate::export::{Family, series_key};
+use crate::telemetry::{self, Stream};
+
+/// Header names on dead-letter records.
+pub mod header {
+    /// Short stable code: a decode reason (`not_json`, `missing_field`, ...),
+    /// `late`, or `future_ts`.
+    pub const REASON: &str = "cxpulse.reason";
+    /// Human-readable detail.
+    pub const ERROR: &str = "cxpulse.error";
+    pub const SOURCE_TOPIC: &str = "cxpulse.source.topic";
+    pub const SOURCE_PARTITION: &str = "cxpulse.source.partition";
+    pub const SOURCE_OFFSET: &str = "cxpulse.source.offset";
+    /// The source message's Kafka timestamp (epoch ms), when it had one.
+    pub const SOURCE_TIMESTAMP: &str = "cxpulse.source.timestamp";
+}
+
+/// One record to produce, owned so it can be sent again.
+#[derive(Clone, Debug)]
+pub struct OutRecord {
+    pub topic: String,
+    pub key: Option<Vec<u8>>,
+    pub payload: Option<Vec<u8>>,
+    pub headers: Option<OwnedHeaders>,
+}
+
+impl OutRecord {
+    fn as_future(&self) -> FutureRecord<'_, [u8], [u8]> {
+        let mut r = FutureRecord::to(&self.topic);
+        if let Some(k) = &self.key {
+            r = r.key(k.as_slice());
+        }
+        if let Some(p) = &self.payload {
+            r = r.payload(p.as_slice());
+        }
+        if let Some(h) = &self.headers {
+            r = r.headers(h.clone());
+        }
+        r
+    }
+}
+
+/// Where a dead-lettered message came from, and why it is dead-lettered.
+pub struct DeadLetter<'a> {
+    pub reason: &'a str,
+    pub detail: &'a str,
+    pub topic: &'a str,
+    pub partition: i32,
+    pub offset: i64,
+    pub timestamp: Option<Millis>,
+}
+
+/// The dead-letter record: the original key, value and headers, plus the
+/// reason and source coordinates as headers.
+pub fn dead_letter_record(
+    dlq_topic: &str,
+    key: Option<&[u8]>,
+    payload: Option<&[u8]>,
+    original_headers: Option<OwnedHeaders>,
+    d: &DeadLetter<'_>,
+) -> OutRecord {
+    let mut h = original_headers.unwrap_or_default();
+    let partition = d.partition.to_string();
+    let offset = d.offset.to_string();
+    let mut add = |k: &str, v: &str| {
+        h = std::mem::take(&mut h).insert(Header {
+            key: k,
+            value: Some(v),
+        });
+    };
+    add(header::REASON, d.reason);
+    add(header::ERROR, d.detail);
+    add(header::SOURCE_TOPIC, d.topic);
+    add(header::SOURCE_PARTITION, &partition);
+    add(header::SOURCE_OFFSET, &offset);
+    if let Some(ts) = d.timestamp {
+        add(header::SOURCE_TIMESTAMP, &ts.to_string());
+    }
+    OutRecord {
+        topic: dlq_topic.to_string(),
+        key: key.map(<[u8]>::to_vec),
+        payload: payload.map(<[u8]>::to_vec),
+        headers: Some(h),
+    }
+}
+
+/// One alert record per breach, keyed by ticket id.
+pub fn alert_record(topic: &str, a: &BreachAlert) -> OutRecord {
+    let mut v = serde_json::to_value(a).unwrap_or_default();
+    if let Some(o) = v.as_object_mut() {
+        o.insert("deadline_rfc3339".into(), format_rfc3339(a.deadline).into());
+        o.insert(
+            "detected_at_rfc3339".into(),
+            format_rfc3339(a.detected_at).into(),
+        );
+    }
+    OutRecord {
+        topic: topic.to_string(),
+        key: Some(a.ticket_id.as_bytes().to_vec()),
+        payload: Some(v.to_string().into_bytes()),
+        headers: None,
+    }
+}
+
+/// Remembers the last published value of every series, to publish only
+/// changes. A series that disappears (a ratio losing its denominator) is
+/// forgotten, so it is published again when it reappears.
+#[derive(Debug, Default)]
+pub struct SeriesDiff {
+    last: HashMap<String, f64>,
+}
+
+impl SeriesDiff {
+    /// Output-topic records for every series whose value changed since the
+    /// last call: key = series key, value = `{"name","labels","value","as_of"}`.
+    pub fn changed(&mut self, topic: &str, families: &[Family], as_of: Millis) -> Vec<OutRecord> {
+        let as_of = format_rfc3339(as_of);
+        let mut seen: HashMap<String, f64> = HashMap::with_capacity(self.last.len());
+        let mut out = Vec::new();
+        for f in families {
+            for s in &f.samples {
+                let key = series_key(s);
+                if self
+                    .last
+                    .get(&key)
+                    .is_none_or(|v| v.to_bits() != s.value.to_bits())
+                {
+                    let mut v = crate::export::sample_json(s);
+                    if let Some(o) = v.as_object_mut() {
+                        o.insert("as_of".into(), as_of.clone().into());
+                    }
+                    out.push(OutRecord {
+                        topic: topic.to_string(),
+                        key: Some(key.clone().into_bytes()),
+                        payload: Some(v.to_string().into_bytes()),
+                        headers: None,
+                    });
+                }
+                seen.insert(key, s.value);
+            }
+        }
+        self.last = seen;
+        out
+    }
+}
+
+/// Delivers every record, retrying failures with backoff (100 ms doubling to
+/// 10 s) until each is acknowledged. Never gives up by itself: the caller
+/// aborts it at the shutdown deadline.
+pub async fn deliver_all(
+    producer: FutureProducer<ProducerCtx>,
+    stream: Stream,
+    records: Vec<OutRecord>,
+) {
+    let pending_gauge = telemetry::metrics()
+        .delivery_pending
+        .with_label_values(&[stream.as_str()]);
+    pending_gauge.add(records.len() as i64);
+    let mut pending = records;
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        let mut in_flight = Vec::with_capacity(pending.len());
+        let mut retry = Vec::new();
+        for r in pending.drain(..) {
+            loop {
+                match producer.send_result(r.as_future()) {
+                    Ok(f) => {
+                        in_flight.push((r, f));
+                        break;
+                    }
+                    Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                    }
+                    Err((e, _)) => {
+                        report_failure(stream, &r.topic, &e, backoff);
+                        retry.push(r);
+                        break;
+                    }
+                }
+            }
+        }
+        for (r, f) in in_flight {
+            match f.await {
+                Ok(Ok(_)) => {
+                    pending_gauge.dec();
+                    telemetry::RecordPublished { stream }.emit();
+                }
+                Ok(Err((e, _))) => {
+                    report_failure(stream, &r.topic, &e, backoff);
+                    retry.push(r);
+                }
+                Err(_canceled) => {
+                    report_failure(stream, &r.topic, &KafkaError::Canceled, backoff);
+                    retry.push(r);
+                }
+            }
+        }
+        if retry.is_empty() {
+            return;
+        }
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(Duration::from_secs(10));
+        pending = retry;
+    }
+}
+
+fn report_failure(stream: Stream, topic: &str, error: &KafkaError, retry_in: Duration) {
+    telemetry::DeliveryFailed {
+        stream,
+        topic,
+        error,
+        retry_in,
+    }
+    .emit();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::export::Kind;
+    use rdkafka::message::Headers;
+
+    #[test]
+    fn only_changed_series_are_published_with_as_of() {
+        let fam = |v: f64| {
+            let mut f = Family::new("cxpulse_signups", Kind::Gauge, "x");
+            f.push(&[("window", "1h"), ("channel", "ads")], v);
+            f.push(&[("window", "24h"), ("channel", "ads")], 5.0);
+            vec![f]
+        };
+        let mut d = SeriesDiff::default();
+        assert_eq!(d.changed("out", &fam(1.0), 0).len(), 2);
+        assert!(d.changed("out", &fam(1.0), 0).is_empty());
+        let recs = d.changed("out", &fam(2.0), 1_700_000_000_000);
+        assert_eq!(recs.len(), 1);
+        let key = String::from_utf8(recs[0].key.clone().unwrap()).unwrap();
+        assert_eq!(key, r#"cxpulse_signups{channel="ads",window="1h"}"#);
+        let v: serde_json::Value =
+            serde_json::from_slice(recs[0].payload.as_ref().unwrap()).unwrap();
+        assert_eq!(v["value"], 2.0);
+        assert_eq!(v["labels"]["channel"], "ads");
+        assert_eq!(v["as_of"], "2023-11-14T22:13:20Z");
+    }
+
+    #[test]
+    fn dead_letter_record_keeps_key_value_and_says_why_and_where() {
+        let r = dead_letter_record(
+            "dlq",
+            Some(b"u1"),
+            Some(b"{oops"),
+            None,
+            &DeadLetter {
+                reason: "not_json",
+                detail: "message is not valid JSON",
+                topic: "events",
+                partition: 2,
+                offset: 41,
+                timestamp: Some(7),
+            },
+        );
+        assert_eq!(r.key.as_deref(), Some(&b"u1"[..]));
+        assert_eq!(r.payload.as_deref(), Some(&b"{oops"[..]));
+        let h = r.headers.unwrap();
+        let got: Vec<(String, String)> = h
+            .iter()
+            .map(|x| {
+                (
+                    x.key.to_string(),
+                    String::from_utf8_lossy(x.value.unwrap()).into_owned(),
+                )
+            })
+            .collect();
+        assert!(
+            got.contains(&("cxpulse.reason".into(), "not_json".into())),
+            "{got:?}"
+        );
+        assert!(got.contains(&("cxpulse.source.topic".into(), "events".into())));
+        assert!(got.contains(&("cxpulse.source.partition".into(), "2".into())));
+        assert!(got.contains(&("cxpulse.source.offset".into(), "41".into())));
+        assert!(got.contains(&("cxpulse.source.timestamp".into(), "7".into())));
+    }
+}

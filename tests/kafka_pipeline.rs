@@ -1,0 +1,870 @@
+//! End-to-end tests of `cxpulse run` against a real Kafka-protocol broker
+//! (tansu, started by the harness on a free loopback port). Each test runs the
+//! real `cxpulse` binary as a child process with a config file in a tempdir,
+//! produces with a real Kafka client (librdkafka through the harness), and
+//! reads `/metrics` over HTTP and the output, alerts and dead-letter topics.
+//!
+//! The tests take one lock so that only one broker and one cxpulse run at a
+//! time (2-core machines; the timing assertions need the CPU).
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use common::{Record, Tansu, free_port};
+use rdkafka::TopicPartitionList;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::topic_partition_list::Offset;
+
+static SERIAL: Mutex<()> = Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// A secret in the passthrough settings: must never show in logs or /metrics.
+const SECRET: &str = "hunter2-must-not-leak";
+
+/// Event time base: 2025-06-02T10:00:00Z.
+const B: i64 = 1_748_858_400_000;
+const MIN: i64 = 60_000;
+const HOUR: i64 = 3_600_000;
+
+fn ts(ms: i64) -> String {
+    cxpulse::event::time::format_rfc3339(ms)
+}
+
+// ---------------------------------------------------------------------------
+// cxpulse as a child process
+// ---------------------------------------------------------------------------
+
+struct Cxpulse {
+    child: Child,
+    http: String,
+    log: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+struct Settings<'a> {
+    brokers: &'a str,
+    group: &'a str,
+    commit_interval: &'a str,
+    extra_engine: &'a str,
+}
+
+impl Cxpulse {
+    fn start(s: &Settings<'_>) -> Cxpulse {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let port = free_port();
+        let http = format!("127.0.0.1:{port}");
+        let config = format!(
+            r#"
+[engine]
+allowed_lateness = "1h"
+idle_timeout = "1h"
+{extra_engine}
+
+[kafka]
+brokers = "{brokers}"
+group_id = "{group}"
+input_topics = ["events"]
+dead_letter_topic = "dead-letter"
+output_topic = "metrics-out"
+alerts_topic = "alerts"
+publish_interval = "1s"
+commit_interval = "{commit}"
+shutdown_timeout = "5s"
+
+[kafka.librdkafka]
+"session.timeout.ms" = "6000"
+"heartbeat.interval.ms" = "500"
+"sasl.password" = "{SECRET}"
+
+[http]
+listen = "{http}"
+ready_max_lag = 0
+"#,
+            extra_engine = s.extra_engine,
+            brokers = s.brokers,
+            group = s.group,
+            commit = s.commit_interval,
+        );
+        let cfg_path = dir.path().join("cxpulse.toml");
+        std::fs::write(&cfg_path, config).expect("write config");
+        let log = dir.path().join("cxpulse.log");
+        let child = spawn(&cfg_path, &log);
+        let c = Cxpulse {
+            child,
+            http,
+            log,
+            _dir: dir,
+        };
+        c.wait_for("/healthz answers", Duration::from_secs(20), || {
+            get(&c.http, "/healthz").is_some_and(|(code, _)| code == 200)
+        });
+        c
+    }
+
+    /// Starts again with the same config (same group, same HTTP port).
+    fn restart(&mut self) {
+        let cfg = self.log.with_file_name("cxpulse.toml");
+        let log = self.log.with_file_name("cxpulse-2.log");
+        self.child = spawn(&cfg, &log);
+        self.log = log;
+        self.wait_for(
+            "/healthz answers after restart",
+            Duration::from_secs(20),
+            || get(&self.http, "/healthz").is_some_and(|(code, _)| code == 200),
+        );
+    }
+
+    fn metrics(&self) -> Metrics {
+        match get(&self.http, "/metrics") {
+            Some((200, body)) => Metrics::parse(&body),
+            other => Metrics {
+                raw: format!("{other:?}"),
+                ..Metrics::default()
+            },
+        }
+    }
+
+    fn ready(&self) -> (u16, String) {
+        get(&self.http, "/readyz").unwrap_or((0, "no answer".into()))
+    }
+
+    /// Polls until `metric` has `value`, failing with the log's tail.
+    fn wait_metric(&self, metric: &str, value: f64, timeout: Duration) -> Metrics {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let m = self.metrics();
+            if m.get(metric) == Some(value) {
+                return m;
+            }
+            if Instant::now() > deadline {
+                panic!(
+                    "{metric} is {:?}, want {value}\n--- cxpulse log tail ---\n{}",
+                    m.get(metric),
+                    self.log_tail()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    fn wait_for(&self, what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
+        let deadline = Instant::now() + timeout;
+        while !f() {
+            if Instant::now() > deadline {
+                panic!(
+                    "timed out waiting for {what}\n--- cxpulse log tail ---\n{}",
+                    self.log_tail()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    fn signal(&self, sig: &str) {
+        let ok = Command::new("kill")
+            .args([&format!("-{sig}"), &self.child.id().to_string()])
+            .status()
+            .expect("run kill")
+            .success();
+        assert!(ok, "kill -{sig} failed");
+    }
+
+    /// Waits for the exit; returns the exit code and how long it took.
+    fn wait_exit(&mut self, timeout: Duration) -> (Option<i32>, Duration) {
+        let start = Instant::now();
+        loop {
+            if let Some(st) = self.child.try_wait().expect("try_wait") {
+                return (st.code(), start.elapsed());
+            }
+            if start.elapsed() > timeout {
+                let _ = self.child.kill();
+                panic!(
+                    "cxpulse did not exit within {timeout:?}\n{}",
+                    self.log_tail()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    fn log_tail(&self) -> String {
+        let t = self.log_text();
+        let lines: Vec<&str> = t.lines().collect();
+        lines[lines.len().saturating_sub(40)..].join("\n")
+    }
+
+    /// CPU seconds (user + system) the process used so far.
+    fn cpu_seconds(&self) -> f64 {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id()))
+            .expect("read /proc/PID/stat");
+        // Fields after the parenthesised command name; utime and stime are
+        // fields 14 and 15 (1-based), in clock ticks (100 per second here).
+        let rest = &stat[stat.rfind(')').expect("stat format") + 2..];
+        let f: Vec<&str> = rest.split_whitespace().collect();
+        let ticks: f64 = f[11].parse::<f64>().unwrap() + f[12].parse::<f64>().unwrap();
+        ticks / 100.0
+    }
+}
+
+impl Drop for Cxpulse {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn spawn(cfg: &Path, log: &Path) -> Child {
+    let log_file = std::fs::File::create(log).expect("create log");
+    Command::new(common::cxpulse_bin())
+        .args(["run", "--config"])
+        .arg(cfg)
+        .env("RUST_LOG", "info")
+        .env_remove("CXPULSE_CONFIG")
+        .stdin(Stdio::null())
+        .stdout(log_file.try_clone().expect("log fd"))
+        .stderr(log_file)
+        .spawn()
+        .expect("spawn cxpulse")
+}
+
+/// A minimal HTTP/1.1 GET: (status, body).
+fn get(addr: &str, path: &str) -> Option<(u16, String)> {
+    let mut s = TcpStream::connect_timeout(&addr.parse().ok()?, Duration::from_secs(2)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(15))).ok()?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut buf = Vec::new();
+    s.read_to_end(&mut buf).ok()?;
+    let text = String::from_utf8_lossy(&buf).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n")?;
+    let code = head.split_whitespace().nth(1)?.parse().ok()?;
+    Some((code, body.to_string()))
+}
+
+/// Parsed Prometheus text: series (name plus sorted labels) to value.
+#[derive(Default, Debug)]
+struct Metrics {
+    values: BTreeMap<String, f64>,
+    raw: String,
+}
+
+impl Metrics {
+    fn parse(text: &str) -> Metrics {
+        let mut values = BTreeMap::new();
+        for line in text.lines() {
+            if line.starts_with('#') || line.trim().is_empty() {
+                continue;
+            }
+            let Some((series, value)) = line.rsplit_once(' ') else {
+                continue;
+            };
+            let Ok(v) = value.parse::<f64>() else {
+                continue;
+            };
+            values.insert(normalize(series), v);
+        }
+        Metrics {
+            values,
+            raw: text.to_string(),
+        }
+    }
+
+    /// `name` or `name{k="v",...}` in any label order.
+    fn get(&self, series: &str) -> Option<f64> {
+        self.values.get(&normalize(series)).copied()
+    }
+
+    fn sum(&self, prefix: &str) -> f64 {
+        self.values
+            .iter()
+            .filter(|(k, _)| k.starts_with(prefix))
+            .map(|(_, v)| v)
+            .sum()
+    }
+}
+
+fn normalize(series: &str) -> String {
+    let Some((name, rest)) = series.split_once('{') else {
+        return series.to_string();
+    };
+    let inner = rest.strip_suffix('}').unwrap_or(rest);
+    // `k="v"` pairs separated by `,` (the values here contain no `",`).
+    let mut labels: Vec<String> = inner
+        .split("\",")
+        .filter(|l| !l.is_empty())
+        .map(|l| format!("{}\"", l.trim_end_matches('"')))
+        .collect();
+    labels.sort();
+    format!("{name}{{{}}}", labels.join(","))
+}
+
+fn header<'r>(r: &'r Record, key: &str) -> Option<&'r str> {
+    r.headers
+        .iter()
+        .find(|(k, _)| k == key)
+        .map(|(_, v)| v.as_str())
+}
+
+/// Committed offsets of `group` on `topic`, per partition (-1: none).
+fn committed(broker: &Tansu, group: &str, topic: &str, partitions: i32) -> Vec<i64> {
+    let c: BaseConsumer = broker
+        .client_config()
+        .set("group.id", group)
+        .set("enable.auto.commit", "false")
+        .create()
+        .expect("create offset reader");
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..partitions {
+        tpl.add_partition(topic, p);
+    }
+    match c.committed_offsets(tpl, Duration::from_secs(10)) {
+        Ok(t) => t
+            .elements()
+            .iter()
+            .map(|e| match e.offset() {
+                Offset::Offset(o) => o,
+                _ => -1,
+            })
+            .collect(),
+        Err(e) => panic!("cannot read committed offsets: {e}"),
+    }
+}
+
+fn wait_committed(broker: &Tansu, group: &str, want_total: i64, timeout: Duration) -> Vec<i64> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let c = committed(broker, group, "events", 3);
+        let total: i64 = c.iter().map(|o| (*o).max(0)).sum();
+        if total == want_total {
+            return c;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "committed offsets {c:?} sum to {total}, want {want_total}"
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
+}
+
+fn signup(id: &str, user: &str, channel: &str, at: i64) -> String {
+    format!(
+        r#"{{"event_id":"{id}","type":"signup","ts":"{}","user_id":"{user}","channel":"{channel}"}}"#,
+        ts(at)
+    )
+}
+
+fn create_topics(broker: &Tansu, event_partitions: i32) {
+    broker.create_topic("events", event_partitions);
+    broker.create_topic("dead-letter", 1);
+    broker.create_topic("metrics-out", 1);
+    broker.create_topic("alerts", 1);
+}
+
+// ---------------------------------------------------------------------------
+// Tests
+// ---------------------------------------------------------------------------
+
+/// A known event set with valid, duplicate, invalid and late events, on a
+/// one-partition topic (the engine judges lateness and applies effects per
+/// input partition, so one partition makes every step follow T). Hand-
+/// computed expectations from METRICS.md (allowed_lateness 1h, bucket 1m):
+/// after the last event T = B+3h00m30s, so E = B+3h, and effects with
+/// ts < T - 1h are applied (everything but the last signup, u4).
+#[test]
+fn known_events_give_the_documented_metrics_output_alerts_and_dead_letters() {
+    let _g = serial();
+    let broker = Tansu::start();
+    create_topics(&broker, 1);
+    let cx = Cxpulse::start(&Settings {
+        brokers: &broker.addr,
+        group: "cx-known",
+        commit_interval: "500ms",
+        extra_engine: "",
+    });
+
+    let e = [
+        signup("e1", "u1", "ads", B),
+        signup("e2", "u2", "ads", B + MIN),
+        signup("e3", "u3", "organic", B + 2 * MIN),
+        format!(
+            r#"{{"event_id":"e4","type":"deposit","ts":"{}","user_id":"u1","amount_usd":100}}"#,
+            ts(B + 3 * MIN)
+        ),
+        format!(
+            r#"{{"event_id":"e5","type":"trade","ts":"{}","user_id":"u1","notional_usd":1000,"fee_usd":2.5}}"#,
+            ts(B + 4 * MIN)
+        ),
+        format!(
+            r#"{{"event_id":"e6","type":"support","ts":"{}","user_id":"u2","ticket_id":"t1","action":"opened","priority":"urgent"}}"#,
+            ts(B + 5 * MIN)
+        ),
+        format!(
+            r#"{{"event_id":"e7","type":"support","ts":"{}","user_id":"u1","ticket_id":"t0","action":"rated","csat":5}}"#,
+            ts(B + 6 * MIN)
+        ),
+        format!(
+            r#"{{"event_id":"e8","type":"support","ts":"{}","user_id":"u2","ticket_id":"t1","action":"rated","csat":2}}"#,
+            ts(B + 7 * MIN)
+        ),
+    ];
+    let not_json = "this is not json";
+    let no_user = format!(
+        r#"{{"event_id":"e9","type":"signup","ts":"{}","channel":"ads"}}"#,
+        ts(B)
+    );
+    // Phase 1: valid events keyed by user, a duplicate of e1, and two
+    // invalid messages.
+    let mut phase1: Vec<(Option<&str>, &str)> = vec![
+        (Some("u1"), &e[0]),
+        (Some("u2"), &e[1]),
+        (Some("u3"), &e[2]),
+        (Some("u1"), &e[3]),
+        (Some("u1"), &e[4]),
+        (Some("u2"), &e[5]),
+        (Some("u1"), &e[6]),
+        (Some("u2"), &e[7]),
+    ];
+    phase1.push((Some("u1"), &e[0]));
+    phase1.push((Some("bad"), not_json));
+    phase1.push((Some("u9"), &no_user));
+    broker.produce("events", &phase1);
+    cx.wait_metric(
+        r#"cxpulse_events_total{type="support",outcome="applied"}"#,
+        3.0,
+        Duration::from_secs(60),
+    );
+
+    // Phase 2: u4 moves T to B+3h00m30s, then a deposit at B+1h is older
+    // than T - 1h: late.
+    let advance = signup("e10", "u4", "organic", B + 3 * HOUR + 30_000);
+    let late = format!(
+        r#"{{"event_id":"e11","type":"deposit","ts":"{}","user_id":"u2","amount_usd":50}}"#,
+        ts(B + HOUR)
+    );
+    broker.produce("events", &[(Some("u4"), &advance), (Some("u4"), &late)]);
+    cx.wait_metric(
+        r#"cxpulse_events_total{type="deposit",outcome="late"}"#,
+        1.0,
+        Duration::from_secs(30),
+    );
+
+    let expect = [
+        (
+            r#"cxpulse_events_total{type="signup",outcome="applied"}"#,
+            4.0,
+        ),
+        (
+            r#"cxpulse_events_total{type="signup",outcome="duplicate"}"#,
+            1.0,
+        ),
+        (
+            r#"cxpulse_events_total{type="signup",outcome="invalid"}"#,
+            1.0,
+        ),
+        (
+            r#"cxpulse_events_total{type="unknown",outcome="invalid"}"#,
+            1.0,
+        ),
+        (
+            r#"cxpulse_events_total{type="deposit",outcome="applied"}"#,
+            1.0,
+        ),
+        (
+            r#"cxpulse_events_total{type="trade",outcome="applied"}"#,
+            1.0,
+        ),
+        (
+            r#"cxpulse_events_total{type="support",outcome="applied"}"#,
+            3.0,
+        ),
+        (
+            "cxpulse_clock_timestamp_seconds",
+            (B + 3 * HOUR + 30_000) as f64 / 1000.0,
+        ),
+        // Signups in [E-24h, E): u1, u2 (ads) and u3 (organic); u4 is still
+        // within the lateness and not applied.
+        (r#"cxpulse_signups{window="24h",channel="ads"}"#, 2.0),
+        (r#"cxpulse_signups{window="24h",channel="organic"}"#, 1.0),
+        (r#"cxpulse_signups_total{channel="ads"}"#, 2.0),
+        (r#"cxpulse_signups_total{channel="organic"}"#, 1.0),
+        ("cxpulse_users", 3.0),
+        // csat 5 and 2: one of two answers in {4, 5}.
+        (r#"cxpulse_csat_responses{window="24h"}"#, 2.0),
+        (r#"cxpulse_csat_ratio{window="24h"}"#, 0.5),
+        // u1 (ads) traded with a 2.5 USD fee.
+        (r#"cxpulse_revenue_usd{window="24h",channel="ads"}"#, 2.5),
+        // t1 (urgent) opened at B+5m, no reply: first-response deadline
+        // B+20m, which is <= T - 1h, so the breach is decided.
+        (
+            r#"cxpulse_support_tickets_opened{window="24h",priority="urgent"}"#,
+            1.0,
+        ),
+        (
+            r#"cxpulse_sla_breaches{window="24h",priority="urgent",kind="first_response"}"#,
+            1.0,
+        ),
+        // Pipeline metrics: three dead-letter records, acknowledged.
+        (
+            r#"cxpulse_dead_letter_records_total{reason="not_json"}"#,
+            1.0,
+        ),
+        (
+            r#"cxpulse_dead_letter_records_total{reason="missing_field"}"#,
+            1.0,
+        ),
+        (r#"cxpulse_dead_letter_records_total{reason="late"}"#, 1.0),
+        // The 8 applied events of phase 1 are visible; u4 is not yet.
+        ("cxpulse_event_to_metric_seconds_count", 8.0),
+    ];
+    // The dead-letter counters move when the broker acknowledges: poll.
+    cx.wait_metric(
+        r#"cxpulse_dead_letter_records_total{reason="late"}"#,
+        1.0,
+        Duration::from_secs(30),
+    );
+    let m = cx.metrics();
+    let mut wrong = Vec::new();
+    for (series, want) in expect {
+        let got = m.get(series);
+        if got.is_none_or(|g| (g - want).abs() > 1e-9) {
+            wrong.push(format!("{series}: got {got:?}, want {want}"));
+        }
+    }
+    assert!(
+        wrong.is_empty(),
+        "wrong values:\n{}\n\n/metrics:\n{}",
+        wrong.join("\n"),
+        m.raw
+    );
+    assert!(!m.raw.contains(SECRET), "the secret appears on /metrics");
+
+    // Dead-letter topic: each bad message with its key, value, reason and
+    // source coordinates.
+    let source = broker.consume_all("events", 13, Duration::from_secs(30));
+    let dlq = broker.consume_all("dead-letter", 3, Duration::from_secs(30));
+    assert_eq!(dlq.len(), 3, "dead-letter records: {dlq:#?}");
+    for (reason, key, value) in [
+        ("not_json", "bad", not_json),
+        ("missing_field", "u9", no_user.as_str()),
+        ("late", "u4", late.as_str()),
+    ] {
+        let r = dlq
+            .iter()
+            .find(|r| header(r, "cxpulse.reason") == Some(reason))
+            .unwrap_or_else(|| panic!("no dead-letter record with reason {reason}: {dlq:#?}"));
+        assert_eq!(r.key.as_deref(), Some(key));
+        assert_eq!(r.value, value);
+        let orig = source
+            .iter()
+            .find(|s| s.value == value)
+            .expect("original record");
+        assert_eq!(header(r, "cxpulse.source.topic"), Some("events"));
+        assert_eq!(
+            header(r, "cxpulse.source.partition"),
+            Some(orig.partition.to_string().as_str())
+        );
+        assert_eq!(
+            header(r, "cxpulse.source.offset"),
+            Some(orig.offset.to_string().as_str())
+        );
+        assert!(header(r, "cxpulse.error").is_some_and(|e| !e.is_empty()));
+    }
+
+    // Alerts topic: one record for the breach, keyed by ticket.
+    let alerts = broker.consume_all("alerts", 1, Duration::from_secs(30));
+    assert_eq!(alerts.len(), 1, "alerts: {alerts:#?}");
+    assert_eq!(alerts[0].key.as_deref(), Some("t1"));
+    let a: serde_json::Value = serde_json::from_str(&alerts[0].value).expect("alert JSON");
+    assert_eq!(a["ticket_id"], "t1");
+    assert_eq!(a["user_id"], "u2");
+    assert_eq!(a["priority"], "urgent");
+    assert_eq!(a["kind"], "first_response");
+    assert_eq!(a["deadline"], B + 20 * MIN);
+
+    // Output topic: the latest record per series key carries the value
+    // and as_of = T.
+    let want_as_of = ts(B + 3 * HOUR + 30_000);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let latest = loop {
+        let out = broker.consume_all("metrics-out", 1, Duration::from_secs(10));
+        let mut latest: BTreeMap<String, serde_json::Value> = BTreeMap::new();
+        for r in &out {
+            let v: serde_json::Value = serde_json::from_str(&r.value).expect("output JSON");
+            latest.insert(r.key.clone().expect("output key"), v);
+        }
+        let done = latest
+            .get(r#"cxpulse_signups_total{channel="ads"}"#)
+            .is_some_and(|v| v["as_of"] == want_as_of.as_str());
+        if done || Instant::now() > deadline {
+            break latest;
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    let rec = latest
+        .get(r#"cxpulse_signups_total{channel="ads"}"#)
+        .unwrap_or_else(|| {
+            panic!(
+                "no output record for signups_total ads; keys: {:?}",
+                latest.keys()
+            )
+        });
+    assert_eq!(rec["name"], "cxpulse_signups_total");
+    assert_eq!(rec["labels"]["channel"], "ads");
+    assert_eq!(rec["value"], 2.0);
+    assert_eq!(rec["as_of"], want_as_of.as_str());
+    let breach =
+        &latest[r#"cxpulse_sla_breaches{kind="first_response",priority="urgent",window="24h"}"#];
+    assert_eq!(breach["value"], 1.0);
+
+    // Ready: connected, assigned, caught up (ready_max_lag = 0); the lag
+    // of every partition comes from librdkafka statistics.
+    cx.wait_for("/readyz to turn 200", Duration::from_secs(20), || {
+        cx.ready().0 == 200
+    });
+    let m = cx.metrics();
+    assert_eq!(
+        m.get(r#"cxpulse_consumer_lag{topic="events",partition="0"}"#),
+        Some(0.0),
+        "lag of the input partition\n{}",
+        m.raw
+    );
+    assert!(
+        !cx.log_text().contains(SECRET),
+        "the secret appears in the log"
+    );
+}
+
+/// Events committed before a stop are not applied again after a restart.
+/// cxpulse is killed with SIGKILL (no final commit), so what is committed
+/// is what the periodic commit stored. After the restart, only the new
+/// events are applied: the applied count is 4 (the second batch), not 10,
+/// and the signups of the first batch's channel stay absent.
+#[test]
+fn restart_does_not_apply_committed_events_twice() {
+    let _g = serial();
+    let broker = Tansu::start();
+    create_topics(&broker, 3);
+    let mut cx = Cxpulse::start(&Settings {
+        brokers: &broker.addr,
+        group: "cx-restart",
+        commit_interval: "500ms",
+        extra_engine: "",
+    });
+    let first: Vec<String> = (0..6)
+        .map(|i| signup(&format!("a{i}"), &format!("ua{i}"), "first", B + i * MIN))
+        .collect();
+    let keys: Vec<String> = (0..6).map(|i| format!("ua{i}")).collect();
+    let recs: Vec<(Option<&str>, &str)> = first
+        .iter()
+        .zip(&keys)
+        .map(|(v, k)| (Some(k.as_str()), v.as_str()))
+        .collect();
+    broker.produce("events", &recs);
+    cx.wait_metric(
+        r#"cxpulse_events_total{type="signup",outcome="applied"}"#,
+        6.0,
+        Duration::from_secs(60),
+    );
+    let before = wait_committed(&broker, "cx-restart", 6, Duration::from_secs(20));
+
+    cx.signal("KILL");
+    let _ = cx.wait_exit(Duration::from_secs(5));
+    cx.restart();
+
+    let second: Vec<String> = (0..4)
+        .map(|i| {
+            signup(
+                &format!("b{i}"),
+                &format!("ub{i}"),
+                "second",
+                B + 2 * HOUR + i * MIN,
+            )
+        })
+        .collect();
+    let keys: Vec<String> = (0..4).map(|i| format!("ub{i}")).collect();
+    let recs: Vec<(Option<&str>, &str)> = second
+        .iter()
+        .zip(&keys)
+        .map(|(v, k)| (Some(k.as_str()), v.as_str()))
+        .collect();
+    broker.produce("events", &recs);
+    cx.wait_metric(
+        r#"cxpulse_events_total{type="signup",outcome="applied"}"#,
+        4.0,
+        Duration::from_secs(60),
+    );
+    // Give a re-delivery of the first batch every chance to show up.
+    wait_committed(&broker, "cx-restart", 10, Duration::from_secs(20));
+    std::thread::sleep(Duration::from_secs(2));
+    let m = cx.metrics();
+    assert_eq!(
+        m.get(r#"cxpulse_events_total{type="signup",outcome="applied"}"#),
+        Some(4.0),
+        "committed offsets before the restart were {before:?}\n{}",
+        m.raw
+    );
+    assert_eq!(m.sum("cxpulse_events_total{outcome=\"duplicate\""), 0.0);
+    assert_eq!(
+        m.get("cxpulse_clock_timestamp_seconds"),
+        Some((B + 2 * HOUR + 3 * MIN) as f64 / 1000.0)
+    );
+}
+
+/// SIGTERM: cxpulse exits 0 within `kafka.shutdown_timeout` (5 s, plus 3 s
+/// margin) and its final commit covers every handled message, including a
+/// dead-lettered one. The periodic commit is set to 1h, so nothing is
+/// committed before the signal.
+#[test]
+fn sigterm_exits_in_time_with_a_final_commit() {
+    let _g = serial();
+    let broker = Tansu::start();
+    create_topics(&broker, 3);
+    let mut cx = Cxpulse::start(&Settings {
+        brokers: &broker.addr,
+        group: "cx-term",
+        commit_interval: "1h",
+        extra_engine: "",
+    });
+    let events: Vec<String> = (0..5)
+        .map(|i| signup(&format!("t{i}"), &format!("ut{i}"), "x", B + i * MIN))
+        .collect();
+    let keys: Vec<String> = (0..5).map(|i| format!("ut{i}")).collect();
+    let mut recs: Vec<(Option<&str>, &str)> = events
+        .iter()
+        .zip(&keys)
+        .map(|(v, k)| (Some(k.as_str()), v.as_str()))
+        .collect();
+    recs.push((Some("junk"), "{not json"));
+    broker.produce("events", &recs);
+    cx.wait_metric(
+        r#"cxpulse_events_total{type="signup",outcome="applied"}"#,
+        5.0,
+        Duration::from_secs(60),
+    );
+    cx.wait_metric(
+        r#"cxpulse_dead_letter_records_total{reason="not_json"}"#,
+        1.0,
+        Duration::from_secs(30),
+    );
+    let none: i64 = committed(&broker, "cx-term", "events", 3)
+        .iter()
+        .map(|o| (*o).max(0))
+        .sum();
+    assert_eq!(none, 0, "nothing should be committed before the signal");
+
+    cx.signal("TERM");
+    let (code, took) = cx.wait_exit(Duration::from_secs(8));
+    assert_eq!(code, Some(0), "exit code; log:\n{}", cx.log_tail());
+    assert!(took < Duration::from_secs(8), "took {took:?}");
+    let log = cx.log_text();
+    assert!(log.contains("shutdown complete"), "log:\n{}", cx.log_tail());
+    let c = committed(&broker, "cx-term", "events", 3);
+    assert_eq!(
+        c.iter().map(|o| (*o).max(0)).sum::<i64>(),
+        6,
+        "committed {c:?}"
+    );
+}
+
+/// The broker is not up when cxpulse starts: it keeps running without
+/// spinning (little CPU), says so in its log, reports not ready, and once the
+/// broker appears it becomes ready and applies every event, each once (20
+/// applied, 20 committed). Then the broker freezes for 4 s: again no exit and
+/// no spinning, and the next event is applied once it is back.
+#[test]
+fn waits_for_a_broker_that_is_not_up_yet_and_loses_nothing() {
+    let _g = serial();
+    let mut broker = Tansu::start();
+    broker.stop();
+    let cx = Cxpulse::start(&Settings {
+        brokers: &broker.addr,
+        group: "cx-late-broker",
+        commit_interval: "500ms",
+        extra_engine: "",
+    });
+    let cpu0 = cx.cpu_seconds();
+    std::thread::sleep(Duration::from_secs(5));
+    let cpu = cx.cpu_seconds() - cpu0;
+    assert!(
+        cpu < 1.0,
+        "used {cpu} CPU seconds in 5 s while the broker was down"
+    );
+    let (code, body) = cx.ready();
+    assert_eq!(code, 503, "readyz while the broker is down: {body}");
+    assert!(
+        cx.log_text().contains(&broker.addr),
+        "the log should name the unreachable brokers:\n{}",
+        cx.log_tail()
+    );
+
+    broker.restart_on_same_port();
+    create_topics(&broker, 3);
+    let events: Vec<String> = (0..20)
+        .map(|i| {
+            signup(
+                &format!("l{i}"),
+                &format!("ul{i}"),
+                "late-broker",
+                B + i * MIN,
+            )
+        })
+        .collect();
+    let keys: Vec<String> = (0..20).map(|i| format!("ul{i}")).collect();
+    let recs: Vec<(Option<&str>, &str)> = events
+        .iter()
+        .zip(&keys)
+        .map(|(v, k)| (Some(k.as_str()), v.as_str()))
+        .collect();
+    broker.produce("events", &recs);
+    cx.wait_for("/readyz to turn 200", Duration::from_secs(60), || {
+        cx.ready().0 == 200
+    });
+    let m = cx.wait_metric(
+        r#"cxpulse_events_total{type="signup",outcome="applied"}"#,
+        20.0,
+        Duration::from_secs(30),
+    );
+    assert_eq!(m.sum("cxpulse_events_total{outcome=\"late\""), 0.0);
+    wait_committed(&broker, "cx-late-broker", 20, Duration::from_secs(20));
+
+    // The broker goes away (frozen with SIGSTOP) and comes back: cxpulse
+    // stays up without spinning and carries on where it was.
+    broker.pause();
+    let cpu0 = cx.cpu_seconds();
+    std::thread::sleep(Duration::from_secs(4));
+    let cpu = cx.cpu_seconds() - cpu0;
+    assert!(
+        cpu < 1.0,
+        "used {cpu} CPU seconds in 4 s while the broker was frozen"
+    );
+    assert_eq!(
+        cx.metrics().sum("cxpulse_events_total{outcome=\"applied\""),
+        20.0
+    );
+    broker.resume();
+    let more = signup("l20", "ul20", "late-broker", B + 20 * MIN);
+    broker.produce("events", &[(Some("ul20"), more.as_str())]);
+    cx.wait_metric(
+        r#"cxpulse_events_total{type="signup",outcome="applied"}"#,
+        21.0,
+        Duration::from_secs(60),
+    );
+    wait_committed(&broker, "cx-late-broker", 21, Duration::from_secs(30));
+}
