@@ -78,15 +78,13 @@ fn mutate(rng: &mut Rng, base: &[u8]) -> Vec<u8> {
             let n = rng.below(300);
             m = (0..n).map(|_| rng.next() as u8).collect();
         }
-        4 => {
-            // Duplicate a chunk (repeated keys, nested garbage).
-            if m.len() > 2 {
-                let a = rng.below(m.len());
-                let b = (a + rng.below(40)).min(m.len());
-                let chunk = m[a..b].to_vec();
-                let at = rng.below(m.len());
-                m.splice(at..at, chunk);
-            }
+        // Duplicate a chunk (repeated keys, nested garbage).
+        4 if m.len() > 2 => {
+            let a = rng.below(m.len());
+            let b = (a + rng.below(40)).min(m.len());
+            let chunk = m[a..b].to_vec();
+            let at = rng.below(m.len());
+            m.splice(at..at, chunk);
         }
         5 => m = vec![b'x'; 70_000 + rng.below(1000)],
         _ => {} // unchanged: a duplicate of a valid line
