@@ -499,6 +499,10 @@ fn support_first_response_resolution_pause_and_breach() {
         0.5
     );
     assert_eq!(
+        v(&f, "cxpulse_sla_decisions", &l("urgent", "first_response")),
+        2.0
+    );
+    assert_eq!(
         v(&f, "cxpulse_sla_breaches", &l("urgent", "resolution")),
         1.0
     );

@@ -168,6 +168,7 @@ pub fn export(ctx: &Ctx<'_>, out: &mut Vec<Family>) {
         fr_q,
         res_q,
         breaches,
+        decisions,
         breach_ratio,
         reopened,
         open,
