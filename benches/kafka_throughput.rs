@@ -54,11 +54,14 @@ fn env_or<T: std::str::FromStr>(key: &str, default: T) -> T {
 }
 
 fn main() {
-    // `cargo bench` passes `--bench`; nothing else to parse.
-    let events: u64 = env_or("KAFKA_BENCH_EVENTS", 300_000);
+    // `cargo bench` passes `--bench`; `cargo test --all-targets` does not:
+    // then a short smoke run (small input, one latency phase) keeps CI quick.
+    let full = std::env::args().any(|a| a == "--bench");
+    let events: u64 = env_or("KAFKA_BENCH_EVENTS", if full { 300_000 } else { 5_000 });
     let rate: f64 = env_or("KAFKA_BENCH_RATE", 3000.0);
-    let secs: u64 = env_or("KAFKA_BENCH_SECS", 20);
-    let lateness: String = env_or("KAFKA_BENCH_LATENESS", "1s,30s".to_string());
+    let secs: u64 = env_or("KAFKA_BENCH_SECS", if full { 20 } else { 3 });
+    let default_lateness = if full { "1s,30s" } else { "1s" };
+    let lateness: String = env_or("KAFKA_BENCH_LATENESS", default_lateness.to_string());
 
     let broker = Broker::start();
     println!("tansu broker at {}", broker.addr);

@@ -116,7 +116,12 @@ fn run(users: u64) {
 }
 
 fn main() {
-    // `cargo bench` passes `--bench`; nothing to parse.
+    // `cargo bench` passes `--bench`; `cargo test --all-targets` does not:
+    // then a small smoke run keeps CI quick (debug build).
+    if !std::env::args().any(|a| a == "--bench") {
+        run(20_000);
+        return;
+    }
     run(1_000_000);
     if std::env::var("CXPULSE_BENCH_10M").is_ok_and(|v| v == "1") {
         run(10_000_000);
