@@ -86,6 +86,7 @@ pub struct Config {
     pub mapping: MappingConfig,
     pub kafka: KafkaSection,
     pub http: HttpSection,
+    pub checkpoint: CheckpointSection,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -281,6 +282,45 @@ impl Default for HttpSection {
     }
 }
 
+/// What `run` does when the newest checkpoint file is unreadable or corrupt.
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum OnCorrupt {
+    /// Fall back to the newest older checkpoint that is good (or, when none
+    /// is, start empty); every refused file is logged at error level.
+    Previous,
+    /// Refuse to start.
+    Fail,
+}
+
+/// Durable checkpoints of `run`: engine state plus the input offsets it covers.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CheckpointSection {
+    /// Directory of the checkpoint files. Empty = checkpoints off (state is
+    /// rebuilt from the committed offsets only).
+    pub dir: String,
+    /// How often a checkpoint is written (and its offsets committed); one is
+    /// also written at a clean shutdown.
+    pub interval: Dur,
+    /// How many checkpoint files are kept (the newest ones).
+    pub keep: usize,
+    /// When the newest checkpoint is unreadable or corrupt: `previous` falls
+    /// back to an older good one (or starts empty), `fail` refuses to start.
+    pub on_corrupt: OnCorrupt,
+}
+
+impl Default for CheckpointSection {
+    fn default() -> Self {
+        CheckpointSection {
+            dir: String::new(),
+            interval: Dur(30_000),
+            keep: 3,
+            on_corrupt: OnCorrupt::Previous,
+        }
+    }
+}
+
 /// A configuration error: which file, which key, what is wrong.
 #[derive(Debug, thiserror::Error)]
 #[error("config error in {file}: {key}: {message}")]
@@ -409,6 +449,12 @@ impl Config {
                 );
             }
         }
+        if self.checkpoint.interval.ms() <= 0 {
+            return bad("checkpoint.interval", "must be positive".into());
+        }
+        if self.checkpoint.keep == 0 {
+            return bad("checkpoint.keep", "must be at least 1".into());
+        }
         self.mapping
             .validate()
             .map_err(|(k, m)| (format!("mapping.{k}"), m))?;
@@ -509,6 +555,36 @@ mod tests {
         assert_eq!(c.sla.targets.low.resolution, Dur(48 * 3_600_000));
         assert_eq!(c.churn.inactivity, Dur(30 * 86_400_000));
         assert_eq!(c.kafka.brokers, d.kafka.brokers);
+        assert_eq!(c.checkpoint.dir, "");
+        assert_eq!(c.checkpoint.interval, d.checkpoint.interval);
+        assert_eq!(c.checkpoint.keep, d.checkpoint.keep);
+        assert_eq!(c.checkpoint.on_corrupt, d.checkpoint.on_corrupt);
+    }
+
+    #[test]
+    fn checkpoint_section_parses_and_is_validated() {
+        let c = Config::from_toml_str(
+            "[checkpoint]\ndir = \"/var/lib/cxpulse\"\ninterval = \"200ms\"\nkeep = 5\non_corrupt = \"fail\"\n",
+            "t.toml",
+            env(&[]),
+        )
+        .expect("valid");
+        assert_eq!(c.checkpoint.dir, "/var/lib/cxpulse");
+        assert_eq!(c.checkpoint.interval, Dur(200));
+        assert_eq!(c.checkpoint.keep, 5);
+        assert_eq!(c.checkpoint.on_corrupt, OnCorrupt::Fail);
+        for (text, key) in [
+            (
+                "[checkpoint]\non_corrupt = \"ignore\"\n",
+                "checkpoint.on_corrupt",
+            ),
+            ("[checkpoint]\nkeep = 0\n", "checkpoint.keep"),
+            ("[checkpoint]\ninterval = \"0s\"\n", "checkpoint.interval"),
+            ("[checkpoint]\nevery = \"1s\"\n", "checkpoint.every"),
+        ] {
+            let e = Config::from_toml_str(text, "t.toml", env(&[])).unwrap_err();
+            assert_eq!(e.key, key, "{text}: {e}");
+        }
     }
 
     #[test]

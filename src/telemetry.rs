@@ -97,6 +97,10 @@ pub struct PipelineMetrics {
     pub pending_events: IntGauge,
     /// Approximate heap bytes of the engine state.
     pub engine_state_bytes: IntGauge,
+    checkpoints: IntCounter,
+    checkpoint_failures: IntCounter,
+    checkpoint_bytes: IntGauge,
+    checkpoint_write_seconds: Histogram,
 }
 
 impl PipelineMetrics {
@@ -123,6 +127,26 @@ impl PipelineMetrics {
                 .expect("unique metric");
             c
         };
+        let counter = |name: &str, help: &str| {
+            let c = IntCounter::new(name, help).expect("valid metric");
+            registry
+                .register(Box::new(c.clone()))
+                .expect("unique metric");
+            c
+        };
+        let checkpoint_write_seconds = Histogram::with_opts(
+            HistogramOpts::new(
+                "cxpulse_checkpoint_write_seconds",
+                "Time to write one checkpoint file (encode, write, fsync, rename), off the consumer loop.",
+            )
+            .buckets(vec![
+                0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+            ]),
+        )
+        .expect("valid metric");
+        registry
+            .register(Box::new(checkpoint_write_seconds.clone()))
+            .expect("unique metric");
         let event_to_metric = latency_histogram(30_000);
         registry
             .register(Box::new(event_to_metric.clone()))
@@ -211,6 +235,19 @@ impl PipelineMetrics {
                 "cxpulse_engine_state_bytes",
                 "Approximate heap bytes of the engine state.",
             ),
+            checkpoints: counter(
+                "cxpulse_checkpoints_total",
+                "Checkpoint files written (engine snapshot plus input offsets).",
+            ),
+            checkpoint_failures: counter(
+                "cxpulse_checkpoint_failures_total",
+                "Checkpoint writes that failed (unwritable directory, full disk, ...); processing continues.",
+            ),
+            checkpoint_bytes: gauge(
+                "cxpulse_checkpoint_bytes",
+                "Size of the last checkpoint file written.",
+            ),
+            checkpoint_write_seconds,
             registry,
         };
         // Series that exist from the start, so dashboards see zeros, not gaps.
@@ -543,6 +580,52 @@ impl KafkaClientError<'_> {
             .client_errors
             .with_label_values(&[self.client, &code])
             .inc();
+    }
+}
+
+/// A checkpoint file was written.
+pub struct CheckpointWritten<'a> {
+    pub path: &'a std::path::Path,
+    pub bytes: usize,
+    /// Snapshot time in the consumer loop.
+    pub snapshot: Duration,
+    /// Write time on the blocking thread.
+    pub write: Duration,
+    pub offsets: &'a str,
+}
+
+impl CheckpointWritten<'_> {
+    pub fn emit(self) {
+        info!(
+            path = %self.path.display(),
+            bytes = self.bytes,
+            snapshot_ms = self.snapshot.as_secs_f64() * 1e3,
+            write_ms = self.write.as_secs_f64() * 1e3,
+            offsets = self.offsets,
+            "checkpoint written"
+        );
+        let m = metrics();
+        m.checkpoints.inc();
+        m.checkpoint_bytes.set(self.bytes as i64);
+        m.checkpoint_write_seconds.observe(self.write.as_secs_f64());
+    }
+}
+
+/// A checkpoint could not be written; processing continues and the next
+/// interval tries again.
+pub struct CheckpointFailed<'a> {
+    pub dir: &'a std::path::Path,
+    pub error: &'a dyn std::fmt::Display,
+}
+
+impl CheckpointFailed<'_> {
+    pub fn emit(self) {
+        tracing::error!(
+            dir = %self.dir.display(),
+            error = %self.error,
+            "checkpoint write failed; processing continues, the next interval tries again"
+        );
+        metrics().checkpoint_failures.inc();
     }
 }
 

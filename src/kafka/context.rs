@@ -11,12 +11,18 @@ use std::sync::{Arc, Mutex};
 use rdkafka::TopicPartitionList;
 use rdkafka::client::ClientContext;
 use rdkafka::config::RDKafkaLogLevel;
-use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
+use rdkafka::consumer::{
+    BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, RebalanceProtocol,
+};
 use rdkafka::error::{KafkaError, KafkaResult, RDKafkaErrorCode};
+use rdkafka::types::RDKafkaRespErr;
 
 use super::live::LiveState;
 use super::offsets::OffsetBook;
 use crate::telemetry::{self, CommitResult, CommitTrigger};
+
+/// How long the rebalance callback waits for committed offsets.
+const COMMITTED_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Context of the input consumer.
 pub struct ConsumerCtx {
@@ -94,6 +100,63 @@ impl ClientContext for ConsumerCtx {
 }
 
 impl ConsumerContext for ConsumerCtx {
+    /// rdkafka's default rebalance handling, except that newly assigned
+    /// partitions with a known engine position (checkpoints on) start
+    /// exactly there instead of at the group's committed offset.
+    fn rebalance(
+        &self,
+        base: &BaseConsumer<Self>,
+        err: RDKafkaRespErr,
+        tpl: &mut TopicPartitionList,
+    ) {
+        if err == RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS {
+            let (set, unknown) = self.book().apply_positions(tpl);
+            if set.count() > 0 {
+                tracing::info!(
+                    offsets = describe(&set),
+                    "assigned partitions resume at their checkpoint offsets"
+                );
+            }
+            if unknown.count() > 0 {
+                // Checkpoints on, partitions the engine has not seen: they
+                // start at the committed offset; remember it.
+                match base.committed_offsets(unknown.clone(), COMMITTED_TIMEOUT) {
+                    Ok(committed) => {
+                        let mut book = self.book();
+                        for e in committed.elements() {
+                            book.record_start(e.topic(), e.partition(), e.offset());
+                        }
+                    }
+                    Err(e) => tracing::warn!(
+                        error = %e,
+                        partitions = describe(&unknown),
+                        "cannot read the committed offsets of newly assigned partitions; \
+                         checkpoints list them once a message of theirs is taken"
+                    ),
+                }
+            }
+        }
+        let rebalance = match err {
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => Rebalance::Assign(tpl),
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => Rebalance::Revoke(tpl),
+            _ => Rebalance::Error(KafkaError::Rebalance(err.into())),
+        };
+        self.pre_rebalance(base, &rebalance);
+        let cooperative = matches!(base.rebalance_protocol(), RebalanceProtocol::Cooperative);
+        let r = match (err, cooperative) {
+            (RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS, true) => {
+                base.incremental_assign(tpl)
+            }
+            (RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS, false) => base.assign(tpl),
+            (_, true) => base.incremental_unassign(tpl),
+            (_, false) => base.unassign(),
+        };
+        if let Err(e) = r {
+            tracing::warn!(error = %e, partitions = describe(tpl), "applying the rebalance failed");
+        }
+        self.post_rebalance(base, &rebalance);
+    }
+
     fn pre_rebalance(&self, base: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         match rebalance {
             Rebalance::Revoke(tpl) => {

@@ -10,8 +10,21 @@
 //! synchronously before partitions are revoked, and synchronously at
 //! shutdown. So a restart never re-applies a committed event, and an event
 //! not yet applied or not yet dead-lettered is consumed again (at least
-//! once). Engine state itself is in memory: a restart starts from empty
-//! state at the committed offsets (checkpoints are a later step).
+//! once). Without checkpoints, engine state is in memory: a restart starts
+//! from empty state at the committed offsets.
+//!
+//! # Checkpoints (`[checkpoint] dir` set)
+//!
+//! Every `checkpoint.interval` and at shutdown the loop snapshots the engine
+//! with, per partition, the next offset after the last message the engine
+//! took, and writes both on a blocking thread ([`crate::checkpoint`]). Only
+//! then are those offsets stored and committed (the revoke callback commits
+//! nothing of its own). On start the newest good checkpoint is restored, and
+//! the rebalance callback starts each partition it lists exactly at its
+//! saved offset, over the group's committed offset; partitions it does not
+//! list start at the committed offset, which is recorded so that every later
+//! checkpoint lists them (falling back to an older checkpoint never skips
+//! input). A crash thus neither loses nor repeats an effect.
 //!
 //! # Modules
 //!

@@ -9,10 +9,12 @@
 //! handled. Plain data, no I/O: the consumer loop and the revoke callback
 //! share it behind a mutex and hand its positions to librdkafka.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use rdkafka::TopicPartitionList;
 use rdkafka::topic_partition_list::Offset;
+
+use crate::checkpoint::SavedOffset;
 
 /// Offsets of one assigned partition.
 #[derive(Debug)]
@@ -72,6 +74,10 @@ pub struct OffsetBook {
     parts: HashMap<u32, PartitionOffsets>,
     ids: PartitionIds,
     next_epoch: u64,
+    /// With checkpoints on: where the engine's state of each partition it has
+    /// seen resumes (one past the last message it took), from the restored
+    /// checkpoint and from consumption since. `None` with checkpoints off.
+    positions: Option<BTreeMap<(String, i32), i64>>,
 }
 
 /// Identifies a held message, to release it when its acknowledgement comes.
@@ -88,6 +94,93 @@ impl OffsetBook {
             ids: PartitionIds::new(topics),
             ..OffsetBook::default()
         }
+    }
+
+    /// Checkpoints are on: track the engine's positions, starting from those
+    /// of the restored checkpoint.
+    pub fn track_positions(&mut self, saved: &[SavedOffset]) {
+        self.positions = Some(
+            saved
+                .iter()
+                .map(|o| ((o.topic.clone(), o.partition), o.next_offset))
+                .collect(),
+        );
+    }
+
+    /// Whether checkpoints are on (engine positions are tracked).
+    pub fn tracks_positions(&self) -> bool {
+        self.positions.is_some()
+    }
+
+    /// Sets the start offset of every partition of `tpl` whose engine
+    /// position is known (they win over the group's committed offsets).
+    /// Returns (those set, the others), for the log and for
+    /// [`Self::record_start`].
+    pub fn apply_positions(
+        &self,
+        tpl: &mut TopicPartitionList,
+    ) -> (TopicPartitionList, TopicPartitionList) {
+        let mut set = TopicPartitionList::new();
+        let mut unknown = TopicPartitionList::new();
+        let Some(pos) = &self.positions else {
+            return (set, unknown);
+        };
+        for e in tpl.elements() {
+            match pos.get(&(e.topic().to_string(), e.partition())) {
+                Some(&o) => {
+                    let _ = set.add_partition_offset(e.topic(), e.partition(), Offset::from_raw(o));
+                }
+                None => {
+                    unknown.add_partition(e.topic(), e.partition());
+                }
+            }
+        }
+        for e in set.elements() {
+            let _ = tpl.set_partition_offset(e.topic(), e.partition(), e.offset());
+        }
+        (set, unknown)
+    }
+
+    /// Records where a newly assigned partition without an engine position
+    /// starts (its committed offset, or the beginning when there is none),
+    /// so that every checkpoint lists every partition the engine may have
+    /// consumed: falling back to an older checkpoint then never skips input.
+    pub fn record_start(&mut self, topic: &str, partition: i32, start: Offset) {
+        let Some(pos) = &mut self.positions else {
+            return;
+        };
+        let raw = match start {
+            Offset::Offset(o) => o,
+            // auto.offset.reset = earliest
+            _ => Offset::Beginning.to_raw().unwrap_or(-2),
+        };
+        pos.entry((topic.to_string(), partition)).or_insert(raw);
+    }
+
+    /// The engine's positions (checkpoints on), brought up to date with
+    /// every message taken so far, sorted by topic and partition.
+    pub fn engine_positions(&mut self) -> Vec<SavedOffset> {
+        let Some(pos) = &mut self.positions else {
+            return Vec::new();
+        };
+        for p in self.parts.values() {
+            if let Some(n) = p.next {
+                pos.insert((p.topic.clone(), p.partition), n);
+            }
+        }
+        pos.iter()
+            .map(|((topic, partition), &next_offset)| SavedOffset {
+                topic: topic.clone(),
+                partition: *partition,
+                next_offset,
+            })
+            .collect()
+    }
+
+    /// Whether (topic, partition) is currently assigned (has bookkeeping).
+    pub fn is_assigned(&mut self, topic: &str, partition: i32) -> bool {
+        let pid = self.ids.id(topic, partition);
+        self.parts.contains_key(&pid)
     }
 
     /// The engine partition number of (topic, partition).
@@ -173,12 +266,23 @@ impl OffsetBook {
         let mut out = TopicPartitionList::new();
         for e in tpl.elements() {
             let pid = self.ids.id(e.topic(), e.partition());
-            if let Some(p) = self.parts.remove(&pid)
+            let removed = self.parts.remove(&pid);
+            if let (Some(pos), Some(p)) = (&mut self.positions, &removed)
+                && let Some(n) = p.next
+            {
+                pos.insert((p.topic.clone(), p.partition), n);
+            }
+            if let Some(p) = removed
                 && let Some(c) = p.committable()
                 && Some(c) != p.stored
             {
                 let _ = out.add_partition_offset(&p.topic, p.partition, Offset::Offset(c));
             }
+        }
+        if self.positions.is_some() {
+            // With checkpoints, only positions a checkpoint covers are
+            // committed (when it is written).
+            return TopicPartitionList::new();
         }
         out
     }
@@ -243,6 +347,59 @@ mod tests {
         );
         b.release(new);
         assert_eq!(positions(&b.take_moved()), [("in".into(), 2, 8)]);
+    }
+
+    #[test]
+    fn engine_positions_start_from_the_checkpoint_and_win_over_committed_offsets() {
+        let mut b = OffsetBook::new(&["in".into()]);
+        b.track_positions(&[SavedOffset {
+            topic: "in".into(),
+            partition: 0,
+            next_offset: 40,
+        }]);
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition("in", 0);
+        tpl.add_partition("in", 1);
+        let (set, unknown) = b.apply_positions(&mut tpl);
+        assert_eq!(positions(&set), [("in".into(), 0, 40)]);
+        assert_eq!(positions(&unknown), [("in".into(), 1, -1001)]);
+        assert_eq!(
+            positions(&tpl),
+            [("in".into(), 0, 40), ("in".into(), 1, -1001)]
+        );
+        b.assign(&tpl);
+        // Partition 1 has nothing committed: it starts at the beginning.
+        b.record_start("in", 1, Offset::Invalid);
+        let at = |b: &mut OffsetBook| {
+            b.engine_positions()
+                .into_iter()
+                .map(|o| (o.partition, o.next_offset))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(at(&mut b), [(0, 40), (1, -2)]);
+        b.handled("in", 0, 40);
+        b.hold("in", 1, 0);
+        // Held (dead-lettered) messages are in the engine's counts: the
+        // position moves past them.
+        assert_eq!(at(&mut b), [(0, 41), (1, 1)]);
+        // With checkpoints, the revoke commits nothing of its own and the
+        // positions survive for a later assignment.
+        assert_eq!(b.revoke(&tpl).count(), 0);
+        let mut again = TopicPartitionList::new();
+        again.add_partition("in", 1);
+        let (set, _) = b.apply_positions(&mut again);
+        assert_eq!(positions(&set), [("in".into(), 1, 1)]);
+    }
+
+    #[test]
+    fn without_checkpoints_nothing_changes_on_assignment() {
+        let mut b = OffsetBook::new(&["in".into()]);
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition("in", 0);
+        let (set, unknown) = b.apply_positions(&mut tpl);
+        assert_eq!((set.count(), unknown.count()), (0, 0));
+        b.record_start("in", 0, Offset::Offset(5));
+        assert!(b.engine_positions().is_empty());
     }
 
     #[test]

@@ -15,6 +15,7 @@ use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::error::{KafkaError, KafkaResult};
 use rdkafka::message::{BorrowedMessage, Message};
 use rdkafka::producer::{FutureProducer, Producer};
+use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinSet;
 use tokio::time::{MissedTickBehavior, interval, sleep_until, timeout_at};
@@ -26,7 +27,8 @@ use super::latency::LatencyTracker;
 use super::live::LiveState;
 use super::offsets::{HoldTicket, OffsetBook};
 use super::publish::{self, DeadLetter, OutRecord, SeriesDiff};
-use crate::config::Config;
+use crate::checkpoint::{Checkpoint, CheckpointError, CheckpointStore, SavedOffset, Written};
+use crate::config::{Config, OnCorrupt};
 use crate::engine::{Engine, Outcome};
 use crate::event::time::format_rfc3339;
 use crate::event::{DecodeFailure, Decoder, Event, Millis};
@@ -59,6 +61,9 @@ const ERROR_RUN_PAUSE: Duration = Duration::from_millis(10);
 /// At most this many ready messages are handled per turn of the loop before
 /// timers, `/metrics` requests and acknowledgements get their turn.
 const BATCH: usize = 512;
+/// At most this many checkpoint intervals in a row are skipped while
+/// dead-letter records are unacknowledged.
+const MAX_CHECKPOINT_DEFERRALS: u32 = 10;
 /// Most events tracked at once for the latency histogram.
 const LATENCY_TRACK_CAP: usize = 2_000_000;
 
@@ -85,7 +90,12 @@ pub async fn run(
         !k.input_topics.is_empty(),
         "kafka.input_topics is empty: nothing to consume"
     );
-    let book = Arc::new(Mutex::new(OffsetBook::new(&k.input_topics)));
+    let (engine, checkpoint) = restore(cfg)?;
+    let mut offset_book = OffsetBook::new(&k.input_topics);
+    if let Some((_, saved)) = &checkpoint {
+        offset_book.track_positions(saved);
+    }
+    let book = Arc::new(Mutex::new(offset_book));
     let consumer_settings = client::settings(k, Role::Consumer)?;
     let producer_settings = client::settings(k, Role::Producer)?;
     info!(
@@ -119,7 +129,10 @@ pub async fn run(
         producer,
         book,
         live,
-        engine: Engine::new(cfg),
+        engine,
+        checkpoint: checkpoint.map(|(store, _)| store),
+        checkpoint_writes: JoinSet::new(),
+        checkpoint_deferred: 0,
         decoder: Decoder::new(
             &cfg.mapping,
             cfg.engine.max_message_bytes,
@@ -144,7 +157,15 @@ pub async fn run(
     let mut tick = interval(TICK);
     let mut commit_tick = interval(duration(cfg.kafka.commit_interval.ms()));
     let mut publish_tick = interval(duration(cfg.kafka.publish_interval.ms()));
-    for t in [&mut tick, &mut commit_tick, &mut publish_tick] {
+    let mut checkpoint_tick = interval(duration(cfg.checkpoint.interval.ms()));
+    // The first tick is immediate: skip it (nothing to save yet).
+    checkpoint_tick.reset();
+    for t in [
+        &mut tick,
+        &mut commit_tick,
+        &mut publish_tick,
+        &mut checkpoint_tick,
+    ] {
         t.set_missed_tick_behavior(MissedTickBehavior::Delay);
     }
     let mut errors_in_a_row: u64 = 0;
@@ -161,9 +182,11 @@ pub async fn run(
             Some(done) = lp.dead_letters.join_next(), if !lp.dead_letters.is_empty() => Step::DeadLetterDone(done),
             Some(_) = lp.background.join_next(), if !lp.background.is_empty() => Step::Idle,
             Some(done) = lp.commits.join_next(), if !lp.commits.is_empty() => Step::CommitDone(done),
+            Some(done) = lp.checkpoint_writes.join_next(), if !lp.checkpoint_writes.is_empty() => Step::CheckpointDone(done),
             _ = tick.tick() => Step::Tick,
             _ = commit_tick.tick() => Step::Commit,
             _ = publish_tick.tick() => Step::Publish,
+            _ = checkpoint_tick.tick(), if lp.checkpoint.is_some() => Step::Checkpoint,
             () = sleep_until(resume_at.unwrap_or_else(tokio::time::Instant::now)), if resume_at.is_some() => {
                 resume_at = None;
                 Step::Idle
@@ -180,6 +203,10 @@ pub async fn run(
             Step::Commit => lp.commit(),
             Step::CommitDone(done) => lp.commit_done(done),
             Step::Publish => lp.publish(),
+            Step::Checkpoint => lp.checkpoint(),
+            Step::CheckpointDone(done) => {
+                lp.checkpoint_done(done);
+            }
             Step::Message(first) => {
                 // Whatever else is ready is handled in the same turn, without
                 // going back through `select!` for each message.
@@ -275,11 +302,96 @@ enum Step<'m> {
     Render(RenderRequest),
     DeadLetterDone(Result<DeadLetterDone, tokio::task::JoinError>),
     CommitDone(Result<(KafkaResult<()>, String), tokio::task::JoinError>),
+    Checkpoint,
+    CheckpointDone(Result<CheckpointDone, tokio::task::JoinError>),
     Idle,
     Tick,
     Commit,
     Publish,
     Message(KafkaResult<BorrowedMessage<'m>>),
+}
+
+/// Checkpoints on: the store and the offsets of the restored checkpoint.
+type Restored = (CheckpointStore, Vec<SavedOffset>);
+
+/// Restores the engine from the newest good checkpoint (checkpoints on).
+/// Returns the engine and, with checkpoints on, the store and the restored
+/// offsets (empty when starting without a checkpoint). Errors when
+/// `checkpoint.on_corrupt = "fail"` and a checkpoint file is refused.
+fn restore(cfg: &Config) -> anyhow::Result<(Engine, Option<Restored>)> {
+    let c = &cfg.checkpoint;
+    if c.dir.is_empty() {
+        return Ok((Engine::new(cfg), None));
+    }
+    let store = CheckpointStore::new(&c.dir, c.keep);
+    let loaded = store.load_latest();
+    for (path, e) in &loaded.rejected {
+        tracing::error!(
+            path = %path.display(),
+            error = %e,
+            "checkpoint file refused (never loaded)"
+        );
+    }
+    let fail = c.on_corrupt == OnCorrupt::Fail;
+    if fail && let Some((path, e)) = loaded.rejected.first() {
+        anyhow::bail!(
+            "checkpoint {} is unusable ({e}) and checkpoint.on_corrupt = \"fail\"",
+            path.display()
+        );
+    }
+    match loaded.checkpoint {
+        Some((path, cp)) => match Engine::restore(cfg, &cp.engine) {
+            Ok(engine) => {
+                let offsets = cp
+                    .offsets
+                    .iter()
+                    .map(|o| format!("{}/{}@{}", o.topic, o.partition, o.next_offset))
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                info!(
+                    path = %path.display(),
+                    offsets,
+                    clock = engine.clock().map(format_rfc3339).unwrap_or_default(),
+                    "engine restored from checkpoint"
+                );
+                Ok((engine, Some((store, cp.offsets))))
+            }
+            Err(e) => {
+                if fail {
+                    anyhow::bail!(
+                        "checkpoint {} cannot be restored ({e}) and checkpoint.on_corrupt = \"fail\"",
+                        path.display()
+                    );
+                }
+                tracing::error!(
+                    path = %path.display(),
+                    error = %e,
+                    "checkpoint cannot be restored under this config: STARTING WITH EMPTY STATE from the committed offsets"
+                );
+                Ok((Engine::new(cfg), Some((store, Vec::new()))))
+            }
+        },
+        None if !loaded.rejected.is_empty() => {
+            tracing::error!(
+                dir = %store.dir().display(),
+                refused = loaded.rejected.len(),
+                "no usable checkpoint: STARTING WITH EMPTY STATE from the committed offsets"
+            );
+            Ok((Engine::new(cfg), Some((store, Vec::new()))))
+        }
+        None => {
+            info!(dir = %store.dir().display(), "no checkpoint yet: starting with empty state");
+            Ok((Engine::new(cfg), Some((store, Vec::new()))))
+        }
+    }
+}
+
+/// A checkpoint write finished (on a blocking thread).
+struct CheckpointDone {
+    result: Result<Written, CheckpointError>,
+    snapshot: Duration,
+    write: Duration,
+    offsets: Vec<SavedOffset>,
 }
 
 /// Everything the consumer loop owns.
@@ -290,6 +402,13 @@ struct Loop {
     book: Arc<Mutex<OffsetBook>>,
     live: Arc<LiveState>,
     engine: Engine,
+    /// Checkpoints on: where they are written.
+    checkpoint: Option<CheckpointStore>,
+    /// The checkpoint write in flight (at most one).
+    checkpoint_writes: JoinSet<CheckpointDone>,
+    /// Checkpoint intervals skipped in a row while dead-letter records were
+    /// unacknowledged.
+    checkpoint_deferred: u32,
     decoder: Decoder,
     latency: LatencyTracker,
     /// `cxpulse_event_to_metric_seconds`, with buckets for this lateness.
@@ -475,8 +594,122 @@ impl Loop {
         self.store_moved();
     }
 
-    /// Hands positions that moved to librdkafka's offset store.
+    /// Snapshots the engine with the offsets it covers and writes them on a
+    /// blocking thread; skipped while the previous write is in flight.
+    fn checkpoint(&mut self) {
+        let Some(store) = self.checkpoint.clone() else {
+            return;
+        };
+        if !self.checkpoint_writes.is_empty() {
+            return;
+        }
+        // A checkpoint covers dead-lettered messages as handled: while a
+        // dead-letter record is unacknowledged it waits (a few intervals at
+        // most), so a crash cannot lose that record.
+        if self.book().held_count() > 0 && self.checkpoint_deferred < MAX_CHECKPOINT_DEFERRALS {
+            self.checkpoint_deferred += 1;
+            return;
+        }
+        if self.checkpoint_deferred >= MAX_CHECKPOINT_DEFERRALS {
+            warn!(
+                held = self.book().held_count(),
+                "checkpoint written while dead-letter records are unacknowledged: a crash before they are may lose them"
+            );
+        }
+        self.checkpoint_deferred = 0;
+        let t0 = Instant::now();
+        let offsets = self.book().engine_positions();
+        if offsets.is_empty() {
+            // Before the first assignment nothing was consumed: the newest
+            // checkpoint (if any) still holds.
+            return;
+        }
+        let engine = self.engine.snapshot();
+        let snapshot = t0.elapsed();
+        self.checkpoint_writes.spawn_blocking(move || {
+            let t = Instant::now();
+            let cp = Checkpoint { offsets, engine };
+            let result = store.write(&cp);
+            CheckpointDone {
+                result,
+                snapshot,
+                write: t.elapsed(),
+                offsets: cp.offsets,
+            }
+        });
+    }
+
+    /// Reports a finished checkpoint write and, when it succeeded, stores its
+    /// offsets for the next commit. Returns whether it succeeded.
+    fn checkpoint_done(&mut self, r: Result<CheckpointDone, tokio::task::JoinError>) -> bool {
+        let dir = self
+            .checkpoint
+            .as_ref()
+            .map(|s| s.dir().to_path_buf())
+            .unwrap_or_default();
+        let done = match r {
+            Ok(d) => d,
+            Err(e) => {
+                telemetry::CheckpointFailed {
+                    dir: &dir,
+                    error: &e,
+                }
+                .emit();
+                return false;
+            }
+        };
+        let written = match &done.result {
+            Ok(w) => w,
+            Err(e) => {
+                telemetry::CheckpointFailed {
+                    dir: &dir,
+                    error: e,
+                }
+                .emit();
+                return false;
+            }
+        };
+        let mut tpl = TopicPartitionList::new();
+        {
+            let mut book = self.book();
+            for o in &done.offsets {
+                if o.next_offset >= 0 && book.is_assigned(&o.topic, o.partition) {
+                    let _ = tpl.add_partition_offset(
+                        &o.topic,
+                        o.partition,
+                        Offset::Offset(o.next_offset),
+                    );
+                }
+            }
+        }
+        telemetry::CheckpointWritten {
+            path: &written.path,
+            bytes: written.bytes,
+            snapshot: done.snapshot,
+            write: done.write,
+            offsets: &describe(&tpl),
+        }
+        .emit();
+        if tpl.count() > 0 {
+            match self.consumer.store_offsets(&tpl) {
+                Ok(()) => {
+                    self.stored_since_commit = true;
+                    self.stored_text = describe(&tpl);
+                }
+                Err(e) => {
+                    tracing::debug!(error = %e, offsets = describe(&tpl), "cannot store checkpoint offsets")
+                }
+            }
+        }
+        true
+    }
+
+    /// Hands positions that moved to librdkafka's offset store. With
+    /// checkpoints on, only a written checkpoint's offsets are stored.
     fn store_moved(&mut self) {
+        if self.checkpoint.is_some() {
+            return;
+        }
         let moved = self.book().take_moved();
         if moved.count() == 0 {
             return;
@@ -564,6 +797,28 @@ impl Loop {
         }
         self.after_engine_change(None, wall_ms());
         self.publish();
+
+        // The final checkpoint (after one still being written), whose
+        // offsets the final commit then commits.
+        if self.checkpoint.is_some() {
+            while let Ok(Some(done)) =
+                timeout_at(deadline, self.checkpoint_writes.join_next()).await
+            {
+                self.checkpoint_done(done);
+            }
+            self.checkpoint();
+            match timeout_at(deadline, self.checkpoint_writes.join_next()).await {
+                Ok(Some(done)) => {
+                    if !self.checkpoint_done(done) {
+                        report.problems.push("final checkpoint write failed".into());
+                    }
+                }
+                Ok(None) => {}
+                Err(_) => report
+                    .problems
+                    .push("final checkpoint write did not finish in time".into()),
+            }
+        }
 
         // A periodic commit still running finishes first.
         if let Ok(Some(done)) = timeout_at(deadline, self.commits.join_next()).await {

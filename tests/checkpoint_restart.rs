@@ -1,0 +1,563 @@
+//! Durable state of `cxpulse run` (checkpoints) against a real
+//! Kafka-protocol broker (tansu, from the harness):
+//!
+//! - killed with SIGKILL at many random points while it consumes and started
+//!   again each time, `run` ends with exactly the engine series of a run that
+//!   was never interrupted over the same input (nothing lost, nothing applied
+//!   twice);
+//! - a corrupt newest checkpoint is refused with an error naming the file,
+//!   and `run` falls back to the previous one.
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use common::{Tansu, free_port};
+use cxpulse::r#gen::{GenConfig, Generator};
+
+static SERIAL: Mutex<()> = Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+const TOPIC: &str = "events";
+
+/// A small deterministic generator for the kill points.
+struct SplitMix(u64);
+
+impl SplitMix {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
+/// The generated input: (key, JSON line).
+fn input(events: u64) -> Vec<(Option<String>, String)> {
+    Generator::new(&GenConfig {
+        seed: 42,
+        events,
+        days: 3,
+        ..GenConfig::default()
+    })
+    .map(|l| (l.key, l.payload))
+    .collect()
+}
+
+fn produce(broker: &Tansu, lines: &[(Option<String>, String)]) {
+    let recs: Vec<(Option<&str>, &str)> = lines
+        .iter()
+        .map(|(k, v)| (k.as_deref(), v.as_str()))
+        .collect();
+    broker.produce(TOPIC, &recs);
+}
+
+/// `[engine]` for every run here: small lateness, and T never follows the
+/// wall clock (so the window series do not depend on when they are read).
+const ENGINE: &str = r#"
+[engine]
+allowed_lateness = "2s"
+idle_timeout = "1000d"
+"#;
+
+fn config(brokers: &str, group: &str, http: &str, checkpoint_dir: Option<&Path>) -> String {
+    // Static membership: a restarted consumer takes the killed one's place
+    // without waiting for its session to time out.
+    let instance = format!("\"consumer.group.instance.id\" = \"{group}-1\"");
+    let checkpoint = match checkpoint_dir {
+        Some(d) => format!(
+            "[checkpoint]\ndir = \"{}\"\ninterval = \"200ms\"\nkeep = 3\n",
+            d.display()
+        ),
+        None => String::new(),
+    };
+    format!(
+        r#"{ENGINE}
+[kafka]
+brokers = "{brokers}"
+group_id = "{group}"
+input_topics = ["{TOPIC}"]
+dead_letter_topic = ""
+output_topic = ""
+alerts_topic = ""
+commit_interval = "1s"
+shutdown_timeout = "5s"
+
+[kafka.librdkafka]
+"session.timeout.ms" = "6000"
+"heartbeat.interval.ms" = "500"
+{instance}
+
+[http]
+listen = "{http}"
+ready_max_lag = 0
+
+{checkpoint}"#
+    )
+}
+
+struct Run {
+    child: Child,
+    http: String,
+    log: PathBuf,
+}
+
+impl Run {
+    fn start(cfg: &Path, log: PathBuf, http: &str) -> Run {
+        let log_file = std::fs::File::create(&log).expect("create log");
+        let child = Command::new(common::cxpulse_bin())
+            .args(["run", "--config"])
+            .arg(cfg)
+            .env("RUST_LOG", "info")
+            .env_remove("CXPULSE_CONFIG")
+            .stdin(Stdio::null())
+            .stdout(log_file.try_clone().expect("log fd"))
+            .stderr(log_file)
+            .spawn()
+            .expect("spawn cxpulse");
+        let r = Run {
+            child,
+            http: http.to_string(),
+            log,
+        };
+        r.wait_for("/healthz answers", Duration::from_secs(30), || {
+            get(&r.http, "/healthz").is_some_and(|(code, _)| code == 200)
+        });
+        r
+    }
+
+    fn metrics(&self) -> String {
+        match get(&self.http, "/metrics") {
+            Some((200, body)) => body,
+            _ => String::new(),
+        }
+    }
+
+    fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// The first 30 and the last 30 lines of the log (checkpoint lines
+    /// filtered out).
+    fn log_tail(&self) -> String {
+        let t = self.log_text();
+        let lines: Vec<&str> = t
+            .lines()
+            .filter(|l| !l.contains("checkpoint written"))
+            .collect();
+        let head = &lines[..lines.len().min(30)];
+        let tail = &lines[lines.len().saturating_sub(30).max(head.len())..];
+        format!("{}\n...\n{}", head.join("\n"), tail.join("\n"))
+    }
+
+    fn wait_for(&self, what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
+        let deadline = Instant::now() + timeout;
+        while !f() {
+            if Instant::now() > deadline {
+                panic!(
+                    "timed out waiting for {what}\n--- cxpulse log tail ({}) ---\n{}",
+                    self.log.display(),
+                    self.log_tail()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Waits until both partitions are assigned.
+    fn wait_assigned(&self) {
+        self.wait_for("2 partitions assigned", Duration::from_secs(60), || {
+            value(&self.metrics(), "cxpulse_assigned_partitions") == Some(2.0)
+        });
+    }
+
+    /// Waits until every one of `n` events has an outcome in the engine and
+    /// nothing is left to consume, then returns `/metrics`.
+    fn wait_all(&self, n: f64) -> String {
+        let mut last = String::new();
+        self.wait_for(
+            &format!("{n} events taken, lag 0"),
+            Duration::from_secs(60),
+            || {
+                last = self.metrics();
+                events_seen(&last) >= n && sum(&last, "cxpulse_consumer_lag{") == 0.0
+            },
+        );
+        last
+    }
+
+    fn kill9(&mut self) {
+        let _ = self.child.kill(); // SIGKILL
+        let _ = self.child.wait();
+    }
+
+    fn sigterm(&mut self) -> Option<i32> {
+        let ok = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .expect("run kill")
+            .success();
+        assert!(ok, "kill -TERM failed");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(st) = self.child.try_wait().expect("try_wait") {
+                return st.code();
+            }
+            assert!(Instant::now() < deadline, "no exit after SIGTERM");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Run {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A minimal HTTP/1.1 GET: (status, body).
+fn get(addr: &str, path: &str) -> Option<(u16, String)> {
+    let mut s = TcpStream::connect_timeout(&addr.parse().ok()?, Duration::from_secs(2)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(15))).ok()?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut buf = Vec::new();
+    s.read_to_end(&mut buf).ok()?;
+    let text = String::from_utf8_lossy(&buf).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n")?;
+    let code = head.split_whitespace().nth(1)?.parse().ok()?;
+    Some((code, body.to_string()))
+}
+
+/// Series (as written) to value.
+fn series(text: &str) -> BTreeMap<String, String> {
+    text.lines()
+        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+        .filter_map(|l| l.rsplit_once(' '))
+        .map(|(s, v)| (s.to_string(), v.to_string()))
+        .collect()
+}
+
+fn name(series: &str) -> &str {
+    series.split('{').next().unwrap_or(series)
+}
+
+fn value(text: &str, s: &str) -> Option<f64> {
+    series(text).get(s).and_then(|v| v.parse().ok())
+}
+
+fn sum(text: &str, prefix: &str) -> f64 {
+    series(text)
+        .iter()
+        .filter(|(k, _)| k.starts_with(prefix))
+        .filter_map(|(_, v)| v.parse::<f64>().ok())
+        .sum()
+}
+
+/// Events with an outcome (applied, duplicate, late, invalid) in the engine.
+fn events_seen(text: &str) -> f64 {
+    sum(text, "cxpulse_events_total{")
+}
+
+/// The pipeline's own series (the rest of `/metrics` is the engine's).
+fn is_pipeline(name: &str) -> bool {
+    const PIPELINE: &[&str] = &[
+        "cxpulse_consumer_lag",
+        "cxpulse_event_to_metric_seconds",
+        "cxpulse_dead_letter_records_total",
+        "cxpulse_published_records_total",
+        "cxpulse_delivery_",
+        "cxpulse_offset_commits_total",
+        "cxpulse_rebalances_total",
+        "cxpulse_assigned_partitions",
+        "cxpulse_kafka_",
+        "cxpulse_consume_errors_total",
+        "cxpulse_clock_wall_advances_total",
+        "cxpulse_pending_events",
+        "cxpulse_engine_state_bytes",
+        "cxpulse_checkpoint",
+    ];
+    !name.starts_with("cxpulse_") || PIPELINE.iter().any(|p| name.starts_with(p))
+}
+
+fn engine_series(text: &str) -> BTreeMap<String, String> {
+    series(text)
+        .into_iter()
+        .filter(|(k, _)| !is_pipeline(name(k)))
+        .collect()
+}
+
+/// Series that differ between `a` and `b` (at most `max`).
+fn differences(
+    a: &BTreeMap<String, String>,
+    b: &BTreeMap<String, String>,
+    max: usize,
+) -> Vec<String> {
+    let keys: BTreeSet<&String> = a.keys().chain(b.keys()).collect();
+    keys.into_iter()
+        .filter(|k| a.get(*k) != b.get(*k))
+        .take(max)
+        .map(|k| format!("{k}: {:?} vs {:?}", a.get(k), b.get(k)))
+        .collect()
+}
+
+fn checkpoint_files(dir: &Path) -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map(|r| {
+            r.flatten()
+                .map(|e| e.path())
+                .filter(|p| p.extension().is_some_and(|e| e == "ckpt"))
+                .collect()
+        })
+        .unwrap_or_default();
+    v.sort();
+    v
+}
+
+#[test]
+fn killed_at_random_points_it_ends_with_the_series_of_an_uninterrupted_run() {
+    let _g = serial();
+    let t0 = Instant::now();
+    let broker = Tansu::start();
+    broker.create_topic(TOPIC, 2);
+    const EVENTS: u64 = 20_000;
+    const KILLS: usize = 11;
+    const PRODUCE_SLICES: usize = 40;
+    const PRODUCE_PAUSE: Duration = Duration::from_millis(2_200);
+    let lines = input(EVENTS);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ckpt = dir.path().join("checkpoints");
+    let http = format!("127.0.0.1:{}", free_port());
+    let cfg = dir.path().join("cxpulse.toml");
+    std::fs::write(&cfg, config(&broker.addr, "killed", &http, Some(&ckpt))).unwrap();
+
+    // The input arrives over time (a producer thread), while `run` is killed
+    // with SIGKILL at random moments and started again with the same config.
+    let produced = AtomicUsize::new(0);
+    let mut rng = SplitMix(20_261_122);
+    let mut mid_consumption = 0;
+    std::thread::scope(|scope| {
+        scope.spawn(|| {
+            for slice in lines.chunks(lines.len().div_ceil(PRODUCE_SLICES)) {
+                produce(&broker, slice);
+                produced.fetch_add(slice.len(), Ordering::SeqCst);
+                std::thread::sleep(PRODUCE_PAUSE);
+            }
+        });
+        for round in 0..KILLS {
+            let mut run = Run::start(&cfg, dir.path().join(format!("run-{round}.log")), &http);
+            run.wait_assigned();
+            std::thread::sleep(Duration::from_millis(100 + rng.below(1_200)));
+            let seen = events_seen(&run.metrics());
+            let sent = produced.load(Ordering::SeqCst);
+            run.kill9();
+            if sent < lines.len() {
+                mid_consumption += 1;
+            }
+            eprintln!(
+                "round {round} at {:?}: killed with {seen} events seen, {sent} produced, {} checkpoint files",
+                t0.elapsed(),
+                checkpoint_files(&ckpt).len()
+            );
+        }
+    });
+    assert_eq!(produced.load(Ordering::SeqCst), lines.len());
+    let mut last = Run::start(&cfg, dir.path().join("run-last.log"), &http);
+    let killed_metrics = last.wait_all(EVENTS as f64);
+    // Idle: let a few more checkpoints happen; nothing may change.
+    std::thread::sleep(Duration::from_millis(600));
+    let killed_metrics_later = last.metrics();
+    let last_log = last.log_text();
+    let restored = last_log.contains("engine restored from checkpoint");
+    // Snapshot time in the consumer loop, from the "checkpoint written" lines.
+    let snapshot_ms_max = last_log
+        .lines()
+        .filter_map(|l| l.split("snapshot_ms=").nth(1))
+        .filter_map(|v| v.split_whitespace().next()?.parse::<f64>().ok())
+        .fold(0.0f64, f64::max);
+    let write_hist_sum = value(
+        &killed_metrics_later,
+        "cxpulse_checkpoint_write_seconds_sum",
+    );
+    let write_hist_count = value(
+        &killed_metrics_later,
+        "cxpulse_checkpoint_write_seconds_count",
+    );
+    let bytes = value(&killed_metrics_later, "cxpulse_checkpoint_bytes");
+    let failures = value(&killed_metrics_later, "cxpulse_checkpoint_failures_total");
+    assert_eq!(last.sigterm(), Some(0), "{}", last.log_tail());
+
+    // The reference: one uninterrupted run (no checkpoints) of the same input.
+    let http_ref = format!("127.0.0.1:{}", free_port());
+    let cfg_ref = dir.path().join("reference.toml");
+    std::fs::write(&cfg_ref, config(&broker.addr, "reference", &http_ref, None)).unwrap();
+    let mut reference = Run::start(&cfg_ref, dir.path().join("reference.log"), &http_ref);
+    let reference_metrics = reference.wait_all(EVENTS as f64);
+    assert_eq!(reference.sigterm(), Some(0));
+
+    // And `cxpulse replay` of the same lines (one partition): informational.
+    let ndjson = dir.path().join("input.ndjson");
+    let mut text = String::new();
+    for (_, l) in &lines {
+        text.push_str(l);
+        text.push('\n');
+    }
+    std::fs::write(&ndjson, text).unwrap();
+    let replay_cfg = dir.path().join("replay.toml");
+    std::fs::write(&replay_cfg, ENGINE).unwrap();
+    let replay = Command::new(common::cxpulse_bin())
+        .args(["replay", "--quiet", "--config"])
+        .arg(&replay_cfg)
+        .arg(&ndjson)
+        .output()
+        .expect("run replay");
+    assert!(replay.status.success());
+    let replay_text = String::from_utf8_lossy(&replay.stdout).into_owned();
+
+    let killed = engine_series(&killed_metrics);
+    let killed_later = engine_series(&killed_metrics_later);
+    let uninterrupted = engine_series(&reference_metrics);
+    let replayed = engine_series(&replay_text);
+    eprintln!(
+        "{} engine series; {KILLS} kills ({mid_consumption} while input was still arriving); \
+         checkpoint: last {} bytes, {} writes in the last run, mean write {:.2} ms, \
+         snapshot at most {snapshot_ms_max:.2} ms, failures {:?}; \
+         replay differs in {} series (one partition vs two); elapsed {:?}",
+        killed.len(),
+        bytes.unwrap_or(-1.0),
+        write_hist_count.unwrap_or(0.0),
+        1e3 * write_hist_sum.unwrap_or(0.0) / write_hist_count.unwrap_or(1.0).max(1.0),
+        failures,
+        differences(&uninterrupted, &replayed, usize::MAX).len(),
+        t0.elapsed()
+    );
+    assert!(restored, "the last run did not restore a checkpoint");
+    assert!(killed.len() > 50, "too few engine series: {killed:?}");
+    assert_eq!(
+        events_seen(&killed_metrics),
+        EVENTS as f64,
+        "every event taken exactly once"
+    );
+    let d = differences(&killed, &uninterrupted, 20);
+    assert!(
+        d.is_empty(),
+        "killed/restarted run differs from the uninterrupted run:\n{}",
+        d.join("\n")
+    );
+    let d = differences(&killed, &killed_later, 20);
+    assert!(d.is_empty(), "series changed while idle:\n{}", d.join("\n"));
+    assert_eq!(failures, Some(0.0));
+    assert!(
+        mid_consumption >= 10,
+        "at least 10 kills must land while input is still arriving"
+    );
+}
+
+#[test]
+fn a_corrupt_newest_checkpoint_falls_back_to_the_previous_one() {
+    let _g = serial();
+    let broker = Tansu::start();
+    broker.create_topic(TOPIC, 2);
+    const EVENTS: u64 = 2_000;
+    let lines = input(EVENTS);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ckpt = dir.path().join("checkpoints");
+    let http = format!("127.0.0.1:{}", free_port());
+    let cfg = dir.path().join("cxpulse.toml");
+    std::fs::write(&cfg, config(&broker.addr, "corrupt", &http, Some(&ckpt))).unwrap();
+    produce(&broker, &lines);
+
+    let mut first = Run::start(&cfg, dir.path().join("first.log"), &http);
+    let before = first.wait_all(EVENTS as f64);
+    first.wait_for("two checkpoints", Duration::from_secs(10), || {
+        checkpoint_files(&ckpt).len() >= 2
+    });
+    assert_eq!(first.sigterm(), Some(0), "{}", first.log_tail());
+    let files = checkpoint_files(&ckpt);
+    assert!(files.len() >= 2, "{files:?}");
+    let newest = files.last().unwrap().clone();
+    let previous = files[files.len() - 2].clone();
+    let mut bytes = std::fs::read(&newest).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0x40;
+    std::fs::write(&newest, bytes).unwrap();
+
+    let second = Run::start(&cfg, dir.path().join("second.log"), &http);
+    second.wait_assigned();
+    let after = second.wait_all(EVENTS as f64);
+    let log = second.log_text();
+    let refused = log
+        .lines()
+        .find(|l| l.contains("checkpoint file refused"))
+        .unwrap_or_else(|| panic!("no refusal logged:\n{}", second.log_tail()));
+    assert!(refused.contains("ERROR"), "{refused}");
+    assert!(refused.contains(&newest.display().to_string()), "{refused}");
+    assert!(refused.contains("checksum"), "{refused}");
+    let restored = log
+        .lines()
+        .find(|l| l.contains("engine restored from checkpoint"))
+        .unwrap_or_else(|| panic!("nothing restored:\n{}", second.log_tail()));
+    assert!(
+        restored.contains(&previous.display().to_string()),
+        "{restored}"
+    );
+    let d = differences(&engine_series(&before), &engine_series(&after), 20);
+    assert!(
+        d.is_empty(),
+        "state after the fallback differs:\n{}",
+        d.join("\n")
+    );
+    assert_eq!(events_seen(&after), EVENTS as f64);
+}
+
+#[test]
+fn a_failed_checkpoint_write_is_counted_and_processing_continues() {
+    let _g = serial();
+    let broker = Tansu::start();
+    broker.create_topic(TOPIC, 2);
+    const EVENTS: u64 = 500;
+    let dir = tempfile::tempdir().expect("tempdir");
+    // A regular file where the checkpoint directory's parent should be.
+    let blocker = dir.path().join("not-a-dir");
+    std::fs::write(&blocker, b"x").unwrap();
+    let ckpt = blocker.join("checkpoints");
+    let http = format!("127.0.0.1:{}", free_port());
+    let cfg = dir.path().join("cxpulse.toml");
+    std::fs::write(&cfg, config(&broker.addr, "unwritable", &http, Some(&ckpt))).unwrap();
+    produce(&broker, &input(EVENTS));
+    let mut run = Run::start(&cfg, dir.path().join("run.log"), &http);
+    run.wait_all(EVENTS as f64);
+    run.wait_for(
+        "a counted checkpoint failure",
+        Duration::from_secs(10),
+        || value(&run.metrics(), "cxpulse_checkpoint_failures_total").is_some_and(|v| v >= 1.0),
+    );
+    let m = run.metrics();
+    assert_eq!(value(&m, "cxpulse_checkpoints_total"), Some(0.0));
+    let log = run.log_text();
+    let line = log
+        .lines()
+        .find(|l| l.contains("checkpoint write failed"))
+        .expect("an error line for the failed write");
+    assert!(line.contains("ERROR"), "{line}");
+    // Shutdown reports the failed final checkpoint: exit status 1.
+    assert_eq!(run.sigterm(), Some(1), "{}", run.log_tail());
+}
