@@ -1,0 +1,100 @@
+//! Checkpoint cost at 1M users (and 10M with `CXPULSE_BENCH_10M=1`): snapshot
+//! time, file size, atomic write time (tmp + fsync + rename), and read +
+//! checksum + restore time. Each user gets a signup, a deposit and a trade
+//! over 7 days, fed through the engine directly.
+//! Run: `cargo bench --bench checkpoint` (a 20k-user smoke run under `cargo test`).
+
+use std::borrow::Cow;
+use std::time::Instant;
+
+use cxpulse::checkpoint::{Checkpoint, CheckpointStore, SavedOffset};
+use cxpulse::config::Config;
+use cxpulse::engine::Engine;
+use cxpulse::event::{Event, EventBody};
+
+const START_MS: i64 = 1_767_225_600_000;
+const SPAN_MS: i64 = 7 * 86_400_000;
+
+fn build(users: u64) -> Engine {
+    let cfg = Config::default();
+    let mut engine = Engine::new(&cfg);
+    let events = users * 3;
+    let channels = ["organic", "paid_search", "social", "affiliate"];
+    for k in 0..events {
+        let (u, step) = (k / 3, k % 3);
+        let ts = START_MS + (k as i128 * SPAN_MS as i128 / events as i128) as i64;
+        let body = match step {
+            0 => EventBody::Signup {
+                channel: Some(Cow::Borrowed(channels[(u % 4) as usize])),
+                campaign: None,
+                referrer_id: None,
+                country: None,
+            },
+            1 => EventBody::Deposit { amount_usd: 100.0 },
+            _ => EventBody::Trade {
+                notional_usd: 1000.0,
+                fee_usd: 1.0,
+            },
+        };
+        let ev = Event {
+            event_id: Cow::Owned(format!("ev-{k}")),
+            ts,
+            user_id: Some(Cow::Owned(format!("user-{u:07}"))),
+            body,
+        };
+        engine.offer((u % 4) as u32, &ev, None);
+    }
+    engine
+}
+
+fn run(users: u64) {
+    let cfg = Config::default();
+    let engine = build(users);
+    let t = Instant::now();
+    let bytes = engine.snapshot();
+    let snap = t.elapsed();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = CheckpointStore::new(dir.path(), 2);
+    let cp = Checkpoint {
+        offsets: (0..4)
+            .map(|p| SavedOffset {
+                topic: "events".into(),
+                partition: p,
+                next_offset: 1_000_000,
+            })
+            .collect(),
+        engine: bytes,
+    };
+    let t = Instant::now();
+    let written = store.write(&cp).expect("write");
+    let write = t.elapsed();
+    let t = Instant::now();
+    let loaded = store.load_latest().checkpoint.expect("loads").1;
+    let read = t.elapsed();
+    let t = Instant::now();
+    let restored = Engine::restore(&cfg, &loaded.engine).expect("restores");
+    let restore = t.elapsed();
+    assert_eq!(restored.tracked_users(), engine.tracked_users());
+    println!(
+        "checkpoint: {users} users: snapshot {:.0} ms, file {:.1} MB ({:.1} B/user), write {:.0} ms, read+verify {:.0} ms, restore {:.0} ms",
+        snap.as_secs_f64() * 1e3,
+        written.bytes as f64 / 1e6,
+        written.bytes as f64 / users as f64,
+        write.as_secs_f64() * 1e3,
+        read.as_secs_f64() * 1e3,
+        restore.as_secs_f64() * 1e3,
+    );
+}
+
+fn main() {
+    if !std::env::args().any(|a| a == "--bench") {
+        run(20_000);
+        return;
+    }
+    run(1_000_000);
+    if std::env::var("CXPULSE_BENCH_10M").is_ok_and(|v| v == "1") {
+        run(10_000_000);
+    } else {
+        println!("checkpoint: 10M users skipped (set CXPULSE_BENCH_10M=1 to run it)");
+    }
+}
