@@ -289,6 +289,10 @@ pub enum OnCorrupt {
     /// Fall back to the newest older checkpoint that is good (or, when none
     /// is, start empty); every refused file is logged at error level.
     Previous,
+    /// Start with empty state (consumption resumes from the group's committed
+    /// offsets), logging the refused file at error level; older checkpoints
+    /// are not used.
+    Empty,
     /// Refuse to start.
     Fail,
 }
@@ -306,7 +310,8 @@ pub struct CheckpointSection {
     /// How many checkpoint files are kept (the newest ones).
     pub keep: usize,
     /// When the newest checkpoint is unreadable or corrupt: `previous` falls
-    /// back to an older good one (or starts empty), `fail` refuses to start.
+    /// back to an older good one (or starts empty), `empty` starts empty with
+    /// an error, `fail` refuses to start.
     pub on_corrupt: OnCorrupt,
 }
 

@@ -339,6 +339,16 @@ fn restore(cfg: &Config) -> anyhow::Result<(Engine, Option<Restored>)> {
             path.display()
         );
     }
+    if c.on_corrupt == OnCorrupt::Empty
+        && let Some((path, e)) = loaded.rejected.first()
+    {
+        tracing::error!(
+            path = %path.display(),
+            error = %e,
+            "newest checkpoint refused and checkpoint.on_corrupt = \"empty\": STARTING WITH EMPTY STATE from the committed offsets"
+        );
+        return Ok((Engine::new(cfg), Some((store, Vec::new()))));
+    }
     match loaded.checkpoint {
         Some((path, cp)) => match Engine::restore(cfg, &cp.engine) {
             Ok(engine) => {
