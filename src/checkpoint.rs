@@ -1,10 +1,10 @@
 //! Durable checkpoints: engine state plus the input offsets it covers.
 //!
-//! File format (little-endian), version 1:
+//! File format (little-endian), version 2 (1 had no compacted users, ticket last-seen times or sweep day):
 //!
 //! ```text
 //! magic    8 bytes  "CXPCKPT\0"
-//! version  u32      1
+//! version  u32      2
 //! reserved u32      0
 //! length   u64      bytes of the body
 //! checksum u64      XXH3-64 of the body
@@ -24,7 +24,7 @@ use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
 pub const MAGIC: [u8; 8] = *b"CXPCKPT\0";
-pub const VERSION: u32 = 1;
+pub const VERSION: u32 = 2;
 const HEADER: usize = 8 + 4 + 4 + 8 + 8;
 
 #[derive(Debug, thiserror::Error)]
@@ -295,11 +295,14 @@ mod tests {
             );
         }
         let mut b = bytes.clone();
-        b[8..12].copy_from_slice(&2u32.to_le_bytes());
-        assert!(matches!(
-            decode(&b),
-            Err(CheckpointError::UnsupportedVersion(2))
-        ));
+        // Version 1, the format before compaction, and a future version 3.
+        for v in [1u32, 3] {
+            b[8..12].copy_from_slice(&v.to_le_bytes());
+            assert!(matches!(
+                decode(&b),
+                Err(CheckpointError::UnsupportedVersion(x)) if x == v
+            ));
+        }
         let mut b = bytes;
         b[0] = b'X';
         assert!(matches!(decode(&b), Err(CheckpointError::BadMagic)));

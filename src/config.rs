@@ -111,6 +111,9 @@ pub struct EngineSection {
     pub max_message_bytes: usize,
     /// When an event has no `ts`, use the Kafka message timestamp instead of rejecting it.
     pub kafka_timestamp_fallback: bool,
+    /// Cap on users held in memory (full and compacted); 0 = no cap. Above
+    /// it, compacted users seen longest ago are forgotten.
+    pub max_tracked_users: u64,
 }
 
 impl Default for EngineSection {
@@ -125,6 +128,7 @@ impl Default for EngineSection {
             max_channels: 16,
             max_message_bytes: 64 * 1024,
             kafka_timestamp_fallback: false,
+            max_tracked_users: 0,
         }
     }
 }

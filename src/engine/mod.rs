@@ -132,6 +132,9 @@ pub struct Engine {
     pub(crate) counts: EventCounts,
     alerts: Vec<BreachAlert>,
     seq: u64,
+    /// Cap bookkeeping (`engine.max_tracked_users`): after an attempt that
+    /// could not get under the cap, no new attempt below this many users.
+    pub(crate) cap_retry_at: u64,
 }
 
 impl Engine {
@@ -145,6 +148,7 @@ impl Engine {
             counts: EventCounts::default(),
             alerts: Vec::new(),
             seq: 0,
+            cap_retry_at: 0,
         }
     }
 
@@ -164,6 +168,7 @@ impl Engine {
             return Outcome::Invalid;
         }
         let part = self.parts.entry(partition).or_default();
+        let held_before = part.users.len();
         let fp = Dedup::fingerprint(&ev.event_id);
         if let Some(t) = part.clock {
             if part
@@ -233,7 +238,7 @@ impl Engine {
                 ..
             } => PendingBody::Support {
                 user: intern_user(part, ev),
-                ticket: part.tickets.intern(ticket_id),
+                ticket: part.tickets.intern(ticket_id, ev.ts),
                 action: *action,
                 priority: *priority,
             },
@@ -243,6 +248,7 @@ impl Engine {
             seq: self.seq,
             body,
         });
+        let created = part.users.len() > held_before;
         if part.clock.is_none_or(|t| ev.ts > t) {
             if self.clock.is_none_or(|t| ev.ts > t) {
                 self.clock = Some(ev.ts);
@@ -250,7 +256,50 @@ impl Engine {
             let now = self.clock.unwrap_or(ev.ts);
             advance_partition(part, ev.ts, now, &self.prm, &mut self.alerts);
         }
+        if self.prm.max_tracked_users > 0 && created {
+            self.enforce_cap();
+        }
         Outcome::Applied
+    }
+
+    /// Under `engine.max_tracked_users`: when more users are held, forgets
+    /// compacted users, last seen longest ago first, down to 95% of the cap.
+    /// When compacted users are not enough, the next attempt waits until 5%
+    /// more users are held (so a full pass is not made per new user).
+    fn enforce_cap(&mut self) {
+        let cap = self.prm.max_tracked_users;
+        let held = self.tracked_users() as u64;
+        if held <= cap || held < self.cap_retry_at {
+            return;
+        }
+        let target = cap - cap / 20;
+        let need = (held - target) as usize;
+        // (last seen day, partition, cold slot): a total order, so the choice is deterministic.
+        let mut cand: Vec<(u32, u32, u32)> = Vec::new();
+        for (&pid, p) in &self.parts {
+            for (i, c) in p.users.cold.iter().enumerate() {
+                if c.flags & users::C_FREE == 0 {
+                    cand.push((c.last_seen_day, pid, i as u32));
+                }
+            }
+        }
+        if cand.len() > need {
+            cand.select_nth_unstable(need);
+            cand.truncate(need);
+        }
+        cand.sort_unstable_by_key(|&(_, pid, i)| (pid, i));
+        for (pid, group) in cand.chunk_by(|a, b| a.1 == b.1).map(|g| (g[0].1, g)) {
+            let which: Vec<u32> = group.iter().map(|c| c.2).collect();
+            if let Some(p) = self.parts.get_mut(&pid) {
+                p.users.forget(&which);
+            }
+        }
+        let after = held - cand.len() as u64;
+        self.cap_retry_at = if after > cap {
+            after + (cap / 20).max(1)
+        } else {
+            0
+        };
     }
 
     /// Counts a message that could not be decoded.
@@ -296,9 +345,34 @@ impl Engine {
         crate::metrics::export(self)
     }
 
-    /// Users with any state, over all partitions.
+    /// Users with any state (full or compacted), over all partitions.
     pub fn tracked_users(&self) -> usize {
         self.parts.values().map(|p| p.users.len()).sum()
+    }
+
+    /// Of them, users compacted past every horizon.
+    pub fn compacted_users(&self) -> usize {
+        self.parts.values().map(|p| p.users.cold_len()).sum()
+    }
+
+    /// Users forgotten under `engine.max_tracked_users`, all time.
+    pub fn forgotten_users(&self) -> u64 {
+        self.parts.values().map(|p| p.users.forgotten).sum()
+    }
+
+    /// Support tickets held.
+    pub fn tracked_tickets(&self) -> usize {
+        self.parts.values().map(|p| p.tickets.len()).sum()
+    }
+
+    /// Settled tickets forgotten past every horizon, all time.
+    pub fn forgotten_tickets(&self) -> u64 {
+        self.parts.values().map(|p| p.tickets.forgotten).sum()
+    }
+
+    /// `engine.max_tracked_users` (0 = no cap).
+    pub fn max_tracked_users(&self) -> u64 {
+        self.prm.max_tracked_users
     }
 
     pub fn event_counts(&self) -> &EventCounts {
@@ -333,7 +407,10 @@ fn advance_partition(
 
 fn intern_user(part: &mut Partition, ev: &Event<'_>) -> users::UserIdx {
     // The decoder guarantees a user_id on every type but spend.
-    part.users.intern(ev.user_id.as_deref().unwrap_or(""))
+    let day = params::day_of(ev.ts).clamp(0, u32::MAX as i64) as u32;
+    part.users
+        .intern(ev.user_id.as_deref().unwrap_or(""), day)
+        .0
 }
 
 #[cfg(test)]

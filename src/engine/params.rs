@@ -29,6 +29,11 @@ pub struct Params {
     pub keep_post_support_buckets: i64,
     /// The longest window, in ms.
     pub max_window: Millis,
+    /// Users and tickets with no event for this long (before the applied
+    /// point) are past every horizon: see [`Params::from_config`].
+    pub compact_after: Millis,
+    /// 0 = no cap.
+    pub max_tracked_users: u64,
 }
 
 impl Params {
@@ -55,6 +60,19 @@ impl Params {
         hist_bounds.dedup();
         // One day of slack covers the lateness and the current bucket.
         let span = max_window + DAY_MS;
+        // Past every horizon: churn instants and post-support checks
+        // (inactivity after the last event), SLA deadlines (a target after the
+        // last action, pauses included), cohorts (31 d) and whole-day
+        // retention (twice the window) are all inside this, with two days of
+        // slack for day rounding, bucket alignment and the lateness.
+        let longest_target = fr_target
+            .iter()
+            .chain(res_target.iter())
+            .copied()
+            .max()
+            .unwrap_or(0);
+        let compact_after =
+            inactivity.max(longest_target) + (2 * max_window).max(31 * DAY_MS) + 2 * DAY_MS;
         Params {
             bucket,
             windows,
@@ -72,6 +90,8 @@ impl Params {
             keep_buckets: span / bucket + 1,
             keep_post_support_buckets: (span + inactivity) / bucket + 1,
             max_window,
+            compact_after,
+            max_tracked_users: cfg.engine.max_tracked_users,
         }
     }
 

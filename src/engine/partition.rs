@@ -243,6 +243,8 @@ pub struct Partition {
     /// The largest `ts` applied from this partition (or where the wall clock moved it).
     pub clock: Option<Millis>,
     pub(crate) last_trim: i64,
+    /// UTC day of the last compaction sweep.
+    pub(crate) last_sweep_day: i64,
 }
 
 impl Partition {
@@ -288,6 +290,36 @@ impl Partition {
             self.last_trim = b;
             self.trim(b, prm);
         }
+        // Compaction is a pass over users and tickets: once per UTC day.
+        let day = day_of(through);
+        if day > self.last_sweep_day {
+            self.last_sweep_day = day;
+            self.sweep(through, prm);
+        }
+    }
+
+    /// Forgets settled tickets and compacts users past every horizon: none
+    /// of their events is within `compact_after` before `through`. Everything
+    /// up to `through` is applied, so no pending event or timer refers to
+    /// them (see [`Params::compact_after`]).
+    fn sweep(&mut self, through: Millis, prm: &Params) {
+        let cutoff = through - prm.compact_after;
+        if cutoff <= 0 {
+            return;
+        }
+        self.tickets.forget_settled(cutoff);
+        // Users named by a ticket kept in full stay in full (alerts name them).
+        let mut pinned = vec![0u64; self.users.list.len().div_ceil(64)];
+        for t in &self.tickets.list {
+            if !t.is_free() && t.opened != NEVER {
+                let i = t.user as usize;
+                if let Some(w) = pinned.get_mut(i / 64) {
+                    *w |= 1 << (i % 64);
+                }
+            }
+        }
+        // A user last seen on a day before the cutoff's day has every event before the cutoff.
+        self.users.compact(day_of(cutoff) as u32, &pinned);
     }
 
     fn trim(&mut self, latest_bucket: i64, prm: &Params) {

@@ -17,7 +17,7 @@ use super::partition::{
 use super::registry::ChannelRegistry;
 use super::ring::Ring;
 use super::tickets::{Decision, Ticket, Tickets};
-use super::users::{User, Users};
+use super::users::{C_FREE, Cold, F_FREE, User, Users};
 use super::{Engine, EventCounts};
 use crate::config::Config;
 use crate::event::{Priority, Ratings, SupportAction};
@@ -194,6 +194,7 @@ impl Engine {
             w.bytes(n.as_bytes());
         }
         w.u8(self.registry.overflowed as u8);
+        w.u64(self.cap_retry_at);
         w.len(self.parts.len());
         for (id, p) in &self.parts {
             w.u32(*id);
@@ -237,6 +238,7 @@ impl Engine {
         }
         reg.overflowed = r.u8()? != 0;
         e.registry = reg;
+        e.cap_retry_at = r.u64()?;
         let n = r.len(4)?;
         for _ in 0..n {
             let id = r.u32()?;
@@ -333,6 +335,20 @@ fn write_partition(w: &mut W, p: &Partition) {
         w.u8(u.flags);
         w.u32(u.channel as u32);
     }
+    w.len(p.users.cold.len());
+    for c in &p.users.cold {
+        w.u32(c.id_off);
+        w.u8(c.id_len);
+        w.u8(c.flags);
+        w.u32(c.channel as u32);
+        w.u32(c.last_seen_day);
+    }
+    w.u64(p.users.forgotten);
+    w.len(p.users.forgotten_signups.len());
+    for n in &p.users.forgotten_signups {
+        w.u64(*n);
+    }
+    w.u8(p.users.forgotten_unknown as u8);
     w.len(p.tickets.list.len());
     for t in &p.tickets.list {
         w.bytes(t.id.as_bytes());
@@ -346,7 +362,9 @@ fn write_partition(w: &mut W, p: &Partition) {
         w.u8(t.open as u8);
         w.i64(t.paused);
         w.i64(t.pending_since);
+        w.i64(t.last_seen);
     }
+    w.u64(p.tickets.forgotten);
     w.len(p.dedup.order.len());
     for (ts, fp) in &p.dedup.order {
         w.i64(*ts);
@@ -454,6 +472,7 @@ fn write_partition(w: &mut W, p: &Partition) {
     }
     w.i64(p.applied_through);
     w.i64(p.last_trim);
+    w.i64(p.last_sweep_day);
     match p.clock {
         Some(t) => {
             w.u8(1);
@@ -490,6 +509,37 @@ fn read_partition(r: &mut R<'_>) -> Result<Partition, SnapshotError> {
         }
         users.list.push(u);
     }
+    let n = r.len(14)?;
+    for _ in 0..n {
+        let c = Cold {
+            id_off: r.u32()?,
+            id_len: r.u8()?,
+            flags: r.u8()?,
+            channel: u16::try_from(r.u32()?).map_err(|_| SnapshotError::Invalid("channel"))?,
+            last_seen_day: r.u32()?,
+        };
+        users.cold.push(c);
+    }
+    users.forgotten = r.u64()?;
+    let n = r.len(8)?;
+    for _ in 0..n {
+        users.forgotten_signups.push(r.u64()?);
+    }
+    users.forgotten_unknown = r.u8()? != 0;
+    let live_ids: usize = users
+        .list
+        .iter()
+        .filter(|u| !u.has(F_FREE))
+        .map(|u| u.id_len as usize)
+        .chain(
+            users
+                .cold
+                .iter()
+                .filter(|c| c.flags & C_FREE == 0)
+                .map(|c| c.id_len as usize),
+        )
+        .sum();
+    users.garbage = users.arena.len().saturating_sub(live_ids);
     users
         .rebuild_index()
         .map_err(|_| SnapshotError::Invalid("user ids"))?;
@@ -510,12 +560,20 @@ fn read_partition(r: &mut R<'_>) -> Result<Partition, SnapshotError> {
             open: r.u8()? != 0,
             paused: r.i64()?,
             pending_since: r.i64()?,
+            last_seen: r.i64()?,
         };
-        tickets
-            .index
-            .insert(t.id.clone(), tickets.list.len() as u32);
+        if !t.is_free()
+            && tickets
+                .index
+                .insert(t.id.clone(), tickets.list.len() as u32)
+                .is_some()
+        {
+            return Err(SnapshotError::Invalid("ticket ids"));
+        }
         tickets.list.push(t);
     }
+    tickets.forgotten = r.u64()?;
+    tickets.rebuild_free();
     p.tickets = tickets;
     let n = r.len(24)?;
     let mut dedup = Dedup::default();
@@ -625,6 +683,7 @@ fn read_partition(r: &mut R<'_>) -> Result<Partition, SnapshotError> {
     }
     p.applied_through = r.i64()?;
     p.last_trim = r.i64()?;
+    p.last_sweep_day = r.i64()?;
     p.clock = match r.u8()? {
         0 => None,
         1 => Some(r.i64()?),

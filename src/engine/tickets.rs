@@ -30,6 +30,39 @@ pub struct Ticket {
     pub paused: Millis,
     /// Start of the current pause; NEVER when not pending.
     pub pending_since: Millis,
+    /// The latest `ts` of an action on the ticket (set at arrival); NEVER
+    /// marks a free slot (the ticket was forgotten).
+    pub last_seen: Millis,
+}
+
+impl Ticket {
+    fn new(id: &str, ts: Millis) -> Ticket {
+        Ticket {
+            id: id.into(),
+            user: 0,
+            opened: NEVER,
+            priority: Priority::Normal,
+            first_reply: NEVER,
+            fr: Decision::Undecided,
+            res: Decision::Undecided,
+            resolved_ever: false,
+            open: false,
+            paused: 0,
+            pending_since: NEVER,
+            last_seen: ts,
+        }
+    }
+
+    pub fn is_free(&self) -> bool {
+        self.last_seen == NEVER
+    }
+
+    /// Nothing about the ticket can change a number any more: closed with
+    /// both targets decided (its timers are spent), or never opened.
+    fn settled(&self) -> bool {
+        self.opened == NEVER
+            || (!self.open && self.fr != Decision::Undecided && self.res != Decision::Undecided)
+    }
 }
 
 /// XXH3 for ticket ids (SipHash is not needed: ids come from the company's
@@ -48,34 +81,75 @@ impl std::hash::BuildHasher for XxBuild {
 pub struct Tickets {
     pub(crate) index: HashMap<Box<str>, u32, XxBuild>,
     pub list: Vec<Ticket>,
+    /// Free slots of `list` (forgotten tickets).
+    pub(crate) free: Vec<u32>,
+    /// Settled tickets forgotten, all time.
+    pub forgotten: u64,
 }
 
 impl Tickets {
-    pub fn intern(&mut self, id: &str) -> u32 {
+    /// The index of ticket `id`, creating it if new; an action at `ts` arrived.
+    pub fn intern(&mut self, id: &str, ts: Millis) -> u32 {
         if let Some(&i) = self.index.get(id) {
+            let t = &mut self.list[i as usize];
+            t.last_seen = t.last_seen.max(ts);
             return i;
         }
-        let i = self.list.len() as u32;
-        self.list.push(Ticket {
-            id: id.into(),
-            user: 0,
-            opened: NEVER,
-            priority: Priority::Normal,
-            first_reply: NEVER,
-            fr: Decision::Undecided,
-            res: Decision::Undecided,
-            resolved_ever: false,
-            open: false,
-            paused: 0,
-            pending_since: NEVER,
-        });
+        let t = Ticket::new(id, ts);
+        let i = match self.free.pop() {
+            Some(i) => {
+                self.list[i as usize] = t;
+                i
+            }
+            None => {
+                self.list.push(t);
+                (self.list.len() - 1) as u32
+            }
+        };
         self.index.insert(id.into(), i);
         i
+    }
+
+    /// Tickets held.
+    pub fn len(&self) -> usize {
+        self.list.len() - self.free.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Forgets every settled ticket last seen before `before` (the caller
+    /// guarantees no pending action or timer refers to it). Returns how many.
+    pub fn forget_settled(&mut self, before: Millis) -> usize {
+        let mut n = 0;
+        for i in 0..self.list.len() {
+            let t = &self.list[i];
+            if t.is_free() || t.last_seen >= before || !t.settled() {
+                continue;
+            }
+            self.index.remove(&t.id);
+            let mut free = Ticket::new("", NEVER);
+            free.last_seen = NEVER;
+            self.list[i] = free;
+            self.free.push(i as u32);
+            n += 1;
+        }
+        self.forgotten += n as u64;
+        n
+    }
+
+    /// Rebuilds the free list from the records (after a restore).
+    pub(crate) fn rebuild_free(&mut self) {
+        self.free = (0..self.list.len() as u32)
+            .filter(|&i| self.list[i as usize].is_free())
+            .collect();
     }
 
     pub fn heap_bytes(&self) -> usize {
         self.list.capacity() * std::mem::size_of::<Ticket>()
             + self.index.capacity() * (std::mem::size_of::<(Box<str>, u32)>() + 1)
             + self.list.iter().map(|t| t.id.len() * 2).sum::<usize>()
+            + self.free.capacity() * 4
     }
 }

@@ -1,5 +1,14 @@
 //! Per-user state, compact: one 48-byte [`User`] per tracked user plus its id
 //! bytes in an arena and a 4-byte slot in an index table.
+//!
+//! Users past every horizon are *compacted* into a 12-byte [`Cold`] record
+//! that keeps only what can still change a future number (channel, whether
+//! they signed up, were customers, made a first deposit / trade): see
+//! [`Users::compact`]. A cold user who comes back is rehydrated into a
+//! [`User`] whose old times are "long ago" (the epoch), which gives every
+//! metric the same value the full record would. Under a tracked-users cap,
+//! cold users seen longest ago are *forgotten* ([`Users::forget`]); what they
+//! contributed to all-time counts is kept aside.
 
 use hashbrown::HashTable;
 
@@ -22,6 +31,35 @@ pub const F_CHURNED: u8 = 4;
 pub const F_COHORT_1: u8 = 8;
 pub const F_COHORT_7: u8 = 16;
 pub const F_COHORT_30: u8 = 32;
+/// A free slot of [`Users::list`] (the user was compacted); reused by the next new user.
+pub const F_FREE: u8 = 64;
+
+/// Flags of a [`Cold`] user.
+pub const C_SIGNUP: u8 = 1;
+/// Was a customer (and, being past every horizon, has churned).
+pub const C_CUSTOMER: u8 = 2;
+pub const C_DEPOSIT: u8 = 4;
+pub const C_TRADE: u8 = 8;
+/// A free slot of [`Users::cold`].
+pub const C_FREE: u8 = 16;
+
+/// "Long ago" for the times of a rehydrated user: before every window.
+pub const LONG_AGO: Millis = 0;
+
+/// A compacted user: everything that still matters once every event of the
+/// user is older than every horizon.
+#[derive(Clone, Copy, Debug)]
+pub struct Cold {
+    pub id_off: u32,
+    /// UTC day of the user's latest event (which cold users to forget first).
+    pub last_seen_day: u32,
+    pub channel: ChannelId,
+    pub id_len: u8,
+    pub flags: u8,
+}
+
+/// Index slots with this bit refer to [`Users::cold`].
+const COLD_BIT: u32 = 1 << 31;
 
 #[derive(Clone, Copy, Debug)]
 pub struct User {
@@ -36,7 +74,9 @@ pub struct User {
     pub first_trade: u32,
     /// Latest activity bucket strictly before the bucket of `last_activity`.
     pub prev_activity_bucket: u32,
-    /// UTC day index of bit 0 of `days_bits`.
+    /// UTC day index of bit 0 of `days_bits`: the day of the user's latest
+    /// accepted event of any type (moved at arrival, see [`User::touch`]), so
+    /// also "last seen".
     pub days_anchor: u32,
     /// The id's place in the arena.
     pub id_off: u32,
@@ -87,21 +127,25 @@ impl User {
         (from..to).any(|d| self.active_on(d))
     }
 
-    pub fn record_activity_day(&mut self, day: u32) {
-        if self.days_bits == 0 || day > self.days_anchor {
-            let shift = day.saturating_sub(self.days_anchor);
-            self.days_bits = if self.days_bits == 0 || shift >= 64 {
+    /// An event of the user on UTC day `day` arrived: moves the anchor (last
+    /// seen) forward, shifting the activity bits with it.
+    pub fn touch(&mut self, day: u32) {
+        if day > self.days_anchor {
+            let shift = day - self.days_anchor;
+            self.days_bits = if shift >= 64 {
                 0
             } else {
                 self.days_bits << shift
             };
             self.days_anchor = day;
-            self.days_bits |= 1;
-        } else {
-            let back = self.days_anchor - day;
-            if back < 64 {
-                self.days_bits |= 1 << back;
-            }
+        }
+    }
+
+    pub fn record_activity_day(&mut self, day: u32) {
+        self.touch(day);
+        let back = self.days_anchor - day;
+        if back < 64 {
+            self.days_bits |= 1 << back;
         }
     }
 }
@@ -109,65 +153,282 @@ impl User {
 /// The users of one partition.
 #[derive(Default)]
 pub struct Users {
-    pub(crate) index: HashTable<UserIdx>,
+    /// Hot index, or `COLD_BIT | cold index`.
+    pub(crate) index: HashTable<u32>,
     pub(crate) arena: Vec<u8>,
     pub list: Vec<User>,
+    /// Free slots of `list` (flag [`F_FREE`]).
+    pub(crate) free: Vec<UserIdx>,
+    pub cold: Vec<Cold>,
+    /// Free slots of `cold` (flag [`C_FREE`]).
+    pub(crate) cold_free: Vec<u32>,
+    /// Arena bytes of forgotten users, not yet reclaimed.
+    pub(crate) garbage: usize,
+    /// Users forgotten under the cap, all time.
+    pub forgotten: u64,
+    /// Of them, those who had signed up, by channel id (all-time counts keep them).
+    pub forgotten_signups: Vec<u64>,
+    /// Some forgotten user had no channel (`unknown` stays a label).
+    pub forgotten_unknown: bool,
+    /// Compacted users who came back, since start (not checkpointed).
+    pub rehydrated: u64,
 }
 
 fn hash_id(id: &[u8]) -> u64 {
     xxhash_rust::xxh3::xxh3_64(id)
 }
 
+/// The id bytes of an index slot.
+fn slot_key<'a>(arena: &'a [u8], list: &[User], cold: &[Cold], slot: u32) -> &'a [u8] {
+    let (off, len) = if slot & COLD_BIT != 0 {
+        let c = &cold[(slot & !COLD_BIT) as usize];
+        (c.id_off, c.id_len)
+    } else {
+        let u = &list[slot as usize];
+        (u.id_off, u.id_len)
+    };
+    &arena[off as usize..off as usize + len as usize]
+}
+
 impl Users {
-    /// The index of `id`, creating the user if new.
-    pub fn intern(&mut self, id: &str) -> UserIdx {
+    /// The index of `id`, creating the user if new (or rehydrating a
+    /// compacted one), and marks it seen on UTC day `day`. The flag tells
+    /// whether a new user was created.
+    pub fn intern(&mut self, id: &str, day: u32) -> (UserIdx, bool) {
         let bytes = id.as_bytes();
         let h = hash_id(bytes);
-        let (arena, list) = (&self.arena, &self.list);
-        let eq = |&i: &UserIdx| {
-            let u = &list[i as usize];
-            &arena[u.id_off as usize..u.id_off as usize + u.id_len as usize] == bytes
-        };
-        if let Some(&i) = self.index.find(h, eq) {
-            return i;
+        let (arena, list, cold) = (&self.arena, &self.list, &self.cold);
+        let found = self
+            .index
+            .find(h, |&s| slot_key(arena, list, cold, s) == bytes)
+            .copied();
+        match found {
+            Some(s) if s & COLD_BIT == 0 => {
+                self.list[s as usize].touch(day);
+                (s, false)
+            }
+            Some(s) => {
+                let ci = s & !COLD_BIT;
+                let c = self.cold[ci as usize];
+                self.cold[ci as usize].flags = C_FREE;
+                self.cold_free.push(ci);
+                self.rehydrated += 1;
+                let mut u = User::new(c.id_off, c.id_len);
+                u.channel = c.channel;
+                if c.flags & C_SIGNUP != 0 {
+                    u.flags |= F_HAS_SIGNUP;
+                    u.signup = LONG_AGO;
+                }
+                if c.flags & C_CUSTOMER != 0 {
+                    u.flags |= F_CHURNED;
+                    u.last_activity = LONG_AGO;
+                }
+                if c.flags & C_DEPOSIT != 0 {
+                    u.first_deposit = 0;
+                }
+                if c.flags & C_TRADE != 0 {
+                    u.first_trade = 0;
+                }
+                u.days_anchor = c.last_seen_day;
+                u.touch(day);
+                let idx = self.alloc(u);
+                let slot = self
+                    .index
+                    .find_mut(h, |&x| x == s)
+                    .expect("the cold slot is indexed");
+                *slot = idx;
+                (idx, false)
+            }
+            None => {
+                let off = self.arena.len() as u32;
+                // Ids are at most 128 bytes (validated by the decoder).
+                let len = bytes.len().min(255) as u8;
+                self.arena.extend_from_slice(&bytes[..len as usize]);
+                let mut u = User::new(off, len);
+                u.touch(day);
+                let idx = self.alloc(u);
+                let (arena, list, cold) = (&self.arena, &self.list, &self.cold);
+                self.index
+                    .insert_unique(h, idx, |&s| hash_id(slot_key(arena, list, cold, s)));
+                (idx, true)
+            }
         }
-        let idx = self.list.len() as UserIdx;
-        let off = self.arena.len() as u32;
-        // Ids are at most 128 bytes (validated by the decoder).
-        let len = bytes.len().min(255) as u8;
-        self.arena.extend_from_slice(&bytes[..len as usize]);
-        self.list.push(User::new(off, len));
-        let (arena, list) = (&self.arena, &self.list);
-        self.index.insert_unique(h, idx, |&i| {
-            let u = &list[i as usize];
-            hash_id(&arena[u.id_off as usize..u.id_off as usize + u.id_len as usize])
-        });
-        idx
+    }
+
+    fn alloc(&mut self, u: User) -> UserIdx {
+        match self.free.pop() {
+            Some(i) => {
+                self.list[i as usize] = u;
+                i
+            }
+            None => {
+                self.list.push(u);
+                (self.list.len() - 1) as UserIdx
+            }
+        }
     }
 
     pub fn id(&self, idx: UserIdx) -> &str {
-        let u = &self.list[idx as usize];
-        std::str::from_utf8(&self.arena[u.id_off as usize..u.id_off as usize + u.id_len as usize])
-            .unwrap_or("")
+        std::str::from_utf8(self.id_bytes(idx)).unwrap_or("")
     }
 
     pub fn get_mut(&mut self, idx: UserIdx) -> &mut User {
         &mut self.list[idx as usize]
     }
 
+    /// Users held in full (not compacted).
+    pub fn hot_len(&self) -> usize {
+        self.list.len() - self.free.len()
+    }
+
+    /// Compacted users.
+    pub fn cold_len(&self) -> usize {
+        self.cold.len() - self.cold_free.len()
+    }
+
+    /// Users with any state: full and compacted.
     pub fn len(&self) -> usize {
-        self.list.len()
+        self.hot_len() + self.cold_len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.list.is_empty()
+        self.len() == 0
+    }
+
+    /// The live hot users.
+    pub fn hot(&self) -> impl Iterator<Item = &User> {
+        self.list.iter().filter(|u| !u.has(F_FREE))
+    }
+
+    /// The live compacted users.
+    pub fn cold_users(&self) -> impl Iterator<Item = &Cold> {
+        self.cold.iter().filter(|c| c.flags & C_FREE == 0)
     }
 
     /// Heap bytes held for users: states, id bytes, index table.
     pub fn heap_bytes(&self) -> usize {
         self.list.capacity() * std::mem::size_of::<User>()
+            + self.cold.capacity() * std::mem::size_of::<Cold>()
+            + (self.free.capacity() + self.cold_free.capacity()) * 4
             + self.arena.capacity()
-            + self.index.capacity() * (std::mem::size_of::<UserIdx>() + 1)
+            + self.index.capacity() * (std::mem::size_of::<u32>() + 1)
+    }
+
+    /// Compacts every hot user last seen before UTC day `before_day` that is
+    /// a non-customer or has churned, and is not `pinned` (bit set: referenced
+    /// by a ticket kept in full). Returns how many were compacted.
+    ///
+    /// The caller guarantees that no pending event or timer refers to such a
+    /// user: everything up to well after its last event has been applied.
+    pub fn compact(&mut self, before_day: u32, pinned: &[u64]) -> usize {
+        let mut n = 0;
+        for i in 0..self.list.len() {
+            let u = self.list[i];
+            if u.has(F_FREE)
+                || u.days_anchor >= before_day
+                || (u.is_customer() && !u.has(F_CHURNED))
+                || pinned.get(i / 64).is_some_and(|w| (w >> (i % 64)) & 1 == 1)
+            {
+                continue;
+            }
+            let mut flags = 0;
+            if u.has(F_HAS_SIGNUP) {
+                flags |= C_SIGNUP;
+            }
+            if u.is_customer() {
+                flags |= C_CUSTOMER;
+            }
+            if u.first_deposit != NO_BUCKET {
+                flags |= C_DEPOSIT;
+            }
+            if u.first_trade != NO_BUCKET {
+                flags |= C_TRADE;
+            }
+            let c = Cold {
+                id_off: u.id_off,
+                last_seen_day: u.days_anchor,
+                channel: u.channel,
+                id_len: u.id_len,
+                flags,
+            };
+            let ci = match self.cold_free.pop() {
+                Some(ci) => {
+                    self.cold[ci as usize] = c;
+                    ci
+                }
+                None => {
+                    self.cold.push(c);
+                    (self.cold.len() - 1) as u32
+                }
+            };
+            let h = hash_id(self.id_bytes(i as UserIdx));
+            let slot = self
+                .index
+                .find_mut(h, |&s| s == i as u32)
+                .expect("the hot slot is indexed");
+            *slot = COLD_BIT | ci;
+            let mut free = User::new(0, 0);
+            free.flags = F_FREE;
+            self.list[i] = free;
+            self.free.push(i as UserIdx);
+            n += 1;
+        }
+        n
+    }
+
+    /// Forgets the given compacted users (indices into `cold`) entirely,
+    /// keeping their all-time signup counts aside; reclaims arena bytes when
+    /// half of the arena is garbage.
+    pub fn forget(&mut self, which: &[u32]) {
+        for &ci in which {
+            let c = self.cold[ci as usize];
+            if c.flags & C_FREE != 0 {
+                continue;
+            }
+            let key = &self.arena[c.id_off as usize..c.id_off as usize + c.id_len as usize];
+            let h = hash_id(key);
+            if let Ok(e) = self.index.find_entry(h, |&s| s == COLD_BIT | ci) {
+                e.remove();
+            }
+            if c.flags & C_SIGNUP != 0 {
+                let ch = c.channel as usize;
+                if self.forgotten_signups.len() <= ch {
+                    self.forgotten_signups.resize(ch + 1, 0);
+                }
+                self.forgotten_signups[ch] += 1;
+            }
+            if c.channel == UNKNOWN {
+                self.forgotten_unknown = true;
+            }
+            self.forgotten += 1;
+            self.garbage += c.id_len as usize;
+            self.cold[ci as usize].flags = C_FREE;
+            self.cold_free.push(ci);
+        }
+        if self.garbage * 2 > self.arena.len() {
+            self.reclaim_arena();
+        }
+    }
+
+    /// Rewrites the arena with the ids of live users only.
+    fn reclaim_arena(&mut self) {
+        let mut arena = Vec::with_capacity(self.arena.len() - self.garbage);
+        for u in self.list.iter_mut().filter(|u| !u.has(F_FREE)) {
+            let off = arena.len() as u32;
+            arena.extend_from_slice(
+                &self.arena[u.id_off as usize..u.id_off as usize + u.id_len as usize],
+            );
+            u.id_off = off;
+        }
+        for c in self.cold.iter_mut().filter(|c| c.flags & C_FREE == 0) {
+            let off = arena.len() as u32;
+            arena.extend_from_slice(
+                &self.arena[c.id_off as usize..c.id_off as usize + c.id_len as usize],
+            );
+            c.id_off = off;
+        }
+        self.arena = arena;
+        self.garbage = 0;
     }
 }
 
@@ -194,25 +455,62 @@ impl User {
 }
 
 impl Users {
-    /// Rebuilds the index from the arena and the list (after a restore).
-    /// Fails if two users have the same id.
+    /// Rebuilds the index and the free lists from the arena and the records
+    /// (after a restore). Fails if two users have the same id or an id lies
+    /// outside the arena.
     pub(crate) fn rebuild_index(&mut self) -> Result<(), ()> {
-        let mut index: HashTable<UserIdx> = HashTable::with_capacity(self.list.len());
-        for i in 0..self.list.len() as UserIdx {
-            let id = self.id_bytes(i);
-            let h = hash_id(id);
-            let (arena, list) = (&self.arena, &self.list);
-            let key = |&j: &UserIdx| {
-                let u = &list[j as usize];
-                &arena[u.id_off as usize..u.id_off as usize + u.id_len as usize]
+        let mut index: HashTable<u32> = HashTable::with_capacity(self.len_upper());
+        let mut free = Vec::new();
+        let mut cold_free = Vec::new();
+        let hot: Vec<u32> = (0..self.list.len() as u32)
+            .filter(|&i| {
+                let is_free = self.list[i as usize].has(F_FREE);
+                if is_free {
+                    free.push(i);
+                }
+                !is_free
+            })
+            .collect();
+        let cold: Vec<u32> = (0..self.cold.len() as u32)
+            .filter_map(|i| {
+                if self.cold[i as usize].flags & C_FREE != 0 {
+                    cold_free.push(i);
+                    None
+                } else {
+                    Some(COLD_BIT | i)
+                }
+            })
+            .collect();
+        let (arena, list, cold_list) = (&self.arena, &self.list, &self.cold);
+        for s in hot.into_iter().chain(cold) {
+            let (off, len) = if s & COLD_BIT != 0 {
+                let c = &cold_list[(s & !COLD_BIT) as usize];
+                (c.id_off as usize, c.id_len as usize)
+            } else {
+                let u = &list[s as usize];
+                (u.id_off as usize, u.id_len as usize)
             };
-            if index.find(h, |j| key(j) == id).is_some() {
+            if off + len > arena.len() {
                 return Err(());
             }
-            index.insert_unique(h, i, |j| hash_id(key(j)));
+            let id = &arena[off..off + len];
+            let h = hash_id(id);
+            if index
+                .find(h, |&j| slot_key(arena, list, cold_list, j) == id)
+                .is_some()
+            {
+                return Err(());
+            }
+            index.insert_unique(h, s, |&j| hash_id(slot_key(arena, list, cold_list, j)));
         }
         self.index = index;
+        self.free = free;
+        self.cold_free = cold_free;
         Ok(())
+    }
+
+    fn len_upper(&self) -> usize {
+        self.list.len() + self.cold.len()
     }
 
     fn id_bytes(&self, idx: UserIdx) -> &[u8] {
@@ -228,9 +526,10 @@ mod tests {
     #[test]
     fn interning_is_stable_and_state_is_small() {
         let mut u = Users::default();
-        let a = u.intern("alice");
-        let b = u.intern("bob");
-        assert_eq!(u.intern("alice"), a);
+        let (a, new_a) = u.intern("alice", 1);
+        let (b, _) = u.intern("bob", 1);
+        assert!(new_a);
+        assert_eq!(u.intern("alice", 2), (a, false));
         assert_ne!(a, b);
         assert_eq!(u.id(b), "bob");
         assert_eq!(std::mem::size_of::<User>(), 48);

@@ -141,6 +141,43 @@ fn pipeline(engine: &Engine, out: &mut Vec<Family>) {
     );
     u.push(&[], engine.tracked_users() as f64);
     out.push(u);
+    let mut g = |name: &'static str, kind: Kind, help: &'static str, v: f64| {
+        let mut f = Family::new(name, kind, help);
+        f.push(&[], v);
+        out.push(f);
+    };
+    g(
+        "cxpulse_compacted_users",
+        Kind::Gauge,
+        "Of cxpulse_tracked_users, those compacted past every horizon (channel and flags only).",
+        engine.compacted_users() as f64,
+    );
+    g(
+        "cxpulse_users_forgotten_total",
+        Kind::Counter,
+        "Compacted users forgotten because engine.max_tracked_users was exceeded.",
+        engine.forgotten_users() as f64,
+    );
+    if engine.max_tracked_users() > 0 {
+        g(
+            "cxpulse_tracked_users_cap",
+            Kind::Gauge,
+            "engine.max_tracked_users: the cap on cxpulse_tracked_users.",
+            engine.max_tracked_users() as f64,
+        );
+    }
+    g(
+        "cxpulse_tracked_tickets",
+        Kind::Gauge,
+        "Support tickets with state held in memory.",
+        engine.tracked_tickets() as f64,
+    );
+    g(
+        "cxpulse_tickets_forgotten_total",
+        Kind::Counter,
+        "Settled tickets forgotten past every horizon.",
+        engine.forgotten_tickets() as f64,
+    );
 }
 
 /// Wilson score interval, z = 1.96.

@@ -5,7 +5,7 @@ use super::Ctx;
 use crate::engine::params::{DAY_MS, day_of};
 use crate::engine::registry::UNKNOWN;
 use crate::engine::users::{
-    F_COHORT_1, F_COHORT_7, F_COHORT_30, F_HAS_SIGNUP, F_REFERRED, NO_BUCKET, User,
+    C_SIGNUP, F_COHORT_1, F_COHORT_7, F_COHORT_30, F_HAS_SIGNUP, F_REFERRED, NO_BUCKET, User,
 };
 
 /// Cohort days of `cxpulse_cohort_retention_ratio`.
@@ -23,7 +23,7 @@ pub struct UserScan {
     pub referral_signups: Vec<f64>,
     pub new_customers: Vec<f64>,
     /// `[window]`: (users active in the earlier period, of them active in the later); None
-    /// for windows that are not whole days (or longer than 32 days).
+    /// for windows that are not whole days (or longer than 31 days).
     pub retention: Vec<Option<(f64, f64)>>,
     /// `[channel]`: users signed up, all time.
     pub signups_total: Vec<f64>,
@@ -59,7 +59,7 @@ impl UserScan {
             .prm
             .windows
             .iter()
-            .map(|w| (w.len % DAY_MS == 0 && w.len / DAY_MS <= 32).then_some(w.len / DAY_MS))
+            .map(|w| (w.len % DAY_MS == 0 && w.len / DAY_MS <= 31).then_some(w.len / DAY_MS))
             .collect();
         for (i, r) in s.retention.iter_mut().enumerate() {
             if ret_days[i].is_some() {
@@ -69,7 +69,23 @@ impl UserScan {
         let e_ms = ctx.e_ms();
         let now_from = ctx.t - ctx.prm.inactivity;
         for part in &ctx.parts {
-            for u in &part.users.list {
+            // Compacted users are past every window: they only count in the
+            // all-time signup totals (as do forgotten ones).
+            for c in part.users.cold_users() {
+                if c.channel == UNKNOWN {
+                    s.unknown_present = true;
+                }
+                if c.flags & C_SIGNUP != 0 {
+                    s.signed_up += 1.0;
+                    s.signups_total[c.channel as usize] += 1.0;
+                }
+            }
+            for (ch, &n) in part.users.forgotten_signups.iter().enumerate() {
+                s.signed_up += n as f64;
+                s.signups_total[ch] += n as f64;
+            }
+            s.unknown_present |= part.users.forgotten_unknown;
+            for u in part.users.hot() {
                 let c = u.channel as usize;
                 if u.channel == UNKNOWN {
                     s.unknown_present = true;
