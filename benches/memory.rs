@@ -11,6 +11,11 @@
 //!   allocator slack and hash-table headroom included,
 //!
 //! then the wall time of one [`Engine::families`] (a full scan of the users).
+//!
+//! A second run spreads the same users over 365 days instead of 7: users
+//! whose events are all older than the compaction horizon (92 days by
+//! default) are compacted, and the figures show what a long-running instance
+//! holds per user.
 //! Run: `cargo bench --bench memory`.
 
 use std::hint::black_box;
@@ -23,7 +28,7 @@ use cxpulse::event::Decoder;
 
 /// 2026-01-01T00:00:00Z.
 const START_MS: i64 = 1_767_225_600_000;
-const SPAN_MS: i64 = 7 * 86_400_000;
+const DAY_MS: i64 = 86_400_000;
 
 /// A `/proc/self/status` field in bytes (`VmRSS`, `VmHWM`); 0 if unreadable.
 fn proc_status_bytes(field: &str) -> u64 {
@@ -39,7 +44,8 @@ fn proc_status_bytes(field: &str) -> u64 {
         .unwrap_or(0)
 }
 
-fn run(users: u64) {
+fn run(users: u64, span_days: i64) {
+    let span_ms = span_days * DAY_MS;
     let cfg = Config::default();
     let decoder = Decoder::new(&cfg.mapping, cfg.engine.max_message_bytes, false);
     let mut engine = Engine::new(&cfg);
@@ -51,7 +57,7 @@ fn run(users: u64) {
     let t0 = Instant::now();
     for k in 0..events {
         let (u, step) = (k / 3, k % 3);
-        let ts = START_MS + (k as i128 * SPAN_MS as i128 / events as i128) as i64;
+        let ts = START_MS + (k as i128 * span_ms as i128 / events as i128) as i64;
         line.clear();
         let r = match step {
             0 => write!(
@@ -99,10 +105,12 @@ fn run(users: u64) {
     assert_eq!(tracked as u64, users, "one tracked user per user id");
     let per = |b: f64| b / tracked as f64;
     println!(
-        "memory: {users} users: state {:.1} B/user (engine.state_bytes), RSS +{:.1} B/user; export {} ms",
+        "memory: {users} users over {span_days} d: state {:.1} B/user (engine.state_bytes), RSS +{:.1} B/user; export {} ms; {} compacted ({:.0}%)",
         per(state as f64),
         per(rss_after.saturating_sub(rss_before) as f64),
         export.as_millis(),
+        engine.compacted_users(),
+        100.0 * engine.compacted_users() as f64 / tracked as f64,
     );
     println!(
         "memory:   detail: {applied} events applied in {:.2} s ({:.0} ev/s), state_bytes {state}, \
@@ -119,12 +127,15 @@ fn main() {
     // `cargo bench` passes `--bench`; `cargo test --all-targets` does not:
     // then a small smoke run keeps CI quick (debug build).
     if !std::env::args().any(|a| a == "--bench") {
-        run(20_000);
+        run(20_000, 7);
+        run(20_000, 365);
         return;
     }
-    run(1_000_000);
+    run(1_000_000, 7);
+    run(1_000_000, 365);
     if std::env::var("CXPULSE_BENCH_10M").is_ok_and(|v| v == "1") {
-        run(10_000_000);
+        run(10_000_000, 7);
+        run(10_000_000, 365);
     } else {
         println!("memory: 10M users skipped (set CXPULSE_BENCH_10M=1 to run it)");
     }
