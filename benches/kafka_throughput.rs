@@ -5,6 +5,11 @@
 //! Run: `scripts/setup-tools.sh` once (it installs tansu), then
 //! `cargo bench --bench kafka_throughput`. Knobs (environment):
 //! `KAFKA_BENCH_EVENTS` (default 300000) lines for the throughput part;
+//! `KAFKA_BENCH_CKPT_EVENTS` (default 4000000), `KAFKA_BENCH_CKPT_INTERVALS`
+//! (default `1s,30s`, the values of `checkpoint.interval` to compare with
+//! checkpoints off; empty skips the part), `KAFKA_BENCH_CKPT_ROUNDS`
+//! (default 3) and `KAFKA_BENCH_CKPT_DEAD_LETTER` (default 1; 0 runs that
+//! part without a dead-letter topic) for the checkpoint-cost part;
 //! `KAFKA_BENCH_RATE` (default 3000) events/s, `KAFKA_BENCH_SECS` (default
 //! 20) and `KAFKA_BENCH_LATENESS` (default `1s,30s`, the values of
 //! `engine.allowed_lateness` to run; empty skips it) for the latency part.
@@ -19,6 +24,30 @@
 //!   over the time from the partition assignment to the last message (for
 //!   cxpulse both are seen on /metrics, polled every 10 ms before the
 //!   assignment and every 50 ms after), so group-join time is excluded.
+//! - Checkpoint cost: the same cxpulse measurement with checkpoints off and
+//!   with `[checkpoint] dir` (a fresh temporary directory per run) at each
+//!   interval, alternating, `ROUNDS` times each, on a topic of
+//!   `CKPT_EVENTS` generated lines (the 300k-line topic is consumed in well
+//!   under a second: no periodic checkpoint would fall inside the run).
+//!   With checkpoints on, offsets are committed only as checkpoints are
+//!   written, so committed offsets cannot mark the end here: every run of
+//!   this part (off included) ends when cxpulse's own consumer-lag gauge
+//!   (read in this process, from librdkafka statistics every 50 ms, the
+//!   position being the last message handed to the consumer loop, which
+//!   applies it in the same turn) is 0 on every partition. After the stop,
+//!   the group's committed offsets must cover every line (the final commit,
+//!   or the final checkpoint's). Checkpoint figures are the run's deltas of
+//!   `cxpulse_checkpoints_total`, `cxpulse_checkpoint_bytes` and
+//!   `cxpulse_checkpoint_write_seconds`, plus the snapshot time (the part
+//!   that pauses the consumer loop) from the "checkpoint written" log
+//!   events. An interval longer than the run without checkpoints is skipped
+//!   (no periodic checkpoint would fall inside it); its cost is then
+//!   estimated from the measured pause per checkpoint. `run` skips a
+//!   checkpoint interval while dead-letter records are unacknowledged (up
+//!   to 10 in a row): with the generated 0.2 % invalid lines at these
+//!   rates, that is many intervals, so fewer checkpoints are written than
+//!   intervals pass (`KAFKA_BENCH_CKPT_DEAD_LETTER=0` shows the cost of
+//!   one per interval).
 //! - Latency: generated traffic with event time = now, produced at the
 //!   given rate, each line when its time comes, for `SECS` plus the
 //!   lateness. An event's effect is visible once T has passed its time by
@@ -62,6 +91,18 @@ fn main() {
     let secs: u64 = env_or("KAFKA_BENCH_SECS", if full { 20 } else { 3 });
     let default_lateness = if full { "1s,30s" } else { "1s" };
     let lateness: String = env_or("KAFKA_BENCH_LATENESS", default_lateness.to_string());
+    // Smoke: the 5000-line topic again, one round, a short interval (the run
+    // is about as short: the path is exercised, the figures mean little).
+    let ckpt_events: u64 = env_or(
+        "KAFKA_BENCH_CKPT_EVENTS",
+        if full { 4_000_000 } else { events },
+    );
+    let default_intervals = if full { "1s,30s" } else { "200ms" };
+    let ckpt_intervals: String =
+        env_or("KAFKA_BENCH_CKPT_INTERVALS", default_intervals.to_string());
+    let ckpt_rounds: usize = env_or("KAFKA_BENCH_CKPT_ROUNDS", if full { 3 } else { 1 });
+    let ckpt_dead_letters = env_or("KAFKA_BENCH_CKPT_DEAD_LETTER", 1u8) != 0;
+    ckpt_log::install();
 
     let broker = Broker::start();
     println!("tansu broker at {}", broker.addr);
@@ -98,6 +139,41 @@ fn main() {
         "throughput ratio cxpulse / bare consumer: {:.2}",
         bare.as_secs_f64() / cx.as_secs_f64()
     );
+
+    // --- Checkpoint cost --------------------------------------------------
+    let intervals: Vec<(String, Duration)> = ckpt_intervals
+        .split(',')
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .map(|l| {
+            let ms = cxpulse::config::Dur::parse(l)
+                .expect("KAFKA_BENCH_CKPT_INTERVALS")
+                .ms();
+            (l.to_string(), Duration::from_millis(ms.max(1) as u64))
+        })
+        .collect();
+    if !intervals.is_empty() {
+        let topic = if ckpt_events == events {
+            "bench"
+        } else {
+            broker.create_topic("bench-ckpt", 3);
+            let t0 = Instant::now();
+            produce_all(&broker.addr, "bench-ckpt", ckpt_events);
+            println!(
+                "produced {ckpt_events} generated lines to `bench-ckpt` (3 partitions) in {:.1}s",
+                t0.elapsed().as_secs_f64()
+            );
+            "bench-ckpt"
+        };
+        checkpoint_cost(
+            &broker.addr,
+            topic,
+            ckpt_events,
+            &intervals,
+            ckpt_rounds,
+            ckpt_dead_letters,
+        );
+    }
 
     // --- Latency ----------------------------------------------------------
     for (i, l) in lateness
@@ -408,6 +484,407 @@ fn cxpulse_consume(brokers: &str, topic: &str, events: u64) -> Duration {
     took
 }
 
+/// One run of the checkpoint-cost part.
+struct Drain {
+    took: Duration,
+    /// Deltas over the run, from the pipeline metrics: checkpoint files
+    /// written before the end of the measurement, and in all (with the final
+    /// one at shutdown).
+    in_run: f64,
+    total: f64,
+    /// `cxpulse_checkpoint_bytes` at the end (the final checkpoint's size).
+    last_bytes: f64,
+    /// Mean of `cxpulse_checkpoint_write_seconds` over the run, in ms.
+    write_mean_ms: f64,
+    /// From the "checkpoint written" events of this run, in order (the last
+    /// one is the final checkpoint at shutdown).
+    log: Vec<ckpt_log::Written>,
+}
+
+impl Drain {
+    fn rate(&self, events: u64) -> f64 {
+        events as f64 / self.took.as_secs_f64()
+    }
+
+    /// Consumer-loop time spent taking snapshots for the checkpoints written
+    /// during the measurement, in ms.
+    fn paused_ms(&self) -> f64 {
+        // (`0.0 +`: the sum of nothing is -0.0.)
+        0.0 + self
+            .log
+            .iter()
+            .take(self.in_run as usize)
+            .map(|w| w.snapshot_ms)
+            .sum::<f64>()
+    }
+}
+
+/// Checkpoints off, then on at each interval, alternating, `rounds` times;
+/// prints each run and a side-by-side summary.
+fn checkpoint_cost(
+    brokers: &str,
+    topic: &str,
+    events: u64,
+    intervals: &[(String, Duration)],
+    rounds: usize,
+    dead_letters: bool,
+) {
+    println!(
+        "checkpoint cost: {events} lines on `{topic}`, dead-letter topic {}, {rounds} round(s); \
+         each run: new group, assignment..consumer lag 0 on every partition (statistics every 50 ms)",
+        if dead_letters { "on" } else { "off" }
+    );
+    let mut off: Vec<Drain> = Vec::new();
+    let mut on: Vec<Vec<Drain>> = intervals.iter().map(|_| Vec::new()).collect();
+    let mut skipped: Vec<bool> = vec![false; intervals.len()];
+    for round in 1..=rounds {
+        let d = cxpulse_drain(
+            brokers,
+            topic,
+            events,
+            &format!("off-{round}"),
+            dead_letters,
+            None,
+        );
+        println!(
+            "  round {round}, checkpoints off:         {events} in {:.2}s = {:.0} events/s",
+            d.took.as_secs_f64(),
+            d.rate(events)
+        );
+        let off_took = d.took;
+        off.push(d);
+        for (i, (label, every)) in intervals.iter().enumerate() {
+            if round == 1 && *every >= off_took {
+                skipped[i] = true;
+            }
+            if skipped[i] {
+                continue;
+            }
+            let dir = tempfile::tempdir().expect("checkpoint tempdir");
+            let d = cxpulse_drain(
+                brokers,
+                topic,
+                events,
+                &format!("{label}-{round}"),
+                dead_letters,
+                Some((dir.path(), label)),
+            );
+            let snap: Vec<f64> = d.log.iter().map(|w| w.snapshot_ms).collect();
+            let write: Vec<f64> = d.log.iter().map(|w| w.write_ms).collect();
+            let bytes: Vec<f64> = d.log.iter().map(|w| w.bytes as f64).collect();
+            println!(
+                "  round {round}, checkpoints every {label:<5}: {events} in {:.2}s = {:.0} events/s\n    \
+                 {} checkpoints during the run (about {:.0} intervals long), {} in all (with the one at shutdown)\n    \
+                 size {:.2}..{:.2} MB (last {:.2} MB); write off the loop (encode, write, fsync, rename) \
+                 mean {:.1} ms, max {:.1} ms\n    \
+                 snapshot in the consumer loop mean {:.1} ms, max {:.1} ms; loop paused {:.0} ms during the run = {:.2} % of it",
+                d.took.as_secs_f64(),
+                d.rate(events),
+                d.in_run,
+                d.took.as_secs_f64() / every.as_secs_f64(),
+                d.total,
+                min(&bytes) / 1e6,
+                max(&bytes) / 1e6,
+                d.last_bytes / 1e6,
+                d.write_mean_ms,
+                max(&write),
+                mean(&snap),
+                max(&snap),
+                d.paused_ms(),
+                100.0 * d.paused_ms() / d.took.as_secs_f64() / 1e3,
+            );
+            on[i].push(d);
+        }
+    }
+    let rates = |v: &[Drain]| {
+        let r: Vec<f64> = v.iter().map(|d| d.rate(events)).collect();
+        (max(&r), median(&r))
+    };
+    let (off_best, off_median) = rates(&off);
+    println!(
+        "checkpoint cost, {rounds} round(s) each: events/s best (median), ratio to off best (median)"
+    );
+    println!("  checkpoints off:          {off_best:.0} ({off_median:.0}) events/s");
+    // The pause of a checkpoint of the final state (the largest), for the
+    // intervals too long to measure.
+    let final_pause: Vec<f64> = on
+        .iter()
+        .flatten()
+        .filter_map(|d| d.log.last().map(|w| w.snapshot_ms))
+        .collect();
+    for (i, (label, every)) in intervals.iter().enumerate() {
+        if skipped[i] {
+            println!(
+                "  checkpoints every {label:<5}:  skipped: the run without checkpoints took {:.2}s, \
+                 so no periodic checkpoint would fall inside it; a snapshot of the final state \
+                 ({:.2} MB) paused the loop {:.1} ms (median), about {:.3} % of the loop at this interval",
+                off[0].took.as_secs_f64(),
+                on.iter()
+                    .flatten()
+                    .map(|d| d.last_bytes)
+                    .fold(0.0, f64::max)
+                    / 1e6,
+                median(&final_pause),
+                100.0 * median(&final_pause) / every.as_secs_f64() / 1e3
+            );
+            continue;
+        }
+        let (best, med) = rates(&on[i]);
+        let n: Vec<f64> = on[i].iter().map(|d| d.in_run).collect();
+        let paused: Vec<f64> = on[i]
+            .iter()
+            .map(|d| 100.0 * d.paused_ms() / d.took.as_secs_f64() / 1e3)
+            .collect();
+        let snap: Vec<f64> = on[i]
+            .iter()
+            .flat_map(|d| d.log.iter().map(|w| w.snapshot_ms))
+            .collect();
+        let write: Vec<f64> = on[i].iter().map(|d| d.write_mean_ms).collect();
+        let last = on[i].iter().map(|d| d.last_bytes).fold(0.0, f64::max);
+        println!(
+            "  checkpoints every {label:<5}:  {best:.0} ({med:.0}) events/s, ratio {:.3} ({:.3}); \
+             {}..{} checkpoints during a run; final file {:.2} MB; write mean {:.1} ms; \
+             snapshot mean {:.1} ms; loop paused {:.2} % of the run (mean)",
+            best / off_best,
+            med / off_median,
+            min(&n),
+            max(&n),
+            last / 1e6,
+            mean(&write),
+            mean(&snap),
+            mean(&paused),
+        );
+    }
+}
+
+fn median(v: &[f64]) -> f64 {
+    let mut r = v.to_vec();
+    r.sort_by(f64::total_cmp);
+    match r.len() {
+        0 => f64::NAN,
+        n if n % 2 == 1 => r[n / 2],
+        n => (r[n / 2 - 1] + r[n / 2]) / 2.0,
+    }
+}
+
+fn min(v: &[f64]) -> f64 {
+    v.iter().copied().fold(f64::NAN, f64::min)
+}
+
+fn max(v: &[f64]) -> f64 {
+    v.iter().copied().fold(f64::NAN, f64::max)
+}
+
+fn mean(v: &[f64]) -> f64 {
+    if v.is_empty() {
+        f64::NAN
+    } else {
+        v.iter().sum::<f64>() / v.len() as f64
+    }
+}
+
+/// The pipeline metrics of this process (what `/metrics` shows after the
+/// engine's series), as (series, value). Reading them does not involve the
+/// consumer loop.
+fn pipeline_metrics() -> Vec<(String, f64)> {
+    parse_metrics(&cxpulse::telemetry::metrics().render())
+}
+
+fn metric(m: &[(String, f64)], series: &str) -> f64 {
+    m.iter().find(|(k, _)| k == series).map_or(0.0, |(_, v)| *v)
+}
+
+/// Consumes all `events` of `topic` with a new consumer group, checkpoints
+/// off or (`checkpoint`: directory, interval) on, and stops cxpulse.
+fn cxpulse_drain(
+    brokers: &str,
+    topic: &str,
+    events: u64,
+    run: &str,
+    dead_letters: bool,
+    checkpoint: Option<(&std::path::Path, &str)>,
+) -> Drain {
+    let listen = free_addr();
+    let group = format!("bench-ckpt-{run}");
+    let mut cfg = config(brokers, topic, &group, &listen, "30s").replace(
+        "[kafka.librdkafka]",
+        "commit_interval = \"50ms\"\n[kafka.librdkafka]\n\"consumer.statistics.interval.ms\" = \"50\"",
+    );
+    if !dead_letters {
+        cfg = cfg.replace(
+            "dead_letter_topic = \"bench-dlq\"",
+            "dead_letter_topic = \"\"",
+        );
+    }
+    if let Some((dir, every)) = checkpoint {
+        cfg.push_str(&format!(
+            "[checkpoint]\ndir = \"{}\"\ninterval = \"{every}\"\n",
+            dir.display()
+        ));
+    }
+    // The pipeline metrics are process-wide: what a previous run left in
+    // them must not end this one early.
+    let m = cxpulse::telemetry::metrics();
+    m.assigned_partitions.set(0);
+    for p in 0..3 {
+        let _ = m.consumer_lag.remove_label_values(&[topic, &p.to_string()]);
+    }
+    let before = pipeline_metrics();
+    let log_from = ckpt_log::count();
+    let (stop, handle) = start_cxpulse(cfg);
+    let deadline = Instant::now() + Duration::from_secs(600);
+    while m.assigned_partitions.get() == 0 {
+        assert!(Instant::now() < deadline, "cxpulse got no assignment");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let assigned = Instant::now();
+    let lag_series: Vec<String> = (0..3)
+        .map(|p| format!("cxpulse_consumer_lag{{partition=\"{p}\",topic=\"{topic}\"}}"))
+        .collect();
+    let at_end = loop {
+        let now = pipeline_metrics();
+        let lags: Vec<Option<f64>> = lag_series
+            .iter()
+            .map(|s| now.iter().find(|(k, _)| k == s).map(|(_, v)| *v))
+            .collect();
+        if lags.iter().all(|l| *l == Some(0.0)) {
+            break now;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "cxpulse did not drain {topic}: lag {lags:?}"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    let took = assigned.elapsed();
+    stop.trigger();
+    handle.join().expect("cxpulse thread");
+    let after = pipeline_metrics();
+    let delta = |m: &[(String, f64)], s: &str| metric(m, s) - metric(&before, s);
+    let committed = committed(brokers, &group, topic);
+    assert_eq!(
+        committed, events as i64,
+        "after the stop, group {group} has committed {committed} of {events} offsets"
+    );
+    let writes = delta(&after, "cxpulse_checkpoint_write_seconds_count");
+    Drain {
+        took,
+        in_run: delta(&at_end, "cxpulse_checkpoints_total"),
+        total: delta(&after, "cxpulse_checkpoints_total"),
+        last_bytes: metric(&after, "cxpulse_checkpoint_bytes"),
+        write_mean_ms: 1e3 * delta(&after, "cxpulse_checkpoint_write_seconds_sum")
+            / writes.max(1.0),
+        log: ckpt_log::since(log_from),
+    }
+}
+
+/// The group's committed offsets on the 3 partitions of `topic`, summed.
+fn committed(brokers: &str, group: &str, topic: &str) -> i64 {
+    let reader: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", group)
+        .create()
+        .expect("offset reader");
+    let mut tpl = rdkafka::TopicPartitionList::new();
+    for p in 0..3 {
+        tpl.add_partition(topic, p);
+    }
+    reader
+        .committed_offsets(tpl, Duration::from_secs(10))
+        .map(|t| {
+            t.elements()
+                .iter()
+                .filter_map(|e| e.offset().to_raw())
+                .filter(|o| *o > 0)
+                .sum()
+        })
+        .unwrap_or(0)
+}
+
+/// The "checkpoint written" events of cxpulse (its other events are not
+/// even built), kept for the figures that are not in the metrics: the
+/// snapshot time in the consumer loop and the size of each file.
+mod ckpt_log {
+    use std::sync::Mutex;
+
+    use tracing::field::{Field, Visit};
+    use tracing::subscriber::Interest;
+    use tracing::{Event, Metadata, Subscriber};
+    use tracing_subscriber::layer::{Context, Layer, SubscriberExt};
+
+    #[derive(Clone, Copy, Debug, Default)]
+    pub struct Written {
+        pub bytes: u64,
+        pub snapshot_ms: f64,
+        pub write_ms: f64,
+    }
+
+    static WRITTEN: Mutex<Vec<Written>> = Mutex::new(Vec::new());
+
+    /// Installs the capture as the process's tracing subscriber.
+    pub fn install() {
+        let subscriber = tracing_subscriber::registry().with(Capture);
+        tracing::subscriber::set_global_default(subscriber).expect("tracing subscriber");
+    }
+
+    pub fn count() -> usize {
+        WRITTEN.lock().map_or(0, |w| w.len())
+    }
+
+    pub fn since(from: usize) -> Vec<Written> {
+        WRITTEN
+            .lock()
+            .map(|w| w.get(from..).unwrap_or_default().to_vec())
+            .unwrap_or_default()
+    }
+
+    struct Capture;
+
+    fn wanted(m: &Metadata<'_>) -> bool {
+        m.is_event() && m.fields().field("snapshot_ms").is_some()
+    }
+
+    impl<S: Subscriber> Layer<S> for Capture {
+        fn register_callsite(&self, m: &'static Metadata<'static>) -> Interest {
+            if wanted(m) {
+                Interest::always()
+            } else {
+                Interest::never()
+            }
+        }
+
+        fn enabled(&self, m: &Metadata<'_>, _: Context<'_, S>) -> bool {
+            wanted(m)
+        }
+
+        fn on_event(&self, event: &Event<'_>, _: Context<'_, S>) {
+            let mut w = Written::default();
+            event.record(&mut w);
+            if let Ok(mut all) = WRITTEN.lock() {
+                all.push(w);
+            }
+        }
+    }
+
+    impl Visit for Written {
+        fn record_u64(&mut self, f: &Field, v: u64) {
+            if f.name() == "bytes" {
+                self.bytes = v;
+            }
+        }
+
+        fn record_f64(&mut self, f: &Field, v: f64) {
+            match f.name() {
+                "snapshot_ms" => self.snapshot_ms = v,
+                "write_ms" => self.write_ms = v,
+                _ => {}
+            }
+        }
+
+        fn record_debug(&mut self, _: &Field, _: &dyn std::fmt::Debug) {}
+    }
+}
+
 /// Returns (p50 s, p99 s, effects observed, events produced).
 fn latency(
     brokers: &str,
@@ -542,6 +1019,10 @@ fn scrape(addr: &str) -> Vec<(String, f64)> {
     let Some((200, body)) = get(addr, "/metrics") else {
         return Vec::new();
     };
+    parse_metrics(&body)
+}
+
+fn parse_metrics(body: &str) -> Vec<(String, f64)> {
     body.lines()
         .filter(|l| !l.starts_with('#'))
         .filter_map(|l| {

@@ -1,0 +1,510 @@
+//! `checkpoint.on_corrupt` end to end, against a real Kafka-protocol broker
+//! (tansu, from the harness). A first `cxpulse run` consumes a batch and
+//! writes several checkpoints; one byte of the newest file is then flipped.
+//!
+//! - `on_corrupt = "fail"`: `run` refuses to start: exit status 2 (a startup
+//!   error), stderr names the corrupt file, nothing is consumed or written,
+//!   although older good checkpoints are there.
+//! - `on_corrupt = "empty"`: `run` starts, logs an error naming the corrupt
+//!   file, and starts with empty state from the group's committed offsets:
+//!   `cxpulse_events_total` counts exactly the events produced after the
+//!   first run. An older checkpoint, checked to be good and to cover the
+//!   first batch, is not restored.
+//!
+//! (`"previous"`, the default, is covered by `checkpoint_restart.rs`.)
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{Tansu, free_port, http_get};
+use cxpulse::checkpoint;
+use cxpulse::r#gen::{GenConfig, Generator};
+
+const TOPIC: &str = "events";
+/// Events of the first run, and of the batch produced after it.
+const FIRST: usize = 300;
+const SECOND: usize = 200;
+
+/// The generated input: (key, JSON line).
+fn input(events: usize) -> Vec<(Option<String>, String)> {
+    Generator::new(&GenConfig {
+        seed: 42,
+        events: events as u64,
+        days: 3,
+        ..GenConfig::default()
+    })
+    .map(|l| (l.key, l.payload))
+    .collect()
+}
+
+fn produce(broker: &Tansu, lines: &[(Option<String>, String)]) {
+    let recs: Vec<(Option<&str>, &str)> = lines
+        .iter()
+        .map(|(k, v)| (k.as_deref(), v.as_str()))
+        .collect();
+    broker.produce(TOPIC, &recs);
+}
+
+fn config(brokers: &str, group: &str, http: &str, dir: &Path, on_corrupt: &str) -> String {
+    // Static membership: the second run takes the first one's place in the
+    // group without waiting for a session timeout.
+    format!(
+        r#"
+[engine]
+allowed_lateness = "2s"
+idle_timeout = "1000d"
+
+[kafka]
+brokers = "{brokers}"
+group_id = "{group}"
+input_topics = ["{TOPIC}"]
+dead_letter_topic = ""
+output_topic = ""
+alerts_topic = ""
+commit_interval = "1s"
+shutdown_timeout = "5s"
+
+[kafka.librdkafka]
+"session.timeout.ms" = "6000"
+"heartbeat.interval.ms" = "500"
+"consumer.group.instance.id" = "{group}-1"
+
+[http]
+listen = "{http}"
+ready_max_lag = 0
+
+[checkpoint]
+dir = "{}"
+interval = "200ms"
+keep = 3
+on_corrupt = "{on_corrupt}"
+"#,
+        dir.display()
+    )
+}
+
+/// One `cxpulse run` process; stderr (the log) goes to a file.
+struct Run {
+    child: Child,
+    http: String,
+    log: PathBuf,
+}
+
+impl Run {
+    fn spawn(cfg: &Path, log: PathBuf, http: &str) -> Run {
+        let log_file = std::fs::File::create(&log).expect("create log");
+        let mut cmd = Command::new(common::cxpulse_bin());
+        // Only the config file configures it (no CXPULSE__SECTION__KEY).
+        for (k, _) in std::env::vars_os() {
+            if k.to_string_lossy().starts_with("CXPULSE__") {
+                cmd.env_remove(k);
+            }
+        }
+        let child = cmd
+            .args(["run", "--config"])
+            .arg(cfg)
+            .env("RUST_LOG", "info")
+            .env_remove("CXPULSE_CONFIG")
+            .env_remove("CXPULSE_LOG_FORMAT")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log_file)
+            .spawn()
+            .expect("spawn cxpulse");
+        Run {
+            child,
+            http: http.to_string(),
+            log,
+        }
+    }
+
+    /// Spawns and waits until `/healthz` answers.
+    fn start(cfg: &Path, log: PathBuf, http: &str) -> Run {
+        let mut r = Run::spawn(cfg, log, http);
+        r.wait_for("/healthz answers", Duration::from_secs(30), |r| {
+            http_get(&r.http, "/healthz").is_some_and(|(code, _)| code == 200)
+        });
+        r
+    }
+
+    fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// The log without the (many) "checkpoint written" lines.
+    fn log_brief(&self) -> String {
+        self.log_text()
+            .lines()
+            .filter(|l| !l.contains("checkpoint written"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    fn metrics(&self) -> String {
+        match http_get(&self.http, "/metrics") {
+            Some((200, body)) => body,
+            _ => String::new(),
+        }
+    }
+
+    /// Polls `f` every 50 ms; panics with the log after `timeout`, or at
+    /// once if the process exits.
+    fn wait_for(&mut self, what: &str, timeout: Duration, mut f: impl FnMut(&Run) -> bool) {
+        let deadline = Instant::now() + timeout;
+        while !f(self) {
+            if let Some(st) = self.child.try_wait().expect("try_wait") {
+                panic!(
+                    "cxpulse exited ({st}) while waiting for {what}\n--- log ---\n{}",
+                    self.log_brief()
+                );
+            }
+            assert!(
+                Instant::now() < deadline,
+                "timed out waiting for {what}\n--- log ---\n{}",
+                self.log_brief()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Waits until `n` events have an outcome in the engine and the lag is 0;
+    /// returns `/metrics`.
+    fn wait_events(&mut self, n: f64) -> String {
+        let mut last = String::new();
+        self.wait_for(
+            &format!("{n} events taken, lag 0"),
+            Duration::from_secs(30),
+            |r| {
+                last = r.metrics();
+                events_seen(&last) >= n
+                    && value(&last, "cxpulse_assigned_partitions") == Some(2.0)
+                    && sum(&last, "cxpulse_consumer_lag{") == 0.0
+            },
+        );
+        last
+    }
+
+    /// Waits for the process to exit by itself.
+    fn wait_exit(&mut self, timeout: Duration) -> ExitStatus {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(st) = self.child.try_wait().expect("try_wait") {
+                return st;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "cxpulse still running after {timeout:?}\n--- log ---\n{}",
+                self.log_brief()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn sigterm(&mut self) -> Option<i32> {
+        let ok = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .expect("run kill")
+            .success();
+        assert!(ok, "kill -TERM failed");
+        self.wait_exit(Duration::from_secs(20)).code()
+    }
+}
+
+impl Drop for Run {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn series(text: &str) -> BTreeMap<String, String> {
+    text.lines()
+        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+        .filter_map(|l| l.rsplit_once(' '))
+        .map(|(s, v)| (s.to_string(), v.to_string()))
+        .collect()
+}
+
+fn value(text: &str, s: &str) -> Option<f64> {
+    series(text).get(s).and_then(|v| v.parse().ok())
+}
+
+fn sum(text: &str, prefix: &str) -> f64 {
+    series(text)
+        .iter()
+        .filter(|(k, _)| k.starts_with(prefix))
+        .filter_map(|(_, v)| v.parse::<f64>().ok())
+        .sum()
+}
+
+/// Events with an outcome (applied, duplicate, late, invalid) in the engine.
+fn events_seen(text: &str) -> f64 {
+    sum(text, "cxpulse_events_total{")
+}
+
+/// The `cxpulse_events_total` lines, for assertion messages.
+fn events_lines(text: &str) -> String {
+    text.lines()
+        .filter(|l| l.starts_with("cxpulse_events_total{"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// Checkpoint files, oldest first (the names sort by sequence number).
+fn checkpoint_files(dir: &Path) -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map(|r| {
+            r.flatten()
+                .map(|e| e.path())
+                .filter(|p| p.extension().is_some_and(|e| e == "ckpt"))
+                .collect()
+        })
+        .unwrap_or_default();
+    v.sort();
+    v
+}
+
+/// What a test starts from: a broker whose topic holds `FIRST` events, all
+/// consumed by a first run that wrote several checkpoints and stopped
+/// cleanly; then one byte of the newest checkpoint is flipped.
+struct Corrupted {
+    broker: Tansu,
+    dir: tempfile::TempDir,
+    ckpt: PathBuf,
+    cfg: PathBuf,
+    http: String,
+    /// The corrupt newest file and the older files, all intact.
+    newest: PathBuf,
+    older: Vec<PathBuf>,
+    /// The first run's `/metrics` once it had taken every event.
+    first_metrics: String,
+}
+
+fn first_run_then_corrupt(on_corrupt: &str) -> Corrupted {
+    let broker = Tansu::start();
+    broker.create_topic(TOPIC, 2);
+    produce(&broker, &input(FIRST));
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ckpt = dir.path().join("checkpoints");
+    let http = format!("127.0.0.1:{}", free_port());
+    let cfg = dir.path().join("cxpulse.toml");
+    let group = format!("corrupt-{on_corrupt}");
+    std::fs::write(&cfg, config(&broker.addr, &group, &http, &ckpt, on_corrupt)).unwrap();
+
+    let mut first = Run::start(&cfg, dir.path().join("first.log"), &http);
+    let first_metrics = first.wait_events(FIRST as f64);
+    // Two more checkpoints after every event was taken: the older files kept
+    // then hold the whole first batch.
+    let n = checkpoint_files(&ckpt).len();
+    let mut seen = Vec::new();
+    first.wait_for(
+        "two checkpoints after the batch",
+        Duration::from_secs(10),
+        |_| {
+            for f in checkpoint_files(&ckpt) {
+                if !seen.contains(&f) {
+                    seen.push(f);
+                }
+            }
+            seen.len() >= n + 2
+        },
+    );
+    assert_eq!(first.sigterm(), Some(0), "{}", first.log_brief());
+    assert!(
+        first.log_text().contains("no checkpoint yet"),
+        "the first run must start without a checkpoint:\n{}",
+        first.log_brief()
+    );
+
+    let mut files = checkpoint_files(&ckpt);
+    assert!(files.len() >= 2, "want an older file too: {files:?}");
+    let newest = files.pop().unwrap();
+    let mut bytes = std::fs::read(&newest).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0x40;
+    std::fs::write(&newest, &bytes).unwrap();
+    assert!(
+        matches!(
+            checkpoint::decode(&bytes),
+            Err(checkpoint::CheckpointError::ChecksumMismatch)
+        ),
+        "the flipped byte must make {} corrupt",
+        newest.display()
+    );
+    Corrupted {
+        broker,
+        dir,
+        ckpt,
+        cfg,
+        http,
+        newest,
+        older: files,
+        first_metrics,
+    }
+}
+
+/// The newest older file: it must read back intact and cover the whole
+/// first batch (so restoring it would be visible).
+fn good_older(c: &Corrupted) -> (PathBuf, checkpoint::Checkpoint) {
+    let path = c.older.last().expect("an older checkpoint").clone();
+    let cp = checkpoint::decode(&std::fs::read(&path).unwrap())
+        .unwrap_or_else(|e| panic!("older checkpoint {} is not good: {e}", path.display()));
+    let covered: i64 = cp.offsets.iter().map(|o| o.next_offset).sum();
+    assert_eq!(
+        covered,
+        FIRST as i64,
+        "older checkpoint {} covers {covered} of {FIRST} events: {:?}",
+        path.display(),
+        cp.offsets
+    );
+    (path, cp)
+}
+
+#[test]
+fn on_corrupt_fail_refuses_to_start_with_status_2_naming_the_file() {
+    let t0 = Instant::now();
+    let c = first_run_then_corrupt("fail");
+    let (older, _) = good_older(&c);
+    let before: Vec<(PathBuf, Vec<u8>)> = checkpoint_files(&c.ckpt)
+        .into_iter()
+        .map(|p| {
+            let b = std::fs::read(&p).unwrap();
+            (p, b)
+        })
+        .collect();
+    // Input that a run which did start would consume.
+    produce(&c.broker, &input(FIRST + SECOND)[FIRST..]);
+
+    let mut second = Run::spawn(&c.cfg, c.dir.path().join("second.log"), &c.http);
+    let status = second.wait_exit(Duration::from_secs(20));
+    let stderr = second.log_text();
+    assert_eq!(
+        status.code(),
+        Some(2),
+        "a startup error must exit with status 2 (README, src/run.rs); got {status}\n{stderr}"
+    );
+    let newest = c.newest.display().to_string();
+    let error = stderr
+        .lines()
+        .find(|l| l.starts_with("cxpulse: error:"))
+        .unwrap_or_else(|| panic!("no `cxpulse: error:` line on stderr:\n{stderr}"));
+    assert!(
+        error.contains(&newest),
+        "error does not name {newest}: {error}"
+    );
+    assert!(error.contains("on_corrupt"), "{error}");
+    assert!(error.contains("checksum"), "{error}");
+    let refused = stderr
+        .lines()
+        .find(|l| l.contains("checkpoint file refused"))
+        .unwrap_or_else(|| panic!("no refusal logged:\n{stderr}"));
+    assert!(refused.contains("ERROR"), "{refused}");
+    assert!(refused.contains(&newest), "{refused}");
+    // No fallback to the good older file, no consumption, nothing written.
+    assert!(
+        !stderr.contains("engine restored from checkpoint")
+            && !stderr.contains("consuming;")
+            && !stderr.contains(&older.display().to_string()),
+        "{stderr}"
+    );
+    let after: Vec<(PathBuf, Vec<u8>)> = checkpoint_files(&c.ckpt)
+        .into_iter()
+        .map(|p| {
+            let b = std::fs::read(&p).unwrap();
+            (p, b)
+        })
+        .collect();
+    assert!(
+        before == after,
+        "the checkpoint directory changed: {:?} -> {:?}",
+        before.iter().map(|f| &f.0).collect::<Vec<_>>(),
+        after.iter().map(|f| &f.0).collect::<Vec<_>>()
+    );
+    eprintln!(
+        "fail: refused with status 2 naming {newest}; {} good older file(s) left alone; {:?}",
+        c.older.len(),
+        t0.elapsed()
+    );
+}
+
+#[test]
+fn on_corrupt_empty_starts_empty_from_the_committed_offsets_ignoring_older_files() {
+    let t0 = Instant::now();
+    let c = first_run_then_corrupt("empty");
+    let (older, _) = good_older(&c);
+    assert_eq!(events_seen(&c.first_metrics), FIRST as f64);
+    // The second batch, after the first run committed the first.
+    produce(&c.broker, &input(FIRST + SECOND)[FIRST..]);
+
+    let mut second = Run::start(&c.cfg, c.dir.path().join("second.log"), &c.http);
+    let m = second.wait_events(SECOND as f64);
+    // A little longer: anything consumed again would show by now.
+    std::thread::sleep(Duration::from_millis(500));
+    let later = second.metrics();
+    let log = second.log_text();
+    let newest = c.newest.display().to_string();
+
+    // Empty state, from the committed offsets: only the second batch counts
+    // (restoring the older file, or reading from the start, would count
+    // the first batch too).
+    assert_eq!(events_seen(&m), SECOND as f64, "{}", events_lines(&m));
+    assert_eq!(
+        events_seen(&later),
+        SECOND as f64,
+        "{}",
+        events_lines(&later)
+    );
+    let empty = log
+        .lines()
+        .find(|l| l.contains("STARTING WITH EMPTY STATE"))
+        .unwrap_or_else(|| panic!("no empty-state error logged:\n{}", second.log_brief()));
+    assert!(empty.contains("ERROR"), "{empty}");
+    assert!(empty.contains(&newest), "{empty}");
+    assert!(empty.contains("on_corrupt"), "{empty}");
+    let refused = log
+        .lines()
+        .find(|l| l.contains("checkpoint file refused"))
+        .unwrap_or_else(|| panic!("no refusal logged:\n{}", second.log_brief()));
+    assert!(
+        refused.contains("ERROR") && refused.contains(&newest),
+        "{refused}"
+    );
+    // The good older file was not restored (nor named).
+    assert!(
+        !log.contains("engine restored from checkpoint"),
+        "{}",
+        second.log_brief()
+    );
+    assert!(
+        !log.contains(&older.display().to_string()),
+        "the older checkpoint {} appears in the log:\n{}",
+        older.display(),
+        second.log_brief()
+    );
+    // It goes on checkpointing after the corrupt file.
+    second.wait_for("a new checkpoint", Duration::from_secs(10), |_| {
+        checkpoint_files(&c.ckpt)
+            .last()
+            .is_some_and(|f| *f > c.newest)
+    });
+    assert_eq!(second.sigterm(), Some(0), "{}", second.log_brief());
+    let (_, cp) = {
+        let last = checkpoint_files(&c.ckpt).pop().unwrap();
+        let cp = checkpoint::decode(&std::fs::read(&last).unwrap()).unwrap();
+        (last, cp)
+    };
+    let covered: i64 = cp.offsets.iter().map(|o| o.next_offset).sum();
+    assert_eq!(covered, (FIRST + SECOND) as i64, "{:?}", cp.offsets);
+    eprintln!(
+        "empty: started empty past the corrupt {newest} (older good {} ignored), \
+         took {} events; {:?}",
+        older.display(),
+        events_seen(&later),
+        t0.elapsed()
+    );
+}
