@@ -5,15 +5,30 @@
 //! every `statistics.interval.ms`, default 1 s here). A `std` mutex guards it:
 //! it is touched once per statistics interval, per rebalance and per probe,
 //! never across an `.await`.
+//!
+//! A broker that stops answering without closing its connections (frozen,
+//! hung, a network path that silently drops packets) still shows as `UP` in
+//! the statistics until librdkafka times its requests out
+//! (`socket.timeout.ms`, 60 s by default): such a connection, with requests
+//! waiting and nothing received for [`STALLED_AFTER`], counts as not
+//! answering. While one does, `/readyz` fails and the lag is not taken as
+//! known (the consumer is not "caught up", so T does not follow the wall
+//! clock over an outage and the events produced during it are not made late).
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicI64, Ordering};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use serde::Deserialize;
 
 use crate::telemetry;
+
+/// A broker connection that is up, has requests in flight and has received
+/// nothing for this long is not answering. Longer than a fetch long-poll
+/// (`fetch.wait.max.ms`: 100 ms here, 500 ms by librdkafka's default), after
+/// which a healthy broker answers even when it has no data.
+pub const STALLED_AFTER: Duration = Duration::from_secs(10);
 
 /// Shared live state of the consumer.
 #[derive(Debug, Default)]
@@ -33,6 +48,9 @@ struct Inner {
     connected: Option<bool>,
     /// When the latest statistics arrived.
     stats_at: Option<Instant>,
+    /// The brokers that the latest statistics showed up but not answering
+    /// (see [`STALLED_AFTER`]), described for `/readyz` and the log.
+    stalled: Option<String>,
 }
 
 impl LiveState {
@@ -78,10 +96,26 @@ impl LiveState {
                 return None;
             }
         };
-        let connected = stats
-            .brokers
-            .values()
-            .any(|b| b.state == "UP" && (b.source == "learned" || b.source == "configured"));
+        // The group coordinator's logical broker is left out: its JoinGroup
+        // legitimately waits for a whole rebalance.
+        let real = || {
+            stats.brokers.iter().filter(|(_, b)| {
+                b.state == "UP" && (b.source == "learned" || b.source == "configured")
+            })
+        };
+        let connected = real().next().is_some();
+        let mut stalled: Vec<String> = real()
+            .filter(|(_, b)| b.waitresp_cnt > 0 && b.rxidle >= STALLED_AFTER.as_micros() as i64)
+            .map(|(name, b)| {
+                format!(
+                    "{name} ({} requests waiting, nothing received for {:.1} s)",
+                    b.waitresp_cnt,
+                    b.rxidle as f64 / 1e6
+                )
+            })
+            .collect();
+        stalled.sort();
+        let stalled = (!stalled.is_empty()).then(|| stalled.join(", "));
         let mut g = self.lock();
         let keys: Vec<(String, i32)> = g.assigned.keys().cloned().collect();
         for key in keys {
@@ -99,6 +133,16 @@ impl LiveState {
             g.assigned.insert(key, lag);
         }
         g.stats_at = Some(Instant::now());
+        match (&g.stalled, &stalled) {
+            (None, Some(s)) => tracing::warn!(
+                brokers = s.as_str(),
+                "Kafka broker connection up but not answering: not ready until it does \
+                 (librdkafka times the requests out after socket.timeout.ms and reconnects)"
+            ),
+            (Some(_), None) => tracing::info!("Kafka brokers answering again"),
+            _ => {}
+        }
+        g.stalled = stalled;
         let changed = (g.connected != Some(connected)).then_some(connected);
         g.connected = Some(connected);
         changed
@@ -112,6 +156,9 @@ impl LiveState {
             None => return Err("no Kafka statistics yet (not connected)".into()),
             Some(false) => return Err("not connected to any Kafka broker".into()),
             Some(true) => {}
+        }
+        if let Some(s) = &g.stalled {
+            return Err(format!("Kafka broker not answering: {s}"));
         }
         if g.assigned.is_empty() {
             return Err("no partitions assigned".into());
@@ -130,10 +177,12 @@ impl LiveState {
     }
 
     /// True when statistics taken after `since` show every assigned
-    /// partition (at least one) fully consumed.
+    /// partition (at least one) fully consumed, with every broker answering
+    /// (a lag last seen before a broker stopped answering is not known now).
     pub fn caught_up_since(&self, since: Instant) -> bool {
         let g = self.lock();
         g.stats_at.is_some_and(|t| t > since)
+            && g.stalled.is_none()
             && !g.assigned.is_empty()
             && g.assigned.values().all(|l| *l == Some(0))
     }
@@ -163,6 +212,12 @@ struct RawBroker {
     state: String,
     #[serde(default)]
     source: String,
+    /// Requests sent and awaiting a response.
+    #[serde(default)]
+    waitresp_cnt: i64,
+    /// Microseconds since the last receive on the connection (-1: none yet).
+    #[serde(default = "unknown")]
+    rxidle: i64,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -252,6 +307,51 @@ mod tests {
             Some(false)
         );
         assert!(live.readiness(0).unwrap_err().contains("not connected"));
+    }
+
+    /// Statistics with a learned broker up, `waitresp` requests in flight
+    /// and nothing received for `rxidle_s` seconds, plus an idle bootstrap
+    /// connection and the group coordinator's logical broker.
+    fn stats_waiting(waitresp: i64, rxidle_s: f64) -> String {
+        let rxidle = (rxidle_s * 1e6) as i64;
+        format!(
+            r#"{{"brokers":{{
+                 "127.0.0.1:9092/bootstrap":{{"state":"UP","source":"configured","waitresp_cnt":0,"rxidle":60000000}},
+                 "127.0.0.1:9092/1":{{"state":"UP","source":"learned","waitresp_cnt":{waitresp},"rxidle":{rxidle}}},
+                 "GroupCoordinator":{{"state":"UP","source":"logical","waitresp_cnt":1,"rxidle":60000000}}}},
+               "topics":{{"in":{{"partitions":{{"0":{{"hi_offset":10,"ls_offset":10,"app_offset":10,"next_offset":10,"fetchq_cnt":0}}}}}}}}}}"#
+        )
+    }
+
+    #[test]
+    fn a_broker_up_but_not_answering_is_not_ready_and_its_lag_not_known() {
+        let live = LiveState::new();
+        live.assign(&[("in".into(), 0)]);
+        let start = Instant::now();
+        // Healthy: a fetch in flight, answers coming; an idle bootstrap
+        // connection and a coordinator waiting on a JoinGroup are fine.
+        live.apply_stats(stats_waiting(1, 0.05).as_bytes());
+        assert!(live.readiness(0).is_ok());
+        assert!(live.caught_up_since(start));
+        // Nothing waiting for a while is idle, not stalled.
+        live.apply_stats(stats_waiting(0, 30.0).as_bytes());
+        assert!(live.readiness(0).is_ok());
+        // Requests waiting, nothing received for longer than STALLED_AFTER:
+        // still "UP" in the statistics, but not answering.
+        let stalled = STALLED_AFTER.as_secs_f64() + 1.0;
+        assert_eq!(
+            live.apply_stats(stats_waiting(2, stalled).as_bytes()),
+            None,
+            "the connection itself did not change"
+        );
+        let why = live.readiness(0).unwrap_err();
+        assert!(why.contains("not answering"), "{why}");
+        assert!(why.contains("127.0.0.1:9092/1"), "{why}");
+        assert!(!live.caught_up_since(start));
+        // Answering again.
+        live.apply_stats(stats_waiting(1, 0.01).as_bytes());
+        assert!(live.readiness(0).is_ok());
+        assert!(live.caught_up_since(start));
     }
 
     #[test]

@@ -1,0 +1,621 @@
+//! The broker freezes mid-stream: `cxpulse run` consumes the first half of a
+//! generated input from a real Kafka-protocol broker (tansu, from the
+//! harness), the broker is stopped with SIGSTOP for 30 s (connections stay
+//! open, nothing answers), then continued with SIGCONT, and the second half
+//! is produced. Checked:
+//!
+//! - `/readyz` turns 503 while the broker is frozen and 200 again once it is
+//!   back and everything is consumed; `/healthz` stays 200 throughout;
+//! - nothing is lost and nothing is applied twice: every produced message
+//!   gets exactly one outcome, the duplicates counted are exactly those the
+//!   generator injected, every invalid message is dead-lettered once, and the
+//!   final engine series equal those of `cxpulse replay` of the same input
+//!   with the same config, series by series;
+//! - the process is never restarted and exits 0 on SIGTERM, with every input
+//!   offset committed.
+
+mod common;
+
+use common::http_get as get;
+
+use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{Tansu, free_port};
+use cxpulse::config::Config;
+use cxpulse::event::Decoder;
+use cxpulse::event::time::format_rfc3339;
+use cxpulse::r#gen::{GenConfig, Generator};
+use cxpulse::kafka::live::STALLED_AFTER;
+use rdkafka::TopicPartitionList;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use rdkafka::topic_partition_list::Offset;
+
+const TOPIC: &str = "events";
+const DEAD_LETTER: &str = "dead-letter";
+const PARTITIONS: i32 = 3;
+const GROUP: &str = "cx-broker-pause";
+/// Generated lines (noise included: duplicates, out-of-order and invalid).
+const EVENTS: u64 = 30_000;
+/// How long the broker stays frozen.
+const PAUSE: Duration = Duration::from_secs(30);
+/// Event time from the last generated event to the end-of-input markers (6 h:
+/// the 1h window of the final state is empty, the others are not). No timer
+/// of this input (SLA deadline, churn instant, post-support check) falls in
+/// the last `allowed_lateness` before the markers, where it would fire in
+/// replay's final flush but not yet in `run`: another seed or size may need
+/// another offset.
+const MARKER_AFTER_MS: i64 = 6 * 3_600_000;
+
+/// The config of `run`, also given to `replay`. T never follows the wall
+/// clock (the generated traffic is in the past, and the series must not
+/// depend on when they are read); the lateness covers the generator's
+/// out-of-order lines (at most 25 s), so no line is late in either
+/// (replay judges one stream, run each partition). The group session
+/// timeout (librdkafka's default, written out) is longer than the pause: the
+/// group keeps the member and its partitions throughout, so only cxpulse's
+/// own view of the broker can make `/readyz` fail, as it would with a
+/// production config.
+fn config(brokers: &str, http: &str) -> String {
+    format!(
+        r#"
+[engine]
+allowed_lateness = "1m"
+idle_timeout = "1000d"
+
+[kafka]
+brokers = "{brokers}"
+group_id = "{GROUP}"
+input_topics = ["{TOPIC}"]
+dead_letter_topic = "{DEAD_LETTER}"
+output_topic = ""
+alerts_topic = ""
+commit_interval = "500ms"
+shutdown_timeout = "5s"
+
+[kafka.librdkafka]
+"consumer.session.timeout.ms" = "45000"
+
+[http]
+listen = "{http}"
+ready_max_lag = 0
+"#
+    )
+}
+
+/// The input, in production order: the generated lines (key, line) in two
+/// halves, then the end-of-input markers (partition, line).
+struct Input {
+    first: Vec<(Option<String>, String)>,
+    second: Vec<(Option<String>, String)>,
+    /// One zero-USD `spend` per partition, `MARKER_AFTER_MS` after the last
+    /// event: they move every partition's clock so far that every effect of
+    /// the generated lines is final in `run` (effects trail T by
+    /// `allowed_lateness`), as it is at the end of a replay, and change no
+    /// series themselves.
+    markers: Vec<(i32, String)>,
+    /// Lines the engine cannot decode (dead-lettered), in all and in the
+    /// first half.
+    invalid: u64,
+    invalid_first: u64,
+    /// Decodable lines repeating an earlier event_id.
+    duplicates: u64,
+}
+
+impl Input {
+    fn total(&self) -> usize {
+        self.first.len() + self.second.len() + self.markers.len()
+    }
+
+    fn ndjson(&self) -> String {
+        let mut text = String::new();
+        let lines = self.first.iter().chain(&self.second).map(|(_, l)| l);
+        for l in lines.chain(self.markers.iter().map(|(_, l)| l)) {
+            text.push_str(l);
+            text.push('\n');
+        }
+        text
+    }
+}
+
+fn input(cfg: &Config) -> Input {
+    let lines: Vec<(Option<String>, String)> = Generator::new(&GenConfig {
+        seed: 7,
+        events: EVENTS,
+        days: 3,
+        ..GenConfig::default()
+    })
+    .map(|l| (l.key, l.payload))
+    .collect();
+    // What the engine will make of each line, from the bytes: undecodable
+    // lines are invalid, a decodable line repeating an earlier event_id is
+    // one of the generator's duplicates.
+    let decoder = Decoder::new(&cfg.mapping, cfg.engine.max_message_bytes, false);
+    let mut ids = HashSet::new();
+    let (mut invalid, mut duplicates) = (0, 0);
+    let mut last_ts = i64::MIN;
+    let mut channel = None;
+    let half = lines.len() / 2;
+    let mut invalid_first = 0;
+    for (i, (_, l)) in lines.iter().enumerate() {
+        match decoder.decode(l.as_bytes(), None) {
+            Ok(ev) => {
+                if !ids.insert(ev.event_id.to_string()) {
+                    duplicates += 1;
+                }
+                last_ts = last_ts.max(ev.ts);
+            }
+            Err(_) => {
+                invalid += 1;
+                if i < half {
+                    invalid_first += 1;
+                }
+            }
+        }
+        if channel.is_none() {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap_or_default();
+            if v["type"] == "spend" {
+                channel = v["channel"].as_str().map(str::to_string);
+            }
+        }
+    }
+    let channel = channel.expect("the generated input has a spend line");
+    assert!(duplicates > 0 && invalid > 0, "the input has no noise");
+    let markers = (0..PARTITIONS)
+        .map(|p| {
+            (
+                p,
+                format!(
+                    r#"{{"event_id":"end-of-input-{p}","type":"spend","ts":"{}","channel":"{channel}","amount_usd":0}}"#,
+                    format_rfc3339(last_ts + MARKER_AFTER_MS)
+                ),
+            )
+        })
+        .collect();
+    let mut first = lines;
+    let second = first.split_off(half);
+    Input {
+        first,
+        second,
+        markers,
+        invalid,
+        invalid_first,
+        duplicates,
+    }
+}
+
+fn produce(broker: &Tansu, lines: &[(Option<String>, String)]) {
+    let recs: Vec<(Option<&str>, &str)> = lines
+        .iter()
+        .map(|(k, v)| (k.as_deref(), v.as_str()))
+        .collect();
+    broker.produce(TOPIC, &recs);
+}
+
+/// Produces each line to its given partition and waits for the acks.
+fn produce_to_partitions(broker: &Tansu, lines: &[(i32, String)]) {
+    let producer: BaseProducer = broker
+        .client_config()
+        .set("acks", "all")
+        .set("message.timeout.ms", "30000")
+        .create()
+        .expect("create producer");
+    for (p, l) in lines {
+        producer
+            .send(BaseRecord::<str, str>::to(TOPIC).partition(*p).payload(l))
+            .unwrap_or_else(|(e, _)| panic!("produce to partition {p}: {e}"));
+    }
+    producer
+        .flush(Duration::from_secs(30))
+        .expect("flush the end-of-input markers");
+}
+
+// ---------------------------------------------------------------------------
+// cxpulse run as a child process
+// ---------------------------------------------------------------------------
+
+struct Run {
+    child: Child,
+    http: String,
+    log: PathBuf,
+}
+
+impl Run {
+    fn start(cfg: &Path, log: PathBuf, http: &str) -> Run {
+        let log_file = std::fs::File::create(&log).expect("create log");
+        let child = Command::new(common::cxpulse_bin())
+            .args(["run", "--config"])
+            .arg(cfg)
+            .env("RUST_LOG", "info")
+            .env_remove("CXPULSE_CONFIG")
+            .stdin(Stdio::null())
+            .stdout(log_file.try_clone().expect("log fd"))
+            .stderr(log_file)
+            .spawn()
+            .expect("spawn cxpulse");
+        let r = Run {
+            child,
+            http: http.to_string(),
+            log,
+        };
+        r.wait_for("/healthz answers", Duration::from_secs(30), || {
+            r.status("/healthz") == 200
+        });
+        r
+    }
+
+    /// The HTTP status of `path` (0: no answer).
+    fn status(&self, path: &str) -> u16 {
+        get(&self.http, path).map_or(0, |(code, _)| code)
+    }
+
+    fn ready(&self) -> (u16, String) {
+        get(&self.http, "/readyz").unwrap_or((0, "no answer".into()))
+    }
+
+    fn metrics(&self) -> String {
+        match get(&self.http, "/metrics") {
+            Some((200, body)) => body,
+            _ => String::new(),
+        }
+    }
+
+    fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    fn log_tail(&self) -> String {
+        let t = self.log_text();
+        let lines: Vec<&str> = t.lines().collect();
+        lines[lines.len().saturating_sub(40)..].join("\n")
+    }
+
+    fn wait_for(&self, what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
+        let deadline = Instant::now() + timeout;
+        while !f() {
+            if Instant::now() > deadline {
+                panic!(
+                    "timed out waiting for {what}\n--- cxpulse log tail ({}) ---\n{}",
+                    self.log.display(),
+                    self.log_tail()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Waits until `n` messages have an outcome, nothing is left to consume
+    /// on any of the assigned partitions, `dead_lettered` dead-letter records
+    /// are acknowledged and `/readyz` is 200; returns `/metrics`.
+    fn wait_consumed(&self, n: usize, dead_lettered: u64, timeout: Duration) -> String {
+        let mut last = String::new();
+        self.wait_for(
+            &format!("{n} messages taken, {dead_lettered} dead-lettered, lag 0, ready"),
+            timeout,
+            || {
+                last = self.metrics();
+                sum(&last, "cxpulse_events_total{") == n as f64
+                    && value(&last, "cxpulse_assigned_partitions") == Some(PARTITIONS as f64)
+                    && sum(&last, "cxpulse_consumer_lag{") == 0.0
+                    && sum(&last, "cxpulse_dead_letter_records_total{") == dead_lettered as f64
+                    && self.ready().0 == 200
+            },
+        );
+        last
+    }
+
+    fn sigterm(&mut self) -> Option<i32> {
+        let ok = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .expect("run kill")
+            .success();
+        assert!(ok, "kill -TERM failed");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(st) = self.child.try_wait().expect("try_wait") {
+                return st.code();
+            }
+            assert!(Instant::now() < deadline, "no exit after SIGTERM");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Run {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Prometheus text
+// ---------------------------------------------------------------------------
+
+/// Series (as written) to value.
+fn series(text: &str) -> BTreeMap<String, String> {
+    text.lines()
+        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+        .filter_map(|l| l.rsplit_once(' '))
+        .map(|(s, v)| (s.to_string(), v.to_string()))
+        .collect()
+}
+
+fn value(text: &str, s: &str) -> Option<f64> {
+    series(text).get(s).and_then(|v| v.parse().ok())
+}
+
+fn sum(text: &str, prefix: &str) -> f64 {
+    series(text)
+        .iter()
+        .filter(|(k, _)| k.starts_with(prefix))
+        .filter_map(|(_, v)| v.parse::<f64>().ok())
+        .sum()
+}
+
+/// The pipeline's own series (the rest of `/metrics` is the engine's, which
+/// `replay` prints too).
+fn is_pipeline(series: &str) -> bool {
+    const PIPELINE: &[&str] = &[
+        "cxpulse_consumer_lag",
+        "cxpulse_event_to_metric_seconds",
+        "cxpulse_dead_letter_records_total",
+        "cxpulse_published_records_total",
+        "cxpulse_delivery_",
+        "cxpulse_offset_commits_total",
+        "cxpulse_rebalances_total",
+        "cxpulse_assigned_partitions",
+        "cxpulse_kafka_",
+        "cxpulse_consume_errors_total",
+        "cxpulse_clock_wall_advances_total",
+        "cxpulse_pending_events",
+        "cxpulse_engine_state_bytes",
+        "cxpulse_checkpoint",
+    ];
+    let name = series.split('{').next().unwrap_or(series);
+    !name.starts_with("cxpulse_") || PIPELINE.iter().any(|p| name.starts_with(p))
+}
+
+fn engine_series(text: &str) -> BTreeMap<String, String> {
+    series(text)
+        .into_iter()
+        .filter(|(k, _)| !is_pipeline(k))
+        .collect()
+}
+
+/// Whether two sample values are equal. Sums of floats may differ in the
+/// last digits: `run` adds up each partition's sums, `replay` one stream's.
+fn same(a: Option<&String>, b: Option<&String>) -> bool {
+    match (a, b) {
+        (Some(a), Some(b)) => match (a.parse::<f64>(), b.parse::<f64>()) {
+            (Ok(x), Ok(y)) if x.is_finite() && y.is_finite() => {
+                (x - y).abs() <= 1e-9 * x.abs().max(y.abs()).max(1.0)
+            }
+            _ => a == b,
+        },
+        (a, b) => a == b,
+    }
+}
+
+fn differences(a: &BTreeMap<String, String>, b: &BTreeMap<String, String>) -> Vec<String> {
+    let keys: BTreeSet<&String> = a.keys().chain(b.keys()).collect();
+    keys.into_iter()
+        .filter(|k| !same(a.get(*k), b.get(*k)))
+        .map(|k| format!("{k}: {:?} vs {:?}", a.get(k), b.get(k)))
+        .collect()
+}
+
+/// Committed offsets of the group, summed over the input partitions.
+fn committed_total(broker: &Tansu) -> i64 {
+    let c: BaseConsumer = broker
+        .client_config()
+        .set("group.id", GROUP)
+        .set("enable.auto.commit", "false")
+        .create()
+        .expect("create offset reader");
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..PARTITIONS {
+        tpl.add_partition(TOPIC, p);
+    }
+    let t = c
+        .committed_offsets(tpl, Duration::from_secs(10))
+        .expect("read committed offsets");
+    t.elements()
+        .iter()
+        .map(|e| match e.offset() {
+            Offset::Offset(o) => o,
+            _ => 0,
+        })
+        .sum()
+}
+
+// ---------------------------------------------------------------------------
+// The test
+// ---------------------------------------------------------------------------
+
+#[test]
+fn a_broker_frozen_for_30s_mid_stream_loses_nothing_duplicates_nothing_and_shows_in_readyz() {
+    let t0 = Instant::now();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let broker = Tansu::start();
+    broker.create_topic(TOPIC, PARTITIONS);
+    broker.create_topic(DEAD_LETTER, 1);
+
+    let http = format!("127.0.0.1:{}", free_port());
+    let cfg_path = dir.path().join("cxpulse.toml");
+    std::fs::write(&cfg_path, config(&broker.addr, &http)).unwrap();
+    let cfg = Config::load(Some(&cfg_path), std::iter::empty()).expect("config");
+    let input = input(&cfg);
+
+    // 1. The first half, consumed completely: ready.
+    let mut run = Run::start(&cfg_path, dir.path().join("run.log"), &http);
+    produce(&broker, &input.first);
+    run.wait_consumed(
+        input.first.len(),
+        input.invalid_first,
+        Duration::from_secs(60),
+    );
+    eprintln!(
+        "{:?}: first half consumed ({} messages), ready",
+        t0.elapsed(),
+        input.first.len()
+    );
+
+    // 2. The broker freezes for 30 s. /readyz must turn 503 within the
+    // pause (and stay so to its end); /healthz stays 200.
+    broker.pause();
+    let paused = Instant::now();
+    let mut unready_at: Option<(Duration, String)> = None;
+    let mut ready_again_during_pause = Vec::new();
+    let mut healthz_failures = Vec::new();
+    let mut polls = 0;
+    while paused.elapsed() < PAUSE {
+        let (code, body) = run.ready();
+        let at = paused.elapsed();
+        polls += 1;
+        match (&unready_at, code) {
+            (None, 503) => unready_at = Some((at, body)),
+            (Some(_), 200) => ready_again_during_pause.push(at),
+            _ => {}
+        }
+        let h = run.status("/healthz");
+        if h != 200 {
+            healthz_failures.push((paused.elapsed(), h));
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    let readyz_at_end_of_pause = run.ready();
+    broker.resume();
+    eprintln!(
+        "{:?}: broker resumed after {:?}; /readyz turned unready after {:?} ({polls} polls); \
+         at the end of the pause: {readyz_at_end_of_pause:?}",
+        t0.elapsed(),
+        paused.elapsed(),
+        unready_at.as_ref().map(|(d, b)| (d, b.trim().to_string()))
+    );
+    assert!(
+        run.child.try_wait().expect("try_wait").is_none(),
+        "cxpulse exited while the broker was frozen\n{}",
+        run.log_tail()
+    );
+    let (unready_after, why) = unready_at.clone().unwrap_or_else(|| {
+        panic!(
+            "/readyz stayed 200 during the {PAUSE:?} pause\n{}",
+            run.log_tail()
+        )
+    });
+    assert!(
+        why.contains("not answering") || why.contains("not connected"),
+        "/readyz should blame the broker: {why}"
+    );
+    // Statistics come every second; allow a few more for a loaded machine.
+    assert!(
+        unready_after < STALLED_AFTER + Duration::from_secs(5),
+        "/readyz turned unready only after {unready_after:?}"
+    );
+    assert!(
+        ready_again_during_pause.is_empty(),
+        "/readyz was 200 again at {ready_again_during_pause:?} while the broker was frozen"
+    );
+    assert_eq!(
+        readyz_at_end_of_pause.0, 503,
+        "/readyz at the end of the pause"
+    );
+    assert!(
+        healthz_failures.is_empty(),
+        "/healthz failed during the pause: {healthz_failures:?}"
+    );
+
+    // 3. Back: the second half and the end-of-input markers, all consumed.
+    produce(&broker, &input.second);
+    produce_to_partitions(&broker, &input.markers);
+    let total = input.total();
+    let m = run.wait_consumed(total, input.invalid, Duration::from_secs(60));
+    eprintln!(
+        "{:?}: all {total} messages consumed after the pause, ready",
+        t0.elapsed()
+    );
+    // Nothing else arrives later (a re-delivery would be counted).
+    std::thread::sleep(Duration::from_secs(2));
+    let m_later = run.metrics();
+
+    // 4. One outcome per produced message; the duplicates are exactly the
+    // generator's; no line is late; every invalid line dead-lettered once.
+    let outcome = |o: &str| -> f64 {
+        series(&m)
+            .iter()
+            .filter(|(k, _)| {
+                k.starts_with("cxpulse_events_total{") && k.contains(&format!("outcome=\"{o}\""))
+            })
+            .filter_map(|(_, v)| v.parse::<f64>().ok())
+            .sum()
+    };
+    assert_eq!(sum(&m, "cxpulse_events_total{"), total as f64);
+    assert_eq!(outcome("duplicate"), input.duplicates as f64, "duplicates");
+    assert_eq!(outcome("invalid"), input.invalid as f64, "invalid");
+    assert_eq!(outcome("late"), 0.0, "late");
+    assert_eq!(
+        outcome("applied"),
+        (total as u64 - input.duplicates - input.invalid) as f64,
+        "applied"
+    );
+    let dlq = broker.consume_all(DEAD_LETTER, input.invalid as usize, Duration::from_secs(20));
+    assert_eq!(
+        dlq.len() as u64,
+        input.invalid,
+        "dead-letter records (each invalid message exactly once)"
+    );
+    let d = differences(&engine_series(&m), &engine_series(&m_later));
+    assert!(d.is_empty(), "series changed while idle:\n{}", d.join("\n"));
+
+    // 5. The same input through `cxpulse replay` with the same config.
+    let ndjson = dir.path().join("input.ndjson");
+    std::fs::write(&ndjson, input.ndjson()).unwrap();
+    let replay = Command::new(common::cxpulse_bin())
+        .args(["replay", "--quiet", "--config"])
+        .arg(&cfg_path)
+        .arg(&ndjson)
+        .output()
+        .expect("run replay");
+    assert!(
+        replay.status.success(),
+        "replay failed: {}",
+        String::from_utf8_lossy(&replay.stderr)
+    );
+    let replayed = engine_series(&String::from_utf8_lossy(&replay.stdout));
+    let live = engine_series(&m);
+    assert!(live.len() > 100, "too few engine series: {live:?}");
+    let d = differences(&live, &replayed);
+    assert!(
+        d.is_empty(),
+        "{} of {} series differ between run (left) and replay (right):\n{}",
+        d.len(),
+        live.len(),
+        d[..d.len().min(30)].join("\n")
+    );
+
+    // 6. Same process all along; SIGTERM: exit 0, every offset committed.
+    assert!(
+        run.child.try_wait().expect("try_wait").is_none(),
+        "cxpulse exited"
+    );
+    let log = run.log_text();
+    assert_eq!(
+        log.matches("starting cxpulse run").count(),
+        1,
+        "cxpulse started more than once"
+    );
+    assert_eq!(run.sigterm(), Some(0), "exit status\n{}", run.log_tail());
+    assert_eq!(committed_total(&broker), total as i64, "committed offsets");
+    eprintln!(
+        "{:?}: {} engine series equal to replay; {} duplicates, {} invalid; exit 0",
+        t0.elapsed(),
+        live.len(),
+        input.duplicates,
+        input.invalid
+    );
+}
