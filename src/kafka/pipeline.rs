@@ -61,9 +61,9 @@ const ERROR_RUN_PAUSE: Duration = Duration::from_millis(10);
 /// At most this many ready messages are handled per turn of the loop before
 /// timers, `/metrics` requests and acknowledgements get their turn.
 const BATCH: usize = 512;
-/// At most this many checkpoint intervals in a row are skipped while
-/// dead-letter records are unacknowledged.
-const MAX_CHECKPOINT_DEFERRALS: u32 = 10;
+/// A due checkpoint waits at most this long (consumption paused) for the
+/// dead-letter records in flight to be acknowledged.
+const CHECKPOINT_DRAIN_MAX: Duration = Duration::from_secs(10);
 /// Most events tracked at once for the latency histogram.
 const LATENCY_TRACK_CAP: usize = 2_000_000;
 
@@ -132,7 +132,7 @@ pub async fn run(
         engine,
         checkpoint: checkpoint.map(|(store, _)| store),
         checkpoint_writes: JoinSet::new(),
-        checkpoint_deferred: 0,
+        checkpoint_due: None,
         decoder: Decoder::new(
             &cfg.mapping,
             cfg.engine.max_message_bytes,
@@ -191,7 +191,7 @@ pub async fn run(
                 resume_at = None;
                 Step::Idle
             }
-            m = consumer.recv(), if resume_at.is_none() => Step::Message(m),
+            m = consumer.recv(), if resume_at.is_none() && lp.checkpoint_due.is_none() => Step::Message(m),
         };
         match step {
             Step::Shutdown => break,
@@ -416,9 +416,10 @@ struct Loop {
     checkpoint: Option<CheckpointStore>,
     /// The checkpoint write in flight (at most one).
     checkpoint_writes: JoinSet<CheckpointDone>,
-    /// Checkpoint intervals skipped in a row while dead-letter records were
-    /// unacknowledged.
-    checkpoint_deferred: u32,
+    /// A checkpoint is due but waits, with consumption paused, for the
+    /// dead-letter records in flight to be acknowledged; until this instant
+    /// at most.
+    checkpoint_due: Option<Instant>,
     decoder: Decoder,
     latency: LatencyTracker,
     /// `cxpulse_event_to_metric_seconds`, with buckets for this lateness.
@@ -555,6 +556,9 @@ impl Loop {
             offset: d.offset,
         }
         .emit();
+        if self.checkpoint_due.is_some() && self.book().held_count() == 0 {
+            self.checkpoint();
+        }
     }
 
     /// After the clock of partition `pid` (of every partition: `None`) may
@@ -591,6 +595,9 @@ impl Loop {
     fn tick(&mut self) {
         let now = wall_ms();
         self.live.beat(now);
+        if self.checkpoint_due.is_some_and(|d| Instant::now() >= d) {
+            self.checkpoint();
+        }
         if self.last_message.elapsed() >= self.idle_timeout
             && self.live.caught_up_since(self.last_message)
         {
@@ -614,19 +621,23 @@ impl Loop {
             return;
         }
         // A checkpoint covers dead-lettered messages as handled: while a
-        // dead-letter record is unacknowledged it waits (a few intervals at
-        // most), so a crash cannot lose that record.
-        if self.book().held_count() > 0 && self.checkpoint_deferred < MAX_CHECKPOINT_DEFERRALS {
-            self.checkpoint_deferred += 1;
-            return;
-        }
-        if self.checkpoint_deferred >= MAX_CHECKPOINT_DEFERRALS {
+        // dead-letter record is unacknowledged, consumption pauses and the
+        // checkpoint waits for it (briefly: acknowledgements take
+        // milliseconds), so a crash cannot lose that record.
+        if self.book().held_count() > 0 {
+            let due = *self
+                .checkpoint_due
+                .get_or_insert_with(|| Instant::now() + CHECKPOINT_DRAIN_MAX);
+            if Instant::now() < due {
+                return;
+            }
             warn!(
                 held = self.book().held_count(),
+                waited_s = CHECKPOINT_DRAIN_MAX.as_secs(),
                 "checkpoint written while dead-letter records are unacknowledged: a crash before they are may lose them"
             );
         }
-        self.checkpoint_deferred = 0;
+        self.checkpoint_due = None;
         let t0 = Instant::now();
         let offsets = self.book().engine_positions();
         if offsets.is_empty() {
