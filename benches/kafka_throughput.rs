@@ -42,12 +42,11 @@
 //!   that pauses the consumer loop) from the "checkpoint written" log
 //!   events. An interval longer than the run without checkpoints is skipped
 //!   (no periodic checkpoint would fall inside it); its cost is then
-//!   estimated from the measured pause per checkpoint. `run` skips a
-//!   checkpoint interval while dead-letter records are unacknowledged (up
-//!   to 10 in a row): with the generated 0.2 % invalid lines at these
-//!   rates, that is many intervals, so fewer checkpoints are written than
-//!   intervals pass (`KAFKA_BENCH_CKPT_DEAD_LETTER=0` shows the cost of
-//!   one per interval).
+//!   estimated from the measured pause per checkpoint. A due checkpoint
+//!   waits, consumption paused, for the dead-letter records in flight to
+//!   be acknowledged (the generated input has 0.2 % invalid lines), which
+//!   is part of its cost; `KAFKA_BENCH_CKPT_DEAD_LETTER=0` runs without a
+//!   dead-letter topic.
 //! - Latency: generated traffic with event time = now, produced at the
 //!   given rate, each line when its time comes, for `SECS` plus the
 //!   lateness. An event's effect is visible once T has passed its time by
