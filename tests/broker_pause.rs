@@ -13,6 +13,13 @@
 //!   with the same config, series by series;
 //! - the process is never restarted and exits 0 on SIGTERM, with every input
 //!   offset committed.
+//!
+//! Twice: once with a group session timeout longer than the pause (the group
+//! keeps the member; `/readyz` is checked there), once with a short one and
+//! no commit since the start, so the group drops the member during the pause
+//! and hands it the same partitions again when the broker is back: they must
+//! resume where the engine's state of them ends (checkpoints are off, but the
+//! state is still in memory), not at the far older committed offsets.
 
 mod common;
 
@@ -50,16 +57,44 @@ const PAUSE: Duration = Duration::from_secs(30);
 /// another offset.
 const MARKER_AFTER_MS: i64 = 6 * 3_600_000;
 
+/// How the consumer group treats the member through the pause, and how far
+/// behind the engine the group's committed offsets may be.
+struct Group {
+    /// `consumer.session.timeout.ms`.
+    session_timeout_ms: u64,
+    /// `kafka.commit_interval`.
+    commit_interval: &'static str,
+}
+
+/// The first test: the group session timeout (librdkafka's default, written
+/// out) is longer than the pause, so the group keeps the member and its
+/// partitions throughout and only cxpulse's own view of the broker can make
+/// `/readyz` fail, as it would with a production config.
+const KEPT: Group = Group {
+    session_timeout_ms: 45_000,
+    commit_interval: "500ms",
+};
+
+/// The second test: the session times out 6 s into the pause, so the group
+/// drops the member and it rejoins once the broker is back; and nothing is
+/// committed between the start and the shutdown (the interval's first tick,
+/// at the start, finds nothing to commit), so the group's committed offsets
+/// are far behind the engine when the partitions come back.
+const DROPPED: Group = Group {
+    session_timeout_ms: 6_000,
+    commit_interval: "1h",
+};
+
 /// The config of `run`, also given to `replay`. T never follows the wall
 /// clock (the generated traffic is in the past, and the series must not
 /// depend on when they are read); the lateness covers the generator's
 /// out-of-order lines (at most 25 s), so no line is late in either
-/// (replay judges one stream, run each partition). The group session
-/// timeout (librdkafka's default, written out) is longer than the pause: the
-/// group keeps the member and its partitions throughout, so only cxpulse's
-/// own view of the broker can make `/readyz` fail, as it would with a
-/// production config.
-fn config(brokers: &str, http: &str) -> String {
+/// (replay judges one stream, run each partition). No checkpoints.
+fn config(brokers: &str, http: &str, group: &Group) -> String {
+    let Group {
+        session_timeout_ms,
+        commit_interval,
+    } = group;
     format!(
         r#"
 [engine]
@@ -73,11 +108,11 @@ input_topics = ["{TOPIC}"]
 dead_letter_topic = "{DEAD_LETTER}"
 output_topic = ""
 alerts_topic = ""
-commit_interval = "500ms"
+commit_interval = "{commit_interval}"
 shutdown_timeout = "5s"
 
 [kafka.librdkafka]
-"consumer.session.timeout.ms" = "45000"
+"consumer.session.timeout.ms" = "{session_timeout_ms}"
 
 [http]
 listen = "{http}"
@@ -287,9 +322,11 @@ impl Run {
         }
     }
 
-    /// Waits until `n` messages have an outcome, nothing is left to consume
-    /// on any of the assigned partitions, `dead_lettered` dead-letter records
-    /// are acknowledged and `/readyz` is 200; returns `/metrics`.
+    /// Waits until (at least) `n` messages have an outcome, nothing is left
+    /// to consume on any of the assigned partitions, (at least)
+    /// `dead_lettered` dead-letter records are acknowledged and `/readyz` is
+    /// 200; returns `/metrics`. More than expected is the caller's to assert
+    /// (with the numbers), not a timeout.
     fn wait_consumed(&self, n: usize, dead_lettered: u64, timeout: Duration) -> String {
         let mut last = String::new();
         self.wait_for(
@@ -297,10 +334,10 @@ impl Run {
             timeout,
             || {
                 last = self.metrics();
-                sum(&last, "cxpulse_events_total{") == n as f64
+                sum(&last, "cxpulse_events_total{") >= n as f64
                     && value(&last, "cxpulse_assigned_partitions") == Some(PARTITIONS as f64)
                     && sum(&last, "cxpulse_consumer_lag{") == 0.0
-                    && sum(&last, "cxpulse_dead_letter_records_total{") == dead_lettered as f64
+                    && sum(&last, "cxpulse_dead_letter_records_total{") >= dead_lettered as f64
                     && self.ready().0 == 200
             },
         );
@@ -433,79 +470,286 @@ fn committed_total(broker: &Tansu) -> i64 {
         .sum()
 }
 
+/// One past the last message of every input partition, read back from the
+/// topic (tansu's high watermark from ListOffsets can trail the log: it has
+/// read below the last produced batch here), after checking the topic holds
+/// exactly `n` messages.
+fn end_offsets(broker: &Tansu, n: usize) -> Vec<i64> {
+    let records = broker.consume_all(TOPIC, n, Duration::from_secs(30));
+    assert_eq!(records.len(), n, "messages in {TOPIC}");
+    (0..PARTITIONS)
+        .map(|p| {
+            records
+                .iter()
+                .filter(|r| r.partition == p)
+                .map(|r| r.offset + 1)
+                .max()
+                .unwrap_or(0)
+        })
+        .collect()
+}
+
 // ---------------------------------------------------------------------------
-// The test
+// The scenario, shared by the tests
+// ---------------------------------------------------------------------------
+
+/// A broker with the topics, the generated input, and `cxpulse run`
+/// consuming it.
+struct Scenario {
+    t0: Instant,
+    // Dropped in this order: `run` before the broker, the directory last.
+    run: Run,
+    broker: Tansu,
+    input: Input,
+    cfg_path: PathBuf,
+    dir: tempfile::TempDir,
+}
+
+/// What `/readyz` and `/healthz` answered while the broker was frozen.
+struct Pause {
+    /// When `/readyz` first answered 503, and why.
+    unready_at: Option<(Duration, String)>,
+    /// When `/readyz` answered 200 again after that.
+    ready_again: Vec<Duration>,
+    /// Every `/healthz` answer other than 200.
+    healthz_failures: Vec<(Duration, u16)>,
+    /// `/readyz` at the end of the pause.
+    ready_at_end: (u16, String),
+    /// cxpulse's log at the end of the pause.
+    log_at_end: String,
+}
+
+/// Counts of outcomes, compared as a whole so a failure shows them all.
+#[derive(Debug, PartialEq)]
+struct Outcomes {
+    messages: u64,
+    applied: u64,
+    duplicate: u64,
+    invalid: u64,
+    late: u64,
+    dead_letter_records: u64,
+}
+
+impl Scenario {
+    /// Starts the broker and `cxpulse run` with `group`, produces the first
+    /// half of the input and waits until it is consumed completely (ready).
+    fn first_half_consumed(group: &Group) -> Scenario {
+        let t0 = Instant::now();
+        let dir = tempfile::tempdir().expect("tempdir");
+        let broker = Tansu::start();
+        broker.create_topic(TOPIC, PARTITIONS);
+        broker.create_topic(DEAD_LETTER, 1);
+
+        let http = format!("127.0.0.1:{}", free_port());
+        let cfg_path = dir.path().join("cxpulse.toml");
+        std::fs::write(&cfg_path, config(&broker.addr, &http, group)).unwrap();
+        let cfg = Config::load(Some(&cfg_path), std::iter::empty()).expect("config");
+        let input = input(&cfg);
+
+        let run = Run::start(&cfg_path, dir.path().join("run.log"), &http);
+        produce(&broker, &input.first);
+        run.wait_consumed(
+            input.first.len(),
+            input.invalid_first,
+            Duration::from_secs(60),
+        );
+        let s = Scenario {
+            t0,
+            run,
+            broker,
+            input,
+            cfg_path,
+            dir,
+        };
+        s.note(&format!(
+            "first half consumed ({} messages), ready",
+            s.input.first.len()
+        ));
+        s
+    }
+
+    fn note(&self, what: &str) {
+        eprintln!("{:?}: {what}", self.t0.elapsed());
+    }
+
+    fn assert_running(&mut self, when: &str) {
+        assert!(
+            self.run.child.try_wait().expect("try_wait").is_none(),
+            "cxpulse exited {when}\n{}",
+            self.run.log_tail()
+        );
+    }
+
+    /// Freezes the broker for `PAUSE`, polling `/readyz` and `/healthz`,
+    /// then lets it run again; `cxpulse` must still be running.
+    fn freeze_broker(&mut self) -> Pause {
+        self.broker.pause();
+        let paused = Instant::now();
+        let mut unready_at: Option<(Duration, String)> = None;
+        let mut ready_again = Vec::new();
+        let mut healthz_failures = Vec::new();
+        let mut polls = 0;
+        while paused.elapsed() < PAUSE {
+            let (code, body) = self.run.ready();
+            let at = paused.elapsed();
+            polls += 1;
+            match (&unready_at, code) {
+                (None, 503) => unready_at = Some((at, body)),
+                (Some(_), 200) => ready_again.push(at),
+                _ => {}
+            }
+            let h = self.run.status("/healthz");
+            if h != 200 {
+                healthz_failures.push((paused.elapsed(), h));
+            }
+            std::thread::sleep(Duration::from_millis(250));
+        }
+        let ready_at_end = self.run.ready();
+        let log_at_end = self.run.log_text();
+        self.broker.resume();
+        self.note(&format!(
+            "broker resumed after {:?}; /readyz turned unready after {:?} ({polls} polls); \
+             at the end of the pause: {ready_at_end:?}",
+            paused.elapsed(),
+            unready_at.as_ref().map(|(d, b)| (d, b.trim().to_string()))
+        ));
+        self.assert_running("while the broker was frozen");
+        Pause {
+            unready_at,
+            ready_again,
+            healthz_failures,
+            ready_at_end,
+            log_at_end,
+        }
+    }
+
+    /// Produces the second half and the end-of-input markers, waits until
+    /// everything is consumed, and returns `/metrics` then and 2 s later.
+    fn rest_consumed(&self) -> (String, String) {
+        produce(&self.broker, &self.input.second);
+        produce_to_partitions(&self.broker, &self.input.markers);
+        let total = self.input.total();
+        let m = self
+            .run
+            .wait_consumed(total, self.input.invalid, Duration::from_secs(60));
+        self.note(&format!(
+            "all {total} messages consumed after the pause, ready"
+        ));
+        // Nothing else arrives later (a re-delivery would be counted).
+        std::thread::sleep(Duration::from_secs(2));
+        (m, self.run.metrics())
+    }
+
+    /// One outcome per produced message; the duplicates are exactly the
+    /// generator's; no line is late; every invalid line dead-lettered once;
+    /// and the series do not change while idle.
+    fn assert_each_message_taken_once(&self, m: &str, m_later: &str) {
+        let input = &self.input;
+        let total = input.total() as u64;
+        let outcome = |o: &str| -> u64 {
+            series(m)
+                .iter()
+                .filter(|(k, _)| {
+                    k.starts_with("cxpulse_events_total{")
+                        && k.contains(&format!("outcome=\"{o}\""))
+                })
+                .filter_map(|(_, v)| v.parse::<f64>().ok())
+                .sum::<f64>() as u64
+        };
+        let dlq =
+            self.broker
+                .consume_all(DEAD_LETTER, input.invalid as usize, Duration::from_secs(20));
+        let got = Outcomes {
+            messages: sum(m, "cxpulse_events_total{") as u64,
+            applied: outcome("applied"),
+            duplicate: outcome("duplicate"),
+            invalid: outcome("invalid"),
+            late: outcome("late"),
+            // Each invalid message exactly once.
+            dead_letter_records: dlq.len() as u64,
+        };
+        let want = Outcomes {
+            messages: total,
+            applied: total - input.duplicates - input.invalid,
+            duplicate: input.duplicates,
+            invalid: input.invalid,
+            late: 0,
+            dead_letter_records: input.invalid,
+        };
+        assert_eq!(got, want, "outcomes (left: counted, right: expected)");
+        let d = differences(&engine_series(m), &engine_series(m_later));
+        assert!(d.is_empty(), "series changed while idle:\n{}", d.join("\n"));
+    }
+
+    /// The same input through `cxpulse replay` with the same config gives
+    /// the same engine series as `m`; returns how many.
+    fn assert_series_equal_replay(&self, m: &str) -> usize {
+        let ndjson = self.dir.path().join("input.ndjson");
+        std::fs::write(&ndjson, self.input.ndjson()).unwrap();
+        let replay = Command::new(common::cxpulse_bin())
+            .args(["replay", "--quiet", "--config"])
+            .arg(&self.cfg_path)
+            .arg(&ndjson)
+            .output()
+            .expect("run replay");
+        assert!(
+            replay.status.success(),
+            "replay failed: {}",
+            String::from_utf8_lossy(&replay.stderr)
+        );
+        let replayed = engine_series(&String::from_utf8_lossy(&replay.stdout));
+        let live = engine_series(m);
+        assert!(live.len() > 100, "too few engine series: {live:?}");
+        let d = differences(&live, &replayed);
+        assert!(
+            d.is_empty(),
+            "{} of {} series differ between run (left) and replay (right):\n{}",
+            d.len(),
+            live.len(),
+            d[..d.len().min(30)].join("\n")
+        );
+        live.len()
+    }
+
+    /// Same process all along; SIGTERM: exit 0, every offset committed.
+    fn assert_clean_exit_with_everything_committed(&mut self) {
+        self.assert_running("");
+        let log = self.run.log_text();
+        assert_eq!(
+            log.matches("starting cxpulse run").count(),
+            1,
+            "cxpulse started more than once"
+        );
+        assert_eq!(
+            self.run.sigterm(),
+            Some(0),
+            "exit status\n{}",
+            self.run.log_tail()
+        );
+        assert_eq!(
+            committed_total(&self.broker),
+            self.input.total() as i64,
+            "committed offsets"
+        );
+    }
+}
+
+// ---------------------------------------------------------------------------
+// The tests
 // ---------------------------------------------------------------------------
 
 #[test]
 fn a_broker_frozen_for_30s_mid_stream_loses_nothing_duplicates_nothing_and_shows_in_readyz() {
-    let t0 = Instant::now();
-    let dir = tempfile::tempdir().expect("tempdir");
-    let broker = Tansu::start();
-    broker.create_topic(TOPIC, PARTITIONS);
-    broker.create_topic(DEAD_LETTER, 1);
-
-    let http = format!("127.0.0.1:{}", free_port());
-    let cfg_path = dir.path().join("cxpulse.toml");
-    std::fs::write(&cfg_path, config(&broker.addr, &http)).unwrap();
-    let cfg = Config::load(Some(&cfg_path), std::iter::empty()).expect("config");
-    let input = input(&cfg);
-
     // 1. The first half, consumed completely: ready.
-    let mut run = Run::start(&cfg_path, dir.path().join("run.log"), &http);
-    produce(&broker, &input.first);
-    run.wait_consumed(
-        input.first.len(),
-        input.invalid_first,
-        Duration::from_secs(60),
-    );
-    eprintln!(
-        "{:?}: first half consumed ({} messages), ready",
-        t0.elapsed(),
-        input.first.len()
-    );
+    let mut s = Scenario::first_half_consumed(&KEPT);
 
     // 2. The broker freezes for 30 s. /readyz must turn 503 within the
     // pause (and stay so to its end); /healthz stays 200.
-    broker.pause();
-    let paused = Instant::now();
-    let mut unready_at: Option<(Duration, String)> = None;
-    let mut ready_again_during_pause = Vec::new();
-    let mut healthz_failures = Vec::new();
-    let mut polls = 0;
-    while paused.elapsed() < PAUSE {
-        let (code, body) = run.ready();
-        let at = paused.elapsed();
-        polls += 1;
-        match (&unready_at, code) {
-            (None, 503) => unready_at = Some((at, body)),
-            (Some(_), 200) => ready_again_during_pause.push(at),
-            _ => {}
-        }
-        let h = run.status("/healthz");
-        if h != 200 {
-            healthz_failures.push((paused.elapsed(), h));
-        }
-        std::thread::sleep(Duration::from_millis(250));
-    }
-    let readyz_at_end_of_pause = run.ready();
-    broker.resume();
-    eprintln!(
-        "{:?}: broker resumed after {:?}; /readyz turned unready after {:?} ({polls} polls); \
-         at the end of the pause: {readyz_at_end_of_pause:?}",
-        t0.elapsed(),
-        paused.elapsed(),
-        unready_at.as_ref().map(|(d, b)| (d, b.trim().to_string()))
-    );
-    assert!(
-        run.child.try_wait().expect("try_wait").is_none(),
-        "cxpulse exited while the broker was frozen\n{}",
-        run.log_tail()
-    );
-    let (unready_after, why) = unready_at.clone().unwrap_or_else(|| {
+    let pause = s.freeze_broker();
+    let (unready_after, why) = pause.unready_at.clone().unwrap_or_else(|| {
         panic!(
             "/readyz stayed 200 during the {PAUSE:?} pause\n{}",
-            run.log_tail()
+            s.run.log_tail()
         )
     });
     assert!(
@@ -518,104 +762,119 @@ fn a_broker_frozen_for_30s_mid_stream_loses_nothing_duplicates_nothing_and_shows
         "/readyz turned unready only after {unready_after:?}"
     );
     assert!(
-        ready_again_during_pause.is_empty(),
-        "/readyz was 200 again at {ready_again_during_pause:?} while the broker was frozen"
+        pause.ready_again.is_empty(),
+        "/readyz was 200 again at {:?} while the broker was frozen",
+        pause.ready_again
     );
-    assert_eq!(
-        readyz_at_end_of_pause.0, 503,
-        "/readyz at the end of the pause"
-    );
+    assert_eq!(pause.ready_at_end.0, 503, "/readyz at the end of the pause");
     assert!(
-        healthz_failures.is_empty(),
-        "/healthz failed during the pause: {healthz_failures:?}"
+        pause.healthz_failures.is_empty(),
+        "/healthz failed during the pause: {:?}",
+        pause.healthz_failures
     );
 
     // 3. Back: the second half and the end-of-input markers, all consumed.
-    produce(&broker, &input.second);
-    produce_to_partitions(&broker, &input.markers);
-    let total = input.total();
-    let m = run.wait_consumed(total, input.invalid, Duration::from_secs(60));
-    eprintln!(
-        "{:?}: all {total} messages consumed after the pause, ready",
-        t0.elapsed()
-    );
-    // Nothing else arrives later (a re-delivery would be counted).
-    std::thread::sleep(Duration::from_secs(2));
-    let m_later = run.metrics();
+    let (m, m_later) = s.rest_consumed();
 
-    // 4. One outcome per produced message; the duplicates are exactly the
-    // generator's; no line is late; every invalid line dead-lettered once.
-    let outcome = |o: &str| -> f64 {
-        series(&m)
-            .iter()
-            .filter(|(k, _)| {
-                k.starts_with("cxpulse_events_total{") && k.contains(&format!("outcome=\"{o}\""))
-            })
-            .filter_map(|(_, v)| v.parse::<f64>().ok())
-            .sum()
-    };
-    assert_eq!(sum(&m, "cxpulse_events_total{"), total as f64);
-    assert_eq!(outcome("duplicate"), input.duplicates as f64, "duplicates");
-    assert_eq!(outcome("invalid"), input.invalid as f64, "invalid");
-    assert_eq!(outcome("late"), 0.0, "late");
-    assert_eq!(
-        outcome("applied"),
-        (total as u64 - input.duplicates - input.invalid) as f64,
-        "applied"
-    );
-    let dlq = broker.consume_all(DEAD_LETTER, input.invalid as usize, Duration::from_secs(20));
-    assert_eq!(
-        dlq.len() as u64,
-        input.invalid,
-        "dead-letter records (each invalid message exactly once)"
-    );
-    let d = differences(&engine_series(&m), &engine_series(&m_later));
-    assert!(d.is_empty(), "series changed while idle:\n{}", d.join("\n"));
+    // 4. One outcome per produced message, nothing late, every invalid
+    // line dead-lettered once.
+    s.assert_each_message_taken_once(&m, &m_later);
 
     // 5. The same input through `cxpulse replay` with the same config.
-    let ndjson = dir.path().join("input.ndjson");
-    std::fs::write(&ndjson, input.ndjson()).unwrap();
-    let replay = Command::new(common::cxpulse_bin())
-        .args(["replay", "--quiet", "--config"])
-        .arg(&cfg_path)
-        .arg(&ndjson)
-        .output()
-        .expect("run replay");
-    assert!(
-        replay.status.success(),
-        "replay failed: {}",
-        String::from_utf8_lossy(&replay.stderr)
-    );
-    let replayed = engine_series(&String::from_utf8_lossy(&replay.stdout));
-    let live = engine_series(&m);
-    assert!(live.len() > 100, "too few engine series: {live:?}");
-    let d = differences(&live, &replayed);
-    assert!(
-        d.is_empty(),
-        "{} of {} series differ between run (left) and replay (right):\n{}",
-        d.len(),
-        live.len(),
-        d[..d.len().min(30)].join("\n")
-    );
+    let n = s.assert_series_equal_replay(&m);
 
     // 6. Same process all along; SIGTERM: exit 0, every offset committed.
+    s.assert_clean_exit_with_everything_committed();
+    s.note(&format!(
+        "{n} engine series equal to replay; {} duplicates, {} invalid; exit 0",
+        s.input.duplicates, s.input.invalid
+    ));
+}
+
+/// The group drops the member during the pause (its session times out) and
+/// takes it back once the broker answers again, with the same partitions.
+/// Nothing has been committed since the start, but the engine's state of
+/// them is still in memory: they must resume where it ends, not at the
+/// committed offsets (which would hand the whole first half to the engine a
+/// second time, every event of it counted `late` or `duplicate` and every
+/// invalid line dead-lettered again).
+#[test]
+fn a_member_dropped_by_the_group_during_a_frozen_broker_resumes_where_its_state_ends() {
+    // 1. The first half, consumed completely; nothing committed of it.
+    let mut s = Scenario::first_half_consumed(&DROPPED);
+    let ends = end_offsets(&s.broker, s.input.first.len());
+    let committed = committed_total(&s.broker);
     assert!(
-        run.child.try_wait().expect("try_wait").is_none(),
-        "cxpulse exited"
+        committed < ends.iter().sum::<i64>(),
+        "the group's committed offsets ({committed} in all) should be behind the engine ({ends:?})"
     );
-    let log = run.log_text();
-    assert_eq!(
-        log.matches("starting cxpulse run").count(),
-        1,
-        "cxpulse started more than once"
+
+    // 2. The broker freezes for 30 s. The group session (6 s) times out
+    // within it: librdkafka takes the assignment away as lost, so the revoke
+    // commit fails and the committed offsets stay behind. cxpulse is not
+    // restarted for it (/healthz stays 200).
+    let pause = s.freeze_broker();
+    assert!(
+        pause.healthz_failures.is_empty(),
+        "/healthz failed during the pause: {:?}",
+        pause.healthz_failures
     );
-    assert_eq!(run.sigterm(), Some(0), "exit status\n{}", run.log_tail());
-    assert_eq!(committed_total(&broker), total as i64, "committed offsets");
-    eprintln!(
-        "{:?}: {} engine series equal to replay; {} duplicates, {} invalid; exit 0",
-        t0.elapsed(),
-        live.len(),
-        input.duplicates,
-        input.invalid
+    let during = |what: &str| {
+        pause
+            .log_at_end
+            .lines()
+            .filter(|l| l.contains(what))
+            .count()
+    };
+    let revoked = during("partitions revoked");
+    let revoke_commit_failed = during(r#"offset commit failed trigger="revoke""#);
+    assert!(
+        revoked >= 1 && revoke_commit_failed >= 1,
+        "the group should have dropped the member during the pause, its revoke commit \
+         failing: {revoked} revocations, {revoke_commit_failed} failed revoke commits\n{}",
+        pause.log_at_end
     );
+
+    // 3. Back: the member rejoins; the second half and the markers, all
+    // consumed.
+    let (m, m_later) = s.rest_consumed();
+
+    // 4. One outcome per produced message, nothing late, every invalid
+    // line dead-lettered once.
+    s.assert_each_message_taken_once(&m, &m_later);
+
+    // 5. Because the partitions, assigned here again, resumed exactly where
+    // the first half ends (the engine's state of them), not at the
+    // committed offsets.
+    let log = s.run.log_text();
+    let lines = |what: &str| -> Vec<&str> { log.lines().filter(|l| l.contains(what)).collect() };
+    let assigned = lines("partitions assigned");
+    let resumed = lines("assigned partitions resume where the engine's state of them ends");
+    let want: Vec<String> = ends
+        .iter()
+        .enumerate()
+        .map(|(p, o)| format!("{TOPIC}/{p}@{o}"))
+        .collect();
+    assert!(
+        assigned.len() >= 2
+            && resumed
+                .first()
+                .is_some_and(|l| want.iter().all(|w| l.contains(w.as_str()))),
+        "the partitions should have been assigned again, resuming at {want:?}:\n{}\n{}",
+        assigned.join("\n"),
+        resumed.join("\n")
+    );
+    s.note(&format!(
+        "revoked (lost, revoke commit failed) during the pause, assigned again, resumed at {want:?}"
+    ));
+
+    // 6. The same input through `cxpulse replay` with the same config.
+    let n = s.assert_series_equal_replay(&m);
+
+    // 7. Same process all along; SIGTERM: exit 0, every offset committed.
+    s.assert_clean_exit_with_everything_committed();
+    s.note(&format!(
+        "{n} engine series equal to replay; {} duplicates, {} invalid; exit 0",
+        s.input.duplicates, s.input.invalid
+    ));
 }

@@ -101,8 +101,9 @@ impl ClientContext for ConsumerCtx {
 
 impl ConsumerContext for ConsumerCtx {
     /// rdkafka's default rebalance handling, except that newly assigned
-    /// partitions with a known engine position (checkpoints on) start
-    /// exactly there instead of at the group's committed offset.
+    /// partitions with a known engine position (from the checkpoint, or
+    /// from an earlier assignment to this process) start exactly there
+    /// instead of at the group's committed offset.
     fn rebalance(
         &self,
         base: &BaseConsumer<Self>,
@@ -110,11 +111,47 @@ impl ConsumerContext for ConsumerCtx {
         tpl: &mut TopicPartitionList,
     ) {
         if err == RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS {
-            let (set, unknown) = self.book().apply_positions(tpl);
+            let (mut set, unknown) = self.book().apply_positions(tpl);
+            if set.count() > 0 && !self.book().tracks_positions() {
+                // Checkpoints off: an earlier assignment here. If another
+                // member consumed (and committed) further since, its commit
+                // wins: this process holds no state of what it consumed.
+                match base.committed_offsets(set.clone(), COMMITTED_TIMEOUT) {
+                    Ok(committed) => {
+                        let mut kept = TopicPartitionList::new();
+                        for e in set.elements() {
+                            let own = e.offset().to_raw().unwrap_or(-1);
+                            let theirs = committed
+                                .find_partition(e.topic(), e.partition())
+                                .map(|c| c.offset());
+                            if let Some(rdkafka::Offset::Offset(c)) = theirs
+                                && c > own
+                            {
+                                let _ = tpl.set_partition_offset(
+                                    e.topic(),
+                                    e.partition(),
+                                    rdkafka::Offset::Offset(c),
+                                );
+                            } else {
+                                let _ =
+                                    kept.add_partition_offset(e.topic(), e.partition(), e.offset());
+                            }
+                        }
+                        set = kept;
+                    }
+                    Err(e) => tracing::warn!(
+                        error = %e,
+                        partitions = describe(&set),
+                        "cannot read the committed offsets of partitions assigned here again; \
+                         they resume where this process left them"
+                    ),
+                }
+            }
             if set.count() > 0 {
                 tracing::info!(
                     offsets = describe(&set),
-                    "assigned partitions resume at their checkpoint offsets"
+                    "assigned partitions resume where the engine's state of them ends \
+                     (checkpoint or earlier assignment here), not at the committed offsets"
                 );
             }
             if unknown.count() > 0 {

@@ -78,6 +78,13 @@ pub struct OffsetBook {
     /// seen resumes (one past the last message it took), from the restored
     /// checkpoint and from consumption since. `None` with checkpoints off.
     positions: Option<BTreeMap<(String, i32), i64>>,
+    /// With checkpoints off: where the engine's state of each partition
+    /// revoked from this process resumes, should it be assigned here again
+    /// (e.g. the group dropped this member during a broker outage and took
+    /// it back): the engine's state is still in memory, so consumption goes
+    /// on from there rather than from the last commit, which would deliver
+    /// events it already took a second time.
+    resume: BTreeMap<(String, i32), i64>,
 }
 
 /// Identifies a held message, to release it when its acknowledgement comes.
@@ -113,8 +120,10 @@ impl OffsetBook {
     }
 
     /// Sets the start offset of every partition of `tpl` whose engine
-    /// position is known (they win over the group's committed offsets).
-    /// Returns (those set, the others), for the log and for
+    /// position is known (they win over the group's committed offsets):
+    /// with checkpoints, every partition the engine has state of; without,
+    /// partitions revoked from this process earlier. Returns (those set, the
+    /// others when checkpoints are on), for the log and for
     /// [`Self::record_start`].
     pub fn apply_positions(
         &self,
@@ -122,17 +131,16 @@ impl OffsetBook {
     ) -> (TopicPartitionList, TopicPartitionList) {
         let mut set = TopicPartitionList::new();
         let mut unknown = TopicPartitionList::new();
-        let Some(pos) = &self.positions else {
-            return (set, unknown);
-        };
+        let pos = self.positions.as_ref().unwrap_or(&self.resume);
         for e in tpl.elements() {
             match pos.get(&(e.topic().to_string(), e.partition())) {
                 Some(&o) => {
                     let _ = set.add_partition_offset(e.topic(), e.partition(), Offset::from_raw(o));
                 }
-                None => {
+                None if self.positions.is_some() => {
                     unknown.add_partition(e.topic(), e.partition());
                 }
+                None => {}
             }
         }
         for e in set.elements() {
@@ -267,9 +275,10 @@ impl OffsetBook {
         for e in tpl.elements() {
             let pid = self.ids.id(e.topic(), e.partition());
             let removed = self.parts.remove(&pid);
-            if let (Some(pos), Some(p)) = (&mut self.positions, &removed)
+            if let Some(p) = &removed
                 && let Some(n) = p.next
             {
+                let pos = self.positions.as_mut().unwrap_or(&mut self.resume);
                 pos.insert((p.topic.clone(), p.partition), n);
             }
             if let Some(p) = removed
@@ -392,14 +401,37 @@ mod tests {
     }
 
     #[test]
-    fn without_checkpoints_nothing_changes_on_assignment() {
+    fn without_checkpoints_a_partition_assigned_here_again_resumes_where_the_engine_is() {
         let mut b = OffsetBook::new(&["in".into()]);
         let mut tpl = TopicPartitionList::new();
         tpl.add_partition("in", 0);
+        // First assignment: the committed offset (nothing set here).
         let (set, unknown) = b.apply_positions(&mut tpl);
         assert_eq!((set.count(), unknown.count()), (0, 0));
         b.record_start("in", 0, Offset::Offset(5));
         assert!(b.engine_positions().is_empty());
+        b.assign(&tpl);
+        for o in 5..12 {
+            b.handled("in", 0, o);
+        }
+        let _ = b.take_moved();
+        b.handled("in", 0, 12);
+        b.hold("in", 0, 13);
+        // The revoke commits what is handled (13: the dead letter of 13 is
+        // not acknowledged yet)...
+        assert_eq!(positions(&b.revoke(&tpl)), [("in".into(), 0, 13)]);
+        // ...but if the partition comes back here, the engine took 5..=13
+        // already: it resumes at 14, not at the committed 13.
+        let mut again = TopicPartitionList::new();
+        again.add_partition("in", 0);
+        again.add_partition("in", 1);
+        let (set, unknown) = b.apply_positions(&mut again);
+        assert_eq!(positions(&set), [("in".into(), 0, 14)]);
+        assert_eq!(unknown.count(), 0);
+        assert_eq!(
+            positions(&again),
+            [("in".into(), 0, 14), ("in".into(), 1, -1001)]
+        );
     }
 
     #[test]
