@@ -132,7 +132,10 @@ pub struct SeriesDiff {
 
 impl SeriesDiff {
     /// Output-topic records for every series whose value changed since the
-    /// last call: key = series key, value = `{"name","labels","value","as_of"}`.
+    /// last call: key = series key, value = `{"name","labels","value","as_of"}`;
+    /// and a tombstone (the key with no value) for every series published
+    /// before that is absent now (e.g. a ratio whose denominator fell to 0),
+    /// so that a compacted topic's reader does not keep a stale value.
     pub fn changed(&mut self, topic: &str, families: &[Family], as_of: Millis) -> Vec<OutRecord> {
         let as_of = format_rfc3339(as_of);
         let mut seen: HashMap<String, f64> = HashMap::with_capacity(self.last.len());
@@ -158,6 +161,20 @@ impl SeriesDiff {
                 }
                 seen.insert(key, s.value);
             }
+        }
+        let mut gone: Vec<&String> = self
+            .last
+            .keys()
+            .filter(|k| !seen.contains_key(*k))
+            .collect();
+        gone.sort();
+        for key in gone {
+            out.push(OutRecord {
+                topic: topic.to_string(),
+                key: Some(key.clone().into_bytes()),
+                payload: None,
+                headers: None,
+            });
         }
         self.last = seen;
         out
@@ -260,6 +277,23 @@ mod tests {
         assert_eq!(v["value"], 2.0);
         assert_eq!(v["labels"]["channel"], "ads");
         assert_eq!(v["as_of"], "2023-11-14T22:13:20Z");
+        // The series disappears (say its denominator fell to 0): one tombstone.
+        let recs = d.changed("out", &[], 1_700_000_060_000);
+        assert_eq!(recs.len(), 2);
+        assert!(recs.iter().all(|r| r.payload.is_none()));
+        let keys: Vec<String> = recs
+            .iter()
+            .map(|r| String::from_utf8(r.key.clone().unwrap()).unwrap())
+            .collect();
+        assert_eq!(
+            keys,
+            [
+                r#"cxpulse_signups{channel="ads",window="1h"}"#,
+                r#"cxpulse_signups{channel="ads",window="24h"}"#
+            ]
+        );
+        // Gone stays gone: no second tombstone.
+        assert!(d.changed("out", &[], 1_700_000_120_000).is_empty());
     }
 
     #[test]
