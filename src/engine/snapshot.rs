@@ -170,7 +170,16 @@ fn decision(v: u8) -> Result<Decision, SnapshotError> {
 impl Engine {
     /// All engine state as bytes. Alerts not yet drained are not included.
     pub fn snapshot(&self) -> Vec<u8> {
-        let mut w = W(Vec::with_capacity(self.state_bytes() + 4096));
+        self.snapshot_into(Vec::with_capacity(self.state_bytes() + 4096))
+    }
+
+    /// [`Engine::snapshot`] into `buf` (cleared first), whose capacity is
+    /// reused: a buffer allocated and touched beforehand, off the thread
+    /// that owns the engine, spares the snapshot its page faults (most of
+    /// its time at millions of users).
+    pub fn snapshot_into(&self, mut buf: Vec<u8>) -> Vec<u8> {
+        buf.clear();
+        let mut w = W(buf);
         w.i64(self.prm.bucket);
         match self.clock {
             Some(t) => {

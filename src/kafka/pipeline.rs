@@ -132,6 +132,8 @@ pub async fn run(
         engine,
         checkpoint: checkpoint.map(|(store, _)| store),
         checkpoint_writes: JoinSet::new(),
+        snapshot_buffers: JoinSet::new(),
+        snapshot_buffer: None,
         checkpoint_due: None,
         decoder: Decoder::new(
             &cfg.mapping,
@@ -183,6 +185,7 @@ pub async fn run(
             Some(_) = lp.background.join_next(), if !lp.background.is_empty() => Step::Idle,
             Some(done) = lp.commits.join_next(), if !lp.commits.is_empty() => Step::CommitDone(done),
             Some(done) = lp.checkpoint_writes.join_next(), if !lp.checkpoint_writes.is_empty() => Step::CheckpointDone(done),
+            Some(buf) = lp.snapshot_buffers.join_next(), if !lp.snapshot_buffers.is_empty() => Step::SnapshotBuffer(buf),
             _ = tick.tick() => Step::Tick,
             _ = commit_tick.tick() => Step::Commit,
             _ = publish_tick.tick() => Step::Publish,
@@ -204,6 +207,10 @@ pub async fn run(
             Step::CommitDone(done) => lp.commit_done(done),
             Step::Publish => lp.publish(),
             Step::Checkpoint => lp.checkpoint(),
+            Step::SnapshotBuffer(buf) => {
+                lp.snapshot_buffer = buf.ok();
+                lp.checkpoint();
+            }
             Step::CheckpointDone(done) => {
                 lp.checkpoint_done(done);
             }
@@ -304,6 +311,7 @@ enum Step<'m> {
     CommitDone(Result<(KafkaResult<()>, String), tokio::task::JoinError>),
     Checkpoint,
     CheckpointDone(Result<CheckpointDone, tokio::task::JoinError>),
+    SnapshotBuffer(Result<Vec<u8>, tokio::task::JoinError>),
     Idle,
     Tick,
     Commit,
@@ -416,6 +424,10 @@ struct Loop {
     checkpoint: Option<CheckpointStore>,
     /// The checkpoint write in flight (at most one).
     checkpoint_writes: JoinSet<CheckpointDone>,
+    /// A buffer for the next snapshot, allocated and touched on a blocking
+    /// thread (at most one in preparation).
+    snapshot_buffers: JoinSet<Vec<u8>>,
+    snapshot_buffer: Option<Vec<u8>>,
     /// A checkpoint is due but waits, with consumption paused, for the
     /// dead-letter records in flight to be acknowledged; until this instant
     /// at most.
@@ -613,11 +625,34 @@ impl Loop {
 
     /// Snapshots the engine with the offsets it covers and writes them on a
     /// blocking thread; skipped while the previous write is in flight.
+    /// First a buffer for the snapshot is prepared on a blocking thread; the
+    /// snapshot is taken when it is ready (this is called again then).
     fn checkpoint(&mut self) {
+        self.checkpoint_with(false);
+    }
+
+    /// `last`: at shutdown, the snapshot does not wait for a prepared buffer.
+    fn checkpoint_with(&mut self, last: bool) {
         let Some(store) = self.checkpoint.clone() else {
             return;
         };
         if !self.checkpoint_writes.is_empty() {
+            return;
+        }
+        if self.snapshot_buffer.is_none() && !last {
+            if self.snapshot_buffers.is_empty() {
+                // The snapshot is about the size of the state in memory.
+                let size = self.engine.state_bytes() + 4096;
+                self.snapshot_buffers.spawn_blocking(move || {
+                    let mut b = vec![0u8; size];
+                    // Touch every page (calloc'd memory may not be yet).
+                    for i in (0..size).step_by(4096) {
+                        b[i] = 1;
+                    }
+                    std::hint::black_box(&mut b);
+                    b
+                });
+            }
             return;
         }
         // A checkpoint covers dead-lettered messages as handled: while a
@@ -645,7 +680,10 @@ impl Loop {
             // checkpoint (if any) still holds.
             return;
         }
-        let engine = self.engine.snapshot();
+        let engine = match self.snapshot_buffer.take() {
+            Some(buf) => self.engine.snapshot_into(buf),
+            None => self.engine.snapshot(),
+        };
         let snapshot = t0.elapsed();
         self.checkpoint_writes.spawn_blocking(move || {
             let t = Instant::now();
@@ -827,7 +865,7 @@ impl Loop {
             {
                 self.checkpoint_done(done);
             }
-            self.checkpoint();
+            self.checkpoint_with(true);
             match timeout_at(deadline, self.checkpoint_writes.join_next()).await {
                 Ok(Some(done)) => {
                     if !self.checkpoint_done(done) {
