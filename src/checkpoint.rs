@@ -231,8 +231,21 @@ impl CheckpointStore {
 
     /// The newest checkpoint that reads back intact.
     pub fn load_latest(&self) -> Loaded {
+        self.load(true)
+    }
+
+    /// The newest checkpoint if it is good, without reading older files
+    /// (`on_corrupt = "empty"` or `"fail"`: they would not be used).
+    pub fn load_newest(&self) -> Loaded {
+        self.load(false)
+    }
+
+    fn load(&self, fall_back: bool) -> Loaded {
         let mut out = Loaded::default();
         for (_, path) in self.files() {
+            if !fall_back && !out.rejected.is_empty() {
+                break;
+            }
             let read = fs::read(&path)
                 .map_err(Self::io(&path))
                 .and_then(|b| decode(&b));
@@ -333,6 +346,10 @@ mod tests {
             loaded.rejected[0].1,
             CheckpointError::ChecksumMismatch
         ));
+        // Without falling back (on_corrupt = empty / fail), the good older file is not used.
+        let newest = store.load_newest();
+        assert!(newest.checkpoint.is_none());
+        assert_eq!(newest.rejected.len(), 1);
     }
 
     #[test]

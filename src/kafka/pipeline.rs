@@ -332,7 +332,10 @@ fn restore(cfg: &Config) -> anyhow::Result<(Engine, Option<Restored>)> {
         return Ok((Engine::new(cfg), None));
     }
     let store = CheckpointStore::new(&c.dir, c.keep);
-    let loaded = store.load_latest();
+    let loaded = match c.on_corrupt {
+        OnCorrupt::Previous => store.load_latest(),
+        OnCorrupt::Empty | OnCorrupt::Fail => store.load_newest(),
+    };
     for (path, e) in &loaded.rejected {
         tracing::error!(
             path = %path.display(),
