@@ -4,7 +4,9 @@
 //! - killed with SIGKILL at many random points while it consumes and started
 //!   again each time, `run` ends with exactly the engine series of a run that
 //!   was never interrupted over the same input (nothing lost, nothing applied
-//!   twice);
+//!   twice), and its output topic, read as a compacted topic (latest record
+//!   per key, tombstones removing keys), holds exactly those series with
+//!   those values;
 //! - a corrupt newest checkpoint is refused with an error naming the file,
 //!   and `run` falls back to the previous one.
 
@@ -20,6 +22,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use common::{Tansu, free_port};
+use cxpulse::event::time::{format_rfc3339, parse_rfc3339};
 use cxpulse::r#gen::{GenConfig, Generator};
 
 static SERIAL: Mutex<()> = Mutex::new(());
@@ -29,6 +32,15 @@ fn serial() -> std::sync::MutexGuard<'static, ()> {
 }
 
 const TOPIC: &str = "events";
+/// The output topic of the killed/restarted runs.
+const OUTPUT: &str = "series";
+/// Their `kafka.publish_interval`, out of phase with the 200 ms checkpoint
+/// interval, so kills fall between a checkpoint and the next publication:
+/// a series published and then gone before the kill must still end up
+/// tombstoned by the restarted run (before the first publication of a
+/// process tombstoned every absent series it can name, this failed in 2 runs
+/// out of 2 at this interval).
+const PUBLISH_INTERVAL: &str = "700ms";
 
 /// A small deterministic generator for the kill points.
 struct SplitMix(u64);
@@ -74,7 +86,15 @@ allowed_lateness = "2s"
 idle_timeout = "1000d"
 "#;
 
-fn config(brokers: &str, group: &str, http: &str, checkpoint_dir: Option<&Path>) -> String {
+/// `output`: the output topic to publish the series to, every
+/// `PUBLISH_INTERVAL` (`None`: nothing published).
+fn config(
+    brokers: &str,
+    group: &str,
+    http: &str,
+    checkpoint_dir: Option<&Path>,
+    output: Option<&str>,
+) -> String {
     // Static membership: a restarted consumer takes the killed one's place
     // without waiting for its session to time out.
     let instance = format!("\"consumer.group.instance.id\" = \"{group}-1\"");
@@ -85,6 +105,10 @@ fn config(brokers: &str, group: &str, http: &str, checkpoint_dir: Option<&Path>)
         ),
         None => String::new(),
     };
+    let output = match output {
+        Some(t) => format!("output_topic = \"{t}\"\npublish_interval = \"{PUBLISH_INTERVAL}\""),
+        None => "output_topic = \"\"".to_string(),
+    };
     format!(
         r#"{ENGINE}
 [kafka]
@@ -92,7 +116,7 @@ brokers = "{brokers}"
 group_id = "{group}"
 input_topics = ["{TOPIC}"]
 dead_letter_topic = ""
-output_topic = ""
+{output}
 alerts_topic = ""
 commit_interval = "1s"
 shutdown_timeout = "5s"
@@ -315,12 +339,184 @@ fn checkpoint_files(dir: &Path) -> Vec<PathBuf> {
     v
 }
 
+/// The output-topic key (`export::series_key`: `name{k="v",...}`, labels
+/// sorted by name, values escaped as in the text format, `{}` when there are
+/// none) of a series as written in `/metrics` (labels in any order).
+fn text_key(series: &str) -> String {
+    let Some((name, rest)) = series.split_once('{') else {
+        return format!("{series}{{}}");
+    };
+    let body = rest
+        .strip_suffix('}')
+        .unwrap_or_else(|| panic!("unterminated labels: {series}"));
+    let mut labels: Vec<(String, String)> = Vec::new();
+    let mut chars = body.chars();
+    while !chars.as_str().is_empty() {
+        let k: String = chars.by_ref().take_while(|c| *c != '=').collect();
+        assert_eq!(chars.next(), Some('"'), "label {k} of {series}");
+        // The value as written (still escaped): the key escapes the same way.
+        let mut v = String::new();
+        loop {
+            match chars.next() {
+                Some('\\') => {
+                    v.push('\\');
+                    v.extend(chars.next());
+                }
+                Some('"') => break,
+                Some(c) => v.push(c),
+                None => panic!("unterminated label value in {series}"),
+            }
+        }
+        labels.push((k, v));
+        match chars.next() {
+            None | Some(',') => {}
+            Some(c) => panic!("unexpected {c:?} after a label of {series}"),
+        }
+    }
+    key_of(name, labels)
+}
+
+/// The key built from an output record's JSON `name` and `labels`.
+fn json_key(v: &serde_json::Value) -> Option<String> {
+    let name = v.get("name")?.as_str()?;
+    let labels = v
+        .get("labels")?
+        .as_object()?
+        .iter()
+        .map(|(k, v)| {
+            let v = v.as_str()?;
+            let esc = v
+                .replace('\\', "\\\\")
+                .replace('"', "\\\"")
+                .replace('\n', "\\n");
+            Some((k.clone(), esc))
+        })
+        .collect::<Option<Vec<_>>>()?;
+    Some(key_of(name, labels))
+}
+
+/// The number `field` of the JSON object `json` holds, parsed from its text
+/// with `str::parse` (correctly rounded); `None` if it is not a number.
+fn top_level_number(json: &str, field: &str) -> Option<f64> {
+    let b = json.as_bytes();
+    let mut depth = 0;
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'"' => {
+                let start = i + 1;
+                i += 1;
+                while *b.get(i)? != b'"' {
+                    i += if b[i] == b'\\' { 2 } else { 1 };
+                }
+                let s = json.get(start..i)?;
+                i += 1;
+                let rest = json.get(i..)?.trim_start();
+                if depth == 1
+                    && s == field
+                    && let Some(rest) = rest.strip_prefix(':')
+                {
+                    let rest = rest.trim_start();
+                    let end = rest
+                        .find(|c: char| !matches!(c, '0'..='9' | '-' | '+' | '.' | 'e' | 'E'))
+                        .unwrap_or(rest.len());
+                    return rest[..end].parse().ok();
+                }
+                continue;
+            }
+            b'{' | b'[' => depth += 1,
+            b'}' | b']' => depth -= 1,
+            _ => {}
+        }
+        i += 1;
+    }
+    None
+}
+
+/// An output record's `as_of` (T, RFC 3339) in epoch milliseconds.
+fn as_of(v: &serde_json::Value) -> Option<i64> {
+    v.get("as_of")?.as_str().and_then(parse_rfc3339)
+}
+
+fn key_of(name: &str, mut labels: Vec<(String, String)>) -> String {
+    labels.sort();
+    let l: Vec<String> = labels.iter().map(|(k, v)| format!("{k}=\"{v}\"")).collect();
+    format!("{name}{{{}}}", l.join(","))
+}
+
+/// The output topic folded as a compacted topic's reader sees it: the latest
+/// record of every key, a tombstone (empty value) removing the key.
+struct Folded {
+    latest: BTreeMap<String, serde_json::Value>,
+    records: usize,
+    tombstones: usize,
+    /// Keys with more than one record.
+    keys_republished: usize,
+    /// Records whose value equals the previous record of their key (a run
+    /// only publishes changes: these come from restarts).
+    same_value_again: usize,
+    /// Records whose `as_of` is earlier than the previous one of their key
+    /// (a restarted run publishing from an older checkpoint).
+    as_of_back: usize,
+    /// Records whose key is not the one built from their name and labels.
+    bad_keys: Vec<String>,
+}
+
+fn fold(records: &[common::Record]) -> Folded {
+    // `consume_all` sorts by (partition, offset), and a key has one
+    // partition: this is each key's order of publication.
+    let mut f = Folded {
+        latest: BTreeMap::new(),
+        records: records.len(),
+        tombstones: 0,
+        keys_republished: 0,
+        same_value_again: 0,
+        as_of_back: 0,
+        bad_keys: Vec::new(),
+    };
+    let mut count: BTreeMap<&str, usize> = BTreeMap::new();
+    let mut prev: BTreeMap<&str, serde_json::Value> = BTreeMap::new();
+    for r in records {
+        let key = r.key.as_deref().expect("an output record without key");
+        *count.entry(key).or_default() += 1;
+        if r.value.is_empty() {
+            f.tombstones += 1;
+            f.latest.remove(key);
+            prev.remove(key);
+            continue;
+        }
+        let mut v: serde_json::Value = serde_json::from_str(&r.value)
+            .unwrap_or_else(|e| panic!("output record {key} is not JSON ({e}): {}", r.value));
+        // serde_json (without `float_roundtrip`) may read a float 1 ulp
+        // off: the value is read from its text instead, exactly.
+        v["value"] = top_level_number(&r.value, "value")
+            .and_then(serde_json::Number::from_f64)
+            .map_or(serde_json::Value::Null, serde_json::Value::Number);
+        if json_key(&v).as_deref() != Some(key) {
+            f.bad_keys.push(format!("{key} -> {}", r.value));
+        }
+        if let Some(p) = prev.get(key) {
+            if p["value"] == v["value"] {
+                f.same_value_again += 1;
+            }
+            if as_of(&v) < as_of(p) {
+                f.as_of_back += 1;
+            }
+        }
+        prev.insert(key, v.clone());
+        f.latest.insert(key.to_string(), v);
+    }
+    f.keys_republished = count.values().filter(|n| **n > 1).count();
+    f
+}
+
 #[test]
 fn killed_at_random_points_it_ends_with_the_series_of_an_uninterrupted_run() {
     let _g = serial();
     let t0 = Instant::now();
     let broker = Tansu::start();
     broker.create_topic(TOPIC, 2);
+    broker.create_topic(OUTPUT, 2);
     const EVENTS: u64 = 20_000;
     const KILLS: usize = 11;
     const PRODUCE_SLICES: usize = 40;
@@ -330,7 +526,11 @@ fn killed_at_random_points_it_ends_with_the_series_of_an_uninterrupted_run() {
     let ckpt = dir.path().join("checkpoints");
     let http = format!("127.0.0.1:{}", free_port());
     let cfg = dir.path().join("cxpulse.toml");
-    std::fs::write(&cfg, config(&broker.addr, "killed", &http, Some(&ckpt))).unwrap();
+    std::fs::write(
+        &cfg,
+        config(&broker.addr, "killed", &http, Some(&ckpt), Some(OUTPUT)),
+    )
+    .unwrap();
 
     // The input arrives over time (a producer thread), while `run` is killed
     // with SIGKILL at random moments and started again with the same config.
@@ -386,12 +586,28 @@ fn killed_at_random_points_it_ends_with_the_series_of_an_uninterrupted_run() {
     );
     let bytes = value(&killed_metrics_later, "cxpulse_checkpoint_bytes");
     let failures = value(&killed_metrics_later, "cxpulse_checkpoint_failures_total");
+    // The output topic is read after the last run has stopped: its shutdown
+    // publishes the last changes (and `Some(0)` says they were delivered), so
+    // the topic is then complete.
     assert_eq!(last.sigterm(), Some(0), "{}", last.log_tail());
+    let output = fold(&broker.consume_all(OUTPUT, 1, Duration::from_secs(60)));
+    // T when the last run restored its checkpoint: its first publication
+    // (everything, nothing published yet in that run) is at least that late.
+    let restored_t = last_log
+        .lines()
+        .find(|l| l.contains("engine restored from checkpoint"))
+        .and_then(|l| l.split("clock=").nth(1))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| parse_rfc3339(v.trim_matches('"')));
 
     // The reference: one uninterrupted run (no checkpoints) of the same input.
     let http_ref = format!("127.0.0.1:{}", free_port());
     let cfg_ref = dir.path().join("reference.toml");
-    std::fs::write(&cfg_ref, config(&broker.addr, "reference", &http_ref, None)).unwrap();
+    std::fs::write(
+        &cfg_ref,
+        config(&broker.addr, "reference", &http_ref, None, None),
+    )
+    .unwrap();
     let mut reference = Run::start(&cfg_ref, dir.path().join("reference.log"), &http_ref);
     let reference_metrics = reference.wait_all(EVENTS as f64);
     assert_eq!(reference.sigterm(), Some(0));
@@ -452,6 +668,78 @@ fn killed_at_random_points_it_ends_with_the_series_of_an_uninterrupted_run() {
         mid_consumption >= 10,
         "at least 10 kills must land while input is still arriving"
     );
+
+    // The output topic, folded to the latest record per key, is the final
+    // state of the last run: every engine series with its final value, and
+    // nothing else (a series gone by the end has its tombstone).
+    let final_t_ms = value(&killed_metrics, "cxpulse_clock_timestamp_seconds")
+        .map(|s| (s * 1000.0).round() as i64)
+        .expect("the final T");
+    let final_t = format_rfc3339(final_t_ms);
+    let expected: BTreeMap<String, (&String, f64)> = killed
+        .iter()
+        .map(|(s, v)| {
+            let v = v.parse::<f64>().unwrap_or_else(|e| panic!("{s} {v}: {e}"));
+            (text_key(s), (s, v))
+        })
+        .collect();
+    assert_eq!(expected.len(), killed.len(), "two series with one key");
+    let at_final_t = output
+        .latest
+        .values()
+        .filter(|v| as_of(v) == Some(final_t_ms))
+        .count();
+    eprintln!(
+        "output topic: {} records ({} tombstones), {} keys now; {} keys published more \
+         than once, {} records repeating their key's previous value, {} with an as_of \
+         earlier than their key's previous one; {at_final_t} latest records as of the \
+         final T {final_t}, the last run restored T {}",
+        output.records,
+        output.tombstones,
+        output.latest.len(),
+        output.keys_republished,
+        output.same_value_again,
+        output.as_of_back,
+        restored_t.map(format_rfc3339).unwrap_or_default(),
+    );
+    assert!(
+        output.bad_keys.is_empty(),
+        "output keys that are not the series key of their record:\n{}",
+        output.bad_keys[..output.bad_keys.len().min(20)].join("\n")
+    );
+    let restored_t = restored_t.expect("the restored T in the last run's log");
+    let mut wrong = Vec::new();
+    for (key, (s, v)) in &expected {
+        let Some(rec) = output.latest.get(key) else {
+            wrong.push(format!("{s} = {v}: no record for {key}"));
+            continue;
+        };
+        let got = rec["value"].as_f64();
+        let t = as_of(rec);
+        if got != Some(*v) || t.is_none_or(|t| t < restored_t || t > final_t_ms) {
+            wrong.push(format!(
+                "{s} = {v} (T {final_t}, restored {}): latest record {rec}",
+                format_rfc3339(restored_t)
+            ));
+        }
+    }
+    // T itself changed with every applied event: published as of T.
+    let clock = output.latest.get("cxpulse_clock_timestamp_seconds{}");
+    if clock.and_then(as_of) != Some(final_t_ms) {
+        wrong.push(format!("T {final_t}: latest record {clock:?}"));
+    }
+    for (key, rec) in &output.latest {
+        let published = rec["name"].as_str().unwrap_or_default();
+        if !expected.contains_key(key) && !is_pipeline(published) {
+            wrong.push(format!("{key}: stale on the output topic: {rec}"));
+        }
+    }
+    assert!(
+        wrong.is_empty(),
+        "the output topic does not end with the final series ({} problems):\n{}",
+        wrong.len(),
+        wrong[..wrong.len().min(30)].join("\n")
+    );
 }
 
 #[test]
@@ -465,7 +753,11 @@ fn a_corrupt_newest_checkpoint_falls_back_to_the_previous_one() {
     let ckpt = dir.path().join("checkpoints");
     let http = format!("127.0.0.1:{}", free_port());
     let cfg = dir.path().join("cxpulse.toml");
-    std::fs::write(&cfg, config(&broker.addr, "corrupt", &http, Some(&ckpt))).unwrap();
+    std::fs::write(
+        &cfg,
+        config(&broker.addr, "corrupt", &http, Some(&ckpt), None),
+    )
+    .unwrap();
     produce(&broker, &lines);
 
     let mut first = Run::start(&cfg, dir.path().join("first.log"), &http);
@@ -524,7 +816,11 @@ fn a_failed_checkpoint_write_is_counted_and_processing_continues() {
     let ckpt = blocker.join("checkpoints");
     let http = format!("127.0.0.1:{}", free_port());
     let cfg = dir.path().join("cxpulse.toml");
-    std::fs::write(&cfg, config(&broker.addr, "unwritable", &http, Some(&ckpt))).unwrap();
+    std::fs::write(
+        &cfg,
+        config(&broker.addr, "unwritable", &http, Some(&ckpt), None),
+    )
+    .unwrap();
     produce(&broker, &input(EVENTS));
     let mut run = Run::start(&cfg, dir.path().join("run.log"), &http);
     run.wait_all(EVENTS as f64);

@@ -43,6 +43,11 @@ pub struct Family {
     pub help: &'static str,
     pub kind: Kind,
     pub samples: Vec<Sample>,
+    /// Series of this family that could exist but are absent now (a ratio
+    /// without a denominator, a quantile of an empty window), value NaN: not
+    /// rendered, but the output topic tombstones them (see
+    /// `kafka::publish::SeriesDiff`).
+    pub absent: Vec<Sample>,
 }
 
 impl Family {
@@ -52,6 +57,7 @@ impl Family {
             help,
             kind,
             samples: Vec::new(),
+            absent: Vec::new(),
         }
     }
 
@@ -62,24 +68,37 @@ impl Family {
         self.push_named(name, labels, value);
     }
 
+    /// Adds a sample; a non-finite value makes it absent.
     pub fn push_named(&mut self, name: String, labels: &[(&str, &str)], value: f64) {
-        if !value.is_finite() {
-            return;
-        }
-        self.samples.push(Sample {
+        let sample = Sample {
             name,
             labels: labels
                 .iter()
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
             value,
-        });
+        };
+        if value.is_finite() {
+            self.samples.push(sample);
+        } else {
+            self.absent.push(Sample {
+                value: f64::NAN,
+                ..sample
+            });
+        }
     }
 
-    /// Adds a ratio sample when the denominator is positive.
+    /// Records a series of this family's own name as absent now.
+    pub fn push_absent(&mut self, labels: &[(&str, &str)]) {
+        self.push(labels, f64::NAN);
+    }
+
+    /// Adds a ratio sample when the denominator is positive; absent otherwise.
     pub fn push_ratio(&mut self, labels: &[(&str, &str)], num: f64, den: f64) {
         if den > 0.0 {
             self.push(labels, num / den);
+        } else {
+            self.push_absent(labels);
         }
     }
 }

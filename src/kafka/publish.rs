@@ -127,27 +127,34 @@ pub fn alert_record(topic: &str, a: &BreachAlert) -> OutRecord {
 /// forgotten, so it is published again when it reappears.
 #[derive(Debug, Default)]
 pub struct SeriesDiff {
-    last: HashMap<String, f64>,
+    /// Per series key: the value last published, or `None` after its tombstone.
+    last: HashMap<String, Option<f64>>,
 }
 
 impl SeriesDiff {
     /// Output-topic records for every series whose value changed since the
     /// last call: key = series key, value = `{"name","labels","value","as_of"}`;
-    /// and a tombstone (the key with no value) for every series published
-    /// before that is absent now (e.g. a ratio whose denominator fell to 0),
-    /// so that a compacted topic's reader does not keep a stale value.
+    /// and a tombstone (the key with no value) for every series that is
+    /// absent now (e.g. a ratio whose denominator fell to 0) unless one was
+    /// already sent, so that a compacted topic's reader does not keep a stale
+    /// value. The first call of a process tombstones every absent series it
+    /// can name: a previous process (before a crash and a restore from an
+    /// older checkpoint) may have published it.
     pub fn changed(&mut self, topic: &str, families: &[Family], as_of: Millis) -> Vec<OutRecord> {
         let as_of = format_rfc3339(as_of);
-        let mut seen: HashMap<String, f64> = HashMap::with_capacity(self.last.len());
+        let mut seen: HashMap<String, Option<f64>> = HashMap::with_capacity(self.last.len());
         let mut out = Vec::new();
+        let tombstone = |key: &str| OutRecord {
+            topic: topic.to_string(),
+            key: Some(key.as_bytes().to_vec()),
+            payload: None,
+            headers: None,
+        };
         for f in families {
             for s in &f.samples {
                 let key = series_key(s);
-                if self
-                    .last
-                    .get(&key)
-                    .is_none_or(|v| v.to_bits() != s.value.to_bits())
-                {
+                let same = matches!(self.last.get(&key), Some(Some(v)) if v.to_bits() == s.value.to_bits());
+                if !same {
                     let mut v = crate::export::sample_json(s);
                     if let Some(o) = v.as_object_mut() {
                         o.insert("as_of".into(), as_of.clone().into());
@@ -159,22 +166,26 @@ impl SeriesDiff {
                         headers: None,
                     });
                 }
-                seen.insert(key, s.value);
+                seen.insert(key, Some(s.value));
+            }
+            for s in &f.absent {
+                let key = series_key(s);
+                if !matches!(self.last.get(&key), Some(None)) {
+                    out.push(tombstone(&key));
+                }
+                seen.insert(key, None);
             }
         }
+        // Published before, not even named now (a whole family went away).
         let mut gone: Vec<&String> = self
             .last
-            .keys()
-            .filter(|k| !seen.contains_key(*k))
+            .iter()
+            .filter(|(k, v)| v.is_some() && !seen.contains_key(*k))
+            .map(|(k, _)| k)
             .collect();
         gone.sort();
         for key in gone {
-            out.push(OutRecord {
-                topic: topic.to_string(),
-                key: Some(key.clone().into_bytes()),
-                payload: None,
-                headers: None,
-            });
+            out.push(tombstone(key));
         }
         self.last = seen;
         out
@@ -294,6 +305,36 @@ mod tests {
         );
         // Gone stays gone: no second tombstone.
         assert!(d.changed("out", &[], 1_700_000_120_000).is_empty());
+    }
+
+    #[test]
+    fn absent_series_get_one_tombstone_each_time_they_go_away() {
+        let ratio = |num: f64, den: f64| {
+            let mut f = Family::new("cxpulse_cpa_usd", Kind::Gauge, "h");
+            f.push_ratio(&[("window", "1h"), ("channel", "ads")], num, den);
+            vec![f]
+        };
+        let key = r#"cxpulse_cpa_usd{channel="ads",window="1h"}"#;
+        let mut d = SeriesDiff::default();
+        // First publish of the process: absent, tombstoned (a previous
+        // process may have published it).
+        let recs = d.changed("out", &ratio(10.0, 0.0), 0);
+        assert_eq!(recs.len(), 1);
+        assert_eq!(recs[0].key.as_deref(), Some(key.as_bytes()));
+        assert!(recs[0].payload.is_none());
+        // Still absent: nothing more.
+        assert!(d.changed("out", &ratio(10.0, 0.0), 1).is_empty());
+        // Present: its value.
+        let recs = d.changed("out", &ratio(10.0, 4.0), 2);
+        assert_eq!(recs.len(), 1);
+        let v: serde_json::Value =
+            serde_json::from_slice(recs[0].payload.as_ref().unwrap()).unwrap();
+        assert_eq!(v["value"], 2.5);
+        // Absent again: one tombstone.
+        let recs = d.changed("out", &ratio(10.0, 0.0), 3);
+        assert_eq!(recs.len(), 1);
+        assert!(recs[0].payload.is_none());
+        assert!(d.changed("out", &ratio(10.0, 0.0), 4).is_empty());
     }
 
     #[test]

@@ -137,11 +137,15 @@ pub fn export(
             revenue.push(&l, rev);
             active.push(&l, scan.active[w][ci]);
             arpu.push_ratio(&l, rev, scan.active[w][ci]);
-            if month == Some(w) && scan.active[w][ci] > 0.0 {
-                let churn30 = churn.0[w].unwrap_or(0.0);
-                let den = churn30.max(ctx.prm.clv_min_churn);
-                let value = rev / scan.active[w][ci] * ctx.prm.margin / den;
-                clv.push(&[("channel", name)], value);
+            if month == Some(w) {
+                if scan.active[w][ci] > 0.0 {
+                    let churn30 = churn.0[w].unwrap_or(0.0);
+                    let den = churn30.max(ctx.prm.clv_min_churn);
+                    let value = rev / scan.active[w][ci] * ctx.prm.margin / den;
+                    clv.push(&[("channel", name)], value);
+                } else {
+                    clv.push_absent(&[("channel", name)]);
+                }
             }
         }
         let m = ctx.sum(from, to, |p| &p.misc);

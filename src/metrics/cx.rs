@@ -64,6 +64,9 @@ pub fn export(ctx: &Ctx<'_>, out: &mut Vec<Family>) {
         if let Some((lo, hi)) = wilson(s[SV_CSAT_SAT], s[SV_CSAT_N]) {
             csat_lo.push(&l, lo);
             csat_hi.push(&l, hi);
+        } else {
+            csat_lo.push_absent(&l);
+            csat_hi.push_absent(&l);
         }
         let (pr, pa, de) = (s[SV_NPS_PROMOTER], s[SV_NPS_PASSIVE], s[SV_NPS_DETRACTOR]);
         let n = pr + pa + de;
@@ -74,6 +77,9 @@ pub fn export(ctx: &Ctx<'_>, out: &mut Vec<Family>) {
         if let Some((lo, hi)) = nps_interval(pr, de, n) {
             nps_lo.push(&l, lo);
             nps_hi.push(&l, hi);
+        } else {
+            nps_lo.push_absent(&l);
+            nps_hi.push_absent(&l);
         }
         ces_n.push(&l, s[SV_CES_N]);
         ces.push_ratio(&l, s[SV_CES_SUM], s[SV_CES_N]);
@@ -81,6 +87,9 @@ pub fn export(ctx: &Ctx<'_>, out: &mut Vec<Family>) {
         if let Some((lo, hi)) = wilson(s[SV_CES_EASY], s[SV_CES_N]) {
             ces_lo.push(&l, lo);
             ces_hi.push(&l, hi);
+        } else {
+            ces_lo.push_absent(&l);
+            ces_hi.push_absent(&l);
         }
     }
     out.extend([

@@ -201,6 +201,12 @@ fn push_quantiles<'a>(
         }
     }
     if h.is_empty() {
+        for (_, ql) in QUANTILES {
+            f.push_absent(&[("window", window), ("priority", priority), ("quantile", ql)]);
+        }
+        let l = [("window", window), ("priority", priority)];
+        f.push_named(format!("{}_sum", f.name), &l, f64::NAN);
+        f.push_named(format!("{}_count", f.name), &l, f64::NAN);
         return;
     }
     for (q, ql) in QUANTILES {
