@@ -30,7 +30,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{Tansu, free_port};
+use common::{Tansu, engine_series, free_port, series, sum, value};
 use cxpulse::config::Config;
 use cxpulse::event::Decoder;
 use cxpulse::event::time::format_rfc3339;
@@ -372,57 +372,6 @@ impl Drop for Run {
 // ---------------------------------------------------------------------------
 // Prometheus text
 // ---------------------------------------------------------------------------
-
-/// Series (as written) to value.
-fn series(text: &str) -> BTreeMap<String, String> {
-    text.lines()
-        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
-        .filter_map(|l| l.rsplit_once(' '))
-        .map(|(s, v)| (s.to_string(), v.to_string()))
-        .collect()
-}
-
-fn value(text: &str, s: &str) -> Option<f64> {
-    series(text).get(s).and_then(|v| v.parse().ok())
-}
-
-fn sum(text: &str, prefix: &str) -> f64 {
-    series(text)
-        .iter()
-        .filter(|(k, _)| k.starts_with(prefix))
-        .filter_map(|(_, v)| v.parse::<f64>().ok())
-        .sum()
-}
-
-/// The pipeline's own series (the rest of `/metrics` is the engine's, which
-/// `replay` prints too).
-fn is_pipeline(series: &str) -> bool {
-    const PIPELINE: &[&str] = &[
-        "cxpulse_consumer_lag",
-        "cxpulse_event_to_metric_seconds",
-        "cxpulse_dead_letter_records_total",
-        "cxpulse_published_records_total",
-        "cxpulse_delivery_",
-        "cxpulse_offset_commits_total",
-        "cxpulse_rebalances_total",
-        "cxpulse_assigned_partitions",
-        "cxpulse_kafka_",
-        "cxpulse_consume_errors_total",
-        "cxpulse_clock_wall_advances_total",
-        "cxpulse_pending_events",
-        "cxpulse_engine_state_bytes",
-        "cxpulse_checkpoint",
-    ];
-    let name = series.split('{').next().unwrap_or(series);
-    !name.starts_with("cxpulse_") || PIPELINE.iter().any(|p| name.starts_with(p))
-}
-
-fn engine_series(text: &str) -> BTreeMap<String, String> {
-    series(text)
-        .into_iter()
-        .filter(|(k, _)| !is_pipeline(k))
-        .collect()
-}
 
 /// Whether two sample values are equal. Sums of floats may differ in the
 /// last digits: `run` adds up each partition's sums, `replay` one stream's.

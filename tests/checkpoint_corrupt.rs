@@ -15,12 +15,11 @@
 
 mod common;
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{Tansu, free_port, http_get};
+use common::{Tansu, events_seen, free_port, http_get, sum, value};
 use cxpulse::checkpoint;
 use cxpulse::r#gen::{GenConfig, Generator};
 
@@ -220,31 +219,6 @@ impl Drop for Run {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-fn series(text: &str) -> BTreeMap<String, String> {
-    text.lines()
-        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
-        .filter_map(|l| l.rsplit_once(' '))
-        .map(|(s, v)| (s.to_string(), v.to_string()))
-        .collect()
-}
-
-fn value(text: &str, s: &str) -> Option<f64> {
-    series(text).get(s).and_then(|v| v.parse().ok())
-}
-
-fn sum(text: &str, prefix: &str) -> f64 {
-    series(text)
-        .iter()
-        .filter(|(k, _)| k.starts_with(prefix))
-        .filter_map(|(_, v)| v.parse::<f64>().ok())
-        .sum()
-}
-
-/// Events with an outcome (applied, duplicate, late, invalid) in the engine.
-fn events_seen(text: &str) -> f64 {
-    sum(text, "cxpulse_events_total{")
 }
 
 /// The `cxpulse_events_total` lines, for assertion messages.

@@ -21,7 +21,7 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use common::{Tansu, free_port};
+use common::{Tansu, engine_series, events_seen, free_port, is_pipeline, sum, value};
 use cxpulse::event::time::{format_rfc3339, parse_rfc3339};
 use cxpulse::r#gen::{GenConfig, Generator};
 
@@ -252,64 +252,6 @@ impl Drop for Run {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-/// Series (as written) to value.
-fn series(text: &str) -> BTreeMap<String, String> {
-    text.lines()
-        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
-        .filter_map(|l| l.rsplit_once(' '))
-        .map(|(s, v)| (s.to_string(), v.to_string()))
-        .collect()
-}
-
-fn name(series: &str) -> &str {
-    series.split('{').next().unwrap_or(series)
-}
-
-fn value(text: &str, s: &str) -> Option<f64> {
-    series(text).get(s).and_then(|v| v.parse().ok())
-}
-
-fn sum(text: &str, prefix: &str) -> f64 {
-    series(text)
-        .iter()
-        .filter(|(k, _)| k.starts_with(prefix))
-        .filter_map(|(_, v)| v.parse::<f64>().ok())
-        .sum()
-}
-
-/// Events with an outcome (applied, duplicate, late, invalid) in the engine.
-fn events_seen(text: &str) -> f64 {
-    sum(text, "cxpulse_events_total{")
-}
-
-/// The pipeline's own series (the rest of `/metrics` is the engine's).
-fn is_pipeline(name: &str) -> bool {
-    const PIPELINE: &[&str] = &[
-        "cxpulse_consumer_lag",
-        "cxpulse_event_to_metric_seconds",
-        "cxpulse_dead_letter_records_total",
-        "cxpulse_published_records_total",
-        "cxpulse_delivery_",
-        "cxpulse_offset_commits_total",
-        "cxpulse_rebalances_total",
-        "cxpulse_assigned_partitions",
-        "cxpulse_kafka_",
-        "cxpulse_consume_errors_total",
-        "cxpulse_clock_wall_advances_total",
-        "cxpulse_pending_events",
-        "cxpulse_engine_state_bytes",
-        "cxpulse_checkpoint",
-    ];
-    !name.starts_with("cxpulse_") || PIPELINE.iter().any(|p| name.starts_with(p))
-}
-
-fn engine_series(text: &str) -> BTreeMap<String, String> {
-    series(text)
-        .into_iter()
-        .filter(|(k, _)| !is_pipeline(name(k)))
-        .collect()
 }
 
 /// Series that differ between `a` and `b` (at most `max`).

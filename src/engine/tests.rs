@@ -999,27 +999,11 @@ fn lateness_is_judged_per_partition() {
     assert_eq!(eng.offer(0, &ev("e", BASE + HOUR), None), Outcome::Late);
 }
 
-/// A small deterministic generator (SplitMix64) for the compaction tests.
-struct Mix(u64);
-
-impl Mix {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
-
 /// Users who come and go with long silences (up to 80 days), over 240 days:
 /// signups (some twice), deposits, trades, ratings, tickets opened and
 /// replied to / paused / resolved within days, and spend. Sorted by time.
 fn comeback_stream(seed: u64) -> Vec<(Millis, String, EventBody<'static>)> {
-    let mut r = Mix(seed);
+    let mut r = crate::r#gen::rng::Rng::new(seed);
     let mut out = Vec::new();
     let channels = ["ads", "seo", "partner"];
     let mut ticket_n = 0;

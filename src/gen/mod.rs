@@ -50,7 +50,7 @@ mod agenda;
 mod generator;
 mod line;
 mod model;
-mod rng;
+pub(crate) mod rng;
 #[cfg(test)]
 mod tests;
 

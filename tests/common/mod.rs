@@ -716,3 +716,61 @@ pub fn http_get(addr: &str, path: &str) -> Option<(u16, String)> {
     let code = head.split_whitespace().nth(1)?.parse().ok()?;
     Some((code, body.to_string()))
 }
+
+// Reading `/metrics` text (Prometheus exposition) in tests.
+
+/// Series (as written) to value.
+pub fn series(text: &str) -> std::collections::BTreeMap<String, String> {
+    text.lines()
+        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+        .filter_map(|l| l.rsplit_once(' '))
+        .map(|(s, v)| (s.to_string(), v.to_string()))
+        .collect()
+}
+
+pub fn value(text: &str, s: &str) -> Option<f64> {
+    series(text).get(s).and_then(|v| v.parse().ok())
+}
+
+pub fn sum(text: &str, prefix: &str) -> f64 {
+    series(text)
+        .iter()
+        .filter(|(k, _)| k.starts_with(prefix))
+        .filter_map(|(_, v)| v.parse::<f64>().ok())
+        .sum()
+}
+
+/// The pipeline's own series (the rest of `/metrics` is the engine's, which
+/// `replay` prints too).
+pub fn is_pipeline(series: &str) -> bool {
+    const PIPELINE: &[&str] = &[
+        "cxpulse_consumer_lag",
+        "cxpulse_event_to_metric_seconds",
+        "cxpulse_dead_letter_records_total",
+        "cxpulse_published_records_total",
+        "cxpulse_delivery_",
+        "cxpulse_offset_commits_total",
+        "cxpulse_rebalances_total",
+        "cxpulse_assigned_partitions",
+        "cxpulse_kafka_",
+        "cxpulse_consume_errors_total",
+        "cxpulse_clock_wall_advances_total",
+        "cxpulse_pending_events",
+        "cxpulse_engine_state_bytes",
+        "cxpulse_checkpoint",
+    ];
+    let name = series.split('{').next().unwrap_or(series);
+    !name.starts_with("cxpulse_") || PIPELINE.iter().any(|p| name.starts_with(p))
+}
+
+pub fn engine_series(text: &str) -> std::collections::BTreeMap<String, String> {
+    series(text)
+        .into_iter()
+        .filter(|(k, _)| !is_pipeline(k))
+        .collect()
+}
+
+/// Events with an outcome (applied, duplicate, late, invalid) in the engine.
+pub fn events_seen(text: &str) -> f64 {
+    sum(text, "cxpulse_events_total{")
+}
