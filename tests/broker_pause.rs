@@ -23,14 +23,12 @@
 
 mod common;
 
-use common::http_get as get;
-
 use std::collections::{BTreeMap, BTreeSet, HashSet};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::PathBuf;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{Tansu, engine_series, free_port, series, sum, value};
+use common::{CxRun, Tansu, engine_series, free_port, series, sum, value};
 use cxpulse::config::Config;
 use cxpulse::event::Decoder;
 use cxpulse::event::time::format_rfc3339;
@@ -252,121 +250,26 @@ fn produce_to_partitions(broker: &Tansu, lines: &[(i32, String)]) {
 // cxpulse run as a child process
 // ---------------------------------------------------------------------------
 
-struct Run {
-    child: Child,
-    http: String,
-    log: PathBuf,
-}
-
-impl Run {
-    fn start(cfg: &Path, log: PathBuf, http: &str) -> Run {
-        let log_file = std::fs::File::create(&log).expect("create log");
-        let child = Command::new(common::cxpulse_bin())
-            .args(["run", "--config"])
-            .arg(cfg)
-            .env("RUST_LOG", "info")
-            .env_remove("CXPULSE_CONFIG")
-            .stdin(Stdio::null())
-            .stdout(log_file.try_clone().expect("log fd"))
-            .stderr(log_file)
-            .spawn()
-            .expect("spawn cxpulse");
-        let r = Run {
-            child,
-            http: http.to_string(),
-            log,
-        };
-        r.wait_for("/healthz answers", Duration::from_secs(30), || {
-            r.status("/healthz") == 200
-        });
-        r
-    }
-
-    /// The HTTP status of `path` (0: no answer).
-    fn status(&self, path: &str) -> u16 {
-        get(&self.http, path).map_or(0, |(code, _)| code)
-    }
-
-    fn ready(&self) -> (u16, String) {
-        get(&self.http, "/readyz").unwrap_or((0, "no answer".into()))
-    }
-
-    fn metrics(&self) -> String {
-        match get(&self.http, "/metrics") {
-            Some((200, body)) => body,
-            _ => String::new(),
-        }
-    }
-
-    fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    fn log_tail(&self) -> String {
-        let t = self.log_text();
-        let lines: Vec<&str> = t.lines().collect();
-        lines[lines.len().saturating_sub(40)..].join("\n")
-    }
-
-    fn wait_for(&self, what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
-        let deadline = Instant::now() + timeout;
-        while !f() {
-            if Instant::now() > deadline {
-                panic!(
-                    "timed out waiting for {what}\n--- cxpulse log tail ({}) ---\n{}",
-                    self.log.display(),
-                    self.log_tail()
-                );
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    }
-
-    /// Waits until (at least) `n` messages have an outcome, nothing is left
-    /// to consume on any of the assigned partitions, (at least)
-    /// `dead_lettered` dead-letter records are acknowledged and `/readyz` is
-    /// 200; returns `/metrics`. More than expected is the caller's to assert
-    /// (with the numbers), not a timeout.
-    fn wait_consumed(&self, n: usize, dead_lettered: u64, timeout: Duration) -> String {
-        let mut last = String::new();
-        self.wait_for(
-            &format!("{n} messages taken, {dead_lettered} dead-lettered, lag 0, ready"),
-            timeout,
-            || {
-                last = self.metrics();
-                sum(&last, "cxpulse_events_total{") >= n as f64
-                    && value(&last, "cxpulse_assigned_partitions") == Some(PARTITIONS as f64)
-                    && sum(&last, "cxpulse_consumer_lag{") == 0.0
-                    && sum(&last, "cxpulse_dead_letter_records_total{") >= dead_lettered as f64
-                    && self.ready().0 == 200
-            },
-        );
-        last
-    }
-
-    fn sigterm(&mut self) -> Option<i32> {
-        let ok = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status()
-            .expect("run kill")
-            .success();
-        assert!(ok, "kill -TERM failed");
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            if let Some(st) = self.child.try_wait().expect("try_wait") {
-                return st.code();
-            }
-            assert!(Instant::now() < deadline, "no exit after SIGTERM");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-}
-
-impl Drop for Run {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// Waits until (at least) `n` messages have an outcome, nothing is left to
+/// consume on any of the assigned partitions, (at least) `dead_lettered`
+/// dead-letter records are acknowledged and `/readyz` is 200; returns
+/// `/metrics`. More than expected is the caller's to assert (with the
+/// numbers), not a timeout.
+fn wait_consumed(run: &CxRun, n: usize, dead_lettered: u64, timeout: Duration) -> String {
+    let mut last = String::new();
+    run.wait_for(
+        &format!("{n} messages taken, {dead_lettered} dead-lettered, lag 0, ready"),
+        timeout,
+        || {
+            last = run.metrics();
+            sum(&last, "cxpulse_events_total{") >= n as f64
+                && value(&last, "cxpulse_assigned_partitions") == Some(PARTITIONS as f64)
+                && sum(&last, "cxpulse_consumer_lag{") == 0.0
+                && sum(&last, "cxpulse_dead_letter_records_total{") >= dead_lettered as f64
+                && run.ready().0 == 200
+        },
+    );
+    last
 }
 
 // ---------------------------------------------------------------------------
@@ -447,7 +350,7 @@ fn end_offsets(broker: &Tansu, n: usize) -> Vec<i64> {
 struct Scenario {
     t0: Instant,
     // Dropped in this order: `run` before the broker, the directory last.
-    run: Run,
+    run: CxRun,
     broker: Tansu,
     input: Input,
     cfg_path: PathBuf,
@@ -495,9 +398,15 @@ impl Scenario {
         let cfg = Config::load(Some(&cfg_path), std::iter::empty()).expect("config");
         let input = input(&cfg);
 
-        let run = Run::start(&cfg_path, dir.path().join("run.log"), &http);
+        let run = CxRun::start(
+            &cfg_path,
+            dir.path().join("run.log"),
+            &http,
+            Duration::from_secs(30),
+        );
         produce(&broker, &input.first);
-        run.wait_consumed(
+        wait_consumed(
+            &run,
             input.first.len(),
             input.invalid_first,
             Duration::from_secs(60),
@@ -578,9 +487,12 @@ impl Scenario {
         produce(&self.broker, &self.input.second);
         produce_to_partitions(&self.broker, &self.input.markers);
         let total = self.input.total();
-        let m = self
-            .run
-            .wait_consumed(total, self.input.invalid, Duration::from_secs(60));
+        let m = wait_consumed(
+            &self.run,
+            total,
+            self.input.invalid,
+            Duration::from_secs(60),
+        );
         self.note(&format!(
             "all {total} messages consumed after the pause, ready"
         ));

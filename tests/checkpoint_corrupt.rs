@@ -16,10 +16,9 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{Tansu, events_seen, free_port, http_get, sum, value};
+use common::{CxRun, Tansu, events_seen, free_port, sum, value};
 use cxpulse::checkpoint;
 use cxpulse::r#gen::{GenConfig, Generator};
 
@@ -86,139 +85,38 @@ on_corrupt = "{on_corrupt}"
     )
 }
 
-/// One `cxpulse run` process; stderr (the log) goes to a file.
-struct Run {
-    child: Child,
-    http: String,
-    log: PathBuf,
+/// Spawns `cxpulse run` without waiting: polls every 50 ms, and failures
+/// show `log_brief` (the log without the checkpoint lines).
+fn spawn(cfg: &Path, log: PathBuf, http: &str) -> CxRun {
+    CxRun::spawn(cfg, log, http)
+        .poll_every(Duration::from_millis(50))
+        .excerpt_with(CxRun::log_brief)
 }
 
-impl Run {
-    fn spawn(cfg: &Path, log: PathBuf, http: &str) -> Run {
-        let log_file = std::fs::File::create(&log).expect("create log");
-        let mut cmd = Command::new(common::cxpulse_bin());
-        // Only the config file configures it (no CXPULSE__SECTION__KEY).
-        for (k, _) in std::env::vars_os() {
-            if k.to_string_lossy().starts_with("CXPULSE__") {
-                cmd.env_remove(k);
-            }
-        }
-        let child = cmd
-            .args(["run", "--config"])
-            .arg(cfg)
-            .env("RUST_LOG", "info")
-            .env_remove("CXPULSE_CONFIG")
-            .env_remove("CXPULSE_LOG_FORMAT")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log_file)
-            .spawn()
-            .expect("spawn cxpulse");
-        Run {
-            child,
-            http: http.to_string(),
-            log,
-        }
-    }
-
-    /// Spawns and waits until `/healthz` answers.
-    fn start(cfg: &Path, log: PathBuf, http: &str) -> Run {
-        let mut r = Run::spawn(cfg, log, http);
-        r.wait_for("/healthz answers", Duration::from_secs(30), |r| {
-            http_get(&r.http, "/healthz").is_some_and(|(code, _)| code == 200)
-        });
-        r
-    }
-
-    fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    /// The log without the (many) "checkpoint written" lines.
-    fn log_brief(&self) -> String {
-        self.log_text()
-            .lines()
-            .filter(|l| !l.contains("checkpoint written"))
-            .collect::<Vec<_>>()
-            .join("\n")
-    }
-
-    fn metrics(&self) -> String {
-        match http_get(&self.http, "/metrics") {
-            Some((200, body)) => body,
-            _ => String::new(),
-        }
-    }
-
-    /// Polls `f` every 50 ms; panics with the log after `timeout`, or at
-    /// once if the process exits.
-    fn wait_for(&mut self, what: &str, timeout: Duration, mut f: impl FnMut(&Run) -> bool) {
-        let deadline = Instant::now() + timeout;
-        while !f(self) {
-            if let Some(st) = self.child.try_wait().expect("try_wait") {
-                panic!(
-                    "cxpulse exited ({st}) while waiting for {what}\n--- log ---\n{}",
-                    self.log_brief()
-                );
-            }
-            assert!(
-                Instant::now() < deadline,
-                "timed out waiting for {what}\n--- log ---\n{}",
-                self.log_brief()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    /// Waits until `n` events have an outcome in the engine and the lag is 0;
-    /// returns `/metrics`.
-    fn wait_events(&mut self, n: f64) -> String {
-        let mut last = String::new();
-        self.wait_for(
-            &format!("{n} events taken, lag 0"),
-            Duration::from_secs(30),
-            |r| {
-                last = r.metrics();
-                events_seen(&last) >= n
-                    && value(&last, "cxpulse_assigned_partitions") == Some(2.0)
-                    && sum(&last, "cxpulse_consumer_lag{") == 0.0
-            },
-        );
-        last
-    }
-
-    /// Waits for the process to exit by itself.
-    fn wait_exit(&mut self, timeout: Duration) -> ExitStatus {
-        let deadline = Instant::now() + timeout;
-        loop {
-            if let Some(st) = self.child.try_wait().expect("try_wait") {
-                return st;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "cxpulse still running after {timeout:?}\n--- log ---\n{}",
-                self.log_brief()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    fn sigterm(&mut self) -> Option<i32> {
-        let ok = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status()
-            .expect("run kill")
-            .success();
-        assert!(ok, "kill -TERM failed");
-        self.wait_exit(Duration::from_secs(20)).code()
-    }
+/// Spawns and waits until `/healthz` answers (panics at once if it exits).
+fn start(cfg: &Path, log: PathBuf, http: &str) -> CxRun {
+    let mut r = spawn(cfg, log, http);
+    r.wait_alive("/healthz answers", Duration::from_secs(30), |r| {
+        r.status("/healthz") == 200
+    });
+    r
 }
 
-impl Drop for Run {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// Waits until `n` events have an outcome in the engine and the lag is 0;
+/// returns `/metrics`.
+fn wait_events(run: &mut CxRun, n: f64) -> String {
+    let mut last = String::new();
+    run.wait_alive(
+        &format!("{n} events taken, lag 0"),
+        Duration::from_secs(30),
+        |r| {
+            last = r.metrics();
+            events_seen(&last) >= n
+                && value(&last, "cxpulse_assigned_partitions") == Some(2.0)
+                && sum(&last, "cxpulse_consumer_lag{") == 0.0
+        },
+    );
+    last
 }
 
 /// The `cxpulse_events_total` lines, for assertion messages.
@@ -270,13 +168,13 @@ fn first_run_then_corrupt(on_corrupt: &str) -> Corrupted {
     let group = format!("corrupt-{on_corrupt}");
     std::fs::write(&cfg, config(&broker.addr, &group, &http, &ckpt, on_corrupt)).unwrap();
 
-    let mut first = Run::start(&cfg, dir.path().join("first.log"), &http);
-    let first_metrics = first.wait_events(FIRST as f64);
+    let mut first = start(&cfg, dir.path().join("first.log"), &http);
+    let first_metrics = wait_events(&mut first, FIRST as f64);
     // Two more checkpoints after every event was taken: the older files kept
     // then hold the whole first batch.
     let n = checkpoint_files(&ckpt).len();
     let mut seen = Vec::new();
-    first.wait_for(
+    first.wait_alive(
         "two checkpoints after the batch",
         Duration::from_secs(10),
         |_| {
@@ -354,7 +252,7 @@ fn on_corrupt_fail_refuses_to_start_with_status_2_naming_the_file() {
     // Input that a run which did start would consume.
     produce(&c.broker, &input(FIRST + SECOND)[FIRST..]);
 
-    let mut second = Run::spawn(&c.cfg, c.dir.path().join("second.log"), &c.http);
+    let mut second = spawn(&c.cfg, c.dir.path().join("second.log"), &c.http);
     let status = second.wait_exit(Duration::from_secs(20));
     let stderr = second.log_text();
     assert_eq!(
@@ -415,8 +313,8 @@ fn on_corrupt_empty_starts_empty_from_the_committed_offsets_ignoring_older_files
     // The second batch, after the first run committed the first.
     produce(&c.broker, &input(FIRST + SECOND)[FIRST..]);
 
-    let mut second = Run::start(&c.cfg, c.dir.path().join("second.log"), &c.http);
-    let m = second.wait_events(SECOND as f64);
+    let mut second = start(&c.cfg, c.dir.path().join("second.log"), &c.http);
+    let m = wait_events(&mut second, SECOND as f64);
     // A little longer: anything consumed again would show by now.
     std::thread::sleep(Duration::from_millis(500));
     let later = second.metrics();
@@ -461,7 +359,7 @@ fn on_corrupt_empty_starts_empty_from_the_committed_offsets_ignoring_older_files
         second.log_brief()
     );
     // It goes on checkpointing after the corrupt file.
-    second.wait_for("a new checkpoint", Duration::from_secs(10), |_| {
+    second.wait_alive("a new checkpoint", Duration::from_secs(10), |_| {
         checkpoint_files(&c.ckpt)
             .last()
             .is_some_and(|f| *f > c.newest)

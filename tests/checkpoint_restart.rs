@@ -12,16 +12,14 @@
 
 mod common;
 
-use common::http_get as get;
-
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use common::{Tansu, engine_series, events_seen, free_port, is_pipeline, sum, value};
+use common::{CxRun, Tansu, engine_series, events_seen, free_port, is_pipeline, sum, value};
 use cxpulse::event::time::{format_rfc3339, parse_rfc3339};
 use cxpulse::r#gen::{GenConfig, Generator};
 
@@ -134,124 +132,34 @@ ready_max_lag = 0
     )
 }
 
-struct Run {
-    child: Child,
-    http: String,
-    log: PathBuf,
+/// Spawns `cxpulse run` (the log excerpt in failures: `log_head_tail`) and
+/// waits up to 30 s for `/healthz`.
+fn start(cfg: &Path, log: PathBuf, http: &str) -> CxRun {
+    CxRun::spawn(cfg, log, http)
+        .excerpt_with(CxRun::log_head_tail)
+        .healthy_within(Duration::from_secs(30))
 }
 
-impl Run {
-    fn start(cfg: &Path, log: PathBuf, http: &str) -> Run {
-        let log_file = std::fs::File::create(&log).expect("create log");
-        let child = Command::new(common::cxpulse_bin())
-            .args(["run", "--config"])
-            .arg(cfg)
-            .env("RUST_LOG", "info")
-            .env_remove("CXPULSE_CONFIG")
-            .stdin(Stdio::null())
-            .stdout(log_file.try_clone().expect("log fd"))
-            .stderr(log_file)
-            .spawn()
-            .expect("spawn cxpulse");
-        let r = Run {
-            child,
-            http: http.to_string(),
-            log,
-        };
-        r.wait_for("/healthz answers", Duration::from_secs(30), || {
-            get(&r.http, "/healthz").is_some_and(|(code, _)| code == 200)
-        });
-        r
-    }
-
-    fn metrics(&self) -> String {
-        match get(&self.http, "/metrics") {
-            Some((200, body)) => body,
-            _ => String::new(),
-        }
-    }
-
-    fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    /// The first 30 and the last 30 lines of the log (checkpoint lines
-    /// filtered out).
-    fn log_tail(&self) -> String {
-        let t = self.log_text();
-        let lines: Vec<&str> = t
-            .lines()
-            .filter(|l| !l.contains("checkpoint written"))
-            .collect();
-        let head = &lines[..lines.len().min(30)];
-        let tail = &lines[lines.len().saturating_sub(30).max(head.len())..];
-        format!("{}\n...\n{}", head.join("\n"), tail.join("\n"))
-    }
-
-    fn wait_for(&self, what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
-        let deadline = Instant::now() + timeout;
-        while !f() {
-            if Instant::now() > deadline {
-                panic!(
-                    "timed out waiting for {what}\n--- cxpulse log tail ({}) ---\n{}",
-                    self.log.display(),
-                    self.log_tail()
-                );
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    }
-
-    /// Waits until both partitions are assigned.
-    fn wait_assigned(&self) {
-        self.wait_for("2 partitions assigned", Duration::from_secs(60), || {
-            value(&self.metrics(), "cxpulse_assigned_partitions") == Some(2.0)
-        });
-    }
-
-    /// Waits until every one of `n` events has an outcome in the engine and
-    /// nothing is left to consume, then returns `/metrics`.
-    fn wait_all(&self, n: f64) -> String {
-        let mut last = String::new();
-        self.wait_for(
-            &format!("{n} events taken, lag 0"),
-            Duration::from_secs(60),
-            || {
-                last = self.metrics();
-                events_seen(&last) >= n && sum(&last, "cxpulse_consumer_lag{") == 0.0
-            },
-        );
-        last
-    }
-
-    fn kill9(&mut self) {
-        let _ = self.child.kill(); // SIGKILL
-        let _ = self.child.wait();
-    }
-
-    fn sigterm(&mut self) -> Option<i32> {
-        let ok = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status()
-            .expect("run kill")
-            .success();
-        assert!(ok, "kill -TERM failed");
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            if let Some(st) = self.child.try_wait().expect("try_wait") {
-                return st.code();
-            }
-            assert!(Instant::now() < deadline, "no exit after SIGTERM");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
+/// Waits until both partitions are assigned.
+fn wait_assigned(run: &CxRun) {
+    run.wait_for("2 partitions assigned", Duration::from_secs(60), || {
+        value(&run.metrics(), "cxpulse_assigned_partitions") == Some(2.0)
+    });
 }
 
-impl Drop for Run {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// Waits until every one of `n` events has an outcome in the engine and
+/// nothing is left to consume, then returns `/metrics`.
+fn wait_all(run: &CxRun, n: f64) -> String {
+    let mut last = String::new();
+    run.wait_for(
+        &format!("{n} events taken, lag 0"),
+        Duration::from_secs(60),
+        || {
+            last = run.metrics();
+            events_seen(&last) >= n && sum(&last, "cxpulse_consumer_lag{") == 0.0
+        },
+    );
+    last
 }
 
 /// Series that differ between `a` and `b` (at most `max`).
@@ -488,8 +396,8 @@ fn killed_at_random_points_it_ends_with_the_series_of_an_uninterrupted_run() {
             }
         });
         for round in 0..KILLS {
-            let mut run = Run::start(&cfg, dir.path().join(format!("run-{round}.log")), &http);
-            run.wait_assigned();
+            let mut run = start(&cfg, dir.path().join(format!("run-{round}.log")), &http);
+            wait_assigned(&run);
             std::thread::sleep(Duration::from_millis(100 + rng.below(1_200)));
             let seen = events_seen(&run.metrics());
             let sent = produced.load(Ordering::SeqCst);
@@ -505,8 +413,8 @@ fn killed_at_random_points_it_ends_with_the_series_of_an_uninterrupted_run() {
         }
     });
     assert_eq!(produced.load(Ordering::SeqCst), lines.len());
-    let mut last = Run::start(&cfg, dir.path().join("run-last.log"), &http);
-    let killed_metrics = last.wait_all(EVENTS as f64);
+    let mut last = start(&cfg, dir.path().join("run-last.log"), &http);
+    let killed_metrics = wait_all(&last, EVENTS as f64);
     // Idle: let a few more checkpoints happen; nothing may change.
     std::thread::sleep(Duration::from_millis(600));
     let killed_metrics_later = last.metrics();
@@ -531,7 +439,7 @@ fn killed_at_random_points_it_ends_with_the_series_of_an_uninterrupted_run() {
     // The output topic is read after the last run has stopped: its shutdown
     // publishes the last changes (and `Some(0)` says they were delivered), so
     // the topic is then complete.
-    assert_eq!(last.sigterm(), Some(0), "{}", last.log_tail());
+    assert_eq!(last.sigterm(), Some(0), "{}", last.log_head_tail());
     let output = fold(&broker.consume_all(OUTPUT, 1, Duration::from_secs(60)));
     // T when the last run restored its checkpoint: its first publication
     // (everything, nothing published yet in that run) is at least that late.
@@ -550,8 +458,8 @@ fn killed_at_random_points_it_ends_with_the_series_of_an_uninterrupted_run() {
         config(&broker.addr, "reference", &http_ref, None, None),
     )
     .unwrap();
-    let mut reference = Run::start(&cfg_ref, dir.path().join("reference.log"), &http_ref);
-    let reference_metrics = reference.wait_all(EVENTS as f64);
+    let mut reference = start(&cfg_ref, dir.path().join("reference.log"), &http_ref);
+    let reference_metrics = wait_all(&reference, EVENTS as f64);
     assert_eq!(reference.sigterm(), Some(0));
 
     // And `cxpulse replay` of the same lines (one partition): informational.
@@ -702,12 +610,12 @@ fn a_corrupt_newest_checkpoint_falls_back_to_the_previous_one() {
     .unwrap();
     produce(&broker, &lines);
 
-    let mut first = Run::start(&cfg, dir.path().join("first.log"), &http);
-    let before = first.wait_all(EVENTS as f64);
+    let mut first = start(&cfg, dir.path().join("first.log"), &http);
+    let before = wait_all(&first, EVENTS as f64);
     first.wait_for("two checkpoints", Duration::from_secs(10), || {
         checkpoint_files(&ckpt).len() >= 2
     });
-    assert_eq!(first.sigterm(), Some(0), "{}", first.log_tail());
+    assert_eq!(first.sigterm(), Some(0), "{}", first.log_head_tail());
     let files = checkpoint_files(&ckpt);
     assert!(files.len() >= 2, "{files:?}");
     let newest = files.last().unwrap().clone();
@@ -717,21 +625,21 @@ fn a_corrupt_newest_checkpoint_falls_back_to_the_previous_one() {
     bytes[mid] ^= 0x40;
     std::fs::write(&newest, bytes).unwrap();
 
-    let second = Run::start(&cfg, dir.path().join("second.log"), &http);
-    second.wait_assigned();
-    let after = second.wait_all(EVENTS as f64);
+    let second = start(&cfg, dir.path().join("second.log"), &http);
+    wait_assigned(&second);
+    let after = wait_all(&second, EVENTS as f64);
     let log = second.log_text();
     let refused = log
         .lines()
         .find(|l| l.contains("checkpoint file refused"))
-        .unwrap_or_else(|| panic!("no refusal logged:\n{}", second.log_tail()));
+        .unwrap_or_else(|| panic!("no refusal logged:\n{}", second.log_head_tail()));
     assert!(refused.contains("ERROR"), "{refused}");
     assert!(refused.contains(&newest.display().to_string()), "{refused}");
     assert!(refused.contains("checksum"), "{refused}");
     let restored = log
         .lines()
         .find(|l| l.contains("engine restored from checkpoint"))
-        .unwrap_or_else(|| panic!("nothing restored:\n{}", second.log_tail()));
+        .unwrap_or_else(|| panic!("nothing restored:\n{}", second.log_head_tail()));
     assert!(
         restored.contains(&previous.display().to_string()),
         "{restored}"
@@ -764,8 +672,8 @@ fn a_failed_checkpoint_write_is_counted_and_processing_continues() {
     )
     .unwrap();
     produce(&broker, &input(EVENTS));
-    let mut run = Run::start(&cfg, dir.path().join("run.log"), &http);
-    run.wait_all(EVENTS as f64);
+    let mut run = start(&cfg, dir.path().join("run.log"), &http);
+    wait_all(&run, EVENTS as f64);
     run.wait_for(
         "a counted checkpoint failure",
         Duration::from_secs(10),
@@ -780,5 +688,5 @@ fn a_failed_checkpoint_write_is_counted_and_processing_continues() {
         .expect("an error line for the failed write");
     assert!(line.contains("ERROR"), "{line}");
     // Shutdown reports the failed final checkpoint: exit status 1.
-    assert_eq!(run.sigterm(), Some(1), "{}", run.log_tail());
+    assert_eq!(run.sigterm(), Some(1), "{}", run.log_head_tail());
 }

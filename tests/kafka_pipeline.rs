@@ -12,12 +12,10 @@ mod common;
 use common::http_get as get;
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use common::{Record, Tansu, free_port};
+use common::{CxRun, Record, Tansu, free_port};
 use rdkafka::TopicPartitionList;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::topic_partition_list::Offset;
@@ -45,11 +43,26 @@ fn ts(ms: i64) -> String {
 // ---------------------------------------------------------------------------
 
 struct Cxpulse {
-    child: Child,
-    http: String,
-    log: PathBuf,
+    run: CxRun,
     _dir: tempfile::TempDir,
 }
+
+/// The common wrapper (`wait_for`, `ready`, `log_text`, `signal`, ...).
+impl std::ops::Deref for Cxpulse {
+    type Target = CxRun;
+    fn deref(&self) -> &CxRun {
+        &self.run
+    }
+}
+
+impl std::ops::DerefMut for Cxpulse {
+    fn deref_mut(&mut self) -> &mut CxRun {
+        &mut self.run
+    }
+}
+
+/// How often `wait_for` polls here.
+const POLL: Duration = Duration::from_millis(200);
 
 struct Settings<'a> {
     brokers: &'a str,
@@ -98,29 +111,22 @@ ready_max_lag = 0
         let cfg_path = dir.path().join("cxpulse.toml");
         std::fs::write(&cfg_path, config).expect("write config");
         let log = dir.path().join("cxpulse.log");
-        let child = spawn(&cfg_path, &log);
-        let c = Cxpulse {
-            child,
-            http,
-            log,
-            _dir: dir,
-        };
-        c.wait_for("/healthz answers", Duration::from_secs(20), || {
-            get(&c.http, "/healthz").is_some_and(|(code, _)| code == 200)
-        });
-        c
+        let run = CxRun::spawn(&cfg_path, log, &http)
+            .poll_every(POLL)
+            .healthy_within(Duration::from_secs(20));
+        Cxpulse { run, _dir: dir }
     }
 
     /// Starts again with the same config (same group, same HTTP port).
     fn restart(&mut self) {
         let cfg = self.log.with_file_name("cxpulse.toml");
         let log = self.log.with_file_name("cxpulse-2.log");
-        self.child = spawn(&cfg, &log);
-        self.log = log;
+        let http = self.http.clone();
+        self.run = CxRun::spawn(&cfg, log, &http).poll_every(POLL);
         self.wait_for(
             "/healthz answers after restart",
             Duration::from_secs(20),
-            || get(&self.http, "/healthz").is_some_and(|(code, _)| code == 200),
+            || self.status("/healthz") == 200,
         );
     }
 
@@ -132,10 +138,6 @@ ready_max_lag = 0
                 ..Metrics::default()
             },
         }
-    }
-
-    fn ready(&self) -> (u16, String) {
-        get(&self.http, "/readyz").unwrap_or((0, "no answer".into()))
     }
 
     /// Polls until `metric` has `value`, failing with the log's tail.
@@ -157,54 +159,11 @@ ready_max_lag = 0
         }
     }
 
-    fn wait_for(&self, what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
-        let deadline = Instant::now() + timeout;
-        while !f() {
-            if Instant::now() > deadline {
-                panic!(
-                    "timed out waiting for {what}\n--- cxpulse log tail ---\n{}",
-                    self.log_tail()
-                );
-            }
-            std::thread::sleep(Duration::from_millis(200));
-        }
-    }
-
-    fn signal(&self, sig: &str) {
-        let ok = Command::new("kill")
-            .args([&format!("-{sig}"), &self.child.id().to_string()])
-            .status()
-            .expect("run kill")
-            .success();
-        assert!(ok, "kill -{sig} failed");
-    }
-
     /// Waits for the exit; returns the exit code and how long it took.
     fn wait_exit(&mut self, timeout: Duration) -> (Option<i32>, Duration) {
         let start = Instant::now();
-        loop {
-            if let Some(st) = self.child.try_wait().expect("try_wait") {
-                return (st.code(), start.elapsed());
-            }
-            if start.elapsed() > timeout {
-                let _ = self.child.kill();
-                panic!(
-                    "cxpulse did not exit within {timeout:?}\n{}",
-                    self.log_tail()
-                );
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    fn log_tail(&self) -> String {
-        let t = self.log_text();
-        let lines: Vec<&str> = t.lines().collect();
-        lines[lines.len().saturating_sub(40)..].join("\n")
+        let st = self.run.wait_exit(timeout);
+        (st.code(), start.elapsed())
     }
 
     /// CPU seconds (user + system) the process used so far.
@@ -218,27 +177,6 @@ ready_max_lag = 0
         let ticks: f64 = f[11].parse::<f64>().unwrap() + f[12].parse::<f64>().unwrap();
         ticks / 100.0
     }
-}
-
-impl Drop for Cxpulse {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn spawn(cfg: &Path, log: &Path) -> Child {
-    let log_file = std::fs::File::create(log).expect("create log");
-    Command::new(common::cxpulse_bin())
-        .args(["run", "--config"])
-        .arg(cfg)
-        .env("RUST_LOG", "info")
-        .env_remove("CXPULSE_CONFIG")
-        .stdin(Stdio::null())
-        .stdout(log_file.try_clone().expect("log fd"))
-        .stderr(log_file)
-        .spawn()
-        .expect("spawn cxpulse")
 }
 
 /// Parsed Prometheus text: series (name plus sorted labels) to value.

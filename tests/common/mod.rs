@@ -774,3 +774,208 @@ pub fn engine_series(text: &str) -> std::collections::BTreeMap<String, String> {
 pub fn events_seen(text: &str) -> f64 {
     sum(text, "cxpulse_events_total{")
 }
+
+// `cxpulse run` as a child process.
+
+/// One `cxpulse run --config FILE` child process: its stdout and stderr (the
+/// log) go to a file, its HTTP server listens on `http`. Killed on drop.
+///
+/// Only the config file configures it: `CXPULSE_CONFIG`, every
+/// `CXPULSE__SECTION__KEY` and `CXPULSE_LOG_FORMAT` are removed from its
+/// environment; `RUST_LOG` is `info`.
+pub struct CxRun {
+    pub child: Child,
+    /// `"127.0.0.1:PORT"` of its HTTP server.
+    pub http: String,
+    /// Its log file.
+    pub log: PathBuf,
+    /// How often `wait_for` and `wait_alive` poll (default 100 ms).
+    poll: Duration,
+    /// What of the log goes into the panic messages (default `log_tail`).
+    excerpt: fn(&CxRun) -> String,
+}
+
+impl CxRun {
+    /// Spawns the process and returns at once (no waiting for readiness).
+    pub fn spawn(cfg: &Path, log: PathBuf, http: &str) -> CxRun {
+        let log_file = File::create(&log).expect("create log");
+        let mut cmd = Command::new(cxpulse_bin());
+        for (k, _) in std::env::vars_os() {
+            if k.to_string_lossy().starts_with("CXPULSE__") {
+                cmd.env_remove(k);
+            }
+        }
+        let child = cmd
+            .args(["run", "--config"])
+            .arg(cfg)
+            .env("RUST_LOG", "info")
+            .env_remove("CXPULSE_CONFIG")
+            .env_remove("CXPULSE_LOG_FORMAT")
+            .stdin(Stdio::null())
+            .stdout(log_file.try_clone().expect("log fd"))
+            .stderr(log_file)
+            .spawn()
+            .expect("spawn cxpulse");
+        CxRun {
+            child,
+            http: http.to_string(),
+            log,
+            poll: Duration::from_millis(100),
+            excerpt: CxRun::log_tail,
+        }
+    }
+
+    /// Spawns the process and waits (`wait_for`) until `/healthz` is 200.
+    pub fn start(cfg: &Path, log: PathBuf, http: &str, timeout: Duration) -> CxRun {
+        CxRun::spawn(cfg, log, http).healthy_within(timeout)
+    }
+
+    /// Waits (`wait_for`) until `/healthz` is 200; returns `self`.
+    pub fn healthy_within(self, timeout: Duration) -> CxRun {
+        self.wait_for("/healthz answers", timeout, || {
+            self.status("/healthz") == 200
+        });
+        self
+    }
+
+    /// Sets how often `wait_for` and `wait_alive` poll.
+    pub fn poll_every(mut self, poll: Duration) -> CxRun {
+        self.poll = poll;
+        self
+    }
+
+    /// Sets what of the log goes into the panic messages.
+    pub fn excerpt_with(mut self, excerpt: fn(&CxRun) -> String) -> CxRun {
+        self.excerpt = excerpt;
+        self
+    }
+
+    /// The HTTP status of `path` (0: no answer).
+    pub fn status(&self, path: &str) -> u16 {
+        http_get(&self.http, path).map_or(0, |(code, _)| code)
+    }
+
+    /// `/readyz`: (status, body), `(0, "no answer")` when it does not answer.
+    pub fn ready(&self) -> (u16, String) {
+        http_get(&self.http, "/readyz").unwrap_or((0, "no answer".into()))
+    }
+
+    /// The `/metrics` text, empty unless it answers 200.
+    pub fn metrics(&self) -> String {
+        match http_get(&self.http, "/metrics") {
+            Some((200, body)) => body,
+            _ => String::new(),
+        }
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// The last 40 lines of the log.
+    pub fn log_tail(&self) -> String {
+        let t = self.log_text();
+        let lines: Vec<&str> = t.lines().collect();
+        lines[lines.len().saturating_sub(40)..].join("\n")
+    }
+
+    /// The log without the (many) "checkpoint written" lines.
+    pub fn log_brief(&self) -> String {
+        self.log_text()
+            .lines()
+            .filter(|l| !l.contains("checkpoint written"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    /// The first 30 and the last 30 lines of `log_brief`.
+    pub fn log_head_tail(&self) -> String {
+        let t = self.log_text();
+        let lines: Vec<&str> = t
+            .lines()
+            .filter(|l| !l.contains("checkpoint written"))
+            .collect();
+        let head = &lines[..lines.len().min(30)];
+        let tail = &lines[lines.len().saturating_sub(30).max(head.len())..];
+        format!("{}\n...\n{}", head.join("\n"), tail.join("\n"))
+    }
+
+    /// Polls `f` until it holds; panics with the log after `timeout`.
+    pub fn wait_for(&self, what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
+        let deadline = Instant::now() + timeout;
+        while !f() {
+            if Instant::now() > deadline {
+                panic!(
+                    "timed out waiting for {what}\n--- cxpulse log tail ({}) ---\n{}",
+                    self.log.display(),
+                    (self.excerpt)(self)
+                );
+            }
+            std::thread::sleep(self.poll);
+        }
+    }
+
+    /// Like `wait_for`, but also panics at once if the process exits.
+    pub fn wait_alive(&mut self, what: &str, timeout: Duration, mut f: impl FnMut(&CxRun) -> bool) {
+        let deadline = Instant::now() + timeout;
+        while !f(self) {
+            if let Some(st) = self.child.try_wait().expect("try_wait") {
+                panic!(
+                    "cxpulse exited ({st}) while waiting for {what}\n--- log ---\n{}",
+                    (self.excerpt)(self)
+                );
+            }
+            assert!(
+                Instant::now() < deadline,
+                "timed out waiting for {what}\n--- log ---\n{}",
+                (self.excerpt)(self)
+            );
+            std::thread::sleep(self.poll);
+        }
+    }
+
+    /// Sends `kill -SIG` (`"TERM"`, `"KILL"`, ...).
+    pub fn signal(&self, sig: &str) {
+        let ok = Command::new("kill")
+            .args([&format!("-{sig}"), &self.child.id().to_string()])
+            .status()
+            .expect("run kill")
+            .success();
+        assert!(ok, "kill -{sig} failed");
+    }
+
+    /// Waits for the process to exit; panics with the log after `timeout`.
+    pub fn wait_exit(&mut self, timeout: Duration) -> std::process::ExitStatus {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(st) = self.child.try_wait().expect("try_wait") {
+                return st;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "cxpulse still running after {timeout:?}\n--- log ---\n{}",
+                (self.excerpt)(self)
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// SIGTERM, then waits up to 20 s for the exit; returns the exit code.
+    pub fn sigterm(&mut self) -> Option<i32> {
+        self.signal("TERM");
+        self.wait_exit(Duration::from_secs(20)).code()
+    }
+
+    /// SIGKILL, and waits for it.
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for CxRun {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
