@@ -55,10 +55,7 @@ fn run(users: u64) {
     let snap = t.elapsed();
     // As `run` takes it: into a buffer prepared (allocated and touched) off
     // the consumer loop, so the loop does not pay the page faults.
-    let mut buf = vec![0u8; engine.state_bytes() + 4096];
-    for i in (0..buf.len()).step_by(4096) {
-        buf[i] = 1;
-    }
+    let buf = cxpulse::engine::snapshot::prepared_buffer(engine.snapshot_capacity());
     let t = Instant::now();
     let again = engine.snapshot_into(buf);
     let snap_prepared = t.elapsed();

@@ -408,9 +408,7 @@ fn advance_partition(
 fn intern_user(part: &mut Partition, ev: &Event<'_>) -> users::UserIdx {
     // The decoder guarantees a user_id on every type but spend.
     let day = params::day_of(ev.ts).clamp(0, u32::MAX as i64) as u32;
-    part.users
-        .intern(ev.user_id.as_deref().unwrap_or(""), day)
-        .0
+    part.users.intern(ev.user_id.as_deref().unwrap_or(""), day)
 }
 
 #[cfg(test)]

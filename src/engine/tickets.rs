@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 
-use super::users::{NEVER, UserIdx};
+use super::users::{NEVER, UserIdx, put_in_slot};
 use crate::event::{Millis, Priority};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -95,17 +95,7 @@ impl Tickets {
             t.last_seen = t.last_seen.max(ts);
             return i;
         }
-        let t = Ticket::new(id, ts);
-        let i = match self.free.pop() {
-            Some(i) => {
-                self.list[i as usize] = t;
-                i
-            }
-            None => {
-                self.list.push(t);
-                (self.list.len() - 1) as u32
-            }
-        };
+        let i = put_in_slot(&mut self.list, &mut self.free, Ticket::new(id, ts));
         self.index.insert(id.into(), i);
         i
     }
@@ -129,9 +119,7 @@ impl Tickets {
                 continue;
             }
             self.index.remove(&t.id);
-            let mut free = Ticket::new("", NEVER);
-            free.last_seen = NEVER;
-            self.list[i] = free;
+            self.list[i] = Ticket::new("", NEVER);
             self.free.push(i as u32);
             n += 1;
         }

@@ -178,8 +178,8 @@ fn hash_id(id: &[u8]) -> u64 {
     xxhash_rust::xxh3::xxh3_64(id)
 }
 
-/// The id bytes of an index slot.
-fn slot_key<'a>(arena: &'a [u8], list: &[User], cold: &[Cold], slot: u32) -> &'a [u8] {
+/// Where the id of an index slot lies in the arena.
+fn slot_span(list: &[User], cold: &[Cold], slot: u32) -> std::ops::Range<usize> {
     let (off, len) = if slot & COLD_BIT != 0 {
         let c = &cold[(slot & !COLD_BIT) as usize];
         (c.id_off, c.id_len)
@@ -187,14 +187,33 @@ fn slot_key<'a>(arena: &'a [u8], list: &[User], cold: &[Cold], slot: u32) -> &'a
         let u = &list[slot as usize];
         (u.id_off, u.id_len)
     };
-    &arena[off as usize..off as usize + len as usize]
+    off as usize..off as usize + len as usize
+}
+
+/// The id bytes of an index slot.
+fn slot_key<'a>(arena: &'a [u8], list: &[User], cold: &[Cold], slot: u32) -> &'a [u8] {
+    &arena[slot_span(list, cold, slot)]
+}
+
+/// Puts `item` in a free slot of `list` (one listed in `free`), or at its
+/// end; returns the slot.
+pub(crate) fn put_in_slot<T>(list: &mut Vec<T>, free: &mut Vec<u32>, item: T) -> u32 {
+    match free.pop() {
+        Some(i) => {
+            list[i as usize] = item;
+            i
+        }
+        None => {
+            list.push(item);
+            (list.len() - 1) as u32
+        }
+    }
 }
 
 impl Users {
     /// The index of `id`, creating the user if new (or rehydrating a
-    /// compacted one), and marks it seen on UTC day `day`. The flag tells
-    /// whether a new user was created.
-    pub fn intern(&mut self, id: &str, day: u32) -> (UserIdx, bool) {
+    /// compacted one), and marks it seen on UTC day `day`.
+    pub fn intern(&mut self, id: &str, day: u32) -> UserIdx {
         let bytes = id.as_bytes();
         let h = hash_id(bytes);
         let (arena, list, cold) = (&self.arena, &self.list, &self.cold);
@@ -205,7 +224,7 @@ impl Users {
         match found {
             Some(s) if s & COLD_BIT == 0 => {
                 self.list[s as usize].touch(day);
-                (s, false)
+                s
             }
             Some(s) => {
                 let ci = s & !COLD_BIT;
@@ -231,13 +250,13 @@ impl Users {
                 }
                 u.days_anchor = c.last_seen_day;
                 u.touch(day);
-                let idx = self.alloc(u);
+                let idx = put_in_slot(&mut self.list, &mut self.free, u);
                 let slot = self
                     .index
                     .find_mut(h, |&x| x == s)
                     .expect("the cold slot is indexed");
                 *slot = idx;
-                (idx, false)
+                idx
             }
             None => {
                 let off = self.arena.len() as u32;
@@ -246,24 +265,11 @@ impl Users {
                 self.arena.extend_from_slice(&bytes[..len as usize]);
                 let mut u = User::new(off, len);
                 u.touch(day);
-                let idx = self.alloc(u);
+                let idx = put_in_slot(&mut self.list, &mut self.free, u);
                 let (arena, list, cold) = (&self.arena, &self.list, &self.cold);
                 self.index
                     .insert_unique(h, idx, |&s| hash_id(slot_key(arena, list, cold, s)));
-                (idx, true)
-            }
-        }
-    }
-
-    fn alloc(&mut self, u: User) -> UserIdx {
-        match self.free.pop() {
-            Some(i) => {
-                self.list[i as usize] = u;
-                i
-            }
-            None => {
-                self.list.push(u);
-                (self.list.len() - 1) as UserIdx
+                idx
             }
         }
     }
@@ -351,16 +357,7 @@ impl Users {
                 id_len: u.id_len,
                 flags,
             };
-            let ci = match self.cold_free.pop() {
-                Some(ci) => {
-                    self.cold[ci as usize] = c;
-                    ci
-                }
-                None => {
-                    self.cold.push(c);
-                    (self.cold.len() - 1) as u32
-                }
-            };
+            let ci = put_in_slot(&mut self.cold, &mut self.cold_free, c);
             let h = hash_id(self.id_bytes(i as UserIdx));
             let slot = self
                 .index
@@ -385,8 +382,7 @@ impl Users {
             if c.flags & C_FREE != 0 {
                 continue;
             }
-            let key = &self.arena[c.id_off as usize..c.id_off as usize + c.id_len as usize];
-            let h = hash_id(key);
+            let h = hash_id(slot_key(&self.arena, &self.list, &self.cold, COLD_BIT | ci));
             if let Ok(e) = self.index.find_entry(h, |&s| s == COLD_BIT | ci) {
                 e.remove();
             }
@@ -455,62 +451,51 @@ impl User {
 }
 
 impl Users {
-    /// Rebuilds the index and the free lists from the arena and the records
-    /// (after a restore). Fails if two users have the same id or an id lies
-    /// outside the arena.
+    /// Rebuilds the index, the free lists and the arena garbage count from
+    /// the arena and the records (after a restore). Fails if an id lies
+    /// outside the arena or two users have the same id.
     pub(crate) fn rebuild_index(&mut self) -> Result<(), ()> {
-        let mut index: HashTable<u32> = HashTable::with_capacity(self.len_upper());
-        let mut free = Vec::new();
-        let mut cold_free = Vec::new();
-        let hot: Vec<u32> = (0..self.list.len() as u32)
-            .filter(|&i| {
-                let is_free = self.list[i as usize].has(F_FREE);
-                if is_free {
-                    free.push(i);
-                }
-                !is_free
-            })
-            .collect();
-        let cold: Vec<u32> = (0..self.cold.len() as u32)
-            .filter_map(|i| {
-                if self.cold[i as usize].flags & C_FREE != 0 {
-                    cold_free.push(i);
-                    None
-                } else {
-                    Some(COLD_BIT | i)
-                }
-            })
-            .collect();
-        let (arena, list, cold_list) = (&self.arena, &self.list, &self.cold);
-        for s in hot.into_iter().chain(cold) {
-            let (off, len) = if s & COLD_BIT != 0 {
-                let c = &cold_list[(s & !COLD_BIT) as usize];
-                (c.id_off as usize, c.id_len as usize)
+        let (arena, list, cold) = (&self.arena, &self.list, &self.cold);
+        let (mut free, mut cold_free, mut live) = (Vec::new(), Vec::new(), Vec::new());
+        for (i, u) in list.iter().enumerate() {
+            if u.has(F_FREE) {
+                free.push(i as u32);
             } else {
-                let u = &list[s as usize];
-                (u.id_off as usize, u.id_len as usize)
-            };
-            if off + len > arena.len() {
+                live.push(i as u32);
+            }
+        }
+        for (i, c) in cold.iter().enumerate() {
+            if c.flags & C_FREE != 0 {
+                cold_free.push(i as u32);
+            } else {
+                live.push(COLD_BIT | i as u32);
+            }
+        }
+        let all = (0..list.len() as u32).chain((0..cold.len() as u32).map(|i| COLD_BIT | i));
+        for s in all {
+            if slot_span(list, cold, s).end > arena.len() {
                 return Err(());
             }
-            let id = &arena[off..off + len];
+        }
+        let mut index: HashTable<u32> = HashTable::with_capacity(live.len());
+        let mut live_bytes = 0;
+        for &s in &live {
+            let id = slot_key(arena, list, cold, s);
             let h = hash_id(id);
             if index
-                .find(h, |&j| slot_key(arena, list, cold_list, j) == id)
+                .find(h, |&j| slot_key(arena, list, cold, j) == id)
                 .is_some()
             {
                 return Err(());
             }
-            index.insert_unique(h, s, |&j| hash_id(slot_key(arena, list, cold_list, j)));
+            index.insert_unique(h, s, |&j| hash_id(slot_key(arena, list, cold, j)));
+            live_bytes += id.len();
         }
+        self.garbage = arena.len().saturating_sub(live_bytes);
         self.index = index;
         self.free = free;
         self.cold_free = cold_free;
         Ok(())
-    }
-
-    fn len_upper(&self) -> usize {
-        self.list.len() + self.cold.len()
     }
 
     fn id_bytes(&self, idx: UserIdx) -> &[u8] {
@@ -526,10 +511,10 @@ mod tests {
     #[test]
     fn interning_is_stable_and_state_is_small() {
         let mut u = Users::default();
-        let (a, new_a) = u.intern("alice", 1);
-        let (b, _) = u.intern("bob", 1);
-        assert!(new_a);
-        assert_eq!(u.intern("alice", 2), (a, false));
+        let a = u.intern("alice", 1);
+        let b = u.intern("bob", 1);
+        assert_eq!(u.intern("alice", 2), a);
+        assert_eq!(u.len(), 2);
         assert_ne!(a, b);
         assert_eq!(u.id(b), "bob");
         assert_eq!(std::mem::size_of::<User>(), 48);

@@ -644,17 +644,9 @@ impl Loop {
         }
         if self.snapshot_buffer.is_none() && !last {
             if self.snapshot_buffers.is_empty() {
-                // The snapshot is about the size of the state in memory.
-                let size = self.engine.state_bytes() + 4096;
-                self.snapshot_buffers.spawn_blocking(move || {
-                    let mut b = vec![0u8; size];
-                    // Touch every page (calloc'd memory may not be yet).
-                    for i in (0..size).step_by(4096) {
-                        b[i] = 1;
-                    }
-                    std::hint::black_box(&mut b);
-                    b
-                });
+                let size = self.engine.snapshot_capacity();
+                self.snapshot_buffers
+                    .spawn_blocking(move || crate::engine::snapshot::prepared_buffer(size));
             }
             return;
         }
