@@ -61,39 +61,45 @@ pub fn export(ctx: &Ctx<'_>, out: &mut Vec<Family>) {
         let l = [("window", win.name.as_str())];
         csat_n.push(&l, s[SV_CSAT_N]);
         csat.push_ratio(&l, s[SV_CSAT_SAT], s[SV_CSAT_N]);
-        if let Some((lo, hi)) = wilson(s[SV_CSAT_SAT], s[SV_CSAT_N]) {
-            csat_lo.push(&l, lo);
-            csat_hi.push(&l, hi);
-        } else {
-            csat_lo.push_absent(&l);
-            csat_hi.push_absent(&l);
-        }
+        push_bounds(
+            &mut csat_lo,
+            &mut csat_hi,
+            &l,
+            wilson(s[SV_CSAT_SAT], s[SV_CSAT_N]),
+        );
         let (pr, pa, de) = (s[SV_NPS_PROMOTER], s[SV_NPS_PASSIVE], s[SV_NPS_DETRACTOR]);
         let n = pr + pa + de;
         for (cat, v) in [("promoter", pr), ("passive", pa), ("detractor", de)] {
             nps_n.push(&[("window", &win.name), ("category", cat)], v);
         }
         nps.push_ratio(&l, 100.0 * (pr - de), n);
-        if let Some((lo, hi)) = nps_interval(pr, de, n) {
-            nps_lo.push(&l, lo);
-            nps_hi.push(&l, hi);
-        } else {
-            nps_lo.push_absent(&l);
-            nps_hi.push_absent(&l);
-        }
+        push_bounds(&mut nps_lo, &mut nps_hi, &l, nps_interval(pr, de, n));
         ces_n.push(&l, s[SV_CES_N]);
         ces.push_ratio(&l, s[SV_CES_SUM], s[SV_CES_N]);
         ces_easy.push_ratio(&l, s[SV_CES_EASY], s[SV_CES_N]);
-        if let Some((lo, hi)) = wilson(s[SV_CES_EASY], s[SV_CES_N]) {
-            ces_lo.push(&l, lo);
-            ces_hi.push(&l, hi);
-        } else {
-            ces_lo.push_absent(&l);
-            ces_hi.push_absent(&l);
-        }
+        push_bounds(
+            &mut ces_lo,
+            &mut ces_hi,
+            &l,
+            wilson(s[SV_CES_EASY], s[SV_CES_N]),
+        );
     }
     out.extend([
         csat, csat_n, csat_lo, csat_hi, nps, nps_n, nps_lo, nps_hi, ces, ces_easy, ces_n, ces_lo,
         ces_hi,
     ]);
+}
+
+/// Pushes an interval's bounds, or records both as absent (no answers).
+fn push_bounds(lo: &mut Family, hi: &mut Family, l: &[(&str, &str)], b: Option<(f64, f64)>) {
+    match b {
+        Some((low, high)) => {
+            lo.push(l, low);
+            hi.push(l, high);
+        }
+        None => {
+            lo.push_absent(l);
+            hi.push_absent(l);
+        }
+    }
 }

@@ -125,27 +125,26 @@ fn pipeline(engine: &Engine, out: &mut Vec<Family>) {
         }
     }
     out.push(f);
-    if let Some(t) = engine.clock() {
-        let mut c = Family::new(
-            "cxpulse_clock_timestamp_seconds",
-            Kind::Gauge,
-            "The engine clock T: the largest applied event time (or the wall clock when idle), Unix seconds.",
-        );
-        c.push(&[], t as f64 / 1000.0);
-        out.push(c);
-    }
-    let mut u = Family::new(
-        "cxpulse_tracked_users",
-        Kind::Gauge,
-        "Users with state held in memory.",
-    );
-    u.push(&[], engine.tracked_users() as f64);
-    out.push(u);
+    // Families of one unlabelled series.
     let mut g = |name: &'static str, kind: Kind, help: &'static str, v: f64| {
         let mut f = Family::new(name, kind, help);
         f.push(&[], v);
         out.push(f);
     };
+    if let Some(t) = engine.clock() {
+        g(
+            "cxpulse_clock_timestamp_seconds",
+            Kind::Gauge,
+            "The engine clock T: the largest applied event time (or the wall clock when idle), Unix seconds.",
+            t as f64 / 1000.0,
+        );
+    }
+    g(
+        "cxpulse_tracked_users",
+        Kind::Gauge,
+        "Users with state held in memory.",
+        engine.tracked_users() as f64,
+    );
     g(
         "cxpulse_compacted_users",
         Kind::Gauge,
