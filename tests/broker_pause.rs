@@ -220,14 +220,6 @@ fn input(cfg: &Config) -> Input {
     }
 }
 
-fn produce(broker: &Tansu, lines: &[(Option<String>, String)]) {
-    let recs: Vec<(Option<&str>, &str)> = lines
-        .iter()
-        .map(|(k, v)| (k.as_deref(), v.as_str()))
-        .collect();
-    broker.produce(TOPIC, &recs);
-}
-
 /// Produces each line to its given partition and waits for the acks.
 fn produce_to_partitions(broker: &Tansu, lines: &[(i32, String)]) {
     let producer: BaseProducer = broker
@@ -404,7 +396,7 @@ impl Scenario {
             &http,
             Duration::from_secs(30),
         );
-        produce(&broker, &input.first);
+        broker.produce_owned(TOPIC, &input.first);
         wait_consumed(
             &run,
             input.first.len(),
@@ -484,7 +476,7 @@ impl Scenario {
     /// Produces the second half and the end-of-input markers, waits until
     /// everything is consumed, and returns `/metrics` then and 2 s later.
     fn rest_consumed(&self) -> (String, String) {
-        produce(&self.broker, &self.input.second);
+        self.broker.produce_owned(TOPIC, &self.input.second);
         produce_to_partitions(&self.broker, &self.input.markers);
         let total = self.input.total();
         let m = wait_consumed(

@@ -18,34 +18,13 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use common::{CxRun, Tansu, events_seen, free_port, sum, value};
+use common::{CxRun, Tansu, events_seen, free_port, generated, sum, value};
 use cxpulse::checkpoint;
-use cxpulse::r#gen::{GenConfig, Generator};
 
 const TOPIC: &str = "events";
 /// Events of the first run, and of the batch produced after it.
 const FIRST: usize = 300;
 const SECOND: usize = 200;
-
-/// The generated input: (key, JSON line).
-fn input(events: usize) -> Vec<(Option<String>, String)> {
-    Generator::new(&GenConfig {
-        seed: 42,
-        events: events as u64,
-        days: 3,
-        ..GenConfig::default()
-    })
-    .map(|l| (l.key, l.payload))
-    .collect()
-}
-
-fn produce(broker: &Tansu, lines: &[(Option<String>, String)]) {
-    let recs: Vec<(Option<&str>, &str)> = lines
-        .iter()
-        .map(|(k, v)| (k.as_deref(), v.as_str()))
-        .collect();
-    broker.produce(TOPIC, &recs);
-}
 
 fn config(brokers: &str, group: &str, http: &str, dir: &Path, on_corrupt: &str) -> String {
     // Static membership: the second run takes the first one's place in the
@@ -160,7 +139,7 @@ struct Corrupted {
 fn first_run_then_corrupt(on_corrupt: &str) -> Corrupted {
     let broker = Tansu::start();
     broker.create_topic(TOPIC, 2);
-    produce(&broker, &input(FIRST));
+    broker.produce_owned(TOPIC, &generated(FIRST));
     let dir = tempfile::tempdir().expect("tempdir");
     let ckpt = dir.path().join("checkpoints");
     let http = format!("127.0.0.1:{}", free_port());
@@ -250,7 +229,8 @@ fn on_corrupt_fail_refuses_to_start_with_status_2_naming_the_file() {
         })
         .collect();
     // Input that a run which did start would consume.
-    produce(&c.broker, &input(FIRST + SECOND)[FIRST..]);
+    c.broker
+        .produce_owned(TOPIC, &generated(FIRST + SECOND)[FIRST..]);
 
     let mut second = spawn(&c.cfg, c.dir.path().join("second.log"), &c.http);
     let status = second.wait_exit(Duration::from_secs(20));
@@ -311,7 +291,8 @@ fn on_corrupt_empty_starts_empty_from_the_committed_offsets_ignoring_older_files
     let (older, _) = good_older(&c);
     assert_eq!(events_seen(&c.first_metrics), FIRST as f64);
     // The second batch, after the first run committed the first.
-    produce(&c.broker, &input(FIRST + SECOND)[FIRST..]);
+    c.broker
+        .produce_owned(TOPIC, &generated(FIRST + SECOND)[FIRST..]);
 
     let mut second = start(&c.cfg, c.dir.path().join("second.log"), &c.http);
     let m = wait_events(&mut second, SECOND as f64);

@@ -19,9 +19,11 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use common::{CxRun, Tansu, engine_series, events_seen, free_port, is_pipeline, sum, value};
+use common::{
+    CxRun, SplitMix, Tansu, engine_series, events_seen, free_port, generated, is_pipeline, sum,
+    value,
+};
 use cxpulse::event::time::{format_rfc3339, parse_rfc3339};
-use cxpulse::r#gen::{GenConfig, Generator};
 
 static SERIAL: Mutex<()> = Mutex::new(());
 
@@ -39,42 +41,6 @@ const OUTPUT: &str = "series";
 /// process tombstoned every absent series it can name, this failed in 2 runs
 /// out of 2 at this interval).
 const PUBLISH_INTERVAL: &str = "700ms";
-
-/// A small deterministic generator for the kill points.
-struct SplitMix(u64);
-
-impl SplitMix {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
-
-/// The generated input: (key, JSON line).
-fn input(events: u64) -> Vec<(Option<String>, String)> {
-    Generator::new(&GenConfig {
-        seed: 42,
-        events,
-        days: 3,
-        ..GenConfig::default()
-    })
-    .map(|l| (l.key, l.payload))
-    .collect()
-}
-
-fn produce(broker: &Tansu, lines: &[(Option<String>, String)]) {
-    let recs: Vec<(Option<&str>, &str)> = lines
-        .iter()
-        .map(|(k, v)| (k.as_deref(), v.as_str()))
-        .collect();
-    broker.produce(TOPIC, &recs);
-}
 
 /// `[engine]` for every run here: small lateness, and T never follows the
 /// wall clock (so the window series do not depend on when they are read).
@@ -371,7 +337,7 @@ fn killed_at_random_points_it_ends_with_the_series_of_an_uninterrupted_run() {
     const KILLS: usize = 11;
     const PRODUCE_SLICES: usize = 40;
     const PRODUCE_PAUSE: Duration = Duration::from_millis(2_200);
-    let lines = input(EVENTS);
+    let lines = generated(EVENTS as usize);
     let dir = tempfile::tempdir().expect("tempdir");
     let ckpt = dir.path().join("checkpoints");
     let http = format!("127.0.0.1:{}", free_port());
@@ -390,7 +356,7 @@ fn killed_at_random_points_it_ends_with_the_series_of_an_uninterrupted_run() {
     std::thread::scope(|scope| {
         scope.spawn(|| {
             for slice in lines.chunks(lines.len().div_ceil(PRODUCE_SLICES)) {
-                produce(&broker, slice);
+                broker.produce_owned(TOPIC, slice);
                 produced.fetch_add(slice.len(), Ordering::SeqCst);
                 std::thread::sleep(PRODUCE_PAUSE);
             }
@@ -398,7 +364,7 @@ fn killed_at_random_points_it_ends_with_the_series_of_an_uninterrupted_run() {
         for round in 0..KILLS {
             let mut run = start(&cfg, dir.path().join(format!("run-{round}.log")), &http);
             wait_assigned(&run);
-            std::thread::sleep(Duration::from_millis(100 + rng.below(1_200)));
+            std::thread::sleep(Duration::from_millis(100 + rng.below(1_200) as u64));
             let seen = events_seen(&run.metrics());
             let sent = produced.load(Ordering::SeqCst);
             run.kill9();
@@ -598,7 +564,7 @@ fn a_corrupt_newest_checkpoint_falls_back_to_the_previous_one() {
     let broker = Tansu::start();
     broker.create_topic(TOPIC, 2);
     const EVENTS: u64 = 2_000;
-    let lines = input(EVENTS);
+    let lines = generated(EVENTS as usize);
     let dir = tempfile::tempdir().expect("tempdir");
     let ckpt = dir.path().join("checkpoints");
     let http = format!("127.0.0.1:{}", free_port());
@@ -608,7 +574,7 @@ fn a_corrupt_newest_checkpoint_falls_back_to_the_previous_one() {
         config(&broker.addr, "corrupt", &http, Some(&ckpt), None),
     )
     .unwrap();
-    produce(&broker, &lines);
+    broker.produce_owned(TOPIC, &lines);
 
     let mut first = start(&cfg, dir.path().join("first.log"), &http);
     let before = wait_all(&first, EVENTS as f64);
@@ -671,7 +637,7 @@ fn a_failed_checkpoint_write_is_counted_and_processing_continues() {
         config(&broker.addr, "unwritable", &http, Some(&ckpt), None),
     )
     .unwrap();
-    produce(&broker, &input(EVENTS));
+    broker.produce_owned(TOPIC, &generated(EVENTS as usize));
     let mut run = start(&cfg, dir.path().join("run.log"), &http);
     wait_all(&run, EVENTS as f64);
     run.wait_for(

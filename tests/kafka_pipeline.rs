@@ -291,6 +291,17 @@ fn signup(id: &str, user: &str, channel: &str, at: i64) -> String {
     )
 }
 
+/// `n` signups keyed by user: event `{p}{i}`, user `u{p}{i}`, one a minute from `start`.
+fn signups(p: &str, channel: &str, n: i64, start: i64) -> Vec<(Option<String>, String)> {
+    (0..n)
+        .map(|i| {
+            let user = format!("u{p}{i}");
+            let line = signup(&format!("{p}{i}"), &user, channel, start + i * MIN);
+            (Some(user), line)
+        })
+        .collect()
+}
+
 fn create_topics(broker: &Tansu, event_partitions: i32) {
     broker.create_topic("events", event_partitions);
     broker.create_topic("dead-letter", 1);
@@ -594,16 +605,8 @@ fn restart_does_not_apply_committed_events_twice() {
         commit_interval: "500ms",
         extra_engine: "",
     });
-    let first: Vec<String> = (0..6)
-        .map(|i| signup(&format!("a{i}"), &format!("ua{i}"), "first", B + i * MIN))
-        .collect();
-    let keys: Vec<String> = (0..6).map(|i| format!("ua{i}")).collect();
-    let recs: Vec<(Option<&str>, &str)> = first
-        .iter()
-        .zip(&keys)
-        .map(|(v, k)| (Some(k.as_str()), v.as_str()))
-        .collect();
-    broker.produce("events", &recs);
+    let recs = signups("a", "first", 6, B);
+    broker.produce_owned("events", &recs);
     cx.wait_metric(
         r#"cxpulse_events_total{type="signup",outcome="applied"}"#,
         6.0,
@@ -615,23 +618,8 @@ fn restart_does_not_apply_committed_events_twice() {
     let _ = cx.wait_exit(Duration::from_secs(5));
     cx.restart();
 
-    let second: Vec<String> = (0..4)
-        .map(|i| {
-            signup(
-                &format!("b{i}"),
-                &format!("ub{i}"),
-                "second",
-                B + 2 * HOUR + i * MIN,
-            )
-        })
-        .collect();
-    let keys: Vec<String> = (0..4).map(|i| format!("ub{i}")).collect();
-    let recs: Vec<(Option<&str>, &str)> = second
-        .iter()
-        .zip(&keys)
-        .map(|(v, k)| (Some(k.as_str()), v.as_str()))
-        .collect();
-    broker.produce("events", &recs);
+    let recs = signups("b", "second", 4, B + 2 * HOUR);
+    broker.produce_owned("events", &recs);
     cx.wait_metric(
         r#"cxpulse_events_total{type="signup",outcome="applied"}"#,
         4.0,
@@ -669,17 +657,9 @@ fn sigterm_exits_in_time_with_a_final_commit() {
         commit_interval: "1h",
         extra_engine: "",
     });
-    let events: Vec<String> = (0..5)
-        .map(|i| signup(&format!("t{i}"), &format!("ut{i}"), "x", B + i * MIN))
-        .collect();
-    let keys: Vec<String> = (0..5).map(|i| format!("ut{i}")).collect();
-    let mut recs: Vec<(Option<&str>, &str)> = events
-        .iter()
-        .zip(&keys)
-        .map(|(v, k)| (Some(k.as_str()), v.as_str()))
-        .collect();
-    recs.push((Some("junk"), "{not json"));
-    broker.produce("events", &recs);
+    let mut recs = signups("t", "x", 5, B);
+    recs.push((Some("junk".into()), "{not json".into()));
+    broker.produce_owned("events", &recs);
     cx.wait_metric(
         r#"cxpulse_events_total{type="signup",outcome="applied"}"#,
         5.0,
@@ -743,23 +723,8 @@ fn waits_for_a_broker_that_is_not_up_yet_and_loses_nothing() {
 
     broker.restart_on_same_port();
     create_topics(&broker, 3);
-    let events: Vec<String> = (0..20)
-        .map(|i| {
-            signup(
-                &format!("l{i}"),
-                &format!("ul{i}"),
-                "late-broker",
-                B + i * MIN,
-            )
-        })
-        .collect();
-    let keys: Vec<String> = (0..20).map(|i| format!("ul{i}")).collect();
-    let recs: Vec<(Option<&str>, &str)> = events
-        .iter()
-        .zip(&keys)
-        .map(|(v, k)| (Some(k.as_str()), v.as_str()))
-        .collect();
-    broker.produce("events", &recs);
+    let recs = signups("l", "late-broker", 20, B);
+    broker.produce_owned("events", &recs);
     cx.wait_for("/readyz to turn 200", Duration::from_secs(60), || {
         cx.ready().0 == 200
     });

@@ -1,26 +1,13 @@
 //! 120k random and mutated messages through decode + engine: nothing panics,
 //! every message gets exactly one outcome, and every exported value is finite.
 
+mod common;
+
+use common::SplitMix as Rng;
 use cxpulse::config::Config;
 use cxpulse::engine::{Engine, Outcome};
 use cxpulse::event::Decoder;
 use cxpulse::r#gen::{GenConfig, Generator};
-
-/// SplitMix64: deterministic, so a failure replays.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n.max(1) as u64) as usize
-    }
-}
 
 const TOKENS: &[&str] = &[
     "null",

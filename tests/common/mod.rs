@@ -148,6 +148,15 @@ impl Tansu {
     /// Produces the records (key, value) to `topic` with the default
     /// partitioner (keyed records go to the partition of their key) and
     /// blocks until every one is acknowledged. Panics on any failure.
+    /// [`Tansu::produce`] of owned (key, value) pairs.
+    pub fn produce_owned(&self, topic: &str, records: &[(Option<String>, String)]) {
+        let recs: Vec<(Option<&str>, &str)> = records
+            .iter()
+            .map(|(k, v)| (k.as_deref(), v.as_str()))
+            .collect();
+        self.produce(topic, &recs);
+    }
+
     pub fn produce(&self, topic: &str, records: &[(Option<&str>, &str)]) {
         let tracker = DeliveryTracker::default();
         let producer: BaseProducer<DeliveryTracker> = self
@@ -978,4 +987,34 @@ impl Drop for CxRun {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// SplitMix64: a small deterministic generator, so a failing run replays.
+pub struct SplitMix(pub u64);
+
+impl SplitMix {
+    pub fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    /// Uniform-ish in `0..n` (0 when `n` is 0).
+    pub fn below(&mut self, n: usize) -> usize {
+        (self.next() % n.max(1) as u64) as usize
+    }
+}
+
+/// `events` generated lines (seed 42, 3 days of event time) as (key, JSON line).
+pub fn generated(events: usize) -> Vec<(Option<String>, String)> {
+    cxpulse::r#gen::Generator::new(&cxpulse::r#gen::GenConfig {
+        seed: 42,
+        events: events as u64,
+        days: 3,
+        ..cxpulse::r#gen::GenConfig::default()
+    })
+    .map(|l| (l.key, l.payload))
+    .collect()
 }
