@@ -441,26 +441,9 @@ fn cxpulse_consume(brokers: &str, topic: &str, events: u64) -> Duration {
         assert!(Instant::now() < deadline, "cxpulse got no assignment");
         std::thread::sleep(Duration::from_millis(10));
     };
-    let reader: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .set("group.id", group)
-        .create()
-        .expect("offset reader");
-    let mut tpl = rdkafka::TopicPartitionList::new();
-    for p in 0..3 {
-        tpl.add_partition(topic, p);
-    }
+    let (reader, tpl) = offset_reader(brokers, group, topic);
     loop {
-        let done: i64 = reader
-            .committed_offsets(tpl.clone(), Duration::from_secs(5))
-            .map(|t| {
-                t.elements()
-                    .iter()
-                    .filter_map(|e| e.offset().to_raw())
-                    .filter(|o| *o > 0)
-                    .sum()
-            })
-            .unwrap_or(0);
+        let done = committed_sum(&reader, &tpl, Duration::from_secs(5));
         if done as u64 >= events {
             break;
         }
@@ -779,6 +762,16 @@ fn cxpulse_drain(
 
 /// The group's committed offsets on the 3 partitions of `topic`, summed.
 fn committed(brokers: &str, group: &str, topic: &str) -> i64 {
+    let (reader, tpl) = offset_reader(brokers, group, topic);
+    committed_sum(&reader, &tpl, Duration::from_secs(10))
+}
+
+/// A client to read `group`'s committed offsets, and the 3 partitions of `topic`.
+fn offset_reader(
+    brokers: &str,
+    group: &str,
+    topic: &str,
+) -> (BaseConsumer, rdkafka::TopicPartitionList) {
     let reader: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", brokers)
         .set("group.id", group)
@@ -788,8 +781,17 @@ fn committed(brokers: &str, group: &str, topic: &str) -> i64 {
     for p in 0..3 {
         tpl.add_partition(topic, p);
     }
+    (reader, tpl)
+}
+
+/// The committed offsets of `tpl`, summed (0 where none, or on error).
+fn committed_sum(
+    reader: &BaseConsumer,
+    tpl: &rdkafka::TopicPartitionList,
+    timeout: Duration,
+) -> i64 {
     reader
-        .committed_offsets(tpl, Duration::from_secs(10))
+        .committed_offsets(tpl.clone(), timeout)
         .map(|t| {
             t.elements()
                 .iter()
