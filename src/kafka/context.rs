@@ -19,7 +19,7 @@ use rdkafka::types::RDKafkaRespErr;
 
 use super::live::LiveState;
 use super::offsets::OffsetBook;
-use crate::telemetry::{self, CommitResult, CommitTrigger};
+use crate::telemetry::{self, CommitResult, CommitTrigger, PartitionMove};
 
 /// How long the rebalance callback waits for committed offsets.
 const COMMITTED_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
@@ -69,23 +69,11 @@ pub fn commit_result<'a>(r: &'a KafkaResult<()>, offsets: &'a str) -> CommitResu
 
 impl ClientContext for ConsumerCtx {
     fn log(&self, level: RDKafkaLogLevel, fac: &str, log_message: &str) {
-        telemetry::ClientLog {
-            client: "consumer",
-            level,
-            facility: fac,
-            message: log_message,
-        }
-        .emit();
+        client_log("consumer", level, fac, log_message);
     }
 
     fn error(&self, error: KafkaError, reason: &str) {
-        telemetry::KafkaClientError {
-            client: "consumer",
-            brokers: &self.brokers,
-            error: &error,
-            reason,
-        }
-        .emit();
+        client_error("consumer", &self.brokers, &error, reason);
     }
 
     fn stats_raw(&self, statistics: &[u8]) {
@@ -213,7 +201,8 @@ impl ConsumerContext for ConsumerCtx {
                 }
                 .emit();
                 self.live.revoke(&pairs(tpl));
-                telemetry::PartitionsRevoked {
+                telemetry::PartitionsMoved {
+                    direction: PartitionMove::Revoked,
                     partitions: &describe(tpl),
                     count: tpl.count(),
                 }
@@ -228,7 +217,8 @@ impl ConsumerContext for ConsumerCtx {
         if let Rebalance::Assign(tpl) = rebalance {
             self.book().assign(tpl);
             self.live.assign(&pairs(tpl));
-            telemetry::PartitionsAssigned {
+            telemetry::PartitionsMoved {
+                direction: PartitionMove::Assigned,
                 partitions: &describe(tpl),
                 count: tpl.count(),
             }
@@ -254,22 +244,32 @@ pub struct ProducerCtx {
 
 impl ClientContext for ProducerCtx {
     fn log(&self, level: RDKafkaLogLevel, fac: &str, log_message: &str) {
-        telemetry::ClientLog {
-            client: "producer",
-            level,
-            facility: fac,
-            message: log_message,
-        }
-        .emit();
+        client_log("producer", level, fac, log_message);
     }
 
     fn error(&self, error: KafkaError, reason: &str) {
-        telemetry::KafkaClientError {
-            client: "producer",
-            brokers: &self.brokers,
-            error: &error,
-            reason,
-        }
-        .emit();
+        client_error("producer", &self.brokers, &error, reason);
     }
+}
+
+/// librdkafka's log callback of either client.
+fn client_log(client: &'static str, level: RDKafkaLogLevel, facility: &str, message: &str) {
+    telemetry::ClientLog {
+        client,
+        level,
+        facility,
+        message,
+    }
+    .emit();
+}
+
+/// librdkafka's error callback of either client.
+fn client_error(client: &'static str, brokers: &str, error: &KafkaError, reason: &str) {
+    telemetry::KafkaClientError {
+        client,
+        brokers,
+        error,
+        reason,
+    }
+    .emit();
 }
