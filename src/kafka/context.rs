@@ -19,7 +19,7 @@ use rdkafka::types::RDKafkaRespErr;
 
 use super::live::LiveState;
 use super::offsets::OffsetBook;
-use crate::telemetry::{self, CommitResult, CommitTrigger, PartitionMove};
+use crate::telemetry::{self, CommitResult, CommitTrigger, PartitionMove, describe};
 
 /// How long the rebalance callback waits for committed offsets.
 const COMMITTED_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
@@ -43,18 +43,6 @@ fn pairs(tpl: &TopicPartitionList) -> Vec<(String, i32)> {
         .iter()
         .map(|e| (e.topic().to_string(), e.partition()))
         .collect()
-}
-
-/// `topic/partition@offset, ...` for log lines.
-pub fn describe(tpl: &TopicPartitionList) -> String {
-    tpl.elements()
-        .iter()
-        .map(|e| match e.offset().to_raw() {
-            Some(o) if o >= 0 => format!("{}/{}@{o}", e.topic(), e.partition()),
-            _ => format!("{}/{}", e.topic(), e.partition()),
-        })
-        .collect::<Vec<_>>()
-        .join(", ")
 }
 
 /// Maps a commit result onto telemetry, treating "no offset stored" as
@@ -127,20 +115,19 @@ impl ConsumerContext for ConsumerCtx {
                         }
                         set = kept;
                     }
-                    Err(e) => tracing::warn!(
-                        error = %e,
-                        partitions = describe(&set),
-                        "cannot read the committed offsets of partitions assigned here again; \
-                         they resume where this process left them"
-                    ),
+                    Err(e) => telemetry::CommittedOffsetsUnread {
+                        assigned_again: true,
+                        partitions: &describe(&set),
+                        error: &e,
+                    }
+                    .emit(),
                 }
             }
             if set.count() > 0 {
-                tracing::info!(
-                    offsets = describe(&set),
-                    "assigned partitions resume where the engine's state of them ends \
-                     (checkpoint or earlier assignment here), not at the committed offsets"
-                );
+                telemetry::PartitionsResumed {
+                    offsets: &describe(&set),
+                }
+                .emit();
             }
             if unknown.count() > 0 {
                 // Checkpoints on, partitions the engine has not seen: they
@@ -152,12 +139,12 @@ impl ConsumerContext for ConsumerCtx {
                             book.record_start(e.topic(), e.partition(), e.offset());
                         }
                     }
-                    Err(e) => tracing::warn!(
-                        error = %e,
-                        partitions = describe(&unknown),
-                        "cannot read the committed offsets of newly assigned partitions; \
-                         checkpoints list them once a message of theirs is taken"
-                    ),
+                    Err(e) => telemetry::CommittedOffsetsUnread {
+                        assigned_again: false,
+                        partitions: &describe(&unknown),
+                        error: &e,
+                    }
+                    .emit(),
                 }
             }
         }
@@ -177,7 +164,11 @@ impl ConsumerContext for ConsumerCtx {
             (_, false) => base.unassign(),
         };
         if let Err(e) = r {
-            tracing::warn!(error = %e, partitions = describe(tpl), "applying the rebalance failed");
+            telemetry::RebalanceNotApplied {
+                partitions: &describe(tpl),
+                error: &e,
+            }
+            .emit();
         }
         self.post_rebalance(base, &rebalance);
     }
@@ -191,7 +182,7 @@ impl ConsumerContext for ConsumerCtx {
                 if moved.count() > 0
                     && let Err(e) = base.store_offsets(&moved)
                 {
-                    tracing::warn!(error = %e, "cannot store offsets of revoked partitions");
+                    telemetry::RevokedOffsetsNotStored { error: &e }.emit();
                 }
                 let r = base.commit_consumer_state(CommitMode::Sync);
                 let offsets = describe(&moved);
@@ -203,8 +194,7 @@ impl ConsumerContext for ConsumerCtx {
                 self.live.revoke(&pairs(tpl));
                 telemetry::PartitionsMoved {
                     direction: PartitionMove::Revoked,
-                    partitions: &describe(tpl),
-                    count: tpl.count(),
+                    partitions: tpl,
                 }
                 .emit();
             }
@@ -219,8 +209,7 @@ impl ConsumerContext for ConsumerCtx {
             self.live.assign(&pairs(tpl));
             telemetry::PartitionsMoved {
                 direction: PartitionMove::Assigned,
-                partitions: &describe(tpl),
-                count: tpl.count(),
+                partitions: tpl,
             }
             .emit();
         }
@@ -229,11 +218,11 @@ impl ConsumerContext for ConsumerCtx {
     fn commit_callback(&self, result: KafkaResult<()>, offsets: &TopicPartitionList) {
         // Every commit is synchronous and reported where it is made; this
         // echo of it is only traced.
-        tracing::trace!(
-            ok = result.is_ok(),
-            offsets = describe(offsets),
-            "commit callback"
-        );
+        telemetry::CommitEchoed {
+            ok: result.is_ok(),
+            offsets,
+        }
+        .emit();
     }
 }
 

@@ -3,9 +3,21 @@
 
 use std::time::Duration;
 
-use tracing::{debug, error, info, warn};
+use tracing::{debug, error, info, trace, warn};
 
 use super::{RATE_LIMIT, REPEAT_LOG_EVERY, metrics};
+
+/// `topic/partition@offset, ...` for log lines.
+pub fn describe(tpl: &rdkafka::TopicPartitionList) -> String {
+    tpl.elements()
+        .iter()
+        .map(|e| match e.offset().to_raw() {
+            Some(o) if o >= 0 => format!("{}/{}@{o}", e.topic(), e.partition()),
+            _ => format!("{}/{}", e.topic(), e.partition()),
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
 
 /// The `code` label of an error: librdkafka's error code, or `other`.
 fn error_code(e: &rdkafka::error::KafkaError) -> String {
@@ -84,8 +96,7 @@ pub enum PartitionMove {
 /// Partitions were assigned to or revoked from this consumer.
 pub struct PartitionsMoved<'a> {
     pub direction: PartitionMove,
-    pub partitions: &'a str,
-    pub count: usize,
+    pub partitions: &'a rdkafka::TopicPartitionList,
 }
 
 impl PartitionsMoved<'_> {
@@ -95,8 +106,8 @@ impl PartitionsMoved<'_> {
             PartitionMove::Revoked => ("revoked", "revoke"),
         };
         info!(
-            partitions = self.partitions,
-            count = self.count,
+            partitions = describe(self.partitions),
+            count = self.partitions.count(),
             "partitions {verb}"
         );
         metrics().rebalances.with_label_values(&[kind]).inc();
@@ -264,5 +275,94 @@ pub struct OffsetsNotStored<'a> {
 impl OffsetsNotStored<'_> {
     pub fn emit(self) {
         debug!(error = %self.error, offsets = self.offsets, "cannot store {}", self.what);
+    }
+}
+
+/// The rebalance callback could not read the group's committed offsets of
+/// newly assigned partitions.
+pub struct CommittedOffsetsUnread<'a> {
+    /// The partitions were assigned to this process before (checkpoints
+    /// off), rather than new to the engine (checkpoints on).
+    pub assigned_again: bool,
+    pub partitions: &'a str,
+    pub error: &'a rdkafka::error::KafkaError,
+}
+
+impl CommittedOffsetsUnread<'_> {
+    pub fn emit(self) {
+        let (error, partitions) = (self.error, self.partitions);
+        if self.assigned_again {
+            warn!(
+                error = %error,
+                partitions,
+                "cannot read the committed offsets of partitions assigned here again; \
+                 they resume where this process left them"
+            );
+        } else {
+            warn!(
+                error = %error,
+                partitions,
+                "cannot read the committed offsets of newly assigned partitions; \
+                 checkpoints list them once a message of theirs is taken"
+            );
+        }
+    }
+}
+
+/// Assigned partitions start where the engine's state of them ends (a
+/// checkpoint, or an earlier assignment here), not at the committed offsets.
+pub struct PartitionsResumed<'a> {
+    pub offsets: &'a str,
+}
+
+impl PartitionsResumed<'_> {
+    pub fn emit(self) {
+        info!(
+            offsets = self.offsets,
+            "assigned partitions resume where the engine's state of them ends \
+             (checkpoint or earlier assignment here), not at the committed offsets"
+        );
+    }
+}
+
+/// librdkafka refused to apply an assignment or revocation.
+pub struct RebalanceNotApplied<'a> {
+    pub partitions: &'a str,
+    pub error: &'a rdkafka::error::KafkaError,
+}
+
+impl RebalanceNotApplied<'_> {
+    pub fn emit(self) {
+        warn!(error = %self.error, partitions = self.partitions, "applying the rebalance failed");
+    }
+}
+
+/// The handled positions of partitions being revoked could not be stored
+/// before the revoke commit.
+pub struct RevokedOffsetsNotStored<'a> {
+    pub error: &'a rdkafka::error::KafkaError,
+}
+
+impl RevokedOffsetsNotStored<'_> {
+    pub fn emit(self) {
+        warn!(error = %self.error, "cannot store offsets of revoked partitions");
+    }
+}
+
+/// librdkafka's echo of a commit (every commit is synchronous and reported
+/// by [`CommitCompleted`] where it is made; this is only traced).
+pub struct CommitEchoed<'a> {
+    pub ok: bool,
+    pub offsets: &'a rdkafka::TopicPartitionList,
+}
+
+impl CommitEchoed<'_> {
+    pub fn emit(self) {
+        // `describe` runs only when the line is logged.
+        trace!(
+            ok = self.ok,
+            offsets = describe(self.offsets),
+            "commit callback"
+        );
     }
 }

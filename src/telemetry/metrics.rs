@@ -75,50 +75,27 @@ impl PipelineMetrics {
     fn new() -> PipelineMetrics {
         let registry = Registry::new();
         let gauge_vec = |name: &str, help: &str, labels: &[&str]| {
-            let g = IntGaugeVec::new(Opts::new(name, help), labels).expect("valid metric");
-            registry
-                .register(Box::new(g.clone()))
-                .expect("unique metric");
-            g
+            register(&registry, IntGaugeVec::new(Opts::new(name, help), labels))
         };
-        let gauge = |name: &str, help: &str| {
-            let g = IntGauge::new(name, help).expect("valid metric");
-            registry
-                .register(Box::new(g.clone()))
-                .expect("unique metric");
-            g
-        };
+        let gauge = |name: &str, help: &str| register(&registry, IntGauge::new(name, help));
         let counter_vec = |name: &str, help: &str, labels: &[&str]| {
-            let c = IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric");
-            registry
-                .register(Box::new(c.clone()))
-                .expect("unique metric");
-            c
+            register(&registry, IntCounterVec::new(Opts::new(name, help), labels))
         };
-        let counter = |name: &str, help: &str| {
-            let c = IntCounter::new(name, help).expect("valid metric");
-            registry
-                .register(Box::new(c.clone()))
-                .expect("unique metric");
-            c
-        };
-        let checkpoint_write_seconds = Histogram::with_opts(
-            HistogramOpts::new(
-                "cxpulse_checkpoint_write_seconds",
-                "Time to write one checkpoint file (encode, write, fsync, rename), off the consumer loop.",
-            )
-            .buckets(vec![
-                0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
-            ]),
-        )
-        .expect("valid metric");
-        registry
-            .register(Box::new(checkpoint_write_seconds.clone()))
-            .expect("unique metric");
-        let event_to_metric = latency_histogram(30_000);
-        registry
-            .register(Box::new(event_to_metric.clone()))
-            .expect("unique metric");
+        let counter = |name: &str, help: &str| register(&registry, IntCounter::new(name, help));
+        let checkpoint_write_seconds = register(
+            &registry,
+            Histogram::with_opts(
+                HistogramOpts::new(
+                    "cxpulse_checkpoint_write_seconds",
+                    "Time to write one checkpoint file (encode, write, fsync, rename), off the consumer loop.",
+                )
+                .buckets(vec![
+                    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+                    30.0,
+                ]),
+            ),
+        );
+        let event_to_metric = register(&registry, Ok(latency_histogram(30_000)));
         let m = PipelineMetrics {
             consumer_lag: gauge_vec(
                 "cxpulse_consumer_lag",
@@ -184,17 +161,10 @@ impl PipelineMetrics {
                 "Errors returned by the consumer instead of a message, by error code.",
                 &["code"],
             ),
-            wall_clock_advances: {
-                let c = IntCounter::new(
-                    "cxpulse_clock_wall_advances_total",
-                    "Times T was moved to the wall clock because the consumer was idle and caught up.",
-                )
-                .expect("valid metric");
-                registry
-                    .register(Box::new(c.clone()))
-                    .expect("unique metric");
-                c
-            },
+            wall_clock_advances: counter(
+                "cxpulse_clock_wall_advances_total",
+                "Times T was moved to the wall clock because the consumer was idle and caught up.",
+            ),
             pending_events: gauge(
                 "cxpulse_pending_events",
                 "Events accepted by the engine and waiting for allowed_lateness before they are applied.",
@@ -255,6 +225,19 @@ impl PipelineMetrics {
         }
         String::from_utf8(buf).unwrap_or_default()
     }
+}
+
+/// Registers a newly made metric in `registry` and returns it. Both steps
+/// fail only on a programming error (a bad name, a name used twice).
+fn register<C: prometheus::core::Collector + Clone + 'static>(
+    registry: &Registry,
+    made: prometheus::Result<C>,
+) -> C {
+    let c = made.expect("valid metric");
+    registry
+        .register(Box::new(c.clone()))
+        .expect("unique metric");
+    c
 }
 
 fn latency_histogram(allowed_lateness_ms: i64) -> Histogram {

@@ -9,8 +9,8 @@ use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 
 use super::state::Loop;
 use crate::checkpoint::{Checkpoint, CheckpointError, SavedOffset, Written};
-use crate::kafka::context::describe;
 use crate::telemetry;
+use crate::telemetry::describe;
 
 /// A due checkpoint waits at most this long (consumption paused) for the
 /// dead-letter records in flight to be acknowledged.

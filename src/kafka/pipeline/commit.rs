@@ -10,7 +10,8 @@ use rdkafka::consumer::{CommitMode, Consumer};
 use rdkafka::error::KafkaResult;
 
 use super::state::Loop;
-use crate::kafka::context::{commit_result, describe};
+use crate::kafka::context::commit_result;
+use crate::telemetry::describe;
 use crate::telemetry::{self, CommitTrigger};
 
 impl Loop {

@@ -191,9 +191,14 @@ mod tests {
         )
     }
 
-    fn ticket_of(d: Decision) -> HoldTicket {
+    /// The reason, detail and ticket of a dead-letter decision.
+    fn dead_letter(d: Decision) -> (&'static str, String, HoldTicket) {
         match d {
-            Decision::DeadLetter { ticket, .. } => ticket,
+            Decision::DeadLetter {
+                reason,
+                detail,
+                ticket,
+            } => (reason, detail, ticket),
             other => panic!("expected a dead letter, got {other:?}"),
         }
     }
@@ -221,15 +226,7 @@ mod tests {
         ));
         // A deposit without `amount_usd` at offset 1, a valid one at 2.
         let bad = format!(r#"{{"event_id":"e2","type":"deposit","ts":{JAN5_10H},"user_id":"u1"}}"#);
-        let d = r.offer(0, 1, &bad, now);
-        let Decision::DeadLetter {
-            reason,
-            ref detail,
-            ticket,
-        } = d
-        else {
-            panic!("expected a dead letter, got {d:?}");
-        };
+        let (reason, detail, ticket) = dead_letter(r.offer(0, 1, &bad, now));
         assert_eq!(reason, "missing_field");
         assert_eq!(detail, "required field `amount_usd` is missing");
         assert!(matches!(
@@ -277,10 +274,7 @@ mod tests {
         let now = JAN5_10H + 120_000;
         // T moves to 10:01:00; allowed_lateness is 30 s, so 10:00:00 is late.
         r.offer(0, 0, &deposit("e1", JAN5_10H + 60_000), now);
-        let d = r.offer(0, 1, &deposit("e2", JAN5_10H), now);
-        let Decision::DeadLetter { reason, detail, .. } = d else {
-            panic!("expected a dead letter, got {d:?}");
-        };
+        let (reason, detail, _) = dead_letter(r.offer(0, 1, &deposit("e2", JAN5_10H), now));
         assert_eq!(reason, "late");
         assert_eq!(
             detail,
@@ -298,10 +292,8 @@ mod tests {
     fn an_event_too_far_ahead_of_the_wall_clock_is_dead_lettered_as_future_ts() {
         let mut r = Rig::new();
         // max_future_skew is 5 min: 5 min 1 s ahead is refused.
-        let d = r.offer(0, 0, &deposit("e1", JAN5_10H + 301_000), JAN5_10H);
-        let Decision::DeadLetter { reason, detail, .. } = d else {
-            panic!("expected a dead letter, got {d:?}");
-        };
+        let (reason, detail, _) =
+            dead_letter(r.offer(0, 0, &deposit("e1", JAN5_10H + 301_000), JAN5_10H));
         assert_eq!(reason, "future_ts");
         assert_eq!(
             detail,
@@ -340,7 +332,7 @@ mod tests {
         assert!(matches!(d0, Decision::Applied { .. }), "{d0:?}");
         assert!(matches!(d1, Decision::Applied { .. }), "{d1:?}");
         // A dead letter on partition 1 holds partition 1 only.
-        let held = ticket_of(r.offer(1, 21, "{", now));
+        let (_, _, held) = dead_letter(r.offer(1, 21, "{", now));
         r.offer(0, 11, &deposit("c", JAN5_10H + 61_000), now);
         assert_eq!(r.moved(), [(0, 12), (1, 21)]);
         r.book.release(held);

@@ -61,6 +61,10 @@ impl ShutdownReport {
     pub fn is_clean(&self) -> bool {
         self.problems.is_empty()
     }
+
+    fn problem(&mut self, p: impl Into<String>) {
+        self.problems.push(p.into());
+    }
 }
 
 /// How often the loop checks idleness, stores offsets and drains timers.

@@ -12,7 +12,8 @@ use tokio::time::{Instant, timeout_at};
 
 use super::state::Loop;
 use super::{ShutdownReport, wall_ms};
-use crate::kafka::context::{commit_result, describe};
+use crate::kafka::context::commit_result;
+use crate::telemetry::describe;
 use crate::telemetry::{self, CommitTrigger, Stream};
 
 impl Loop {
@@ -46,7 +47,7 @@ impl Loop {
                 .emit(),
                 Ok(None) => break,
                 Err(_) => {
-                    report.problems.push(format!(
+                    report.problem(format!(
                         "{} dead-letter records not acknowledged in time (their offsets stay uncommitted)",
                         self.dead_letters.len()
                     ));
@@ -67,13 +68,11 @@ impl Loop {
         match timeout_at(deadline, self.checkpoint_writes.join_next()).await {
             Ok(Some(done)) => {
                 if !self.checkpoint_done(done) {
-                    report.problems.push("final checkpoint write failed".into());
+                    report.problem("final checkpoint write failed");
                 }
             }
             Ok(None) => {}
-            Err(_) => report
-                .problems
-                .push("final checkpoint write did not finish in time".into()),
+            Err(_) => report.problem("final checkpoint write did not finish in time"),
         }
     }
 
@@ -96,9 +95,7 @@ impl Loop {
             Ok(Ok((r, offsets))) => {
                 let result = commit_result(&r, &offsets);
                 if let telemetry::CommitResult::Error(e) = &result {
-                    report
-                        .problems
-                        .push(format!("final offset commit failed: {e}"));
+                    report.problem(format!("final offset commit failed: {e}"));
                 }
                 telemetry::CommitCompleted {
                     trigger: CommitTrigger::Shutdown,
@@ -106,12 +103,8 @@ impl Loop {
                 }
                 .emit();
             }
-            Ok(Err(e)) => report
-                .problems
-                .push(format!("final offset commit panicked: {e}")),
-            Err(_) => report
-                .problems
-                .push("final offset commit did not finish in time".into()),
+            Ok(Err(e)) => report.problem(format!("final offset commit panicked: {e}")),
+            Err(_) => report.problem("final offset commit did not finish in time"),
         }
     }
 
@@ -139,7 +132,7 @@ impl Loop {
                     records: left as u64,
                 }
                 .emit();
-                report.problems.push(format!(
+                report.problem(format!(
                     "{left} {} records undelivered at the deadline",
                     s.as_str()
                 ));
@@ -161,13 +154,9 @@ impl Loop {
         });
         match timeout_at(deadline + Duration::from_millis(500), close).await {
             Ok(Ok(Ok(()))) => {}
-            Ok(Ok(Err(e))) => report.problems.push(format!("producer flush failed: {e}")),
-            Ok(Err(e)) => report
-                .problems
-                .push(format!("closing the clients panicked: {e}")),
-            Err(_) => report
-                .problems
-                .push("closing the Kafka clients did not finish in time".into()),
+            Ok(Ok(Err(e))) => report.problem(format!("producer flush failed: {e}")),
+            Ok(Err(e)) => report.problem(format!("closing the clients panicked: {e}")),
+            Err(_) => report.problem("closing the Kafka clients did not finish in time"),
         }
     }
 }
