@@ -366,3 +366,37 @@ impl CommitEchoed<'_> {
         );
     }
 }
+
+/// A librdkafka statistics document could not be parsed (it is skipped).
+pub struct StatsUnreadable<'a> {
+    pub error: &'a serde_json::Error,
+}
+
+impl StatsUnreadable<'_> {
+    pub fn emit(self) {
+        debug!(error = %self.error, "cannot parse librdkafka statistics");
+    }
+}
+
+/// A broker connection is up but stopped answering, or answers again
+/// (from librdkafka statistics; `/readyz` follows it).
+pub enum BrokersStalled<'a> {
+    /// `brokers`: which ones, with their waiting requests and idle time.
+    Stalled {
+        brokers: &'a str,
+    },
+    Answering,
+}
+
+impl BrokersStalled<'_> {
+    pub fn emit(self) {
+        match self {
+            BrokersStalled::Stalled { brokers } => warn!(
+                brokers,
+                "Kafka broker connection up but not answering: not ready until it does \
+                 (librdkafka times the requests out after socket.timeout.ms and reconnects)"
+            ),
+            BrokersStalled::Answering => info!("Kafka brokers answering again"),
+        }
+    }
+}
