@@ -9,14 +9,14 @@
 //!
 //! [`run`] is a `select!` over what can happen next; each part lives apart:
 //!
-//! - [`clients`]: building the consumer and producer.
-//! - [`restore`]: the engine from the newest good checkpoint at start.
-//! - [`state`]: what the loop owns; tick, publish, render, acknowledgements.
-//! - [`receive`]: a turn of ready messages, consumer errors.
-//! - [`decide`]: the per-message decision (pure, unit-tested).
-//! - [`checkpointing`]: snapshot, write, then store the covered offsets.
-//! - [`commit`]: the offset store and periodic commits.
-//! - [`shutdown`]: the bounded shutdown.
+//! - `clients`: building the consumer and producer.
+//! - `restore`: the engine from the newest good checkpoint at start.
+//! - `state`: what the loop owns; tick, publish, render, acknowledgements.
+//! - `receive`: a turn of ready messages, consumer errors.
+//! - `decide`: the per-message decision (pure, unit-tested).
+//! - `checkpointing`: snapshot, write, then store the covered offsets.
+//! - `commit`: the offset store and periodic commits.
+//! - `shutdown`: the bounded shutdown.
 
 mod checkpointing;
 mod clients;
