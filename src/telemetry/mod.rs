@@ -7,7 +7,7 @@
 //! [`crate::engine::Engine::families`]). The events are grouped by what
 //! reports them:
 //!
-//! - [`metrics`]: the [`PipelineMetrics`] registry and its series.
+//! - [`metrics`](mod@metrics): the [`PipelineMetrics`] registry and its series.
 //! - [`kafka`]: librdkafka clients, the consumer group and offset commits.
 //! - [`delivery`]: dead-letter, output and alert records.
 //! - [`checkpoint`]: checkpoint writes and restores.
