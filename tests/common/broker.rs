@@ -138,6 +138,13 @@ impl Tansu {
         }
     }
 
+    /// [`Tansu::create_topic`] of each (name, partitions).
+    pub fn create_topics(&self, topics: &[(&str, i32)]) {
+        for (name, partitions) in topics {
+            self.create_topic(name, *partitions);
+        }
+    }
+
     /// [`Tansu::produce`] of owned (key, value) pairs.
     pub fn produce_owned(&self, topic: &str, records: &[(Option<String>, String)]) {
         let recs: Vec<(Option<&str>, &str)> = records

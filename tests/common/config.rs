@@ -193,3 +193,18 @@ impl CxConfig {
             })
     }
 }
+
+/// The checkpoint files in `dir`, oldest first (the names sort by sequence
+/// number); none when `dir` cannot be read.
+pub fn checkpoint_files(dir: &Path) -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map(|r| {
+            r.flatten()
+                .map(|e| e.path())
+                .filter(|p| p.extension().is_some_and(|e| e == "ckpt"))
+                .collect()
+        })
+        .unwrap_or_default();
+    v.sort();
+    v
+}

@@ -297,3 +297,32 @@ impl Drop for CxRun {
         let _ = self.child.wait();
     }
 }
+
+/// Writes `lines` (one a line) to `input`, runs `cxpulse replay --quiet
+/// --config CFG INPUT` and returns its standard output (Prometheus text);
+/// panics with its standard error unless it succeeds.
+pub fn replay_lines<'a>(
+    cfg: &Path,
+    input: &Path,
+    lines: impl IntoIterator<Item = &'a str>,
+) -> String {
+    let mut text = String::new();
+    for l in lines {
+        text.push_str(l);
+        text.push('\n');
+    }
+    std::fs::write(input, text)
+        .unwrap_or_else(|e| panic!("harness: write {}: {e}", input.display()));
+    let replay = cxpulse_command()
+        .args(["replay", "--quiet", "--config"])
+        .arg(cfg)
+        .arg(input)
+        .output()
+        .expect("harness: run cxpulse replay");
+    assert!(
+        replay.status.success(),
+        "replay failed: {}",
+        String::from_utf8_lossy(&replay.stderr)
+    );
+    String::from_utf8_lossy(&replay.stdout).into_owned()
+}
