@@ -215,10 +215,7 @@ fn on_corrupt_fail_refuses_to_start_with_status_2_naming_the_file() {
     );
     assert!(error.contains("on_corrupt"), "{error}");
     assert!(error.contains("checksum"), "{error}");
-    let refused = stderr
-        .lines()
-        .find(|l| l.contains("checkpoint file refused"))
-        .unwrap_or_else(|| panic!("no refusal logged:\n{stderr}"));
+    let refused = second.log_line("checkpoint file refused");
     assert!(refused.contains("ERROR"), "{refused}");
     assert!(refused.contains(&newest), "{refused}");
     // No fallback to the good older file, no consumption, nothing written.
@@ -270,17 +267,11 @@ fn on_corrupt_empty_starts_empty_from_the_committed_offsets_ignoring_older_files
         "{}",
         events_lines(&later)
     );
-    let empty = log
-        .lines()
-        .find(|l| l.contains("STARTING WITH EMPTY STATE"))
-        .unwrap_or_else(|| panic!("no empty-state error logged:\n{}", second.log_brief()));
+    let empty = second.log_line("STARTING WITH EMPTY STATE");
     assert!(empty.contains("ERROR"), "{empty}");
     assert!(empty.contains(&newest), "{empty}");
     assert!(empty.contains("on_corrupt"), "{empty}");
-    let refused = log
-        .lines()
-        .find(|l| l.contains("checkpoint file refused"))
-        .unwrap_or_else(|| panic!("no refusal logged:\n{}", second.log_brief()));
+    let refused = second.log_line("checkpoint file refused");
     assert!(
         refused.contains("ERROR") && refused.contains(&newest),
         "{refused}"

@@ -466,18 +466,11 @@ fn a_corrupt_newest_checkpoint_falls_back_to_the_previous_one() {
     let second = start(&cfg, dir.path().join("second.log"), &http);
     wait_assigned(&second);
     let after = wait_all(&second, EVENTS as f64);
-    let log = second.log_text();
-    let refused = log
-        .lines()
-        .find(|l| l.contains("checkpoint file refused"))
-        .unwrap_or_else(|| panic!("no refusal logged:\n{}", second.log_head_tail()));
+    let refused = second.log_line("checkpoint file refused");
     assert!(refused.contains("ERROR"), "{refused}");
     assert!(refused.contains(&newest.display().to_string()), "{refused}");
     assert!(refused.contains("checksum"), "{refused}");
-    let restored = log
-        .lines()
-        .find(|l| l.contains("engine restored from checkpoint"))
-        .unwrap_or_else(|| panic!("nothing restored:\n{}", second.log_head_tail()));
+    let restored = second.log_line("engine restored from checkpoint");
     assert!(
         restored.contains(&previous.display().to_string()),
         "{restored}"
@@ -515,11 +508,7 @@ fn a_failed_checkpoint_write_is_counted_and_processing_continues() {
     );
     let m = run.metrics();
     assert_eq!(value(&m, "cxpulse_checkpoints_total"), Some(0.0));
-    let log = run.log_text();
-    let line = log
-        .lines()
-        .find(|l| l.contains("checkpoint write failed"))
-        .expect("an error line for the failed write");
+    let line = run.log_line("checkpoint write failed");
     assert!(line.contains("ERROR"), "{line}");
     // Shutdown reports the failed final checkpoint: exit status 1.
     assert_eq!(run.sigterm(), Some(1), "{}", run.log_head_tail());

@@ -12,14 +12,14 @@ mod common;
 use common::http_get as get;
 
 use std::collections::BTreeMap;
-use std::sync::Mutex;
+use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use common::{CxConfig, CxRun, Record, Tansu, free_addr, series_key, values};
 
 static SERIAL: Mutex<()> = Mutex::new(());
 
-fn serial() -> std::sync::MutexGuard<'static, ()> {
+fn serial() -> MutexGuard<'static, ()> {
     SERIAL.lock().unwrap_or_else(|e| e.into_inner())
 }
 
@@ -61,25 +61,21 @@ impl std::ops::DerefMut for Cxpulse {
 /// How often `wait_for` polls here.
 const POLL: Duration = Duration::from_millis(200);
 
-struct Settings<'a> {
-    brokers: &'a str,
-    group: &'a str,
-    commit_interval: &'a str,
-}
-
 impl Cxpulse {
-    fn start(s: &Settings<'_>) -> Cxpulse {
+    /// `cxpulse run` against `brokers` in `group`, committing every
+    /// `commit_interval`; waits until `/healthz` answers.
+    fn start(brokers: &str, group: &str, commit_interval: &str) -> Cxpulse {
         let dir = tempfile::tempdir().expect("tempdir");
         let http = free_addr();
         let cfg_path = CxConfig::new()
             .allowed_lateness("1h")
             .idle_timeout("1h")
-            .kafka(s.brokers, s.group, &["events"])
+            .kafka(brokers, group, &["events"])
             .dead_letter_topic("dead-letter")
             .output_topic("metrics-out")
             .alerts_topic("alerts")
             .publish_interval("1s")
-            .commit_interval(s.commit_interval)
+            .commit_interval(commit_interval)
             .shutdown_timeout("5s")
             .quick_group_join()
             .librdkafka("sasl.password", SECRET)
@@ -236,6 +232,20 @@ fn signups(p: &str, channel: &str, n: i64, start: i64) -> Vec<(Option<String>, S
         .collect()
 }
 
+/// Takes the lock, starts a broker with the topics (`events` with
+/// `partitions`) and cxpulse in `group`, committing every `commit_interval`.
+fn setup(
+    partitions: i32,
+    group: &str,
+    commit_interval: &str,
+) -> (MutexGuard<'static, ()>, Tansu, Cxpulse) {
+    let guard = serial();
+    let broker = Tansu::start();
+    create_topics(&broker, partitions);
+    let cx = Cxpulse::start(&broker.addr, group, commit_interval);
+    (guard, broker, cx)
+}
+
 fn create_topics(broker: &Tansu, event_partitions: i32) {
     broker.create_topics(&[
         ("events", event_partitions),
@@ -257,14 +267,7 @@ fn create_topics(broker: &Tansu, event_partitions: i32) {
 /// ts < T - 1h are applied (everything but the last signup, u4).
 #[test]
 fn known_events_give_the_documented_metrics_output_alerts_and_dead_letters() {
-    let _g = serial();
-    let broker = Tansu::start();
-    create_topics(&broker, 1);
-    let cx = Cxpulse::start(&Settings {
-        brokers: &broker.addr,
-        group: "cx-known",
-        commit_interval: "500ms",
-    });
+    let (_g, broker, cx) = setup(1, "cx-known", "500ms");
 
     let e = [
         signup("e1", "u1", "ads", B),
@@ -502,14 +505,7 @@ cxpulse_event_to_metric_seconds_count 8
 /// and the signups of the first batch's channel stay absent.
 #[test]
 fn restart_does_not_apply_committed_events_twice() {
-    let _g = serial();
-    let broker = Tansu::start();
-    create_topics(&broker, 3);
-    let mut cx = Cxpulse::start(&Settings {
-        brokers: &broker.addr,
-        group: "cx-restart",
-        commit_interval: "500ms",
-    });
+    let (_g, broker, mut cx) = setup(3, "cx-restart", "500ms");
     let recs = signups("a", "first", 6, B);
     broker.produce_owned("events", &recs);
     cx.wait_metric(
@@ -553,14 +549,7 @@ fn restart_does_not_apply_committed_events_twice() {
 /// committed before the signal.
 #[test]
 fn sigterm_exits_in_time_with_a_final_commit() {
-    let _g = serial();
-    let broker = Tansu::start();
-    create_topics(&broker, 3);
-    let mut cx = Cxpulse::start(&Settings {
-        brokers: &broker.addr,
-        group: "cx-term",
-        commit_interval: "1h",
-    });
+    let (_g, broker, mut cx) = setup(3, "cx-term", "1h");
     let mut recs = signups("t", "x", 5, B);
     recs.push((Some("junk".into()), "{not json".into()));
     broker.produce_owned("events", &recs);
@@ -604,11 +593,7 @@ fn waits_for_a_broker_that_is_not_up_yet_and_loses_nothing() {
     let _g = serial();
     let mut broker = Tansu::start();
     broker.stop();
-    let cx = Cxpulse::start(&Settings {
-        brokers: &broker.addr,
-        group: "cx-late-broker",
-        commit_interval: "500ms",
-    });
+    let cx = Cxpulse::start(&broker.addr, "cx-late-broker", "500ms");
     let cpu0 = cx.cpu_seconds();
     std::thread::sleep(Duration::from_secs(5));
     let cpu = cx.cpu_seconds() - cpu0;

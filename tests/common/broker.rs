@@ -412,32 +412,33 @@ fn spawn_ready(bin: &Path, port: u16) -> Result<(Child, Child, PathBuf), String>
     let mut child = cmd
         .spawn()
         .map_err(|e| format!("cannot run {}: {e}", bin.display()))?;
-    let watchdog = spawn_watchdog(child.id());
+    let mut watchdog = spawn_watchdog(child.id());
 
-    let fail = |child: &mut Child, mut watchdog: Child, why: String| {
-        let _ = watchdog.kill();
-        let _ = watchdog.wait();
-        let _ = child.kill();
-        let _ = child.wait();
-        Err(format!(
-            "{why}; log {}:\n{}",
-            log_path.display(),
-            tail(&log_path, 2000)
-        ))
-    };
+    match wait_ready(&mut child, port) {
+        Ok(()) => Ok((child, watchdog, log_path)),
+        Err(why) => {
+            let _ = watchdog.kill();
+            let _ = watchdog.wait();
+            let _ = child.kill();
+            let _ = child.wait();
+            Err(format!(
+                "{why}; log {}:\n{}",
+                log_path.display(),
+                tail(&log_path, 2000)
+            ))
+        }
+    }
+}
 
+/// Waits until the tansu `child` listens on `port` and answers a metadata
+/// request, within `READY_TIMEOUT`.
+fn wait_ready(child: &mut Child, port: u16) -> Result<(), String> {
     let deadline = Instant::now() + READY_TIMEOUT;
+    let pid = child.id();
     // 1. Our child listens on the port (not some other process that holds
     //    it: tansu exits, with status 0, when the port is taken).
-    loop {
-        if let Ok(Some(status)) = child.try_wait() {
-            return fail(
-                &mut child,
-                watchdog,
-                format!("tansu exited early ({status})"),
-            );
-        }
-        let ours = match pid_listens_on(child.id(), port) {
+    poll_child(child, deadline, "listen", Duration::from_millis(20), || {
+        match pid_listens_on(pid, port) {
             Some(ours) => ours,
             // No /proc: settle for the port accepting connections.
             None => TcpStream::connect_timeout(
@@ -445,51 +446,51 @@ fn spawn_ready(bin: &Path, port: u16) -> Result<(Child, Child, PathBuf), String>
                 Duration::from_millis(200),
             )
             .is_ok(),
-        };
-        if ours {
-            break;
         }
-        if Instant::now() > deadline {
-            return fail(
-                &mut child,
-                watchdog,
-                "tansu did not listen within 30s".into(),
-            );
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    })?;
     // 2. It answers a metadata request with itself as a broker.
-    let probe: Result<BaseConsumer, _> = ClientConfig::new()
+    let probe: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", format!("127.0.0.1:{port}"))
         .set("group.id", "cxpulse-harness-probe")
-        .create();
-    let probe = match probe {
-        Ok(p) => p,
-        Err(e) => return fail(&mut child, watchdog, format!("probe client: {e}")),
-    };
+        .create()
+        .map_err(|e| format!("probe client: {e}"))?;
+    poll_child(
+        child,
+        deadline,
+        "answer metadata",
+        Duration::from_millis(50),
+        || {
+            probe
+                .fetch_metadata(None, Duration::from_secs(2))
+                .is_ok_and(|md| !md.brokers().is_empty())
+        },
+    )
+}
+
+/// Polls `ready` every `pause` until it holds; an error once `child` has
+/// exited or `deadline` has passed.
+fn poll_child(
+    child: &mut Child,
+    deadline: Instant,
+    what: &str,
+    pause: Duration,
+    mut ready: impl FnMut() -> bool,
+) -> Result<(), String> {
     loop {
         if let Ok(Some(status)) = child.try_wait() {
-            return fail(
-                &mut child,
-                watchdog,
-                format!("tansu exited early ({status})"),
-            );
+            return Err(format!("tansu exited early ({status})"));
         }
-        match probe.fetch_metadata(None, Duration::from_secs(2)) {
-            Ok(md) if !md.brokers().is_empty() => break,
-            _ => {}
+        if ready() {
+            return Ok(());
         }
         if Instant::now() > deadline {
-            return fail(
-                &mut child,
-                watchdog,
-                "tansu did not answer metadata within 30s".into(),
-            );
+            return Err(format!(
+                "tansu did not {what} within {}s",
+                READY_TIMEOUT.as_secs()
+            ));
         }
-        std::thread::sleep(Duration::from_millis(50));
+        std::thread::sleep(pause);
     }
-    drop(probe);
-    Ok((child, watchdog, log_path))
 }
 
 /// Whether process `pid` holds a listening TCP socket on `port`, from /proc.

@@ -195,6 +195,16 @@ impl CxRun {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
+    /// The first line of the log that contains `what`; panics with the log
+    /// excerpt when there is none.
+    pub fn log_line(&self, what: &str) -> String {
+        self.log_text()
+            .lines()
+            .find(|l| l.contains(what))
+            .map(str::to_string)
+            .unwrap_or_else(|| panic!("no log line with {what:?}:\n{}", (self.excerpt)(self)))
+    }
+
     /// The last 40 lines of the log.
     pub fn log_tail(&self) -> String {
         let t = self.log_text();
