@@ -14,8 +14,8 @@ mod common;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use common::{
@@ -26,7 +26,7 @@ use cxpulse::event::time::{format_rfc3339, parse_rfc3339};
 
 static SERIAL: Mutex<()> = Mutex::new(());
 
-fn serial() -> std::sync::MutexGuard<'static, ()> {
+fn serial() -> MutexGuard<'static, ()> {
     SERIAL.lock().unwrap_or_else(|e| e.into_inner())
 }
 
@@ -61,6 +61,15 @@ fn config(
         Some(t) => c.output_topic(t).publish_interval(PUBLISH_INTERVAL),
         None => c,
     }
+}
+
+/// Takes the lock, starts a broker with the input topic (2 partitions),
+/// makes a temporary directory.
+fn setup() -> (MutexGuard<'static, ()>, Tansu, tempfile::TempDir) {
+    let guard = serial();
+    let broker = Tansu::start();
+    broker.create_topic(TOPIC, 2);
+    (guard, broker, tempfile::tempdir().expect("tempdir"))
 }
 
 /// Spawns `cxpulse run` (the log excerpt in failures: `log_head_tail`) and
@@ -436,12 +445,9 @@ fn killed_at_random_points_it_ends_with_the_series_of_an_uninterrupted_run() {
 
 #[test]
 fn a_corrupt_newest_checkpoint_falls_back_to_the_previous_one() {
-    let _g = serial();
-    let broker = Tansu::start();
-    broker.create_topic(TOPIC, 2);
+    let (_g, broker, dir) = setup();
     const EVENTS: u64 = 2_000;
     let lines = generated(EVENTS as usize);
-    let dir = tempfile::tempdir().expect("tempdir");
     let ckpt = dir.path().join("checkpoints");
     let http = free_addr();
     let cfg = config(&broker.addr, "corrupt", &http, Some(&ckpt), None)
@@ -486,11 +492,8 @@ fn a_corrupt_newest_checkpoint_falls_back_to_the_previous_one() {
 
 #[test]
 fn a_failed_checkpoint_write_is_counted_and_processing_continues() {
-    let _g = serial();
-    let broker = Tansu::start();
-    broker.create_topic(TOPIC, 2);
+    let (_g, broker, dir) = setup();
     const EVENTS: u64 = 500;
-    let dir = tempfile::tempdir().expect("tempdir");
     // A regular file where the checkpoint directory's parent should be.
     let blocker = dir.path().join("not-a-dir");
     std::fs::write(&blocker, b"x").unwrap();

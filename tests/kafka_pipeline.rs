@@ -138,6 +138,13 @@ impl Cxpulse {
         (st.code(), start.elapsed())
     }
 
+    /// CPU seconds (user + system) the process uses in the next `d`.
+    fn cpu_seconds_during(&self, d: Duration) -> f64 {
+        let cpu0 = self.cpu_seconds();
+        std::thread::sleep(d);
+        self.cpu_seconds() - cpu0
+    }
+
     /// CPU seconds (user + system) the process used so far.
     fn cpu_seconds(&self) -> f64 {
         let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id()))
@@ -594,9 +601,7 @@ fn waits_for_a_broker_that_is_not_up_yet_and_loses_nothing() {
     let mut broker = Tansu::start();
     broker.stop();
     let cx = Cxpulse::start(&broker.addr, "cx-late-broker", "500ms");
-    let cpu0 = cx.cpu_seconds();
-    std::thread::sleep(Duration::from_secs(5));
-    let cpu = cx.cpu_seconds() - cpu0;
+    let cpu = cx.cpu_seconds_during(Duration::from_secs(5));
     assert!(
         cpu < 1.0,
         "used {cpu} CPU seconds in 5 s while the broker was down"
@@ -627,9 +632,7 @@ fn waits_for_a_broker_that_is_not_up_yet_and_loses_nothing() {
     // The broker goes away (frozen with SIGSTOP) and comes back: cxpulse
     // stays up without spinning and carries on where it was.
     broker.pause();
-    let cpu0 = cx.cpu_seconds();
-    std::thread::sleep(Duration::from_secs(4));
-    let cpu = cx.cpu_seconds() - cpu0;
+    let cpu = cx.cpu_seconds_during(Duration::from_secs(4));
     assert!(
         cpu < 1.0,
         "used {cpu} CPU seconds in 4 s while the broker was frozen"
