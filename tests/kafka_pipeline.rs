@@ -376,7 +376,7 @@ cxpulse_dead_letter_records_total{reason="late"} 1
 cxpulse_event_to_metric_seconds_count 8
 "#,
     );
-    assert_eq!(expect.len(), 22, "expected series: {expect:?}");
+    assert_eq!(expect.len(), 21, "expected series: {expect:?}");
     expect.insert(
         "cxpulse_clock_timestamp_seconds".to_string(),
         (B + 3 * HOUR + 30_000) as f64 / 1000.0,
