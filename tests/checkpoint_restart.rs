@@ -14,21 +14,15 @@ mod common;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::MutexGuard;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use common::{
     CxConfig, CxRun, SplitMix, Tansu, checkpoint_files, differences, engine_series, events_seen,
-    free_addr, generated, is_pipeline, key_of, replay_lines, series_key, sum, value,
+    free_addr, generated, is_pipeline, key_of, replay_lines, serial, series_key, sum, value,
 };
 use cxpulse::event::time::{format_rfc3339, parse_rfc3339};
-
-static SERIAL: Mutex<()> = Mutex::new(());
-
-fn serial() -> MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
-}
 
 const TOPIC: &str = "events";
 /// The output topic of the killed/restarted runs.

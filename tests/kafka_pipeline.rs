@@ -12,16 +12,10 @@ mod common;
 use common::http_get as get;
 
 use std::collections::BTreeMap;
-use std::sync::{Mutex, MutexGuard};
+use std::sync::MutexGuard;
 use std::time::{Duration, Instant};
 
-use common::{CxConfig, CxRun, Record, Tansu, free_addr, series_key, values};
-
-static SERIAL: Mutex<()> = Mutex::new(());
-
-fn serial() -> MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
-}
+use common::{CxConfig, CxRun, Record, Tansu, free_addr, serial, series_key, values};
 
 /// A secret in the passthrough settings: must never show in logs or /metrics.
 const SECRET: &str = "hunter2-must-not-leak";

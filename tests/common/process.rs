@@ -9,6 +9,7 @@ use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use super::tools::cxpulse_command;
@@ -24,6 +25,14 @@ pub fn free_port() -> u16 {
 /// `"127.0.0.1:PORT"` with a free port (see [`free_port`]).
 pub fn free_addr() -> String {
     format!("127.0.0.1:{}", free_port())
+}
+
+/// Holds the lock of the tests of this test binary that must run one at a
+/// time (one broker and one cxpulse, for the timing assertions); a test that
+/// failed holding it does not stop the others.
+pub fn serial() -> MutexGuard<'static, ()> {
+    static SERIAL: Mutex<()> = Mutex::new(());
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// `prefix-PID-NANOS-N`, unique within and across test processes.
