@@ -23,12 +23,12 @@ mod common;
 use common::http_get as get;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::fs::File;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use common::web::{Proc, Prometheus, sample_value, start_prometheus};
 use common::{Tansu, free_port};
 use serde_json::Value;
 
@@ -51,98 +51,8 @@ fn wall_ms() -> i64 {
 }
 
 // ---------------------------------------------------------------------------
-// Child processes
+// Tools (Proc, Prometheus: tests/common/web.rs)
 // ---------------------------------------------------------------------------
-
-/// A child process with its output in a log file; killed on drop, and by a
-/// watchdog if this test process dies without running destructors.
-struct Proc {
-    name: &'static str,
-    child: Child,
-    watchdog: Child,
-    log: PathBuf,
-}
-
-impl Proc {
-    fn spawn(name: &'static str, mut cmd: Command, log: PathBuf) -> Proc {
-        let f = File::create(&log).expect("create log");
-        let child = cmd
-            .stdin(Stdio::null())
-            .stdout(f.try_clone().expect("log fd"))
-            .stderr(f)
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {name} ({cmd:?}): {e}"));
-        let watchdog = Command::new("sh")
-            .args([
-                "-c",
-                r#"while kill -0 "$1" 2>/dev/null; do sleep 1; done; kill -9 "$2" 2>/dev/null"#,
-                "cxpulse-deploy-live-watchdog",
-            ])
-            .arg(std::process::id().to_string())
-            .arg(child.id().to_string())
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn watchdog");
-        Proc {
-            name,
-            child,
-            watchdog,
-            log,
-        }
-    }
-
-    fn log_tail(&self) -> String {
-        let t = std::fs::read_to_string(&self.log).unwrap_or_default();
-        let lines: Vec<&str> = t.lines().collect();
-        format!(
-            "--- {} log tail ({}) ---\n{}",
-            self.name,
-            self.log.display(),
-            lines[lines.len().saturating_sub(30)..].join("\n")
-        )
-    }
-
-    fn assert_running(&mut self) {
-        if let Ok(Some(st)) = self.child.try_wait() {
-            panic!("{} exited ({st})\n{}", self.name, self.log_tail());
-        }
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = self.watchdog.kill();
-        let _ = self.watchdog.wait();
-    }
-}
-
-fn prometheus_bin() -> PathBuf {
-    if let Some(p) = std::env::var_os("CXPULSE_PROMETHEUS").filter(|p| !p.is_empty()) {
-        let p = PathBuf::from(p);
-        assert!(
-            p.is_file(),
-            "CXPULSE_PROMETHEUS={} does not exist; run scripts/setup-tools.sh",
-            p.display()
-        );
-        return p;
-    }
-    std::env::var_os("PATH")
-        .and_then(|path| {
-            std::env::split_paths(&path)
-                .map(|d| d.join("prometheus"))
-                .find(|p| p.is_file())
-        })
-        .unwrap_or_else(|| {
-            panic!(
-                "prometheus server not found (CXPULSE_PROMETHEUS unset, none on PATH); \
-                 run scripts/setup-tools.sh, which installs Debian's prometheus package"
-            )
-        })
-}
 
 fn python() -> PathBuf {
     if let Some(p) = std::env::var_os("CXPULSE_DEPLOY_PYTHON").filter(|p| !p.is_empty()) {
@@ -178,44 +88,7 @@ fn deploycheck_json(cmd: &str) -> Value {
 // HTTP
 // ---------------------------------------------------------------------------
 
-fn urlencode(s: &str) -> String {
-    let mut out = String::new();
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
-}
-
-/// Prometheus' HTTP API.
-struct Prometheus {
-    addr: String,
-}
-
 impl Prometheus {
-    /// The `data` of an API answer; panics on an error answer.
-    fn api(&self, path: &str) -> Value {
-        let (code, body) =
-            get(&self.addr, path).unwrap_or_else(|| panic!("no answer from Prometheus for {path}"));
-        let v: Value = serde_json::from_str(&body)
-            .unwrap_or_else(|e| panic!("Prometheus {path}: {code} not JSON ({e}): {body}"));
-        assert_eq!(v["status"], "success", "Prometheus {path}: {code} {body}");
-        v["data"].clone()
-    }
-
-    /// An instant query's result vector.
-    fn query(&self, expr: &str) -> Vec<Value> {
-        let data = self.api(&format!("/api/v1/query?query={}", urlencode(expr)));
-        match data["resultType"].as_str() {
-            Some("vector") => data["result"].as_array().cloned().unwrap_or_default(),
-            Some("scalar") => vec![serde_json::json!({"metric": {}, "value": data["result"]})],
-            other => panic!("{expr}: unexpected result type {other:?}"),
-        }
-    }
-
     /// Firing alerts: alertname -> label sets (without alertname, severity, team).
     fn firing(&self) -> BTreeMap<String, BTreeSet<BTreeMap<String, String>>> {
         let data = self.api("/api/v1/alerts");
@@ -242,13 +115,6 @@ fn labels_of(v: &Value) -> BTreeMap<String, String> {
                 .collect()
         })
         .unwrap_or_default()
-}
-
-fn sample_value(r: &Value) -> f64 {
-    r["value"][1]
-        .as_str()
-        .and_then(|s| s.parse::<f64>().ok())
-        .unwrap_or(f64::NAN)
 }
 
 fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
@@ -690,23 +556,7 @@ scrape_configs:
         ),
     )
     .expect("write prometheus.yml");
-    let addr = format!("127.0.0.1:{}", free_port());
-    let mut cmd = Command::new(prometheus_bin());
-    cmd.arg(format!("--config.file={}", prom_cfg.display()))
-        .arg(format!(
-            "--storage.tsdb.path={}",
-            dir.join("prometheus-data").display()
-        ))
-        .arg(format!("--web.listen-address={addr}"))
-        .current_dir(dir);
-    let mut prom_proc = Proc::spawn("prometheus", cmd, dir.join("prometheus.log"));
-    let prom = Prometheus { addr: addr.clone() };
-    wait_for(
-        "Prometheus to be ready",
-        Duration::from_secs(30),
-        &mut [&mut prom_proc],
-        || get(&addr, "/-/ready").is_some_and(|(c, _)| c == 200),
-    );
+    let (mut prom_proc, prom) = start_prometheus(dir, &prom_cfg);
     // Both rule groups loaded, with every rule healthy.
     let rules = prom.api("/api/v1/rules");
     let groups = rules["groups"].as_array().expect("groups");
