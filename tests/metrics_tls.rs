@@ -166,7 +166,7 @@ fn prometheus_scrapes_over_tls_with_basic_auth_and_everyone_else_is_refused() {
     let creds = Some((USER, pw.as_str()));
 
     // 1. cxpulse over TLS with the right credentials: every event applied,
-    //    ready. The first authorized request pays the bcrypt verification.
+    //    effective (past allowed_lateness), ready. The first authorized request pays the bcrypt verification.
     let t = Instant::now();
     a.wait_alive(
         "/metrics over TLS to answer",
@@ -201,7 +201,10 @@ fn prometheus_scrapes_over_tls_with_basic_auth_and_everyone_else_is_refused() {
         Some("text/plain; version=0.0.4; charset=utf-8")
     );
     assert_eq!(
-        common::value(&answer.body, r#"cxpulse_signups_total{channel="organic"}"#),
+        common::value(
+            &answer.body,
+            r#"cxpulse_events_total{type="signup",outcome="applied"}"#
+        ),
         Some(SIGNUPS as f64),
         "{}",
         answer.body
@@ -215,6 +218,17 @@ fn prometheus_scrapes_over_tls_with_basic_auth_and_everyone_else_is_refused() {
     eprintln!(
         "metrics_tls: authorized /healthz over TLS (cached credentials): {:?} each",
         t.elapsed() / 20
+    );
+
+    // A refusal is never cached: each one pays a bcrypt verification.
+    let t = Instant::now();
+    for _ in 0..5 {
+        let r = https_get(&http_a, "/healthz", &trusted, Some((USER, "wrong"))).expect("healthz");
+        assert_eq!(r.code, 401);
+    }
+    eprintln!(
+        "metrics_tls: refused /healthz over TLS (bcrypt cost 10 each time): {:?} each",
+        t.elapsed() / 5
     );
 
     // 2. Without credentials, with a wrong password or an unknown user:
@@ -335,7 +349,8 @@ fn prometheus_scrapes_over_tls_with_basic_auth_and_everyone_else_is_refused() {
         "down",
         "certificate signed by unknown authority",
     );
-    expect("plain-http", "down", "");
+    // rustls answers the plain request with a TLS alert record.
+    expect("plain-http", "down", "malformed HTTP response");
     expect("mtls-no-client-cert", "down", "certificate required");
 
     let up: BTreeMap<String, f64> = prom
@@ -363,9 +378,7 @@ fn prometheus_scrapes_over_tls_with_basic_auth_and_everyone_else_is_refused() {
     assert_eq!(up, want);
     // The cxpulse series, through Prometheus, hold what was produced.
     for job in ["tls", "mtls"] {
-        let r = prom.query(&format!(
-            r#"sum(cxpulse_events_total{{job="{job}",type="signup",outcome="applied"}})"#
-        ));
+        let r = prom.query(&format!(r#"sum(cxpulse_signups_total{{job="{job}"}})"#));
         assert_eq!(r.len(), 1, "{job}: {r:?}");
         assert_eq!(sample_value(&r[0]), SIGNUPS as f64, "{job}");
     }
