@@ -367,7 +367,7 @@ pub fn start_prometheus(dir: &Path, config: &Path) -> (Proc, Prometheus) {
         .current_dir(dir);
     let mut proc = Proc::spawn("prometheus", cmd, dir.join("prometheus.log"));
     let deadline = Instant::now() + Duration::from_secs(30);
-    while !super::http_get(&addr, "/-/ready").is_some_and(|(c, _)| c == 200) {
+    while super::http_get(&addr, "/-/ready").is_none_or(|(c, _)| c != 200) {
         proc.assert_running();
         assert!(
             Instant::now() < deadline,
