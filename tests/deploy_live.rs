@@ -424,29 +424,7 @@ fn prometheus_fires_exactly_the_expected_alerts_and_the_dashboard_has_data() {
     let cfg = dir.path().join("cxpulse.toml");
     std::fs::write(
         &cfg,
-        format!(
-            r#"
-[engine]
-allowed_lateness = "0s"
-idle_timeout = "2s"
-
-[kafka]
-brokers = "{brokers}"
-group_id = "deploy-live"
-input_topics = ["events"]
-dead_letter_topic = "dead-letter"
-output_topic = "metrics-out"
-alerts_topic = "alerts"
-publish_interval = "1s"
-commit_interval = "1s"
-shutdown_timeout = "3s"
-
-[http]
-listen = "{http}"
-ready_max_lag = 100000000
-"#,
-            brokers = broker.addr
-        ),
+        common::web::live_config(&broker.addr, "deploy-live", &http),
     )
     .expect("write config");
     let mut cmd = Command::new(common::cxpulse_bin());

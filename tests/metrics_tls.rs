@@ -20,12 +20,13 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use common::web::{
-    Pki, Prometheus, bcrypt_hash, https_get, sample_value, start_prometheus, tls_client,
+    Pki, Prometheus, bcrypt_hash, https_get, live_config, sample_value, start_prometheus,
+    tls_client,
 };
 use common::{CxRun, Tansu, free_port};
 
@@ -44,42 +45,15 @@ fn password() -> String {
     format!("pw-{}-{}", std::process::id(), now_ms())
 }
 
-fn cxpulse_config(
-    dir: &Path,
-    name: &str,
-    brokers: &str,
-    http: &str,
-    web: &Path,
-) -> std::path::PathBuf {
+/// `NAME.toml` in `dir`: the live test config with `http.web_config_file = WEB`.
+fn cxpulse_config(dir: &Path, name: &str, brokers: &str, http: &str, web: &Path) -> PathBuf {
     let cfg = dir.join(format!("{name}.toml"));
-    std::fs::write(
-        &cfg,
-        format!(
-            r#"
-[engine]
-allowed_lateness = "0s"
-idle_timeout = "2s"
-
-[kafka]
-brokers = "{brokers}"
-group_id = "{name}"
-input_topics = ["events"]
-dead_letter_topic = "dead-letter"
-output_topic = "metrics-out"
-alerts_topic = "alerts"
-publish_interval = "1s"
-commit_interval = "1s"
-shutdown_timeout = "3s"
-
-[http]
-listen = "{http}"
-ready_max_lag = 100000000
-web_config_file = "{web}"
-"#,
-            web = web.display()
-        ),
-    )
-    .expect("write config");
+    let text = format!(
+        "{}web_config_file = \"{}\"\n",
+        live_config(brokers, name, http),
+        web.display()
+    );
+    std::fs::write(&cfg, text).expect("write config");
     cfg
 }
 
