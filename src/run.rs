@@ -91,6 +91,9 @@ pub async fn serve(
             "serving {scheme}://{addr}/metrics, /healthz, /readyz"
         );
     }
+    for w in &web.warnings {
+        warn!("web config {}: {w}", cfg.http.web_config_file);
+    }
     if web.auth.is_some() && web.tls.is_none() {
         warn!("basic auth without TLS: passwords cross the network in clear text");
     }

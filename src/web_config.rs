@@ -51,6 +51,8 @@ pub struct WebConfig {
     pub auth: Option<Arc<BasicAuth>>,
     /// Whether client certificates are verified (for the start-up log line).
     pub client_auth: ClientAuth,
+    /// What the caller should log as warnings (e.g. a key file others can read).
+    pub warnings: Vec<String>,
 }
 
 impl fmt::Debug for WebConfig {
@@ -128,10 +130,12 @@ impl WebConfig {
             .map_err(|e| err("(file)", format!("cannot read it: {e}")))?;
         let spec = parse(&text).map_err(|(key, reason)| err(&key, reason))?;
         let base = path.parent().unwrap_or(Path::new("."));
+        let mut warnings = Vec::new();
         let (tls, client_auth) = match spec.tls_server_config {
             Some(t) => {
                 let (cfg, ca) = tls_config(&t, base)
                     .map_err(|(key, reason)| err(&format!("tls_server_config.{key}"), reason))?;
+                warnings.extend(readable_by_others(&resolve(base, &t.key_file)));
                 (Some(Arc::new(cfg)), ca)
             }
             None => (None, ClientAuth::None),
@@ -147,6 +151,7 @@ impl WebConfig {
             tls,
             auth,
             client_auth,
+            warnings,
         })
     }
 
@@ -219,14 +224,7 @@ fn redact(msg: &str) -> String {
 /// `tls_server_config` to a rustls configuration; errors are (key, reason).
 fn tls_config(t: &TlsSpec, base: &Path) -> Result<(ServerConfig, ClientAuth), (String, String)> {
     let e = |key: &str, reason: String| (key.to_string(), reason);
-    let resolve = |p: &str| {
-        let p = Path::new(p);
-        if p.is_absolute() {
-            p.to_path_buf()
-        } else {
-            base.join(p)
-        }
-    };
+    let resolve = |p: &str| resolve(base, p);
     if t.cert_file.is_empty() {
         return Err(e("cert_file", "required with tls_server_config".into()));
     }
@@ -329,6 +327,35 @@ fn tls_config(t: &TlsSpec, base: &Path) -> Result<(ServerConfig, ClientAuth), (S
     // axum serves HTTP/1.1 (its http2 feature is off).
     cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok((cfg, client_auth))
+}
+
+/// `p` relative to `base` unless absolute.
+fn resolve(base: &Path, p: &str) -> PathBuf {
+    let p = Path::new(p);
+    if p.is_absolute() {
+        p.to_path_buf()
+    } else {
+        base.join(p)
+    }
+}
+
+/// A warning when users other than the owner and group may read `key`.
+fn readable_by_others(key: &Path) -> Option<String> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(key).ok()?.permissions().mode();
+        if mode & 0o004 != 0 {
+            return Some(format!(
+                "tls_server_config.key_file {} is readable by every user (mode {:o}); chmod 600 or 640",
+                key.display(),
+                mode & 0o777
+            ));
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = key;
+    None
 }
 
 /// PEM certificates from `path`; at least one.

@@ -48,6 +48,21 @@ fn a_good_file_loads_tls_and_users_with_paths_relative_to_it() {
 }
 
 #[test]
+fn a_key_file_every_user_can_read_is_a_warning() {
+    use std::os::unix::fs::PermissionsExt;
+    let (dir, path) =
+        dir_with("tls_server_config:\n  cert_file: server.crt\n  key_file: server.key\n");
+    let key = dir.path().join("server.key");
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+    let w = WebConfig::load(&path).expect("loads");
+    assert_eq!(w.warnings.len(), 1, "{:?}", w.warnings);
+    assert!(w.warnings[0].contains("mode 644"), "{:?}", w.warnings);
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o640)).expect("chmod");
+    let w = WebConfig::load(&path).expect("loads");
+    assert!(w.warnings.is_empty(), "{:?}", w.warnings);
+}
+
+#[test]
 fn an_empty_file_or_only_comments_is_no_protection() {
     for text in ["", "# nothing yet\n", "---\n"] {
         let (_dir, path) = dir_with(text);
