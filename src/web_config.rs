@@ -91,7 +91,10 @@ pub struct WebConfigError {
 // The file as written. Every struct refuses unknown keys.
 
 #[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "a map with tls_server_config and/or basic_auth_users"
+)]
 struct FileSpec {
     #[serde(default)]
     tls_server_config: Option<TlsSpec>,
@@ -100,7 +103,10 @@ struct FileSpec {
 }
 
 #[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "a map with cert_file, key_file and optional client_ca_file, client_auth_type, min_version, max_version"
+)]
 struct TlsSpec {
     #[serde(default)]
     cert_file: String,

@@ -154,6 +154,15 @@ fn bad_hashes_are_refused_without_printing_them() {
     assert!(!e.to_string().contains("hunter2"), "{e}");
     assert!(e.reason.starts_with("invalid type, expected"), "{e}");
 
+    let e = load_err("tls_server_config: /etc/server.crt\n");
+    assert_eq!(e.key, "tls_server_config");
+    assert!(
+        e.reason
+            .starts_with("invalid type, expected a map with cert_file, key_file"),
+        "{e}"
+    );
+    assert!(!e.reason.contains("/etc/server.crt"), "{e}");
+
     let e = load_err(&format!("basic_auth_users:\n  \"a:b\": {}\n", hash4("x")));
     assert_eq!(e.key, "basic_auth_users.a:b");
 }
