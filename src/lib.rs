@@ -12,6 +12,7 @@
 //! - [`replay`]: `cxpulse replay`, the engine over NDJSON files.
 //! - [`gen`]: `cxpulse gen`, a deterministic generator of exchange traffic.
 //! - [`kafka`], [`http`], [`run`], [`demo`], [`telemetry`]: the live service (adapters).
+//! - [`web_config`]: TLS and basic auth of the HTTP listener (`--web.config.file`).
 
 pub mod checkpoint;
 pub mod config;
@@ -26,3 +27,4 @@ pub mod metrics;
 pub mod replay;
 pub mod run;
 pub mod telemetry;
+pub mod web_config;
