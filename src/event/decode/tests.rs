@@ -220,20 +220,21 @@ fn support_action_and_ticket_are_required() {
 
 #[test]
 fn rated_reads_scores_at_their_bounds() {
-    let e = ok_owned(support(r#","action":"rated","csat":5,"ces":7,"nps":0"#));
-    let ratings = Ratings {
-        csat: Some(5),
-        ces: Some(7),
-        nps: Some(0),
-    };
-    assert!(matches!(e.body, EventBody::Support { ratings: r, .. } if r == ratings));
-    let e = ok_owned(support(r#","action":"rated","csat":1,"ces":1,"nps":10"#));
-    let ratings = Ratings {
-        csat: Some(1),
-        ces: Some(1),
-        nps: Some(10),
-    };
-    assert!(matches!(e.body, EventBody::Support { ratings: r, .. } if r == ratings));
+    for (scores, (csat, ces, nps)) in [
+        (r#","csat":5,"ces":7,"nps":0"#, (5, 7, 0)),
+        (r#","csat":1,"ces":1,"nps":10"#, (1, 1, 10)),
+    ] {
+        let e = ok_owned(support(&format!(r#","action":"rated"{scores}"#)));
+        let want = Ratings {
+            csat: Some(csat),
+            ces: Some(ces),
+            nps: Some(nps),
+        };
+        assert!(
+            matches!(e.body, EventBody::Support { ratings, .. } if ratings == want),
+            "{scores}"
+        );
+    }
 }
 
 #[test]

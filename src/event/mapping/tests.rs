@@ -35,6 +35,15 @@ fn fixture(name: &str) -> Vec<u8> {
     std::fs::read(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
 }
 
+/// The event the mapping in `config_text` makes of the fixture `name`.
+fn mapped_fixture(config_text: &str, name: &str) -> Event<'static> {
+    let bytes = fixture(name);
+    match decoder(config_text).decode(&bytes, None) {
+        Ok(e) => into_owned(e),
+        Err(f) => panic!("{name}: {}", f.error),
+    }
+}
+
 fn cow(s: &str) -> Cow<'static, str> {
     Cow::Owned(s.to_owned())
 }
@@ -55,9 +64,7 @@ fn shipped_configs_are_valid_and_mapped() {
 
 #[test]
 fn segment_signed_up_maps_campaign_source_to_channel() {
-    let d = decoder(SEGMENT);
-    let bytes = fixture("segment_signed_up.json");
-    let e = d.decode(&bytes, None).unwrap();
+    let e = mapped_fixture(SEGMENT, "segment_signed_up.json");
     assert_eq!(
         e,
         Event {
@@ -76,9 +83,7 @@ fn segment_signed_up_maps_campaign_source_to_channel() {
 
 #[test]
 fn segment_order_completed_is_a_trade() {
-    let d = decoder(SEGMENT);
-    let bytes = fixture("segment_order_completed.json");
-    let e = d.decode(&bytes, None).unwrap();
+    let e = mapped_fixture(SEGMENT, "segment_order_completed.json");
     assert_eq!(
         e,
         Event {
@@ -95,9 +100,7 @@ fn segment_order_completed_is_a_trade() {
 
 #[test]
 fn segment_ticket_opened_gets_its_fixed_action() {
-    let d = decoder(SEGMENT);
-    let bytes = fixture("segment_ticket_opened.json");
-    let e = d.decode(&bytes, None).unwrap();
+    let e = mapped_fixture(SEGMENT, "segment_ticket_opened.json");
     assert_eq!(
         e,
         Event {
@@ -133,9 +136,7 @@ fn segment_spend_reads_channel_from_its_type_override() {
 
 #[test]
 fn cloudevents_ticket_opened_uses_subject_as_user() {
-    let d = decoder(CLOUDEVENTS);
-    let bytes = fixture("cloudevents_ticket_opened.json");
-    let e = d.decode(&bytes, None).unwrap();
+    let e = mapped_fixture(CLOUDEVENTS, "cloudevents_ticket_opened.json");
     assert_eq!(
         e,
         Event {
@@ -154,9 +155,7 @@ fn cloudevents_ticket_opened_uses_subject_as_user() {
 
 #[test]
 fn cloudevents_rated_carries_scores() {
-    let d = decoder(CLOUDEVENTS);
-    let bytes = fixture("cloudevents_ticket_rated.json");
-    let e = d.decode(&bytes, None).unwrap();
+    let e = mapped_fixture(CLOUDEVENTS, "cloudevents_ticket_rated.json");
     assert_eq!(e.ts, JAN5_10H + 5_400_123);
     assert_eq!(
         e.body,
@@ -175,9 +174,8 @@ fn cloudevents_rated_carries_scores() {
 
 #[test]
 fn cloudevents_deposit_and_referral_reward() {
+    let e = mapped_fixture(CLOUDEVENTS, "cloudevents_deposit_completed.json");
     let d = decoder(CLOUDEVENTS);
-    let bytes = fixture("cloudevents_deposit_completed.json");
-    let e = d.decode(&bytes, None).unwrap();
     assert_eq!(e.user_id, Some(cow("u_2002")));
     assert_eq!(e.body, EventBody::Deposit { amount_usd: 500.0 });
 

@@ -3,7 +3,8 @@
 
 use super::customers::NO_SLOT;
 use super::{Generator, Job, LineKey};
-use crate::r#gen::model::{self, Action, TicketPlan};
+use crate::event::{Priority, SupportAction};
+use crate::r#gen::model::{self, TicketPlan};
 
 pub(super) struct TicketState {
     pub(super) id: u64,
@@ -52,10 +53,10 @@ impl Generator {
         self.line.str_field("action", action.as_str());
         match action {
             // `priority` absent means normal: leave it out now and then.
-            Action::Opened if priority != model::Priority::Normal || self.rng.chance(0.8) => {
+            SupportAction::Opened if priority != Priority::Normal || self.rng.chance(0.8) => {
                 self.line.str_field("priority", priority.as_str());
             }
-            Action::Rated => {
+            SupportAction::Rated => {
                 let r = model::rate_ticket(&mut self.rng, bad_service);
                 for (name, v) in [("csat", r.csat), ("ces", r.ces), ("nps", r.nps)] {
                     if let Some(v) = v {
