@@ -397,6 +397,7 @@ impl Config {
                 .map_err(|m| err(&path.join("."), format!("environment {k}: {m}")))?;
         }
         // `[mapping]` is read apart: validation turns it into `Config::mapping`.
+        let order: Vec<String> = value.keys().cloned().collect();
         let mapping_section = value.remove("mapping");
         // A serde error's key: the path to the value, and the field a message
         // such as "unknown field `x`" names, below `prefix`.
@@ -415,13 +416,26 @@ impl Config {
             };
             err(&key, msg)
         };
-        let mut cfg: Config = serde_path_to_error::deserialize(toml::Value::Table(value))
-            .map_err(|e| serde_err("", e))?;
-        let mapping: MappingConfig = match mapping_section {
+        let cfg = serde_path_to_error::deserialize::<_, Config>(toml::Value::Table(value))
+            .map_err(|e| serde_err("", e));
+        let mapping = match mapping_section {
             Some(section) => {
-                serde_path_to_error::deserialize(section).map_err(|e| serde_err("mapping", e))?
+                serde_path_to_error::deserialize(section).map_err(|e| serde_err("mapping", e))
             }
-            None => MappingConfig::default(),
+            None => Ok(MappingConfig::default()),
+        };
+        let (mut cfg, mapping) = match (cfg, mapping) {
+            (Ok(cfg), Ok(mapping)) => (cfg, mapping),
+            (Err(e), Ok(_)) | (Ok(_), Err(e)) => return Err(e),
+            // Both wrong: the entry first in the table, as one serde pass reports.
+            (Err(e), Err(m)) => {
+                let at = |key: &str| {
+                    order
+                        .iter()
+                        .position(|k| key == k || key.starts_with(&format!("{k}.")))
+                };
+                return Err(if at(&m.key) < at(&e.key) { m } else { e });
+            }
         };
         cfg.mapping = cfg.validate(&mapping).map_err(|(k, m)| err(&k, m))?;
         Ok(cfg)
@@ -672,6 +686,11 @@ mod tests {
         assert_eq!(load("mapping = 5\n", &[]).unwrap_err().key, "mapping");
         let e = load("", &[("CXPULSE__MAPPING__TS_FORMAT", "epoch_us")]).unwrap_err();
         assert_eq!(e.key, "mapping.ts_format");
+        // With another section wrong too, the one first in the table is named.
+        let two = "[mapping]\nfeilds = {}\n[sla]\nat_risk_share = \"x\"\n[kafka]\nbrokrs = \"x\"\n";
+        assert_eq!(load(two, &[]).unwrap_err().key, "kafka.brokrs");
+        let two = "[mapping]\nfeilds = {}\n[sla]\nat_risk_share = \"x\"\n";
+        assert_eq!(load(two, &[]).unwrap_err().key, "mapping.feilds");
         // The mapping is checked last, as before: other sections' errors come first.
         let e = load(
             "[engine]\nbucket = \"0s\"\n[mapping]\nts_format = \"x\"\n",
