@@ -1,9 +1,9 @@
 //! Message bytes to a validated [`Event`], or the reason it is invalid.
 //!
-//! Both input shapes go through one validation ([`super::raw::validate`]):
+//! Both input shapes go through one validation (`raw::validate`):
 //!
-//! - canonical (EVENTS.md): serde_json straight into [`RawEvent`], a table of
-//!   optional [`Raw`] scalars that borrow strings from the message, filled in
+//! - canonical (EVENTS.md): serde_json straight into `RawEvent`, a table of
+//!   optional `Raw` scalars that borrow strings from the message, filled in
 //!   place by a small map visitor (no `serde_json::Value`). `Raw` accepts any
 //!   JSON value and records what it was, so a wrong type is reported by field
 //!   name instead of as an opaque serde error, and unknown fields are skipped
@@ -13,7 +13,7 @@
 //!   the same `RawEvent`, and the fixed values of the type rule are filled in.
 //!
 //! The validation, and the rules EVENTS.md leaves open that it decides, are
-//! in [`super::raw`].
+//! in `super::raw`.
 
 use std::borrow::Cow;
 use std::fmt;

@@ -26,7 +26,7 @@
 //! over the message; `fields` inside a type rule overrides pointers for that
 //! type. With `types` empty, the type values must be canonical type names;
 //! otherwise values not listed are `unknown_type`. The result goes through
-//! [`raw::validate`](super::raw), the same validation as canonical input.
+//! `raw::validate`, the same validation as canonical input.
 //!
 //! Config validation is the one place a mapping is checked:
 //! [`MappingConfig::compile`] turns the section into a [`Mapping`], the only
