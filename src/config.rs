@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Deserializer};
 
-use crate::event::mapping::MappingConfig;
+use crate::event::mapping::{Mapping, MappingConfig};
 use crate::event::{Millis, Priority};
 
 /// A duration written like `250ms`, `30s`, `5m`, `1h`, `7d` (whole numbers).
@@ -82,8 +82,11 @@ pub struct Config {
     pub acquisition: AcquisitionSection,
     pub churn: ChurnSection,
     pub sla: SlaSection,
-    /// How messages map onto the canonical schema (EVENTS.md); canonical when empty.
-    pub mapping: MappingConfig,
+    /// How messages map onto the canonical schema (EVENTS.md); canonical when
+    /// `[mapping]` is empty. The section is read apart and checked last by
+    /// [`Config::from_toml_str`], which compiles it into this.
+    #[serde(skip)]
+    pub mapping: Mapping,
     pub kafka: KafkaSection,
     pub http: HttpSection,
     pub checkpoint: CheckpointSection,
@@ -397,23 +400,53 @@ impl Config {
             set_path(&mut value, &path, parsed)
                 .map_err(|m| err(&path.join("."), format!("environment {k}: {m}")))?;
         }
-        let cfg: Config = serde_path_to_error::deserialize(toml::Value::Table(value)).map_err(
-            |e: serde_path_to_error::Error<toml::de::Error>| {
-                let msg = e.inner().message().to_string();
-                let path = e.path().to_string();
-                let key = match field_from_message(&msg) {
-                    Some(f) if path == "." || path.is_empty() => f,
-                    Some(f) if !path.ends_with(&f) => format!("{path}.{f}"),
-                    _ => path,
+        // `[mapping]` is read apart: validation turns it into `Config::mapping`.
+        let order: Vec<String> = value.keys().cloned().collect();
+        let mapping_section = value.remove("mapping");
+        // A serde error's key: the path to the value, and the field a message
+        // such as "unknown field `x`" names, below `prefix`.
+        let serde_err = |prefix: &str, e: serde_path_to_error::Error<toml::de::Error>| {
+            let msg = e.inner().message().to_string();
+            let path = e.path().to_string();
+            let key = match field_from_message(&msg) {
+                Some(f) if path == "." || path.is_empty() => f,
+                Some(f) if !path.ends_with(&f) => format!("{path}.{f}"),
+                _ => path,
+            };
+            let key = match key.as_str() {
+                _ if prefix.is_empty() => key,
+                "." | "" => prefix.to_string(),
+                _ => format!("{prefix}.{key}"),
+            };
+            err(&key, msg)
+        };
+        let cfg = serde_path_to_error::deserialize::<_, Config>(toml::Value::Table(value))
+            .map_err(|e| serde_err("", e));
+        let mapping = match mapping_section {
+            Some(section) => {
+                serde_path_to_error::deserialize(section).map_err(|e| serde_err("mapping", e))
+            }
+            None => Ok(MappingConfig::default()),
+        };
+        let (mut cfg, mapping) = match (cfg, mapping) {
+            (Ok(cfg), Ok(mapping)) => (cfg, mapping),
+            (Err(e), Ok(_)) | (Ok(_), Err(e)) => return Err(e),
+            // Both wrong: the entry first in the table, as one serde pass reports.
+            (Err(e), Err(m)) => {
+                let at = |key: &str| {
+                    order
+                        .iter()
+                        .position(|k| key == k || key.starts_with(&format!("{k}.")))
                 };
-                err(&key, msg)
-            },
-        )?;
-        cfg.validate().map_err(|(k, m)| err(&k, m))?;
+                return Err(if at(&m.key) < at(&e.key) { m } else { e });
+            }
+        };
+        cfg.mapping = cfg.validate(&mapping).map_err(|(k, m)| err(&k, m))?;
         Ok(cfg)
     }
 
-    fn validate(&self) -> Result<(), (String, String)> {
+    /// Checks every section; returns `mapping` compiled (checked last).
+    fn validate(&self, mapping: &MappingConfig) -> Result<Mapping, (String, String)> {
         let e = &self.engine;
         let bad = |k: &str, m: String| Err((k.to_string(), m));
         if e.bucket.ms() <= 0 {
@@ -468,10 +501,9 @@ impl Config {
         if self.checkpoint.keep == 0 {
             return bad("checkpoint.keep", "must be at least 1".into());
         }
-        self.mapping
-            .validate()
-            .map_err(|(k, m)| (format!("mapping.{k}"), m))?;
-        Ok(())
+        mapping
+            .compile()
+            .map_err(|(k, m)| (format!("mapping.{k}"), m))
     }
 
     /// The configured windows, parsed from their names (`1h`, `24h`, `7d`, ...).
@@ -634,6 +666,44 @@ mod tests {
         let e =
             Config::from_toml_str("[sla]\nat_risk_share = 2.0\n", "my.toml", env(&[])).unwrap_err();
         assert_eq!(e.key, "sla.at_risk_share");
+    }
+
+    #[test]
+    fn a_bad_mapping_is_refused_naming_the_key_and_the_file() {
+        let load = |text: &str, pairs: &[(&str, &str)]| {
+            Config::from_toml_str(text, "my.toml", env(pairs)).map(|c| c.mapping)
+        };
+        let e = load("[mapping.fields]\nevent_id = \"id\"\ntype = \"/t\"\n", &[]).unwrap_err();
+        assert_eq!(
+            (e.file.as_str(), e.key.as_str()),
+            ("my.toml", "mapping.fields.event_id")
+        );
+        assert_eq!(
+            e.to_string(),
+            "config error in my.toml: mapping.fields.event_id: `id` is not a JSON Pointer: it must start with `/`"
+        );
+        // Read apart from the other sections, the key still has its full path.
+        assert_eq!(
+            load("[mapping]\nfeilds = {}\n", &[]).unwrap_err().key,
+            "mapping.feilds"
+        );
+        assert_eq!(load("mapping = 5\n", &[]).unwrap_err().key, "mapping");
+        let e = load("", &[("CXPULSE__MAPPING__TS_FORMAT", "epoch_us")]).unwrap_err();
+        assert_eq!(e.key, "mapping.ts_format");
+        // With another section wrong too, the one first in the table is named.
+        let two = "[mapping]\nfeilds = {}\n[sla]\nat_risk_share = \"x\"\n[kafka]\nbrokrs = \"x\"\n";
+        assert_eq!(load(two, &[]).unwrap_err().key, "kafka.brokrs");
+        let two = "[mapping]\nfeilds = {}\n[sla]\nat_risk_share = \"x\"\n";
+        assert_eq!(load(two, &[]).unwrap_err().key, "mapping.feilds");
+        // The mapping is checked last, as before: other sections' errors come first.
+        let e = load(
+            "[engine]\nbucket = \"0s\"\n[mapping]\nts_format = \"x\"\n",
+            &[],
+        );
+        assert_eq!(e.unwrap_err().key, "engine.bucket");
+        assert!(load("", &[]).unwrap().is_canonical());
+        let mapped = load("[mapping.fields]\nevent_id = \"/id\"\ntype = \"/t\"\n", &[]);
+        assert!(!mapped.unwrap().is_canonical());
     }
 
     #[test]

@@ -3,14 +3,28 @@
 //! Decoding turns raw message bytes into a borrowed [`Event`] or a
 //! [`DecodeFailure`] carrying the reason that goes on the dead-letter record.
 //! Nothing here does I/O or looks at the wall clock.
+//!
+//! Layout (imports go one way: `decode` -> `mapping` -> `raw` -> `error`):
+//! - this file: the canonical model ([`Event`], [`EventType`], ...);
+//! - [`error`]: [`DecodeError`] (the dead-letter reason codes), [`DecodeFailure`];
+//! - `raw`: the canonical fields as read from a message, unchecked, and the
+//!   one validation that turns them into an [`Event`];
+//! - [`mapping`]: the `[mapping]` config section, checked and compiled into a
+//!   [`Mapping`], and the mapped decoding (JSON Pointers into `raw`);
+//! - [`decode`]: the [`Decoder`] and the canonical fast path;
+//! - [`time`]: RFC 3339 parsing and formatting.
 
 pub mod decode;
+pub mod error;
 pub mod mapping;
+mod raw;
 pub mod time;
 
 use std::borrow::Cow;
 
-pub use decode::{DecodeError, DecodeFailure, Decoder};
+pub use decode::Decoder;
+pub use error::{DecodeError, DecodeFailure};
+pub use mapping::{Mapping, MappingConfig};
 
 /// Event time and all durations inside the engine: Unix epoch milliseconds.
 pub type Millis = i64;

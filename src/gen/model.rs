@@ -5,6 +5,7 @@
 //! it can be reasoned about (and tuned) apart from the scheduling loop.
 
 use super::rng::Rng;
+use crate::event::{Priority, SupportAction};
 
 pub(crate) const SEC: i64 = 1000;
 pub(crate) const MIN: i64 = 60 * SEC;
@@ -180,76 +181,26 @@ pub(crate) fn activity_weight(t_ms: i64) -> f64 {
     diurnal * weekly
 }
 
-/// Support ticket priority, in the order the EVENTS.md names them.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Priority {
-    Low,
-    Normal,
-    High,
-    Urgent,
-}
+/// How often a ticket gets each priority, in [`Priority::ALL`] order.
+const PRIORITY_WEIGHTS: [f64; 4] = [0.25, 0.55, 0.15, 0.05];
 
-impl Priority {
-    pub(crate) const ALL: [Priority; 4] = [
-        Priority::Low,
-        Priority::Normal,
-        Priority::High,
-        Priority::Urgent,
-    ];
-    const WEIGHTS: [f64; 4] = [0.25, 0.55, 0.15, 0.05];
-
-    pub(crate) fn as_str(self) -> &'static str {
-        match self {
-            Priority::Low => "low",
-            Priority::Normal => "normal",
-            Priority::High => "high",
-            Priority::Urgent => "urgent",
-        }
-    }
-
-    /// Default SLA targets (METRICS.md): first response, resolution.
-    fn targets_ms(self) -> (i64, i64) {
-        match self {
-            Priority::Urgent => (15 * MIN, 4 * HOUR),
-            Priority::High => (HOUR, 8 * HOUR),
-            Priority::Normal => (4 * HOUR, 24 * HOUR),
-            Priority::Low => (8 * HOUR, 48 * HOUR),
-        }
-    }
-
-    /// Chance of breaching the first-response and the resolution target.
-    fn breach_chance(self) -> (f64, f64) {
-        match self {
-            Priority::Urgent => (0.12, 0.10),
-            Priority::High => (0.10, 0.09),
-            Priority::Normal => (0.08, 0.08),
-            Priority::Low => (0.06, 0.06),
-        }
+/// Default SLA targets (METRICS.md): first response, resolution.
+fn targets_ms(p: Priority) -> (i64, i64) {
+    match p {
+        Priority::Urgent => (15 * MIN, 4 * HOUR),
+        Priority::High => (HOUR, 8 * HOUR),
+        Priority::Normal => (4 * HOUR, 24 * HOUR),
+        Priority::Low => (8 * HOUR, 48 * HOUR),
     }
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Action {
-    Opened,
-    AgentReplied,
-    CustomerReplied,
-    Pending,
-    Resolved,
-    Reopened,
-    Rated,
-}
-
-impl Action {
-    pub(crate) fn as_str(self) -> &'static str {
-        match self {
-            Action::Opened => "opened",
-            Action::AgentReplied => "agent_replied",
-            Action::CustomerReplied => "customer_replied",
-            Action::Pending => "pending",
-            Action::Resolved => "resolved",
-            Action::Reopened => "reopened",
-            Action::Rated => "rated",
-        }
+/// Chance of breaching the first-response and the resolution target.
+fn breach_chance(p: Priority) -> (f64, f64) {
+    match p {
+        Priority::Urgent => (0.12, 0.10),
+        Priority::High => (0.10, 0.09),
+        Priority::Normal => (0.08, 0.08),
+        Priority::Low => (0.06, 0.06),
     }
 }
 
@@ -260,14 +211,14 @@ pub(crate) const MAX_TICKET_STEPS: usize = 12;
 #[derive(Clone, Debug)]
 pub(crate) struct TicketPlan {
     pub(crate) priority: Priority,
-    pub(crate) steps: [(i64, Action); MAX_TICKET_STEPS],
+    pub(crate) steps: [(i64, SupportAction); MAX_TICKET_STEPS],
     pub(crate) len: u8,
     /// A target was breached or the ticket was reopened: its rating is worse.
     pub(crate) bad_service: bool,
 }
 
 impl TicketPlan {
-    fn push(&mut self, at: i64, action: Action) -> i64 {
+    fn push(&mut self, at: i64, action: SupportAction) -> i64 {
         // Actions of one ticket are at least a second apart and in order.
         let prev = if self.len == 0 {
             i64::MIN
@@ -282,23 +233,23 @@ impl TicketPlan {
 }
 
 pub(crate) fn plan_ticket(rng: &mut Rng, opened: i64) -> TicketPlan {
-    let priority = Priority::ALL[rng.weighted(&Priority::WEIGHTS)];
-    let (fr_target, res_target) = priority.targets_ms();
-    let (fr_breach, res_breach) = priority.breach_chance();
+    let priority = Priority::ALL[rng.weighted(&PRIORITY_WEIGHTS)];
+    let (fr_target, res_target) = targets_ms(priority);
+    let (fr_breach, res_breach) = breach_chance(priority);
     let mut plan = TicketPlan {
         priority,
-        steps: [(0, Action::Opened); MAX_TICKET_STEPS],
+        steps: [(0, SupportAction::Opened); MAX_TICKET_STEPS],
         len: 0,
         bad_service: false,
     };
-    plan.push(opened, Action::Opened);
+    plan.push(opened, SupportAction::Opened);
     let scale = |target: i64, f: f64| (target as f64 * f) as i64;
     let mut resolved;
     if rng.chance(0.05) {
         // Solved from the help centre before any agent answered.
         resolved = plan.push(
             opened + scale(fr_target, rng.uniform(0.1, 0.9)),
-            Action::Resolved,
+            SupportAction::Resolved,
         );
     } else {
         let first_reply = if rng.chance(fr_breach) {
@@ -307,7 +258,7 @@ pub(crate) fn plan_ticket(rng: &mut Rng, opened: i64) -> TicketPlan {
         } else {
             scale(fr_target, rng.log_uniform(0.02, 0.98))
         };
-        let mut t = plan.push(opened + first_reply, Action::AgentReplied);
+        let mut t = plan.push(opened + first_reply, SupportAction::AgentReplied);
         // Running (unpaused) time from open to resolution.
         let running = if rng.chance(res_breach) {
             plan.bad_service = true;
@@ -320,42 +271,45 @@ pub(crate) fn plan_ticket(rng: &mut Rng, opened: i64) -> TicketPlan {
         let mut paused = 0;
         if rng.chance(0.3) {
             let before = (left as f64 * rng.uniform(0.1, 0.6)) as i64;
-            let pending_at = plan.push(t + before, Action::Pending);
+            let pending_at = plan.push(t + before, SupportAction::Pending);
             paused = rng.log_uniform(10.0 * MIN as f64, DAY as f64) as i64;
-            let back = plan.push(pending_at + paused, Action::CustomerReplied);
+            let back = plan.push(pending_at + paused, SupportAction::CustomerReplied);
             let after = ((left - before) as f64 * rng.uniform(0.1, 0.5)) as i64;
-            t = plan.push(back + after, Action::AgentReplied);
+            t = plan.push(back + after, SupportAction::AgentReplied);
         } else if rng.chance(0.3) {
             let q = plan.push(
                 t + (left as f64 * rng.uniform(0.1, 0.4)) as i64,
-                Action::CustomerReplied,
+                SupportAction::CustomerReplied,
             );
             t = plan.push(
                 q + (left as f64 * rng.uniform(0.05, 0.3)) as i64,
-                Action::AgentReplied,
+                SupportAction::AgentReplied,
             );
         }
-        resolved = plan.push((opened + running + paused).max(t + MIN), Action::Resolved);
+        resolved = plan.push(
+            (opened + running + paused).max(t + MIN),
+            SupportAction::Resolved,
+        );
     }
     if rng.chance(0.07) {
         plan.bad_service = true;
         let again = plan.push(
             resolved + rng.log_uniform(HOUR as f64, 3.0 * DAY as f64) as i64,
-            Action::Reopened,
+            SupportAction::Reopened,
         );
         let reply = plan.push(
             again + rng.log_uniform(5.0 * MIN as f64, 4.0 * HOUR as f64) as i64,
-            Action::AgentReplied,
+            SupportAction::AgentReplied,
         );
         resolved = plan.push(
             reply + rng.log_uniform(30.0 * MIN as f64, DAY as f64) as i64,
-            Action::Resolved,
+            SupportAction::Resolved,
         );
     }
     if rng.chance(0.65) {
         plan.push(
             resolved + rng.log_uniform(5.0 * MIN as f64, DAY as f64) as i64,
-            Action::Rated,
+            SupportAction::Rated,
         );
     }
     plan
