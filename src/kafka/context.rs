@@ -79,6 +79,13 @@ impl ClientContext for ConsumerCtx {
     }
 
     fn error(&self, error: KafkaError, reason: &str) {
+        // "All brokers down" follows the error that brought them down:
+        // `/readyz` names that one.
+        if let Some(code) = error.rdkafka_error_code()
+            && code != RDKafkaErrorCode::AllBrokersDown
+        {
+            self.live.client_error(&format!("{code:?}"));
+        }
         telemetry::KafkaClientError {
             client: "consumer",
             brokers: &self.brokers,

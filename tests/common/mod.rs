@@ -15,6 +15,8 @@
 //! process dies without running destructors.
 #![allow(dead_code)]
 
+pub mod secure;
+
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
 use std::net::{TcpListener, TcpStream};
