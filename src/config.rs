@@ -6,6 +6,13 @@
 //! Environment overrides: `CXPULSE__SECTION__KEY=value` sets `section.key`
 //! (double underscores separate path segments; the value is parsed as TOML,
 //! falling back to a plain string), e.g. `CXPULSE__KAFKA__BROKERS=host:9092`.
+//! Under `kafka.librdkafka`, `_` in a key written in upper case stands for
+//! `.`: `CXPULSE__KAFKA__LIBRDKAFKA__SASL_PASSWORD` sets `sasl.password`
+//! (`CXPULSE__KAFKA__LIBRDKAFKA__sasl.password` too).
+//!
+//! Secrets: no error message holds the value of a secret-looking key
+//! ([`is_secret_key`]); every [`ConfigError`] is built by one function that
+//! scrubs them.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -455,7 +462,22 @@ impl Config {
             let Some(rest) = k.strip_prefix("CXPULSE__") else {
                 continue;
             };
-            let path: Vec<String> = rest.split("__").map(|s| s.to_ascii_lowercase()).collect();
+            let mut path: Vec<String> = rest.split("__").map(|s| s.to_ascii_lowercase()).collect();
+            // A shell variable name cannot hold the dots of librdkafka's
+            // keys: written in upper case, `_` stands for `.`
+            // (CXPULSE__KAFKA__LIBRDKAFKA__SASL_PASSWORD sets `sasl.password`);
+            // written otherwise, the key is taken as it is (`log_level`).
+            let last_upper = rest
+                .rsplit("__")
+                .next()
+                .is_some_and(|s| !s.chars().any(|c| c.is_ascii_lowercase()));
+            if let [a, b, key] = path.as_mut_slice()
+                && a == "kafka"
+                && b == "librdkafka"
+                && last_upper
+            {
+                *key = key.replace('_', ".");
+            }
             let parsed = format!("x = {v}")
                 .parse::<toml::Table>()
                 .ok()
@@ -881,6 +903,23 @@ mod tests {
             debug.contains("\"sasl.password\": \"<redacted>\""),
             "{debug}"
         );
+        // The shell-friendly spelling of the same key.
+        let c = Config::from_toml_str(
+            "",
+            "my.toml",
+            env(&[
+                ("CXPULSE__KAFKA__LIBRDKAFKA__SASL_PASSWORD", "27182818"),
+                (
+                    "CXPULSE__KAFKA__LIBRDKAFKA__CONSUMER_FETCH_MAX_BYTES",
+                    "1000",
+                ),
+                ("CXPULSE__KAFKA__LIBRDKAFKA__log_level", "6"),
+            ]),
+        )
+        .expect("valid");
+        assert_eq!(c.kafka.librdkafka["log_level"], "6");
+        assert_eq!(c.kafka.librdkafka["sasl.password"], "27182818");
+        assert_eq!(c.kafka.librdkafka["consumer.fetch.max.bytes"], "1000");
     }
 
     #[test]

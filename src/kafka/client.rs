@@ -264,6 +264,58 @@ mod tests {
         assert!(shown.contains("<redacted>"), "{shown}");
     }
 
+    /// The secured-cluster examples in `config/`: loaded with their secrets
+    /// from the environment, accepted by librdkafka, and holding no secret.
+    #[test]
+    fn secured_cluster_examples_load_with_secrets_from_the_environment() {
+        use crate::config::{Config, is_secret_key};
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config");
+        let cases = [
+            ("kafka-confluent-cloud.toml", "SASL_SSL", Some("PLAIN")),
+            ("kafka-msk-scram.toml", "SASL_SSL", Some("SCRAM-SHA-512")),
+            ("kafka-msk-tls.toml", "SSL", None),
+            ("kafka-aiven-mtls.toml", "SSL", None),
+        ];
+        for (name, protocol, mechanism) in cases {
+            let path = dir.join(name);
+            let text = std::fs::read_to_string(&path).expect("example exists");
+            for line in text.lines().filter(|l| !l.trim_start().starts_with('#')) {
+                if let Some((k, _)) = line.split_once('=') {
+                    let k = k.trim().trim_matches('"');
+                    assert!(
+                        !is_secret_key(k) || k.ends_with(".location"),
+                        "{name}: a secret in the file: {line}"
+                    );
+                }
+            }
+            let env = [
+                ("CXPULSE__KAFKA__BROKERS", "broker-1.example:9096"),
+                ("CXPULSE__KAFKA__LIBRDKAFKA__SASL_USERNAME", "cxpulse"),
+                ("CXPULSE__KAFKA__LIBRDKAFKA__SASL_PASSWORD", "1234567890"),
+            ]
+            .map(|(k, v)| (k.to_string(), v.to_string()));
+            let env = if mechanism.is_some() {
+                &env[..]
+            } else {
+                &env[..1]
+            };
+            let c =
+                Config::load(Some(&path), env.to_vec()).unwrap_or_else(|e| panic!("{name}: {e}"));
+            assert_eq!(c.kafka.brokers, "broker-1.example:9096", "{name}");
+            for role in [Role::Consumer, Role::Producer] {
+                let m = settings(&c.kafka, role).unwrap_or_else(|e| panic!("{name}: {e}"));
+                assert_eq!(m["security.protocol"], protocol, "{name}");
+                assert_eq!(m.get("sasl.mechanisms").map(String::as_str), mechanism);
+                if mechanism.is_some() {
+                    assert_eq!(m["sasl.password"], "1234567890", "{name}");
+                    assert!(!redacted(&m).contains("1234567890"), "{name}");
+                } else {
+                    assert!(m.contains_key("ssl.certificate.location"), "{name}");
+                }
+            }
+        }
+    }
+
     #[test]
     fn tls_and_sasl_are_compiled_in() {
         // Refused at client creation by a build without OpenSSL ("OpenSSL
