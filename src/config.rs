@@ -924,7 +924,9 @@ mod tests {
 
     #[test]
     fn errors_name_a_secret_key_and_the_file_but_never_its_value() {
-        let cases: &[(&str, &[(&str, &str)], &str, &str)] = &[
+        // (file text, environment, the key named, the secret not shown)
+        type Case<'a> = (&'a str, &'a [(&'a str, &'a str)], &'a str, &'a str);
+        let cases: &[Case] = &[
             // An array where a string is expected, from the environment.
             (
                 "",
