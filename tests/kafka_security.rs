@@ -151,38 +151,51 @@ fn assert_stays_not_ready(cx: &CxRun) -> String {
     body
 }
 
-#[test]
-fn tls_verified_with_the_ca_consumes_and_an_unknown_ca_is_refused() {
-    let pki = Pki::generate();
+/// A TLS broker with `ads + organic` signups on `events`, and two `run`
+/// processes on it: one with `good` settings, one with `bad`.
+struct Pair {
+    _broker: SecureBroker,
+    good: CxRun,
+    bad: CxRun,
+}
+
+fn start_pair(
+    pki: &Pki,
+    client_cert: bool,
+    (ads, organic): (usize, usize),
+    good: &[(&str, String)],
+    bad: &[(&str, String)],
+) -> Pair {
     let broker = SecureBroker::start(
-        &pki,
+        pki,
         Security {
-            client_cert: false,
+            client_cert,
             sasl: false,
         },
     );
-    broker.create_topic(&pki, "events", 1);
-    broker.produce(&pki, "events", &signups(3, 2));
+    broker.create_topic(pki, "events", 1);
+    broker.produce(pki, "events", &signups(ads, organic));
+    let run = |name: &str, pass: &[(&str, String)]| {
+        let (cfg, http) = write_config(pki.dir(), name, &broker.addr, pass);
+        CxRun::start(
+            &cfg,
+            pki.dir().join(format!("{name}.log")),
+            &http,
+            Duration::from_secs(20),
+        )
+    };
+    Pair {
+        good: run("cx-good", good),
+        bad: run("cx-bad", bad),
+        _broker: broker,
+    }
+}
 
-    let (good_cfg, good_http) = write_config(pki.dir(), "cx-tls", &broker.addr, &tls(&pki.ca));
-    let (bad_cfg, bad_http) = write_config(
-        pki.dir(),
-        "cx-tls-other-ca",
-        &broker.addr,
-        &tls(&pki.other_ca),
-    );
-    let good = CxRun::start(
-        &good_cfg,
-        pki.dir().join("good.log"),
-        &good_http,
-        Duration::from_secs(20),
-    );
-    let bad = CxRun::start(
-        &bad_cfg,
-        pki.dir().join("bad.log"),
-        &bad_http,
-        Duration::from_secs(20),
-    );
+#[test]
+fn tls_verified_with_the_ca_consumes_and_an_unknown_ca_is_refused() {
+    let pki = Pki::generate();
+    let Pair { good, bad, _broker } =
+        start_pair(&pki, false, (3, 2), &tls(&pki.ca), &tls(&pki.other_ca));
 
     assert_consumes(&good, 3, 2);
     assert!(
@@ -216,36 +229,13 @@ fn tls_verified_with_the_ca_consumes_and_an_unknown_ca_is_refused() {
 #[test]
 fn mutual_tls_consumes_with_the_client_certificate_and_is_refused_without() {
     let pki = Pki::generate();
-    let broker = SecureBroker::start(
-        &pki,
-        Security {
-            client_cert: true,
-            sasl: false,
-        },
-    );
-    broker.create_topic(&pki, "events", 1);
-    broker.produce(&pki, "events", &signups(1, 3));
-
     let mut with_cert = tls(&pki.ca);
     with_cert.push((
         "ssl.certificate.location",
         pki.client_cert.display().to_string(),
     ));
     with_cert.push(("ssl.key.location", pki.client_key.display().to_string()));
-    let (good_cfg, good_http) = write_config(pki.dir(), "cx-mtls", &broker.addr, &with_cert);
-    let (bad_cfg, bad_http) = write_config(pki.dir(), "cx-no-cert", &broker.addr, &tls(&pki.ca));
-    let good = CxRun::start(
-        &good_cfg,
-        pki.dir().join("good.log"),
-        &good_http,
-        Duration::from_secs(20),
-    );
-    let bad = CxRun::start(
-        &bad_cfg,
-        pki.dir().join("bad.log"),
-        &bad_http,
-        Duration::from_secs(20),
-    );
+    let Pair { good, bad, _broker } = start_pair(&pki, true, (1, 3), &with_cert, &tls(&pki.ca));
 
     assert_consumes(&good, 1, 3);
     // The key's location is redacted in the settings log line.
