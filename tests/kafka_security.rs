@@ -303,6 +303,19 @@ impl EnvRun {
         http_get(&self.http, path).unwrap_or((0, String::new()))
     }
 
+    /// Polls `f` until it holds; panics with the log after `timeout`.
+    fn wait_for(&self, what: &str, timeout: Duration, mut f: impl FnMut(&EnvRun) -> bool) {
+        let until = Instant::now() + timeout;
+        while !f(self) {
+            assert!(
+                Instant::now() < until,
+                "timed out waiting for {what}:\n{}",
+                self.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
     /// Waits for the exit; its status code.
     fn exit_code(&mut self, timeout: Duration) -> Option<i32> {
         let until = Instant::now() + timeout;
@@ -325,6 +338,68 @@ impl Drop for EnvRun {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// Mutual TLS with an encrypted client key whose (numeric) password comes
+/// from the environment in its shell spelling: consumed, the password in no
+/// log line; with a wrong password, `run` refuses to start without showing
+/// either password.
+#[test]
+fn an_encrypted_client_key_takes_its_password_from_the_environment() {
+    const KEY_PASSWORD: &str = "4242424242";
+    const WRONG: &str = "1717171717";
+    let pki = Pki::generate();
+    let key = pki.encrypted_client_key(KEY_PASSWORD);
+    let broker = SecureBroker::start(
+        &pki,
+        Security {
+            client_cert: true,
+            sasl: false,
+        },
+    );
+    broker.create_topic(&pki, "events", 1);
+    broker.produce(&pki, "events", &signups(2, 0));
+    let mut pass = tls(&pki.ca);
+    pass.push((
+        "ssl.certificate.location",
+        pki.client_cert.display().to_string(),
+    ));
+    pass.push(("ssl.key.location", key.display().to_string()));
+    let (cfg, http) = write_config(pki.dir(), "cx-encrypted-key", &broker.addr, &pass);
+
+    let mut wrong = EnvRun::start(
+        &cfg,
+        pki.dir().join("wrong.log"),
+        &http,
+        &[("CXPULSE__KAFKA__LIBRDKAFKA__SSL_KEY_PASSWORD", WRONG)],
+    );
+    assert_eq!(wrong.exit_code(Duration::from_secs(20)), Some(2));
+    let log = wrong.log_text();
+    assert!(log.contains("ssl.key.location"), "{log}");
+    assert!(!log.contains(WRONG) && !log.contains(KEY_PASSWORD), "{log}");
+    eprintln!("wrong key password: {}", line_with(&log, "error"));
+
+    let cx = EnvRun::start(
+        &cfg,
+        pki.dir().join("right.log"),
+        &http,
+        &[("CXPULSE__KAFKA__LIBRDKAFKA__SSL_KEY_PASSWORD", KEY_PASSWORD)],
+    );
+    cx.wait_for(
+        "2 signups applied, /readyz 200",
+        Duration::from_secs(60),
+        |cx| {
+            let (_, m) = cx.get("/metrics");
+            value(&m, r#"cxpulse_signups_total{channel="ads"}"#) == Some(2.0)
+                && cx.get("/readyz").0 == 200
+        },
+    );
+    let log = cx.log_text();
+    assert!(log.contains("ssl.key.password=<redacted>"), "{log}");
+    assert!(
+        !log.contains(KEY_PASSWORD),
+        "the key password is in the log:\n{log}"
+    );
 }
 
 /// A numeric password from the environment (the case that used to be

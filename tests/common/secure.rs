@@ -156,6 +156,22 @@ impl Pki {
     pub fn dir(&self) -> &Path {
         self.dir.path()
     }
+
+    /// The client key encrypted (PKCS#8, AES-256) with `password`.
+    pub fn encrypted_client_key(&self, password: &str) -> PathBuf {
+        let out = self.dir.path().join("client-encrypted.key");
+        let st = Command::new(tool("openssl", "CXPULSE_OPENSSL"))
+            .args(["pkcs8", "-topk8", "-v2", "aes-256-cbc", "-in"])
+            .arg(&self.client_key)
+            .arg("-out")
+            .arg(&out)
+            .args(["-passout", &format!("pass:{password}")])
+            .stdin(Stdio::null())
+            .status()
+            .expect("harness: run openssl pkcs8");
+        assert!(st.success(), "harness: openssl pkcs8 failed");
+        out
+    }
 }
 
 /// How the TLS front and the broker check their clients.
