@@ -8,7 +8,8 @@
 //! falling back to a plain string), e.g. `CXPULSE__KAFKA__BROKERS=host:9092`.
 //! Under `kafka.librdkafka`, `_` in a key written in upper case stands for
 //! `.`: `CXPULSE__KAFKA__LIBRDKAFKA__SASL_PASSWORD` sets `sasl.password`
-//! (`CXPULSE__KAFKA__LIBRDKAFKA__sasl.password` too).
+//! (`CXPULSE__KAFKA__LIBRDKAFKA__sasl.password` too), and the value is taken
+//! as written, not parsed as TOML.
 //!
 //! Secrets: no error message holds the value of a secret-looking key
 //! ([`is_secret_key`]); every [`ConfigError`] is built by one function that
@@ -471,18 +472,22 @@ impl Config {
                 .rsplit("__")
                 .next()
                 .is_some_and(|s| !s.chars().any(|c| c.is_ascii_lowercase()));
-            if let [a, b, key] = path.as_mut_slice()
-                && a == "kafka"
-                && b == "librdkafka"
-                && last_upper
-            {
-                *key = key.replace('_', ".");
+            let passthrough =
+                matches!(path.as_slice(), [a, b, _] if a == "kafka" && b == "librdkafka");
+            if passthrough && last_upper {
+                path[2] = path[2].replace('_', ".");
             }
-            let parsed = format!("x = {v}")
-                .parse::<toml::Table>()
-                .ok()
-                .and_then(|mut t| t.remove("x"))
-                .unwrap_or(toml::Value::String(v.clone()));
+            // librdkafka's values are text: taken as written, never read as
+            // TOML (a password `3.10`, `0x1F` or `"x"` stays what it is).
+            let parsed = if passthrough {
+                toml::Value::String(v.clone())
+            } else {
+                format!("x = {v}")
+                    .parse::<toml::Table>()
+                    .ok()
+                    .and_then(|mut t| t.remove("x"))
+                    .unwrap_or(toml::Value::String(v.clone()))
+            };
             set_path(&mut value, &path, parsed).map_err(|m| {
                 config_error(
                     file,
@@ -653,32 +658,31 @@ impl Secrets {
         out
     }
 
-    /// The scalar values under secret-looking keys anywhere in `table`
-    /// (the key's full dotted path is what is matched).
+    /// Every scalar under a secret-looking key anywhere in `table` (the
+    /// key's full dotted path is what is matched; arrays and tables under
+    /// such a key give all their scalars).
     fn in_table(table: &toml::Table) -> Secrets {
-        fn walk(out: &mut Secrets, prefix: &str, t: &toml::Table) {
-            for (k, v) in t {
-                let path = if prefix.is_empty() {
-                    k.clone()
-                } else {
-                    format!("{prefix}.{k}")
-                };
-                match v {
-                    toml::Value::Table(t) => walk(out, &path, t),
-                    toml::Value::Array(_) | toml::Value::Datetime(_) if !is_secret_key(&path) => {}
-                    v if is_secret_key(&path) => {
-                        let text = match v {
-                            toml::Value::String(s) => s.clone(),
-                            other => other.to_string(),
+        fn walk(out: &mut Secrets, path: &str, v: &toml::Value, secret: bool) {
+            match v {
+                toml::Value::Table(t) => {
+                    for (k, v) in t {
+                        let p = if path.is_empty() {
+                            k.clone()
+                        } else {
+                            format!("{path}.{k}")
                         };
-                        out.add(text);
+                        let secret = secret || is_secret_key(&p);
+                        walk(out, &p, v, secret);
                     }
-                    _ => {}
                 }
+                toml::Value::Array(a) => a.iter().for_each(|v| walk(out, path, v, secret)),
+                toml::Value::String(s) if secret => out.add(s.clone()),
+                other if secret => out.add(other.to_string()),
+                _ => {}
             }
         }
         let mut out = Secrets::default();
-        walk(&mut out, "", table);
+        walk(&mut out, "", &toml::Value::Table(table.clone()), false);
         out
     }
 
@@ -920,6 +924,16 @@ mod tests {
         assert_eq!(c.kafka.librdkafka["log_level"], "6");
         assert_eq!(c.kafka.librdkafka["sasl.password"], "27182818");
         assert_eq!(c.kafka.librdkafka["consumer.fetch.max.bytes"], "1000");
+        // Values that TOML would read otherwise stay as written.
+        for v in ["3.10", "0x1F", "1_000", "+5", "\"q\"", "1979-05-27", "[1]"] {
+            let c = Config::from_toml_str(
+                "",
+                "my.toml",
+                env(&[("CXPULSE__KAFKA__LIBRDKAFKA__SASL_PASSWORD", v)]),
+            )
+            .unwrap_or_else(|e| panic!("{v}: {e}"));
+            assert_eq!(c.kafka.librdkafka["sasl.password"], v);
+        }
     }
 
     #[test]
@@ -927,10 +941,10 @@ mod tests {
         // (file text, environment, the key named, the secret not shown)
         type Case<'a> = (&'a str, &'a [(&'a str, &'a str)], &'a str, &'a str);
         let cases: &[Case] = &[
-            // An array where a string is expected, from the environment.
+            // An array where a string is expected.
             (
-                "",
-                &[("CXPULSE__KAFKA__LIBRDKAFKA__sasl.password", "[31415926]")],
+                "[kafka.librdkafka]\n\"sasl.password\" = [31415926]\n",
+                &[],
                 "kafka.librdkafka.sasl.password",
                 "31415926",
             ),
@@ -967,9 +981,9 @@ mod tests {
         }
         // The message still says what is wrong.
         let e = Config::from_toml_str(
-            "",
+            "[kafka.librdkafka]\n\"sasl.password\" = [1]\n",
             "my.toml",
-            env(&[("CXPULSE__KAFKA__LIBRDKAFKA__sasl.password", "[1]")]),
+            env(&[]),
         )
         .unwrap_err();
         assert!(e.message.contains("an array"), "{e}");
@@ -999,6 +1013,14 @@ mod tests {
         assert_eq!(
             s.scrub("p=abcdef q=abc SSL"),
             "p=<redacted> q=<redacted> SSL"
+        );
+        // Arrays and tables under a secret-looking key give all their scalars.
+        let t: toml::Table = "[a]\napi_token = [\"x1\", { y = 22 }]\nother = 333\n"
+            .parse()
+            .expect("toml");
+        assert_eq!(
+            Secrets::in_table(&t).scrub("x1 22 333"),
+            "<redacted> <redacted> 333"
         );
     }
 

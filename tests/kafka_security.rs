@@ -472,43 +472,54 @@ fn failed_scram_authentication_is_not_ready_counted_and_never_shows_the_password
     eprintln!("SCRAM: log: {}", line_with(&log, "unknown-user"));
 }
 
-/// Item 8 through the binary: config errors caused by a secret from the
-/// environment name the key and the file, never the value.
+/// Item 8 through the binary: errors while a secret is set (a numeric
+/// password from the environment) name the key and the file, never the
+/// value, whichever key the error is about.
 #[test]
-fn config_errors_name_the_secret_key_and_the_file_never_the_value() {
+fn config_errors_name_the_key_and_the_file_never_a_secret_value() {
+    const SECRET: &str = "27182818";
     let dir = tempfile::tempdir().expect("tempdir");
     let (cfg, http) = write_config(dir.path(), "cx-bad-secret", "127.0.0.1:9", &[]);
-    for (var, value, key) in [
+    let windows = format!(r#"["1h", "{SECRET}"]"#);
+    let cases: [(&[(&str, &str)], &str, bool); 3] = [
+        // Another key's error would quote the secret: "`27182818` has no unit".
         (
-            "CXPULSE__KAFKA__LIBRDKAFKA__sasl.password",
-            "[27182818]",
-            "kafka.librdkafka.sasl.password",
+            &[
+                ("CXPULSE__KAFKA__LIBRDKAFKA__SASL_PASSWORD", SECRET),
+                ("CXPULSE__ENGINE__WINDOWS", &windows),
+            ],
+            "engine.windows",
+            true,
         ),
+        // librdkafka refuses a secret-looking key's value, quoting it.
         (
-            "CXPULSE__KAFKA__LIBRDKAFKA__ssl.key.password",
-            "{ x = 27182818 }",
-            "kafka.librdkafka.ssl.key.password",
+            &[(
+                "CXPULSE__KAFKA__LIBRDKAFKA__ENABLE_SSL_CERTIFICATE_VERIFICATION",
+                SECRET,
+            )],
+            "kafka.librdkafka.enable.ssl.certificate.verification",
+            false,
         ),
-        // A typo the secret hints do not catch: librdkafka refuses the key;
-        // its value is not shown either.
+        // A typo the secret hints do not catch: librdkafka refuses the key.
         (
-            "CXPULSE__KAFKA__LIBRDKAFKA__sasl.pasword",
-            "27182818",
+            &[("CXPULSE__KAFKA__LIBRDKAFKA__sasl.pasword", SECRET)],
             "kafka.librdkafka.sasl.pasword",
+            false,
         ),
-    ] {
-        let mut cx = EnvRun::start(&cfg, dir.path().join("err.log"), &http, &[(var, value)]);
+    ];
+    for (vars, key, names_file) in cases {
+        let mut cx = EnvRun::start(&cfg, dir.path().join("err.log"), &http, vars);
         let code = cx.exit_code(Duration::from_secs(20));
         let log = cx.log_text();
-        assert_ne!(code, Some(0), "{var}: {log}");
-        assert!(log.contains(key), "{var}: the key is not named:\n{log}");
-        assert!(!log.contains("27182818"), "{var}: the value leaked:\n{log}");
-        eprintln!("{var}: {}", line_with(&log, "error"));
-        if !key.ends_with("pasword") {
+        assert_eq!(code, Some(2), "{vars:?}: {log}");
+        assert!(log.contains(key), "{vars:?}: the key is not named:\n{log}");
+        assert!(!log.contains(SECRET), "{vars:?}: the value leaked:\n{log}");
+        if names_file {
             assert!(
                 log.contains(&cfg.display().to_string()),
-                "{var}: the file is not named:\n{log}"
+                "{vars:?}: the file is not named:\n{log}"
             );
         }
+        eprintln!("{key}: {}", line_with(&log, "error"));
     }
 }
