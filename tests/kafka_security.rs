@@ -481,7 +481,9 @@ fn config_errors_name_the_key_and_the_file_never_a_secret_value() {
     let dir = tempfile::tempdir().expect("tempdir");
     let (cfg, http) = write_config(dir.path(), "cx-bad-secret", "127.0.0.1:9", &[]);
     let windows = format!(r#"["1h", "{SECRET}"]"#);
-    let cases: [(&[(&str, &str)], &str, bool); 3] = [
+    // (environment, the key named, whether the file is named too)
+    type Case<'a> = (&'a [(&'a str, &'a str)], &'a str, bool);
+    let cases: [Case; 3] = [
         // Another key's error would quote the secret: "`27182818` has no unit".
         (
             &[
