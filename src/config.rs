@@ -6,6 +6,14 @@
 //! Environment overrides: `CXPULSE__SECTION__KEY=value` sets `section.key`
 //! (double underscores separate path segments; the value is parsed as TOML,
 //! falling back to a plain string), e.g. `CXPULSE__KAFKA__BROKERS=host:9092`.
+//! Under `kafka.librdkafka`, `_` in a key written in upper case stands for
+//! `.`: `CXPULSE__KAFKA__LIBRDKAFKA__SASL_PASSWORD` sets `sasl.password`
+//! (`CXPULSE__KAFKA__LIBRDKAFKA__sasl.password` too), and the value is taken
+//! as written, not parsed as TOML.
+//!
+//! Secrets: no error message holds the value of a secret-looking key
+//! ([`is_secret_key`]); every [`ConfigError`] is built by one function that
+//! scrubs them.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -231,7 +239,7 @@ impl Default for SlaSection {
     }
 }
 
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct KafkaSection {
     /// `bootstrap.servers`.
@@ -251,7 +259,78 @@ pub struct KafkaSection {
     /// and exits non-zero.
     pub shutdown_timeout: Dur,
     /// Extra librdkafka settings (`security.protocol`, `sasl.*`, `ssl.*`, ...), passed through.
+    /// A number or boolean is taken as its text (`6000`, `true`): librdkafka
+    /// settings are strings, and an environment override such as a numeric
+    /// password arrives as a TOML number.
+    #[serde(deserialize_with = "scalar_strings")]
     pub librdkafka: BTreeMap<String, String>,
+}
+
+/// Field by field, with the passthrough's values redacted where the key looks
+/// secret (see [`is_secret_key`]): a `{:?}` of the config never shows a secret.
+impl fmt::Debug for KafkaSection {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let librdkafka: BTreeMap<&str, &str> = self
+            .librdkafka
+            .iter()
+            .map(|(k, v)| {
+                let v = if is_secret_key(k) {
+                    REDACTED
+                } else {
+                    v.as_str()
+                };
+                (k.as_str(), v)
+            })
+            .collect();
+        f.debug_struct("KafkaSection")
+            .field("brokers", &self.brokers)
+            .field("group_id", &self.group_id)
+            .field("input_topics", &self.input_topics)
+            .field("dead_letter_topic", &self.dead_letter_topic)
+            .field("output_topic", &self.output_topic)
+            .field("alerts_topic", &self.alerts_topic)
+            .field("publish_interval", &self.publish_interval)
+            .field("commit_interval", &self.commit_interval)
+            .field("shutdown_timeout", &self.shutdown_timeout)
+            .field("librdkafka", &librdkafka)
+            .finish()
+    }
+}
+
+/// A map of strings that also takes integers, floats and booleans (as their
+/// text). Anything else is refused with serde's message, which names the type
+/// found (`sequence`, `map`), never the value.
+fn scalar_strings<'de, D: Deserializer<'de>>(d: D) -> Result<BTreeMap<String, String>, D::Error> {
+    struct Scalar(String);
+    impl<'de> Deserialize<'de> for Scalar {
+        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            struct V;
+            impl serde::de::Visitor<'_> for V {
+                type Value = Scalar;
+                fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                    f.write_str("a string, a number or a boolean")
+                }
+                fn visit_str<E>(self, v: &str) -> Result<Scalar, E> {
+                    Ok(Scalar(v.to_string()))
+                }
+                fn visit_i64<E>(self, v: i64) -> Result<Scalar, E> {
+                    Ok(Scalar(v.to_string()))
+                }
+                fn visit_u64<E>(self, v: u64) -> Result<Scalar, E> {
+                    Ok(Scalar(v.to_string()))
+                }
+                fn visit_f64<E>(self, v: f64) -> Result<Scalar, E> {
+                    Ok(Scalar(v.to_string()))
+                }
+                fn visit_bool<E>(self, v: bool) -> Result<Scalar, E> {
+                    Ok(Scalar(v.to_string()))
+                }
+            }
+            d.deserialize_any(V)
+        }
+    }
+    let raw = BTreeMap::<String, Scalar>::deserialize(d)?;
+    Ok(raw.into_iter().map(|(k, v)| (k, v.0)).collect())
 }
 
 impl Default for KafkaSection {
@@ -364,10 +443,13 @@ impl Config {
             .map(|p| p.display().to_string())
             .unwrap_or_else(|| "<defaults>".into());
         let text = match path {
-            Some(p) => std::fs::read_to_string(p).map_err(|e| ConfigError {
-                file: file.clone(),
-                key: "-".into(),
-                message: format!("cannot read: {e}"),
+            Some(p) => std::fs::read_to_string(p).map_err(|e| {
+                config_error(
+                    &file,
+                    "-",
+                    &format!("cannot read: {e}"),
+                    &Secrets::default(),
+                )
             })?,
             None => String::new(),
         };
@@ -379,27 +461,53 @@ impl Config {
         file: &str,
         env: impl IntoIterator<Item = (String, String)>,
     ) -> Result<Config, ConfigError> {
-        let err = |key: &str, message: String| ConfigError {
-            file: file.to_string(),
-            key: key.to_string(),
-            message,
-        };
-        let mut value: toml::Table = text
-            .parse()
-            .map_err(|e: toml::de::Error| err(&span_key(text, &e), e.message().to_string()))?;
+        let mut value: toml::Table = text.parse().map_err(|e: toml::de::Error| {
+            // The parser's message never quotes the text; the secrets of a
+            // file that does not parse are not known, so none is scrubbed.
+            config_error(file, &span_key(text, &e), e.message(), &Secrets::default())
+        })?;
         for (k, v) in env {
             let Some(rest) = k.strip_prefix("CXPULSE__") else {
                 continue;
             };
-            let path: Vec<String> = rest.split("__").map(|s| s.to_ascii_lowercase()).collect();
-            let parsed = format!("x = {v}")
-                .parse::<toml::Table>()
-                .ok()
-                .and_then(|mut t| t.remove("x"))
-                .unwrap_or(toml::Value::String(v.clone()));
-            set_path(&mut value, &path, parsed)
-                .map_err(|m| err(&path.join("."), format!("environment {k}: {m}")))?;
+            let mut path: Vec<String> = rest.split("__").map(|s| s.to_ascii_lowercase()).collect();
+            // A shell variable name cannot hold the dots of librdkafka's
+            // keys: written in upper case, `_` stands for `.`
+            // (CXPULSE__KAFKA__LIBRDKAFKA__SASL_PASSWORD sets `sasl.password`);
+            // written otherwise, the key is taken as it is (`log_level`).
+            let last_upper = rest
+                .rsplit("__")
+                .next()
+                .is_some_and(|s| !s.chars().any(|c| c.is_ascii_lowercase()));
+            let passthrough =
+                matches!(path.as_slice(), [a, b, _] if a == "kafka" && b == "librdkafka");
+            if passthrough && last_upper {
+                path[2] = path[2].replace('_', ".");
+            }
+            // librdkafka's values are text: taken as written, never read as
+            // TOML (a password `3.10`, `0x1F` or `"x"` stays what it is).
+            let parsed = if passthrough {
+                toml::Value::String(v.clone())
+            } else {
+                format!("x = {v}")
+                    .parse::<toml::Table>()
+                    .ok()
+                    .and_then(|mut t| t.remove("x"))
+                    .unwrap_or(toml::Value::String(v.clone()))
+            };
+            set_path(&mut value, &path, parsed).map_err(|m| {
+                config_error(
+                    file,
+                    &path.join("."),
+                    &format!("environment {k}: {m}"),
+                    &Secrets::default(),
+                )
+            })?;
         }
+        // Every message below passes through `config_error`, which never
+        // lets one of these values through.
+        let secrets = Secrets::in_table(&value);
+        let types = value.clone();
         // `[mapping]` is read apart: validation turns it into `Config::mapping`.
         let order: Vec<String> = value.keys().cloned().collect();
         let mapping_section = value.remove("mapping");
@@ -418,7 +526,23 @@ impl Config {
                 "." | "" => prefix.to_string(),
                 _ => format!("{prefix}.{key}"),
             };
-            err(&key, msg)
+            if is_secret_key(&key) {
+                // serde's messages quote the value ("invalid type:
+                // integer `123`"): say what was found, not what it was.
+                let within = if prefix.is_empty() {
+                    Some(&types)
+                } else {
+                    types.get(prefix).and_then(toml::Value::as_table)
+                };
+                let found = within
+                    .and_then(|t| lookup(t, e.path()))
+                    .map_or("a value", type_name);
+                let msg = format!(
+                    "{found} is not accepted here (the value is not shown: the key looks secret)"
+                );
+                return config_error(file, &key, &msg, &secrets);
+            }
+            config_error(file, &key, &msg, &secrets)
         };
         let cfg = serde_path_to_error::deserialize::<_, Config>(toml::Value::Table(value))
             .map_err(|e| serde_err("", e));
@@ -441,7 +565,9 @@ impl Config {
                 return Err(if at(&m.key) < at(&e.key) { m } else { e });
             }
         };
-        cfg.mapping = cfg.validate(&mapping).map_err(|(k, m)| err(&k, m))?;
+        cfg.mapping = cfg
+            .validate(&mapping)
+            .map_err(|(k, m)| config_error(file, &k, &m, &secrets))?;
         Ok(cfg)
     }
 
@@ -533,6 +659,134 @@ impl Config {
         }
         Ok(out)
     }
+}
+
+/// What replaces a secret value in logs and messages.
+pub const REDACTED: &str = "<redacted>";
+
+/// Whether a setting's value may be a secret (passwords, keys, tokens, JAAS
+/// configs, user names): such values never appear in logs, error messages or
+/// on `/metrics`. Matches anywhere in the (dotted) key, case-insensitively.
+pub fn is_secret_key(key: &str) -> bool {
+    const HINTS: &[&str] = &[
+        "password",
+        "secret",
+        "token",
+        "jaas",
+        "pem",
+        "key",
+        "credential",
+        "username",
+        "oauthbearer.config",
+        "certificate",
+    ];
+    let key = key.to_ascii_lowercase();
+    HINTS.iter().any(|h| key.contains(h))
+}
+
+/// The values of the secret-looking keys of a configuration: whatever
+/// message is built from outside text (serde, librdkafka) is passed through
+/// [`Secrets::scrub`] so that none of them can be quoted back.
+#[derive(Clone, Debug, Default)]
+pub struct Secrets(Vec<String>);
+
+impl Secrets {
+    /// The values of secret-looking keys in `pairs`.
+    pub fn in_pairs<'a>(pairs: impl IntoIterator<Item = (&'a String, &'a String)>) -> Secrets {
+        let mut out = Secrets::default();
+        for (k, v) in pairs {
+            if is_secret_key(k) {
+                out.add(v.clone());
+            }
+        }
+        out
+    }
+
+    /// Every scalar under a secret-looking key anywhere in `table` (the
+    /// key's full dotted path is what is matched; arrays and tables under
+    /// such a key give all their scalars).
+    fn in_table(table: &toml::Table) -> Secrets {
+        fn walk(out: &mut Secrets, path: &str, v: &toml::Value, secret: bool) {
+            match v {
+                toml::Value::Table(t) => {
+                    for (k, v) in t {
+                        let p = if path.is_empty() {
+                            k.clone()
+                        } else {
+                            format!("{path}.{k}")
+                        };
+                        let secret = secret || is_secret_key(&p);
+                        walk(out, &p, v, secret);
+                    }
+                }
+                toml::Value::Array(a) => a.iter().for_each(|v| walk(out, path, v, secret)),
+                toml::Value::String(s) if secret => out.add(s.clone()),
+                other if secret => out.add(other.to_string()),
+                _ => {}
+            }
+        }
+        let mut out = Secrets::default();
+        walk(&mut out, "", &toml::Value::Table(table.clone()), false);
+        out
+    }
+
+    fn add(&mut self, v: String) {
+        if !v.is_empty() && !self.0.contains(&v) {
+            self.0.push(v);
+        }
+    }
+
+    /// `text` with every occurrence of every secret replaced by `<redacted>`
+    /// (longest first, so that a secret containing another goes whole).
+    pub fn scrub(&self, text: &str) -> String {
+        let mut secrets: Vec<&String> = self.0.iter().collect();
+        secrets.sort_by_key(|s| std::cmp::Reverse(s.len()));
+        let mut out = text.to_string();
+        for s in secrets {
+            if out.contains(s.as_str()) {
+                out = out.replace(s.as_str(), REDACTED);
+            }
+        }
+        out
+    }
+}
+
+/// The one constructor of [`ConfigError`]: the message is scrubbed of every
+/// secret value of the configuration.
+fn config_error(file: &str, key: &str, message: &str, secrets: &Secrets) -> ConfigError {
+    ConfigError {
+        file: file.to_string(),
+        key: key.to_string(),
+        message: secrets.scrub(message),
+    }
+}
+
+/// "an integer", "a string", ... for messages that must not quote a value.
+fn type_name(v: &toml::Value) -> &'static str {
+    match v {
+        toml::Value::String(_) => "a string",
+        toml::Value::Integer(_) => "an integer",
+        toml::Value::Float(_) => "a float",
+        toml::Value::Boolean(_) => "a boolean",
+        toml::Value::Datetime(_) => "a date-time",
+        toml::Value::Array(_) => "an array",
+        toml::Value::Table(_) => "a table",
+    }
+}
+
+/// The value at a serde path in `table`, if there is one.
+fn lookup<'a>(table: &'a toml::Table, path: &serde_path_to_error::Path) -> Option<&'a toml::Value> {
+    use serde_path_to_error::Segment;
+    let mut segments = path.iter();
+    let first = match segments.next()? {
+        Segment::Map { key } => table.get(key)?,
+        _ => return None,
+    };
+    segments.try_fold(first, |v, seg| match (v, seg) {
+        (toml::Value::Table(t), Segment::Map { key }) => t.get(key),
+        (toml::Value::Array(a), Segment::Seq { index }) => a.get(*index),
+        _ => None,
+    })
 }
 
 fn set_path(table: &mut toml::Table, path: &[String], v: toml::Value) -> Result<(), String> {
@@ -666,6 +920,152 @@ mod tests {
         let e =
             Config::from_toml_str("[sla]\nat_risk_share = 2.0\n", "my.toml", env(&[])).unwrap_err();
         assert_eq!(e.key, "sla.at_risk_share");
+    }
+
+    /// The leak of issue 11: a numeric `sasl.password` from the environment
+    /// is a TOML integer; it used to be quoted in the type error.
+    #[test]
+    fn a_numeric_password_from_the_environment_is_taken_as_text() {
+        let c = Config::from_toml_str(
+            "",
+            "my.toml",
+            env(&[
+                ("CXPULSE__KAFKA__LIBRDKAFKA__sasl.password", "31415926"),
+                ("CXPULSE__KAFKA__LIBRDKAFKA__session.timeout.ms", "6000"),
+                (
+                    "CXPULSE__KAFKA__LIBRDKAFKA__enable.ssl.certificate.verification",
+                    "true",
+                ),
+            ]),
+        )
+        .expect("numbers and booleans are accepted as librdkafka values");
+        assert_eq!(c.kafka.librdkafka["sasl.password"], "31415926");
+        assert_eq!(c.kafka.librdkafka["session.timeout.ms"], "6000");
+        assert_eq!(
+            c.kafka.librdkafka["enable.ssl.certificate.verification"],
+            "true"
+        );
+        let debug = format!("{c:?}");
+        assert!(!debug.contains("31415926"), "{debug}");
+        assert!(
+            debug.contains("\"sasl.password\": \"<redacted>\""),
+            "{debug}"
+        );
+        // The shell-friendly spelling of the same key.
+        let c = Config::from_toml_str(
+            "",
+            "my.toml",
+            env(&[
+                ("CXPULSE__KAFKA__LIBRDKAFKA__SASL_PASSWORD", "27182818"),
+                (
+                    "CXPULSE__KAFKA__LIBRDKAFKA__CONSUMER_FETCH_MAX_BYTES",
+                    "1000",
+                ),
+                ("CXPULSE__KAFKA__LIBRDKAFKA__log_level", "6"),
+            ]),
+        )
+        .expect("valid");
+        assert_eq!(c.kafka.librdkafka["log_level"], "6");
+        assert_eq!(c.kafka.librdkafka["sasl.password"], "27182818");
+        assert_eq!(c.kafka.librdkafka["consumer.fetch.max.bytes"], "1000");
+        // Values that TOML would read otherwise stay as written.
+        for v in ["3.10", "0x1F", "1_000", "+5", "\"q\"", "1979-05-27", "[1]"] {
+            let c = Config::from_toml_str(
+                "",
+                "my.toml",
+                env(&[("CXPULSE__KAFKA__LIBRDKAFKA__SASL_PASSWORD", v)]),
+            )
+            .unwrap_or_else(|e| panic!("{v}: {e}"));
+            assert_eq!(c.kafka.librdkafka["sasl.password"], v);
+        }
+    }
+
+    #[test]
+    fn errors_name_a_secret_key_and_the_file_but_never_its_value() {
+        // (file text, environment, the key named, the secret not shown)
+        type Case<'a> = (&'a str, &'a [(&'a str, &'a str)], &'a str, &'a str);
+        let cases: &[Case] = &[
+            // An array where a string is expected.
+            (
+                "[kafka.librdkafka]\n\"sasl.password\" = [31415926]\n",
+                &[],
+                "kafka.librdkafka.sasl.password",
+                "31415926",
+            ),
+            // A table, from the file.
+            (
+                "[kafka.librdkafka]\n\"ssl.key.password\" = { v = \"hunter2hunter2\" }\n",
+                &[],
+                "kafka.librdkafka.ssl.key.password",
+                "hunter2hunter2",
+            ),
+            // A secret-looking key where there is no such key, numeric.
+            (
+                "[kafka]\napi_token = 27182818\n",
+                &[],
+                "kafka.api_token",
+                "27182818",
+            ),
+            // A secret next to an unrelated error: scrubbed from every message.
+            (
+                "[engine]\nwindows = [\"1h\", \"s3cr3tp4ss\"]\n",
+                &[("CXPULSE__KAFKA__LIBRDKAFKA__sasl.password", "s3cr3tp4ss")],
+                "engine.windows",
+                "s3cr3tp4ss",
+            ),
+        ];
+        for (text, vars, key, secret) in cases {
+            let e = Config::from_toml_str(text, "my.toml", env(vars)).unwrap_err();
+            let shown = e.to_string();
+            assert_eq!(e.key, *key, "{shown}");
+            assert!(shown.contains("my.toml"), "{shown}");
+            assert!(shown.contains(key), "{shown}");
+            assert!(!shown.contains(secret), "{secret} leaked: {shown}");
+            assert!(!format!("{e:?}").contains(secret), "{secret} leaked: {e:?}");
+        }
+        // The message still says what is wrong.
+        let e = Config::from_toml_str(
+            "[kafka.librdkafka]\n\"sasl.password\" = [1]\n",
+            "my.toml",
+            env(&[]),
+        )
+        .unwrap_err();
+        assert!(e.message.contains("an array"), "{e}");
+    }
+
+    #[test]
+    fn secret_keys_and_scrubbing() {
+        for key in [
+            "sasl.password",
+            "ssl.key.password",
+            "ssl.keystore.password",
+            "sasl.oauthbearer.client.secret",
+            "SASL.USERNAME",
+            "ssl.key.pem",
+            "kafka.api_token",
+        ] {
+            assert!(is_secret_key(key), "{key}");
+        }
+        for key in ["security.protocol", "sasl.mechanisms", "ssl.ca.location"] {
+            assert!(!is_secret_key(key), "{key}");
+        }
+        let s = Secrets::in_pairs(&BTreeMap::from([
+            ("sasl.password".to_string(), "abc".to_string()),
+            ("ssl.key.password".to_string(), "abcdef".to_string()),
+            ("security.protocol".to_string(), "SSL".to_string()),
+        ]));
+        assert_eq!(
+            s.scrub("p=abcdef q=abc SSL"),
+            "p=<redacted> q=<redacted> SSL"
+        );
+        // Arrays and tables under a secret-looking key give all their scalars.
+        let t: toml::Table = "[a]\napi_token = [\"x1\", { y = 22 }]\nother = 333\n"
+            .parse()
+            .expect("toml");
+        assert_eq!(
+            Secrets::in_table(&t).scrub("x1 22 333"),
+            "<redacted> <redacted> 333"
+        );
     }
 
     #[test]

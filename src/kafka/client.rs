@@ -11,8 +11,13 @@
 use std::collections::BTreeMap;
 
 use rdkafka::ClientConfig;
+use rdkafka::client::ClientContext;
+use rdkafka::config::FromClientConfigAndContext;
+use rdkafka::error::KafkaError;
 
-use crate::config::KafkaSection;
+use crate::config::{KafkaSection, REDACTED, Secrets};
+
+pub use crate::config::is_secret_key as is_sensitive;
 
 /// Which client a settings map is for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -48,15 +53,18 @@ const MANAGED: &[(&str, &str)] = &[
     ),
 ];
 
-/// A passthrough key cxpulse cannot accept.
+/// A passthrough setting cxpulse or librdkafka cannot accept: one cxpulse
+/// manages itself, or one librdkafka refuses (unknown key, invalid value).
+/// The message never holds the value of a secret-looking key.
 #[derive(Debug, thiserror::Error)]
 #[error("kafka.librdkafka.{key}: {why}")]
 pub struct ManagedKey {
     pub key: String,
-    pub why: &'static str,
+    pub why: String,
 }
 
-/// The full librdkafka settings for `role`: defaults, then passthrough.
+/// The full librdkafka settings for `role`: defaults, then passthrough,
+/// checked by librdkafka itself (every key known, every value valid).
 pub fn settings(k: &KafkaSection, role: Role) -> Result<BTreeMap<String, String>, ManagedKey> {
     let mut m: BTreeMap<String, String> = BTreeMap::new();
     let mut set = |key: &str, v: &str| {
@@ -108,12 +116,44 @@ pub fn settings(k: &KafkaSection, role: Role) -> Result<BTreeMap<String, String>
         if let Some((_, why)) = MANAGED.iter().find(|(mk, _)| *mk == bare) {
             return Err(ManagedKey {
                 key: key.clone(),
-                why,
+                why: why.to_string(),
             });
         }
         m.insert(bare.to_string(), value.clone());
     }
+    // librdkafka's own check of every key and value (no client is started).
+    if let Err(e) = client_config(&m).create_native_config() {
+        let secrets = Secrets::in_pairs(&m);
+        return Err(match e {
+            KafkaError::ClientConfig(_, desc, key, _value) => ManagedKey {
+                // The passthrough key as written (with its prefix, if any).
+                key: k
+                    .librdkafka
+                    .keys()
+                    .find(|pk| pk.strip_prefix(role.prefix()).unwrap_or(pk) == key)
+                    .cloned()
+                    .unwrap_or(key),
+                why: secrets.scrub(&desc),
+            },
+            other => ManagedKey {
+                key: "-".into(),
+                why: secrets.scrub(&other.to_string()),
+            },
+        });
+    }
     Ok(m)
+}
+
+/// Creates a client from a settings map; librdkafka's error, if any, with
+/// every secret value of the map replaced by `<redacted>`.
+pub fn create<C, T>(settings: &BTreeMap<String, String>, context: C) -> anyhow::Result<T>
+where
+    C: ClientContext,
+    T: FromClientConfigAndContext<C>,
+{
+    client_config(settings)
+        .create_with_context(context)
+        .map_err(|e| anyhow::anyhow!(Secrets::in_pairs(settings).scrub(&e.to_string())))
 }
 
 /// The rdkafka config for a settings map.
@@ -125,32 +165,13 @@ pub fn client_config(settings: &BTreeMap<String, String>) -> ClientConfig {
     c
 }
 
-/// Whether a setting's value may be a secret (passwords, keys, tokens, JAAS
-/// configs, user names): such values never appear in logs or on `/metrics`.
-pub fn is_sensitive(key: &str) -> bool {
-    const HINTS: &[&str] = &[
-        "password",
-        "secret",
-        "token",
-        "jaas",
-        "pem",
-        "key",
-        "credential",
-        "username",
-        "oauthbearer.config",
-        "certificate",
-    ];
-    let key = key.to_ascii_lowercase();
-    HINTS.iter().any(|h| key.contains(h))
-}
-
 /// `key=value, ...` with sensitive values replaced by `<redacted>`.
 pub fn redacted(settings: &BTreeMap<String, String>) -> String {
     settings
         .iter()
         .map(|(k, v)| {
             if is_sensitive(k) {
-                format!("{k}=<redacted>")
+                format!("{k}={REDACTED}")
             } else {
                 format!("{k}={v}")
             }
@@ -206,6 +227,124 @@ mod tests {
     }
 
     #[test]
+    fn librdkafka_refusals_name_the_key_never_a_secret_value() {
+        // An unknown key (a typo the secret hints do not catch): librdkafka's
+        // own check, naming the key as written; rdkafka's error would print
+        // the value, the message here does not.
+        let err = settings(
+            &section(&[("consumer.sasl.pasword", "hunter2hunter2")]),
+            Role::Consumer,
+        )
+        .unwrap_err();
+        assert_eq!(err.key, "consumer.sasl.pasword", "{err}");
+        assert!(!err.to_string().contains("hunter2"), "{err}");
+        // An invalid value that is not secret stays readable.
+        let err = settings(&section(&[("security.protocol", "SSSL")]), Role::Producer).unwrap_err();
+        assert_eq!(err.key, "security.protocol", "{err}");
+        assert!(err.to_string().contains("SSSL"), "{err}");
+        // Client creation: librdkafka quotes the mechanism, which here is
+        // also the password; every secret value is scrubbed.
+        let m = settings(
+            &section(&[
+                ("security.protocol", "SASL_SSL"),
+                ("sasl.mechanisms", "hunter2hunter2"),
+                ("sasl.password", "hunter2hunter2"),
+            ]),
+            Role::Producer,
+        )
+        .unwrap();
+        let err = create::<_, rdkafka::producer::BaseProducer>(
+            &m,
+            rdkafka::producer::DefaultProducerContext,
+        )
+        .err()
+        .expect("an unknown SASL mechanism is refused");
+        let shown = err.to_string();
+        assert!(!shown.contains("hunter2"), "{shown}");
+        assert!(shown.contains("<redacted>"), "{shown}");
+    }
+
+    /// The secured-cluster examples in `config/`: loaded with their secrets
+    /// from the environment, accepted by librdkafka, and holding no secret.
+    #[test]
+    fn secured_cluster_examples_load_with_secrets_from_the_environment() {
+        use crate::config::{Config, is_secret_key};
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config");
+        let cases = [
+            ("kafka-confluent-cloud.toml", "SASL_SSL", Some("PLAIN")),
+            ("kafka-msk-scram.toml", "SASL_SSL", Some("SCRAM-SHA-512")),
+            ("kafka-msk-tls.toml", "SSL", None),
+            ("kafka-aiven-mtls.toml", "SSL", None),
+        ];
+        for (name, protocol, mechanism) in cases {
+            let path = dir.join(name);
+            let text = std::fs::read_to_string(&path).expect("example exists");
+            for line in text.lines().filter(|l| !l.trim_start().starts_with('#')) {
+                if let Some((k, _)) = line.split_once('=') {
+                    let k = k.trim().trim_matches('"');
+                    assert!(
+                        !is_secret_key(k) || k.ends_with(".location"),
+                        "{name}: a secret in the file: {line}"
+                    );
+                }
+            }
+            let env = [
+                ("CXPULSE__KAFKA__BROKERS", "broker-1.example:9096"),
+                ("CXPULSE__KAFKA__LIBRDKAFKA__SASL_USERNAME", "cxpulse"),
+                ("CXPULSE__KAFKA__LIBRDKAFKA__SASL_PASSWORD", "1234567890"),
+            ]
+            .map(|(k, v)| (k.to_string(), v.to_string()));
+            let env = if mechanism.is_some() {
+                &env[..]
+            } else {
+                &env[..1]
+            };
+            let c =
+                Config::load(Some(&path), env.to_vec()).unwrap_or_else(|e| panic!("{name}: {e}"));
+            assert_eq!(c.kafka.brokers, "broker-1.example:9096", "{name}");
+            for role in [Role::Consumer, Role::Producer] {
+                let m = settings(&c.kafka, role).unwrap_or_else(|e| panic!("{name}: {e}"));
+                assert_eq!(m["security.protocol"], protocol, "{name}");
+                assert_eq!(m.get("sasl.mechanisms").map(String::as_str), mechanism);
+                if mechanism.is_some() {
+                    assert_eq!(m["sasl.password"], "1234567890", "{name}");
+                    assert!(!redacted(&m).contains("1234567890"), "{name}");
+                } else {
+                    assert!(m.contains_key("ssl.certificate.location"), "{name}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn tls_and_sasl_are_compiled_in() {
+        // Refused at client creation by a build without OpenSSL ("OpenSSL
+        // not available at build time").
+        for (protocol, mechanism) in [
+            ("SSL", "PLAIN"),
+            ("SASL_SSL", "PLAIN"),
+            ("SASL_SSL", "SCRAM-SHA-512"),
+            ("SASL_PLAINTEXT", "SCRAM-SHA-256"),
+        ] {
+            let m = settings(
+                &section(&[
+                    ("security.protocol", protocol),
+                    ("sasl.mechanisms", mechanism),
+                    ("sasl.username", "u"),
+                    ("sasl.password", "p"),
+                ]),
+                Role::Producer,
+            )
+            .unwrap();
+            let p: anyhow::Result<rdkafka::producer::BaseProducer> =
+                create(&m, rdkafka::producer::DefaultProducerContext);
+            if let Err(e) = p {
+                panic!("{protocol}/{mechanism}: {e}");
+            }
+        }
+    }
+
+    #[test]
     fn secrets_are_redacted_in_the_log_rendering() {
         let k = section(&[
             ("sasl.password", "hunter2"),
@@ -215,7 +354,7 @@ mod tests {
             ("sasl.jaas.config", "x required password=\"p\""),
             ("security.protocol", "SASL_SSL"),
         ]);
-        let text = redacted(&settings(&k, Role::Consumer).unwrap());
+        let text = redacted(&k.librdkafka);
         for secret in ["hunter2", "alice", "BEGIN", "s3", "required"] {
             assert!(!text.contains(secret), "{secret} leaked: {text}");
         }

@@ -61,6 +61,13 @@ impl ClientContext for ConsumerCtx {
     }
 
     fn error(&self, error: KafkaError, reason: &str) {
+        // "All brokers down" follows the error that brought them down:
+        // `/readyz` names that one.
+        if let Some(code) = error.rdkafka_error_code()
+            && code != RDKafkaErrorCode::AllBrokersDown
+        {
+            self.live.client_error(&format!("{code:?}"));
+        }
         client_error("consumer", &self.brokers, &error, reason);
     }
 

@@ -51,6 +51,9 @@ struct Inner {
     /// The brokers that the latest statistics showed up but not answering
     /// (see [`STALLED_AFTER`]), described for `/readyz` and the log.
     stalled: Option<String>,
+    /// The code of the latest librdkafka client error (`Authentication`,
+    /// `SSL`, ...), named by `/readyz` until a broker connection is up.
+    last_error: Option<String>,
 }
 
 impl LiveState {
@@ -84,6 +87,12 @@ impl LiveState {
         telemetry::metrics()
             .assigned_partitions
             .set(g.assigned.len() as i64);
+    }
+
+    /// Remembers the code of a librdkafka client error (never its text,
+    /// which `/readyz` does not show).
+    pub fn client_error(&self, code: &str) {
+        self.lock().last_error = Some(code.to_string());
     }
 
     /// Takes one librdkafka statistics document. Returns the change of
@@ -139,6 +148,9 @@ impl LiveState {
             _ => {}
         }
         g.stalled = stalled;
+        if connected {
+            g.last_error = None;
+        }
         let changed = (g.connected != Some(connected)).then_some(connected);
         g.connected = Some(connected);
         changed
@@ -148,9 +160,12 @@ impl LiveState {
     /// summed lag known and at most `max_lag`; else the reason.
     pub fn readiness(&self, max_lag: u64) -> Result<(), String> {
         let g = self.lock();
+        let last = g.last_error.as_ref().map_or(String::new(), |c| {
+            format!(" (last Kafka client error: {c})")
+        });
         match g.connected {
-            None => return Err("no Kafka statistics yet (not connected)".into()),
-            Some(false) => return Err("not connected to any Kafka broker".into()),
+            None => return Err(format!("no Kafka statistics yet (not connected){last}")),
+            Some(false) => return Err(format!("not connected to any Kafka broker{last}")),
             Some(true) => {}
         }
         if let Some(s) = &g.stalled {
@@ -358,5 +373,22 @@ mod tests {
         live.assign(&[("other".into(), 0)]);
         live.apply_stats(stats(0, 0, 0, "UP").as_bytes());
         assert!(live.readiness(0).unwrap_err().contains("not known"));
+    }
+
+    #[test]
+    fn not_ready_names_the_last_client_error_until_a_broker_is_up() {
+        let live = LiveState::new();
+        live.client_error("Authentication");
+        live.apply_stats(stats(0, 0, 0, "AUTH_REQ").as_bytes());
+        assert_eq!(
+            live.readiness(0).unwrap_err(),
+            "not connected to any Kafka broker (last Kafka client error: Authentication)"
+        );
+        live.apply_stats(stats(0, 0, 0, "UP").as_bytes());
+        live.apply_stats(stats(0, 0, 0, "DOWN").as_bytes());
+        assert_eq!(
+            live.readiness(0).unwrap_err(),
+            "not connected to any Kafka broker"
+        );
     }
 }

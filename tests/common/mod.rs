@@ -29,6 +29,7 @@ pub mod config;
 pub mod input;
 pub mod process;
 pub mod prom;
+pub mod secure;
 pub mod tools;
 pub mod web;
 

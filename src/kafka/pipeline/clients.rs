@@ -42,18 +42,22 @@ pub fn build(
         topics: None,
     }
     .emit();
-    let consumer: StreamConsumer<ConsumerCtx> = client::client_config(&consumer_settings)
-        .create_with_context(ConsumerCtx {
+    let consumer: StreamConsumer<ConsumerCtx> = client::create(
+        &consumer_settings,
+        ConsumerCtx {
             live: live.clone(),
             book: book.clone(),
             brokers: k.brokers.clone(),
-        })
-        .context("cannot create the Kafka consumer")?;
-    let producer: FutureProducer<ProducerCtx> = client::client_config(&producer_settings)
-        .create_with_context(ProducerCtx {
+        },
+    )
+    .context("cannot create the Kafka consumer")?;
+    let producer: FutureProducer<ProducerCtx> = client::create(
+        &producer_settings,
+        ProducerCtx {
             brokers: k.brokers.clone(),
-        })
-        .context("cannot create the Kafka producer")?;
+        },
+    )
+    .context("cannot create the Kafka producer")?;
     let topics: Vec<&str> = k.input_topics.iter().map(String::as_str).collect();
     consumer
         .subscribe(&topics)
