@@ -25,4 +25,5 @@ pub mod kafka;
 pub mod metrics;
 pub mod replay;
 pub mod run;
+pub mod state;
 pub mod telemetry;

@@ -18,7 +18,7 @@ fn cfg(toml: &str) -> Config {
 }
 
 fn engine(toml: &str) -> Engine {
-    Engine::new(&cfg(toml))
+    Engine::new(cfg(toml).params().expect("valid test config"))
 }
 
 struct E<'a> {
@@ -1144,9 +1144,9 @@ fn compaction_is_lossless_and_returning_users_are_recognised() {
     let events = comeback_stream(7);
     assert!(events.len() > 5_000, "{} events", events.len());
     let c = cfg(COMPACTION_CFG);
-    assert_eq!(Params::from_config(&c).compact_after, 36 * DAY);
-    let mut compacting = Engine::new(&c);
-    let mut full = Engine::new(&c);
+    assert_eq!(c.params().unwrap().compact_after, 36 * DAY);
+    let mut compacting = Engine::new(c.params().unwrap());
+    let mut full = Engine::new(c.params().unwrap());
     full.prm.compact_after = Millis::MAX / 4;
     let mut max_compacted = 0;
     let mut rehydrated = 0;
@@ -1196,7 +1196,7 @@ fn compaction_is_lossless_and_returning_users_are_recognised() {
     assert!(compacting.state_bytes() < full.state_bytes());
     // The compacted state survives a snapshot.
     let bytes = compacting.snapshot();
-    let restored = Engine::restore(&c, &bytes).expect("restore");
+    let restored = Engine::restore(c.params().unwrap(), &bytes).expect("restore");
     assert_eq!(restored.snapshot(), bytes);
     assert_eq!(comparable(&restored), comparable(&compacting));
     assert_eq!(restored.compacted_users(), compacting.compacted_users());

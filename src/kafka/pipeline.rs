@@ -328,8 +328,9 @@ type Restored = (CheckpointStore, Vec<SavedOffset>);
 /// `checkpoint.on_corrupt = "fail"` and a checkpoint file is refused.
 fn restore(cfg: &Config) -> anyhow::Result<(Engine, Option<Restored>)> {
     let c = &cfg.checkpoint;
+    let prm = cfg.params()?;
     if c.dir.is_empty() {
-        return Ok((Engine::new(cfg), None));
+        return Ok((Engine::new(prm), None));
     }
     let store = CheckpointStore::new(&c.dir, c.keep);
     let loaded = match c.on_corrupt {
@@ -358,10 +359,10 @@ fn restore(cfg: &Config) -> anyhow::Result<(Engine, Option<Restored>)> {
             error = %e,
             "newest checkpoint refused and checkpoint.on_corrupt = \"empty\": STARTING WITH EMPTY STATE from the committed offsets"
         );
-        return Ok((Engine::new(cfg), Some((store, Vec::new()))));
+        return Ok((Engine::new(prm.clone()), Some((store, Vec::new()))));
     }
     match loaded.checkpoint {
-        Some((path, cp)) => match Engine::restore(cfg, &cp.engine) {
+        Some((path, cp)) => match Engine::restore(prm.clone(), &cp.engine) {
             Ok(engine) => {
                 let offsets = cp
                     .offsets
@@ -389,7 +390,7 @@ fn restore(cfg: &Config) -> anyhow::Result<(Engine, Option<Restored>)> {
                     error = %e,
                     "checkpoint cannot be restored under this config: STARTING WITH EMPTY STATE from the committed offsets"
                 );
-                Ok((Engine::new(cfg), Some((store, Vec::new()))))
+                Ok((Engine::new(prm.clone()), Some((store, Vec::new()))))
             }
         },
         None if !loaded.rejected.is_empty() => {
@@ -398,11 +399,11 @@ fn restore(cfg: &Config) -> anyhow::Result<(Engine, Option<Restored>)> {
                 refused = loaded.rejected.len(),
                 "no usable checkpoint: STARTING WITH EMPTY STATE from the committed offsets"
             );
-            Ok((Engine::new(cfg), Some((store, Vec::new()))))
+            Ok((Engine::new(prm.clone()), Some((store, Vec::new()))))
         }
         None => {
             info!(dir = %store.dir().display(), "no checkpoint yet: starting with empty state");
-            Ok((Engine::new(cfg), Some((store, Vec::new()))))
+            Ok((Engine::new(prm.clone()), Some((store, Vec::new()))))
         }
     }
 }
