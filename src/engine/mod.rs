@@ -408,4 +408,6 @@ fn intern_user(part: &mut Partition, ev: &Event<'_>) -> users::UserIdx {
 }
 
 #[cfg(test)]
+pub(crate) mod testkit;
+#[cfg(test)]
 mod tests;

@@ -25,12 +25,55 @@ use crate::state::params::{Params, day_of};
 use crate::state::tickets::Tickets;
 use crate::state::users::{NEVER, UserIdx, Users};
 
-/// A timer of one family. The order (by instant, then kind) is the order
-/// timers at the same instant fire in.
+/// A timer of one family, flattened (so a [`Timer`] is 16 bytes). The
+/// order (by instant, then kind) is the order timers at the same instant
+/// fire in.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub enum TimerKind {
+    Churn(UserIdx),
+    PostSupport { user: UserIdx, negative: bool },
+    FirstResponse(u32),
+    Resolution(u32),
+}
+
+/// A timer as its family sees it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FamilyTimer {
     Retention(retention::Timer),
     Support(support::Timer),
+}
+
+impl TimerKind {
+    pub fn family(self) -> FamilyTimer {
+        match self {
+            TimerKind::Churn(u) => FamilyTimer::Retention(retention::Timer::Churn(u)),
+            TimerKind::PostSupport { user, negative } => {
+                FamilyTimer::Retention(retention::Timer::PostSupport { user, negative })
+            }
+            TimerKind::FirstResponse(t) => FamilyTimer::Support(support::Timer::FirstResponse(t)),
+            TimerKind::Resolution(t) => FamilyTimer::Support(support::Timer::Resolution(t)),
+        }
+    }
+}
+
+impl From<retention::Timer> for TimerKind {
+    fn from(t: retention::Timer) -> TimerKind {
+        match t {
+            retention::Timer::Churn(u) => TimerKind::Churn(u),
+            retention::Timer::PostSupport { user, negative } => {
+                TimerKind::PostSupport { user, negative }
+            }
+        }
+    }
+}
+
+impl From<support::Timer> for TimerKind {
+    fn from(t: support::Timer) -> TimerKind {
+        match t {
+            support::Timer::FirstResponse(t) => TimerKind::FirstResponse(t),
+            support::Timer::Resolution(t) => TimerKind::Resolution(t),
+        }
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -135,11 +178,11 @@ impl Partition {
         self.users.compact(day_of(cutoff) as u32, &pinned);
     }
 
-    fn schedule<K>(&mut self, due: Option<Due<K>>, kind: fn(K) -> TimerKind) {
+    fn schedule<K: Into<TimerKind>>(&mut self, due: Option<Due<K>>) {
         if let Some(d) = due {
             self.timers.push(Reverse(Timer {
                 instant: d.at,
-                kind: kind(d.kind),
+                kind: d.kind.into(),
             }));
         }
     }
@@ -173,7 +216,7 @@ impl Partition {
             PendingBody::Rated { user, ratings } => {
                 f.surveys.rated(b, ratings);
                 let due = retention::State::on_rated(user, ratings.csat, ts, prm);
-                self.schedule(due, TimerKind::Retention);
+                self.schedule(due);
             }
             PendingBody::Support {
                 user,
@@ -192,7 +235,7 @@ impl Partition {
                     prm,
                 );
                 for d in due {
-                    self.schedule(d, TimerKind::Support);
+                    self.schedule(d);
                 }
             }
         }
@@ -204,20 +247,20 @@ impl Partition {
         let was_customer = u.is_customer();
         let due = self.families.retention.on_activity(user, u, ts, prm);
         scan::activity(u, was_customer, ts, prm);
-        self.schedule(due, TimerKind::Retention);
+        self.schedule(due);
     }
 
     fn fire(&mut self, timer: Timer, now: Millis, prm: &Params, alerts: &mut Vec<BreachAlert>) {
         let at = timer.instant;
         let f = &mut self.families;
-        match timer.kind {
-            TimerKind::Retention(k) => {
+        match timer.kind.family() {
+            FamilyTimer::Retention(k) => {
                 let due = f.retention.fire(k, at, &mut self.users, prm);
-                self.schedule(due, TimerKind::Retention);
+                self.schedule(due);
             }
-            TimerKind::Support(k) => {
+            FamilyTimer::Support(k) => {
                 let fired = f.support.fire(&mut self.tickets, k, at, prm);
-                self.schedule(fired.due, TimerKind::Support);
+                self.schedule(fired.due);
                 if let Some(kind) = fired.breach {
                     let (support::Timer::FirstResponse(ticket)
                     | support::Timer::Resolution(ticket)) = k;

@@ -9,7 +9,7 @@
 
 use std::cmp::Reverse;
 
-use super::partition::{Partition, Timer, TimerKind};
+use super::partition::{FamilyTimer, Partition, Timer, TimerKind};
 use super::pending::{Pending, PendingBody};
 use super::{Engine, EventCounts};
 use crate::event::{Ratings, SupportAction};
@@ -273,12 +273,12 @@ fn write_partition(w: &mut W, p: &Partition) {
     w.len(timers.len());
     for t in timers {
         w.i64(t.instant);
-        match t.kind {
-            TimerKind::Retention(k) => {
+        match t.kind.family() {
+            FamilyTimer::Retention(k) => {
                 w.u8(0);
                 k.write(w);
             }
-            TimerKind::Support(k) => {
+            FamilyTimer::Support(k) => {
                 w.u8(1);
                 k.write(w);
             }
@@ -442,8 +442,8 @@ fn read_partition(r: &mut R<'_>) -> Result<Partition, SnapshotError> {
     for _ in 0..n {
         let instant = r.i64()?;
         let kind = match r.u8()? {
-            0 => TimerKind::Retention(retention::Timer::read(r, users_n)?),
-            1 => TimerKind::Support(support::Timer::read(r, tickets_n)?),
+            0 => TimerKind::from(retention::Timer::read(r, users_n)?),
+            1 => TimerKind::from(support::Timer::read(r, tickets_n)?),
             _ => return Err(SnapshotError::Invalid("timer")),
         };
         p.timers.push(Reverse(Timer { instant, kind }));

@@ -309,3 +309,6 @@ impl Partial {
         ]);
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -232,25 +232,4 @@ pub fn nps_interval(promoters: f64, detractors: f64, n: f64) -> Option<(f64, f64
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn wilson_interval_matches_hand_computation() {
-        // p = 0.8, n = 10: centre = 0.8 + 0.19208 = 0.99208; half = 1.96*sqrt(0.016 + 0.0096040) = 0.31363
-        // den = 1.38416 -> (0.49009, 0.94330)
-        let (lo, hi) = wilson(8.0, 10.0).unwrap();
-        assert!((lo - 0.49016).abs() < 1e-4, "{lo}");
-        assert!((hi - 0.94332).abs() < 1e-4, "{hi}");
-        assert!(wilson(0.0, 0.0).is_none());
-    }
-
-    #[test]
-    fn nps_interval_matches_hand_computation() {
-        // 6 promoters, 2 detractors, 10 answers: n'=13, pp=6.75/13=0.51923, pd=2.75/13=0.21154,
-        // c=0.30769, se=sqrt((0.73077-0.09467)/13)=0.22120 -> 100*(c -+ 1.96 se) = (-12.59, 74.13)
-        let (lo, hi) = nps_interval(6.0, 2.0, 10.0).unwrap();
-        assert!((lo - -12.59).abs() < 0.05, "{lo}");
-        assert!((hi - 74.13).abs() < 0.05, "{hi}");
-    }
-}
+mod tests;

@@ -323,3 +323,6 @@ impl Partial {
         ChurnRatios(ratios)
     }
 }
+
+#[cfg(test)]
+mod tests;

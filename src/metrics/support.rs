@@ -648,3 +648,6 @@ fn histogram_family(
     }
     f
 }
+
+#[cfg(test)]
+mod tests;

@@ -197,3 +197,6 @@ fn push_bounds(lo: &mut Family, hi: &mut Family, l: &[(&str, &str)], b: Option<(
         }
     }
 }
+
+#[cfg(test)]
+mod tests;
