@@ -15,6 +15,7 @@ use super::{Ctx, Due, add_into};
 use crate::event::{Millis, Priority, SupportAction};
 use crate::export::{Family, Kind, format_value};
 use crate::state::codec::{R, SnapshotError, W};
+use crate::state::histogram::SecondsHistogram;
 use crate::state::params::Params;
 use crate::state::ring::{Bucket, Ring};
 use crate::state::tickets::{Decision, Tickets};
@@ -92,57 +93,6 @@ impl Timer {
             1 => Ok(Timer::Resolution(t)),
             _ => Err(SnapshotError::Invalid("timer")),
         }
-    }
-}
-
-/// A cumulative Prometheus histogram in seconds.
-#[derive(Clone, Debug, Default, PartialEq)]
-pub struct SecondsHistogram {
-    pub counts: Vec<u64>,
-    pub sum: f64,
-    pub count: u64,
-}
-
-impl SecondsHistogram {
-    fn observe(&mut self, bounds: &[f64], secs: f64) {
-        if self.counts.len() != bounds.len() {
-            self.counts = vec![0; bounds.len()];
-        }
-        for (c, b) in self.counts.iter_mut().zip(bounds) {
-            if secs <= *b {
-                *c += 1;
-            }
-        }
-        self.sum += secs;
-        self.count += 1;
-    }
-
-    fn merge(&mut self, o: &SecondsHistogram) {
-        add_into(&mut self.counts, &o.counts, |a, x| *a += x);
-        self.sum += o.sum;
-        self.count += o.count;
-    }
-
-    fn write(&self, w: &mut W) {
-        w.len(self.counts.len());
-        for c in &self.counts {
-            w.u64(*c);
-        }
-        w.f64(self.sum);
-        w.u64(self.count);
-    }
-
-    fn read(r: &mut R<'_>) -> Result<SecondsHistogram, SnapshotError> {
-        let n = r.len(8)?;
-        let mut counts = Vec::with_capacity(n);
-        for _ in 0..n {
-            counts.push(r.u64()?);
-        }
-        Ok(SecondsHistogram {
-            counts,
-            sum: r.f64()?,
-            count: r.u64()?,
-        })
     }
 }
 

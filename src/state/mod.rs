@@ -5,6 +5,7 @@
 
 pub mod codec;
 pub mod dedup;
+pub mod histogram;
 pub mod params;
 pub mod registry;
 pub mod ring;

@@ -133,3 +133,32 @@ fn acquisition_funnel_cpa_arpu_and_referrals() {
         1.0
     );
 }
+
+#[test]
+fn clv_is_30d_arpu_times_margin_over_the_churn_floor() {
+    let mut eng = engine(
+        "[engine]\nwindows = [\"1h\", \"30d\"]\n[acquisition]\nmargin = 0.5\nclv_min_churn = 0.05\n",
+    );
+    let mut e = E {
+        eng: &mut eng,
+        n: 0,
+    };
+    e.offer(BASE, Some("a"), signup(Some("ads"), None));
+    e.offer(BASE + MIN, Some("a"), deposit());
+    e.offer(BASE + 2 * MIN, Some("a"), trade(10.0));
+    e.offer(BASE + 2 * HOUR, None, spend("tv", 50.0));
+    eng.finish();
+    let f = eng.families();
+    // 30d: revenue 10, 1 active customer of ads, no churn (0 < floor 0.05):
+    // 10 / 1 * 0.5 / 0.05 = 100.
+    let clv = v(&f, "cxpulse_clv_usd", &[("channel", "ads")]);
+    assert!((clv - 100.0).abs() < 1e-9, "{clv}");
+    // One series per channel (not per window); tv has no active customer: absent.
+    let fam = f
+        .iter()
+        .find(|x| x.name == "cxpulse_clv_usd")
+        .expect("clv family");
+    assert_eq!(fam.samples.len(), 1);
+    assert_eq!(fam.absent.len(), 1);
+    assert_eq!(fam.absent[0].labels, vec![("channel".into(), "tv".into())]);
+}

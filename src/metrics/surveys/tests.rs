@@ -1,6 +1,9 @@
 //! Survey series, through the engine, with values computed by hand.
 
+use super::{Partial, State};
 use crate::engine::testkit::*;
+use crate::metrics::Ctx;
+use crate::state::registry::ChannelRegistry;
 
 #[test]
 fn surveys_ratios_and_intervals() {
@@ -50,4 +53,35 @@ fn surveys_ratios_and_intervals() {
     assert_eq!(v(&f, "cxpulse_ces_mean", &w), 4.5);
     assert_eq!(v(&f, "cxpulse_ces_easy_ratio", &w), 0.5);
     assert_eq!(v(&f, "cxpulse_ces_responses", &w), 4.0);
+}
+
+#[test]
+fn partials_of_two_partitions_merge_by_adding() {
+    let prm = cfg("[engine]\nwindows = [\"1h\"]\n").params().unwrap();
+    let reg = ChannelRegistry::new(prm.max_channels);
+    let ctx = Ctx::new(&prm, BASE + HOUR, &reg);
+    let b = prm.bucket_of(BASE + 10 * MIN);
+    let r = |csat, ces, nps| Ratings { csat, ces, nps };
+    let (mut p0, mut p1) = (State::default(), State::default());
+    p0.rated(b, r(Some(5), Some(7), Some(10)));
+    p1.rated(b, r(Some(2), None, Some(0)));
+    // 70 minutes before: outside [E - 1h, E).
+    p1.rated(b - 60, r(Some(5), Some(5), Some(10)));
+    let mut all = Partial::empty(&ctx);
+    all.merge(&Partial::of(&ctx, &p0));
+    all.merge(&Partial::of(&ctx, &p1));
+    let w = all.windows[0];
+    assert_eq!((w.csat_n, w.csat_satisfied), (2.0, 1.0));
+    assert_eq!(
+        (w.nps_promoters, w.nps_passives, w.nps_detractors),
+        (1.0, 0.0, 1.0)
+    );
+    assert_eq!((w.ces_n, w.ces_sum, w.ces_easy), (1.0, 7.0, 1.0));
+    let mut out = Vec::new();
+    all.finish(&ctx, &mut out);
+    let l = [("window", "1h")];
+    assert_eq!(v(&out, "cxpulse_csat_ratio", &l), 0.5);
+    // (1 promoter - 1 detractor) / 2 answers.
+    assert_eq!(v(&out, "cxpulse_nps", &l), 0.0);
+    assert_eq!(v(&out, "cxpulse_ces_mean", &l), 7.0);
 }
