@@ -35,22 +35,11 @@ pub struct Settings {
     pub max_channels: usize,
 }
 
-/// Everything the engine needs, in milliseconds.
+/// Everything the engine needs, in milliseconds: the [`Settings`] (read
+/// through `Deref`, e.g. `prm.bucket`) and what follows from them.
 #[derive(Clone, Debug)]
 pub struct Params {
-    pub bucket: Millis,
-    pub windows: Vec<Window>,
-    pub lateness: Millis,
-    pub dedup_horizon: Millis,
-    pub max_future_skew: Millis,
-    pub inactivity: Millis,
-    /// First-response and resolution targets, indexed by `Priority::index()`.
-    pub fr_target: [Millis; 4],
-    pub res_target: [Millis; 4],
-    pub at_risk_share: f64,
-    pub baseline_users: u64,
-    pub margin: f64,
-    pub clv_min_churn: f64,
+    pub settings: Settings,
     /// Histogram bucket bounds (seconds) of the support time histograms.
     pub hist_bounds: Vec<f64>,
     /// How many buckets of history the window rings keep (the longest window, plus slack).
@@ -62,10 +51,13 @@ pub struct Params {
     /// Users and tickets with no event for this long (before the applied
     /// point) are past every horizon: see [`Params::new`].
     pub compact_after: Millis,
-    /// 0 = no cap.
-    pub max_tracked_users: u64,
-    /// Channel labels kept before new values become `other`.
-    pub max_channels: usize,
+}
+
+impl std::ops::Deref for Params {
+    type Target = Settings;
+    fn deref(&self) -> &Settings {
+        &self.settings
+    }
 }
 
 impl Params {
@@ -97,25 +89,12 @@ impl Params {
         let compact_after =
             s.inactivity.max(longest_target) + (2 * max_window).max(31 * DAY_MS) + 2 * DAY_MS;
         Params {
-            bucket,
-            windows: s.windows,
-            lateness: s.lateness,
-            dedup_horizon: s.dedup_horizon,
-            max_future_skew: s.max_future_skew,
-            inactivity: s.inactivity,
-            fr_target: s.fr_target,
-            res_target: s.res_target,
-            at_risk_share: s.at_risk_share,
-            baseline_users: s.baseline_users,
-            margin: s.margin,
-            clv_min_churn: s.clv_min_churn,
             hist_bounds,
             keep_buckets: span / bucket + 1,
             keep_post_support_buckets: (span + s.inactivity) / bucket + 1,
             max_window,
             compact_after,
-            max_tracked_users: s.max_tracked_users,
-            max_channels: s.max_channels,
+            settings: s,
         }
     }
 
