@@ -49,20 +49,24 @@ impl State {
     }
 
     /// A trade with fee `fee` in bucket `b` by a user of `channel`.
+    #[inline]
     pub fn trade(&mut self, channel: ChannelId, b: i64, fee: f64) {
         self.chan_at(channel, b).revenue += fee;
     }
 
+    #[inline]
     pub fn invite(&mut self, b: i64) {
         self.referral.at(b).invites += 1.0;
     }
 
     /// A referral reward: a reward, and spend of channel `referral`.
+    #[inline]
     pub fn reward(&mut self, b: i64, usd: f64, referral_channel: ChannelId) {
         self.referral.at(b).rewards += usd;
         self.chan_at(referral_channel, b).spend += usd;
     }
 
+    #[inline]
     pub fn spend(&mut self, channel: ChannelId, b: i64, usd: f64) {
         self.chan_at(channel, b).spend += usd;
     }

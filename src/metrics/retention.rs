@@ -92,6 +92,7 @@ impl State {
     /// A deposit or trade by `u` (index `idx`) at `ts`, before the user's
     /// activity is recorded: a churned customer is reactivated, and a new
     /// or reactivated customer gets a churn timer.
+    #[inline]
     pub fn on_activity(
         &mut self,
         idx: UserIdx,
@@ -112,6 +113,7 @@ impl State {
     }
 
     /// A `rated` csat at `ts` by `user`: a post-support check unless it is 3.
+    #[inline]
     pub fn on_rated(
         user: UserIdx,
         csat: Option<u8>,

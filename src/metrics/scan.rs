@@ -15,6 +15,7 @@ use crate::state::users::{
 pub const COHORT_DAYS: [(i64, u8); 3] = [(1, F_COHORT_1), (7, F_COHORT_7), (30, F_COHORT_30)];
 
 /// A signup applied: the first one stands.
+#[inline]
 pub fn signup(u: &mut User, ts: Millis, channel: ChannelId, referred: bool) {
     if !u.has(F_HAS_SIGNUP) {
         u.signup = ts;
@@ -27,6 +28,7 @@ pub fn signup(u: &mut User, ts: Millis, channel: ChannelId, referred: bool) {
 }
 
 /// A deposit in bucket `b` applied (before [`activity`]).
+#[inline]
 pub fn deposit(u: &mut User, b: i64) {
     if u.first_deposit == NO_BUCKET {
         u.first_deposit = b as u32;
@@ -34,6 +36,7 @@ pub fn deposit(u: &mut User, b: i64) {
 }
 
 /// A trade in bucket `b` applied (before [`activity`]).
+#[inline]
 pub fn trade(u: &mut User, b: i64) {
     if u.first_trade == NO_BUCKET {
         u.first_trade = b as u32;
@@ -42,6 +45,7 @@ pub fn trade(u: &mut User, b: i64) {
 
 /// A deposit or trade at `ts` (applied in time order); `was_customer`:
 /// whether the user had an activity before.
+#[inline]
 pub fn activity(u: &mut User, was_customer: bool, ts: Millis, prm: &Params) {
     let b = prm.bucket_of(ts) as u32;
     if was_customer {

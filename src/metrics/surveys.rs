@@ -33,6 +33,7 @@ pub struct State {
 
 impl State {
     /// A `rated` action in bucket `b`.
+    #[inline]
     pub fn rated(&mut self, b: i64, r: Ratings) {
         if r.csat.is_none() && r.nps.is_none() && r.ces.is_none() {
             return;

@@ -110,21 +110,24 @@ impl<T> Default for Ring<T> {
 
 impl<T: Bucket> Ring<T> {
     /// The sums of bucket `b`, created empty when absent.
+    #[inline]
     pub fn at(&mut self, b: i64) -> &mut T {
-        let i = match self.entries.back() {
-            Some((last, _)) if *last == b => self.entries.len() - 1,
-            Some((last, _)) if *last > b => {
-                let i = self.entries.partition_point(|(x, _)| *x < b);
-                if self.entries.get(i).is_none_or(|(x, _)| *x != b) {
-                    self.entries.insert(i, (b, T::default()));
-                }
-                i
-            }
-            _ => {
-                self.entries.push_back((b, T::default()));
-                self.entries.len() - 1
-            }
-        };
+        match self.entries.back() {
+            // The common case: effects are applied in time order.
+            Some((last, _)) if *last == b => {}
+            Some((last, _)) if *last > b => return self.insert_older(b),
+            _ => self.entries.push_back((b, T::default())),
+        }
+        let (_, vals) = self.entries.back_mut().expect("a newest bucket");
+        vals
+    }
+
+    /// Bucket `b`, older than the newest one: found or inserted in order.
+    fn insert_older(&mut self, b: i64) -> &mut T {
+        let i = self.entries.partition_point(|(x, _)| *x < b);
+        if self.entries.get(i).is_none_or(|(x, _)| *x != b) {
+            self.entries.insert(i, (b, T::default()));
+        }
         &mut self.entries[i].1
     }
 
