@@ -1,9 +1,10 @@
 //! Engine state to bytes and back, for checkpoints.
 //!
-//! A plain little-endian encoding of every piece of state (users, tickets,
-//! dedup horizon, reorder buffer, timers, bucket rings, support time logs and
-//! histograms, channel registry, counters, clock). Hash indexes are not
-//! written: they are rebuilt on restore. Framing, versioning and checksums
+//! A plain little-endian encoding ([`crate::state::codec`]) of every piece of
+//! state: here the container (clock, counters, channel registry) and what
+//! partitions share (users, tickets, dedup horizon, reorder buffer, timers);
+//! each metric family encodes its own state (`write`/`read` in its file) and
+//! its timers. Hash indexes are not written: they are rebuilt on restore. Framing, versioning and checksums
 //! are the checkpoint store's business; this module only refuses bytes it
 //! cannot read completely.
 
