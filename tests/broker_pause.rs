@@ -23,21 +23,19 @@
 
 mod common;
 
-use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::collections::HashSet;
 use std::path::PathBuf;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{CxRun, Tansu, engine_series, free_port, series, sum, value};
+use common::{
+    CxConfig, CxRun, Tansu, differences_by, engine_series, free_addr, generated_with, replay_lines,
+    series, sum, value,
+};
 use cxpulse::config::Config;
 use cxpulse::event::Decoder;
 use cxpulse::event::time::format_rfc3339;
-use cxpulse::r#gen::{GenConfig, Generator};
 use cxpulse::kafka::live::STALLED_AFTER;
-use rdkafka::TopicPartitionList;
-use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
-use rdkafka::topic_partition_list::Offset;
 
 const TOPIC: &str = "events";
 const DEAD_LETTER: &str = "dead-letter";
@@ -88,35 +86,22 @@ const DROPPED: Group = Group {
 /// depend on when they are read); the lateness covers the generator's
 /// out-of-order lines (at most 25 s), so no line is late in either
 /// (replay judges one stream, run each partition). No checkpoints.
-fn config(brokers: &str, http: &str, group: &Group) -> String {
-    let Group {
-        session_timeout_ms,
-        commit_interval,
-    } = group;
-    format!(
-        r#"
-[engine]
-allowed_lateness = "1m"
-idle_timeout = "1000d"
-
-[kafka]
-brokers = "{brokers}"
-group_id = "{GROUP}"
-input_topics = ["{TOPIC}"]
-dead_letter_topic = "{DEAD_LETTER}"
-output_topic = ""
-alerts_topic = ""
-commit_interval = "{commit_interval}"
-shutdown_timeout = "5s"
-
-[kafka.librdkafka]
-"consumer.session.timeout.ms" = "{session_timeout_ms}"
-
-[http]
-listen = "{http}"
-ready_max_lag = 0
-"#
-    )
+fn config(brokers: &str, http: &str, group: &Group) -> CxConfig {
+    CxConfig::new()
+        .allowed_lateness("1m")
+        .idle_timeout("1000d")
+        .kafka(brokers, GROUP, &[TOPIC])
+        .dead_letter_topic(DEAD_LETTER)
+        .output_topic("")
+        .alerts_topic("")
+        .commit_interval(group.commit_interval)
+        .shutdown_timeout("5s")
+        .librdkafka(
+            "consumer.session.timeout.ms",
+            &group.session_timeout_ms.to_string(),
+        )
+        .listen(http)
+        .ready_max_lag(0)
 }
 
 /// The input, in production order: the generated lines (key, line) in two
@@ -143,26 +128,17 @@ impl Input {
         self.first.len() + self.second.len() + self.markers.len()
     }
 
-    fn ndjson(&self) -> String {
-        let mut text = String::new();
-        let lines = self.first.iter().chain(&self.second).map(|(_, l)| l);
-        for l in lines.chain(self.markers.iter().map(|(_, l)| l)) {
-            text.push_str(l);
-            text.push('\n');
-        }
-        text
+    /// Every line, in production order.
+    fn lines(&self) -> impl Iterator<Item = &str> {
+        let generated = self.first.iter().chain(&self.second).map(|(_, l)| l);
+        generated
+            .chain(self.markers.iter().map(|(_, l)| l))
+            .map(String::as_str)
     }
 }
 
 fn input(cfg: &Config) -> Input {
-    let lines: Vec<(Option<String>, String)> = Generator::new(&GenConfig {
-        seed: 7,
-        events: EVENTS,
-        days: 3,
-        ..GenConfig::default()
-    })
-    .map(|l| (l.key, l.payload))
-    .collect();
+    let lines = generated_with(7, EVENTS, 3);
     // What the engine will make of each line, from the bytes: undecodable
     // lines are invalid, a decodable line repeating an earlier event_id is
     // one of the generator's duplicates.
@@ -282,36 +258,12 @@ fn same(a: Option<&String>, b: Option<&String>) -> bool {
     }
 }
 
-fn differences(a: &BTreeMap<String, String>, b: &BTreeMap<String, String>) -> Vec<String> {
-    let keys: BTreeSet<&String> = a.keys().chain(b.keys()).collect();
-    keys.into_iter()
-        .filter(|k| !same(a.get(*k), b.get(*k)))
-        .map(|k| format!("{k}: {:?} vs {:?}", a.get(k), b.get(k)))
-        .collect()
-}
-
 /// Committed offsets of the group, summed over the input partitions.
 fn committed_total(broker: &Tansu) -> i64 {
-    let c: BaseConsumer = broker
-        .client_config()
-        .set("group.id", GROUP)
-        .set("enable.auto.commit", "false")
-        .create()
-        .expect("create offset reader");
-    let mut tpl = TopicPartitionList::new();
-    for p in 0..PARTITIONS {
-        tpl.add_partition(TOPIC, p);
-    }
-    let t = c
-        .committed_offsets(tpl, Duration::from_secs(10))
-        .expect("read committed offsets");
-    t.elements()
-        .iter()
-        .map(|e| match e.offset() {
-            Offset::Offset(o) => o,
-            _ => 0,
-        })
-        .sum()
+    broker
+        .offsets(GROUP, TOPIC, PARTITIONS)
+        .total(Duration::from_secs(10))
+        .expect("read committed offsets")
 }
 
 /// One past the last message of every input partition, read back from the
@@ -384,11 +336,10 @@ impl Scenario {
         broker.create_topic(TOPIC, PARTITIONS);
         broker.create_topic(DEAD_LETTER, 1);
 
-        let http = format!("127.0.0.1:{}", free_port());
-        let cfg_path = dir.path().join("cxpulse.toml");
-        std::fs::write(&cfg_path, config(&broker.addr, &http, group)).unwrap();
-        let cfg = Config::load(Some(&cfg_path), std::iter::empty()).expect("config");
-        let input = input(&cfg);
+        let http = free_addr();
+        let config = config(&broker.addr, &http, group);
+        let cfg_path = config.write(&dir.path().join("cxpulse.toml"));
+        let input = input(&config.load());
 
         let run = CxRun::start(
             &cfg_path,
@@ -530,30 +481,21 @@ impl Scenario {
             dead_letter_records: input.invalid,
         };
         assert_eq!(got, want, "outcomes (left: counted, right: expected)");
-        let d = differences(&engine_series(m), &engine_series(m_later));
+        let d = differences_by(&engine_series(m), &engine_series(m_later), usize::MAX, same);
         assert!(d.is_empty(), "series changed while idle:\n{}", d.join("\n"));
     }
 
     /// The same input through `cxpulse replay` with the same config gives
     /// the same engine series as `m`; returns how many.
     fn assert_series_equal_replay(&self, m: &str) -> usize {
-        let ndjson = self.dir.path().join("input.ndjson");
-        std::fs::write(&ndjson, self.input.ndjson()).unwrap();
-        let replay = Command::new(common::cxpulse_bin())
-            .args(["replay", "--quiet", "--config"])
-            .arg(&self.cfg_path)
-            .arg(&ndjson)
-            .output()
-            .expect("run replay");
-        assert!(
-            replay.status.success(),
-            "replay failed: {}",
-            String::from_utf8_lossy(&replay.stderr)
-        );
-        let replayed = engine_series(&String::from_utf8_lossy(&replay.stdout));
+        let replayed = engine_series(&replay_lines(
+            &self.cfg_path,
+            &self.dir.path().join("input.ndjson"),
+            self.input.lines(),
+        ));
         let live = engine_series(m);
         assert!(live.len() > 100, "too few engine series: {live:?}");
-        let d = differences(&live, &replayed);
+        let d = differences_by(&live, &replayed, usize::MAX, same);
         assert!(
             d.is_empty(),
             "{} of {} series differ between run (left) and replay (right):\n{}",

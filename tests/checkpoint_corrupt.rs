@@ -18,7 +18,9 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use common::{CxRun, Tansu, events_seen, free_port, generated, sum, value};
+use common::{
+    CxConfig, CxRun, Tansu, checkpoint_files, events_seen, free_addr, generated, sum, value,
+};
 use cxpulse::checkpoint;
 
 const TOPIC: &str = "events";
@@ -26,42 +28,13 @@ const TOPIC: &str = "events";
 const FIRST: usize = 300;
 const SECOND: usize = 200;
 
-fn config(brokers: &str, group: &str, http: &str, dir: &Path, on_corrupt: &str) -> String {
-    // Static membership: the second run takes the first one's place in the
-    // group without waiting for a session timeout.
-    format!(
-        r#"
-[engine]
-allowed_lateness = "2s"
-idle_timeout = "1000d"
-
-[kafka]
-brokers = "{brokers}"
-group_id = "{group}"
-input_topics = ["{TOPIC}"]
-dead_letter_topic = ""
-output_topic = ""
-alerts_topic = ""
-commit_interval = "1s"
-shutdown_timeout = "5s"
-
-[kafka.librdkafka]
-"session.timeout.ms" = "6000"
-"heartbeat.interval.ms" = "500"
-"consumer.group.instance.id" = "{group}-1"
-
-[http]
-listen = "{http}"
-ready_max_lag = 0
-
-[checkpoint]
-dir = "{}"
-interval = "200ms"
-keep = 3
-on_corrupt = "{on_corrupt}"
-"#,
-        dir.display()
-    )
+/// [`CxConfig::restartable`] with checkpoints in `dir` every 200 ms (3 kept)
+/// and `checkpoint.on_corrupt`.
+fn config(brokers: &str, group: &str, http: &str, dir: &Path, on_corrupt: &str) -> CxConfig {
+    CxConfig::restartable(brokers, group, http, TOPIC)
+        .checkpoint(dir, "200ms")
+        .checkpoint_keep(3)
+        .on_corrupt(on_corrupt)
 }
 
 /// Spawns `cxpulse run` without waiting: polls every 50 ms, and failures
@@ -106,18 +79,15 @@ fn events_lines(text: &str) -> String {
         .join("\n")
 }
 
-/// Checkpoint files, oldest first (the names sort by sequence number).
-fn checkpoint_files(dir: &Path) -> Vec<PathBuf> {
-    let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
-        .map(|r| {
-            r.flatten()
-                .map(|e| e.path())
-                .filter(|p| p.extension().is_some_and(|e| e == "ckpt"))
-                .collect()
+/// The checkpoint files of `dir` with their contents.
+fn files_with_bytes(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
+    checkpoint_files(dir)
+        .into_iter()
+        .map(|p| {
+            let b = std::fs::read(&p).unwrap();
+            (p, b)
         })
-        .unwrap_or_default();
-    v.sort();
-    v
+        .collect()
 }
 
 /// What a test starts from: a broker whose topic holds `FIRST` events, all
@@ -142,10 +112,10 @@ fn first_run_then_corrupt(on_corrupt: &str) -> Corrupted {
     broker.produce_owned(TOPIC, &generated(FIRST));
     let dir = tempfile::tempdir().expect("tempdir");
     let ckpt = dir.path().join("checkpoints");
-    let http = format!("127.0.0.1:{}", free_port());
-    let cfg = dir.path().join("cxpulse.toml");
+    let http = free_addr();
     let group = format!("corrupt-{on_corrupt}");
-    std::fs::write(&cfg, config(&broker.addr, &group, &http, &ckpt, on_corrupt)).unwrap();
+    let cfg = config(&broker.addr, &group, &http, &ckpt, on_corrupt)
+        .write(&dir.path().join("cxpulse.toml"));
 
     let mut first = start(&cfg, dir.path().join("first.log"), &http);
     let first_metrics = wait_events(&mut first, FIRST as f64);
@@ -221,13 +191,7 @@ fn on_corrupt_fail_refuses_to_start_with_status_2_naming_the_file() {
     let t0 = Instant::now();
     let c = first_run_then_corrupt("fail");
     let (older, _) = good_older(&c);
-    let before: Vec<(PathBuf, Vec<u8>)> = checkpoint_files(&c.ckpt)
-        .into_iter()
-        .map(|p| {
-            let b = std::fs::read(&p).unwrap();
-            (p, b)
-        })
-        .collect();
+    let before = files_with_bytes(&c.ckpt);
     // Input that a run which did start would consume.
     c.broker
         .produce_owned(TOPIC, &generated(FIRST + SECOND)[FIRST..]);
@@ -251,10 +215,7 @@ fn on_corrupt_fail_refuses_to_start_with_status_2_naming_the_file() {
     );
     assert!(error.contains("on_corrupt"), "{error}");
     assert!(error.contains("checksum"), "{error}");
-    let refused = stderr
-        .lines()
-        .find(|l| l.contains("checkpoint file refused"))
-        .unwrap_or_else(|| panic!("no refusal logged:\n{stderr}"));
+    let refused = second.log_line("checkpoint file refused");
     assert!(refused.contains("ERROR"), "{refused}");
     assert!(refused.contains(&newest), "{refused}");
     // No fallback to the good older file, no consumption, nothing written.
@@ -264,13 +225,7 @@ fn on_corrupt_fail_refuses_to_start_with_status_2_naming_the_file() {
             && !stderr.contains(&older.display().to_string()),
         "{stderr}"
     );
-    let after: Vec<(PathBuf, Vec<u8>)> = checkpoint_files(&c.ckpt)
-        .into_iter()
-        .map(|p| {
-            let b = std::fs::read(&p).unwrap();
-            (p, b)
-        })
-        .collect();
+    let after = files_with_bytes(&c.ckpt);
     assert!(
         before == after,
         "the checkpoint directory changed: {:?} -> {:?}",
@@ -312,17 +267,11 @@ fn on_corrupt_empty_starts_empty_from_the_committed_offsets_ignoring_older_files
         "{}",
         events_lines(&later)
     );
-    let empty = log
-        .lines()
-        .find(|l| l.contains("STARTING WITH EMPTY STATE"))
-        .unwrap_or_else(|| panic!("no empty-state error logged:\n{}", second.log_brief()));
+    let empty = second.log_line("STARTING WITH EMPTY STATE");
     assert!(empty.contains("ERROR"), "{empty}");
     assert!(empty.contains(&newest), "{empty}");
     assert!(empty.contains("on_corrupt"), "{empty}");
-    let refused = log
-        .lines()
-        .find(|l| l.contains("checkpoint file refused"))
-        .unwrap_or_else(|| panic!("no refusal logged:\n{}", second.log_brief()));
+    let refused = second.log_line("checkpoint file refused");
     assert!(
         refused.contains("ERROR") && refused.contains(&newest),
         "{refused}"

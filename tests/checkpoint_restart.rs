@@ -12,24 +12,17 @@
 
 mod common;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::Command;
-use std::sync::Mutex;
+use std::sync::MutexGuard;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use common::{
-    CxRun, SplitMix, Tansu, engine_series, events_seen, free_port, generated, is_pipeline, sum,
-    value,
+    CxConfig, CxRun, SplitMix, Tansu, checkpoint_files, differences, engine_series, events_seen,
+    free_addr, generated, is_pipeline, key_of, replay_lines, serial, series_key, sum, value,
 };
 use cxpulse::event::time::{format_rfc3339, parse_rfc3339};
-
-static SERIAL: Mutex<()> = Mutex::new(());
-
-fn serial() -> std::sync::MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
-}
 
 const TOPIC: &str = "events";
 /// The output topic of the killed/restarted runs.
@@ -42,60 +35,35 @@ const OUTPUT: &str = "series";
 /// out of 2 at this interval).
 const PUBLISH_INTERVAL: &str = "700ms";
 
-/// `[engine]` for every run here: small lateness, and T never follows the
-/// wall clock (so the window series do not depend on when they are read).
-const ENGINE: &str = r#"
-[engine]
-allowed_lateness = "2s"
-idle_timeout = "1000d"
-"#;
-
-/// `output`: the output topic to publish the series to, every
-/// `PUBLISH_INTERVAL` (`None`: nothing published).
+/// The config of the runs here ([`CxConfig::restartable`]): with
+/// checkpoints in `checkpoint_dir` every 200 ms (3 kept), and publishing the
+/// series to `output` every `PUBLISH_INTERVAL` (`None`: no checkpoints,
+/// nothing published).
 fn config(
     brokers: &str,
     group: &str,
     http: &str,
     checkpoint_dir: Option<&Path>,
     output: Option<&str>,
-) -> String {
-    // Static membership: a restarted consumer takes the killed one's place
-    // without waiting for its session to time out.
-    let instance = format!("\"consumer.group.instance.id\" = \"{group}-1\"");
-    let checkpoint = match checkpoint_dir {
-        Some(d) => format!(
-            "[checkpoint]\ndir = \"{}\"\ninterval = \"200ms\"\nkeep = 3\n",
-            d.display()
-        ),
-        None => String::new(),
+) -> CxConfig {
+    let c = CxConfig::restartable(brokers, group, http, TOPIC);
+    let c = match checkpoint_dir {
+        Some(d) => c.checkpoint(d, "200ms").checkpoint_keep(3),
+        None => c,
     };
-    let output = match output {
-        Some(t) => format!("output_topic = \"{t}\"\npublish_interval = \"{PUBLISH_INTERVAL}\""),
-        None => "output_topic = \"\"".to_string(),
-    };
-    format!(
-        r#"{ENGINE}
-[kafka]
-brokers = "{brokers}"
-group_id = "{group}"
-input_topics = ["{TOPIC}"]
-dead_letter_topic = ""
-{output}
-alerts_topic = ""
-commit_interval = "1s"
-shutdown_timeout = "5s"
+    match output {
+        Some(t) => c.output_topic(t).publish_interval(PUBLISH_INTERVAL),
+        None => c,
+    }
+}
 
-[kafka.librdkafka]
-"session.timeout.ms" = "6000"
-"heartbeat.interval.ms" = "500"
-{instance}
-
-[http]
-listen = "{http}"
-ready_max_lag = 0
-
-{checkpoint}"#
-    )
+/// Takes the lock, starts a broker with the input topic (2 partitions),
+/// makes a temporary directory.
+fn setup() -> (MutexGuard<'static, ()>, Tansu, tempfile::TempDir) {
+    let guard = serial();
+    let broker = Tansu::start();
+    broker.create_topic(TOPIC, 2);
+    (guard, broker, tempfile::tempdir().expect("tempdir"))
 }
 
 /// Spawns `cxpulse run` (the log excerpt in failures: `log_head_tail`) and
@@ -126,70 +94,6 @@ fn wait_all(run: &CxRun, n: f64) -> String {
         },
     );
     last
-}
-
-/// Series that differ between `a` and `b` (at most `max`).
-fn differences(
-    a: &BTreeMap<String, String>,
-    b: &BTreeMap<String, String>,
-    max: usize,
-) -> Vec<String> {
-    let keys: BTreeSet<&String> = a.keys().chain(b.keys()).collect();
-    keys.into_iter()
-        .filter(|k| a.get(*k) != b.get(*k))
-        .take(max)
-        .map(|k| format!("{k}: {:?} vs {:?}", a.get(k), b.get(k)))
-        .collect()
-}
-
-fn checkpoint_files(dir: &Path) -> Vec<PathBuf> {
-    let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
-        .map(|r| {
-            r.flatten()
-                .map(|e| e.path())
-                .filter(|p| p.extension().is_some_and(|e| e == "ckpt"))
-                .collect()
-        })
-        .unwrap_or_default();
-    v.sort();
-    v
-}
-
-/// The output-topic key (`export::series_key`: `name{k="v",...}`, labels
-/// sorted by name, values escaped as in the text format, `{}` when there are
-/// none) of a series as written in `/metrics` (labels in any order).
-fn text_key(series: &str) -> String {
-    let Some((name, rest)) = series.split_once('{') else {
-        return format!("{series}{{}}");
-    };
-    let body = rest
-        .strip_suffix('}')
-        .unwrap_or_else(|| panic!("unterminated labels: {series}"));
-    let mut labels: Vec<(String, String)> = Vec::new();
-    let mut chars = body.chars();
-    while !chars.as_str().is_empty() {
-        let k: String = chars.by_ref().take_while(|c| *c != '=').collect();
-        assert_eq!(chars.next(), Some('"'), "label {k} of {series}");
-        // The value as written (still escaped): the key escapes the same way.
-        let mut v = String::new();
-        loop {
-            match chars.next() {
-                Some('\\') => {
-                    v.push('\\');
-                    v.extend(chars.next());
-                }
-                Some('"') => break,
-                Some(c) => v.push(c),
-                None => panic!("unterminated label value in {series}"),
-            }
-        }
-        labels.push((k, v));
-        match chars.next() {
-            None | Some(',') => {}
-            Some(c) => panic!("unexpected {c:?} after a label of {series}"),
-        }
-    }
-    key_of(name, labels)
 }
 
 /// The key built from an output record's JSON `name` and `labels`.
@@ -252,12 +156,6 @@ fn top_level_number(json: &str, field: &str) -> Option<f64> {
 /// An output record's `as_of` (T, RFC 3339) in epoch milliseconds.
 fn as_of(v: &serde_json::Value) -> Option<i64> {
     v.get("as_of")?.as_str().and_then(parse_rfc3339)
-}
-
-fn key_of(name: &str, mut labels: Vec<(String, String)>) -> String {
-    labels.sort();
-    let l: Vec<String> = labels.iter().map(|(k, v)| format!("{k}=\"{v}\"")).collect();
-    format!("{name}{{{}}}", l.join(","))
 }
 
 /// The output topic folded as a compacted topic's reader sees it: the latest
@@ -340,13 +238,9 @@ fn killed_at_random_points_it_ends_with_the_series_of_an_uninterrupted_run() {
     let lines = generated(EVENTS as usize);
     let dir = tempfile::tempdir().expect("tempdir");
     let ckpt = dir.path().join("checkpoints");
-    let http = format!("127.0.0.1:{}", free_port());
-    let cfg = dir.path().join("cxpulse.toml");
-    std::fs::write(
-        &cfg,
-        config(&broker.addr, "killed", &http, Some(&ckpt), Some(OUTPUT)),
-    )
-    .unwrap();
+    let http = free_addr();
+    let cfg = config(&broker.addr, "killed", &http, Some(&ckpt), Some(OUTPUT))
+        .write(&dir.path().join("cxpulse.toml"));
 
     // The input arrives over time (a producer thread), while `run` is killed
     // with SIGKILL at random moments and started again with the same config.
@@ -417,35 +311,20 @@ fn killed_at_random_points_it_ends_with_the_series_of_an_uninterrupted_run() {
         .and_then(|v| parse_rfc3339(v.trim_matches('"')));
 
     // The reference: one uninterrupted run (no checkpoints) of the same input.
-    let http_ref = format!("127.0.0.1:{}", free_port());
-    let cfg_ref = dir.path().join("reference.toml");
-    std::fs::write(
-        &cfg_ref,
-        config(&broker.addr, "reference", &http_ref, None, None),
-    )
-    .unwrap();
+    let http_ref = free_addr();
+    let cfg_ref = config(&broker.addr, "reference", &http_ref, None, None)
+        .write(&dir.path().join("reference.toml"));
     let mut reference = start(&cfg_ref, dir.path().join("reference.log"), &http_ref);
     let reference_metrics = wait_all(&reference, EVENTS as f64);
     assert_eq!(reference.sigterm(), Some(0));
 
     // And `cxpulse replay` of the same lines (one partition): informational.
-    let ndjson = dir.path().join("input.ndjson");
-    let mut text = String::new();
-    for (_, l) in &lines {
-        text.push_str(l);
-        text.push('\n');
-    }
-    std::fs::write(&ndjson, text).unwrap();
-    let replay_cfg = dir.path().join("replay.toml");
-    std::fs::write(&replay_cfg, ENGINE).unwrap();
-    let replay = Command::new(common::cxpulse_bin())
-        .args(["replay", "--quiet", "--config"])
-        .arg(&replay_cfg)
-        .arg(&ndjson)
-        .output()
-        .expect("run replay");
-    assert!(replay.status.success());
-    let replay_text = String::from_utf8_lossy(&replay.stdout).into_owned();
+    let replay_cfg = CxConfig::steady_engine().write(&dir.path().join("replay.toml"));
+    let replay_text = replay_lines(
+        &replay_cfg,
+        &dir.path().join("input.ndjson"),
+        lines.iter().map(|(_, l)| l.as_str()),
+    );
 
     let killed = engine_series(&killed_metrics);
     let killed_later = engine_series(&killed_metrics_later);
@@ -496,7 +375,7 @@ fn killed_at_random_points_it_ends_with_the_series_of_an_uninterrupted_run() {
         .iter()
         .map(|(s, v)| {
             let v = v.parse::<f64>().unwrap_or_else(|e| panic!("{s} {v}: {e}"));
-            (text_key(s), (s, v))
+            (series_key(s), (s, v))
         })
         .collect();
     assert_eq!(expected.len(), killed.len(), "two series with one key");
@@ -560,20 +439,13 @@ fn killed_at_random_points_it_ends_with_the_series_of_an_uninterrupted_run() {
 
 #[test]
 fn a_corrupt_newest_checkpoint_falls_back_to_the_previous_one() {
-    let _g = serial();
-    let broker = Tansu::start();
-    broker.create_topic(TOPIC, 2);
+    let (_g, broker, dir) = setup();
     const EVENTS: u64 = 2_000;
     let lines = generated(EVENTS as usize);
-    let dir = tempfile::tempdir().expect("tempdir");
     let ckpt = dir.path().join("checkpoints");
-    let http = format!("127.0.0.1:{}", free_port());
-    let cfg = dir.path().join("cxpulse.toml");
-    std::fs::write(
-        &cfg,
-        config(&broker.addr, "corrupt", &http, Some(&ckpt), None),
-    )
-    .unwrap();
+    let http = free_addr();
+    let cfg = config(&broker.addr, "corrupt", &http, Some(&ckpt), None)
+        .write(&dir.path().join("cxpulse.toml"));
     broker.produce_owned(TOPIC, &lines);
 
     let mut first = start(&cfg, dir.path().join("first.log"), &http);
@@ -594,18 +466,11 @@ fn a_corrupt_newest_checkpoint_falls_back_to_the_previous_one() {
     let second = start(&cfg, dir.path().join("second.log"), &http);
     wait_assigned(&second);
     let after = wait_all(&second, EVENTS as f64);
-    let log = second.log_text();
-    let refused = log
-        .lines()
-        .find(|l| l.contains("checkpoint file refused"))
-        .unwrap_or_else(|| panic!("no refusal logged:\n{}", second.log_head_tail()));
+    let refused = second.log_line("checkpoint file refused");
     assert!(refused.contains("ERROR"), "{refused}");
     assert!(refused.contains(&newest.display().to_string()), "{refused}");
     assert!(refused.contains("checksum"), "{refused}");
-    let restored = log
-        .lines()
-        .find(|l| l.contains("engine restored from checkpoint"))
-        .unwrap_or_else(|| panic!("nothing restored:\n{}", second.log_head_tail()));
+    let restored = second.log_line("engine restored from checkpoint");
     assert!(
         restored.contains(&previous.display().to_string()),
         "{restored}"
@@ -621,22 +486,15 @@ fn a_corrupt_newest_checkpoint_falls_back_to_the_previous_one() {
 
 #[test]
 fn a_failed_checkpoint_write_is_counted_and_processing_continues() {
-    let _g = serial();
-    let broker = Tansu::start();
-    broker.create_topic(TOPIC, 2);
+    let (_g, broker, dir) = setup();
     const EVENTS: u64 = 500;
-    let dir = tempfile::tempdir().expect("tempdir");
     // A regular file where the checkpoint directory's parent should be.
     let blocker = dir.path().join("not-a-dir");
     std::fs::write(&blocker, b"x").unwrap();
     let ckpt = blocker.join("checkpoints");
-    let http = format!("127.0.0.1:{}", free_port());
-    let cfg = dir.path().join("cxpulse.toml");
-    std::fs::write(
-        &cfg,
-        config(&broker.addr, "unwritable", &http, Some(&ckpt), None),
-    )
-    .unwrap();
+    let http = free_addr();
+    let cfg = config(&broker.addr, "unwritable", &http, Some(&ckpt), None)
+        .write(&dir.path().join("cxpulse.toml"));
     broker.produce_owned(TOPIC, &generated(EVENTS as usize));
     let mut run = start(&cfg, dir.path().join("run.log"), &http);
     wait_all(&run, EVENTS as f64);
@@ -647,11 +505,7 @@ fn a_failed_checkpoint_write_is_counted_and_processing_continues() {
     );
     let m = run.metrics();
     assert_eq!(value(&m, "cxpulse_checkpoints_total"), Some(0.0));
-    let log = run.log_text();
-    let line = log
-        .lines()
-        .find(|l| l.contains("checkpoint write failed"))
-        .expect("an error line for the failed write");
+    let line = run.log_line("checkpoint write failed");
     assert!(line.contains("ERROR"), "{line}");
     // Shutdown reports the failed final checkpoint: exit status 1.
     assert_eq!(run.sigterm(), Some(1), "{}", run.log_head_tail());

@@ -29,7 +29,10 @@ use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use common::{Tansu, free_port};
+use common::{
+    CxConfig, Tansu, cxpulse_command, deploycheck, events_seen, free_addr, prometheus, root,
+    spawn_watchdog, value,
+};
 use serde_json::Value;
 
 const MIN: i64 = 60_000;
@@ -38,10 +41,6 @@ const DAY: i64 = 86_400_000;
 
 /// What the test overrides `for:` with in its copy of the alert rules.
 const TEST_FOR: &str = "5s";
-
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
 
 fn wall_ms() -> i64 {
     SystemTime::now()
@@ -72,19 +71,7 @@ impl Proc {
             .stderr(f)
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start {name} ({cmd:?}): {e}"));
-        let watchdog = Command::new("sh")
-            .args([
-                "-c",
-                r#"while kill -0 "$1" 2>/dev/null; do sleep 1; done; kill -9 "$2" 2>/dev/null"#,
-                "cxpulse-deploy-live-watchdog",
-            ])
-            .arg(std::process::id().to_string())
-            .arg(child.id().to_string())
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn watchdog");
+        let watchdog = spawn_watchdog(child.id());
         Proc {
             name,
             child,
@@ -120,58 +107,9 @@ impl Drop for Proc {
     }
 }
 
-fn prometheus_bin() -> PathBuf {
-    if let Some(p) = std::env::var_os("CXPULSE_PROMETHEUS").filter(|p| !p.is_empty()) {
-        let p = PathBuf::from(p);
-        assert!(
-            p.is_file(),
-            "CXPULSE_PROMETHEUS={} does not exist; run scripts/setup-tools.sh",
-            p.display()
-        );
-        return p;
-    }
-    std::env::var_os("PATH")
-        .and_then(|path| {
-            std::env::split_paths(&path)
-                .map(|d| d.join("prometheus"))
-                .find(|p| p.is_file())
-        })
-        .unwrap_or_else(|| {
-            panic!(
-                "prometheus server not found (CXPULSE_PROMETHEUS unset, none on PATH); \
-                 run scripts/setup-tools.sh, which installs Debian's prometheus package"
-            )
-        })
-}
-
-fn python() -> PathBuf {
-    if let Some(p) = std::env::var_os("CXPULSE_DEPLOY_PYTHON").filter(|p| !p.is_empty()) {
-        return PathBuf::from(p);
-    }
-    let p = root().join(".tools/venv/bin/python");
-    assert!(
-        p.is_file(),
-        "{} not found; run scripts/setup-tools.sh",
-        p.display()
-    );
-    p
-}
-
 /// deploy/tools/deploycheck.py SUBCOMMAND, its JSON output.
 fn deploycheck_json(cmd: &str) -> Value {
-    let out = Command::new(python())
-        .arg("deploy/tools/deploycheck.py")
-        .arg(cmd)
-        .current_dir(root())
-        .output()
-        .expect("run deploycheck.py");
-    assert!(
-        out.status.success(),
-        "deploycheck {cmd} failed:\n{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).expect("deploycheck JSON")
+    serde_json::from_str(&deploycheck(&[cmd])).expect("deploycheck JSON")
 }
 
 // ---------------------------------------------------------------------------
@@ -508,13 +446,6 @@ fn scenario(now: i64) -> Vec<(i64, String, String)> {
 // The test
 // ---------------------------------------------------------------------------
 
-fn metrics_sum(text: &str, prefix: &str) -> f64 {
-    text.lines()
-        .filter(|l| l.starts_with(prefix))
-        .filter_map(|l| l.rsplit_once(' ').and_then(|(_, v)| v.parse::<f64>().ok()))
-        .sum()
-}
-
 fn wait_for(what: &str, timeout: Duration, procs: &mut [&mut Proc], mut f: impl FnMut() -> bool) {
     let deadline = Instant::now() + timeout;
     loop {
@@ -537,10 +468,12 @@ fn prometheus_fires_exactly_the_expected_alerts_and_the_dashboard_has_data() {
     let dir = tempfile::tempdir().expect("tempdir");
     let broker = Tansu::start();
     // One partition: the scenario is read in event-time order.
-    broker.create_topic("events", 1);
-    broker.create_topic("dead-letter", 1);
-    broker.create_topic("metrics-out", 1);
-    broker.create_topic("alerts", 1);
+    broker.create_topics(&[
+        ("events", 1),
+        ("dead-letter", 1),
+        ("metrics-out", 1),
+        ("alerts", 1),
+    ]);
 
     // 1. The scenario, produced before cxpulse starts (it reads from the
     //    earliest offset): cxpulse works through it as one backlog.
@@ -554,45 +487,24 @@ fn prometheus_fires_exactly_the_expected_alerts_and_the_dashboard_has_data() {
     eprintln!("deploy_live: produced {} scenario events", events.len());
 
     // 2. cxpulse, effects applied at once (allowed_lateness 0s).
-    let http = format!("127.0.0.1:{}", free_port());
-    let cfg = dir.path().join("cxpulse.toml");
-    std::fs::write(
-        &cfg,
-        format!(
-            r#"
-[engine]
-allowed_lateness = "0s"
-idle_timeout = "2s"
-
-[kafka]
-brokers = "{brokers}"
-group_id = "deploy-live"
-input_topics = ["events"]
-dead_letter_topic = "dead-letter"
-output_topic = "metrics-out"
-alerts_topic = "alerts"
-publish_interval = "1s"
-commit_interval = "1s"
-shutdown_timeout = "3s"
-
-[http]
-listen = "{http}"
-ready_max_lag = 100000000
-"#,
-            brokers = broker.addr
-        ),
-    )
-    .expect("write config");
-    let mut cmd = Command::new(common::cxpulse_bin());
+    let http = free_addr();
+    let cfg = CxConfig::new()
+        .allowed_lateness("0s")
+        .idle_timeout("2s")
+        .kafka(&broker.addr, "deploy-live", &["events"])
+        .dead_letter_topic("dead-letter")
+        .output_topic("metrics-out")
+        .alerts_topic("alerts")
+        .publish_interval("1s")
+        .commit_interval("1s")
+        .shutdown_timeout("3s")
+        .listen(&http)
+        .ready_max_lag(100_000_000)
+        .write(&dir.path().join("cxpulse.toml"));
+    let mut cmd = cxpulse_command();
     cmd.args(["run", "--config"])
         .arg(&cfg)
-        .env("RUST_LOG", "info")
-        .env_remove("CXPULSE_CONFIG");
-    for (k, _) in std::env::vars() {
-        if k.starts_with("CXPULSE__") {
-            cmd.env_remove(k);
-        }
-    }
+        .env("RUST_LOG", "info");
     let mut cxpulse = Proc::spawn("cxpulse", cmd, dir.path().join("cxpulse.log"));
 
     let total = events.len() as f64;
@@ -605,8 +517,8 @@ ready_max_lag = 100000000
             let Some((200, body)) = get(&http, "/metrics") else {
                 return false;
             };
-            let seen = metrics_sum(&body, "cxpulse_events_total{");
-            let pending = metrics_sum(&body, "cxpulse_pending_events ");
+            let seen = events_seen(&body);
+            let pending = value(&body, "cxpulse_pending_events").unwrap_or(0.0);
             last = format!("events {seen} of {total}, pending {pending}");
             seen == total && pending == 0.0
         },
@@ -690,8 +602,8 @@ scrape_configs:
         ),
     )
     .expect("write prometheus.yml");
-    let addr = format!("127.0.0.1:{}", free_port());
-    let mut cmd = Command::new(prometheus_bin());
+    let addr = free_addr();
+    let mut cmd = Command::new(prometheus());
     cmd.arg(format!("--config.file={}", prom_cfg.display()))
         .arg(format!(
             "--storage.tsdb.path={}",

@@ -13,66 +13,10 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::path::Path;
+use std::process::Command;
 
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-/// A tool from the environment variable `var`, else `.tools/venv/bin/NAME`.
-/// Panics (the test fails) when neither exists.
-fn venv_tool(var: &str, name: &str) -> PathBuf {
-    if let Some(p) = std::env::var_os(var).filter(|p| !p.is_empty()) {
-        let p = PathBuf::from(p);
-        assert!(
-            p.is_file(),
-            "{var}={} does not exist; run scripts/setup-tools.sh",
-            p.display()
-        );
-        return p;
-    }
-    let p = root().join(".tools/venv/bin").join(name);
-    assert!(
-        p.is_file(),
-        "{name} not found ({var} unset, no {}); run scripts/setup-tools.sh, \
-         which installs the deploy validators into .tools/venv",
-        p.display()
-    );
-    p
-}
-
-fn python() -> PathBuf {
-    venv_tool("CXPULSE_DEPLOY_PYTHON", "python")
-}
-
-fn output(cmd: &mut Command) -> Output {
-    cmd.current_dir(root())
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"))
-}
-
-/// Runs `cmd` from the repository root; panics with its output unless it
-/// succeeds. Returns standard output.
-fn run_ok(cmd: &mut Command) -> String {
-    let out = output(cmd);
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        out.status.success(),
-        "{cmd:?} failed ({}):\n--- stdout ---\n{stdout}\n--- stderr ---\n{stderr}",
-        out.status
-    );
-    stdout
-}
-
-fn deploycheck(args: &[&str]) -> String {
-    run_ok(
-        Command::new(python())
-            .arg("deploy/tools/deploycheck.py")
-            .args(args),
-    )
-}
+use common::{cxpulse_command, deploycheck, output, root, run_ok, venv_tool};
 
 fn files_in(dir: &str, suffix: &str) -> Vec<String> {
     let mut v: Vec<String> = std::fs::read_dir(root().join(dir))
@@ -99,6 +43,12 @@ fn json(text: &str) -> serde_json::Value {
 // Prometheus rules
 // ---------------------------------------------------------------------------
 
+/// `promtool ARGS FILES`: it must succeed and say SUCCESS once per file.
+fn promtool_each(args: &[&str], files: &[String]) {
+    let out = run_ok(Command::new(common::promtool()).args(args).args(files));
+    assert_eq!(out.matches("SUCCESS").count(), files.len(), "{out}");
+}
+
 /// The scrape config parses and loads both rule files; every rule is valid
 /// PromQL with valid templates.
 #[test]
@@ -109,13 +59,10 @@ fn promtool_checks_the_prometheus_config_and_rule_files() {
             .arg("deploy/prometheus/prometheus.yml"),
     );
     assert!(out.contains("2 rule files found"), "{out}");
-    let rules = files_in("deploy/prometheus/rules", ".yml");
-    let out = run_ok(
-        Command::new(common::promtool())
-            .args(["check", "rules"])
-            .args(&rules),
+    promtool_each(
+        &["check", "rules"],
+        &files_in("deploy/prometheus/rules", ".yml"),
     );
-    assert_eq!(out.matches("SUCCESS").count(), rules.len(), "{out}");
 }
 
 /// `promtool test rules`: each alert fires on simulated series (with the
@@ -125,13 +72,10 @@ fn promtool_checks_the_prometheus_config_and_rule_files() {
 /// denominators).
 #[test]
 fn promtool_unit_tests_of_the_rules_pass() {
-    let tests = files_in("deploy/prometheus/tests", ".test.yml");
-    let out = run_ok(
-        Command::new(common::promtool())
-            .args(["test", "rules"])
-            .args(&tests),
+    promtool_each(
+        &["test", "rules"],
+        &files_in("deploy/prometheus/tests", ".test.yml"),
     );
-    assert_eq!(out.matches("SUCCESS").count(), tests.len(), "{out}");
 }
 
 /// Every alert has at least one promtool case where it fires and one where
@@ -387,17 +331,8 @@ fn config_loads(cfg: &Path, env: &serde_json::Map<String, serde_json::Value>) {
     let dir = tempfile::tempdir().expect("tempdir");
     let empty = dir.path().join("empty.ndjson");
     std::fs::write(&empty, "").expect("write");
-    let mut cmd = Command::new(common::cxpulse_bin());
-    cmd.arg("replay")
-        .arg(&empty)
-        .arg("--config")
-        .arg(cfg)
-        .env_remove("CXPULSE_CONFIG");
-    for (k, _) in std::env::vars() {
-        if k.starts_with("CXPULSE__") {
-            cmd.env_remove(k);
-        }
-    }
+    let mut cmd = cxpulse_command();
+    cmd.arg("replay").arg(&empty).arg("--config").arg(cfg);
     for (k, v) in env {
         cmd.env(k, v.as_str().expect("string value"));
     }

@@ -12,19 +12,10 @@ mod common;
 use common::http_get as get;
 
 use std::collections::BTreeMap;
-use std::sync::Mutex;
+use std::sync::MutexGuard;
 use std::time::{Duration, Instant};
 
-use common::{CxRun, Record, Tansu, free_port};
-use rdkafka::TopicPartitionList;
-use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::topic_partition_list::Offset;
-
-static SERIAL: Mutex<()> = Mutex::new(());
-
-fn serial() -> std::sync::MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
-}
+use common::{CxConfig, CxRun, Record, Tansu, free_addr, serial, series_key, values};
 
 /// A secret in the passthrough settings: must never show in logs or /metrics.
 const SECRET: &str = "hunter2-must-not-leak";
@@ -64,52 +55,27 @@ impl std::ops::DerefMut for Cxpulse {
 /// How often `wait_for` polls here.
 const POLL: Duration = Duration::from_millis(200);
 
-struct Settings<'a> {
-    brokers: &'a str,
-    group: &'a str,
-    commit_interval: &'a str,
-    extra_engine: &'a str,
-}
-
 impl Cxpulse {
-    fn start(s: &Settings<'_>) -> Cxpulse {
+    /// `cxpulse run` against `brokers` in `group`, committing every
+    /// `commit_interval`; waits until `/healthz` answers.
+    fn start(brokers: &str, group: &str, commit_interval: &str) -> Cxpulse {
         let dir = tempfile::tempdir().expect("tempdir");
-        let port = free_port();
-        let http = format!("127.0.0.1:{port}");
-        let config = format!(
-            r#"
-[engine]
-allowed_lateness = "1h"
-idle_timeout = "1h"
-{extra_engine}
-
-[kafka]
-brokers = "{brokers}"
-group_id = "{group}"
-input_topics = ["events"]
-dead_letter_topic = "dead-letter"
-output_topic = "metrics-out"
-alerts_topic = "alerts"
-publish_interval = "1s"
-commit_interval = "{commit}"
-shutdown_timeout = "5s"
-
-[kafka.librdkafka]
-"session.timeout.ms" = "6000"
-"heartbeat.interval.ms" = "500"
-"sasl.password" = "{SECRET}"
-
-[http]
-listen = "{http}"
-ready_max_lag = 0
-"#,
-            extra_engine = s.extra_engine,
-            brokers = s.brokers,
-            group = s.group,
-            commit = s.commit_interval,
-        );
-        let cfg_path = dir.path().join("cxpulse.toml");
-        std::fs::write(&cfg_path, config).expect("write config");
+        let http = free_addr();
+        let cfg_path = CxConfig::new()
+            .allowed_lateness("1h")
+            .idle_timeout("1h")
+            .kafka(brokers, group, &["events"])
+            .dead_letter_topic("dead-letter")
+            .output_topic("metrics-out")
+            .alerts_topic("alerts")
+            .publish_interval("1s")
+            .commit_interval(commit_interval)
+            .shutdown_timeout("5s")
+            .quick_group_join()
+            .librdkafka("sasl.password", SECRET)
+            .listen(&http)
+            .ready_max_lag(0)
+            .write(&dir.path().join("cxpulse.toml"));
         let log = dir.path().join("cxpulse.log");
         let run = CxRun::spawn(&cfg_path, log, &http)
             .poll_every(POLL)
@@ -166,6 +132,13 @@ ready_max_lag = 0
         (st.code(), start.elapsed())
     }
 
+    /// CPU seconds (user + system) the process uses in the next `d`.
+    fn cpu_seconds_during(&self, d: Duration) -> f64 {
+        let cpu0 = self.cpu_seconds();
+        std::thread::sleep(d);
+        self.cpu_seconds() - cpu0
+    }
+
     /// CPU seconds (user + system) the process used so far.
     fn cpu_seconds(&self) -> f64 {
         let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id()))
@@ -188,28 +161,18 @@ struct Metrics {
 
 impl Metrics {
     fn parse(text: &str) -> Metrics {
-        let mut values = BTreeMap::new();
-        for line in text.lines() {
-            if line.starts_with('#') || line.trim().is_empty() {
-                continue;
-            }
-            let Some((series, value)) = line.rsplit_once(' ') else {
-                continue;
-            };
-            let Ok(v) = value.parse::<f64>() else {
-                continue;
-            };
-            values.insert(normalize(series), v);
-        }
         Metrics {
-            values,
+            values: values(text)
+                .into_iter()
+                .map(|(s, v)| (series_key(&s), v))
+                .collect(),
             raw: text.to_string(),
         }
     }
 
     /// `name` or `name{k="v",...}` in any label order.
     fn get(&self, series: &str) -> Option<f64> {
-        self.values.get(&normalize(series)).copied()
+        self.values.get(&series_key(series)).copied()
     }
 
     fn sum(&self, prefix: &str) -> f64 {
@@ -221,21 +184,6 @@ impl Metrics {
     }
 }
 
-fn normalize(series: &str) -> String {
-    let Some((name, rest)) = series.split_once('{') else {
-        return series.to_string();
-    };
-    let inner = rest.strip_suffix('}').unwrap_or(rest);
-    // `k="v"` pairs separated by `,` (the values here contain no `",`).
-    let mut labels: Vec<String> = inner
-        .split("\",")
-        .filter(|l| !l.is_empty())
-        .map(|l| format!("{}\"", l.trim_end_matches('"')))
-        .collect();
-    labels.sort();
-    format!("{name}{{{}}}", labels.join(","))
-}
-
 fn header<'r>(r: &'r Record, key: &str) -> Option<&'r str> {
     r.headers
         .iter()
@@ -245,27 +193,10 @@ fn header<'r>(r: &'r Record, key: &str) -> Option<&'r str> {
 
 /// Committed offsets of `group` on `topic`, per partition (-1: none).
 fn committed(broker: &Tansu, group: &str, topic: &str, partitions: i32) -> Vec<i64> {
-    let c: BaseConsumer = broker
-        .client_config()
-        .set("group.id", group)
-        .set("enable.auto.commit", "false")
-        .create()
-        .expect("create offset reader");
-    let mut tpl = TopicPartitionList::new();
-    for p in 0..partitions {
-        tpl.add_partition(topic, p);
-    }
-    match c.committed_offsets(tpl, Duration::from_secs(10)) {
-        Ok(t) => t
-            .elements()
-            .iter()
-            .map(|e| match e.offset() {
-                Offset::Offset(o) => o,
-                _ => -1,
-            })
-            .collect(),
-        Err(e) => panic!("cannot read committed offsets: {e}"),
-    }
+    broker
+        .offsets(group, topic, partitions)
+        .committed(Duration::from_secs(10))
+        .unwrap_or_else(|e| panic!("cannot read committed offsets: {e}"))
 }
 
 fn wait_committed(broker: &Tansu, group: &str, want_total: i64, timeout: Duration) -> Vec<i64> {
@@ -302,11 +233,27 @@ fn signups(p: &str, channel: &str, n: i64, start: i64) -> Vec<(Option<String>, S
         .collect()
 }
 
+/// Takes the lock, starts a broker with the topics (`events` with
+/// `partitions`) and cxpulse in `group`, committing every `commit_interval`.
+fn setup(
+    partitions: i32,
+    group: &str,
+    commit_interval: &str,
+) -> (MutexGuard<'static, ()>, Tansu, Cxpulse) {
+    let guard = serial();
+    let broker = Tansu::start();
+    create_topics(&broker, partitions);
+    let cx = Cxpulse::start(&broker.addr, group, commit_interval);
+    (guard, broker, cx)
+}
+
 fn create_topics(broker: &Tansu, event_partitions: i32) {
-    broker.create_topic("events", event_partitions);
-    broker.create_topic("dead-letter", 1);
-    broker.create_topic("metrics-out", 1);
-    broker.create_topic("alerts", 1);
+    broker.create_topics(&[
+        ("events", event_partitions),
+        ("dead-letter", 1),
+        ("metrics-out", 1),
+        ("alerts", 1),
+    ]);
 }
 
 // ---------------------------------------------------------------------------
@@ -321,15 +268,7 @@ fn create_topics(broker: &Tansu, event_partitions: i32) {
 /// ts < T - 1h are applied (everything but the last signup, u4).
 #[test]
 fn known_events_give_the_documented_metrics_output_alerts_and_dead_letters() {
-    let _g = serial();
-    let broker = Tansu::start();
-    create_topics(&broker, 1);
-    let cx = Cxpulse::start(&Settings {
-        brokers: &broker.addr,
-        group: "cx-known",
-        commit_interval: "500ms",
-        extra_engine: "",
-    });
+    let (_g, broker, cx) = setup(1, "cx-known", "500ms");
 
     let e = [
         signup("e1", "u1", "ads", B),
@@ -397,74 +336,45 @@ fn known_events_give_the_documented_metrics_output_alerts_and_dead_letters() {
         Duration::from_secs(30),
     );
 
-    let expect = [
-        (
-            r#"cxpulse_events_total{type="signup",outcome="applied"}"#,
-            4.0,
-        ),
-        (
-            r#"cxpulse_events_total{type="signup",outcome="duplicate"}"#,
-            1.0,
-        ),
-        (
-            r#"cxpulse_events_total{type="signup",outcome="invalid"}"#,
-            1.0,
-        ),
-        (
-            r#"cxpulse_events_total{type="unknown",outcome="invalid"}"#,
-            1.0,
-        ),
-        (
-            r#"cxpulse_events_total{type="deposit",outcome="applied"}"#,
-            1.0,
-        ),
-        (
-            r#"cxpulse_events_total{type="trade",outcome="applied"}"#,
-            1.0,
-        ),
-        (
-            r#"cxpulse_events_total{type="support",outcome="applied"}"#,
-            3.0,
-        ),
-        (
-            "cxpulse_clock_timestamp_seconds",
-            (B + 3 * HOUR + 30_000) as f64 / 1000.0,
-        ),
-        // Signups in [E-24h, E): u1, u2 (ads) and u3 (organic); u4 is still
-        // within the lateness and not applied.
-        (r#"cxpulse_signups{window="24h",channel="ads"}"#, 2.0),
-        (r#"cxpulse_signups{window="24h",channel="organic"}"#, 1.0),
-        (r#"cxpulse_signups_total{channel="ads"}"#, 2.0),
-        (r#"cxpulse_signups_total{channel="organic"}"#, 1.0),
-        ("cxpulse_users", 3.0),
-        // csat 5 and 2: one of two answers in {4, 5}.
-        (r#"cxpulse_csat_responses{window="24h"}"#, 2.0),
-        (r#"cxpulse_csat_ratio{window="24h"}"#, 0.5),
-        // u1 (ads) traded with a 2.5 USD fee.
-        (r#"cxpulse_revenue_usd{window="24h",channel="ads"}"#, 2.5),
-        // t1 (urgent) opened at B+5m, no reply: first-response deadline
-        // B+20m, which is <= T - 1h, so the breach is decided.
-        (
-            r#"cxpulse_support_tickets_opened{window="24h",priority="urgent"}"#,
-            1.0,
-        ),
-        (
-            r#"cxpulse_sla_breaches{window="24h",priority="urgent",kind="first_response"}"#,
-            1.0,
-        ),
-        // Pipeline metrics: three dead-letter records, acknowledged.
-        (
-            r#"cxpulse_dead_letter_records_total{reason="not_json"}"#,
-            1.0,
-        ),
-        (
-            r#"cxpulse_dead_letter_records_total{reason="missing_field"}"#,
-            1.0,
-        ),
-        (r#"cxpulse_dead_letter_records_total{reason="late"}"#, 1.0),
-        // The 8 applied events of phase 1 are visible; u4 is not yet.
-        ("cxpulse_event_to_metric_seconds_count", 8.0),
-    ];
+    // The expected values as Prometheus text (T, a float, is added below).
+    let mut expect = values(
+        r#"
+cxpulse_events_total{type="signup",outcome="applied"} 4
+cxpulse_events_total{type="signup",outcome="duplicate"} 1
+cxpulse_events_total{type="signup",outcome="invalid"} 1
+cxpulse_events_total{type="unknown",outcome="invalid"} 1
+cxpulse_events_total{type="deposit",outcome="applied"} 1
+cxpulse_events_total{type="trade",outcome="applied"} 1
+cxpulse_events_total{type="support",outcome="applied"} 3
+# Signups in [E-24h, E): u1, u2 (ads) and u3 (organic); u4 is still
+# within the lateness and not applied.
+cxpulse_signups{window="24h",channel="ads"} 2
+cxpulse_signups{window="24h",channel="organic"} 1
+cxpulse_signups_total{channel="ads"} 2
+cxpulse_signups_total{channel="organic"} 1
+cxpulse_users 3
+# csat 5 and 2: one of two answers in {4, 5}.
+cxpulse_csat_responses{window="24h"} 2
+cxpulse_csat_ratio{window="24h"} 0.5
+# u1 (ads) traded with a 2.5 USD fee.
+cxpulse_revenue_usd{window="24h",channel="ads"} 2.5
+# t1 (urgent) opened at B+5m, no reply: first-response deadline
+# B+20m, which is <= T - 1h, so the breach is decided.
+cxpulse_support_tickets_opened{window="24h",priority="urgent"} 1
+cxpulse_sla_breaches{window="24h",priority="urgent",kind="first_response"} 1
+# Pipeline metrics: three dead-letter records, acknowledged.
+cxpulse_dead_letter_records_total{reason="not_json"} 1
+cxpulse_dead_letter_records_total{reason="missing_field"} 1
+cxpulse_dead_letter_records_total{reason="late"} 1
+# The 8 applied events of phase 1 are visible; u4 is not yet.
+cxpulse_event_to_metric_seconds_count 8
+"#,
+    );
+    assert_eq!(expect.len(), 21, "expected series: {expect:?}");
+    expect.insert(
+        "cxpulse_clock_timestamp_seconds".to_string(),
+        (B + 3 * HOUR + 30_000) as f64 / 1000.0,
+    );
     // The dead-letter counters move when the broker acknowledges: poll.
     cx.wait_metric(
         r#"cxpulse_dead_letter_records_total{reason="late"}"#,
@@ -474,7 +384,7 @@ fn known_events_give_the_documented_metrics_output_alerts_and_dead_letters() {
     let m = cx.metrics();
     let mut wrong = Vec::new();
     for (series, want) in expect {
-        let got = m.get(series);
+        let got = m.get(&series);
         if got.is_none_or(|g| (g - want).abs() > 1e-9) {
             wrong.push(format!("{series}: got {got:?}, want {want}"));
         }
@@ -596,15 +506,7 @@ fn known_events_give_the_documented_metrics_output_alerts_and_dead_letters() {
 /// and the signups of the first batch's channel stay absent.
 #[test]
 fn restart_does_not_apply_committed_events_twice() {
-    let _g = serial();
-    let broker = Tansu::start();
-    create_topics(&broker, 3);
-    let mut cx = Cxpulse::start(&Settings {
-        brokers: &broker.addr,
-        group: "cx-restart",
-        commit_interval: "500ms",
-        extra_engine: "",
-    });
+    let (_g, broker, mut cx) = setup(3, "cx-restart", "500ms");
     let recs = signups("a", "first", 6, B);
     broker.produce_owned("events", &recs);
     cx.wait_metric(
@@ -648,15 +550,7 @@ fn restart_does_not_apply_committed_events_twice() {
 /// committed before the signal.
 #[test]
 fn sigterm_exits_in_time_with_a_final_commit() {
-    let _g = serial();
-    let broker = Tansu::start();
-    create_topics(&broker, 3);
-    let mut cx = Cxpulse::start(&Settings {
-        brokers: &broker.addr,
-        group: "cx-term",
-        commit_interval: "1h",
-        extra_engine: "",
-    });
+    let (_g, broker, mut cx) = setup(3, "cx-term", "1h");
     let mut recs = signups("t", "x", 5, B);
     recs.push((Some("junk".into()), "{not json".into()));
     broker.produce_owned("events", &recs);
@@ -700,15 +594,8 @@ fn waits_for_a_broker_that_is_not_up_yet_and_loses_nothing() {
     let _g = serial();
     let mut broker = Tansu::start();
     broker.stop();
-    let cx = Cxpulse::start(&Settings {
-        brokers: &broker.addr,
-        group: "cx-late-broker",
-        commit_interval: "500ms",
-        extra_engine: "",
-    });
-    let cpu0 = cx.cpu_seconds();
-    std::thread::sleep(Duration::from_secs(5));
-    let cpu = cx.cpu_seconds() - cpu0;
+    let cx = Cxpulse::start(&broker.addr, "cx-late-broker", "500ms");
+    let cpu = cx.cpu_seconds_during(Duration::from_secs(5));
     assert!(
         cpu < 1.0,
         "used {cpu} CPU seconds in 5 s while the broker was down"
@@ -739,9 +626,7 @@ fn waits_for_a_broker_that_is_not_up_yet_and_loses_nothing() {
     // The broker goes away (frozen with SIGSTOP) and comes back: cxpulse
     // stays up without spinning and carries on where it was.
     broker.pause();
-    let cpu0 = cx.cpu_seconds();
-    std::thread::sleep(Duration::from_secs(4));
-    let cpu = cx.cpu_seconds() - cpu0;
+    let cpu = cx.cpu_seconds_during(Duration::from_secs(4));
     assert!(
         cpu < 1.0,
         "used {cpu} CPU seconds in 4 s while the broker was frozen"

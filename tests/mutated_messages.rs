@@ -3,11 +3,10 @@
 
 mod common;
 
-use common::SplitMix as Rng;
+use common::{SplitMix as Rng, generated_with};
 use cxpulse::config::Config;
 use cxpulse::engine::{Engine, Outcome};
 use cxpulse::event::Decoder;
-use cxpulse::r#gen::{GenConfig, Generator};
 
 const TOKENS: &[&str] = &[
     "null",
@@ -84,14 +83,10 @@ fn mutated_messages_never_panic_and_each_gets_one_outcome() {
     let cfg = Config::default();
     let decoder = Decoder::new(&cfg.mapping, cfg.engine.max_message_bytes, true);
     let mut engine = Engine::new(cfg.params().expect("valid config"));
-    let base: Vec<String> = Generator::new(&GenConfig {
-        seed: 3,
-        events: 20_000,
-        days: 20,
-        ..GenConfig::default()
-    })
-    .map(|l| l.payload)
-    .collect();
+    let base: Vec<String> = generated_with(3, 20_000, 20)
+        .into_iter()
+        .map(|(_, payload)| payload)
+        .collect();
     let mut rng = Rng(42);
     let total = 120_000u64;
     let mut decoded_ok = 0u64;

@@ -19,7 +19,7 @@ fn fixture(name: &str) -> PathBuf {
 }
 
 fn replay(args: &[&str]) -> Output {
-    Command::new(common::cxpulse_bin())
+    common::cxpulse_command()
         .arg("replay")
         .arg("--config")
         .arg(fixture("config.toml"))

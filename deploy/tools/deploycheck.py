@@ -13,7 +13,7 @@ checked and exits 1 with one line per problem.
                                      (query, threshold, for, labels, runbook)
   deploycheck.py grafana-queries     the Grafana rules' queries as JSON
   deploycheck.py names               every series a rule or dashboard query names
-                                     exists (METRICS.md, src/telemetry.rs, rules)
+                                     exists (METRICS.md, src/telemetry/, rules)
   deploycheck.py dashboard           dashboard structure; its queries as JSON
   deploycheck.py compose             pinned images, mounted paths exist, cxpulse
                                      environment as JSON

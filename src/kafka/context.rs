@@ -19,7 +19,7 @@ use rdkafka::types::RDKafkaRespErr;
 
 use super::live::LiveState;
 use super::offsets::OffsetBook;
-use crate::telemetry::{self, CommitResult, CommitTrigger};
+use crate::telemetry::{self, CommitResult, CommitTrigger, PartitionMove, describe};
 
 /// How long the rebalance callback waits for committed offsets.
 const COMMITTED_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
@@ -45,18 +45,6 @@ fn pairs(tpl: &TopicPartitionList) -> Vec<(String, i32)> {
         .collect()
 }
 
-/// `topic/partition@offset, ...` for log lines.
-pub fn describe(tpl: &TopicPartitionList) -> String {
-    tpl.elements()
-        .iter()
-        .map(|e| match e.offset().to_raw() {
-            Some(o) if o >= 0 => format!("{}/{}@{o}", e.topic(), e.partition()),
-            _ => format!("{}/{}", e.topic(), e.partition()),
-        })
-        .collect::<Vec<_>>()
-        .join(", ")
-}
-
 /// Maps a commit result onto telemetry, treating "no offset stored" as
 /// nothing to do rather than a failure.
 pub fn commit_result<'a>(r: &'a KafkaResult<()>, offsets: &'a str) -> CommitResult<'a> {
@@ -69,23 +57,11 @@ pub fn commit_result<'a>(r: &'a KafkaResult<()>, offsets: &'a str) -> CommitResu
 
 impl ClientContext for ConsumerCtx {
     fn log(&self, level: RDKafkaLogLevel, fac: &str, log_message: &str) {
-        telemetry::ClientLog {
-            client: "consumer",
-            level,
-            facility: fac,
-            message: log_message,
-        }
-        .emit();
+        client_log("consumer", level, fac, log_message);
     }
 
     fn error(&self, error: KafkaError, reason: &str) {
-        telemetry::KafkaClientError {
-            client: "consumer",
-            brokers: &self.brokers,
-            error: &error,
-            reason,
-        }
-        .emit();
+        client_error("consumer", &self.brokers, &error, reason);
     }
 
     fn stats_raw(&self, statistics: &[u8]) {
@@ -139,20 +115,19 @@ impl ConsumerContext for ConsumerCtx {
                         }
                         set = kept;
                     }
-                    Err(e) => tracing::warn!(
-                        error = %e,
-                        partitions = describe(&set),
-                        "cannot read the committed offsets of partitions assigned here again; \
-                         they resume where this process left them"
-                    ),
+                    Err(e) => telemetry::CommittedOffsetsUnread {
+                        assigned_again: true,
+                        partitions: &describe(&set),
+                        error: &e,
+                    }
+                    .emit(),
                 }
             }
             if set.count() > 0 {
-                tracing::info!(
-                    offsets = describe(&set),
-                    "assigned partitions resume where the engine's state of them ends \
-                     (checkpoint or earlier assignment here), not at the committed offsets"
-                );
+                telemetry::PartitionsResumed {
+                    offsets: &describe(&set),
+                }
+                .emit();
             }
             if unknown.count() > 0 {
                 // Checkpoints on, partitions the engine has not seen: they
@@ -164,12 +139,12 @@ impl ConsumerContext for ConsumerCtx {
                             book.record_start(e.topic(), e.partition(), e.offset());
                         }
                     }
-                    Err(e) => tracing::warn!(
-                        error = %e,
-                        partitions = describe(&unknown),
-                        "cannot read the committed offsets of newly assigned partitions; \
-                         checkpoints list them once a message of theirs is taken"
-                    ),
+                    Err(e) => telemetry::CommittedOffsetsUnread {
+                        assigned_again: false,
+                        partitions: &describe(&unknown),
+                        error: &e,
+                    }
+                    .emit(),
                 }
             }
         }
@@ -189,7 +164,11 @@ impl ConsumerContext for ConsumerCtx {
             (_, false) => base.unassign(),
         };
         if let Err(e) = r {
-            tracing::warn!(error = %e, partitions = describe(tpl), "applying the rebalance failed");
+            telemetry::RebalanceNotApplied {
+                partitions: &describe(tpl),
+                error: &e,
+            }
+            .emit();
         }
         self.post_rebalance(base, &rebalance);
     }
@@ -203,7 +182,7 @@ impl ConsumerContext for ConsumerCtx {
                 if moved.count() > 0
                     && let Err(e) = base.store_offsets(&moved)
                 {
-                    tracing::warn!(error = %e, "cannot store offsets of revoked partitions");
+                    telemetry::RevokedOffsetsNotStored { error: &e }.emit();
                 }
                 let r = base.commit_consumer_state(CommitMode::Sync);
                 let offsets = describe(&moved);
@@ -213,9 +192,9 @@ impl ConsumerContext for ConsumerCtx {
                 }
                 .emit();
                 self.live.revoke(&pairs(tpl));
-                telemetry::PartitionsRevoked {
-                    partitions: &describe(tpl),
-                    count: tpl.count(),
+                telemetry::PartitionsMoved {
+                    direction: PartitionMove::Revoked,
+                    partitions: tpl,
                 }
                 .emit();
             }
@@ -228,9 +207,9 @@ impl ConsumerContext for ConsumerCtx {
         if let Rebalance::Assign(tpl) = rebalance {
             self.book().assign(tpl);
             self.live.assign(&pairs(tpl));
-            telemetry::PartitionsAssigned {
-                partitions: &describe(tpl),
-                count: tpl.count(),
+            telemetry::PartitionsMoved {
+                direction: PartitionMove::Assigned,
+                partitions: tpl,
             }
             .emit();
         }
@@ -239,11 +218,11 @@ impl ConsumerContext for ConsumerCtx {
     fn commit_callback(&self, result: KafkaResult<()>, offsets: &TopicPartitionList) {
         // Every commit is synchronous and reported where it is made; this
         // echo of it is only traced.
-        tracing::trace!(
-            ok = result.is_ok(),
-            offsets = describe(offsets),
-            "commit callback"
-        );
+        telemetry::CommitEchoed {
+            ok: result.is_ok(),
+            offsets,
+        }
+        .emit();
     }
 }
 
@@ -254,22 +233,32 @@ pub struct ProducerCtx {
 
 impl ClientContext for ProducerCtx {
     fn log(&self, level: RDKafkaLogLevel, fac: &str, log_message: &str) {
-        telemetry::ClientLog {
-            client: "producer",
-            level,
-            facility: fac,
-            message: log_message,
-        }
-        .emit();
+        client_log("producer", level, fac, log_message);
     }
 
     fn error(&self, error: KafkaError, reason: &str) {
-        telemetry::KafkaClientError {
-            client: "producer",
-            brokers: &self.brokers,
-            error: &error,
-            reason,
-        }
-        .emit();
+        client_error("producer", &self.brokers, &error, reason);
     }
+}
+
+/// librdkafka's log callback of either client.
+fn client_log(client: &'static str, level: RDKafkaLogLevel, facility: &str, message: &str) {
+    telemetry::ClientLog {
+        client,
+        level,
+        facility,
+        message,
+    }
+    .emit();
+}
+
+/// librdkafka's error callback of either client.
+fn client_error(client: &'static str, brokers: &str, error: &KafkaError, reason: &str) {
+    telemetry::KafkaClientError {
+        client,
+        brokers,
+        error,
+        reason,
+    }
+    .emit();
 }

@@ -92,7 +92,7 @@ impl LiveState {
         let stats: RawStats = match serde_json::from_slice(raw) {
             Ok(s) => s,
             Err(e) => {
-                tracing::debug!(error = %e, "cannot parse librdkafka statistics");
+                telemetry::StatsUnreadable { error: &e }.emit();
                 return None;
             }
         };
@@ -134,12 +134,8 @@ impl LiveState {
         }
         g.stats_at = Some(Instant::now());
         match (&g.stalled, &stalled) {
-            (None, Some(s)) => tracing::warn!(
-                brokers = s.as_str(),
-                "Kafka broker connection up but not answering: not ready until it does \
-                 (librdkafka times the requests out after socket.timeout.ms and reconnects)"
-            ),
-            (Some(_), None) => tracing::info!("Kafka brokers answering again"),
+            (None, Some(s)) => telemetry::BrokersStalled::Stalled { brokers: s }.emit(),
+            (Some(_), None) => telemetry::BrokersStalled::Answering.emit(),
             _ => {}
         }
         g.stalled = stalled;

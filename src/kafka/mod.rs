@@ -34,7 +34,9 @@
 //! - [`live`]: connection, assignment and lag, shared with `/readyz`.
 //! - [`latency`]: the event-to-metric latency histogram's bookkeeping.
 //! - [`publish`]: dead-letter, output and alert records and their delivery.
-//! - [`pipeline`]: the consumer loop that owns the engine.
+//! - [`pipeline`]: the consumer loop that owns the engine: a `select!` over
+//!   its parts (client building, restore, per-message decision, checkpoints,
+//!   commits, shutdown), each in its own file.
 
 pub mod client;
 pub mod context;

@@ -1,0 +1,341 @@
+//! The decision for one consumed message: decode it, offer it to the engine,
+//! and book its offset by the delivery rule (see [`crate::kafka`]): handled
+//! at once when the engine took it (applied or duplicate), or when it is
+//! dropped for want of a dead-letter topic; held until its dead-letter
+//! record is acknowledged otherwise. No I/O and no librdkafka message type:
+//! the loop turns a [`Decision`] into a dead-letter delivery, and the tests
+//! below drive it without a broker.
+
+use crate::engine::{Engine, Outcome};
+use crate::event::time::format_rfc3339;
+use crate::event::{Decoder, Millis};
+use crate::kafka::offsets::{HoldTicket, OffsetBook};
+
+/// A consumed message, as the decision needs it.
+#[derive(Clone, Copy, Debug)]
+pub struct MessageView<'a> {
+    pub topic: &'a str,
+    pub partition: i32,
+    pub offset: i64,
+    /// The message value (empty when it has none).
+    pub payload: &'a [u8],
+    /// The Kafka timestamp in ms (the fallback event time when configured,
+    /// and the append time of the latency histogram).
+    pub timestamp: Option<Millis>,
+}
+
+/// What to do with one message after the engine has seen it.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Decision {
+    /// The engine took the event (applied, or buffered for the lateness);
+    /// its offset is handled.
+    Applied { event_ts: Millis },
+    /// A duplicate of an event already taken: counted, offset handled.
+    Duplicate,
+    /// Send the message to the dead-letter topic; its offset is held until
+    /// the record is acknowledged and `ticket` released.
+    DeadLetter {
+        reason: &'static str,
+        detail: String,
+        ticket: HoldTicket,
+    },
+    /// Invalid or late with no dead-letter topic configured: counted by the
+    /// engine, offset handled.
+    Dropped {
+        reason: &'static str,
+        detail: String,
+    },
+}
+
+/// Decodes `m`, offers it to `engine` as partition `book.pid(..)` with the
+/// wall clock `now`, and books its offset. `dead_letters`: a dead-letter
+/// topic is configured. Returns the engine partition and the decision.
+pub fn decide(
+    m: &MessageView<'_>,
+    decoder: &Decoder,
+    engine: &mut Engine,
+    book: &mut OffsetBook,
+    dead_letters: bool,
+    now: Millis,
+) -> (u32, Decision) {
+    let pid = book.pid(m.topic, m.partition);
+    let refused: (&'static str, String) = match decoder.decode(m.payload, m.timestamp) {
+        Ok(ev) => match engine.offer(pid, &ev, Some(now)) {
+            Outcome::Applied => {
+                book.handled(m.topic, m.partition, m.offset);
+                return (pid, Decision::Applied { event_ts: ev.ts });
+            }
+            Outcome::Duplicate => {
+                book.handled(m.topic, m.partition, m.offset);
+                return (pid, Decision::Duplicate);
+            }
+            Outcome::Late => (
+                "late",
+                format!(
+                    "event time {} is more than allowed_lateness behind the clock T {}",
+                    format_rfc3339(ev.ts),
+                    engine.clock().map(format_rfc3339).unwrap_or_default()
+                ),
+            ),
+            Outcome::Invalid => (
+                "future_ts",
+                format!(
+                    "event time {} is more than max_future_skew ahead of the wall clock {}",
+                    format_rfc3339(ev.ts),
+                    format_rfc3339(now)
+                ),
+            ),
+        },
+        Err(f) => {
+            engine.record_invalid(f.event_type);
+            (f.error.reason(), f.error.to_string())
+        }
+    };
+    let (reason, detail) = refused;
+    if !dead_letters {
+        book.handled(m.topic, m.partition, m.offset);
+        return (pid, Decision::Dropped { reason, detail });
+    }
+    let ticket = book.hold(m.topic, m.partition, m.offset);
+    (
+        pid,
+        Decision::DeadLetter {
+            reason,
+            detail,
+            ticket,
+        },
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+    use rdkafka::TopicPartitionList;
+
+    /// 2026-01-05T10:00:00Z (`date -u -d 2026-01-05T10:00:00Z +%s`).
+    const JAN5_10H: Millis = 1_767_607_200_000;
+
+    /// Engine and decoder under the default config (allowed_lateness 30 s,
+    /// max_future_skew 5 min), one input topic `in`.
+    struct Rig {
+        decoder: Decoder,
+        engine: Engine,
+        book: OffsetBook,
+    }
+
+    impl Rig {
+        fn new() -> Rig {
+            let cfg = Config::default();
+            Rig {
+                decoder: Decoder::new(
+                    &cfg.mapping,
+                    cfg.engine.max_message_bytes,
+                    cfg.engine.kafka_timestamp_fallback,
+                ),
+                engine: Engine::new(cfg.params().expect("valid config")),
+                book: OffsetBook::new(&["in".into()]),
+            }
+        }
+
+        /// Decides `payload` at `in/partition@offset`, wall clock `now`,
+        /// with a dead-letter topic configured.
+        fn offer(&mut self, partition: i32, offset: i64, payload: &str, now: Millis) -> Decision {
+            self.offer_with(partition, offset, payload, now, true).1
+        }
+
+        fn offer_with(
+            &mut self,
+            partition: i32,
+            offset: i64,
+            payload: &str,
+            now: Millis,
+            dead_letters: bool,
+        ) -> (u32, Decision) {
+            let m = MessageView {
+                topic: "in",
+                partition,
+                offset,
+                payload: payload.as_bytes(),
+                timestamp: Some(now),
+            };
+            decide(
+                &m,
+                &self.decoder,
+                &mut self.engine,
+                &mut self.book,
+                dead_letters,
+                now,
+            )
+        }
+
+        /// The committable positions that moved, as (partition, offset).
+        fn moved(&mut self) -> Vec<(i32, i64)> {
+            positions(&self.book.take_moved())
+        }
+    }
+
+    fn positions(tpl: &TopicPartitionList) -> Vec<(i32, i64)> {
+        let mut v: Vec<_> = tpl
+            .elements()
+            .iter()
+            .map(|e| (e.partition(), e.offset().to_raw().unwrap_or(-1)))
+            .collect();
+        v.sort();
+        v
+    }
+
+    fn deposit(id: &str, ts: Millis) -> String {
+        format!(
+            r#"{{"event_id":"{id}","type":"deposit","ts":{ts},"user_id":"u1","amount_usd":25}}"#
+        )
+    }
+
+    /// The reason, detail and ticket of a dead-letter decision.
+    fn dead_letter(d: Decision) -> (&'static str, String, HoldTicket) {
+        match d {
+            Decision::DeadLetter {
+                reason,
+                detail,
+                ticket,
+            } => (reason, detail, ticket),
+            other => panic!("expected a dead letter, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_valid_event_is_applied_and_its_offset_stored() {
+        let mut r = Rig::new();
+        let (pid, d) = r.offer_with(0, 5, &deposit("e1", JAN5_10H), JAN5_10H + 1_000, true);
+        assert_eq!(pid, 0);
+        assert_eq!(d, Decision::Applied { event_ts: JAN5_10H });
+        // Taken by the engine, waiting in its lateness buffer.
+        assert_eq!(r.engine.pending_events(), 1);
+        // Offset 5 handled: the committable position is 6.
+        assert_eq!(r.moved(), [(0, 6)]);
+        assert_eq!(r.book.held_count(), 0);
+    }
+
+    #[test]
+    fn an_invalid_event_is_dead_lettered_and_holds_its_offset_until_acknowledged() {
+        let mut r = Rig::new();
+        let now = JAN5_10H + 1_000;
+        assert!(matches!(
+            r.offer(0, 0, &deposit("e1", JAN5_10H), now),
+            Decision::Applied { .. }
+        ));
+        // A deposit without `amount_usd` at offset 1, a valid one at 2.
+        let bad = format!(r#"{{"event_id":"e2","type":"deposit","ts":{JAN5_10H},"user_id":"u1"}}"#);
+        let (reason, detail, ticket) = dead_letter(r.offer(0, 1, &bad, now));
+        assert_eq!(reason, "missing_field");
+        assert_eq!(detail, "required field `amount_usd` is missing");
+        assert!(matches!(
+            r.offer(0, 2, &deposit("e3", JAN5_10H), now),
+            Decision::Applied { .. }
+        ));
+        // Held: the position stops at 1 although 2 is handled.
+        assert_eq!(r.book.held_count(), 1);
+        assert_eq!(r.moved(), [(0, 1)]);
+        // The dead-letter record is acknowledged: the position moves past 2.
+        r.book.release(ticket);
+        assert_eq!(r.moved(), [(0, 3)]);
+        assert_eq!(r.book.held_count(), 0);
+        // Not JSON at all.
+        let d = r.offer(0, 3, "{not json", now);
+        assert!(
+            matches!(
+                d,
+                Decision::DeadLetter {
+                    reason: "not_json",
+                    ..
+                }
+            ),
+            "{d:?}"
+        );
+    }
+
+    #[test]
+    fn a_duplicate_is_counted_and_its_offset_stored() {
+        let mut r = Rig::new();
+        let ev = deposit("e1", JAN5_10H);
+        let now = JAN5_10H + 1_000;
+        assert_eq!(
+            r.offer(0, 0, &ev, now),
+            Decision::Applied { event_ts: JAN5_10H }
+        );
+        assert_eq!(r.offer(0, 1, &ev, now), Decision::Duplicate);
+        assert_eq!(r.engine.pending_events(), 1, "the duplicate is not taken");
+        assert_eq!(r.moved(), [(0, 2)]);
+    }
+
+    #[test]
+    fn a_late_event_is_dead_lettered_with_the_clock_in_its_reason() {
+        let mut r = Rig::new();
+        let now = JAN5_10H + 120_000;
+        // T moves to 10:01:00; allowed_lateness is 30 s, so 10:00:00 is late.
+        r.offer(0, 0, &deposit("e1", JAN5_10H + 60_000), now);
+        let (reason, detail, _) = dead_letter(r.offer(0, 1, &deposit("e2", JAN5_10H), now));
+        assert_eq!(reason, "late");
+        assert_eq!(
+            detail,
+            "event time 2026-01-05T10:00:00Z is more than allowed_lateness behind the clock T 2026-01-05T10:01:00Z"
+        );
+        // 10:00:31 is within the lateness: taken.
+        assert!(matches!(
+            r.offer(0, 2, &deposit("e3", JAN5_10H + 31_000), now),
+            Decision::Applied { .. }
+        ));
+        assert_eq!(r.moved(), [(0, 1)]);
+    }
+
+    #[test]
+    fn an_event_too_far_ahead_of_the_wall_clock_is_dead_lettered_as_future_ts() {
+        let mut r = Rig::new();
+        // max_future_skew is 5 min: 5 min 1 s ahead is refused.
+        let (reason, detail, _) =
+            dead_letter(r.offer(0, 0, &deposit("e1", JAN5_10H + 301_000), JAN5_10H));
+        assert_eq!(reason, "future_ts");
+        assert_eq!(
+            detail,
+            "event time 2026-01-05T10:05:01Z is more than max_future_skew ahead of the wall clock 2026-01-05T10:00:00Z"
+        );
+        // Exactly 5 min ahead is accepted.
+        assert!(matches!(
+            r.offer(0, 1, &deposit("e2", JAN5_10H + 300_000), JAN5_10H),
+            Decision::Applied { .. }
+        ));
+    }
+
+    #[test]
+    fn without_a_dead_letter_topic_an_invalid_event_is_dropped_and_its_offset_stored() {
+        let mut r = Rig::new();
+        let (_, d) = r.offer_with(0, 7, "[]", JAN5_10H, false);
+        assert_eq!(
+            d,
+            Decision::Dropped {
+                reason: "not_json",
+                detail: "message is JSON but not a JSON object".into()
+            }
+        );
+        assert_eq!(r.book.held_count(), 0);
+        assert_eq!(r.moved(), [(0, 8)]);
+    }
+
+    #[test]
+    fn partitions_keep_their_own_offsets_and_clocks() {
+        let mut r = Rig::new();
+        let now = JAN5_10H + 120_000;
+        let (p0, d0) = r.offer_with(0, 10, &deposit("a", JAN5_10H + 60_000), now, true);
+        // Partition 1's clock is its own: 10:00:00 is not late there.
+        let (p1, d1) = r.offer_with(1, 20, &deposit("b", JAN5_10H), now, true);
+        assert_eq!((p0, p1), (0, 1));
+        assert!(matches!(d0, Decision::Applied { .. }), "{d0:?}");
+        assert!(matches!(d1, Decision::Applied { .. }), "{d1:?}");
+        // A dead letter on partition 1 holds partition 1 only.
+        let (_, _, held) = dead_letter(r.offer(1, 21, "{", now));
+        r.offer(0, 11, &deposit("c", JAN5_10H + 61_000), now);
+        assert_eq!(r.moved(), [(0, 12), (1, 21)]);
+        r.book.release(held);
+        assert_eq!(r.moved(), [(1, 22)]);
+    }
+}

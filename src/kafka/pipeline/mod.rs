@@ -1,0 +1,204 @@
+//! The consumer loop: Kafka messages in, engine updated, offsets stored,
+//! dead-letter records, alerts and changed series out. The delivery rule and
+//! the checkpoint semantics it keeps are in [`crate::kafka`].
+//!
+//! One task owns the engine (plain single-threaded data) and everything that
+//! touches it. `/metrics` asks this task for a rendering through a channel,
+//! so a scrape always sees every effect applied so far and never races an
+//! update; rendering costs a few ms per million users, once per scrape.
+//!
+//! [`run`] is a `select!` over what can happen next; each part lives apart:
+//!
+//! - `clients`: building the consumer and producer.
+//! - `restore`: the engine from the newest good checkpoint at start.
+//! - `state`: what the loop owns; tick, publish, render, acknowledgements.
+//! - `receive`: a turn of ready messages, consumer errors.
+//! - `decide`: the per-message decision (pure, unit-tested).
+//! - `checkpointing`: snapshot, write, then store the covered offsets.
+//! - `commit`: the offset store and periodic commits.
+//! - `shutdown`: the bounded shutdown.
+
+mod checkpointing;
+mod clients;
+mod commit;
+mod decide;
+mod receive;
+mod restore;
+mod shutdown;
+mod state;
+
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use rdkafka::error::KafkaResult;
+use rdkafka::message::BorrowedMessage;
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinError;
+use tokio::time::{Interval, MissedTickBehavior, interval, sleep_until};
+
+use self::checkpointing::CheckpointDone;
+use self::receive::Turn;
+use self::state::{DeadLetterDone, Loop};
+use super::live::LiveState;
+use super::offsets::OffsetBook;
+use crate::config::Config;
+use crate::event::Millis;
+use crate::telemetry;
+
+/// `/metrics` asks the loop for the engine's series as Prometheus text.
+pub struct RenderRequest {
+    pub reply: oneshot::Sender<String>,
+}
+
+/// How the shutdown went; clean when `problems` is empty.
+#[derive(Debug, Default)]
+pub struct ShutdownReport {
+    pub problems: Vec<String>,
+}
+
+impl ShutdownReport {
+    pub fn is_clean(&self) -> bool {
+        self.problems.is_empty()
+    }
+
+    fn problem(&mut self, p: impl Into<String>) {
+        self.problems.push(p.into());
+    }
+}
+
+/// How often the loop checks idleness, stores offsets and drains timers.
+const TICK: Duration = Duration::from_millis(200);
+/// Most events tracked at once for the latency histogram.
+const LATENCY_TRACK_CAP: usize = 2_000_000;
+
+/// Runs the live pipeline until `shutdown` completes, then drains within
+/// `kafka.shutdown_timeout`. Errors only when the clients cannot be built
+/// (bad settings); a broker that is down is waited for.
+pub async fn run(
+    cfg: &Config,
+    live: Arc<LiveState>,
+    mut render_rx: mpsc::Receiver<RenderRequest>,
+    shutdown: impl Future<Output = ()>,
+) -> anyhow::Result<ShutdownReport> {
+    let k = &cfg.kafka;
+    anyhow::ensure!(
+        !k.input_topics.is_empty(),
+        "kafka.input_topics is empty: nothing to consume"
+    );
+    let (engine, checkpoint) = restore::restore(cfg)?;
+    let mut offset_book = OffsetBook::new(&k.input_topics);
+    if let Some((_, saved)) = &checkpoint {
+        offset_book.track_positions(saved);
+    }
+    let book = Arc::new(Mutex::new(offset_book));
+    let clients = clients::build(k, &live, &book)?;
+    let store = checkpoint.map(|(store, _)| store);
+    let mut lp = Loop::new(cfg, clients, book, live, engine, store);
+
+    let consumer = lp.consumer.clone();
+    let mut tick = ticker(TICK);
+    let mut commit_tick = ticker(duration(k.commit_interval.ms()));
+    let mut publish_tick = ticker(duration(k.publish_interval.ms()));
+    let mut checkpoint_tick = ticker(duration(cfg.checkpoint.interval.ms()));
+    // The first tick is immediate: skip it (nothing to save yet).
+    checkpoint_tick.reset();
+    let mut fatal: Option<String> = None;
+    let mut resume_at: Option<tokio::time::Instant> = None;
+    tokio::pin!(shutdown);
+    telemetry::Consuming.emit();
+
+    loop {
+        let step = tokio::select! {
+            biased;
+            () = &mut shutdown => Step::Shutdown,
+            Some(req) = render_rx.recv() => Step::Render(req),
+            Some(done) = lp.dead_letters.join_next(), if !lp.dead_letters.is_empty() => Step::DeadLetterDone(done),
+            Some(_) = lp.background.join_next(), if !lp.background.is_empty() => Step::Idle,
+            Some(done) = lp.commits.join_next(), if !lp.commits.is_empty() => Step::CommitDone(done),
+            Some(done) = lp.checkpoint_writes.join_next(), if !lp.checkpoint_writes.is_empty() => Step::CheckpointDone(done),
+            Some(buf) = lp.snapshot_buffers.join_next(), if !lp.snapshot_buffers.is_empty() => Step::SnapshotBuffer(buf),
+            _ = tick.tick() => Step::Tick,
+            _ = commit_tick.tick() => Step::Commit,
+            _ = publish_tick.tick() => Step::Publish,
+            _ = checkpoint_tick.tick(), if lp.checkpoint.is_some() => Step::Checkpoint,
+            () = sleep_until(resume_at.unwrap_or_else(tokio::time::Instant::now)), if resume_at.is_some() => {
+                resume_at = None;
+                Step::Idle
+            }
+            m = consumer.recv(), if resume_at.is_none() && lp.checkpoint_due.is_none() => Step::Message(m),
+        };
+        match step {
+            Step::Shutdown => break,
+            Step::Render(req) => lp.render(req),
+            Step::DeadLetterDone(Ok(done)) => lp.dead_letter_done(done),
+            Step::DeadLetterDone(Err(e)) => telemetry::TaskFailed {
+                task: "dead-letter delivery",
+                error: &e,
+            }
+            .emit(),
+            Step::Idle => {}
+            Step::Tick => lp.tick(),
+            Step::Commit => lp.commit(),
+            Step::CommitDone(done) => lp.commit_done(done),
+            Step::Publish => lp.publish(),
+            Step::Checkpoint => lp.checkpoint(),
+            Step::SnapshotBuffer(buf) => lp.snapshot_buffer_ready(buf),
+            Step::CheckpointDone(done) => {
+                lp.checkpoint_done(done);
+            }
+            Step::Message(first) => match lp.receive(&consumer, first) {
+                Turn::Done => {}
+                Turn::Pause(until) => resume_at = Some(until),
+                Turn::Fatal(e) => {
+                    fatal = Some(e);
+                    break;
+                }
+            },
+        }
+    }
+    let deadline = tokio::time::Instant::now() + duration(k.shutdown_timeout.ms());
+    // The loop's handle is the last one: closing happens off the runtime.
+    drop(consumer);
+    let mut report = lp.finish(deadline).await;
+    if let Some(f) = fatal {
+        report
+            .problems
+            .insert(0, format!("fatal consumer error: {f}"));
+    }
+    Ok(report)
+}
+
+/// What the loop does next.
+enum Step<'m> {
+    Shutdown,
+    Render(RenderRequest),
+    DeadLetterDone(Result<DeadLetterDone, JoinError>),
+    CommitDone(Result<(KafkaResult<()>, String), JoinError>),
+    Checkpoint,
+    CheckpointDone(Result<CheckpointDone, JoinError>),
+    SnapshotBuffer(Result<Vec<u8>, JoinError>),
+    Idle,
+    Tick,
+    Commit,
+    Publish,
+    Message(KafkaResult<BorrowedMessage<'m>>),
+}
+
+/// An interval that, when the loop falls behind, delays the next tick
+/// rather than firing a burst.
+fn ticker(every: Duration) -> Interval {
+    let mut t = interval(every);
+    t.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    t
+}
+
+fn duration(ms: Millis) -> Duration {
+    Duration::from_millis(ms.max(1) as u64)
+}
+
+fn wall_ms() -> Millis {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as Millis)
+}

@@ -1,0 +1,225 @@
+//! What the consumer loop owns ([`Loop`]) and its smaller duties: the
+//! periodic tick (heartbeat, wall-clock following), alerts and latency after
+//! the engine moved, output publishing, `/metrics` renderings and
+//! dead-letter acknowledgements.
+
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use rdkafka::consumer::StreamConsumer;
+use rdkafka::error::KafkaResult;
+use rdkafka::producer::FutureProducer;
+use tokio::task::JoinSet;
+
+use super::checkpointing::CheckpointDone;
+use super::clients::Clients;
+use super::{LATENCY_TRACK_CAP, RenderRequest, wall_ms};
+use crate::checkpoint::CheckpointStore;
+use crate::config::Config;
+use crate::engine::Engine;
+use crate::event::{Decoder, Millis};
+use crate::export::to_prometheus_text;
+use crate::kafka::context::{ConsumerCtx, ProducerCtx};
+use crate::kafka::latency::LatencyTracker;
+use crate::kafka::live::LiveState;
+use crate::kafka::offsets::{HoldTicket, OffsetBook};
+use crate::kafka::publish::{self, OutRecord, SeriesDiff};
+use crate::telemetry::{self, Stream};
+
+/// A dead-letter record was acknowledged.
+pub struct DeadLetterDone {
+    pub ticket: HoldTicket,
+    pub reason: &'static str,
+    pub topic: String,
+    pub partition: i32,
+    pub offset: i64,
+}
+
+/// Everything the consumer loop owns.
+pub struct Loop {
+    pub consumer: Arc<StreamConsumer<ConsumerCtx>>,
+    pub producer: FutureProducer<ProducerCtx>,
+    /// Shared with the revoke callback, which runs inside `recv`.
+    pub book: Arc<Mutex<OffsetBook>>,
+    pub live: Arc<LiveState>,
+    pub engine: Engine,
+    /// Checkpoints on: where they are written.
+    pub checkpoint: Option<CheckpointStore>,
+    /// The checkpoint write in flight (at most one).
+    pub checkpoint_writes: JoinSet<CheckpointDone>,
+    /// A buffer for the next snapshot, allocated and touched on a blocking
+    /// thread (at most one in preparation).
+    pub snapshot_buffers: JoinSet<Vec<u8>>,
+    pub snapshot_buffer: Option<Vec<u8>>,
+    /// A checkpoint is due but waits, with consumption paused, for the
+    /// dead-letter records in flight to be acknowledged; until this instant
+    /// at most.
+    pub checkpoint_due: Option<Instant>,
+    pub decoder: Decoder,
+    pub latency: LatencyTracker,
+    /// `cxpulse_event_to_metric_seconds`, with buckets for this lateness.
+    pub latency_histogram: prometheus::Histogram,
+    pub diff: SeriesDiff,
+    /// Dead-letter deliveries; each completes with the offset it releases.
+    pub dead_letters: JoinSet<DeadLetterDone>,
+    /// Output and alert deliveries.
+    pub background: JoinSet<()>,
+    /// When the last message arrived (for wall-clock following).
+    pub last_message: Instant,
+    /// Consumer errors since the last message, to pause after a long run.
+    pub errors_in_a_row: u64,
+    /// Offsets were stored since the last commit request.
+    pub stored_since_commit: bool,
+    /// The positions last stored, for the commit log line.
+    pub stored_text: String,
+    /// The periodic commit in flight (at most one).
+    pub commits: JoinSet<(KafkaResult<()>, String)>,
+    pub dlq_topic: String,
+    pub output_topic: String,
+    pub alerts_topic: String,
+    pub idle_timeout: Duration,
+}
+
+impl Loop {
+    pub fn new(
+        cfg: &Config,
+        clients: Clients,
+        book: Arc<Mutex<OffsetBook>>,
+        live: Arc<LiveState>,
+        engine: Engine,
+        checkpoint: Option<CheckpointStore>,
+    ) -> Loop {
+        let k = &cfg.kafka;
+        Loop {
+            consumer: Arc::new(clients.consumer),
+            producer: clients.producer,
+            book,
+            live,
+            engine,
+            checkpoint,
+            checkpoint_writes: JoinSet::new(),
+            snapshot_buffers: JoinSet::new(),
+            snapshot_buffer: None,
+            checkpoint_due: None,
+            decoder: Decoder::new(
+                &cfg.mapping,
+                cfg.engine.max_message_bytes,
+                cfg.engine.kafka_timestamp_fallback,
+            ),
+            latency: LatencyTracker::new(LATENCY_TRACK_CAP),
+            latency_histogram: telemetry::metrics()
+                .latency_histogram(cfg.engine.allowed_lateness.ms()),
+            diff: SeriesDiff::default(),
+            dead_letters: JoinSet::new(),
+            background: JoinSet::new(),
+            last_message: Instant::now(),
+            errors_in_a_row: 0,
+            stored_since_commit: false,
+            stored_text: String::new(),
+            commits: JoinSet::new(),
+            dlq_topic: k.dead_letter_topic.clone(),
+            output_topic: k.output_topic.clone(),
+            alerts_topic: k.alerts_topic.clone(),
+            idle_timeout: Duration::from_millis(cfg.engine.idle_timeout.ms().max(0) as u64),
+        }
+    }
+
+    pub fn book(&self) -> MutexGuard<'_, OffsetBook> {
+        lock(&self.book)
+    }
+
+    pub fn dead_letter_done(&mut self, d: DeadLetterDone) {
+        self.book().release(d.ticket);
+        telemetry::DeadLettered {
+            reason: d.reason,
+            topic: &d.topic,
+            partition: d.partition,
+            offset: d.offset,
+        }
+        .emit();
+        if self.checkpoint_due.is_some() && self.book().held_count() == 0 {
+            self.checkpoint();
+        }
+    }
+
+    /// After the clock of partition `pid` (of every partition: `None`) may
+    /// have moved: publish new breach alerts and record the latency of
+    /// effects that became visible.
+    pub fn after_engine_change(&mut self, pid: Option<u32>, now: Millis) {
+        let alerts = self.engine.drain_alerts();
+        if !alerts.is_empty() && !self.alerts_topic.is_empty() {
+            let records: Vec<OutRecord> = alerts
+                .iter()
+                .map(|a| publish::alert_record(&self.alerts_topic, a))
+                .collect();
+            self.spawn_delivery(Stream::Alerts, records);
+        }
+        let hist = &self.latency_histogram;
+        let mut observe = |s: f64| hist.observe(s);
+        let pids = match pid {
+            Some(p) => vec![p],
+            None => self.latency.partitions(),
+        };
+        for p in pids {
+            if let Some(through) = applied_through(&self.engine, p) {
+                self.latency.release(p, through, now, &mut observe);
+            }
+        }
+    }
+
+    pub fn spawn_delivery(&mut self, stream: Stream, records: Vec<OutRecord>) {
+        let producer = self.producer.clone();
+        self.background
+            .spawn(publish::deliver_all(producer, stream, records));
+    }
+
+    pub fn tick(&mut self) {
+        let now = wall_ms();
+        self.live.beat(now);
+        if self.checkpoint_due.is_some_and(|d| Instant::now() >= d) {
+            self.checkpoint();
+        }
+        if self.last_message.elapsed() >= self.idle_timeout
+            && self.live.caught_up_since(self.last_message)
+        {
+            let from = self.engine.clock();
+            if from.is_none_or(|t| now > t) {
+                self.engine.advance_to(now);
+                telemetry::ClockFollowedWall { from, to: now }.emit();
+            }
+        }
+        self.after_engine_change(None, now);
+        self.store_moved();
+    }
+
+    pub fn publish(&mut self) {
+        if self.output_topic.is_empty() {
+            return;
+        }
+        let Some(t) = self.engine.clock() else { return };
+        let families = self.engine.families();
+        let records = self.diff.changed(&self.output_topic, &families, t);
+        if !records.is_empty() {
+            self.spawn_delivery(Stream::Output, records);
+        }
+    }
+
+    pub fn render(&mut self, req: RenderRequest) {
+        let m = telemetry::metrics();
+        m.pending_events.set(self.engine.pending_events() as i64);
+        m.engine_state_bytes.set(self.engine.state_bytes() as i64);
+        let _ = req.reply.send(to_prometheus_text(&self.engine.families()));
+    }
+}
+
+/// The offset book, also when a panic elsewhere poisoned its lock (it is
+/// plain data, consistent between calls).
+pub fn lock(book: &Mutex<OffsetBook>) -> MutexGuard<'_, OffsetBook> {
+    book.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// How far partition `pid` of the engine has applied its effects (its clock
+/// less `allowed_lateness`); `None` before its first event.
+fn applied_through(engine: &Engine, pid: u32) -> Option<Millis> {
+    engine.parts.get(&pid).map(|p| p.applied_through)
+}

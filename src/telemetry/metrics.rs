@@ -1,0 +1,280 @@
+//! The pipeline's own series: one process-wide `prometheus` registry and the
+//! bucket layout of the event-to-metric histogram. Only the typed events of
+//! this module's siblings move them (except the gauges the loop sets).
+
+use std::sync::{LazyLock, Mutex};
+
+use prometheus::{
+    Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
+};
+use tracing::warn;
+
+use super::Stream;
+
+/// Bucket bounds of `cxpulse_event_to_metric_seconds`, in seconds: a
+/// general ladder plus a fine one just above `allowed_lateness`, because an
+/// event's effect becomes visible only once T has passed its time by the
+/// lateness, so that is where the values sit.
+pub fn latency_buckets(allowed_lateness_ms: i64) -> Vec<f64> {
+    const LADDER: &[f64] = &[
+        0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+        120.0, 300.0, 600.0,
+    ];
+    const ABOVE_LATENESS: &[f64] = &[
+        0.0, 0.005, 0.01, 0.025, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.5, 5.0, 10.0,
+    ];
+    let l = allowed_lateness_ms.max(0) as f64 / 1000.0;
+    let mut b: Vec<f64> = LADDER.to_vec();
+    if l > 0.0 {
+        b.extend(ABOVE_LATENESS.iter().map(|d| l + d));
+    }
+    b.sort_by(f64::total_cmp);
+    b.dedup_by(|a, b| (*a - *b).abs() < 1e-9);
+    b
+}
+
+/// The pipeline's own series (METRICS.md, "The pipeline itself"), apart from
+/// those the engine exports.
+pub struct PipelineMetrics {
+    registry: Registry,
+    /// Messages not yet handed to the consumer loop, per assigned partition,
+    /// from librdkafka statistics.
+    pub consumer_lag: IntGaugeVec,
+    /// Kafka append time of an applied event to the moment its effect is
+    /// visible at `/metrics` (released from the engine's reorder buffer).
+    /// Its buckets depend on the lateness: see [`PipelineMetrics::latency_histogram`].
+    pub(super) event_to_metric: Mutex<(i64, Histogram)>,
+    pub(super) dead_letters: IntCounterVec,
+    pub(super) published: IntCounterVec,
+    pub(super) delivery_failures: IntCounterVec,
+    /// Records handed to the producer and not yet acknowledged, per stream.
+    pub delivery_pending: IntGaugeVec,
+    pub(super) delivery_abandoned: IntCounterVec,
+    pub(super) commits: IntCounterVec,
+    pub(super) rebalances: IntCounterVec,
+    /// Partitions currently assigned to this consumer.
+    pub assigned_partitions: IntGauge,
+    /// 1 while the latest librdkafka statistics show a broker connection up.
+    pub kafka_connected: IntGauge,
+    pub(super) client_errors: IntCounterVec,
+    pub(super) client_logs: IntCounterVec,
+    pub(super) consume_errors: IntCounterVec,
+    pub(super) wall_clock_advances: IntCounter,
+    /// Events accepted by the engine and waiting for `allowed_lateness`.
+    pub pending_events: IntGauge,
+    /// Approximate heap bytes of the engine state.
+    pub engine_state_bytes: IntGauge,
+    pub(super) checkpoints: IntCounter,
+    pub(super) checkpoint_failures: IntCounter,
+    pub(super) checkpoint_bytes: IntGauge,
+    pub(super) checkpoint_write_seconds: Histogram,
+}
+
+impl PipelineMetrics {
+    fn new() -> PipelineMetrics {
+        let registry = Registry::new();
+        let gauge_vec = |name: &str, help: &str, labels: &[&str]| {
+            register(&registry, IntGaugeVec::new(Opts::new(name, help), labels))
+        };
+        let gauge = |name: &str, help: &str| register(&registry, IntGauge::new(name, help));
+        let counter_vec = |name: &str, help: &str, labels: &[&str]| {
+            register(&registry, IntCounterVec::new(Opts::new(name, help), labels))
+        };
+        let counter = |name: &str, help: &str| register(&registry, IntCounter::new(name, help));
+        let checkpoint_write_seconds = register(
+            &registry,
+            Histogram::with_opts(
+                HistogramOpts::new(
+                    "cxpulse_checkpoint_write_seconds",
+                    "Time to write one checkpoint file (encode, write, fsync, rename), off the consumer loop.",
+                )
+                .buckets(vec![
+                    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+                    30.0,
+                ]),
+            ),
+        );
+        let event_to_metric = register(&registry, Ok(latency_histogram(30_000)));
+        let m = PipelineMetrics {
+            consumer_lag: gauge_vec(
+                "cxpulse_consumer_lag",
+                "Messages on the broker not yet handed to cxpulse, per assigned partition (librdkafka statistics).",
+                &["topic", "partition"],
+            ),
+            event_to_metric: Mutex::new((30_000, event_to_metric)),
+            dead_letters: counter_vec(
+                "cxpulse_dead_letter_records_total",
+                "Records acknowledged on the dead-letter topic, by reason.",
+                &["reason"],
+            ),
+            published: counter_vec(
+                "cxpulse_published_records_total",
+                "Records acknowledged by the broker, by stream (output, alerts, dead_letter).",
+                &["stream"],
+            ),
+            delivery_failures: counter_vec(
+                "cxpulse_delivery_failures_total",
+                "Failed delivery attempts (each is retried), by stream.",
+                &["stream"],
+            ),
+            delivery_pending: gauge_vec(
+                "cxpulse_delivery_pending",
+                "Records handed to the producer and not yet acknowledged, by stream.",
+                &["stream"],
+            ),
+            delivery_abandoned: counter_vec(
+                "cxpulse_delivery_abandoned_total",
+                "Records still undelivered when the shutdown deadline passed, by stream.",
+                &["stream"],
+            ),
+            commits: counter_vec(
+                "cxpulse_offset_commits_total",
+                "Offset commits by trigger (periodic, revoke, shutdown) and result (ok, noop, error).",
+                &["trigger", "result"],
+            ),
+            rebalances: counter_vec(
+                "cxpulse_rebalances_total",
+                "Consumer group rebalances seen, by kind (assign, revoke, error).",
+                &["kind"],
+            ),
+            assigned_partitions: gauge(
+                "cxpulse_assigned_partitions",
+                "Partitions currently assigned to this consumer.",
+            ),
+            kafka_connected: gauge(
+                "cxpulse_kafka_connected",
+                "1 while the latest librdkafka statistics show a broker connection up.",
+            ),
+            client_errors: counter_vec(
+                "cxpulse_kafka_client_errors_total",
+                "Errors reported by librdkafka clients, by client and error code.",
+                &["client", "code"],
+            ),
+            client_logs: counter_vec(
+                "cxpulse_kafka_client_log_messages_total",
+                "librdkafka log messages, by level.",
+                &["level"],
+            ),
+            consume_errors: counter_vec(
+                "cxpulse_consume_errors_total",
+                "Errors returned by the consumer instead of a message, by error code.",
+                &["code"],
+            ),
+            wall_clock_advances: counter(
+                "cxpulse_clock_wall_advances_total",
+                "Times T was moved to the wall clock because the consumer was idle and caught up.",
+            ),
+            pending_events: gauge(
+                "cxpulse_pending_events",
+                "Events accepted by the engine and waiting for allowed_lateness before they are applied.",
+            ),
+            engine_state_bytes: gauge(
+                "cxpulse_engine_state_bytes",
+                "Approximate heap bytes of the engine state.",
+            ),
+            checkpoints: counter(
+                "cxpulse_checkpoints_total",
+                "Checkpoint files written (engine snapshot plus input offsets).",
+            ),
+            checkpoint_failures: counter(
+                "cxpulse_checkpoint_failures_total",
+                "Checkpoint writes that failed (unwritable directory, full disk, ...); processing continues.",
+            ),
+            checkpoint_bytes: gauge(
+                "cxpulse_checkpoint_bytes",
+                "Size of the last checkpoint file written.",
+            ),
+            checkpoint_write_seconds,
+            registry,
+        };
+        // Series that exist from the start, so dashboards see zeros, not gaps.
+        for s in Stream::ALL {
+            m.published.with_label_values(&[s.as_str()]);
+            m.delivery_failures.with_label_values(&[s.as_str()]);
+            m.delivery_pending.with_label_values(&[s.as_str()]);
+        }
+        for r in ["ok", "error"] {
+            m.commits.with_label_values(&["periodic", r]);
+        }
+        m
+    }
+
+    /// The event-to-metric histogram, with buckets for `allowed_lateness_ms`
+    /// (re-registered when the lateness differs from the last call's).
+    pub fn latency_histogram(&self, allowed_lateness_ms: i64) -> Histogram {
+        let mut h = self
+            .event_to_metric
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if h.0 != allowed_lateness_ms {
+            let new = latency_histogram(allowed_lateness_ms);
+            let _ = self.registry.unregister(Box::new(h.1.clone()));
+            if self.registry.register(Box::new(new.clone())).is_ok() {
+                *h = (allowed_lateness_ms, new);
+            }
+        }
+        h.1.clone()
+    }
+
+    /// The Prometheus text exposition of every pipeline metric.
+    pub fn render(&self) -> String {
+        let mut buf = Vec::new();
+        if let Err(e) = TextEncoder::new().encode(&self.registry.gather(), &mut buf) {
+            warn!(error = %e, "cannot encode pipeline metrics");
+        }
+        String::from_utf8(buf).unwrap_or_default()
+    }
+}
+
+/// Registers a newly made metric in `registry` and returns it. Both steps
+/// fail only on a programming error (a bad name, a name used twice).
+fn register<C: prometheus::core::Collector + Clone + 'static>(
+    registry: &Registry,
+    made: prometheus::Result<C>,
+) -> C {
+    let c = made.expect("valid metric");
+    registry
+        .register(Box::new(c.clone()))
+        .expect("unique metric");
+    c
+}
+
+fn latency_histogram(allowed_lateness_ms: i64) -> Histogram {
+    Histogram::with_opts(
+        HistogramOpts::new(
+            "cxpulse_event_to_metric_seconds",
+            "Kafka append time of an applied event to the moment its effect is visible at /metrics.",
+        )
+        .buckets(latency_buckets(allowed_lateness_ms)),
+    )
+    .expect("valid metric")
+}
+
+static METRICS: LazyLock<PipelineMetrics> = LazyLock::new(PipelineMetrics::new);
+
+/// The process-wide pipeline metrics.
+pub fn metrics() -> &'static PipelineMetrics {
+    &METRICS
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn latency_buckets_are_fine_just_above_the_lateness() {
+        let b = latency_buckets(30_000);
+        assert!(
+            b.windows(2).all(|w| w[0] < w[1]),
+            "sorted, no duplicates: {b:?}"
+        );
+        for want in [0.001, 1.0, 30.0, 30.1, 30.5, 31.0, 600.0] {
+            assert!(
+                b.iter().any(|x| (x - want).abs() < 1e-9),
+                "{want} missing: {b:?}"
+            );
+        }
+        assert_eq!(latency_buckets(0).len(), 18);
+    }
+}
