@@ -276,6 +276,9 @@ pub struct HttpSection {
     pub listen: String,
     /// `/readyz` fails while the summed consumer lag is above this.
     pub ready_max_lag: u64,
+    /// TLS and basic auth of the listener (exporter-toolkit web config,
+    /// [`crate::web_config`]); empty = plain HTTP, open. `--web.config.file` wins.
+    pub web_config_file: String,
 }
 
 impl Default for HttpSection {
@@ -283,6 +286,7 @@ impl Default for HttpSection {
         HttpSection {
             listen: "127.0.0.1:9464".into(),
             ready_max_lag: 10_000,
+            web_config_file: String::new(),
         }
     }
 }

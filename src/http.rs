@@ -4,21 +4,31 @@
 //! owns the engine) followed by the pipeline's own metrics
 //! ([`crate::telemetry`]); the two sets of names do not overlap. Nothing here
 //! sees configuration values, so no secret can reach a response.
+//!
+//! With a web config ([`crate::web_config`], `--web.config.file`) the
+//! listener speaks TLS and every path (the three above and any 404) asks for
+//! basic auth; without one it is plain HTTP, open, exactly as before.
 
 use std::future::Future;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use axum::extract::State;
+use axum::extract::{Request, State};
 use axum::http::{StatusCode, header};
+use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use tokio::net::TcpListener;
-use tokio::sync::{mpsc, oneshot};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{Semaphore, mpsc, oneshot};
+use tokio_rustls::TlsAcceptor;
+use tokio_rustls::server::TlsStream;
+use tracing::debug;
 
 use crate::kafka::{LiveState, RenderRequest};
 use crate::telemetry;
+use crate::web_config::{BasicAuth, WebConfig};
 
 /// How long `/metrics` waits for the consumer loop's rendering.
 const RENDER_TIMEOUT: Duration = Duration::from_secs(10);
@@ -42,15 +52,129 @@ pub fn router(state: HttpState) -> Router {
         .with_state(state)
 }
 
-/// Serves until `stop` completes.
+/// Serves until `stop` completes, with the TLS and basic auth of `web`
+/// (none: plain HTTP, open).
 pub async fn serve(
     listener: TcpListener,
     state: HttpState,
+    web: &WebConfig,
     stop: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(state))
-        .with_graceful_shutdown(stop)
-        .await
+    let mut app = router(state);
+    if let Some(auth) = &web.auth {
+        app = app.layer(middleware::from_fn_with_state(auth.clone(), basic_auth));
+    }
+    match &web.tls {
+        None => {
+            axum::serve(listener, app)
+                .with_graceful_shutdown(stop)
+                .await
+        }
+        Some(tls) => {
+            let listener = TlsListener::new(listener, TlsAcceptor::from(tls.clone()))?;
+            axum::serve(listener, app)
+                .with_graceful_shutdown(stop)
+                .await
+        }
+    }
+}
+
+/// Lets a request through only with the credentials of a configured user;
+/// otherwise 401 with a `WWW-Authenticate: Basic` challenge.
+async fn basic_auth(State(auth): State<Arc<BasicAuth>>, req: Request, next: Next) -> Response {
+    let header = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .map(|v| v.as_bytes());
+    if auth.allows(header).await {
+        return next.run(req).await;
+    }
+    (
+        StatusCode::UNAUTHORIZED,
+        [(header::WWW_AUTHENTICATE, r#"Basic realm="cxpulse""#)],
+        "Unauthorized\n",
+    )
+        .into_response()
+}
+
+/// TLS handshakes in flight at most; more connections wait in the backlog.
+const MAX_HANDSHAKES: usize = 64;
+/// A client that has not finished its handshake by then is dropped.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A TLS listener for [`axum::serve`]: a background task accepts TCP
+/// connections and runs each handshake in its own task (so a slow or silent
+/// client holds up nobody), handing over the finished ones. Failed
+/// handshakes (wrong CA, plain HTTP, no client certificate) are logged at
+/// debug level and dropped.
+pub struct TlsListener {
+    ready: mpsc::Receiver<(TlsStream<TcpStream>, SocketAddr)>,
+    addr: SocketAddr,
+    acceptor: tokio::task::JoinHandle<()>,
+}
+
+impl TlsListener {
+    pub fn new(tcp: TcpListener, tls: TlsAcceptor) -> std::io::Result<TlsListener> {
+        let addr = tcp.local_addr()?;
+        let (tx, ready) = mpsc::channel(MAX_HANDSHAKES);
+        let acceptor = tokio::spawn(async move {
+            let slots = Arc::new(Semaphore::new(MAX_HANDSHAKES));
+            loop {
+                let Ok(slot) = slots.clone().acquire_owned().await else {
+                    return;
+                };
+                let (stream, peer) = match tcp.accept().await {
+                    Ok(c) => c,
+                    Err(e) => {
+                        // Out of file descriptors and the like: as axum does, wait a little.
+                        debug!(error = %e, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        continue;
+                    }
+                };
+                let tls = tls.clone();
+                let tx = tx.clone();
+                tokio::spawn(async move {
+                    let _slot = slot;
+                    match tokio::time::timeout(HANDSHAKE_TIMEOUT, tls.accept(stream)).await {
+                        Ok(Ok(s)) => {
+                            let _ = tx.send((s, peer)).await;
+                        }
+                        Ok(Err(e)) => debug!(%peer, error = %e, "TLS handshake failed"),
+                        Err(_) => debug!(%peer, "TLS handshake timed out"),
+                    }
+                });
+            }
+        });
+        Ok(TlsListener {
+            ready,
+            addr,
+            acceptor,
+        })
+    }
+}
+
+impl Drop for TlsListener {
+    fn drop(&mut self) {
+        self.acceptor.abort();
+    }
+}
+
+impl axum::serve::Listener for TlsListener {
+    type Io = TlsStream<TcpStream>;
+    type Addr = SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        match self.ready.recv().await {
+            Some(c) => c,
+            // The acceptor task is gone (it only ends when aborted): no more connections.
+            None => std::future::pending().await,
+        }
+    }
+
+    fn local_addr(&self) -> std::io::Result<Self::Addr> {
+        Ok(self.addr)
+    }
 }
 
 async fn metrics(State(s): State<HttpState>) -> Response {

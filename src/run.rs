@@ -20,6 +20,7 @@ use crate::config::{self, Config};
 use crate::http::{self, HttpState};
 use crate::kafka::{self, LiveState, ShutdownReport};
 use crate::telemetry;
+use crate::web_config::WebConfig;
 
 #[derive(clap::Args, Debug)]
 pub struct RunArgs {
@@ -27,18 +28,29 @@ pub struct RunArgs {
     /// `CXPULSE__SECTION__KEY` environment variables override its keys.
     #[arg(long, short, env = "CXPULSE_CONFIG")]
     pub config: Option<PathBuf>,
+    /// TLS and basic auth of /metrics, /healthz, /readyz: a Prometheus
+    /// exporter-toolkit web config file (YAML). Overrides http.web_config_file.
+    #[arg(long = "web.config.file", value_name = "FILE")]
+    pub web_config_file: Option<PathBuf>,
 }
 
 pub fn main(args: RunArgs) -> anyhow::Result<ExitCode> {
     telemetry::init_tracing();
     let path = args.config.unwrap_or_else(config::default_path);
-    let cfg = Config::load(Some(&path), std::env::vars())?;
+    let mut cfg = Config::load(Some(&path), std::env::vars())?;
+    if let Some(web) = args.web_config_file {
+        cfg.http.web_config_file = web.to_string_lossy().into_owned();
+    }
     info!(config = %path.display(), "starting cxpulse run");
+    // With a web config, `serve` logs the address with its protection.
+    let plain = cfg.http.web_config_file.is_empty();
     let rt = runtime()?;
     let result = rt.block_on(async {
         let shutdown = Shutdown::on_signals();
         serve(cfg, shutdown, |addr| {
-            info!("serving http://{addr}/metrics, /healthz, /readyz");
+            if plain {
+                info!("serving http://{addr}/metrics, /healthz, /readyz");
+            }
         })
         .await
     });
@@ -58,26 +70,53 @@ pub fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 
 /// Runs the service until `shutdown` fires, then shuts down within
 /// `kafka.shutdown_timeout`. `on_listening` gets the bound HTTP address.
+/// A bad `http.web_config_file` is an error before anything starts.
 pub async fn serve(
     cfg: Config,
     shutdown: Shutdown,
     on_listening: impl FnOnce(std::net::SocketAddr),
 ) -> anyhow::Result<ExitCode> {
+    let web = load_web_config(&cfg.http)?;
     let live = Arc::new(LiveState::new());
     let (render_tx, render_rx) = mpsc::channel(16);
     let listener = tokio::net::TcpListener::bind(&cfg.http.listen)
         .await
         .with_context(|| format!("cannot listen on http.listen = {}", cfg.http.listen))?;
-    on_listening(listener.local_addr()?);
+    let addr = listener.local_addr()?;
+    if !cfg.http.web_config_file.is_empty() {
+        let scheme = if web.tls.is_some() { "https" } else { "http" };
+        info!(
+            web_config = cfg.http.web_config_file.as_str(),
+            protection = %web.describe(),
+            "serving {scheme}://{addr}/metrics, /healthz, /readyz"
+        );
+    }
+    for w in &web.warnings {
+        warn!("web config {}: {w}", cfg.http.web_config_file);
+    }
+    if web.auth.is_some() && web.tls.is_none() {
+        warn!("basic auth without TLS: passwords cross the network in clear text");
+    }
+    if web.tls.is_none() && web.auth.is_none() && !addr.ip().is_loopback() {
+        warn!(
+            "http.listen = {} is reachable from other hosts without TLS or authentication; \
+             see --web.config.file",
+            cfg.http.listen
+        );
+    }
+    on_listening(addr);
     let (http_stop_tx, mut http_stop_rx) = watch::channel(false);
     let state = HttpState {
         render: render_tx,
         live: live.clone(),
         ready_max_lag: cfg.http.ready_max_lag,
     };
-    let http_task = tokio::spawn(http::serve(listener, state, async move {
-        let _ = http_stop_rx.wait_for(|v| *v).await;
-    }));
+    let http_task = tokio::spawn(async move {
+        http::serve(listener, state, &web, async move {
+            let _ = http_stop_rx.wait_for(|v| *v).await;
+        })
+        .await
+    });
 
     let forced = shutdown.forced.clone();
     let mut wait = shutdown.clone();
@@ -104,6 +143,16 @@ pub async fn serve(
         }
         Ok(ExitCode::from(1))
     }
+}
+
+/// `http.web_config_file` loaded, or no protection when it is empty.
+pub fn load_web_config(http: &config::HttpSection) -> anyhow::Result<WebConfig> {
+    if http.web_config_file.is_empty() {
+        return Ok(WebConfig::default());
+    }
+    Ok(WebConfig::load(std::path::Path::new(
+        &http.web_config_file,
+    ))?)
 }
 
 /// The shutdown signal: a cheap clone-able handle raced with `select!`.

@@ -23,16 +23,12 @@ mod common;
 use common::http_get as get;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::fs::File;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use common::{
-    CxConfig, Tansu, cxpulse_command, deploycheck, events_seen, free_addr, prometheus, root,
-    spawn_watchdog, value,
-};
+use common::web::{Proc, Prometheus, sample_value, start_prometheus};
+use common::{CxConfig, Tansu, cxpulse_command, deploycheck, events_seen, free_addr, root, value};
 use serde_json::Value;
 
 const MIN: i64 = 60_000;
@@ -49,127 +45,26 @@ fn wall_ms() -> i64 {
         .as_millis() as i64
 }
 
-// ---------------------------------------------------------------------------
-// Child processes
-// ---------------------------------------------------------------------------
-
-/// A child process with its output in a log file; killed on drop, and by a
-/// watchdog if this test process dies without running destructors.
-struct Proc {
-    name: &'static str,
-    child: Child,
-    watchdog: Child,
-    log: PathBuf,
-}
-
-impl Proc {
-    fn spawn(name: &'static str, mut cmd: Command, log: PathBuf) -> Proc {
-        let f = File::create(&log).expect("create log");
-        let child = cmd
-            .stdin(Stdio::null())
-            .stdout(f.try_clone().expect("log fd"))
-            .stderr(f)
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {name} ({cmd:?}): {e}"));
-        let watchdog = spawn_watchdog(child.id());
-        Proc {
-            name,
-            child,
-            watchdog,
-            log,
-        }
-    }
-
-    fn log_tail(&self) -> String {
-        let t = std::fs::read_to_string(&self.log).unwrap_or_default();
-        let lines: Vec<&str> = t.lines().collect();
-        format!(
-            "--- {} log tail ({}) ---\n{}",
-            self.name,
-            self.log.display(),
-            lines[lines.len().saturating_sub(30)..].join("\n")
-        )
-    }
-
-    fn assert_running(&mut self) {
-        if let Ok(Some(st)) = self.child.try_wait() {
-            panic!("{} exited ({st})\n{}", self.name, self.log_tail());
-        }
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = self.watchdog.kill();
-        let _ = self.watchdog.wait();
-    }
-}
-
 /// deploy/tools/deploycheck.py SUBCOMMAND, its JSON output.
 fn deploycheck_json(cmd: &str) -> Value {
     serde_json::from_str(&deploycheck(&[cmd])).expect("deploycheck JSON")
 }
 
-// ---------------------------------------------------------------------------
-// HTTP
-// ---------------------------------------------------------------------------
-
-fn urlencode(s: &str) -> String {
-    let mut out = String::new();
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
+/// Firing alerts: alertname -> label sets (without alertname, severity, team).
+fn firing(prom: &Prometheus) -> BTreeMap<String, BTreeSet<BTreeMap<String, String>>> {
+    let data = prom.api("/api/v1/alerts");
+    let mut out: BTreeMap<String, BTreeSet<BTreeMap<String, String>>> = BTreeMap::new();
+    for a in data["alerts"].as_array().expect("alerts array") {
+        if a["state"] != "firing" {
+            continue;
         }
+        let mut labels = labels_of(&a["labels"]);
+        let name = labels.remove("alertname").expect("alertname");
+        labels.remove("severity");
+        labels.remove("team");
+        out.entry(name).or_default().insert(labels);
     }
     out
-}
-
-/// Prometheus' HTTP API.
-struct Prometheus {
-    addr: String,
-}
-
-impl Prometheus {
-    /// The `data` of an API answer; panics on an error answer.
-    fn api(&self, path: &str) -> Value {
-        let (code, body) =
-            get(&self.addr, path).unwrap_or_else(|| panic!("no answer from Prometheus for {path}"));
-        let v: Value = serde_json::from_str(&body)
-            .unwrap_or_else(|e| panic!("Prometheus {path}: {code} not JSON ({e}): {body}"));
-        assert_eq!(v["status"], "success", "Prometheus {path}: {code} {body}");
-        v["data"].clone()
-    }
-
-    /// An instant query's result vector.
-    fn query(&self, expr: &str) -> Vec<Value> {
-        let data = self.api(&format!("/api/v1/query?query={}", urlencode(expr)));
-        match data["resultType"].as_str() {
-            Some("vector") => data["result"].as_array().cloned().unwrap_or_default(),
-            Some("scalar") => vec![serde_json::json!({"metric": {}, "value": data["result"]})],
-            other => panic!("{expr}: unexpected result type {other:?}"),
-        }
-    }
-
-    /// Firing alerts: alertname -> label sets (without alertname, severity, team).
-    fn firing(&self) -> BTreeMap<String, BTreeSet<BTreeMap<String, String>>> {
-        let data = self.api("/api/v1/alerts");
-        let mut out: BTreeMap<String, BTreeSet<BTreeMap<String, String>>> = BTreeMap::new();
-        for a in data["alerts"].as_array().expect("alerts array") {
-            if a["state"] != "firing" {
-                continue;
-            }
-            let mut labels = labels_of(&a["labels"]);
-            let name = labels.remove("alertname").expect("alertname");
-            labels.remove("severity");
-            labels.remove("team");
-            out.entry(name).or_default().insert(labels);
-        }
-        out
-    }
 }
 
 fn labels_of(v: &Value) -> BTreeMap<String, String> {
@@ -180,13 +75,6 @@ fn labels_of(v: &Value) -> BTreeMap<String, String> {
                 .collect()
         })
         .unwrap_or_default()
-}
-
-fn sample_value(r: &Value) -> f64 {
-    r["value"][1]
-        .as_str()
-        .and_then(|s| s.parse::<f64>().ok())
-        .unwrap_or(f64::NAN)
 }
 
 fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
@@ -602,23 +490,7 @@ scrape_configs:
         ),
     )
     .expect("write prometheus.yml");
-    let addr = free_addr();
-    let mut cmd = Command::new(prometheus());
-    cmd.arg(format!("--config.file={}", prom_cfg.display()))
-        .arg(format!(
-            "--storage.tsdb.path={}",
-            dir.join("prometheus-data").display()
-        ))
-        .arg(format!("--web.listen-address={addr}"))
-        .current_dir(dir);
-    let mut prom_proc = Proc::spawn("prometheus", cmd, dir.join("prometheus.log"));
-    let prom = Prometheus { addr: addr.clone() };
-    wait_for(
-        "Prometheus to be ready",
-        Duration::from_secs(30),
-        &mut [&mut prom_proc],
-        || get(&addr, "/-/ready").is_some_and(|(c, _)| c == 200),
-    );
+    let (mut prom_proc, prom) = start_prometheus(dir, &prom_cfg);
     // Both rule groups loaded, with every rule healthy.
     let rules = prom.api("/api/v1/rules");
     let groups = rules["groups"].as_array().expect("groups");
@@ -651,7 +523,7 @@ scrape_configs:
     let deadline = Instant::now() + Duration::from_secs(90);
     let mut stable = 0;
     while stable < 20 {
-        let seen = prom.firing();
+        let seen = firing(&prom);
         stable = if seen == expected { stable + 1 } else { 0 };
         prom_proc.assert_running();
         cxpulse.assert_running();
@@ -736,7 +608,7 @@ want {expected:?}
 
     // 6. The Grafana-managed rules' queries and thresholds select exactly
     //    the series the Prometheus alerts fire for.
-    let firing = prom.firing();
+    let firing = firing(&prom);
     let grafana = deploycheck_json("grafana-queries");
     for rule in grafana.as_array().expect("array") {
         let title = rule["title"].as_str().expect("title");

@@ -30,6 +30,7 @@ pub mod input;
 pub mod process;
 pub mod prom;
 pub mod tools;
+pub mod web;
 
 pub use broker::*;
 pub use config::*;
