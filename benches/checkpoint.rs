@@ -17,7 +17,7 @@ const SPAN_MS: i64 = 7 * 86_400_000;
 
 fn build(users: u64) -> Engine {
     let cfg = Config::default();
-    let mut engine = Engine::new(&cfg);
+    let mut engine = Engine::new(cfg.params().expect("valid config"));
     let events = users * 3;
     let channels = ["organic", "paid_search", "social", "affiliate"];
     for k in 0..events {
@@ -80,7 +80,8 @@ fn run(users: u64) {
     let loaded = store.load_latest().checkpoint.expect("loads").1;
     let read = t.elapsed();
     let t = Instant::now();
-    let restored = Engine::restore(&cfg, &loaded.engine).expect("restores");
+    let restored =
+        Engine::restore(cfg.params().expect("valid config"), &loaded.engine).expect("restores");
     let restore = t.elapsed();
     assert_eq!(restored.tracked_users(), engine.tracked_users());
     println!(

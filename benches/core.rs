@@ -123,7 +123,7 @@ fn prologue(cfg: &Config, decoder: &Decoder, lines: &[Vec<u8>]) {
     let bytes: usize = lines.iter().map(Vec::len).sum();
     let typed_ok = parse_floor(lines);
     let decoded_ok = decode_only(decoder, lines);
-    let mut engine = Engine::new(cfg);
+    let mut engine = Engine::new(cfg.params().expect("valid config"));
     decode_apply(decoder, &mut engine, lines);
     println!(
         "core: {n} generated lines (seed 1, {days} days), mean {:.1} bytes/line; typed parse ok {typed_ok}, decode ok {decoded_ok}; tracked users {}, state {} bytes",
@@ -162,7 +162,7 @@ fn main() {
         });
         g.bench_function("decode_apply", |b| {
             b.iter_batched(
-                || Engine::new(&cfg),
+                || Engine::new(cfg.params().expect("valid config")),
                 |mut engine| {
                     decode_apply(&decoder, &mut engine, black_box(&lines));
                     engine
@@ -191,7 +191,7 @@ fn main() {
         let t = Instant::now();
         black_box(decode_only(&decoder, &lines));
         best[1] = best[1].min(t.elapsed());
-        let mut engine = Engine::new(&cfg);
+        let mut engine = Engine::new(cfg.params().expect("valid config"));
         let t = Instant::now();
         decode_apply(&decoder, &mut engine, &lines);
         best[2] = best[2].min(t.elapsed());
@@ -215,7 +215,7 @@ fn main() {
         let t = Instant::now();
         black_box(parse_floor(timed));
         best[0] = best[0].min(t.elapsed());
-        let mut engine = Engine::new(&cfg);
+        let mut engine = Engine::new(cfg.params().expect("valid config"));
         for l in warmup {
             match decoder.decode(l, None) {
                 Ok(ev) => {

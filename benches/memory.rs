@@ -48,7 +48,7 @@ fn run(users: u64, span_days: i64) {
     let span_ms = span_days * DAY_MS;
     let cfg = Config::default();
     let decoder = Decoder::new(&cfg.mapping, cfg.engine.max_message_bytes, false);
-    let mut engine = Engine::new(&cfg);
+    let mut engine = Engine::new(cfg.params().expect("valid config"));
     let events = users * 3;
     let mut line = Vec::with_capacity(256);
     let (mut applied, mut other) = (0u64, 0u64);

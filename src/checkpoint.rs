@@ -1,10 +1,11 @@
 //! Durable checkpoints: engine state plus the input offsets it covers.
 //!
-//! File format (little-endian), version 2 (1 had no compacted users, ticket last-seen times or sweep day):
+//! File format (little-endian), version 3 (2 had the engine's bucket rings
+//! as positional columns; 1 had no compacted users, ticket last-seen times or sweep day):
 //!
 //! ```text
 //! magic    8 bytes  "CXPCKPT\0"
-//! version  u32      2
+//! version  u32      3
 //! reserved u32      0
 //! length   u64      bytes of the body
 //! checksum u64      XXH3-64 of the body
@@ -24,7 +25,7 @@ use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
 pub const MAGIC: [u8; 8] = *b"CXPCKPT\0";
-pub const VERSION: u32 = 2;
+pub const VERSION: u32 = 3;
 const HEADER: usize = 8 + 4 + 4 + 8 + 8;
 
 #[derive(Debug, thiserror::Error)]
@@ -308,8 +309,9 @@ mod tests {
             );
         }
         let mut b = bytes.clone();
-        // Version 1, the format before compaction, and a future version 3.
-        for v in [1u32, 3] {
+        // Versions 1 and 2, the formats before compaction and before the
+        // per-family state, and a future version 4.
+        for v in [1u32, 2, 4] {
             b[8..12].copy_from_slice(&v.to_le_bytes());
             assert!(matches!(
                 decode(&b),

@@ -23,6 +23,7 @@ use serde::{Deserialize, Deserializer};
 
 use crate::event::mapping::{Mapping, MappingConfig};
 use crate::event::{Millis, Priority};
+use crate::state::params::{Params, Settings};
 
 /// A duration written like `250ms`, `30s`, `5m`, `1h`, `7d` (whole numbers).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -425,12 +426,7 @@ pub struct ConfigError {
     pub message: String,
 }
 
-/// A validated window: its label and length.
-#[derive(Clone, Debug, PartialEq)]
-pub struct Window {
-    pub name: String,
-    pub len: Millis,
-}
+pub use crate::state::params::Window;
 
 impl Config {
     /// Reads `path` (or the defaults when `None`), applies `CXPULSE__*` environment
@@ -627,9 +623,48 @@ impl Config {
         if self.checkpoint.keep == 0 {
             return bad("checkpoint.keep", "must be at least 1".into());
         }
-        mapping
+        let mapping = mapping
             .compile()
-            .map_err(|(k, m)| (format!("mapping.{k}"), m))
+            .map_err(|(k, m)| (format!("mapping.{k}"), m))?;
+        self.engine_params()?;
+        Ok(mapping)
+    }
+
+    /// The engine's parameters. Every config that passed validation converts
+    /// (validation ends with the same conversion); one changed since can fail.
+    pub fn params(&self) -> Result<Params, ConfigError> {
+        self.engine_params().map_err(|(key, message)| ConfigError {
+            file: "<validated config>".into(),
+            key,
+            message,
+        })
+    }
+
+    fn engine_params(&self) -> Result<Params, (String, String)> {
+        let e = &self.engine;
+        let mut fr_target = [0; 4];
+        let mut res_target = [0; 4];
+        for p in Priority::ALL {
+            let t = self.sla.targets.get(p);
+            fr_target[p.index()] = t.first_response.ms();
+            res_target[p.index()] = t.resolution.ms();
+        }
+        Ok(Params::new(Settings {
+            bucket: e.bucket.ms(),
+            windows: self.windows()?,
+            lateness: e.allowed_lateness.ms(),
+            dedup_horizon: e.dedup_horizon.ms(),
+            max_future_skew: e.max_future_skew.ms(),
+            inactivity: self.churn.inactivity.ms(),
+            fr_target,
+            res_target,
+            at_risk_share: self.sla.at_risk_share,
+            baseline_users: self.acquisition.baseline_users,
+            margin: self.acquisition.margin,
+            clv_min_churn: self.acquisition.clv_min_churn,
+            max_tracked_users: e.max_tracked_users,
+            max_channels: e.max_channels,
+        }))
     }
 
     /// The configured windows, parsed from their names (`1h`, `24h`, `7d`, ...).

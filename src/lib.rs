@@ -3,10 +3,23 @@
 //!
 //! # Layout
 //!
-//! - [`config`]: the TOML configuration, defaults, environment overrides, validation.
+//! - [`config`]: the TOML configuration, defaults, environment overrides, validation,
+//!   and the engine parameters built from it (`Config::params`).
 //! - [`event`]: the canonical event model, decoding, schema mapping (JSON Pointers).
-//! - [`engine`]: the pure core: clock, lateness, dedup, buckets and windows,
-//!   timers, per-user and per-ticket state, per-partition state merged at export.
+//! - [`engine`]: the pure core: clock, lateness, dedup, the reorder buffer,
+//!   timers, per-partition state (users, tickets and every family's state)
+//!   merged at export; snapshots; the pipeline's own series (`engine/pipeline.rs`).
+//! - [`metrics`]: one file per metric family of docs/METRICS.md, each with its
+//!   update on an applied event, its timers, its snapshot encoding, its
+//!   per-partition partial (`merge`, `finish` into series), and its tests in
+//!   the folder of the same name:
+//!   acquisition (`metrics/acquisition.rs`), retention and churn
+//!   (`metrics/retention.rs`), surveys (`metrics/surveys.rs`), support and
+//!   SLAs (`metrics/support.rs`); `metrics/scan.rs` is the pass over users
+//!   shared by acquisition and retention. Series by series: docs/code-map.md.
+//! - [`state`]: what the families and the engine share below both: users,
+//!   tickets, dedup, channel labels, bucket rings, [`state::params::Params`],
+//!   the snapshot codec. `engine` uses `metrics` uses `state`; never the reverse.
 //! - [`checkpoint`]: durable checkpoint files (engine snapshot + offsets), atomic, checksummed.
 //! - [`export`]: the series model rendered as Prometheus text and JSON.
 //! - [`replay`]: `cxpulse replay`, the engine over NDJSON files.
@@ -26,5 +39,6 @@ pub mod kafka;
 pub mod metrics;
 pub mod replay;
 pub mod run;
+pub mod state;
 pub mod telemetry;
 pub mod web_config;

@@ -85,7 +85,7 @@ pub fn main(args: ReplayArgs) -> anyhow::Result<ExitCode> {
         );
         b
     });
-    let mut engine = Engine::new(&cfg);
+    let mut engine = Engine::new(cfg.params()?);
     let decoder = Decoder::new(&cfg.mapping, cfg.engine.max_message_bytes, false);
     for path in &args.files {
         replay_file(path, &decoder, &mut engine, dead.as_mut(), bar.as_ref())?;

@@ -82,7 +82,7 @@ fn mutate(rng: &mut Rng, base: &[u8]) -> Vec<u8> {
 fn mutated_messages_never_panic_and_each_gets_one_outcome() {
     let cfg = Config::default();
     let decoder = Decoder::new(&cfg.mapping, cfg.engine.max_message_bytes, true);
-    let mut engine = Engine::new(&cfg);
+    let mut engine = Engine::new(cfg.params().expect("valid config"));
     let base: Vec<String> = generated_with(3, 20_000, 20)
         .into_iter()
         .map(|(_, payload)| payload)

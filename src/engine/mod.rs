@@ -11,28 +11,29 @@
 //! a lagging partition's events into `late` ones. T, the exported clock, is
 //! the largest `ts` over all partitions. With one partition (replay) the two
 //! are the same. State is kept
-//! per input partition and merged at export ([`crate::metrics`]), so that a
-//! partition's state can later move between instances.
+//! per input partition and merged at export ([`crate::metrics::Partial`]),
+//! so that a partition's state can later move between instances.
+//!
+//! The engine sits on top: it uses the shared stores of [`crate::state`] and
+//! the metric families of [`crate::metrics`]; neither imports it.
 
-pub mod dedup;
-pub mod params;
 pub mod partition;
-pub mod registry;
-pub mod ring;
+pub mod pending;
+mod pipeline;
 pub mod snapshot;
-pub mod tickets;
-pub mod users;
 
 use std::collections::BTreeMap;
 
-use dedup::Dedup;
-use params::Params;
-use partition::{Partition, Pending, PendingBody};
-use registry::{ChannelRegistry, UNKNOWN};
+use partition::Partition;
+use pending::{Pending, PendingBody};
 
-use crate::config::Config;
 use crate::event::{Event, EventBody, EventType, Millis, ReferralAction, SupportAction};
 use crate::export::Family;
+use crate::metrics::Ctx;
+use crate::state::dedup::Dedup;
+use crate::state::params::{self, Params};
+use crate::state::registry::{ChannelRegistry, UNKNOWN};
+use crate::state::users;
 
 /// What happened to one message. Checked in this order: invalid, duplicate, late, applied.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -66,21 +67,6 @@ impl Outcome {
             Outcome::Invalid => "invalid",
             Outcome::Duplicate => "duplicate",
             Outcome::Late => "late",
-        }
-    }
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum SlaKind {
-    FirstResponse,
-    Resolution,
-}
-
-impl SlaKind {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            SlaKind::FirstResponse => "first_response",
-            SlaKind::Resolution => "resolution",
         }
     }
 }
@@ -138,12 +124,13 @@ pub struct Engine {
 }
 
 impl Engine {
-    pub fn new(cfg: &Config) -> Engine {
+    /// An empty engine (see `Config::params` for the parameters of a config).
+    pub fn new(prm: Params) -> Engine {
         Engine {
-            prm: Params::from_config(cfg),
+            registry: ChannelRegistry::new(prm.max_channels),
+            prm,
             clock: None,
             finished: false,
-            registry: ChannelRegistry::new(cfg.engine.max_channels),
             parts: BTreeMap::new(),
             counts: EventCounts::default(),
             alerts: Vec::new(),
@@ -342,7 +329,16 @@ impl Engine {
 
     /// Every series of METRICS.md computed at the current T.
     pub fn families(&self) -> Vec<Family> {
-        crate::metrics::export(self)
+        let mut out = match self.clock {
+            Some(t) => {
+                let ctx = Ctx::new(&self.prm, t, &self.registry);
+                let parts = self.parts.values();
+                crate::metrics::export(&ctx, parts.map(|p| (&p.users, &p.tickets, &p.families)))
+            }
+            None => Vec::new(),
+        };
+        pipeline::push(self, &mut out);
+        out
     }
 
     /// Users with any state (full or compacted), over all partitions.
@@ -411,5 +407,7 @@ fn intern_user(part: &mut Partition, ev: &Event<'_>) -> users::UserIdx {
     part.users.intern(ev.user_id.as_deref().unwrap_or(""), day)
 }
 
+#[cfg(test)]
+pub(crate) mod testkit;
 #[cfg(test)]
 mod tests;

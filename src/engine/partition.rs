@@ -7,151 +7,73 @@
 //! at its deadline meets it; an activity exactly at a churn instant prevents it.
 //! So out-of-order delivery within the lateness gives the same state as
 //! in-order delivery, and every timer is decided once, when final.
+//!
+//! The partition keeps what the families share (reorder buffer, timers,
+//! users, tickets, dedup) and hands each applied event and fired timer to
+//! the families of [`crate::metrics`], which return the timers to schedule.
 
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, VecDeque};
+use std::collections::BinaryHeap;
 
-use super::dedup::Dedup;
-use super::params::{DAY_MS, Params, day_of};
-use super::registry::ChannelId;
-use super::ring::Ring;
-use super::tickets::{Decision, Tickets};
-use super::users::{
-    F_CHURNED, F_COHORT_1, F_COHORT_7, F_COHORT_30, F_HAS_SIGNUP, F_REFERRED, NEVER, NO_BUCKET,
-    UserIdx, Users,
-};
-use super::{BreachAlert, SlaKind};
-use crate::event::{Millis, Priority, Ratings, SupportAction};
+use super::BreachAlert;
+use super::pending::{Pending, PendingBody, PendingQueue};
+use crate::event::Millis;
+use crate::metrics::support::SlaKind;
+use crate::metrics::{Due, Families, retention, scan, support};
+use crate::state::dedup::Dedup;
+use crate::state::params::{Params, day_of};
+use crate::state::tickets::Tickets;
+use crate::state::users::{NEVER, UserIdx, Users};
 
-/// An accepted event, reduced to what its effects need.
-#[derive(Clone, Debug)]
-pub struct Pending {
-    pub ts: Millis,
-    /// Arrival order, to keep ties stable.
-    pub seq: u64,
-    pub body: PendingBody,
-}
-
-#[derive(Clone, Debug)]
-pub enum PendingBody {
-    Signup {
-        user: UserIdx,
-        channel: ChannelId,
-        referred: bool,
-    },
-    Deposit {
-        user: UserIdx,
-    },
-    Trade {
-        user: UserIdx,
-        fee: f64,
-    },
-    Invite,
-    Reward {
-        usd: f64,
-        referral_channel: ChannelId,
-    },
-    Support {
-        user: UserIdx,
-        ticket: u32,
-        action: SupportAction,
-        priority: Option<Priority>,
-    },
-    Rated {
-        user: UserIdx,
-        ratings: Ratings,
-    },
-    Spend {
-        channel: ChannelId,
-        usd: f64,
-    },
-}
-
-impl PartialEq for Pending {
-    fn eq(&self, o: &Self) -> bool {
-        (self.ts, self.seq) == (o.ts, o.seq)
-    }
-}
-impl Eq for Pending {}
-impl PartialOrd for Pending {
-    fn partial_cmp(&self, o: &Self) -> Option<std::cmp::Ordering> {
-        Some(self.cmp(o))
-    }
-}
-impl Ord for Pending {
-    fn cmp(&self, o: &Self) -> std::cmp::Ordering {
-        (self.ts, self.seq).cmp(&(o.ts, o.seq))
-    }
-}
-
-/// The reorder buffer: see [`Partition::pending`].
-#[derive(Debug, Default)]
-pub struct PendingQueue {
-    in_order: VecDeque<Pending>,
-    out_of_order: BinaryHeap<Reverse<Pending>>,
-}
-
-impl PendingQueue {
-    pub fn push(&mut self, p: Pending) {
-        match self.in_order.back() {
-            Some(last) if p < *last => self.out_of_order.push(Reverse(p)),
-            _ => self.in_order.push_back(p),
-        }
-    }
-
-    pub fn peek_ts(&self) -> Option<Millis> {
-        match (self.in_order.front(), self.out_of_order.peek()) {
-            (Some(a), Some(Reverse(b))) => Some(if a <= b { a.ts } else { b.ts }),
-            (Some(a), None) => Some(a.ts),
-            (None, Some(Reverse(b))) => Some(b.ts),
-            (None, None) => None,
-        }
-    }
-
-    pub fn pop(&mut self) -> Option<Pending> {
-        let take_fifo = match (self.in_order.front(), self.out_of_order.peek()) {
-            (Some(a), Some(Reverse(b))) => a <= b,
-            (Some(_), None) => true,
-            (None, _) => false,
-        };
-        if take_fifo {
-            self.in_order.pop_front()
-        } else {
-            self.out_of_order.pop().map(|Reverse(p)| p)
-        }
-    }
-
-    pub fn len(&self) -> usize {
-        self.in_order.len() + self.out_of_order.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
-    pub fn capacity(&self) -> usize {
-        self.in_order.capacity() + self.out_of_order.capacity()
-    }
-
-    /// Every pending event, in no particular order.
-    pub fn iter(&self) -> impl Iterator<Item = &Pending> {
-        self.in_order
-            .iter()
-            .chain(self.out_of_order.iter().map(|r| &r.0))
-    }
-}
-
+/// A timer of one family, flattened (so a [`Timer`] is 16 bytes). The
+/// order (by instant, then kind) is the order timers at the same instant
+/// fire in.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub enum TimerKind {
-    /// The user churns now unless an activity came since `instant - inactivity`.
     Churn(UserIdx),
-    /// Post-support check of a `rated` csat at `instant - inactivity`.
-    PostSupport {
-        user: UserIdx,
-        negative: bool,
-    },
+    PostSupport { user: UserIdx, negative: bool },
     FirstResponse(u32),
     Resolution(u32),
+}
+
+/// A timer as its family sees it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FamilyTimer {
+    Retention(retention::Timer),
+    Support(support::Timer),
+}
+
+impl TimerKind {
+    pub fn family(self) -> FamilyTimer {
+        match self {
+            TimerKind::Churn(u) => FamilyTimer::Retention(retention::Timer::Churn(u)),
+            TimerKind::PostSupport { user, negative } => {
+                FamilyTimer::Retention(retention::Timer::PostSupport { user, negative })
+            }
+            TimerKind::FirstResponse(t) => FamilyTimer::Support(support::Timer::FirstResponse(t)),
+            TimerKind::Resolution(t) => FamilyTimer::Support(support::Timer::Resolution(t)),
+        }
+    }
+}
+
+impl From<retention::Timer> for TimerKind {
+    fn from(t: retention::Timer) -> TimerKind {
+        match t {
+            retention::Timer::Churn(u) => TimerKind::Churn(u),
+            retention::Timer::PostSupport { user, negative } => {
+                TimerKind::PostSupport { user, negative }
+            }
+        }
+    }
+}
+
+impl From<support::Timer> for TimerKind {
+    fn from(t: support::Timer) -> TimerKind {
+        match t {
+            support::Timer::FirstResponse(t) => TimerKind::FirstResponse(t),
+            support::Timer::Resolution(t) => TimerKind::Resolution(t),
+        }
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -159,63 +81,6 @@ pub struct Timer {
     pub instant: Millis,
     pub kind: TimerKind,
 }
-
-// Field indices of the rings.
-pub const CH_REVENUE: usize = 0;
-pub const CH_SPEND: usize = 1;
-
-pub const MISC_INVITES: usize = 0;
-pub const MISC_REWARDS: usize = 1;
-pub const MISC_CHURNED: usize = 2;
-pub const MISC_REACTIVATED: usize = 3;
-pub const MISC_REOPENED: usize = 4;
-
-pub const SV_CSAT_N: usize = 0;
-pub const SV_CSAT_SAT: usize = 1;
-pub const SV_NPS_PROMOTER: usize = 2;
-pub const SV_NPS_PASSIVE: usize = 3;
-pub const SV_NPS_DETRACTOR: usize = 4;
-pub const SV_CES_N: usize = 5;
-pub const SV_CES_SUM: usize = 6;
-pub const SV_CES_EASY: usize = 7;
-
-/// Tickets opened, by priority: field `SLA_OPENED + p`.
-pub const SLA_OPENED: usize = 0;
-/// Decisions: field `sla_decision(p, kind, breached)`.
-pub fn sla_decision(p: Priority, kind: SlaKind, breached: bool) -> usize {
-    4 + p.index() * 4 + (kind as usize) * 2 + breached as usize
-}
-
-pub const PS_NEG_N: usize = 0;
-pub const PS_NEG_CHURNED: usize = 1;
-pub const PS_POS_N: usize = 2;
-pub const PS_POS_CHURNED: usize = 3;
-
-/// A cumulative Prometheus histogram in seconds.
-#[derive(Clone, Debug, Default)]
-pub struct SecondsHistogram {
-    pub counts: Vec<u64>,
-    pub sum: f64,
-    pub count: u64,
-}
-
-impl SecondsHistogram {
-    fn observe(&mut self, bounds: &[f64], secs: f64) {
-        if self.counts.len() != bounds.len() {
-            self.counts = vec![0; bounds.len()];
-        }
-        for (c, b) in self.counts.iter_mut().zip(bounds) {
-            if secs <= *b {
-                *c += 1;
-            }
-        }
-        self.sum += secs;
-        self.count += 1;
-    }
-}
-
-/// Support times whose decision instant (reply or resolution) is recent: `(at, duration)`.
-pub type TimeLog = VecDeque<(Millis, Millis)>;
 
 #[derive(Default)]
 pub struct Partition {
@@ -227,17 +92,8 @@ pub struct Partition {
     /// out-of-order rest (a min-heap). The next one is the smaller front.
     pub(crate) pending: PendingQueue,
     pub(crate) timers: BinaryHeap<Reverse<Timer>>,
-    /// Per channel id: revenue and spend.
-    pub chan: Vec<Ring<2>>,
-    pub misc: Ring<5>,
-    pub surveys: Ring<8>,
-    pub sla: Ring<20>,
-    /// By the bucket of the rating time.
-    pub post_support: Ring<4>,
-    pub fr_times: [TimeLog; 4],
-    pub res_times: [TimeLog; 4],
-    pub fr_hist: [SecondsHistogram; 4],
-    pub res_hist: [SecondsHistogram; 4],
+    /// Every metric family's state.
+    pub families: Families,
     /// Everything at or before this instant has been applied.
     pub applied_through: Millis,
     /// The largest `ts` applied from this partition (or where the wall clock moved it).
@@ -288,7 +144,7 @@ impl Partition {
         let b = prm.bucket_of(through);
         if b >= self.last_trim + 64 {
             self.last_trim = b;
-            self.trim(b, prm);
+            self.families.trim(b, prm);
         }
         // Compaction is a pass over users and tickets: once per UTC day.
         let day = day_of(through);
@@ -322,331 +178,93 @@ impl Partition {
         self.users.compact(day_of(cutoff) as u32, &pinned);
     }
 
-    fn trim(&mut self, latest_bucket: i64, prm: &Params) {
-        let oldest = latest_bucket - prm.keep_buckets;
-        for r in &mut self.chan {
-            r.trim(oldest);
+    fn schedule<K: Into<TimerKind>>(&mut self, due: Option<Due<K>>) {
+        if let Some(d) = due {
+            self.timers.push(Reverse(Timer {
+                instant: d.at,
+                kind: d.kind.into(),
+            }));
         }
-        self.misc.trim(oldest);
-        self.surveys.trim(oldest);
-        self.sla.trim(oldest);
-        self.post_support
-            .trim(latest_bucket - prm.keep_post_support_buckets);
-        let oldest_ms = (latest_bucket + 1) * prm.bucket - prm.max_window - prm.bucket;
-        for log in self.fr_times.iter_mut().chain(self.res_times.iter_mut()) {
-            while log.front().is_some_and(|&(at, _)| at < oldest_ms) {
-                log.pop_front();
-            }
-        }
-    }
-
-    fn chan_ring(&mut self, c: ChannelId) -> &mut Ring<2> {
-        let i = c as usize;
-        if self.chan.len() <= i {
-            self.chan.resize_with(i + 1, Ring::default);
-        }
-        &mut self.chan[i]
     }
 
     fn apply(&mut self, p: Pending, prm: &Params) {
         let ts = p.ts;
         let b = prm.bucket_of(ts);
+        let f = &mut self.families;
         match p.body {
             PendingBody::Signup {
                 user,
                 channel,
                 referred,
-            } => {
-                let u = self.users.get_mut(user);
-                if !u.has(F_HAS_SIGNUP) {
-                    u.signup = ts;
-                    u.channel = channel;
-                    u.flags |= F_HAS_SIGNUP;
-                    if referred {
-                        u.flags |= F_REFERRED;
-                    }
-                }
-            }
+            } => scan::signup(self.users.get_mut(user), ts, channel, referred),
             PendingBody::Deposit { user } => {
-                let u = self.users.get_mut(user);
-                if u.first_deposit == NO_BUCKET {
-                    u.first_deposit = b as u32;
-                }
+                scan::deposit(self.users.get_mut(user), b);
                 self.activity(user, ts, prm);
             }
             PendingBody::Trade { user, fee } => {
                 let u = self.users.get_mut(user);
-                if u.first_trade == NO_BUCKET {
-                    u.first_trade = b as u32;
-                }
-                let ch = u.channel;
-                self.chan_ring(ch).add(b, CH_REVENUE, fee);
+                scan::trade(u, b);
+                f.acquisition.trade(u.channel, b, fee);
                 self.activity(user, ts, prm);
             }
-            PendingBody::Invite => self.misc.add(b, MISC_INVITES, 1.0),
+            PendingBody::Invite => f.acquisition.invite(b),
             PendingBody::Reward {
                 usd,
                 referral_channel,
-            } => {
-                self.misc.add(b, MISC_REWARDS, usd);
-                self.chan_ring(referral_channel).add(b, CH_SPEND, usd);
+            } => f.acquisition.reward(b, usd, referral_channel),
+            PendingBody::Spend { channel, usd } => f.acquisition.spend(channel, b, usd),
+            PendingBody::Rated { user, ratings } => {
+                f.surveys.rated(b, ratings);
+                let due = retention::State::on_rated(user, ratings.csat, ts, prm);
+                self.schedule(due);
             }
-            PendingBody::Spend { channel, usd } => self.chan_ring(channel).add(b, CH_SPEND, usd),
-            PendingBody::Rated { user, ratings } => self.rated(user, ts, b, ratings, prm),
             PendingBody::Support {
                 user,
                 ticket,
                 action,
                 priority,
-            } => self.support(user, ticket, action, priority, ts, b, prm),
+            } => {
+                let due = f.support.apply(
+                    &mut self.tickets,
+                    user,
+                    ticket,
+                    action,
+                    priority,
+                    ts,
+                    b,
+                    prm,
+                );
+                for d in due {
+                    self.schedule(d);
+                }
+            }
         }
     }
 
     /// A deposit or trade by `user` at `ts` (applied in time order).
     fn activity(&mut self, user: UserIdx, ts: Millis, prm: &Params) {
-        let b = prm.bucket_of(ts) as u32;
         let u = self.users.get_mut(user);
         let was_customer = u.is_customer();
-        if u.has(F_CHURNED) {
-            u.flags &= !F_CHURNED;
-            self.misc.add(b as i64, MISC_REACTIVATED, 1.0);
-            self.timers.push(Reverse(Timer {
-                instant: ts + prm.inactivity,
-                kind: TimerKind::Churn(user),
-            }));
-        }
-        let u = self.users.get_mut(user);
-        if was_customer {
-            let last_b = prm.bucket_of(u.last_activity) as u32;
-            if b > last_b {
-                u.prev_activity_bucket = last_b;
-            }
-        }
-        if ts > u.last_activity {
-            u.last_activity = ts;
-        }
-        u.record_activity_day(day_of(ts) as u32);
-        if u.has(F_HAS_SIGNUP) {
-            for (n, flag) in [(1, F_COHORT_1), (7, F_COHORT_7), (30, F_COHORT_30)] {
-                let from = u.signup + n * DAY_MS;
-                if ts >= from && ts < from + DAY_MS {
-                    u.flags |= flag;
-                }
-            }
-        }
-        if !was_customer {
-            self.timers.push(Reverse(Timer {
-                instant: ts + prm.inactivity,
-                kind: TimerKind::Churn(user),
-            }));
-        }
-    }
-
-    fn rated(&mut self, user: UserIdx, ts: Millis, b: i64, r: Ratings, prm: &Params) {
-        if let Some(c) = r.csat {
-            self.surveys.add(b, SV_CSAT_N, 1.0);
-            if c >= 4 {
-                self.surveys.add(b, SV_CSAT_SAT, 1.0);
-            }
-            if c != 3 {
-                self.timers.push(Reverse(Timer {
-                    instant: ts + prm.inactivity,
-                    kind: TimerKind::PostSupport {
-                        user,
-                        negative: c <= 2,
-                    },
-                }));
-            }
-        }
-        if let Some(n) = r.nps {
-            let f = match n {
-                9..=10 => SV_NPS_PROMOTER,
-                7..=8 => SV_NPS_PASSIVE,
-                _ => SV_NPS_DETRACTOR,
-            };
-            self.surveys.add(b, f, 1.0);
-        }
-        if let Some(c) = r.ces {
-            self.surveys.add(b, SV_CES_N, 1.0);
-            self.surveys.add(b, SV_CES_SUM, c as f64);
-            if c >= 5 {
-                self.surveys.add(b, SV_CES_EASY, 1.0);
-            }
-        }
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    fn support(
-        &mut self,
-        user: UserIdx,
-        ticket: u32,
-        action: SupportAction,
-        priority: Option<Priority>,
-        ts: Millis,
-        b: i64,
-        prm: &Params,
-    ) {
-        if action == SupportAction::Reopened {
-            self.misc.add(b, MISC_REOPENED, 1.0);
-        }
-        let t = &mut self.tickets.list[ticket as usize];
-        if action == SupportAction::Opened {
-            // A second `opened` is ignored: the first one stands.
-            if t.opened == NEVER {
-                let p = priority.unwrap_or_default();
-                t.opened = ts;
-                t.priority = p;
-                t.user = user;
-                t.open = true;
-                self.sla.add(b, SLA_OPENED + p.index(), 1.0);
-                let pi = p.index();
-                self.timers.push(Reverse(Timer {
-                    instant: ts + prm.fr_target[pi],
-                    kind: TimerKind::FirstResponse(ticket),
-                }));
-                self.timers.push(Reverse(Timer {
-                    instant: ts + prm.res_target[pi],
-                    kind: TimerKind::Resolution(ticket),
-                }));
-            }
-            return;
-        }
-        // Actions on a ticket not opened (in event-time order) are ignored.
-        if t.opened == NEVER {
-            return;
-        }
-        let p = t.priority;
-        let pi = p.index();
-        match action {
-            SupportAction::AgentReplied => {
-                if t.first_reply == NEVER && !t.resolved_ever {
-                    t.first_reply = ts;
-                    let took = ts - t.opened;
-                    self.fr_hist[pi].observe(&prm.hist_bounds, took as f64 / 1000.0);
-                    self.fr_times[pi].push_back((ts, took));
-                    if t.fr == Decision::Undecided {
-                        t.fr = Decision::Met;
-                        self.sla
-                            .add(b, sla_decision(p, SlaKind::FirstResponse, false), 1.0);
-                    }
-                }
-            }
-            SupportAction::Pending => {
-                if t.open && !t.resolved_ever && t.pending_since == NEVER {
-                    t.pending_since = ts;
-                }
-            }
-            SupportAction::CustomerReplied => {
-                if t.pending_since != NEVER {
-                    t.paused += ts - t.pending_since;
-                    t.pending_since = NEVER;
-                    if t.res == Decision::Undecided {
-                        self.timers.push(Reverse(Timer {
-                            instant: t.opened + prm.res_target[pi] + t.paused,
-                            kind: TimerKind::Resolution(ticket),
-                        }));
-                    }
-                }
-            }
-            SupportAction::Resolved => {
-                t.open = false;
-                if !t.resolved_ever {
-                    t.resolved_ever = true;
-                    if t.pending_since != NEVER {
-                        t.paused += ts - t.pending_since;
-                        t.pending_since = NEVER;
-                    }
-                    let running = ts - t.opened - t.paused;
-                    self.res_hist[pi].observe(&prm.hist_bounds, running as f64 / 1000.0);
-                    self.res_times[pi].push_back((ts, running));
-                    if t.res == Decision::Undecided {
-                        t.res = Decision::Met;
-                        self.sla
-                            .add(b, sla_decision(p, SlaKind::Resolution, false), 1.0);
-                    }
-                    if t.fr == Decision::Undecided {
-                        t.fr = Decision::Met;
-                        self.sla
-                            .add(b, sla_decision(p, SlaKind::FirstResponse, false), 1.0);
-                    }
-                }
-            }
-            SupportAction::Reopened => {
-                if !t.open {
-                    t.open = true;
-                }
-            }
-            SupportAction::Opened | SupportAction::Rated => {}
-        }
+        let due = self.families.retention.on_activity(user, u, ts, prm);
+        scan::activity(u, was_customer, ts, prm);
+        self.schedule(due);
     }
 
     fn fire(&mut self, timer: Timer, now: Millis, prm: &Params, alerts: &mut Vec<BreachAlert>) {
         let at = timer.instant;
-        match timer.kind {
-            TimerKind::Churn(user) => {
-                let u = self.users.get_mut(user);
-                if u.has(F_CHURNED) {
-                    return;
-                }
-                let due = u.last_activity + prm.inactivity;
-                if due == at {
-                    u.flags |= F_CHURNED;
-                    self.misc.add(prm.bucket_of(at), MISC_CHURNED, 1.0);
-                } else if due > at {
-                    self.timers.push(Reverse(Timer {
-                        instant: due,
-                        kind: TimerKind::Churn(user),
-                    }));
-                }
+        let f = &mut self.families;
+        match timer.kind.family() {
+            FamilyTimer::Retention(k) => {
+                let due = f.retention.fire(k, at, &mut self.users, prm);
+                self.schedule(due);
             }
-            TimerKind::PostSupport { user, negative } => {
-                let s = at - prm.inactivity;
-                let churned = self.users.list[user as usize].last_activity <= s;
-                let (n, c) = if negative {
-                    (PS_NEG_N, PS_NEG_CHURNED)
-                } else {
-                    (PS_POS_N, PS_POS_CHURNED)
-                };
-                let b = prm.bucket_of(s);
-                self.post_support.add(b, n, 1.0);
-                if churned {
-                    self.post_support.add(b, c, 1.0);
-                }
-            }
-            TimerKind::FirstResponse(ticket) => {
-                let t = &mut self.tickets.list[ticket as usize];
-                if t.fr == Decision::Undecided && t.first_reply == NEVER {
-                    t.fr = Decision::Breached;
-                    let p = t.priority;
-                    self.sla.add(
-                        prm.bucket_of(at),
-                        sla_decision(p, SlaKind::FirstResponse, true),
-                        1.0,
-                    );
-                    alerts.push(self.alert(ticket, SlaKind::FirstResponse, at, now));
-                }
-            }
-            TimerKind::Resolution(ticket) => {
-                let t = &mut self.tickets.list[ticket as usize];
-                if t.res != Decision::Undecided || t.pending_since != NEVER {
-                    // Decided already, or paused: `customer_replied` re-arms it.
-                    return;
-                }
-                let due = t.opened + prm.res_target[t.priority.index()] + t.paused;
-                if due > at {
-                    self.timers.push(Reverse(Timer {
-                        instant: due,
-                        kind: TimerKind::Resolution(ticket),
-                    }));
-                } else if due == at {
-                    t.res = Decision::Breached;
-                    let p = t.priority;
-                    self.sla.add(
-                        prm.bucket_of(at),
-                        sla_decision(p, SlaKind::Resolution, true),
-                        1.0,
-                    );
-                    alerts.push(self.alert(ticket, SlaKind::Resolution, at, now));
+            FamilyTimer::Support(k) => {
+                let fired = f.support.fire(&mut self.tickets, k, at, prm);
+                self.schedule(fired.due);
+                if let Some(kind) = fired.breach {
+                    let (support::Timer::FirstResponse(ticket)
+                    | support::Timer::Resolution(ticket)) = k;
+                    alerts.push(self.alert(ticket, kind, at, now));
                 }
             }
         }
@@ -669,18 +287,8 @@ impl Partition {
             + self.tickets.heap_bytes()
             + self.timers.capacity() * std::mem::size_of::<Timer>()
             + self.pending.capacity() * std::mem::size_of::<Pending>()
-            + self.chan.iter().map(Ring::heap_bytes).sum::<usize>()
-            + self.misc.heap_bytes()
-            + self.surveys.heap_bytes()
-            + self.sla.heap_bytes()
-            + self.post_support.heap_bytes()
+            + self.families.heap_bytes()
             + self.dedup.heap_bytes()
-            + self
-                .fr_times
-                .iter()
-                .chain(self.res_times.iter())
-                .map(|l| l.capacity() * 16)
-                .sum::<usize>()
     }
 
     pub fn timers_len(&self) -> usize {

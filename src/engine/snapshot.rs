@@ -1,38 +1,27 @@
 //! Engine state to bytes and back, for checkpoints.
 //!
-//! A plain little-endian encoding of every piece of state (users, tickets,
-//! dedup horizon, reorder buffer, timers, bucket rings, support time logs and
-//! histograms, channel registry, counters, clock). Hash indexes are not
-//! written: they are rebuilt on restore. Framing, versioning and checksums
+//! A plain little-endian encoding ([`crate::state::codec`]) of every piece of
+//! state: here the container (clock, counters, channel registry) and what
+//! partitions share (users, tickets, dedup horizon, reorder buffer, timers);
+//! each metric family encodes its own state (`write`/`read` in its file) and
+//! its timers. Hash indexes are not written: they are rebuilt on restore. Framing, versioning and checksums
 //! are the checkpoint store's business; this module only refuses bytes it
 //! cannot read completely.
 
 use std::cmp::Reverse;
-use std::collections::VecDeque;
 
-use super::dedup::Dedup;
-use super::partition::{
-    Partition, Pending, PendingBody, SecondsHistogram, TimeLog, Timer, TimerKind,
-};
-use super::registry::ChannelRegistry;
-use super::ring::Ring;
-use super::tickets::{Decision, Ticket, Tickets};
-use super::users::{Cold, User, Users};
+use super::partition::{FamilyTimer, Partition, Timer, TimerKind};
+use super::pending::{Pending, PendingBody};
 use super::{Engine, EventCounts};
-use crate::config::Config;
-use crate::event::{Priority, Ratings, SupportAction};
-
-#[derive(Debug, thiserror::Error, PartialEq)]
-pub enum SnapshotError {
-    #[error("snapshot ends early (at byte {0})")]
-    Truncated(usize),
-    #[error("snapshot has {0} bytes after its end")]
-    Trailing(usize),
-    #[error("snapshot holds an invalid {0}")]
-    Invalid(&'static str),
-    #[error("snapshot was taken with engine.bucket = {taken} ms, the config now says {now} ms")]
-    BucketChanged { taken: i64, now: i64 },
-}
+use crate::event::{Ratings, SupportAction};
+use crate::metrics::{Families, retention, support};
+pub use crate::state::codec::SnapshotError;
+use crate::state::codec::{R, W};
+use crate::state::dedup::Dedup;
+use crate::state::params::Params;
+use crate::state::registry::ChannelRegistry;
+use crate::state::tickets::{Decision, Ticket, Tickets};
+use crate::state::users::{Cold, User, Users};
 
 /// An empty buffer of `capacity` bytes with every page already touched, for
 /// [`Engine::snapshot_into`]: prepared off the thread that owns the engine,
@@ -47,108 +36,6 @@ pub fn prepared_buffer(capacity: usize) -> Vec<u8> {
     std::hint::black_box(&mut b);
     b.clear();
     b
-}
-
-struct W(Vec<u8>);
-
-impl W {
-    fn u8(&mut self, v: u8) {
-        self.0.push(v);
-    }
-    fn u32(&mut self, v: u32) {
-        self.0.extend_from_slice(&v.to_le_bytes());
-    }
-    fn u64(&mut self, v: u64) {
-        self.0.extend_from_slice(&v.to_le_bytes());
-    }
-    fn i64(&mut self, v: i64) {
-        self.0.extend_from_slice(&v.to_le_bytes());
-    }
-    fn u128(&mut self, v: u128) {
-        self.0.extend_from_slice(&v.to_le_bytes());
-    }
-    fn f64(&mut self, v: f64) {
-        self.0.extend_from_slice(&v.to_le_bytes());
-    }
-    fn len(&mut self, n: usize) {
-        self.u64(n as u64);
-    }
-    fn bytes(&mut self, b: &[u8]) {
-        self.len(b.len());
-        self.0.extend_from_slice(b);
-    }
-    fn opt_u8(&mut self, v: Option<u8>) {
-        self.u8(v.map_or(255, |x| x));
-    }
-}
-
-struct R<'a> {
-    b: &'a [u8],
-    at: usize,
-}
-
-impl R<'_> {
-    fn take<const N: usize>(&mut self) -> Result<[u8; N], SnapshotError> {
-        let end = self
-            .at
-            .checked_add(N)
-            .ok_or(SnapshotError::Truncated(self.at))?;
-        let s = self
-            .b
-            .get(self.at..end)
-            .ok_or(SnapshotError::Truncated(self.at))?;
-        self.at = end;
-        let mut a = [0u8; N];
-        a.copy_from_slice(s);
-        Ok(a)
-    }
-    fn u8(&mut self) -> Result<u8, SnapshotError> {
-        Ok(self.take::<1>()?[0])
-    }
-    fn u32(&mut self) -> Result<u32, SnapshotError> {
-        Ok(u32::from_le_bytes(self.take()?))
-    }
-    fn u64(&mut self) -> Result<u64, SnapshotError> {
-        Ok(u64::from_le_bytes(self.take()?))
-    }
-    fn i64(&mut self) -> Result<i64, SnapshotError> {
-        Ok(i64::from_le_bytes(self.take()?))
-    }
-    fn u128(&mut self) -> Result<u128, SnapshotError> {
-        Ok(u128::from_le_bytes(self.take()?))
-    }
-    fn f64(&mut self) -> Result<f64, SnapshotError> {
-        Ok(f64::from_le_bytes(self.take()?))
-    }
-    /// A length, checked against what is left (each element takes at least `min` bytes).
-    fn len(&mut self, min: usize) -> Result<usize, SnapshotError> {
-        let n = self.u64()?;
-        let left = (self.b.len() - self.at) as u64;
-        if n.saturating_mul(min.max(1) as u64) > left {
-            return Err(SnapshotError::Truncated(self.at));
-        }
-        Ok(n as usize)
-    }
-    fn bytes(&mut self) -> Result<&[u8], SnapshotError> {
-        let n = self.len(1)?;
-        let s = &self.b[self.at..self.at + n];
-        self.at += n;
-        Ok(s)
-    }
-    fn string(&mut self) -> Result<String, SnapshotError> {
-        String::from_utf8(self.bytes()?.to_vec()).map_err(|_| SnapshotError::Invalid("string"))
-    }
-    fn opt_u8(&mut self) -> Result<Option<u8>, SnapshotError> {
-        let v = self.u8()?;
-        Ok((v != 255).then_some(v))
-    }
-}
-
-fn priority(v: u8) -> Result<Priority, SnapshotError> {
-    Priority::ALL
-        .get(v as usize)
-        .copied()
-        .ok_or(SnapshotError::Invalid("priority"))
 }
 
 const ACTIONS: [SupportAction; 7] = [
@@ -201,13 +88,7 @@ impl Engine {
         buf.clear();
         let mut w = W(buf);
         w.i64(self.prm.bucket);
-        match self.clock {
-            Some(t) => {
-                w.u8(1);
-                w.i64(t);
-            }
-            None => w.u8(0),
-        }
+        w.opt_i64(self.clock);
         w.u8(self.finished as u8);
         w.u64(self.seq);
         for row in &self.counts.counts {
@@ -233,9 +114,9 @@ impl Engine {
     }
 
     /// Rebuilds an engine from [`Engine::snapshot`] bytes, under `cfg`.
-    pub fn restore(cfg: &Config, bytes: &[u8]) -> Result<Engine, SnapshotError> {
-        let mut e = Engine::new(cfg);
-        let mut r = R { b: bytes, at: 0 };
+    pub fn restore(prm: Params, bytes: &[u8]) -> Result<Engine, SnapshotError> {
+        let mut e = Engine::new(prm);
+        let mut r = R::new(bytes);
         let bucket = r.i64()?;
         if bucket != e.prm.bucket {
             return Err(SnapshotError::BucketChanged {
@@ -243,11 +124,7 @@ impl Engine {
                 now: e.prm.bucket,
             });
         }
-        e.clock = match r.u8()? {
-            0 => None,
-            1 => Some(r.i64()?),
-            _ => return Err(SnapshotError::Invalid("clock")),
-        };
+        e.clock = r.opt_i64("clock")?;
         e.finished = r.u8()? != 0;
         e.seq = r.u64()?;
         let mut counts = EventCounts::default();
@@ -258,7 +135,7 @@ impl Engine {
         }
         e.counts = counts;
         let n = r.len(8)?;
-        let mut reg = ChannelRegistry::new(cfg.engine.max_channels);
+        let mut reg = ChannelRegistry::new(e.prm.max_channels);
         for i in 0..n {
             let name = r.string()?;
             if i >= 2 && reg.resolve(&name) as usize != i {
@@ -274,77 +151,9 @@ impl Engine {
             let p = read_partition(&mut r)?;
             e.parts.insert(id, p);
         }
-        if r.at != bytes.len() {
-            return Err(SnapshotError::Trailing(bytes.len() - r.at));
-        }
+        r.end()?;
         Ok(e)
     }
-}
-
-fn write_ring<const N: usize>(w: &mut W, r: &Ring<N>) {
-    w.len(r.entries.len());
-    for (b, vals) in &r.entries {
-        w.i64(*b);
-        for v in vals {
-            w.f64(*v);
-        }
-    }
-}
-
-fn read_ring<const N: usize>(r: &mut R<'_>) -> Result<Ring<N>, SnapshotError> {
-    let n = r.len(8 + 8 * N)?;
-    let mut entries: VecDeque<(i64, [f64; N])> = VecDeque::with_capacity(n);
-    for _ in 0..n {
-        let b = r.i64()?;
-        if entries.back().is_some_and(|(last, _)| *last >= b) {
-            return Err(SnapshotError::Invalid("bucket order"));
-        }
-        let mut vals = [0.0; N];
-        for v in vals.iter_mut() {
-            *v = r.f64()?;
-        }
-        entries.push_back((b, vals));
-    }
-    Ok(Ring { entries })
-}
-
-fn write_log(w: &mut W, l: &TimeLog) {
-    w.len(l.len());
-    for (a, b) in l {
-        w.i64(*a);
-        w.i64(*b);
-    }
-}
-
-fn read_log(r: &mut R<'_>) -> Result<TimeLog, SnapshotError> {
-    let n = r.len(16)?;
-    let mut l = VecDeque::with_capacity(n);
-    for _ in 0..n {
-        l.push_back((r.i64()?, r.i64()?));
-    }
-    Ok(l)
-}
-
-fn write_hist(w: &mut W, h: &SecondsHistogram) {
-    w.len(h.counts.len());
-    for c in &h.counts {
-        w.u64(*c);
-    }
-    w.f64(h.sum);
-    w.u64(h.count);
-}
-
-fn read_hist(r: &mut R<'_>) -> Result<SecondsHistogram, SnapshotError> {
-    let n = r.len(8)?;
-    let mut counts = Vec::with_capacity(n);
-    for _ in 0..n {
-        counts.push(r.u64()?);
-    }
-    Ok(SecondsHistogram {
-        counts,
-        sum: r.f64()?,
-        count: r.u64()?,
-    })
 }
 
 fn write_partition(w: &mut W, p: &Partition) {
@@ -465,50 +274,22 @@ fn write_partition(w: &mut W, p: &Partition) {
     w.len(timers.len());
     for t in timers {
         w.i64(t.instant);
-        match t.kind {
-            TimerKind::Churn(u) => {
+        match t.kind.family() {
+            FamilyTimer::Retention(k) => {
                 w.u8(0);
-                w.u32(u);
+                k.write(w);
             }
-            TimerKind::PostSupport { user, negative } => {
+            FamilyTimer::Support(k) => {
                 w.u8(1);
-                w.u32(user);
-                w.u8(negative as u8);
-            }
-            TimerKind::FirstResponse(t) => {
-                w.u8(2);
-                w.u32(t);
-            }
-            TimerKind::Resolution(t) => {
-                w.u8(3);
-                w.u32(t);
+                k.write(w);
             }
         }
     }
-    w.len(p.chan.len());
-    for r in &p.chan {
-        write_ring(w, r);
-    }
-    write_ring(w, &p.misc);
-    write_ring(w, &p.surveys);
-    write_ring(w, &p.sla);
-    write_ring(w, &p.post_support);
-    for l in p.fr_times.iter().chain(p.res_times.iter()) {
-        write_log(w, l);
-    }
-    for h in p.fr_hist.iter().chain(p.res_hist.iter()) {
-        write_hist(w, h);
-    }
+    p.families.write(w);
     w.i64(p.applied_through);
     w.i64(p.last_trim);
     w.i64(p.last_sweep_day);
-    match p.clock {
-        Some(t) => {
-            w.u8(1);
-            w.i64(t);
-        }
-        None => w.u8(0),
-    }
+    w.opt_i64(p.clock);
 }
 
 fn read_partition(r: &mut R<'_>) -> Result<Partition, SnapshotError> {
@@ -564,7 +345,7 @@ fn read_partition(r: &mut R<'_>) -> Result<Partition, SnapshotError> {
             id: id.into_boxed_str(),
             user: r.u32()?,
             opened: r.i64()?,
-            priority: priority(r.u8()?)?,
+            priority: r.priority()?,
             first_reply: r.i64()?,
             fr: decision(r.u8()?)?,
             res: decision(r.u8()?)?,
@@ -640,7 +421,7 @@ fn read_partition(r: &mut R<'_>) -> Result<Partition, SnapshotError> {
                 action: *ACTIONS
                     .get(r.u8()? as usize)
                     .ok_or(SnapshotError::Invalid("support action"))?,
-                priority: r.opt_u8()?.map(priority).transpose()?,
+                priority: r.opt_priority()?,
             },
             6 => PendingBody::Rated {
                 user: user(r.u32()?)?,
@@ -658,55 +439,28 @@ fn read_partition(r: &mut R<'_>) -> Result<Partition, SnapshotError> {
         };
         p.pending.push(Pending { ts, seq, body });
     }
-    let n = r.len(13)?;
+    let n = r.len(14)?;
     for _ in 0..n {
         let instant = r.i64()?;
         let kind = match r.u8()? {
-            0 => TimerKind::Churn(user(r.u32()?)?),
-            1 => TimerKind::PostSupport {
-                user: user(r.u32()?)?,
-                negative: r.u8()? != 0,
-            },
-            2 => TimerKind::FirstResponse(ticket(r.u32()?)?),
-            3 => TimerKind::Resolution(ticket(r.u32()?)?),
+            0 => TimerKind::from(retention::Timer::read(r, users_n)?),
+            1 => TimerKind::from(support::Timer::read(r, tickets_n)?),
             _ => return Err(SnapshotError::Invalid("timer")),
         };
         p.timers.push(Reverse(Timer { instant, kind }));
     }
-    let n = r.len(16)?;
-    for _ in 0..n {
-        p.chan.push(read_ring(r)?);
-    }
-    p.misc = read_ring(r)?;
-    p.surveys = read_ring(r)?;
-    p.sla = read_ring(r)?;
-    p.post_support = read_ring(r)?;
-    for l in p.fr_times.iter_mut() {
-        *l = read_log(r)?;
-    }
-    for l in p.res_times.iter_mut() {
-        *l = read_log(r)?;
-    }
-    for h in p.fr_hist.iter_mut() {
-        *h = read_hist(r)?;
-    }
-    for h in p.res_hist.iter_mut() {
-        *h = read_hist(r)?;
-    }
+    p.families = Families::read(r)?;
     p.applied_through = r.i64()?;
     p.last_trim = r.i64()?;
     p.last_sweep_day = r.i64()?;
-    p.clock = match r.u8()? {
-        0 => None,
-        1 => Some(r.i64()?),
-        _ => return Err(SnapshotError::Invalid("partition clock")),
-    };
+    p.clock = r.opt_i64("partition clock")?;
     Ok(p)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::Config;
     use crate::event::Decoder;
     use crate::r#gen::{GenConfig, Generator};
 
@@ -718,6 +472,10 @@ mod tests {
             ..GenConfig::default()
         };
         Generator::new(&cfg).map(|l| l.payload).collect()
+    }
+
+    fn prm(cfg: &Config) -> Params {
+        cfg.params().expect("valid config")
     }
 
     /// Feeds lines to three partitions, by user as Kafka keys would.
@@ -740,13 +498,13 @@ mod tests {
         let decoder = Decoder::new(&cfg.mapping, cfg.engine.max_message_bytes, false);
         let all = lines(60_000);
         let (a, b) = all.split_at(37_123);
-        let mut whole = Engine::new(&cfg);
+        let mut whole = Engine::new(prm(&cfg));
         feed(&mut whole, &decoder, &all);
         whole.finish();
-        let mut first = Engine::new(&cfg);
+        let mut first = Engine::new(prm(&cfg));
         feed(&mut first, &decoder, a);
         let bytes = first.snapshot();
-        let mut second = Engine::restore(&cfg, &bytes).expect("restores");
+        let mut second = Engine::restore(prm(&cfg), &bytes).expect("restores");
         // The snapshot of a restored engine is the same bytes.
         assert_eq!(second.snapshot(), bytes);
         feed(&mut second, &decoder, b);
@@ -770,25 +528,25 @@ mod tests {
     fn truncated_or_extended_snapshots_are_refused() {
         let cfg = Config::default();
         let decoder = Decoder::new(&cfg.mapping, cfg.engine.max_message_bytes, false);
-        let mut e = Engine::new(&cfg);
+        let mut e = Engine::new(prm(&cfg));
         feed(&mut e, &decoder, &lines(3_000));
         let bytes = e.snapshot();
         for cut in [0, 1, 8, bytes.len() / 3, bytes.len() - 1] {
             assert!(
-                Engine::restore(&cfg, &bytes[..cut]).is_err(),
+                Engine::restore(prm(&cfg), &bytes[..cut]).is_err(),
                 "cut at {cut}"
             );
         }
         let mut longer = bytes.clone();
         longer.push(0);
         assert_eq!(
-            Engine::restore(&cfg, &longer).err(),
+            Engine::restore(prm(&cfg), &longer).err(),
             Some(SnapshotError::Trailing(1))
         );
         let other =
             Config::from_toml_str("[engine]\nbucket = \"5m\"\n", "t", std::iter::empty()).unwrap();
         assert!(matches!(
-            Engine::restore(&other, &bytes),
+            Engine::restore(prm(&other), &bytes),
             Err(SnapshotError::BucketChanged { .. })
         ));
     }

@@ -1,25 +1,40 @@
-//! Computing every series of METRICS.md from engine state, at the current T.
+//! The metric families of METRICS.md, one file each, on top of the shared
+//! per-partition stores of [`crate::state`].
 //!
-//! One file per family; [`scan`] walks every user once per export and is
-//! shared by the acquisition and retention families. Partitions are merged
-//! here: bucket sums and counts add up (a user lives in one partition).
+//! Each family owns, in its file: its per-partition state (bucket rings of
+//! named sums), its update on an applied event, its reaction to its timers
+//! (it returns the timers to schedule, see [`Due`]), its snapshot encoding,
+//! its per-partition partial at T (plain data, with `merge`), and `finish`
+//! of the merged partial into series. [`scan`] is the pass over every user
+//! shared by the acquisition and retention families, in the same shape.
+//!
+//! Partitions are merged by [`Partial::merge`], starting from
+//! [`Partial::empty`] and adding partitions in order (so float sums are
+//! added as `0.0 + p0 + p1 + ...`): bucket sums and counts add up (a user
+//! lives in one partition).
 
 pub mod acquisition;
-pub mod cx;
 pub mod retention;
 pub mod scan;
 pub mod support;
+pub mod surveys;
 
-use crate::config::Window;
-use crate::engine::params::Params;
-use crate::engine::partition::Partition;
-use crate::engine::registry::{ChannelId, ChannelRegistry, OTHER, UNKNOWN};
-use crate::engine::ring::Ring;
-use crate::engine::{Engine, Outcome};
-use crate::event::{EventType, Millis};
-use crate::export::{Family, Kind};
+use crate::event::Millis;
+use crate::export::Family;
+use crate::state::codec::{R, SnapshotError, W};
+use crate::state::params::{Params, Window};
+use crate::state::registry::{ChannelId, ChannelRegistry, OTHER, UNKNOWN};
+use crate::state::tickets::Tickets;
+use crate::state::users::Users;
 
-/// What every family needs: the clock, the windows, the merged partitions.
+/// A timer a family asks for: `kind` fires at `at`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Due<K> {
+    pub at: Millis,
+    pub kind: K,
+}
+
+/// What finishing needs: the clock, the parameters, the channel labels.
 pub struct Ctx<'a> {
     pub prm: &'a Params,
     /// T, epoch ms.
@@ -27,10 +42,18 @@ pub struct Ctx<'a> {
     /// E as a bucket index: T rounded down to a bucket boundary.
     pub e: i64,
     pub registry: &'a ChannelRegistry,
-    pub parts: Vec<&'a Partition>,
 }
 
-impl Ctx<'_> {
+impl<'a> Ctx<'a> {
+    pub fn new(prm: &'a Params, t: Millis, registry: &'a ChannelRegistry) -> Ctx<'a> {
+        Ctx {
+            prm,
+            t,
+            e: prm.bucket_of(t),
+            registry,
+        }
+    }
+
     /// Bucket range `[E - W, E)` of a window.
     pub fn range(&self, w: &Window) -> (i64, i64) {
         (self.e - w.len / self.prm.bucket, self.e)
@@ -41,55 +64,119 @@ impl Ctx<'_> {
         self.e * self.prm.bucket
     }
 
-    /// Sum over partitions of a ring picked by `f`, over buckets `[from, to)`.
-    pub fn sum<const N: usize>(
-        &self,
-        from: i64,
-        to: i64,
-        f: impl Fn(&Partition) -> &Ring<N>,
-    ) -> [f64; N] {
-        let mut acc = [0.0; N];
-        for p in &self.parts {
-            for (a, x) in acc.iter_mut().zip(f(p).sum(from, to)) {
-                *a += x;
-            }
-        }
-        acc
-    }
-
-    /// Summed revenue/spend of a channel over buckets `[from, to)`.
-    pub fn chan_sum(&self, c: ChannelId, from: i64, to: i64) -> [f64; 2] {
-        let mut acc = [0.0; 2];
-        for p in &self.parts {
-            if let Some(r) = p.chan.get(c as usize) {
-                let s = r.sum(from, to);
-                acc[0] += s[0];
-                acc[1] += s[1];
-            }
-        }
-        acc
+    /// Channel ids with a label slot (specials included).
+    pub fn channel_slots(&self) -> usize {
+        self.registry.len_with_specials()
     }
 }
 
-pub fn export(engine: &Engine) -> Vec<Family> {
-    let mut out = Vec::new();
-    if let Some(t) = engine.clock() {
-        let ctx = Ctx {
-            prm: &engine.prm,
-            t,
-            e: engine.prm.bucket_of(t),
-            registry: &engine.registry,
-            parts: engine.parts.values().collect(),
-        };
-        let scan = scan::UserScan::run(&ctx);
-        let channels = channel_labels(&ctx, &scan);
-        let churn = retention::export(&ctx, &scan, &mut out);
-        acquisition::export(&ctx, &scan, &channels, &churn, &mut out);
-        cx::export(&ctx, &mut out);
-        support::export(&ctx, &mut out);
+/// The per-partition state of every family.
+#[derive(Debug, Default)]
+pub struct Families {
+    pub acquisition: acquisition::State,
+    pub retention: retention::State,
+    pub surveys: surveys::State,
+    pub support: support::State,
+}
+
+impl Families {
+    /// Drops history older than every window needs, `latest_bucket` being the newest applied.
+    pub fn trim(&mut self, latest_bucket: i64, prm: &Params) {
+        self.acquisition.trim(latest_bucket - prm.keep_buckets);
+        self.retention.trim(latest_bucket, prm);
+        self.surveys.trim(latest_bucket - prm.keep_buckets);
+        self.support.trim(latest_bucket, prm);
     }
-    pipeline(engine, &mut out);
-    out
+
+    pub fn heap_bytes(&self) -> usize {
+        self.acquisition.heap_bytes()
+            + self.retention.heap_bytes()
+            + self.surveys.heap_bytes()
+            + self.support.heap_bytes()
+    }
+
+    pub fn write(&self, w: &mut W) {
+        self.acquisition.write(w);
+        self.retention.write(w);
+        self.surveys.write(w);
+        self.support.write(w);
+    }
+
+    pub fn read(r: &mut R<'_>) -> Result<Families, SnapshotError> {
+        Ok(Families {
+            acquisition: acquisition::State::read(r)?,
+            retention: retention::State::read(r)?,
+            surveys: surveys::State::read(r)?,
+            support: support::State::read(r)?,
+        })
+    }
+}
+
+/// What one partition contributes to every family at T: plain data, added
+/// up by [`Partial::merge`] and turned into series by [`Partial::finish`].
+#[derive(Clone, Debug, PartialEq)]
+pub struct Partial {
+    pub scan: scan::UserScan,
+    pub acquisition: acquisition::Partial,
+    pub retention: retention::Partial,
+    pub surveys: surveys::Partial,
+    pub support: support::Partial,
+}
+
+impl Partial {
+    /// Nothing yet: the start of a merge.
+    pub fn empty(ctx: &Ctx<'_>) -> Partial {
+        Partial {
+            scan: scan::UserScan::empty(ctx),
+            acquisition: acquisition::Partial::empty(ctx),
+            retention: retention::Partial::empty(ctx),
+            surveys: surveys::Partial::empty(ctx),
+            support: support::Partial::empty(ctx),
+        }
+    }
+
+    /// One partition's contribution at `ctx.t`.
+    pub fn of(ctx: &Ctx<'_>, users: &Users, tickets: &Tickets, f: &Families) -> Partial {
+        Partial {
+            scan: scan::UserScan::of(ctx, users),
+            acquisition: acquisition::Partial::of(ctx, &f.acquisition),
+            retention: retention::Partial::of(ctx, &f.retention),
+            surveys: surveys::Partial::of(ctx, &f.surveys),
+            support: support::Partial::of(ctx, &f.support, tickets),
+        }
+    }
+
+    pub fn merge(&mut self, o: &Partial) {
+        self.scan.merge(&o.scan);
+        self.acquisition.merge(&o.acquisition);
+        self.retention.merge(&o.retention);
+        self.surveys.merge(&o.surveys);
+        self.support.merge(&o.support);
+    }
+
+    /// Every family's series at `ctx.t`.
+    pub fn finish(&self, ctx: &Ctx<'_>) -> Vec<Family> {
+        let mut out = Vec::new();
+        let channels = channel_labels(ctx, &self.scan);
+        let churn = self.retention.finish(ctx, &self.scan, &mut out);
+        self.acquisition
+            .finish(ctx, &self.scan, &channels, &churn, &mut out);
+        self.surveys.finish(ctx, &mut out);
+        self.support.finish(ctx, &mut out);
+        out
+    }
+}
+
+/// Every family's series at `ctx.t`, over `parts` merged in order.
+pub fn export<'p>(
+    ctx: &Ctx<'_>,
+    parts: impl Iterator<Item = (&'p Users, &'p Tickets, &'p Families)>,
+) -> Vec<Family> {
+    let mut all = Partial::empty(ctx);
+    for (users, tickets, f) in parts {
+        all.merge(&Partial::of(ctx, users, tickets, f));
+    }
+    all.finish(ctx)
 }
 
 /// Channels that get a label: every registered value, `unknown` when some
@@ -105,78 +192,14 @@ fn channel_labels(ctx: &Ctx<'_>, scan: &scan::UserScan) -> Vec<ChannelId> {
     v
 }
 
-fn pipeline(engine: &Engine, out: &mut Vec<Family>) {
-    let mut f = Family::new(
-        "cxpulse_events_total",
-        Kind::Counter,
-        "Input messages by event type and outcome (applied, invalid, late, duplicate).",
-    );
-    let counts = engine.event_counts();
-    for ty in EventType::ALL.map(Some).into_iter().chain([None]) {
-        let name = ty.map_or("unknown", |t| t.as_str());
-        for o in Outcome::ALL {
-            if ty.is_none() && o != Outcome::Invalid {
-                continue;
-            }
-            f.push(
-                &[("type", name), ("outcome", o.as_str())],
-                counts.get(ty, o) as f64,
-            );
-        }
+/// Adds `o` into `acc` element-wise (growing `acc` with empty values first).
+pub fn add_into<T: Default + Clone>(acc: &mut Vec<T>, o: &[T], add: impl Fn(&mut T, &T)) {
+    if acc.len() < o.len() {
+        acc.resize(o.len(), T::default());
     }
-    out.push(f);
-    // Families of one unlabelled series.
-    let mut g = |name: &'static str, kind: Kind, help: &'static str, v: f64| {
-        let mut f = Family::new(name, kind, help);
-        f.push(&[], v);
-        out.push(f);
-    };
-    if let Some(t) = engine.clock() {
-        g(
-            "cxpulse_clock_timestamp_seconds",
-            Kind::Gauge,
-            "The engine clock T: the largest applied event time (or the wall clock when idle), Unix seconds.",
-            t as f64 / 1000.0,
-        );
+    for (a, x) in acc.iter_mut().zip(o) {
+        add(a, x);
     }
-    g(
-        "cxpulse_tracked_users",
-        Kind::Gauge,
-        "Users with state held in memory.",
-        engine.tracked_users() as f64,
-    );
-    g(
-        "cxpulse_compacted_users",
-        Kind::Gauge,
-        "Of cxpulse_tracked_users, those compacted past every horizon (channel and flags only).",
-        engine.compacted_users() as f64,
-    );
-    g(
-        "cxpulse_users_forgotten_total",
-        Kind::Counter,
-        "Compacted users forgotten because engine.max_tracked_users was exceeded.",
-        engine.forgotten_users() as f64,
-    );
-    if engine.max_tracked_users() > 0 {
-        g(
-            "cxpulse_tracked_users_cap",
-            Kind::Gauge,
-            "engine.max_tracked_users: the cap on cxpulse_tracked_users.",
-            engine.max_tracked_users() as f64,
-        );
-    }
-    g(
-        "cxpulse_tracked_tickets",
-        Kind::Gauge,
-        "Support tickets with state held in memory.",
-        engine.tracked_tickets() as f64,
-    );
-    g(
-        "cxpulse_tickets_forgotten_total",
-        Kind::Counter,
-        "Settled tickets forgotten past every horizon.",
-        engine.forgotten_tickets() as f64,
-    );
 }
 
 /// Wilson score interval, z = 1.96.
@@ -209,25 +232,4 @@ pub fn nps_interval(promoters: f64, detractors: f64, n: f64) -> Option<(f64, f64
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn wilson_interval_matches_hand_computation() {
-        // p = 0.8, n = 10: centre = 0.8 + 0.19208 = 0.99208; half = 1.96*sqrt(0.016 + 0.0096040) = 0.31363
-        // den = 1.38416 -> (0.49009, 0.94330)
-        let (lo, hi) = wilson(8.0, 10.0).unwrap();
-        assert!((lo - 0.49016).abs() < 1e-4, "{lo}");
-        assert!((hi - 0.94332).abs() < 1e-4, "{hi}");
-        assert!(wilson(0.0, 0.0).is_none());
-    }
-
-    #[test]
-    fn nps_interval_matches_hand_computation() {
-        // 6 promoters, 2 detractors, 10 answers: n'=13, pp=6.75/13=0.51923, pd=2.75/13=0.21154,
-        // c=0.30769, se=sqrt((0.73077-0.09467)/13)=0.22120 -> 100*(c -+ 1.96 se) = (-12.59, 74.13)
-        let (lo, hi) = nps_interval(6.0, 2.0, 10.0).unwrap();
-        assert!((lo - -12.59).abs() < 0.05, "{lo}");
-        assert!((hi - 74.13).abs() < 0.05, "{hi}");
-    }
-}
+mod tests;

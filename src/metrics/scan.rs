@@ -1,17 +1,75 @@
-//! One pass over every user, computing the per-user counts of the
-//! acquisition and retention families for every window at once.
+//! The per-user facts the acquisition and retention families read (signup,
+//! first deposit and trade, activity days, cohort flags), how an applied
+//! event updates them, and one pass over every user of a partition that
+//! counts them for every window at once ([`UserScan`], merged like a partial).
 
-use super::Ctx;
-use crate::engine::params::{DAY_MS, day_of};
-use crate::engine::registry::UNKNOWN;
-use crate::engine::users::{
-    C_SIGNUP, F_COHORT_1, F_COHORT_7, F_COHORT_30, F_HAS_SIGNUP, F_REFERRED, NO_BUCKET, User,
+use super::{Ctx, add_into};
+use crate::event::Millis;
+use crate::state::params::{DAY_MS, Params, day_of};
+use crate::state::registry::{ChannelId, UNKNOWN};
+use crate::state::users::{
+    C_SIGNUP, F_COHORT_1, F_COHORT_7, F_COHORT_30, F_HAS_SIGNUP, F_REFERRED, NO_BUCKET, User, Users,
 };
 
 /// Cohort days of `cxpulse_cohort_retention_ratio`.
 pub const COHORT_DAYS: [(i64, u8); 3] = [(1, F_COHORT_1), (7, F_COHORT_7), (30, F_COHORT_30)];
 
-#[derive(Default)]
+/// A signup applied: the first one stands.
+#[inline]
+pub fn signup(u: &mut User, ts: Millis, channel: ChannelId, referred: bool) {
+    if !u.has(F_HAS_SIGNUP) {
+        u.signup = ts;
+        u.channel = channel;
+        u.flags |= F_HAS_SIGNUP;
+        if referred {
+            u.flags |= F_REFERRED;
+        }
+    }
+}
+
+/// A deposit in bucket `b` applied (before [`activity`]).
+#[inline]
+pub fn deposit(u: &mut User, b: i64) {
+    if u.first_deposit == NO_BUCKET {
+        u.first_deposit = b as u32;
+    }
+}
+
+/// A trade in bucket `b` applied (before [`activity`]).
+#[inline]
+pub fn trade(u: &mut User, b: i64) {
+    if u.first_trade == NO_BUCKET {
+        u.first_trade = b as u32;
+    }
+}
+
+/// A deposit or trade at `ts` (applied in time order); `was_customer`:
+/// whether the user had an activity before.
+#[inline]
+pub fn activity(u: &mut User, was_customer: bool, ts: Millis, prm: &Params) {
+    let b = prm.bucket_of(ts) as u32;
+    if was_customer {
+        let last_b = prm.bucket_of(u.last_activity) as u32;
+        if b > last_b {
+            u.prev_activity_bucket = last_b;
+        }
+    }
+    if ts > u.last_activity {
+        u.last_activity = ts;
+    }
+    u.record_activity_day(day_of(ts) as u32);
+    if u.has(F_HAS_SIGNUP) {
+        for (n, flag) in COHORT_DAYS {
+            let from = u.signup + n * DAY_MS;
+            if ts >= from && ts < from + DAY_MS {
+                u.flags |= flag;
+            }
+        }
+    }
+}
+
+/// Per-user counts of one partition (or several, merged) at T.
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct UserScan {
     /// `[window][channel]`.
     pub signups: Vec<Vec<f64>>,
@@ -34,12 +92,17 @@ pub struct UserScan {
     pub unknown_present: bool,
 }
 
+/// The whole days of a window used by `cxpulse_retention_ratio`, if any.
+fn retention_days(len: Millis) -> Option<i64> {
+    (len % DAY_MS == 0 && len / DAY_MS <= 31).then_some(len / DAY_MS)
+}
+
 impl UserScan {
-    pub fn run(ctx: &Ctx<'_>) -> UserScan {
+    pub fn empty(ctx: &Ctx<'_>) -> UserScan {
         let nw = ctx.prm.windows.len();
-        let nc = ctx.registry.len_with_specials();
+        let nc = ctx.channel_slots();
         let grid = || vec![vec![0.0; nc]; nw];
-        let mut s = UserScan {
+        UserScan {
             signups: grid(),
             funnel_deposit: grid(),
             funnel_trade: grid(),
@@ -47,10 +110,20 @@ impl UserScan {
             active: grid(),
             referral_signups: vec![0.0; nw],
             new_customers: vec![0.0; nw],
-            retention: vec![None; nw],
+            retention: ctx
+                .prm
+                .windows
+                .iter()
+                .map(|w| retention_days(w.len).map(|_| (0.0, 0.0)))
+                .collect(),
             signups_total: vec![0.0; nc],
             ..Default::default()
-        };
+        }
+    }
+
+    /// The counts of one partition's users.
+    pub fn of(ctx: &Ctx<'_>, users: &Users) -> UserScan {
+        let mut s = UserScan::empty(ctx);
         let bucket = ctx.prm.bucket;
         // Window bucket ranges, as u32 bucket indices (users store u32 buckets).
         let ranges: Vec<(i64, i64)> = ctx.prm.windows.iter().map(|w| ctx.range(w)).collect();
@@ -59,100 +132,122 @@ impl UserScan {
             .prm
             .windows
             .iter()
-            .map(|w| (w.len % DAY_MS == 0 && w.len / DAY_MS <= 31).then_some(w.len / DAY_MS))
+            .map(|w| retention_days(w.len))
             .collect();
-        for (i, r) in s.retention.iter_mut().enumerate() {
-            if ret_days[i].is_some() {
-                *r = Some((0.0, 0.0));
-            }
-        }
         let e_ms = ctx.e_ms();
         let now_from = ctx.t - ctx.prm.inactivity;
-        for part in &ctx.parts {
-            // Compacted users are past every window: they only count in the
-            // all-time signup totals (as do forgotten ones).
-            for c in part.users.cold_users() {
-                if c.channel == UNKNOWN {
-                    s.unknown_present = true;
+        // Compacted users are past every window: they only count in the
+        // all-time signup totals (as do forgotten ones).
+        for c in users.cold_users() {
+            if c.channel == UNKNOWN {
+                s.unknown_present = true;
+            }
+            if c.flags & C_SIGNUP != 0 {
+                s.signed_up += 1.0;
+                s.signups_total[c.channel as usize] += 1.0;
+            }
+        }
+        for (ch, &n) in users.forgotten_signups.iter().enumerate() {
+            s.signed_up += n as f64;
+            s.signups_total[ch] += n as f64;
+        }
+        s.unknown_present |= users.forgotten_unknown;
+        for u in users.hot() {
+            let c = u.channel as usize;
+            if u.channel == UNKNOWN {
+                s.unknown_present = true;
+            }
+            let signup_b = if u.has(F_HAS_SIGNUP) {
+                s.signed_up += 1.0;
+                s.signups_total[c] += 1.0;
+                Some(u.signup.div_euclid(bucket))
+            } else {
+                None
+            };
+            let last_before_e = last_activity_bucket_before(u, bucket, ctx.e);
+            let first_act = u.first_activity();
+            for (w, &(from, to)) in ranges.iter().enumerate() {
+                let inw = |b: i64| b >= from && b < to;
+                if let Some(sb) = signup_b
+                    && inw(sb)
+                {
+                    s.signups[w][c] += 1.0;
+                    if u.has(F_REFERRED) {
+                        s.referral_signups[w] += 1.0;
+                    }
+                    if u.first_deposit != NO_BUCKET {
+                        s.funnel_deposit[w][c] += 1.0;
+                    }
+                    if u.first_trade != NO_BUCKET {
+                        s.funnel_trade[w][c] += 1.0;
+                    }
                 }
-                if c.flags & C_SIGNUP != 0 {
-                    s.signed_up += 1.0;
-                    s.signups_total[c.channel as usize] += 1.0;
+                if u.first_deposit != NO_BUCKET && inw(u.first_deposit as i64) {
+                    s.acquisitions[w][c] += 1.0;
+                }
+                if let Some(lb) = last_before_e
+                    && lb >= from
+                {
+                    s.active[w][c] += 1.0;
+                }
+                if first_act != NO_BUCKET && inw(first_act as i64) {
+                    s.new_customers[w] += 1.0;
+                }
+                if let (Some(k), Some((base, kept))) = (ret_days[w], s.retention[w].as_mut())
+                    && u.active_in_days(today - 2 * k, today - k)
+                {
+                    *base += 1.0;
+                    if u.active_in_days(today - k, today) {
+                        *kept += 1.0;
+                    }
                 }
             }
-            for (ch, &n) in part.users.forgotten_signups.iter().enumerate() {
-                s.signed_up += n as f64;
-                s.signups_total[ch] += n as f64;
+            if u.is_customer() && u.last_activity >= now_from {
+                s.active_now += 1.0;
             }
-            s.unknown_present |= part.users.forgotten_unknown;
-            for u in part.users.hot() {
-                let c = u.channel as usize;
-                if u.channel == UNKNOWN {
-                    s.unknown_present = true;
-                }
-                let signup_b = if u.has(F_HAS_SIGNUP) {
-                    s.signed_up += 1.0;
-                    s.signups_total[c] += 1.0;
-                    Some(u.signup.div_euclid(bucket))
-                } else {
-                    None
-                };
-                let last_before_e = last_activity_bucket_before(u, bucket, ctx.e);
-                let first_act = u.first_activity();
-                for (w, &(from, to)) in ranges.iter().enumerate() {
-                    let inw = |b: i64| b >= from && b < to;
-                    if let Some(sb) = signup_b
-                        && inw(sb)
-                    {
-                        s.signups[w][c] += 1.0;
-                        if u.has(F_REFERRED) {
-                            s.referral_signups[w] += 1.0;
-                        }
-                        if u.first_deposit != NO_BUCKET {
-                            s.funnel_deposit[w][c] += 1.0;
-                        }
-                        if u.first_trade != NO_BUCKET {
-                            s.funnel_trade[w][c] += 1.0;
-                        }
-                    }
-                    if u.first_deposit != NO_BUCKET && inw(u.first_deposit as i64) {
-                        s.acquisitions[w][c] += 1.0;
-                    }
-                    if let Some(lb) = last_before_e
-                        && lb >= from
-                    {
-                        s.active[w][c] += 1.0;
-                    }
-                    if first_act != NO_BUCKET && inw(first_act as i64) {
-                        s.new_customers[w] += 1.0;
-                    }
-                    if let (Some(k), Some((base, kept))) = (ret_days[w], s.retention[w].as_mut())
-                        && u.active_in_days(today - 2 * k, today - k)
-                    {
-                        *base += 1.0;
-                        if u.active_in_days(today - k, today) {
-                            *kept += 1.0;
-                        }
-                    }
-                }
-                if u.is_customer() && u.last_activity >= now_from {
-                    s.active_now += 1.0;
-                }
-                if u.has(F_HAS_SIGNUP) {
-                    for (i, (n, flag)) in COHORT_DAYS.iter().enumerate() {
-                        let from = e_ms - (n + 1) * DAY_MS;
-                        let to = e_ms - n * DAY_MS;
-                        if u.signup >= from && u.signup < to {
-                            s.cohorts[i].0 += 1.0;
-                            if u.has(*flag) {
-                                s.cohorts[i].1 += 1.0;
-                            }
+            if u.has(F_HAS_SIGNUP) {
+                for (i, (n, flag)) in COHORT_DAYS.iter().enumerate() {
+                    let from = e_ms - (n + 1) * DAY_MS;
+                    let to = e_ms - n * DAY_MS;
+                    if u.signup >= from && u.signup < to {
+                        s.cohorts[i].0 += 1.0;
+                        if u.has(*flag) {
+                            s.cohorts[i].1 += 1.0;
                         }
                     }
                 }
             }
         }
         s
+    }
+
+    /// Adds another partition's counts (every count is a whole number: exact in any order).
+    pub fn merge(&mut self, o: &UserScan) {
+        let add = |a: &mut f64, x: &f64| *a += x;
+        let grid = |a: &mut Vec<Vec<f64>>, x: &[Vec<f64>]| {
+            add_into(a, x, |a, x| add_into(a, x, add));
+        };
+        grid(&mut self.signups, &o.signups);
+        grid(&mut self.funnel_deposit, &o.funnel_deposit);
+        grid(&mut self.funnel_trade, &o.funnel_trade);
+        grid(&mut self.acquisitions, &o.acquisitions);
+        grid(&mut self.active, &o.active);
+        add_into(&mut self.referral_signups, &o.referral_signups, add);
+        add_into(&mut self.new_customers, &o.new_customers, add);
+        add_into(&mut self.retention, &o.retention, |a, x| {
+            if let (Some((base, kept)), Some((b, k))) = (a.as_mut(), x) {
+                *base += b;
+                *kept += k;
+            }
+        });
+        add_into(&mut self.signups_total, &o.signups_total, add);
+        self.signed_up += o.signed_up;
+        self.active_now += o.active_now;
+        for (a, x) in self.cohorts.iter_mut().zip(&o.cohorts) {
+            a.0 += x.0;
+            a.1 += x.1;
+        }
+        self.unknown_present |= o.unknown_present;
     }
 }
 

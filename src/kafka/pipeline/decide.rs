@@ -133,7 +133,7 @@ mod tests {
                     cfg.engine.max_message_bytes,
                     cfg.engine.kafka_timestamp_fallback,
                 ),
-                engine: Engine::new(&cfg),
+                engine: Engine::new(cfg.params().expect("valid config")),
                 book: OffsetBook::new(&["in".into()]),
             }
         }

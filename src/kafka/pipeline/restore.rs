@@ -16,8 +16,9 @@ pub type Restored = (CheckpointStore, Vec<SavedOffset>);
 /// `checkpoint.on_corrupt = "fail"` and a checkpoint file is refused.
 pub fn restore(cfg: &Config) -> anyhow::Result<(Engine, Option<Restored>)> {
     let c = &cfg.checkpoint;
+    let prm = cfg.params()?;
     if c.dir.is_empty() {
-        return Ok((Engine::new(cfg), None));
+        return Ok((Engine::new(prm), None));
     }
     let store = CheckpointStore::new(&c.dir, c.keep);
     let loaded = match c.on_corrupt {
@@ -36,7 +37,7 @@ pub fn restore(cfg: &Config) -> anyhow::Result<(Engine, Option<Restored>)> {
     }
     let empty = |why: StartingEmpty<'_>, store: CheckpointStore| {
         why.emit();
-        Ok((Engine::new(cfg), Some((store, Vec::new()))))
+        Ok((Engine::new(prm.clone()), Some((store, Vec::new()))))
     };
     if c.on_corrupt == OnCorrupt::Empty
         && let Some((path, e)) = loaded.rejected.first()
@@ -44,7 +45,7 @@ pub fn restore(cfg: &Config) -> anyhow::Result<(Engine, Option<Restored>)> {
         return empty(StartingEmpty::NewestRefused { path, error: e }, store);
     }
     match loaded.checkpoint {
-        Some((path, cp)) => match Engine::restore(cfg, &cp.engine) {
+        Some((path, cp)) => match Engine::restore(prm.clone(), &cp.engine) {
             Ok(engine) => {
                 let offsets = cp
                     .offsets
@@ -88,7 +89,7 @@ pub fn restore(cfg: &Config) -> anyhow::Result<(Engine, Option<Restored>)> {
         }
         None => {
             telemetry::NoCheckpointYet { dir: store.dir() }.emit();
-            Ok((Engine::new(cfg), Some((store, Vec::new()))))
+            Ok((Engine::new(prm.clone()), Some((store, Vec::new()))))
         }
     }
 }
@@ -112,7 +113,7 @@ mod tests {
     /// Writes a checkpoint of an engine whose clock is `clock`, with input
     /// position `in/0@next_offset`; returns its path.
     fn write(cfg: &Config, clock: i64, next_offset: i64) -> std::path::PathBuf {
-        let mut engine = Engine::new(cfg);
+        let mut engine = Engine::new(cfg.params().expect("valid config"));
         let d = Decoder::new(&cfg.mapping, 1 << 16, false);
         let msg = format!(
             r#"{{"event_id":"e{clock}","type":"deposit","ts":{clock},"user_id":"u1","amount_usd":1}}"#

@@ -1,0 +1,13 @@
+//! The per-partition stores and parameters every metric family and the
+//! engine share: users, tickets, dedup fingerprints, channel labels, bucket
+//! rings, the engine parameters, and the snapshot encoding. Imports nothing
+//! above it (no `engine`, no `metrics`).
+
+pub mod codec;
+pub mod dedup;
+pub mod histogram;
+pub mod params;
+pub mod registry;
+pub mod ring;
+pub mod tickets;
+pub mod users;
