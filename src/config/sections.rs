@@ -1,0 +1,411 @@
+//! The config's sections: serde structs, one doc comment per key, defaults in one place.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use serde::{Deserialize, Deserializer};
+
+use super::{REDACTED, is_secret_key};
+use crate::event::mapping::Mapping;
+use crate::event::{Millis, Priority};
+
+/// A duration written like `250ms`, `30s`, `5m`, `1h`, `7d` (whole numbers).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Dur(pub Millis);
+
+impl Dur {
+    pub fn ms(self) -> Millis {
+        self.0
+    }
+    pub fn parse(s: &str) -> Result<Dur, String> {
+        let s = s.trim();
+        let split = s
+            .find(|c: char| !c.is_ascii_digit())
+            .ok_or_else(|| format!("`{s}` has no unit (use ms, s, m, h or d)"))?;
+        let (num, unit) = s.split_at(split);
+        let n: i64 = num
+            .parse()
+            .map_err(|_| format!("`{s}` does not start with a whole number"))?;
+        let mult = match unit {
+            "ms" => 1,
+            "s" => 1_000,
+            "m" => 60_000,
+            "h" => 3_600_000,
+            "d" => 86_400_000,
+            _ => {
+                return Err(format!(
+                    "`{s}` has unknown unit `{unit}` (use ms, s, m, h or d)"
+                ));
+            }
+        };
+        n.checked_mul(mult)
+            .map(Dur)
+            .ok_or_else(|| format!("`{s}` is too large"))
+    }
+}
+
+impl fmt::Display for Dur {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let ms = self.0;
+        for (unit, m) in [
+            ("d", 86_400_000),
+            ("h", 3_600_000),
+            ("m", 60_000),
+            ("s", 1_000),
+        ] {
+            if ms != 0 && ms % m == 0 {
+                return write!(f, "{}{unit}", ms / m);
+            }
+        }
+        write!(f, "{ms}ms")
+    }
+}
+
+impl<'de> Deserialize<'de> for Dur {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        Dur::parse(&s).map_err(serde::de::Error::custom)
+    }
+}
+
+#[derive(Clone, Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub engine: EngineSection,
+    pub acquisition: AcquisitionSection,
+    pub churn: ChurnSection,
+    pub sla: SlaSection,
+    /// How messages map onto the canonical schema (EVENTS.md); canonical when
+    /// `[mapping]` is empty. The section is read apart and checked last by
+    /// [`Config::from_toml_str`], which compiles it into this.
+    #[serde(skip)]
+    pub mapping: Mapping,
+    pub kafka: KafkaSection,
+    pub http: HttpSection,
+    pub checkpoint: CheckpointSection,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EngineSection {
+    /// Bucket size of every rolling window; windows are multiples of it, aligned to the epoch.
+    pub bucket: Dur,
+    /// Rolling windows; the names are the `window` label values.
+    pub windows: Vec<String>,
+    /// Events older than T minus this are `late`; timers fire once this far behind T.
+    pub allowed_lateness: Dur,
+    /// With no backlog and nothing arriving for this long, T follows the wall clock (`run` only).
+    pub idle_timeout: Dur,
+    /// In `run`, events further than this ahead of the wall clock are invalid.
+    pub max_future_skew: Dur,
+    /// How long (event time before T) an accepted `event_id` is remembered to drop duplicates.
+    /// Memory: about 48 bytes per event accepted within the horizon.
+    pub dedup_horizon: Dur,
+    /// At most this many distinct channel values become labels; later ones are `other`.
+    pub max_channels: usize,
+    /// Larger messages are invalid.
+    pub max_message_bytes: usize,
+    /// When an event has no `ts`, use the Kafka message timestamp instead of rejecting it.
+    pub kafka_timestamp_fallback: bool,
+    /// Cap on users held in memory (full and compacted); 0 = no cap. Above
+    /// it, compacted users seen longest ago are forgotten.
+    pub max_tracked_users: u64,
+}
+
+impl Default for EngineSection {
+    fn default() -> Self {
+        EngineSection {
+            bucket: Dur(60_000),
+            windows: ["1h", "24h", "7d", "30d"].map(String::from).to_vec(),
+            allowed_lateness: Dur(30_000),
+            idle_timeout: Dur(5_000),
+            max_future_skew: Dur(300_000),
+            dedup_horizon: Dur(600_000),
+            max_channels: 16,
+            max_message_bytes: 64 * 1024,
+            kafka_timestamp_fallback: false,
+            max_tracked_users: 0,
+        }
+    }
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AcquisitionSection {
+    /// Users that existed before the stream starts; added to `cxpulse_users`.
+    pub baseline_users: u64,
+    /// Share of revenue that is margin, for CLV.
+    pub margin: f64,
+    /// Floor of the churn ratio in the CLV denominator.
+    pub clv_min_churn: f64,
+}
+
+impl Default for AcquisitionSection {
+    fn default() -> Self {
+        AcquisitionSection {
+            baseline_users: 0,
+            margin: 1.0,
+            clv_min_churn: 0.01,
+        }
+    }
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ChurnSection {
+    /// A customer with no activity for this long has churned.
+    pub inactivity: Dur,
+}
+
+impl Default for ChurnSection {
+    fn default() -> Self {
+        ChurnSection {
+            inactivity: Dur(30 * 86_400_000),
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct SlaTarget {
+    pub first_response: Dur,
+    pub resolution: Dur,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SlaTargets {
+    pub urgent: SlaTarget,
+    pub high: SlaTarget,
+    pub normal: SlaTarget,
+    pub low: SlaTarget,
+}
+
+impl SlaTargets {
+    pub fn get(&self, p: Priority) -> SlaTarget {
+        match p {
+            Priority::Urgent => self.urgent,
+            Priority::High => self.high,
+            Priority::Normal => self.normal,
+            Priority::Low => self.low,
+        }
+    }
+}
+
+impl Default for SlaTargets {
+    fn default() -> Self {
+        let t = |fr: i64, res: i64| SlaTarget {
+            first_response: Dur(fr * 60_000),
+            resolution: Dur(res * 3_600_000),
+        };
+        SlaTargets {
+            urgent: t(15, 4),
+            high: t(60, 8),
+            normal: t(240, 24),
+            low: t(480, 48),
+        }
+    }
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SlaSection {
+    /// A ticket is at risk once this share of an undecided target is used.
+    pub at_risk_share: f64,
+    pub targets: SlaTargets,
+}
+
+impl Default for SlaSection {
+    fn default() -> Self {
+        SlaSection {
+            at_risk_share: 0.8,
+            targets: SlaTargets::default(),
+        }
+    }
+}
+
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct KafkaSection {
+    /// `bootstrap.servers`.
+    pub brokers: String,
+    pub group_id: String,
+    pub input_topics: Vec<String>,
+    /// Invalid and late events, with the reason in headers. Empty = no dead-letter topic.
+    pub dead_letter_topic: String,
+    /// One record per changed series every `publish_interval`. Empty = not published.
+    pub output_topic: String,
+    /// One record per SLA breach. Empty = not published.
+    pub alerts_topic: String,
+    pub publish_interval: Dur,
+    pub commit_interval: Dur,
+    /// After SIGTERM/SIGINT: how long the final commit, pending dead-letter and
+    /// output deliveries and the producer flush may take before `run` gives up
+    /// and exits non-zero.
+    pub shutdown_timeout: Dur,
+    /// Extra librdkafka settings (`security.protocol`, `sasl.*`, `ssl.*`, ...), passed through.
+    /// A number or boolean is taken as its text (`6000`, `true`): librdkafka
+    /// settings are strings, and an environment override such as a numeric
+    /// password arrives as a TOML number.
+    #[serde(deserialize_with = "scalar_strings")]
+    pub librdkafka: BTreeMap<String, String>,
+}
+
+/// Field by field, with the passthrough's values redacted where the key looks
+/// secret (see [`is_secret_key`]): a `{:?}` of the config never shows a secret.
+impl fmt::Debug for KafkaSection {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let librdkafka: BTreeMap<&str, &str> = self
+            .librdkafka
+            .iter()
+            .map(|(k, v)| {
+                let v = if is_secret_key(k) {
+                    REDACTED
+                } else {
+                    v.as_str()
+                };
+                (k.as_str(), v)
+            })
+            .collect();
+        f.debug_struct("KafkaSection")
+            .field("brokers", &self.brokers)
+            .field("group_id", &self.group_id)
+            .field("input_topics", &self.input_topics)
+            .field("dead_letter_topic", &self.dead_letter_topic)
+            .field("output_topic", &self.output_topic)
+            .field("alerts_topic", &self.alerts_topic)
+            .field("publish_interval", &self.publish_interval)
+            .field("commit_interval", &self.commit_interval)
+            .field("shutdown_timeout", &self.shutdown_timeout)
+            .field("librdkafka", &librdkafka)
+            .finish()
+    }
+}
+
+/// A map of strings that also takes integers, floats and booleans (as their
+/// text). Anything else is refused with serde's message, which names the type
+/// found (`sequence`, `map`), never the value.
+fn scalar_strings<'de, D: Deserializer<'de>>(d: D) -> Result<BTreeMap<String, String>, D::Error> {
+    struct Scalar(String);
+    impl<'de> Deserialize<'de> for Scalar {
+        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            struct V;
+            impl serde::de::Visitor<'_> for V {
+                type Value = Scalar;
+                fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                    f.write_str("a string, a number or a boolean")
+                }
+                fn visit_str<E>(self, v: &str) -> Result<Scalar, E> {
+                    Ok(Scalar(v.to_string()))
+                }
+                fn visit_i64<E>(self, v: i64) -> Result<Scalar, E> {
+                    Ok(Scalar(v.to_string()))
+                }
+                fn visit_u64<E>(self, v: u64) -> Result<Scalar, E> {
+                    Ok(Scalar(v.to_string()))
+                }
+                fn visit_f64<E>(self, v: f64) -> Result<Scalar, E> {
+                    Ok(Scalar(v.to_string()))
+                }
+                fn visit_bool<E>(self, v: bool) -> Result<Scalar, E> {
+                    Ok(Scalar(v.to_string()))
+                }
+            }
+            d.deserialize_any(V)
+        }
+    }
+    let raw = BTreeMap::<String, Scalar>::deserialize(d)?;
+    Ok(raw.into_iter().map(|(k, v)| (k, v.0)).collect())
+}
+
+impl Default for KafkaSection {
+    fn default() -> Self {
+        KafkaSection {
+            brokers: "localhost:9092".into(),
+            group_id: "cxpulse".into(),
+            input_topics: vec!["events".into()],
+            dead_letter_topic: "cxpulse-dead-letter".into(),
+            output_topic: "cxpulse-metrics".into(),
+            alerts_topic: "cxpulse-alerts".into(),
+            publish_interval: Dur(10_000),
+            commit_interval: Dur(5_000),
+            shutdown_timeout: Dur(10_000),
+            librdkafka: BTreeMap::new(),
+        }
+    }
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpSection {
+    /// Address of `/metrics`, `/healthz`, `/readyz`.
+    pub listen: String,
+    /// `/readyz` fails while the summed consumer lag is above this.
+    pub ready_max_lag: u64,
+    /// TLS and basic auth of the listener (exporter-toolkit web config,
+    /// [`crate::web_config`]); empty = plain HTTP, open. `--web.config.file` wins.
+    pub web_config_file: String,
+}
+
+impl Default for HttpSection {
+    fn default() -> Self {
+        HttpSection {
+            listen: "127.0.0.1:9464".into(),
+            ready_max_lag: 10_000,
+            web_config_file: String::new(),
+        }
+    }
+}
+
+/// What `run` does when the newest checkpoint file is unreadable or corrupt.
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum OnCorrupt {
+    /// Fall back to the newest older checkpoint that is good (or, when none
+    /// is, start empty); every refused file is logged at error level.
+    Previous,
+    /// Start with empty state (consumption resumes from the group's committed
+    /// offsets), logging the refused file at error level; older checkpoints
+    /// are not used.
+    Empty,
+    /// Refuse to start.
+    Fail,
+}
+
+/// Durable checkpoints of `run`: engine state plus the input offsets it covers.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CheckpointSection {
+    /// Directory of the checkpoint files. Empty = checkpoints off (state is
+    /// rebuilt from the committed offsets only).
+    pub dir: String,
+    /// How often a checkpoint is written (and its offsets committed); one is
+    /// also written at a clean shutdown.
+    pub interval: Dur,
+    /// How many checkpoint files are kept (the newest ones).
+    pub keep: usize,
+    /// When the newest checkpoint is unreadable or corrupt: `previous` falls
+    /// back to an older good one (or starts empty), `empty` starts empty with
+    /// an error, `fail` refuses to start.
+    pub on_corrupt: OnCorrupt,
+}
+
+impl Default for CheckpointSection {
+    fn default() -> Self {
+        CheckpointSection {
+            dir: String::new(),
+            interval: Dur(30_000),
+            keep: 3,
+            on_corrupt: OnCorrupt::Previous,
+        }
+    }
+}
+
+/// A configuration error: which file, which key, what is wrong.
+#[derive(Debug, thiserror::Error)]
+#[error("config error in {file}: {key}: {message}")]
+pub struct ConfigError {
+    pub file: String,
+    pub key: String,
+    pub message: String,
+}
