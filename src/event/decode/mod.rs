@@ -27,6 +27,8 @@ use super::raw::{Field, Raw, RawEvent, TsFormat, type_str, validate};
 use super::{Event, EventType, Millis};
 
 #[cfg(test)]
+mod amount_tests;
+#[cfg(test)]
 mod tests;
 
 /// Decodes messages of one input shape. Cheap to clone; immutable while decoding.
