@@ -253,7 +253,10 @@ impl Config {
             fr_target[p.index()] = t.first_response.ms();
             res_target[p.index()] = t.resolution.ms();
         }
-        let longest_target = fr_target.iter().chain(&res_target).fold(0, |a, &b| a.max(b));
+        let longest_target = fr_target
+            .iter()
+            .chain(&res_target)
+            .fold(0, |a, &b| a.max(b));
         let horizon = e.open_ticket_horizon.ms();
         if horizon != 0 && horizon < longest_target + 86_400_000 {
             let m = "must be 0 (never) or at least the longest SLA target plus 1d";

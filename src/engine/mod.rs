@@ -169,6 +169,17 @@ impl Engine {
         }
         part.dedup.insert(fp, ev.ts);
         self.seq += 1;
+        // Moving the clock first applies what became final, and runs the
+        // day's sweep, before the event's ids are admitted (users compacted
+        // by it can be forgotten under a hard cap). The event itself is not
+        // final yet, so the order changes no effect.
+        if part.clock.is_none_or(|t| ev.ts > t) {
+            if self.clock.is_none_or(|t| ev.ts > t) {
+                self.clock = Some(ev.ts);
+            }
+            let now = self.clock.unwrap_or(ev.ts);
+            advance_partition(part, ev.ts, now, &self.prm, &mut self.alerts);
+        }
         let may_user = self.may_create_user(partition, ev);
         let may_ticket = self.may_create_ticket();
         let part = self.parts.entry(partition).or_default();
@@ -197,7 +208,10 @@ impl Engine {
                 .map(|user| PendingBody::Deposit { user })
                 .ok_or(Untracked::User(None)),
             EventBody::Trade { fee_usd, .. } => intern_user(part, ev, may_user)
-                .map(|user| PendingBody::Trade { user, fee: *fee_usd })
+                .map(|user| PendingBody::Trade {
+                    user,
+                    fee: *fee_usd,
+                })
                 .ok_or(Untracked::User(None)),
             EventBody::Referral {
                 action: ReferralAction::InviteSent,
@@ -257,13 +271,6 @@ impl Engine {
             Err(Untracked::Ticket) => part.tickets.untracked += 1,
         }
         let created = part.users.len() > held_before;
-        if part.clock.is_none_or(|t| ev.ts > t) {
-            if self.clock.is_none_or(|t| ev.ts > t) {
-                self.clock = Some(ev.ts);
-            }
-            let now = self.clock.unwrap_or(ev.ts);
-            advance_partition(part, ev.ts, now, &self.prm, &mut self.alerts);
-        }
         if self.prm.max_tracked_users > 0 && created {
             self.enforce_cap();
         }
