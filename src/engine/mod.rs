@@ -284,7 +284,15 @@ impl Engine {
     /// left. A held or compacted user is always found.
     fn may_create_user(&mut self, partition: u32, ev: &Event<'_>) -> bool {
         let hard = self.prm.hard_max_tracked_users;
-        if hard == 0 || (self.tracked_users() as u64) < hard {
+        // Spend and referral events name no user to track.
+        let names_user = matches!(
+            ev.body,
+            EventBody::Signup { .. }
+                | EventBody::Deposit { .. }
+                | EventBody::Trade { .. }
+                | EventBody::Support { .. }
+        );
+        if hard == 0 || !names_user || (self.tracked_users() as u64) < hard {
             return true;
         }
         let id = ev.user_id.as_deref().unwrap_or("");

@@ -94,10 +94,18 @@ fn hard_user_cap_forgets_compacted_users_before_refusing_new_ids() {
             signup(Some("ads"), None),
         );
     }
-    // Day 40: the day's sweep (run before the event's id is admitted)
-    // compacts all 20; b0 then forgets 1 compacted user (down to 19 held:
+    // Day 40: the day's sweep compacts all 20. A spend names no user: it
+    // makes no room at the cap.
+    e.offer(BASE + 40 * DAY, None, spend("seo", 1.0));
+    assert_eq!(e.eng.compacted_users(), 20);
+    assert_eq!(e.eng.forgotten_users(), 0);
+    // b0, a new id at the cap, forgets 1 compacted user (down to 19 held:
     // 95% of 20) and is tracked.
-    e.offer(BASE + 40 * DAY, Some("b0"), signup(Some("seo"), None));
+    e.offer(
+        BASE + 40 * DAY + 1000,
+        Some("b0"),
+        signup(Some("seo"), None),
+    );
     assert_eq!(e.eng.forgotten_users(), 1);
     assert_eq!(e.eng.tracked_users(), 20);
     assert_eq!(e.eng.untracked_events(false), 0);
