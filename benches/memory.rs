@@ -17,6 +17,13 @@
 //! default) are compacted, and the figures show what a long-running instance
 //! holds per user.
 //! Run: `cargo bench --bench memory`.
+//!
+//! The flood (`CXPULSE_BENCH_FLOOD=1 cargo bench --bench memory`, alone so
+//! that the peak is its own): 10M distinct new user ids (a signup each) and
+//! 1M opened tickets (by the first 1M users) over 10 days, under
+//! `engine.hard_max_tracked_users` = `engine.max_tracked_tickets` = 1M.
+//! Prints the tracked and untracked counts, the time and the process's peak
+//! RSS (`VmHWM`).
 
 use std::hint::black_box;
 use std::io::Write;
@@ -123,12 +130,72 @@ fn run(users: u64, span_days: i64) {
     );
 }
 
+/// The flood: `users` new ids, every 10th event also opening a ticket, under hard caps.
+fn flood(users: u64, cap: u64) {
+    let span_ms = 10 * DAY_MS;
+    let toml = format!("[engine]\nhard_max_tracked_users = {cap}\nmax_tracked_tickets = {cap}\n");
+    let cfg = Config::from_toml_str(&toml, "flood.toml", std::iter::empty()).expect("valid config");
+    let decoder = Decoder::new(&cfg.mapping, cfg.engine.max_message_bytes, false);
+    let mut engine = Engine::new(cfg.params().expect("valid config"));
+    let mut line = Vec::with_capacity(256);
+    let mut applied = 0u64;
+    let t0 = Instant::now();
+    for u in 0..users {
+        let ts = START_MS + (u as i128 * span_ms as i128 / users as i128) as i64;
+        let mut offer = |line: &[u8]| match decoder.decode(line, None) {
+            Ok(ev) => applied += u64::from(engine.offer(0, &ev, None) == Outcome::Applied),
+            Err(_) => panic!("synthetic events decode"),
+        };
+        line.clear();
+        write!(
+            line,
+            r#"{{"event_id":"s-{u}","type":"signup","ts":{ts},"user_id":"user-{u:08}","channel":"organic"}}"#
+        )
+        .expect("writing to a Vec");
+        offer(&line);
+        if u % 10 == 0 {
+            line.clear();
+            write!(
+                line,
+                r#"{{"event_id":"t-{u}","type":"support","ts":{ts},"user_id":"user-{:08}","ticket_id":"ticket-{:08}","action":"opened","priority":"normal"}}"#,
+                u / 10,
+                u / 10
+            )
+            .expect("writing to a Vec");
+            offer(&line);
+        }
+    }
+    engine.finish();
+    let took = t0.elapsed();
+    let families = black_box(engine.families());
+    drop(families);
+    println!(
+        "memory: flood of {users} user ids and {} opened tickets under caps of {cap}: {applied} applied in {:.1} s; \
+         tracked {} users, {} tickets; untracked events: {} (user), {} (ticket); state_bytes {:.1} MiB; \
+         peak RSS (VmHWM) {:.1} MiB",
+        users.div_ceil(10),
+        took.as_secs_f64(),
+        engine.tracked_users(),
+        engine.tracked_tickets(),
+        engine.untracked_events(false),
+        engine.untracked_events(true),
+        engine.state_bytes() as f64 / 1048576.0,
+        proc_status_bytes("VmHWM") as f64 / 1048576.0,
+    );
+    assert_eq!(engine.tracked_users() as u64, cap);
+}
+
 fn main() {
+    if std::env::var("CXPULSE_BENCH_FLOOD").is_ok_and(|v| v == "1") {
+        flood(10_000_000, 1_000_000);
+        return;
+    }
     // `cargo bench` passes `--bench`; `cargo test --all-targets` does not:
     // then a small smoke run keeps CI quick (debug build).
     if !std::env::args().any(|a| a == "--bench") {
         run(20_000, 7);
         run(20_000, 365);
+        flood(20_000, 2_000);
         return;
     }
     run(1_000_000, 7);

@@ -271,6 +271,19 @@ impl Config {
             fr_target[p.index()] = t.first_response.ms();
             res_target[p.index()] = t.resolution.ms();
         }
+        let longest_target = fr_target
+            .iter()
+            .chain(&res_target)
+            .fold(0, |a, &b| a.max(b));
+        let horizon = e.open_ticket_horizon.ms();
+        if horizon != 0 && horizon < longest_target + 86_400_000 {
+            let m = "must be 0 (never) or at least the longest SLA target plus 1d";
+            return Err(("engine.open_ticket_horizon".into(), m.into()));
+        }
+        if e.hard_max_tracked_users != 0 && e.hard_max_tracked_users < e.max_tracked_users {
+            let m = "must be 0 (none) or at least engine.max_tracked_users";
+            return Err(("engine.hard_max_tracked_users".into(), m.into()));
+        }
         Ok(Params::new(Settings {
             bucket: e.bucket.ms(),
             windows: self.windows()?,
@@ -286,6 +299,9 @@ impl Config {
             margin: self.acquisition.margin,
             clv_min_churn: self.acquisition.clv_min_churn,
             max_tracked_users: e.max_tracked_users,
+            hard_max_tracked_users: e.hard_max_tracked_users,
+            max_tracked_tickets: e.max_tracked_tickets,
+            open_ticket_horizon: horizon,
             max_channels: e.max_channels,
         }))
     }

@@ -117,6 +117,16 @@ pub struct EngineSection {
     /// Cap on users held in memory (full and compacted); 0 = no cap. Above
     /// it, compacted users seen longest ago are forgotten.
     pub max_tracked_users: u64,
+    /// Hard cap on users held; 0 = none. At it (once no compacted user is
+    /// left to forget), new user ids are not tracked: their events count in
+    /// `cxpulse_events_total` and their signups in the all-time counts only.
+    pub hard_max_tracked_users: u64,
+    /// Hard cap on support tickets held; 0 = none. At it, actions on new
+    /// ticket ids are not tracked.
+    pub max_tracked_tickets: u64,
+    /// An open ticket with no action for this long (event time before the
+    /// applied point) is forgotten; 0 = never. At least the longest SLA target plus 1d.
+    pub open_ticket_horizon: Dur,
 }
 
 impl Default for EngineSection {
@@ -134,6 +144,9 @@ impl Default for EngineSection {
             max_message_bytes: 64 * 1024,
             kafka_timestamp_fallback: false,
             max_tracked_users: 0,
+            hard_max_tracked_users: 0,
+            max_tracked_tickets: 0,
+            open_ticket_horizon: Dur(60 * 86_400_000),
         }
     }
 }

@@ -33,7 +33,7 @@ use crate::export::Family;
 use crate::metrics::Ctx;
 use crate::state::dedup::Dedup;
 use crate::state::params::{self, Params};
-use crate::state::registry::{ChannelRegistry, UNKNOWN};
+use crate::state::registry::{ChannelId, ChannelRegistry, UNKNOWN};
 use crate::state::users;
 
 /// What happened to one message. Checked in this order: invalid, duplicate, late, applied.
@@ -157,7 +157,6 @@ impl Engine {
             return Outcome::Invalid;
         }
         let part = self.parts.entry(partition).or_default();
-        let held_before = part.users.len();
         let fp = Dedup::fingerprint(&ev.event_id);
         if let Some(t) = part.clock {
             if part
@@ -172,6 +171,24 @@ impl Engine {
         }
         part.dedup.insert(fp, ev.ts);
         self.seq += 1;
+        // Moving the clock first applies what became final, and runs the
+        // day's sweep, before the event's ids are admitted (users compacted
+        // by it can be forgotten under a hard cap). The event itself is not
+        // final yet, so the order changes no effect.
+        // In `run`, never past the wall clock plus `engine.clock_tolerance`
+        // (a fast producer cannot make on-time events late).
+        let to = clock_target(ev.ts, wall_now, self.prm.clock_tolerance);
+        if part.clock.is_none_or(|t| to > t) {
+            if self.clock.is_none_or(|t| to > t) {
+                self.clock = Some(to);
+            }
+            let now = self.clock.unwrap_or(to);
+            advance_partition(part, to, now, &self.prm, &mut self.alerts);
+        }
+        let may_user = self.may_create_user(partition, ev);
+        let may_ticket = self.may_create_ticket();
+        let part = self.parts.entry(partition).or_default();
+        let held_before = part.users.len();
         let body = match &ev.body {
             EventBody::Signup {
                 channel,
@@ -183,73 +200,124 @@ impl Engine {
                     (None, Some(_)) => self.registry.resolve("referral"),
                     (None, None) => UNKNOWN,
                 };
-                PendingBody::Signup {
-                    user: intern_user(part, ev),
-                    channel,
-                    referred: referrer_id.is_some(),
+                match intern_user(part, ev, may_user) {
+                    Some(user) => Ok(PendingBody::Signup {
+                        user,
+                        channel,
+                        referred: referrer_id.is_some(),
+                    }),
+                    None => Err(Untracked::User(Some(channel))),
                 }
             }
-            EventBody::Deposit { .. } => PendingBody::Deposit {
-                user: intern_user(part, ev),
-            },
-            EventBody::Trade { fee_usd, .. } => PendingBody::Trade {
-                user: intern_user(part, ev),
-                fee: *fee_usd,
-            },
+            EventBody::Deposit { .. } => intern_user(part, ev, may_user)
+                .map(|user| PendingBody::Deposit { user })
+                .ok_or(Untracked::User(None)),
+            EventBody::Trade { fee_usd, .. } => intern_user(part, ev, may_user)
+                .map(|user| PendingBody::Trade {
+                    user,
+                    fee: *fee_usd,
+                })
+                .ok_or(Untracked::User(None)),
             EventBody::Referral {
                 action: ReferralAction::InviteSent,
-            } => PendingBody::Invite,
+            } => Ok(PendingBody::Invite),
             EventBody::Referral {
                 action: ReferralAction::Rewarded { reward_usd },
-            } => PendingBody::Reward {
+            } => Ok(PendingBody::Reward {
                 usd: *reward_usd,
                 referral_channel: self.registry.resolve("referral"),
-            },
+            }),
             EventBody::Spend {
                 channel,
                 amount_usd,
-            } => PendingBody::Spend {
+            } => Ok(PendingBody::Spend {
                 channel: self.registry.resolve(channel),
                 usd: *amount_usd,
-            },
+            }),
             EventBody::Support {
                 action: SupportAction::Rated,
                 ratings,
                 ..
-            } => PendingBody::Rated {
-                user: intern_user(part, ev),
-                ratings: *ratings,
-            },
+            } => intern_user(part, ev, may_user)
+                .map(|user| PendingBody::Rated {
+                    user,
+                    ratings: *ratings,
+                })
+                .ok_or(Untracked::User(None)),
             EventBody::Support {
                 ticket_id,
                 action,
                 priority,
                 ..
-            } => PendingBody::Support {
-                user: intern_user(part, ev),
-                ticket: part.tickets.intern(ticket_id, ev.ts),
-                action: *action,
-                priority: *priority,
-            },
-        };
-        part.push(Pending {
-            ts: ev.ts,
-            seq: self.seq,
-            body,
-        });
-        let created = part.users.len() > held_before;
-        let to = clock_target(ev.ts, wall_now, self.prm.clock_tolerance);
-        if part.clock.is_none_or(|t| to > t) {
-            if self.clock.is_none_or(|t| to > t) {
-                self.clock = Some(to);
+            } => {
+                // The ticket is admitted first: a refused ticket creates no user.
+                if !may_ticket && !part.tickets.contains(ticket_id) {
+                    Err(Untracked::Ticket)
+                } else {
+                    match intern_user(part, ev, may_user) {
+                        Some(user) => Ok(PendingBody::Support {
+                            user,
+                            ticket: part.tickets.intern(ticket_id, ev.ts),
+                            action: *action,
+                            priority: *priority,
+                        }),
+                        None => Err(Untracked::User(None)),
+                    }
+                }
             }
-            let now = self.clock.unwrap_or(to);
-            advance_partition(part, to, now, &self.prm, &mut self.alerts);
+        };
+        match body {
+            Ok(body) => part.push(Pending {
+                ts: ev.ts,
+                seq: self.seq,
+                body,
+            }),
+            Err(Untracked::User(signup)) => part.users.untracked_event(signup),
+            Err(Untracked::Ticket) => part.tickets.untracked += 1,
         }
+        let created = part.users.len() > held_before;
         if self.prm.max_tracked_users > 0 && created {
             self.enforce_cap();
         }
         Outcome::Applied
+    }
+
+    /// Whether the user of `ev` may be created if new, under
+    /// `engine.hard_max_tracked_users`: below the cap, yes; at it, compacted
+    /// users last seen longest ago are forgotten first (down to 95% of the
+    /// cap, as under the soft cap), and a new id is refused only when none is
+    /// left. A held or compacted user is always found.
+    fn may_create_user(&mut self, partition: u32, ev: &Event<'_>) -> bool {
+        let hard = self.prm.hard_max_tracked_users;
+        // Spend and referral events name no user to track.
+        let names_user = matches!(
+            ev.body,
+            EventBody::Signup { .. }
+                | EventBody::Deposit { .. }
+                | EventBody::Trade { .. }
+                | EventBody::Support { .. }
+        );
+        if hard == 0 || !names_user || (self.tracked_users() as u64) < hard {
+            return true;
+        }
+        let id = ev.user_id.as_deref().unwrap_or("");
+        if self
+            .parts
+            .get(&partition)
+            .is_some_and(|p| p.users.contains(id))
+        {
+            return true;
+        }
+        if self.compacted_users() > 0 {
+            self.forget_compacted((hard - hard / 20).min(hard - 1));
+        }
+        (self.tracked_users() as u64) < hard
+    }
+
+    /// Whether a new ticket id may be created, under `engine.max_tracked_tickets`.
+    fn may_create_ticket(&self) -> bool {
+        let cap = self.prm.max_tracked_tickets;
+        cap == 0 || (self.tracked_tickets() as u64) < cap
     }
 
     /// Under `engine.max_tracked_users`: when more users are held, forgets
@@ -262,8 +330,20 @@ impl Engine {
         if held <= cap || held < self.cap_retry_at {
             return;
         }
-        let target = cap - cap / 20;
-        let need = (held - target) as usize;
+        let forgotten = self.forget_compacted(cap - cap / 20);
+        let after = held - forgotten;
+        self.cap_retry_at = if after > cap {
+            after + (cap / 20).max(1)
+        } else {
+            0
+        };
+    }
+
+    /// Forgets compacted users, last seen longest ago first, until `target`
+    /// users are held or none is compacted; returns how many.
+    fn forget_compacted(&mut self, target: u64) -> u64 {
+        let held = self.tracked_users() as u64;
+        let need = held.saturating_sub(target) as usize;
         // (last seen day, partition, cold slot): a total order, so the choice is deterministic.
         let mut cand: Vec<(u32, u32, u32)> = Vec::new();
         for (&pid, p) in &self.parts {
@@ -284,12 +364,7 @@ impl Engine {
                 p.users.forget(&which);
             }
         }
-        let after = held - cand.len() as u64;
-        self.cap_retry_at = if after > cap {
-            after + (cap / 20).max(1)
-        } else {
-            0
-        };
+        cand.len() as u64
     }
 
     /// Counts a message that could not be decoded.
@@ -369,6 +444,19 @@ impl Engine {
         self.parts.values().map(|p| p.tickets.forgotten).sum()
     }
 
+    /// Events not tracked because a new user id (`tickets`: a new ticket id)
+    /// was beyond a hard cap, all time.
+    pub fn untracked_events(&self, tickets: bool) -> u64 {
+        let of = |p: &Partition| {
+            if tickets {
+                p.tickets.untracked
+            } else {
+                p.users.untracked
+            }
+        };
+        self.parts.values().map(of).sum()
+    }
+
     /// `engine.max_tracked_users` (0 = no cap).
     pub fn max_tracked_users(&self) -> u64 {
         self.prm.max_tracked_users
@@ -416,10 +504,20 @@ fn advance_partition(
     p.dedup.expire(t.saturating_sub(prm.dedup_horizon));
 }
 
-fn intern_user(part: &mut Partition, ev: &Event<'_>) -> users::UserIdx {
+/// Why an accepted event was not tracked (a hard cap was reached).
+enum Untracked {
+    /// A new user id; with the channel of a signup (kept in all-time counts).
+    User(Option<ChannelId>),
+    /// A new ticket id.
+    Ticket,
+}
+
+/// The user of `ev` (created if new and `may_create`).
+fn intern_user(part: &mut Partition, ev: &Event<'_>, may_create: bool) -> Option<users::UserIdx> {
     // The decoder guarantees a user_id on every type but spend.
     let day = params::day_of(ev.ts).clamp(0, u32::MAX as i64) as u32;
-    part.users.intern(ev.user_id.as_deref().unwrap_or(""), day)
+    part.users
+        .intern_if(ev.user_id.as_deref().unwrap_or(""), day, may_create)
 }
 
 #[cfg(test)]

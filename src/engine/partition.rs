@@ -158,13 +158,17 @@ impl Partition {
     /// Forgets settled tickets and compacts users past every horizon: none
     /// of their events is within `compact_after` before `through`. Everything
     /// up to `through` is applied, so no pending event or timer refers to
-    /// them (see [`Params::compact_after`]).
+    /// them (see [`Params::compact_after`]). Open tickets with no action
+    /// within `open_ticket_horizon` are forgotten too: every deadline of a
+    /// ticket is at most the longest target after its last action, and the
+    /// horizon is longer (validated), so their timers have all fired.
     fn sweep(&mut self, through: Millis, prm: &Params) {
         let cutoff = through - prm.compact_after;
         if cutoff <= 0 {
             return;
         }
-        self.tickets.forget_settled(cutoff);
+        let open_before = (prm.open_ticket_horizon > 0).then(|| through - prm.open_ticket_horizon);
+        self.tickets.forget(cutoff, open_before);
         // Users named by a ticket kept in full stay in full (alerts name them).
         let mut pinned = vec![0u64; self.users.list.len().div_ceil(64)];
         for t in &self.tickets.list {

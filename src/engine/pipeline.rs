@@ -74,7 +74,47 @@ pub(super) fn push(engine: &Engine, out: &mut Vec<Family>) {
     g(
         "cxpulse_tickets_forgotten_total",
         Kind::Counter,
-        "Settled tickets forgotten past every horizon.",
+        "Tickets forgotten: settled past every horizon, or open with no action within engine.open_ticket_horizon.",
         engine.forgotten_tickets() as f64,
     );
+    push_hard_caps(engine, out);
+}
+
+/// The hard caps' series, each only when its cap is set (so a config
+/// without caps exports exactly what it did before them).
+fn push_hard_caps(engine: &Engine, out: &mut Vec<Family>) {
+    let prm = &engine.prm;
+    let kinds = [
+        ("user", prm.hard_max_tracked_users, engine.tracked_users()),
+        ("ticket", prm.max_tracked_tickets, engine.tracked_tickets()),
+    ];
+    if kinds.iter().all(|k| k.1 == 0) {
+        return;
+    }
+    let mut cap = Family::new(
+        "cxpulse_tracking_hard_cap",
+        Kind::Gauge,
+        "engine.hard_max_tracked_users (kind=user) and engine.max_tracked_tickets (kind=ticket), where set.",
+    );
+    let mut capped = Family::new(
+        "cxpulse_tracking_capped",
+        Kind::Gauge,
+        "1 while a hard cap is reached and new ids of that kind are not tracked (users: none compacted is left to forget).",
+    );
+    let mut untracked = Family::new(
+        "cxpulse_untracked_events_total",
+        Kind::Counter,
+        "Accepted events not tracked because their new user or ticket id was beyond a hard cap.",
+    );
+    for (kind, limit, held) in kinds {
+        if limit == 0 {
+            continue;
+        }
+        let at_cap = held as u64 >= limit && (kind == "ticket" || engine.compacted_users() == 0);
+        let l = [("kind", kind)];
+        cap.push(&l, limit as f64);
+        capped.push(&l, if at_cap { 1.0 } else { 0.0 });
+        untracked.push(&l, engine.untracked_events(kind == "ticket") as f64);
+    }
+    out.extend([cap, capped, untracked]);
 }

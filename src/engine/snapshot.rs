@@ -290,6 +290,8 @@ fn write_partition(w: &mut W, p: &Partition) {
     w.i64(p.last_trim);
     w.i64(p.last_sweep_day);
     w.opt_i64(p.clock);
+    w.u64(p.users.untracked);
+    w.u64(p.tickets.untracked);
 }
 
 fn read_partition(r: &mut R<'_>) -> Result<Partition, SnapshotError> {
@@ -454,6 +456,8 @@ fn read_partition(r: &mut R<'_>) -> Result<Partition, SnapshotError> {
     p.last_trim = r.i64()?;
     p.last_sweep_day = r.i64()?;
     p.clock = r.opt_i64("partition clock")?;
+    p.users.untracked = r.u64()?;
+    p.tickets.untracked = r.u64()?;
     Ok(p)
 }
 

@@ -34,6 +34,11 @@ pub struct Settings {
     pub clv_min_churn: f64,
     /// 0 = no cap.
     pub max_tracked_users: u64,
+    /// Hard caps (0 = none): new ids beyond them are not tracked.
+    pub hard_max_tracked_users: u64,
+    pub max_tracked_tickets: u64,
+    /// Open tickets with no action for this long are forgotten; 0 = never.
+    pub open_ticket_horizon: Millis,
     pub max_channels: usize,
 }
 

@@ -83,21 +83,41 @@ pub struct Tickets {
     pub list: Vec<Ticket>,
     /// Free slots of `list` (forgotten tickets).
     pub(crate) free: Vec<u32>,
-    /// Settled tickets forgotten, all time.
+    /// Tickets forgotten (settled, or open with no action past
+    /// `engine.open_ticket_horizon`), all time.
     pub forgotten: u64,
+    /// Of them, open tickets, since start (not checkpointed).
+    pub forgotten_open: u64,
+    /// Actions on new ticket ids not tracked (hard cap reached), all time.
+    pub untracked: u64,
 }
 
 impl Tickets {
     /// The index of ticket `id`, creating it if new; an action at `ts` arrived.
     pub fn intern(&mut self, id: &str, ts: Millis) -> u32 {
+        let created = self.intern_if(id, ts, true);
+        created.expect("a ticket may be created")
+    }
+
+    /// [`Tickets::intern`], except that a new id is created only if
+    /// `may_create`: `None` for a new id beyond a hard cap.
+    pub fn intern_if(&mut self, id: &str, ts: Millis, may_create: bool) -> Option<u32> {
         if let Some(&i) = self.index.get(id) {
             let t = &mut self.list[i as usize];
             t.last_seen = t.last_seen.max(ts);
-            return i;
+            return Some(i);
+        }
+        if !may_create {
+            return None;
         }
         let i = put_in_slot(&mut self.list, &mut self.free, Ticket::new(id, ts));
         self.index.insert(id.into(), i);
-        i
+        Some(i)
+    }
+
+    /// Whether ticket `id` is held.
+    pub fn contains(&self, id: &str) -> bool {
+        self.index.contains_key(id)
     }
 
     /// Tickets held.
@@ -109,18 +129,33 @@ impl Tickets {
         self.len() == 0
     }
 
-    /// Forgets every settled ticket last seen before `before` (the caller
-    /// guarantees no pending action or timer refers to it). Returns how many.
-    pub fn forget_settled(&mut self, before: Millis) -> usize {
+    /// Forgets every settled ticket last seen before `settled_before`, and
+    /// every open one last seen before `open_before` (`None`: never). The
+    /// caller guarantees that no pending action or timer refers to them.
+    /// Returns how many.
+    pub fn forget(&mut self, settled_before: Millis, open_before: Option<Millis>) -> usize {
         let mut n = 0;
         for i in 0..self.list.len() {
             let t = &self.list[i];
-            if t.is_free() || t.last_seen >= before || !t.settled() {
+            if t.is_free() {
+                continue;
+            }
+            let settled = t.settled();
+            let before = if settled {
+                settled_before
+            } else {
+                match open_before {
+                    Some(b) => b,
+                    None => continue,
+                }
+            };
+            if t.last_seen >= before {
                 continue;
             }
             self.index.remove(&t.id);
             self.list[i] = Ticket::new("", NEVER);
             self.free.push(i as u32);
+            self.forgotten_open += u64::from(!settled);
             n += 1;
         }
         self.forgotten += n as u64;

@@ -172,6 +172,8 @@ pub struct Users {
     pub forgotten_unknown: bool,
     /// Compacted users who came back, since start (not checkpointed).
     pub rehydrated: u64,
+    /// Events of new user ids not tracked (hard cap reached), all time.
+    pub untracked: u64,
 }
 
 fn hash_id(id: &[u8]) -> u64 {
@@ -214,6 +216,14 @@ impl Users {
     /// The index of `id`, creating the user if new (or rehydrating a
     /// compacted one), and marks it seen on UTC day `day`.
     pub fn intern(&mut self, id: &str, day: u32) -> UserIdx {
+        let created = self.intern_if(id, day, true);
+        created.expect("a user may be created")
+    }
+
+    /// [`Users::intern`], except that a new id is created only if
+    /// `may_create` (a held or compacted user always is found): `None` for a
+    /// new id beyond a hard cap.
+    pub fn intern_if(&mut self, id: &str, day: u32, may_create: bool) -> Option<UserIdx> {
         let bytes = id.as_bytes();
         let h = hash_id(bytes);
         let (arena, list, cold) = (&self.arena, &self.list, &self.cold);
@@ -224,7 +234,7 @@ impl Users {
         match found {
             Some(s) if s & COLD_BIT == 0 => {
                 self.list[s as usize].touch(day);
-                s
+                Some(s)
             }
             Some(s) => {
                 let ci = s & !COLD_BIT;
@@ -256,8 +266,9 @@ impl Users {
                     .find_mut(h, |&x| x == s)
                     .expect("the cold slot is indexed");
                 *slot = idx;
-                idx
+                Some(idx)
             }
+            None if !may_create => None,
             None => {
                 let off = self.arena.len() as u32;
                 // Ids are at most 128 bytes (validated by the decoder).
@@ -269,9 +280,40 @@ impl Users {
                 let (arena, list, cold) = (&self.arena, &self.list, &self.cold);
                 self.index
                     .insert_unique(h, idx, |&s| hash_id(slot_key(arena, list, cold, s)));
-                idx
+                Some(idx)
             }
         }
+    }
+
+    /// An event of an untracked user id (beyond the hard cap): counted, and
+    /// a signup (`channel`) kept in the all-time signup counts, like the
+    /// signup of a forgotten user.
+    pub fn untracked_event(&mut self, signup_channel: Option<ChannelId>) {
+        self.untracked += 1;
+        if let Some(ch) = signup_channel {
+            self.count_gone_signup(ch);
+        }
+    }
+
+    /// A signup on `channel` of a user no longer (or never) held.
+    fn count_gone_signup(&mut self, ch: ChannelId) {
+        let i = ch as usize;
+        if self.forgotten_signups.len() <= i {
+            self.forgotten_signups.resize(i + 1, 0);
+        }
+        self.forgotten_signups[i] += 1;
+        if ch == UNKNOWN {
+            self.forgotten_unknown = true;
+        }
+    }
+
+    /// Whether `id` is held (in full or compacted).
+    pub fn contains(&self, id: &str) -> bool {
+        let bytes = id.as_bytes();
+        let (arena, list, cold) = (&self.arena, &self.list, &self.cold);
+        self.index
+            .find(hash_id(bytes), |&s| slot_key(arena, list, cold, s) == bytes)
+            .is_some()
     }
 
     pub fn id(&self, idx: UserIdx) -> &str {
@@ -387,11 +429,7 @@ impl Users {
                 e.remove();
             }
             if c.flags & C_SIGNUP != 0 {
-                let ch = c.channel as usize;
-                if self.forgotten_signups.len() <= ch {
-                    self.forgotten_signups.resize(ch + 1, 0);
-                }
-                self.forgotten_signups[ch] += 1;
+                self.count_gone_signup(c.channel);
             }
             if c.channel == UNKNOWN {
                 self.forgotten_unknown = true;
