@@ -34,6 +34,7 @@
 //! - [`live`]: connection, assignment and lag, shared with `/readyz`.
 //! - [`latency`]: the event-to-metric latency histogram's bookkeeping.
 //! - [`publish`]: dead-letter, output and alert records and their delivery.
+//! - [`outbox`]: output and alert records waiting, one batch in flight.
 //! - [`pipeline`]: the consumer loop that owns the engine: a `select!` over
 //!   its parts (client building, restore, per-message decision, checkpoints,
 //!   commits, shutdown), each in its own file.
@@ -43,6 +44,7 @@ pub mod context;
 pub mod latency;
 pub mod live;
 pub mod offsets;
+pub mod outbox;
 pub mod pipeline;
 pub mod publish;
 
