@@ -412,6 +412,39 @@ mod tests {
     }
 
     #[test]
+    fn an_oversized_dead_letter_value_is_cut_to_fit_and_says_its_length() {
+        let d = DeadLetter {
+            reason: "too_large",
+            detail: "message of 5000 bytes is over engine.max_message_bytes",
+            topic: "events",
+            partition: 0,
+            offset: 9,
+            timestamp: None,
+        };
+        let value = vec![b'x'; 5000];
+        let mut r = dead_letter_record("dlq", Some(b"k"), Some(&value), None, &d);
+        // Fits: untouched.
+        assert_eq!(fit_dead_letter(&mut r, 1_000_000), None);
+        assert_eq!(r.payload.as_ref().map(Vec::len), Some(5000));
+        // 2000 bytes at most: cut, with the original length in a header.
+        assert_eq!(fit_dead_letter(&mut r, 2000), Some(5000));
+        assert!(record_size(&r) <= 2000, "{}", record_size(&r));
+        let kept = r.payload.as_ref().map_or(0, Vec::len);
+        assert!(kept > 1000 && kept < 2000, "{kept}");
+        let h = r.headers.as_ref().expect("headers");
+        let truncated = h
+            .iter()
+            .find(|x| x.key == header::TRUNCATED)
+            .and_then(|x| x.value)
+            .expect("cxpulse.truncated");
+        assert_eq!(truncated, b"5000");
+        // A limit below the headers themselves leaves an empty value.
+        let mut r = dead_letter_record("dlq", None, Some(&value), None, &d);
+        assert_eq!(fit_dead_letter(&mut r, 100), Some(5000));
+        assert_eq!(r.payload.as_ref().map(Vec::len), Some(0));
+    }
+
+    #[test]
     fn dead_letter_record_keeps_key_value_and_says_why_and_where() {
         let r = dead_letter_record(
             "dlq",

@@ -127,11 +127,11 @@ impl PipelineMetrics {
                 &["stream", "reason"],
             ),
             dead_letters_truncated: counter(
-                "cxpulse_dead_letter_truncated_total",
+                "cxpulse_delivery_truncated_total",
                 "Dead-letter records whose value was truncated to fit the record size limit (header cxpulse.truncated).",
             ),
             dead_letter_paused: gauge(
-                "cxpulse_dead_letter_paused_partitions",
+                "cxpulse_delivery_paused_partitions",
                 "Input partitions whose consumption is paused because a dead-letter record of theirs cannot be delivered.",
             ),
             delivery_pending: gauge_vec(
