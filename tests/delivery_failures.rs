@@ -75,8 +75,8 @@ fn metric(run: &CxRun, series: &str) -> f64 {
     value(&run.metrics(), series).unwrap_or(-1.0)
 }
 
-const APPLIED: &str = r#"cxpulse_events_total{outcome="applied",type="deposit"}"#;
-const INVALID: &str = r#"cxpulse_events_total{outcome="invalid",type="unknown"}"#;
+const APPLIED: &str = r#"cxpulse_events_total{type="deposit",outcome="applied"}"#;
+const INVALID: &str = r#"cxpulse_events_total{type="unknown",outcome="invalid"}"#;
 
 #[test]
 fn a_missing_dead_letter_topic_pauses_the_partition_until_it_exists_and_loses_nothing() {
