@@ -35,8 +35,12 @@ fn produce_to(broker: &Tansu, topic: &str, partition: i32, values: &[String]) {
         .create()
         .expect("producer");
     for v in values {
-        p.send(BaseRecord::<str, str>::to(topic).partition(partition).payload(v))
-            .unwrap_or_else(|(e, _)| panic!("produce to {topic}/{partition}: {e}"));
+        p.send(
+            BaseRecord::<str, str>::to(topic)
+                .partition(partition)
+                .payload(v),
+        )
+        .unwrap_or_else(|(e, _)| panic!("produce to {topic}/{partition}: {e}"));
     }
     p.flush(Duration::from_secs(30))
         .unwrap_or_else(|e| panic!("flush to {topic}: {e}"));
@@ -44,7 +48,12 @@ fn produce_to(broker: &Tansu, topic: &str, partition: i32, values: &[String]) {
 
 /// `cxpulse run` on input `events` (2 partitions) with dead-letter topic
 /// `dead-letter`, committing every second; `extra` adds keys.
-fn start(broker: &Tansu, group: &str, dir: &tempfile::TempDir, extra: fn(CxConfig) -> CxConfig) -> CxRun {
+fn start(
+    broker: &Tansu,
+    group: &str,
+    dir: &tempfile::TempDir,
+    extra: fn(CxConfig) -> CxConfig,
+) -> CxRun {
     let http = free_addr();
     let cfg = CxConfig::new()
         .allowed_lateness("1h")
@@ -94,22 +103,33 @@ fn a_missing_dead_letter_topic_pauses_the_partition_until_it_exists_and_loses_no
         deposit("a1", "u1", B + 1_000),
         deposit("a2", "u1", B + 2_000),
     ];
-    let p1: Vec<String> = (0..3).map(|i| deposit(&format!("b{i}"), "u2", B + i * 1_000)).collect();
+    let p1: Vec<String> = (0..3)
+        .map(|i| deposit(&format!("b{i}"), "u2", B + i * 1_000))
+        .collect();
     produce_to(&broker, "events", 0, &p0);
     produce_to(&broker, "events", 1, &p1);
 
     // The dead-letter record fails as unknown_topic; partition 0 pauses.
-    run.wait_alive("/readyz fails naming the dead-letter topic", Duration::from_secs(30), |r| {
-        let (code, body) = r.ready();
-        code == 503 && body.contains("dead-letter") && body.contains("unknown_topic")
-    });
+    run.wait_alive(
+        "/readyz fails naming the dead-letter topic",
+        Duration::from_secs(30),
+        |r| {
+            let (code, body) = r.ready();
+            code == 503 && body.contains("dead-letter") && body.contains("unknown_topic")
+        },
+    );
     let (_, why) = run.ready();
     assert!(why.contains("events/0 paused at offset 1"), "{why}");
-    run.wait_alive("the 6 valid events are applied", Duration::from_secs(20), |r| {
-        metric(r, APPLIED) == 6.0
-    });
+    run.wait_alive(
+        "the 6 valid events are applied",
+        Duration::from_secs(20),
+        |r| metric(r, APPLIED) == 6.0,
+    );
     assert!(
-        metric(&run, r#"cxpulse_delivery_failures_total{reason="unknown_topic",stream="dead_letter"}"#) >= 1.0,
+        metric(
+            &run,
+            r#"cxpulse_delivery_failures_total{reason="unknown_topic",stream="dead_letter"}"#
+        ) >= 1.0,
         "{}",
         run.metrics()
     );
@@ -118,9 +138,11 @@ fn a_missing_dead_letter_topic_pauses_the_partition_until_it_exists_and_loses_no
     // Partition 0 is paused: a new event there waits; one on partition 1 is applied.
     produce_to(&broker, "events", 0, &[deposit("a3", "u1", B + 3_000)]);
     produce_to(&broker, "events", 1, &[deposit("b3", "u2", B + 3_000)]);
-    run.wait_alive("the new event of partition 1 is applied", Duration::from_secs(20), |r| {
-        metric(r, APPLIED) == 7.0
-    });
+    run.wait_alive(
+        "the new event of partition 1 is applied",
+        Duration::from_secs(20),
+        |r| metric(r, APPLIED) == 7.0,
+    );
     std::thread::sleep(Duration::from_secs(3));
     assert_eq!(metric(&run, APPLIED), 7.0, "partition 0 must stay paused");
     // Committed: partition 0 stops before the invalid record (1); partition
@@ -130,17 +152,27 @@ fn a_missing_dead_letter_topic_pauses_the_partition_until_it_exists_and_loses_no
         offsets.committed(Duration::from_secs(5)).ok() == Some(vec![1, 4])
     });
     // The failure is still retried and counted.
-    let failures_before = metric(&run, r#"cxpulse_delivery_failures_total{reason="unknown_topic",stream="dead_letter"}"#);
+    let failures_before = metric(
+        &run,
+        r#"cxpulse_delivery_failures_total{reason="unknown_topic",stream="dead_letter"}"#,
+    );
     run.wait_alive("retries keep failing", Duration::from_secs(20), |r| {
-        metric(r, r#"cxpulse_delivery_failures_total{reason="unknown_topic",stream="dead_letter"}"#) > failures_before
+        metric(
+            r,
+            r#"cxpulse_delivery_failures_total{reason="unknown_topic",stream="dead_letter"}"#,
+        ) > failures_before
     });
 
     // The topic appears: the held record is delivered, partition 0 resumes.
     broker.create_topic("dead-letter", 1);
-    run.wait_alive("the partition resumes and a3 is applied", Duration::from_secs(60), |r| {
-        metric(r, APPLIED) == 8.0
+    run.wait_alive(
+        "the partition resumes and a3 is applied",
+        Duration::from_secs(60),
+        |r| metric(r, APPLIED) == 8.0,
+    );
+    run.wait_alive("/readyz is 200 again", Duration::from_secs(20), |r| {
+        r.ready().0 == 200
     });
-    run.wait_alive("/readyz is 200 again", Duration::from_secs(20), |r| r.ready().0 == 200);
     run.wait_alive("commits: [5, 4]", Duration::from_secs(20), |_| {
         offsets.committed(Duration::from_secs(5)).ok() == Some(vec![5, 4])
     });
@@ -151,7 +183,10 @@ fn a_missing_dead_letter_topic_pauses_the_partition_until_it_exists_and_loses_no
     assert_eq!(common::events_seen(&m), 9.0, "{m}");
     assert_eq!(value(&m, "cxpulse_delivery_paused_partitions"), Some(0.0));
     assert_eq!(
-        value(&m, r#"cxpulse_dead_letter_records_total{reason="not_json"}"#),
+        value(
+            &m,
+            r#"cxpulse_dead_letter_records_total{reason="not_json"}"#
+        ),
         Some(1.0)
     );
     let dl = broker.consume_all("dead-letter", 1, Duration::from_secs(20));
@@ -183,13 +218,21 @@ fn with_skip_an_undeliverable_dead_letter_is_counted_and_its_offset_moves_on() {
         &broker,
         "events",
         0,
-        &[deposit("a0", "u1", B), "{oops".into(), deposit("a1", "u1", B + 1_000)],
+        &[
+            deposit("a0", "u1", B),
+            "{oops".into(),
+            deposit("a1", "u1", B + 1_000),
+        ],
     );
     produce_to(
         &broker,
         "events",
         1,
-        &[deposit("b0", "u2", B), "[]".into(), deposit("b1", "u2", B + 1_000)],
+        &[
+            deposit("b0", "u2", B),
+            "[]".into(),
+            deposit("b1", "u2", B + 1_000),
+        ],
     );
     let dropped = r#"cxpulse_delivery_dropped_total{reason="unknown_topic",stream="dead_letter"}"#;
     run.wait_alive("2 dead letters skipped", Duration::from_secs(60), |r| {
@@ -199,14 +242,19 @@ fn with_skip_an_undeliverable_dead_letter_is_counted_and_its_offset_moves_on() {
     run.wait_alive("commits: [3, 3]", Duration::from_secs(20), |_| {
         offsets.committed(Duration::from_secs(5)).ok() == Some(vec![3, 3])
     });
-    run.wait_alive("/readyz is 200", Duration::from_secs(20), |r| r.ready().0 == 200);
+    run.wait_alive("/readyz is 200", Duration::from_secs(20), |r| {
+        r.ready().0 == 200
+    });
     let m = run.metrics();
     assert_eq!(value(&m, APPLIED), Some(4.0), "{m}");
     assert_eq!(value(&m, INVALID), Some(2.0), "{m}");
     assert_eq!(common::events_seen(&m), 6.0, "{m}");
     assert_eq!(value(&m, "cxpulse_delivery_paused_partitions"), Some(0.0));
     assert_eq!(
-        value(&m, r#"cxpulse_dead_letter_records_total{reason="not_json"}"#),
+        value(
+            &m,
+            r#"cxpulse_dead_letter_records_total{reason="not_json"}"#
+        ),
         None,
         "nothing was dead-lettered"
     );
@@ -231,7 +279,12 @@ fn a_dead_letter_over_the_size_limit_is_truncated_with_a_header() {
     let dl = broker.consume_all("dead-letter", 1, Duration::from_secs(30));
     assert_eq!(dl.len(), 1, "{}", run.log_tail());
     let r = &dl[0];
-    let h = |k: &str| r.headers.iter().find(|(hk, _)| hk == k).map(|(_, v)| v.clone());
+    let h = |k: &str| {
+        r.headers
+            .iter()
+            .find(|(hk, _)| hk == k)
+            .map(|(_, v)| v.clone())
+    };
     assert_eq!(h("cxpulse.truncated").as_deref(), Some("20000"));
     assert_eq!(h("cxpulse.reason").as_deref(), Some("not_json"));
     let headers: usize = r.headers.iter().map(|(k, v)| k.len() + v.len()).sum();

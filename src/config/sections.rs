@@ -291,7 +291,10 @@ impl fmt::Debug for KafkaSection {
             .field("commit_interval", &self.commit_interval)
             .field("shutdown_timeout", &self.shutdown_timeout)
             .field("dead_letter_on_failure", &self.dead_letter_on_failure)
-            .field("dead_letter_retry_interval", &self.dead_letter_retry_interval)
+            .field(
+                "dead_letter_retry_interval",
+                &self.dead_letter_retry_interval,
+            )
             .field("dead_letter_max_bytes", &self.dead_letter_max_bytes)
             .field("delivery_attempts", &self.delivery_attempts)
             .field("librdkafka", &librdkafka)

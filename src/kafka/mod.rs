@@ -13,6 +13,16 @@
 //! once). Without checkpoints, engine state is in memory: a restart starts
 //! from empty state at the committed offsets.
 //!
+//! A dead-letter record that cannot be delivered (missing topic, record too
+//! large, authorization, or `kafka.delivery_attempts` failed attempts) keeps
+//! its offset held: by default (`kafka.dead_letter_on_failure = "pause"`)
+//! consumption of that partition pauses, `/readyz` fails with the reason, and
+//! the record is sent again every `kafka.dead_letter_retry_interval` until
+//! it is delivered, when the partition resumes; with `"skip"` it is dropped,
+//! counted, and the offset moves on (see [`pipeline`]'s `dead_letters`).
+//! Output and alert records have no input offset: one batch of each is in
+//! flight at a time ([`outbox`]).
+//!
 //! # Checkpoints (`[checkpoint] dir` set)
 //!
 //! Every `checkpoint.interval` and at shutdown the loop snapshots the engine

@@ -209,14 +209,16 @@ mod tests {
             .map(|a| {
                 (
                     String::from_utf8_lossy(a.record.key.as_deref().unwrap_or_default()).into(),
-                    String::from_utf8_lossy(a.record.payload.as_deref().unwrap_or_default())
-                        .into(),
+                    String::from_utf8_lossy(a.record.payload.as_deref().unwrap_or_default()).into(),
                 )
             })
             .collect()
     }
 
-    fn all(batch: Vec<Attempted>, r: Result<(), FailureReason>) -> Vec<(Attempted, Result<(), FailureReason>)> {
+    fn all(
+        batch: Vec<Attempted>,
+        r: Result<(), FailureReason>,
+    ) -> Vec<(Attempted, Result<(), FailureReason>)> {
         batch.into_iter().map(|a| (a, r)).collect()
     }
 
@@ -225,7 +227,10 @@ mod tests {
         let mut o = Outbox::keyed();
         o.push(vec![rec("a", "1"), rec("b", "1")]);
         let first = o.next_batch(1000).expect("a batch");
-        assert_eq!(values(&first), [("a".into(), "1".into()), ("b".into(), "1".into())]);
+        assert_eq!(
+            values(&first),
+            [("a".into(), "1".into()), ("b".into(), "1".into())]
+        );
         // The topic is down: ten more publish ticks while the batch flies.
         for v in 2..=11 {
             o.push(vec![rec("a", &v.to_string())]);
@@ -239,17 +244,26 @@ mod tests {
         // `b`=1 does (nothing newer of b).
         let dropped = o.done(all(first, Err(FailureReason::UnknownTopic)));
         assert!(dropped.is_empty());
-        assert!(o.next_batch(1000).is_none(), "after a failure, wait for the tick");
+        assert!(
+            o.next_batch(1000).is_none(),
+            "after a failure, wait for the tick"
+        );
         o.tick();
         let second = o.next_batch(1000).expect("a batch");
-        assert_eq!(values(&second), [("a".into(), "11".into()), ("b".into(), "1".into())]);
+        assert_eq!(
+            values(&second),
+            [("a".into(), "11".into()), ("b".into(), "1".into())]
+        );
         // A newer b arrives while the retry of b=1 flies; the retry fails
         // again: b=2 is sent next, b=1 never again.
         o.push(vec![rec("b", "2")]);
         o.done(all(second, Err(FailureReason::Timeout)));
         o.tick();
         let third = o.next_batch(1000).expect("a batch");
-        assert_eq!(values(&third), [("a".into(), "11".into()), ("b".into(), "2".into())]);
+        assert_eq!(
+            values(&third),
+            [("a".into(), "11".into()), ("b".into(), "2".into())]
+        );
         assert!(o.done(all(third, Ok(()))).is_empty());
         assert_eq!(o.pending(), 0);
         assert!(o.next_batch(1000).is_none());
@@ -286,14 +300,21 @@ mod tests {
         // Same key, two alerts: both kept (alerts are not merged).
         assert_eq!(o.waiting(), 3);
         let b = o.next_batch(2).expect("a batch");
-        assert_eq!(values(&b), [("t1".into(), "x".into()), ("t1".into(), "y".into())]);
+        assert_eq!(
+            values(&b),
+            [("t1".into(), "x".into()), ("t1".into(), "y".into())]
+        );
         assert!(o.done(all(b, Err(FailureReason::Timeout))).is_empty());
         o.tick();
         // The failed ones go first again, in order.
         let b = o.next_batch(10).expect("a batch");
         assert_eq!(
             values(&b),
-            [("t1".into(), "x".into()), ("t1".into(), "y".into()), ("t2".into(), "z".into())]
+            [
+                ("t1".into(), "x".into()),
+                ("t1".into(), "y".into()),
+                ("t2".into(), "z".into())
+            ]
         );
         // Second failure: x and y are out of attempts (2), z has one left.
         let dropped = o.done(all(b, Err(FailureReason::Authorization)));

@@ -125,9 +125,12 @@ impl FailureReason {
     pub fn of(e: &rdkafka::error::KafkaError) -> FailureReason {
         use rdkafka::error::RDKafkaErrorCode as C;
         match e.rdkafka_error_code() {
-            Some(C::UnknownTopicOrPartition | C::UnknownTopic | C::UnknownPartition | C::UnknownTopicId) => {
-                FailureReason::UnknownTopic
-            }
+            Some(
+                C::UnknownTopicOrPartition
+                | C::UnknownTopic
+                | C::UnknownPartition
+                | C::UnknownTopicId,
+            ) => FailureReason::UnknownTopic,
             Some(C::MessageSizeTooLarge | C::MessageBatchTooLarge | C::InvalidMessageSize) => {
                 FailureReason::TooLarge
             }
@@ -139,9 +142,9 @@ impl FailureReason {
                 | C::SaslAuthenticationFailed,
             ) => FailureReason::Authorization,
             Some(C::InvalidRecord | C::InvalidMessage | C::InvalidTopic) => FailureReason::Invalid,
-            Some(C::MessageTimedOut | C::RequestTimedOut | C::OperationTimedOut | C::TimedOutQueue) => {
-                FailureReason::Timeout
-            }
+            Some(
+                C::MessageTimedOut | C::RequestTimedOut | C::OperationTimedOut | C::TimedOutQueue,
+            ) => FailureReason::Timeout,
             _ => FailureReason::Other,
         }
     }
@@ -252,7 +255,8 @@ impl PartitionDeliveryPause<'_> {
             ),
             PartitionDeliveryPause::Resumed { topic, partition } => info!(
                 topic,
-                partition, "held dead-letter records delivered: consumption of the partition resumed"
+                partition,
+                "held dead-letter records delivered: consumption of the partition resumed"
             ),
         }
         metrics().dead_letter_paused.set(paused_now as i64);

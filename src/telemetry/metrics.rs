@@ -208,7 +208,8 @@ impl PipelineMetrics {
         for s in Stream::ALL {
             m.published.with_label_values(&[s.as_str()]);
             for r in super::FailureReason::ALL {
-                m.delivery_failures.with_label_values(&[s.as_str(), r.as_str()]);
+                m.delivery_failures
+                    .with_label_values(&[s.as_str(), r.as_str()]);
             }
             m.delivery_pending.with_label_values(&[s.as_str()]);
         }

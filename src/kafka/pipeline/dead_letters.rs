@@ -135,7 +135,8 @@ impl Loop {
                 timestamp: m.timestamp().to_millis(),
             },
         );
-        if let Some(original) = publish::fit_dead_letter(&mut record, self.dead_letter_policy.max_bytes)
+        if let Some(original) =
+            publish::fit_dead_letter(&mut record, self.dead_letter_policy.max_bytes)
         {
             telemetry::DeadLetterTruncated {
                 topic,

@@ -41,8 +41,8 @@ use tokio::task::JoinError;
 use tokio::time::{Interval, MissedTickBehavior, interval, sleep_until};
 
 use self::checkpointing::CheckpointDone;
-use self::receive::Turn;
 use self::dead_letters::{DeadLetterDone, MAX_DEAD_LETTERS_IN_FLIGHT};
+use self::receive::Turn;
 use self::state::{Flight, Loop};
 use super::live::LiveState;
 use super::offsets::OffsetBook;

@@ -13,6 +13,7 @@ use tokio::task::JoinSet;
 
 use super::checkpointing::CheckpointDone;
 use super::clients::Clients;
+use super::dead_letters::{DeadLetterDone, DeadLetterPolicy, Paused};
 use super::{LATENCY_TRACK_CAP, RenderRequest, wall_ms};
 use crate::checkpoint::CheckpointStore;
 use crate::config::Config;
@@ -22,7 +23,6 @@ use crate::export::to_prometheus_text;
 use crate::kafka::context::{ConsumerCtx, ProducerCtx};
 use crate::kafka::latency::LatencyTracker;
 use crate::kafka::live::LiveState;
-use super::dead_letters::{DeadLetterDone, DeadLetterPolicy, Paused};
 use crate::kafka::offsets::OffsetBook;
 use crate::kafka::outbox::{Attempted, Dropped, Outbox};
 use crate::kafka::publish::{self, OutRecord, SeriesDiff};
