@@ -300,3 +300,92 @@ fn a_dead_letter_over_the_size_limit_is_truncated_with_a_header() {
     assert_eq!(metric(&run, "cxpulse_delivery_truncated_total"), 1.0);
     assert_eq!(run.sigterm(), Some(0), "{}", run.log_tail());
 }
+
+#[test]
+fn with_the_output_topic_missing_nothing_piles_up_and_the_topic_ends_with_the_newest_values() {
+    let _serial = serial();
+    let broker = Tansu::start();
+    broker.create_topic("events", 2);
+    broker.create_topic("dead-letter", 1);
+    let dir = tempfile::tempdir().expect("tempdir");
+    // Lateness 0: every event's effect is visible at once, so values change
+    // with each produce while the output topic is missing.
+    let mut run = start(&broker, "out-missing", &dir, |c| {
+        c.allowed_lateness("0s")
+            .output_topic("metrics-out")
+            .publish_interval("1s")
+    });
+    produce_to(&broker, "events", 0, &[deposit("a0", "u1", B)]);
+    let failed = r#"cxpulse_delivery_failures_total{reason="unknown_topic",stream="output"}"#;
+    run.wait_alive(
+        "output fails as unknown_topic",
+        Duration::from_secs(30),
+        |r| metric(r, failed) >= 1.0,
+    );
+    // More changes while it keeps failing, one publish tick apart.
+    let mut pending = Vec::new();
+    for i in 1..=4 {
+        produce_to(
+            &broker,
+            "events",
+            i % 2,
+            &[deposit(&format!("a{i}"), "u1", B + i as i64 * 1_000)],
+        );
+        std::thread::sleep(Duration::from_millis(1_500));
+        pending.push(metric(&run, r#"cxpulse_delivery_pending{stream="output"}"#));
+    }
+    assert!(pending[0] > 0.0, "{pending:?}");
+    broker.create_topic("metrics-out", 1);
+    run.wait_alive(
+        "every output record delivered",
+        Duration::from_secs(60),
+        |r| metric(r, r#"cxpulse_delivery_pending{stream="output"}"#) == 0.0,
+    );
+    std::thread::sleep(Duration::from_secs(2));
+    let text = run.metrics();
+    let out = broker.consume_all("metrics-out", 1, Duration::from_secs(20));
+    let mut latest: std::collections::BTreeMap<String, f64> = Default::default();
+    for r in &out {
+        let key = r.key.clone().expect("keyed");
+        if r.value.is_empty() {
+            latest.remove(&key);
+            continue;
+        }
+        let v: serde_json::Value = serde_json::from_str(&r.value).expect("JSON");
+        latest.insert(key, v["value"].as_f64().expect("a number"));
+    }
+    // At most one batch flies (one record per series) and one record per
+    // series waits: never more than twice the series published.
+    let keys: std::collections::BTreeSet<&str> =
+        out.iter().filter_map(|r| r.key.as_deref()).collect();
+    let most = pending.iter().copied().fold(0.0, f64::max);
+    assert!(
+        most <= 2.0 * keys.len() as f64,
+        "pending {pending:?} for {} series",
+        keys.len()
+    );
+    let mut compared = 0;
+    let mut wrong = Vec::new();
+    for (series, value) in common::engine_series(&text) {
+        let key = common::series_key(&series);
+        let Ok(want) = value.parse::<f64>() else {
+            continue;
+        };
+        let name = key.split('{').next().unwrap_or_default().to_string();
+        if !latest.keys().any(|k| k.starts_with(&format!("{name}{{"))) {
+            continue; // a family the output topic does not carry
+        }
+        compared += 1;
+        match latest.get(&key) {
+            Some(got) if (got - want).abs() <= 1e-9 * want.abs().max(1.0) => {}
+            got => wrong.push(format!("{key}: topic {got:?}, /metrics {want}")),
+        }
+    }
+    assert!(compared >= 10, "only {compared} series compared");
+    assert!(
+        wrong.is_empty(),
+        "stale or missing on the output topic:\n{}",
+        wrong.join("\n")
+    );
+    assert_eq!(run.sigterm(), Some(0), "{}", run.log_tail());
+}

@@ -200,16 +200,19 @@ pub struct DeliveryDropped<'a> {
 impl DeliveryDropped<'_> {
     pub fn emit(self) {
         let (st, sp, so) = self.source.unwrap_or(("", -1, -1));
-        error!(
-            stream = self.stream.as_str(),
-            topic = self.topic,
-            reason = self.reason.as_str(),
-            records = self.records,
-            source_topic = st,
-            source_partition = sp,
-            source_offset = so,
-            "records given up without delivery"
-        );
+        let key = format!("dropped:{}:{}", self.stream.as_str(), self.reason.as_str());
+        if RATE_LIMIT.allow(&key, Duration::from_secs(1)) {
+            error!(
+                stream = self.stream.as_str(),
+                topic = self.topic,
+                reason = self.reason.as_str(),
+                records = self.records,
+                source_topic = st,
+                source_partition = sp,
+                source_offset = so,
+                "records given up without delivery (repeats logged at most every 1s; all counted)"
+            );
+        }
         metrics()
             .delivery_dropped
             .with_label_values(&[self.stream.as_str(), self.reason.as_str()])
