@@ -381,6 +381,11 @@ fn with_the_output_topic_missing_nothing_piles_up_and_the_topic_ends_with_the_ne
             got => wrong.push(format!("{key}: topic {got:?}, /metrics {want}")),
         }
     }
+    eprintln!(
+        "output: pending per tick {pending:?}, {} series on the topic, {} records, {compared} compared",
+        keys.len(),
+        out.len()
+    );
     assert!(compared >= 10, "only {compared} series compared");
     assert!(
         wrong.is_empty(),
