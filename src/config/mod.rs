@@ -17,8 +17,8 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::event::Priority;
 use crate::event::mapping::{Mapping, MappingConfig};
+use crate::event::{MAX_AMOUNT_USD_LIMIT, Priority};
 use crate::state::params::{Params, Settings};
 
 mod secrets;
@@ -188,6 +188,24 @@ impl Config {
                 "must be at least 0 and under 1d".into(),
             );
         }
+        if let Some(t) = e.clock_tolerance
+            && (t.ms() < 0 || t > e.allowed_lateness)
+        {
+            return bad(
+                "engine.clock_tolerance",
+                format!(
+                    "must be at least 0 and at most engine.allowed_lateness ({})",
+                    e.allowed_lateness
+                ),
+            );
+        }
+        // Written so that NaN fails too.
+        if !(e.max_amount_usd > 0.0 && e.max_amount_usd <= MAX_AMOUNT_USD_LIMIT) {
+            return bad(
+                "engine.max_amount_usd",
+                format!("must be a number in (0, {MAX_AMOUNT_USD_LIMIT:e}]"),
+            );
+        }
         if e.dedup_horizon.ms() < 0 {
             return bad("engine.dedup_horizon", "must not be negative".into());
         }
@@ -237,7 +255,7 @@ impl Config {
             return bad("checkpoint.keep", "must be at least 1".into());
         }
         let mapping = mapping
-            .compile()
+            .compile_bounded(e.max_amount_usd)
             .map_err(|(k, m)| (format!("mapping.{k}"), m))?;
         self.engine_params()?;
         Ok(mapping)
@@ -268,6 +286,7 @@ impl Config {
             lateness: e.allowed_lateness.ms(),
             dedup_horizon: e.dedup_horizon.ms(),
             max_future_skew: e.max_future_skew.ms(),
+            clock_tolerance: e.clock_tolerance().ms(),
             inactivity: self.churn.inactivity.ms(),
             fr_target,
             res_target,

@@ -98,6 +98,13 @@ pub struct EngineSection {
     pub idle_timeout: Dur,
     /// In `run`, events further than this ahead of the wall clock are invalid.
     pub max_future_skew: Dur,
+    /// In `run`, how far a partition's clock (and T) may run ahead of the wall
+    /// clock; an event further ahead waits in the reorder buffer. At most
+    /// `allowed_lateness`; unset: 5s, or `allowed_lateness` if that is smaller
+    /// ([`EngineSection::clock_tolerance`]).
+    pub clock_tolerance: Option<Dur>,
+    /// Money amounts (every `*_usd` field) above this are `out_of_range`.
+    pub max_amount_usd: f64,
     /// How long (event time before T) an accepted `event_id` is remembered to drop duplicates.
     /// Memory: about 48 bytes per event accepted within the horizon.
     pub dedup_horizon: Dur,
@@ -120,12 +127,27 @@ impl Default for EngineSection {
             allowed_lateness: Dur(30_000),
             idle_timeout: Dur(5_000),
             max_future_skew: Dur(300_000),
+            clock_tolerance: None,
+            max_amount_usd: crate::event::DEFAULT_MAX_AMOUNT_USD,
             dedup_horizon: Dur(600_000),
             max_channels: 16,
             max_message_bytes: 64 * 1024,
             kafka_timestamp_fallback: false,
             max_tracked_users: 0,
         }
+    }
+}
+
+impl EngineSection {
+    /// Default of `clock_tolerance` where `allowed_lateness` allows it.
+    pub const DEFAULT_CLOCK_TOLERANCE: Dur = Dur(5_000);
+
+    /// `clock_tolerance` as configured, or its default: 5s, capped at
+    /// `allowed_lateness` (a tolerance above the lateness would let a fast
+    /// producer make on-time events late again).
+    pub fn clock_tolerance(&self) -> Dur {
+        self.clock_tolerance
+            .unwrap_or(Self::DEFAULT_CLOCK_TOLERANCE.min(self.allowed_lateness))
     }
 }
 

@@ -15,6 +15,8 @@ fn shipped_config_is_the_defaults() {
     let d = Config::default();
     assert_eq!(c.engine.windows, d.engine.windows);
     assert_eq!(c.engine.allowed_lateness, Dur(30_000));
+    assert_eq!(c.engine.max_amount_usd, d.engine.max_amount_usd);
+    assert_eq!(c.engine.clock_tolerance(), Dur(5_000));
     assert_eq!(c.sla.targets.urgent.first_response, Dur(15 * 60_000));
     assert_eq!(c.sla.targets.low.resolution, Dur(48 * 3_600_000));
     assert_eq!(c.churn.inactivity, Dur(30 * 86_400_000));

@@ -10,7 +10,8 @@
 //! backlog is read in batches per partition), and a global clock would turn
 //! a lagging partition's events into `late` ones. T, the exported clock, is
 //! the largest `ts` over all partitions. With one partition (replay) the two
-//! are the same. State is kept
+//! are the same. In `run`, neither runs ahead of the wall clock by more than
+//! `engine.clock_tolerance` (see [`clock_target`]). State is kept
 //! per input partition and merged at export ([`crate::metrics::Partial`]),
 //! so that a partition's state can later move between instances.
 //!
@@ -109,7 +110,8 @@ impl EventCounts {
 
 pub struct Engine {
     pub(crate) prm: Params,
-    /// T: the largest applied `ts`, or where the wall clock (or `--at`) moved it.
+    /// T: the largest applied `ts` (in `run` at most `clock_tolerance` ahead
+    /// of the wall clock), or where the wall clock (or `--at`) moved it.
     clock: Option<Millis>,
     /// Set by [`Engine::finish`]: every effect and timer up to T is applied.
     finished: bool,
@@ -236,12 +238,13 @@ impl Engine {
             body,
         });
         let created = part.users.len() > held_before;
-        if part.clock.is_none_or(|t| ev.ts > t) {
-            if self.clock.is_none_or(|t| ev.ts > t) {
-                self.clock = Some(ev.ts);
+        let to = clock_target(ev.ts, wall_now, self.prm.clock_tolerance);
+        if part.clock.is_none_or(|t| to > t) {
+            if self.clock.is_none_or(|t| to > t) {
+                self.clock = Some(to);
             }
-            let now = self.clock.unwrap_or(ev.ts);
-            advance_partition(part, ev.ts, now, &self.prm, &mut self.alerts);
+            let now = self.clock.unwrap_or(to);
+            advance_partition(part, to, now, &self.prm, &mut self.alerts);
         }
         if self.prm.max_tracked_users > 0 && created {
             self.enforce_cap();
@@ -383,6 +386,18 @@ impl Engine {
     /// Approximate heap bytes of all engine state (users, tickets, timers, buffers).
     pub fn state_bytes(&self) -> usize {
         self.parts.values().map(|p| p.heap_bytes()).sum()
+    }
+}
+
+/// Where an applied event at `ts` moves its partition's clock (and T): to
+/// `ts`, but in `run` (`wall_now` given) no further than `tolerance` ahead
+/// of the wall clock. An event further ahead (a producer whose clock runs
+/// fast) waits in the reorder buffer until the clock reaches it, and cannot
+/// make on-time events late. Replay has no wall clock: always `ts`.
+fn clock_target(ts: Millis, wall_now: Option<Millis>, tolerance: Millis) -> Millis {
+    match wall_now {
+        Some(now) => ts.min(now.saturating_add(tolerance)),
+        None => ts,
     }
 }
 

@@ -96,7 +96,8 @@ pub struct Partition {
     pub families: Families,
     /// Everything at or before this instant has been applied.
     pub applied_through: Millis,
-    /// The largest `ts` applied from this partition (or where the wall clock moved it).
+    /// The largest `ts` applied from this partition (in `run` at most
+    /// `clock_tolerance` ahead of the wall clock), or where the wall clock moved it.
     pub clock: Option<Millis>,
     pub(crate) last_trim: i64,
     /// UTC day of the last compaction sweep.

@@ -32,6 +32,15 @@ pub type Millis = i64;
 /// Longest accepted `event_id`, `user_id` and other identifier strings, in bytes.
 pub const MAX_ID_BYTES: usize = 128;
 
+/// Default of `engine.max_amount_usd`: larger money amounts are `out_of_range`.
+/// A trillion USD is far above any real single amount, and a sum of 2^53
+/// of them (about 9e27) is still finite (see docs/semantics.md).
+pub const DEFAULT_MAX_AMOUNT_USD: f64 = 1e12;
+
+/// The largest value `engine.max_amount_usd` may be configured to: even 2^64
+/// amounts of it (about 1.8e37) sum to a finite number.
+pub const MAX_AMOUNT_USD_LIMIT: f64 = 1e18;
+
 /// The six canonical event types.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum EventType {

@@ -4,8 +4,20 @@
 //! publisher and `replay` all render from them, so the three agree.
 
 use std::fmt::Write;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use serde::Serialize;
+
+/// Samples pushed with a non-finite value (never rendered), since start.
+static NON_FINITE: AtomicU64 = AtomicU64::new(0);
+
+/// How many samples were pushed with a non-finite value (NaN or +-Inf) since
+/// the process started. Each was made absent instead of rendered. Every
+/// family's arithmetic is finite by construction (see docs/semantics.md,
+/// "Numbers"), so this stays 0; it is the defence in depth.
+pub fn non_finite_dropped() -> u64 {
+    NON_FINITE.load(Ordering::Relaxed)
+}
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Kind {
@@ -61,36 +73,39 @@ impl Family {
         }
     }
 
-    /// Adds a sample of this family's own name. Non-finite values are dropped:
-    /// a ratio without a denominator is absent, never NaN or Inf.
+    /// Adds a sample of this family's own name (see [`Family::push_named`]).
     pub fn push(&mut self, labels: &[(&str, &str)], value: f64) {
         let name = self.name.to_string();
         self.push_named(name, labels, value);
     }
 
-    /// Adds a sample; a non-finite value makes it absent.
+    /// Adds a sample. A non-finite value is never rendered: the series is
+    /// absent instead, and the value is counted ([`non_finite_dropped`]) and
+    /// logged once. Series absent on purpose use [`Family::push_absent`].
     pub fn push_named(&mut self, name: String, labels: &[(&str, &str)], value: f64) {
-        let sample = Sample {
-            name,
-            labels: labels
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect(),
-            value,
-        };
         if value.is_finite() {
-            self.samples.push(sample);
+            self.samples.push(sample(name, labels, value));
         } else {
-            self.absent.push(Sample {
-                value: f64::NAN,
-                ..sample
-            });
+            if NON_FINITE.fetch_add(1, Ordering::Relaxed) == 0 {
+                tracing::warn!(
+                    series = %name,
+                    "a metric value was not finite and is left out (further ones are only counted)"
+                );
+            }
+            self.push_absent_named(name, labels);
         }
     }
 
     /// Records a series of this family's own name as absent now.
     pub fn push_absent(&mut self, labels: &[(&str, &str)]) {
-        self.push(labels, f64::NAN);
+        let name = self.name.to_string();
+        self.push_absent_named(name, labels);
+    }
+
+    /// Records a series as absent now (a ratio without a denominator, a
+    /// quantile of an empty window).
+    pub fn push_absent_named(&mut self, name: String, labels: &[(&str, &str)]) {
+        self.absent.push(sample(name, labels, f64::NAN));
     }
 
     /// Adds a ratio sample when the denominator is positive; absent otherwise.
@@ -100,6 +115,17 @@ impl Family {
         } else {
             self.push_absent(labels);
         }
+    }
+}
+
+fn sample(name: String, labels: &[(&str, &str)], value: f64) -> Sample {
+    Sample {
+        name,
+        labels: labels
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+        value,
     }
 }
 
@@ -195,10 +221,36 @@ mod tests {
     fn ratio_with_zero_denominator_is_absent() {
         let mut f = Family::new("cxpulse_x_ratio", Kind::Gauge, "x");
         f.push_ratio(&[("window", "1h")], 1.0, 0.0);
-        f.push(&[], f64::NAN);
+        f.push_absent(&[("window", "24h")]);
         assert!(f.samples.is_empty());
+        assert_eq!(f.absent.len(), 2);
         f.push_ratio(&[("window", "1h")], 1.0, 4.0);
         assert_eq!(f.samples[0].value, 0.25);
+    }
+
+    #[test]
+    fn a_non_finite_value_is_never_rendered_and_is_counted() {
+        let before = non_finite_dropped();
+        let mut f = Family::new("cxpulse_revenue_usd", Kind::Gauge, "Revenue.");
+        f.push(&[("channel", "a")], f64::INFINITY);
+        f.push(&[("channel", "b")], f64::NEG_INFINITY);
+        f.push(&[("channel", "c")], f64::NAN);
+        f.push_ratio(&[("channel", "d")], f64::INFINITY, 2.0);
+        f.push(&[("channel", "e")], 2.5);
+        // Tests run in parallel: other tests may count too, never less than these 4.
+        assert!(non_finite_dropped() >= before + 4);
+        assert_eq!(f.absent.len(), 4);
+        let fams = [f];
+        let text = to_prometheus_text(&fams);
+        assert_eq!(
+            text,
+            "# HELP cxpulse_revenue_usd Revenue.\n# TYPE cxpulse_revenue_usd gauge\ncxpulse_revenue_usd{channel=\"e\"} 2.5\n"
+        );
+        let json = to_json(&fams).to_string();
+        assert_eq!(
+            json,
+            r#"[{"labels":{"channel":"e"},"name":"cxpulse_revenue_usd","value":2.5}]"#
+        );
     }
 
     #[test]

@@ -542,19 +542,20 @@ fn push_quantiles(f: &mut Family, window: &str, priority: &str, times: &[Millis]
     let Ok(mut h) = Histogram::<u64>::new(3) else {
         return;
     };
-    let mut sum_ms = 0i64;
+    // i128: a sum of durations up to the year 9999 cannot overflow it.
+    let mut sum_ms = 0i128;
     for &took in times {
         // Durations are >= 0 by construction (applied in time order).
         let _ = h.record(took.max(0) as u64);
-        sum_ms += took;
+        sum_ms += i128::from(took);
     }
     if h.is_empty() {
         for (_, ql) in QUANTILES {
             f.push_absent(&[("window", window), ("priority", priority), ("quantile", ql)]);
         }
         let l = [("window", window), ("priority", priority)];
-        f.push_named(format!("{}_sum", f.name), &l, f64::NAN);
-        f.push_named(format!("{}_count", f.name), &l, f64::NAN);
+        f.push_absent_named(format!("{}_sum", f.name), &l);
+        f.push_absent_named(format!("{}_count", f.name), &l);
         return;
     }
     for (q, ql) in QUANTILES {

@@ -22,6 +22,8 @@ pub struct Settings {
     pub lateness: Millis,
     pub dedup_horizon: Millis,
     pub max_future_skew: Millis,
+    /// In `run`, how far a partition's clock and T may run ahead of the wall clock.
+    pub clock_tolerance: Millis,
     pub inactivity: Millis,
     /// First-response and resolution targets, indexed by `Priority::index()`.
     pub fr_target: [Millis; 4],

@@ -1,6 +1,7 @@
 //! Engine tests: windows, outcomes (duplicate, late, invalid), ordering,
 //! lateness per partition. Family series are tested next to each family.
 
+mod clock;
 mod compaction;
 
 use crate::engine::testkit::*;

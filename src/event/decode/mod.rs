@@ -27,6 +27,8 @@ use super::raw::{Field, Raw, RawEvent, TsFormat, type_str, validate};
 use super::{Event, EventType, Millis};
 
 #[cfg(test)]
+mod amount_tests;
+#[cfg(test)]
 mod tests;
 
 /// Decodes messages of one input shape. Cheap to clone; immutable while decoding.
@@ -38,6 +40,8 @@ pub struct Decoder {
     max_message_bytes: usize,
     /// Whether a message without `ts` takes the Kafka message timestamp.
     kafka_timestamp_fallback: bool,
+    /// Larger money amounts are `out_of_range` (`engine.max_amount_usd`, carried by the [`Mapping`]).
+    max_amount_usd: f64,
 }
 
 impl Decoder {
@@ -53,6 +57,7 @@ impl Decoder {
             mapping: mapping.compiled().cloned(),
             max_message_bytes,
             kafka_timestamp_fallback,
+            max_amount_usd: mapping.max_amount_usd(),
         }
     }
 
@@ -76,13 +81,17 @@ impl Decoder {
             None
         };
         match &self.mapping {
-            None => decode_canonical(bytes, fallback),
-            Some(m) => m.decode(bytes, fallback),
+            None => decode_canonical(bytes, fallback, self.max_amount_usd),
+            Some(m) => m.decode(bytes, fallback, self.max_amount_usd),
         }
     }
 }
 
-fn decode_canonical(bytes: &[u8], fallback_ts: Option<Millis>) -> Result<Event<'_>, DecodeFailure> {
+fn decode_canonical(
+    bytes: &[u8],
+    fallback_ts: Option<Millis>,
+    max_amount_usd: f64,
+) -> Result<Event<'_>, DecodeFailure> {
     // Tells valid JSON that is not an object (`not_json` too, but its own message) from garbage.
     if bytes.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
         return Err(DecodeFailure::untyped(
@@ -96,9 +105,11 @@ fn decode_canonical(bytes: &[u8], fallback_ts: Option<Millis>) -> Result<Event<'
     fill_from_json(&mut raw, bytes)
         .map_err(|e| DecodeFailure::untyped(DecodeError::NotJson(e.to_string())))?;
     let ty = canonical_type(raw.slot(Field::Type).as_ref()).map_err(DecodeFailure::untyped)?;
-    validate(&mut raw, ty, TsFormat::Auto, fallback_ts).map_err(|error| DecodeFailure {
-        error,
-        event_type: Some(ty),
+    validate(&mut raw, ty, TsFormat::Auto, fallback_ts, max_amount_usd).map_err(|error| {
+        DecodeFailure {
+            error,
+            event_type: Some(ty),
+        }
     })
 }
 

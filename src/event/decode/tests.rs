@@ -20,18 +20,18 @@ fn ok(msg: &str) -> Event<'_> {
     }
 }
 
-fn ok_owned(msg: String) -> Event<'static> {
+pub(super) fn ok_owned(msg: String) -> Event<'static> {
     into_owned(ok(&msg))
 }
 
-fn fail(msg: &str) -> DecodeFailure {
+pub(super) fn fail(msg: &str) -> DecodeFailure {
     match decoder().decode(msg.as_bytes(), None) {
         Ok(e) => panic!("{msg}: accepted as {e:?}"),
         Err(f) => f,
     }
 }
 
-fn reason(msg: &str) -> &'static str {
+pub(super) fn reason(msg: &str) -> &'static str {
     fail(msg).error.reason()
 }
 

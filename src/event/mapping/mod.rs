@@ -45,7 +45,7 @@ use super::error::{DecodeError, DecodeFailure, clip};
 use super::raw::{
     Field, Raw, RawEvent, TsFormat, check_fixed_value, into_owned, type_str, validate,
 };
-use super::{Event, EventType, Millis};
+use super::{DEFAULT_MAX_AMOUNT_USD, Event, EventType, Millis};
 use pointer::Pointer;
 
 mod pointer;
@@ -121,11 +121,21 @@ impl MappingConfig {
         self.fields.is_empty() && self.types.is_empty() && self.ts_format.is_none()
     }
 
-    /// Checks the section and returns its ready-to-run form; an error names
-    /// the key relative to `mapping` and what is wrong with it.
+    /// [`MappingConfig::compile_bounded`] with the default bound on money
+    /// amounts ([`DEFAULT_MAX_AMOUNT_USD`]).
     pub fn compile(&self) -> Result<Mapping, (String, String)> {
+        self.compile_bounded(DEFAULT_MAX_AMOUNT_USD)
+    }
+
+    /// Checks the section and returns its ready-to-run form, with money
+    /// amounts above `max_amount_usd` (`engine.max_amount_usd`) invalid;
+    /// an error names the key relative to `mapping` and what is wrong with it.
+    pub fn compile_bounded(&self, max_amount_usd: f64) -> Result<Mapping, (String, String)> {
         if self.is_canonical() {
-            return Ok(Mapping(None));
+            return Ok(Mapping {
+                compiled: None,
+                max_amount_usd,
+            });
         }
         let ts_format = match self.ts_format.as_deref() {
             None => TsFormat::Auto,
@@ -173,13 +183,19 @@ impl MappingConfig {
                     "an empty type value never matches (it counts as absent)".into(),
                 ));
             }
-            rules.insert(source.clone(), compile_rule(&key, rule, &global)?);
+            rules.insert(
+                source.clone(),
+                compile_rule(&key, rule, &global, max_amount_usd)?,
+            );
         }
-        Ok(Mapping(Some(CompiledMapping {
-            type_pointer,
-            rules,
-            ts_format,
-        })))
+        Ok(Mapping {
+            compiled: Some(CompiledMapping {
+                type_pointer,
+                rules,
+                ts_format,
+            }),
+            max_amount_usd,
+        })
     }
 }
 
@@ -187,6 +203,7 @@ fn compile_rule(
     key: &str,
     rule: &TypeRule,
     global: &BTreeMap<Field, Pointer>,
+    max_amount_usd: f64,
 ) -> Result<Rule, (String, String)> {
     let ty = EventType::parse(&rule.canonical).ok_or_else(|| {
         (
@@ -235,7 +252,7 @@ fn compile_rule(
             return Err((k, format!("`{f}` also has a pointer in {key}.fields")));
         }
         let raw = toml_raw(value);
-        check_fixed_value(ty, f, raw.clone()).map_err(|e| (k, e.to_string()))?;
+        check_fixed_value(ty, f, raw.clone(), max_amount_usd).map_err(|e| (k, e.to_string()))?;
         compiled.pointers.retain(|(pf, _)| *pf != f);
         compiled.fixed.push((f, raw));
     }
@@ -278,20 +295,40 @@ fn toml_raw(v: &toml::Value) -> Raw<'static> {
 }
 
 /// A checked `[mapping]`, ready to decode with: the canonical schema (the
-/// default) or a compiled mapping. Only [`MappingConfig::compile`] makes a
-/// mapped one, so holding a `Mapping` means the section passed validation.
-#[derive(Clone, Debug, Default)]
-pub struct Mapping(Option<CompiledMapping>);
+/// default) or a compiled mapping, and the bound on money amounts both
+/// shapes are validated with (`engine.max_amount_usd`, set by config
+/// validation). Only [`MappingConfig::compile_bounded`] makes a mapped one,
+/// so holding a `Mapping` means the section passed validation.
+#[derive(Clone, Debug)]
+pub struct Mapping {
+    compiled: Option<CompiledMapping>,
+    max_amount_usd: f64,
+}
+
+impl Default for Mapping {
+    /// The canonical schema, with the default bound on amounts.
+    fn default() -> Mapping {
+        Mapping {
+            compiled: None,
+            max_amount_usd: DEFAULT_MAX_AMOUNT_USD,
+        }
+    }
+}
 
 impl Mapping {
     /// Whether messages are in the canonical schema (decoded on the fast path).
     pub fn is_canonical(&self) -> bool {
-        self.0.is_none()
+        self.compiled.is_none()
     }
 
     /// The compiled mapping; `None` for the canonical schema.
     pub(crate) fn compiled(&self) -> Option<&CompiledMapping> {
-        self.0.as_ref()
+        self.compiled.as_ref()
+    }
+
+    /// Larger money amounts are `out_of_range`.
+    pub fn max_amount_usd(&self) -> f64 {
+        self.max_amount_usd
     }
 }
 
@@ -341,6 +378,7 @@ impl CompiledMapping {
         &self,
         bytes: &'a [u8],
         fallback_ts: Option<Millis>,
+        max_amount_usd: f64,
     ) -> Result<Event<'a>, DecodeFailure> {
         let doc: Value = serde_json::from_slice(bytes)
             .map_err(|e| DecodeFailure::untyped(DecodeError::NotJson(e.to_string())))?;
@@ -364,11 +402,17 @@ impl CompiledMapping {
                 other => other.clone(),
             });
         }
-        validate(&mut raw, rule.ty, self.ts_format, fallback_ts)
-            .map(into_owned)
-            .map_err(|error| DecodeFailure {
-                error,
-                event_type: Some(rule.ty),
-            })
+        validate(
+            &mut raw,
+            rule.ty,
+            self.ts_format,
+            fallback_ts,
+            max_amount_usd,
+        )
+        .map(into_owned)
+        .map_err(|error| DecodeFailure {
+            error,
+            event_type: Some(rule.ty),
+        })
     }
 }

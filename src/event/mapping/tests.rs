@@ -193,6 +193,44 @@ fn cloudevents_deposit_and_referral_reward() {
 }
 
 #[test]
+fn mapped_amounts_have_the_same_bound() {
+    let d = decoder(CLOUDEVENTS);
+    let deposit = |amount: &str| {
+        format!(
+            r#"{{"specversion":"1.0","id":"x-1","source":"/s","type":"com.example.exchange.deposit.completed",
+            "time":"2026-01-05T10:00:00Z","subject":"u_1","data":{{"amount_usd":{amount}}}}}"#
+        )
+    };
+    let decode = |m: String| d.decode(m.as_bytes(), None).map(into_owned);
+    assert_eq!(
+        decode(deposit("1e12")).map(|e| e.body),
+        Ok(EventBody::Deposit { amount_usd: 1e12 })
+    );
+    for over in ["1e308", "1000000000001"] {
+        let f = decode(deposit(over)).unwrap_err();
+        assert_eq!(f.error.reason(), "out_of_range", "{over}");
+    }
+    // A fixed amount in a type rule is checked against the configured bound.
+    let rule = |bound: &str, amount: &str| {
+        format!(
+            "[engine]\nmax_amount_usd = {bound}\n[mapping.fields]\nevent_id = \"/id\"\ntype = \"/t\"\n\
+             [mapping.types]\nx = {{ type = \"deposit\", set = {{ amount_usd = {amount} }} }}\n"
+        )
+    };
+    config(&rule("1e12", "1e12"));
+    for (bound, amount) in [
+        ("1e12", "1e13"),
+        ("100.0", "101"),
+        ("1e12", "inf"),
+        ("1e12", "nan"),
+    ] {
+        let (k, m) = config_error(&rule(bound, amount));
+        assert_eq!(k, "mapping.types.x.set.amount_usd", "{bound} {amount}");
+        assert!(m.contains("out of range"), "{m}");
+    }
+}
+
+#[test]
 fn mapped_and_canonical_inputs_give_the_same_event() {
     let mapped = decoder(CLOUDEVENTS);
     let canonical = decoder("");

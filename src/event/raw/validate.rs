@@ -10,6 +10,9 @@
 //!   ratings are read on `rated` only, `reward_usd` on `rewarded` only.
 //!   `priority` is read (and must be valid) on every support action.
 //! - `ts` must lie in 1970-01-01T00:00:00Z..=9999-12-31T23:59:59.999Z.
+//! - A money amount (every `*_usd` field) is a finite number in
+//!   `0..=engine.max_amount_usd` (1e12 by default); anything else is
+//!   `out_of_range`. The bound keeps every sum finite (see docs/semantics.md).
 //! - When several things are wrong, the first in this order is reported:
 //!   `type`, `event_id`, `ts`, `user_id`, then the type's own fields.
 //! - A field given twice keeps its last value (on both paths).
@@ -56,7 +59,9 @@ pub(crate) fn validate<'a>(
     ty: EventType,
     ts_format: TsFormat,
     fallback_ts: Option<Millis>,
+    max_amount: f64,
 ) -> Result<Event<'a>, DecodeError> {
+    let amount = |v: Option<Raw<'_>>, f: Field| required_amount(v, f, max_amount);
     let event_id = required_str(raw.take(Field::EventId), Field::EventId)?;
     let ts = timestamp(raw.take(Field::Ts), ts_format, fallback_ts)?;
     let user_id = match ty {
@@ -71,17 +76,17 @@ pub(crate) fn validate<'a>(
             country: optional_str(raw.take(Field::Country), Field::Country)?,
         },
         EventType::Deposit => EventBody::Deposit {
-            amount_usd: required_amount(raw.take(Field::AmountUsd), Field::AmountUsd)?,
+            amount_usd: amount(raw.take(Field::AmountUsd), Field::AmountUsd)?,
         },
         EventType::Trade => EventBody::Trade {
-            notional_usd: required_amount(raw.take(Field::NotionalUsd), Field::NotionalUsd)?,
-            fee_usd: required_amount(raw.take(Field::FeeUsd), Field::FeeUsd)?,
+            notional_usd: amount(raw.take(Field::NotionalUsd), Field::NotionalUsd)?,
+            fee_usd: amount(raw.take(Field::FeeUsd), Field::FeeUsd)?,
         },
         EventType::Referral => EventBody::Referral {
             action: match referral_action(required(raw.take(Field::Action), Field::Action)?)? {
                 RefAction::InviteSent => ReferralAction::InviteSent,
                 RefAction::Rewarded => ReferralAction::Rewarded {
-                    reward_usd: required_amount(raw.take(Field::RewardUsd), Field::RewardUsd)?,
+                    reward_usd: amount(raw.take(Field::RewardUsd), Field::RewardUsd)?,
                 },
             },
         },
@@ -110,7 +115,7 @@ pub(crate) fn validate<'a>(
         }
         EventType::Spend => EventBody::Spend {
             channel: required_str(raw.take(Field::Channel), Field::Channel)?,
-            amount_usd: required_amount(raw.take(Field::AmountUsd), Field::AmountUsd)?,
+            amount_usd: amount(raw.take(Field::AmountUsd), Field::AmountUsd)?,
         },
     };
     Ok(Event {
@@ -123,14 +128,19 @@ pub(crate) fn validate<'a>(
 
 /// Checks one fixed value of a mapping type rule (`set`) as [`validate`] would
 /// check it on an event of type `ty`.
-pub(crate) fn check_fixed_value(ty: EventType, f: Field, v: Raw<'_>) -> Result<(), DecodeError> {
+pub(crate) fn check_fixed_value(
+    ty: EventType,
+    f: Field,
+    v: Raw<'_>,
+    max_amount: f64,
+) -> Result<(), DecodeError> {
     match f {
         Field::Action if ty == EventType::Referral => referral_action(v).map(drop),
         Field::Action => support_action(v).map(drop),
         Field::Priority => priority(v).map(drop),
         Field::Csat | Field::Ces | Field::Nps => optional_rating(Some(v), f).map(drop),
         Field::AmountUsd | Field::NotionalUsd | Field::FeeUsd | Field::RewardUsd => {
-            required_amount(Some(v), f).map(drop)
+            required_amount(Some(v), f, max_amount).map(drop)
         }
         _ => required_str(Some(v), f).map(drop),
     }
@@ -189,16 +199,31 @@ fn number(v: &Raw<'_>, f: Field) -> Result<f64, DecodeError> {
     }
 }
 
-/// A money amount: a finite number >= 0 (`-0` becomes `0`).
-fn required_amount(v: Option<Raw<'_>>, f: Field) -> Result<f64, DecodeError> {
+/// A money amount: a finite number in `0..=max` (`-0` becomes `0`).
+fn required_amount(v: Option<Raw<'_>>, f: Field, max: f64) -> Result<f64, DecodeError> {
     let x = number(&required(v, f)?, f)?;
-    if !x.is_finite() || x < 0.0 {
+    // Written so that NaN fails too.
+    if !(x >= 0.0 && x <= max) {
         return Err(DecodeError::OutOfRange {
             field: f.as_str(),
-            detail: format!("{x} is not a finite number >= 0"),
+            detail: format!(
+                "{} is not a number in 0..={} (engine.max_amount_usd)",
+                short(x),
+                short(max)
+            ),
         });
     }
     Ok(x + 0.0)
+}
+
+/// A number as written in an error: in full up to 1e15, in exponent form beyond
+/// (`1e308` in full is 309 digits).
+fn short(x: f64) -> String {
+    if x.abs() < 1e15 {
+        format!("{x}")
+    } else {
+        format!("{x:e}")
+    }
 }
 
 fn rating_range(f: Field) -> RangeInclusive<u8> {
