@@ -165,10 +165,19 @@ fn a_missing_dead_letter_topic_pauses_the_partition_until_it_exists_and_loses_no
 
     // The topic appears: the held record is delivered, partition 0 resumes.
     broker.create_topic("dead-letter", 1);
+    let created = std::time::Instant::now();
     run.wait_alive(
         "the partition resumes and a3 is applied",
         Duration::from_secs(60),
         |r| metric(r, APPLIED) == 8.0,
+    );
+    eprintln!(
+        "pause: resumed {:.1} s after the topic was created; {} failed attempts before",
+        created.elapsed().as_secs_f64(),
+        metric(
+            &run,
+            r#"cxpulse_delivery_failures_total{reason="unknown_topic",stream="dead_letter"}"#
+        )
     );
     run.wait_alive("/readyz is 200 again", Duration::from_secs(20), |r| {
         r.ready().0 == 200
