@@ -239,6 +239,15 @@ impl Config {
                 );
             }
         }
+        if self.kafka.delivery_attempts == 0 {
+            return bad("kafka.delivery_attempts", "must be at least 1".into());
+        }
+        if self.kafka.dead_letter_retry_interval.ms() <= 0 {
+            return bad(
+                "kafka.dead_letter_retry_interval",
+                "must be positive".into(),
+            );
+        }
         if self.checkpoint.interval.ms() <= 0 {
             return bad("checkpoint.interval", "must be positive".into());
         }

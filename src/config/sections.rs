@@ -278,6 +278,19 @@ pub struct KafkaSection {
     /// output deliveries and the producer flush may take before `run` gives up
     /// and exits non-zero.
     pub shutdown_timeout: Dur,
+    /// When a dead-letter record cannot be delivered (after
+    /// `delivery_attempts`, or at once on a permanent error such as a missing
+    /// topic): pause its input partition and hold its offset, or skip it.
+    pub dead_letter_on_failure: DeadLetterOnFailure,
+    /// How often a paused partition's undelivered dead-letter records are sent again.
+    pub dead_letter_retry_interval: Dur,
+    /// Largest dead-letter record (key, value and headers); a longer value is
+    /// truncated to fit, with a `cxpulse.truncated` header. 0 = the producer's
+    /// `message.max.bytes` (librdkafka's default 1000000).
+    pub dead_letter_max_bytes: u64,
+    /// Attempts per record (each within librdkafka's `message.timeout.ms`)
+    /// before a dead-letter or alert record counts as failed.
+    pub delivery_attempts: u32,
     /// Extra librdkafka settings (`security.protocol`, `sasl.*`, `ssl.*`, ...), passed through.
     /// A number or boolean is taken as its text (`6000`, `true`): librdkafka
     /// settings are strings, and an environment override such as a numeric
@@ -312,6 +325,13 @@ impl fmt::Debug for KafkaSection {
             .field("publish_interval", &self.publish_interval)
             .field("commit_interval", &self.commit_interval)
             .field("shutdown_timeout", &self.shutdown_timeout)
+            .field("dead_letter_on_failure", &self.dead_letter_on_failure)
+            .field(
+                "dead_letter_retry_interval",
+                &self.dead_letter_retry_interval,
+            )
+            .field("dead_letter_max_bytes", &self.dead_letter_max_bytes)
+            .field("delivery_attempts", &self.delivery_attempts)
             .field("librdkafka", &librdkafka)
             .finish()
     }
@@ -365,9 +385,27 @@ impl Default for KafkaSection {
             publish_interval: Dur(10_000),
             commit_interval: Dur(5_000),
             shutdown_timeout: Dur(10_000),
+            dead_letter_on_failure: DeadLetterOnFailure::Pause,
+            dead_letter_retry_interval: Dur(10_000),
+            dead_letter_max_bytes: 0,
+            delivery_attempts: 3,
             librdkafka: BTreeMap::new(),
         }
     }
+}
+
+/// What happens to an input message whose dead-letter record cannot be delivered.
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum DeadLetterOnFailure {
+    /// Consumption of its partition pauses and its offset stays held (nothing
+    /// is lost or skipped); `/readyz` fails naming the topic and reason; the
+    /// record is sent again every `dead_letter_retry_interval`, and the
+    /// partition resumes once it is delivered.
+    Pause,
+    /// The record is dropped and counted (`cxpulse_delivery_dropped_total`);
+    /// the input offset moves on.
+    Skip,
 }
 
 #[derive(Clone, Debug, Deserialize)]

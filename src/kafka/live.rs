@@ -54,6 +54,9 @@ struct Inner {
     /// The code of the latest librdkafka client error (`Authentication`,
     /// `SSL`, ...), named by `/readyz` until a broker connection is up.
     last_error: Option<String>,
+    /// Input partitions paused because a dead-letter record of theirs cannot
+    /// be delivered, with the reason `/readyz` gives.
+    dead_letter_paused: BTreeMap<(String, i32), String>,
 }
 
 impl LiveState {
@@ -93,6 +96,17 @@ impl LiveState {
     /// which `/readyz` does not show).
     pub fn client_error(&self, code: &str) {
         self.lock().last_error = Some(code.to_string());
+    }
+
+    /// Consumption of (topic, partition) is paused for an undeliverable
+    /// dead-letter record (`Some(why)`: named by `/readyz`), or resumed.
+    pub fn dead_letter_paused(&self, topic: &str, partition: i32, why: Option<String>) {
+        let mut g = self.lock();
+        let key = (topic.to_string(), partition);
+        match why {
+            Some(w) => g.dead_letter_paused.insert(key, w),
+            None => g.dead_letter_paused.remove(&key),
+        };
     }
 
     /// Takes one librdkafka statistics document. Returns the change of
@@ -170,6 +184,15 @@ impl LiveState {
         }
         if let Some(s) = &g.stalled {
             return Err(format!("Kafka broker not answering: {s}"));
+        }
+        if let Some((_, why)) = g.dead_letter_paused.iter().next() {
+            let more = g.dead_letter_paused.len() - 1;
+            let more = if more > 0 {
+                format!(" (and {more} more partitions)")
+            } else {
+                String::new()
+            };
+            return Err(format!("{why}{more}"));
         }
         if g.assigned.is_empty() {
             return Err("no partitions assigned".into());
@@ -363,6 +386,24 @@ mod tests {
         live.apply_stats(stats_waiting(1, 0.01).as_bytes());
         assert!(live.readiness(0).is_ok());
         assert!(live.caught_up_since(start));
+    }
+
+    #[test]
+    fn a_partition_paused_for_dead_letters_is_not_ready_until_resumed() {
+        let live = LiveState::new();
+        live.assign(&[("in".into(), 0)]);
+        live.apply_stats(stats(10, 10, 10, "UP").as_bytes());
+        assert!(live.readiness(100).is_ok());
+        live.dead_letter_paused("in", 0, Some("in/0 paused".into()));
+        assert_eq!(live.readiness(100).unwrap_err(), "in/0 paused");
+        live.dead_letter_paused("in", 1, Some("in/1 paused".into()));
+        assert_eq!(
+            live.readiness(100).unwrap_err(),
+            "in/0 paused (and 1 more partitions)"
+        );
+        live.dead_letter_paused("in", 0, None);
+        live.dead_letter_paused("in", 1, None);
+        assert!(live.readiness(100).is_ok());
     }
 
     #[test]

@@ -13,6 +13,16 @@
 //! once). Without checkpoints, engine state is in memory: a restart starts
 //! from empty state at the committed offsets.
 //!
+//! A dead-letter record that cannot be delivered (missing topic, record too
+//! large, authorization, or `kafka.delivery_attempts` failed attempts) keeps
+//! its offset held: by default (`kafka.dead_letter_on_failure = "pause"`)
+//! consumption of that partition pauses, `/readyz` fails with the reason, and
+//! the record is sent again every `kafka.dead_letter_retry_interval` until
+//! it is delivered, when the partition resumes; with `"skip"` it is dropped,
+//! counted, and the offset moves on (see [`pipeline`]'s `dead_letters`).
+//! Output and alert records have no input offset: one batch of each is in
+//! flight at a time ([`outbox`]).
+//!
 //! # Checkpoints (`[checkpoint] dir` set)
 //!
 //! Every `checkpoint.interval` and at shutdown the loop snapshots the engine
@@ -34,6 +44,7 @@
 //! - [`live`]: connection, assignment and lag, shared with `/readyz`.
 //! - [`latency`]: the event-to-metric latency histogram's bookkeeping.
 //! - [`publish`]: dead-letter, output and alert records and their delivery.
+//! - [`outbox`]: output and alert records waiting, one batch in flight.
 //! - [`pipeline`]: the consumer loop that owns the engine: a `select!` over
 //!   its parts (client building, restore, per-message decision, checkpoints,
 //!   commits, shutdown), each in its own file.
@@ -43,6 +54,7 @@ pub mod context;
 pub mod latency;
 pub mod live;
 pub mod offsets;
+pub mod outbox;
 pub mod pipeline;
 pub mod publish;
 

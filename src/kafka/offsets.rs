@@ -95,6 +95,17 @@ pub struct HoldTicket {
     offset: i64,
 }
 
+impl HoldTicket {
+    /// The engine partition number of the held message.
+    pub fn pid(&self) -> u32 {
+        self.pid
+    }
+
+    pub fn offset(&self) -> i64 {
+        self.offset
+    }
+}
+
 impl OffsetBook {
     pub fn new(topics: &[String]) -> OffsetBook {
         OffsetBook {
@@ -294,6 +305,12 @@ impl OffsetBook {
             return TopicPartitionList::new();
         }
         out
+    }
+
+    /// Whether `t` is of the current assignment of its partition (it was not
+    /// revoked since the message was held).
+    pub fn is_current(&self, t: &HoldTicket) -> bool {
+        self.parts.get(&t.pid).is_some_and(|p| p.epoch == t.epoch)
     }
 
     /// Messages held, over all partitions.

@@ -3,23 +3,26 @@
 //!
 //! The producer is idempotent, so librdkafka's own retries neither duplicate
 //! nor reorder records. A record that still fails (`message.timeout.ms`
-//! passed, broker gone) is counted and sent again with backoff until it is
-//! acknowledged; only at the shutdown deadline are outstanding records
+//! passed, a missing topic, a record too large, a refused authorization) is
+//! counted by reason; what happens next depends on the stream (see
+//! [`crate::kafka::outbox`] for output and alerts, the consumer loop for
+//! dead letters). Records outstanding at the shutdown deadline are
 //! abandoned, and that is counted and logged too.
 
 use std::collections::HashMap;
 use std::time::Duration;
 
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::message::{Header, Headers, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 
 use super::context::ProducerCtx;
+use super::outbox::Attempted;
 use crate::engine::BreachAlert;
 use crate::event::Millis;
 use crate::event::time::format_rfc3339;
 use crate::export::{Family, series_key};
-use crate::telemetry::{self, Stream};
+use crate::telemetry::{self, FailureReason, Stream};
 
 /// Header names on dead-letter records.
 pub mod header {
@@ -33,6 +36,9 @@ pub mod header {
     pub const SOURCE_OFFSET: &str = "cxpulse.source.offset";
     /// The source message's Kafka timestamp (epoch ms), when it had one.
     pub const SOURCE_TIMESTAMP: &str = "cxpulse.source.timestamp";
+    /// Present when the value was cut to fit the record size limit
+    /// (`kafka.dead_letter_max_bytes`): the original value's length in bytes.
+    pub const TRUNCATED: &str = "cxpulse.truncated";
 }
 
 /// One record to produce, owned so it can be sent again.
@@ -192,81 +198,149 @@ impl SeriesDiff {
     }
 }
 
-/// Delivers every record, retrying failures with backoff (100 ms doubling to
-/// 10 s) until each is acknowledged. Never gives up by itself: the caller
-/// aborts it at the shutdown deadline.
-pub async fn deliver_all(
+/// Room left in a record for what librdkafka and the broker add around key,
+/// value and headers (record and batch framing, varints).
+const RECORD_OVERHEAD: usize = 512;
+
+/// The bytes of `r` that count against `message.max.bytes`, framing included.
+fn record_size(r: &OutRecord) -> usize {
+    let headers: usize = r.headers.as_ref().map_or(0, |h| {
+        h.iter()
+            .map(|x| x.key.len() + x.value.map_or(0, <[u8]>::len) + 10)
+            .sum()
+    });
+    r.key.as_ref().map_or(0, Vec::len)
+        + r.payload.as_ref().map_or(0, Vec::len)
+        + headers
+        + RECORD_OVERHEAD
+}
+
+/// Truncates the value of a dead-letter record so the whole record fits in
+/// `max_bytes`, and says so in a `cxpulse.truncated` header (the original
+/// value's length in bytes). Returns that length when it truncated.
+pub fn fit_dead_letter(r: &mut OutRecord, max_bytes: usize) -> Option<usize> {
+    let size = record_size(r);
+    if size <= max_bytes {
+        return None;
+    }
+    let payload = r.payload.as_mut()?;
+    let original = payload.len();
+    let marker = header::TRUNCATED.len() + 20 + 10;
+    let keep = original.saturating_sub(size - max_bytes + marker);
+    payload.truncate(keep);
+    let len = original.to_string();
+    let h = r.headers.take().unwrap_or_default().insert(Header {
+        key: header::TRUNCATED,
+        value: Some(&len),
+    });
+    r.headers = Some(h);
+    Some(original)
+}
+
+/// Hands `records` to the producer once each (waiting while its queue is
+/// full) and waits for each acknowledgement. Every failure is reported with
+/// its reason; nothing is sent again here.
+pub async fn send_batch(
     producer: FutureProducer<ProducerCtx>,
     stream: Stream,
-    records: Vec<OutRecord>,
-) {
-    let pending_gauge = telemetry::metrics()
-        .delivery_pending
-        .with_label_values(&[stream.as_str()]);
-    pending_gauge.add(records.len() as i64);
-    let mut pending = records;
-    let mut backoff = Duration::from_millis(100);
-    loop {
-        let mut in_flight = Vec::with_capacity(pending.len());
-        let mut retry = Vec::new();
-        for r in pending.drain(..) {
-            loop {
-                match producer.send_result(r.as_future()) {
-                    Ok(f) => {
-                        in_flight.push((r, f));
-                        break;
-                    }
-                    Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
-                        tokio::time::sleep(Duration::from_millis(20)).await;
-                    }
-                    Err((e, _)) => {
-                        report_failure(stream, &r.topic, &e, backoff);
-                        retry.push(r);
-                        break;
-                    }
+    records: Vec<Attempted>,
+) -> Vec<(Attempted, Result<(), FailureReason>)> {
+    let mut in_flight = Vec::with_capacity(records.len());
+    let mut out = Vec::with_capacity(records.len());
+    for a in records {
+        loop {
+            match producer.send_result(a.record.as_future()) {
+                Ok(f) => {
+                    in_flight.push((a, f));
+                    break;
+                }
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                Err((e, _)) => {
+                    let reason = report_failure(stream, &a.record.topic, &e);
+                    out.push((a, Err(reason)));
+                    break;
                 }
             }
         }
-        for (r, f) in in_flight {
-            match f.await {
-                Ok(Ok(_)) => {
-                    pending_gauge.dec();
-                    telemetry::RecordPublished { stream }.emit();
-                }
-                Ok(Err((e, _))) => {
-                    report_failure(stream, &r.topic, &e, backoff);
-                    retry.push(r);
-                }
-                Err(_canceled) => {
-                    report_failure(stream, &r.topic, &KafkaError::Canceled, backoff);
-                    retry.push(r);
-                }
-            }
+    }
+    for (a, f) in in_flight {
+        let result = acknowledged(stream, &a.record.topic, f.await);
+        out.push((a, result));
+    }
+    out
+}
+
+/// The outcome of one delivery, reported.
+fn acknowledged<Canceled>(
+    stream: Stream,
+    topic: &str,
+    ack: Result<rdkafka::producer::future_producer::OwnedDeliveryResult, Canceled>,
+) -> Result<(), FailureReason> {
+    match ack {
+        Ok(Ok(_)) => {
+            telemetry::RecordPublished { stream }.emit();
+            Ok(())
         }
-        if retry.is_empty() {
-            return;
-        }
-        tokio::time::sleep(backoff).await;
-        backoff = (backoff * 2).min(Duration::from_secs(10));
-        pending = retry;
+        Ok(Err((e, _))) => Err(report_failure(stream, topic, &e)),
+        Err(_canceled) => Err(report_failure(stream, topic, &KafkaError::Canceled)),
     }
 }
 
-fn report_failure(stream: Stream, topic: &str, error: &KafkaError, retry_in: Duration) {
+/// Sends one dead-letter record up to `attempts` times, with backoff (100 ms
+/// doubling to 10 s) between attempts; a permanent error ends it at once.
+/// Returns the record, and the reason of the last failure when it was not
+/// delivered.
+pub async fn deliver_dead_letter(
+    producer: FutureProducer<ProducerCtx>,
+    record: OutRecord,
+    attempts: u32,
+) -> (OutRecord, Result<(), FailureReason>) {
+    let stream = Stream::DeadLetter;
+    let mut backoff = Duration::from_millis(100);
+    let mut attempt = 1;
+    loop {
+        let sent = loop {
+            match producer.send_result(record.as_future()) {
+                Ok(f) => break Ok(f),
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                Err((e, _)) => break Err(report_failure(stream, &record.topic, &e)),
+            }
+        };
+        let result = match sent {
+            Ok(f) => acknowledged(stream, &record.topic, f.await),
+            Err(reason) => Err(reason),
+        };
+        match result {
+            Err(reason) if !reason.is_permanent() && attempt < attempts => {
+                attempt += 1;
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(10));
+            }
+            result => return (record, result),
+        }
+    }
+}
+
+fn report_failure(stream: Stream, topic: &str, error: &KafkaError) -> FailureReason {
+    let reason = FailureReason::of(error);
     telemetry::DeliveryFailed {
         stream,
         topic,
+        reason,
         error,
-        retry_in,
     }
     .emit();
+    reason
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::export::Kind;
-    use rdkafka::message::Headers;
 
     #[test]
     fn only_changed_series_are_published_with_as_of() {
@@ -335,6 +409,39 @@ mod tests {
         assert_eq!(recs.len(), 1);
         assert!(recs[0].payload.is_none());
         assert!(d.changed("out", &ratio(10.0, 0.0), 4).is_empty());
+    }
+
+    #[test]
+    fn an_oversized_dead_letter_value_is_cut_to_fit_and_says_its_length() {
+        let d = DeadLetter {
+            reason: "too_large",
+            detail: "message of 5000 bytes is over engine.max_message_bytes",
+            topic: "events",
+            partition: 0,
+            offset: 9,
+            timestamp: None,
+        };
+        let value = vec![b'x'; 5000];
+        let mut r = dead_letter_record("dlq", Some(b"k"), Some(&value), None, &d);
+        // Fits: untouched.
+        assert_eq!(fit_dead_letter(&mut r, 1_000_000), None);
+        assert_eq!(r.payload.as_ref().map(Vec::len), Some(5000));
+        // 2000 bytes at most: cut, with the original length in a header.
+        assert_eq!(fit_dead_letter(&mut r, 2000), Some(5000));
+        assert!(record_size(&r) <= 2000, "{}", record_size(&r));
+        let kept = r.payload.as_ref().map_or(0, Vec::len);
+        assert!(kept > 1000 && kept < 2000, "{kept}");
+        let h = r.headers.as_ref().expect("headers");
+        let truncated = h
+            .iter()
+            .find(|x| x.key == header::TRUNCATED)
+            .and_then(|x| x.value)
+            .expect("cxpulse.truncated");
+        assert_eq!(truncated, b"5000");
+        // A limit below the headers themselves leaves an empty value.
+        let mut r = dead_letter_record("dlq", None, Some(&value), None, &d);
+        assert_eq!(fit_dead_letter(&mut r, 100), Some(5000));
+        assert_eq!(r.payload.as_ref().map(Vec::len), Some(0));
     }
 
     #[test]

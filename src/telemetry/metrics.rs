@@ -48,6 +48,9 @@ pub struct PipelineMetrics {
     pub(super) dead_letters: IntCounterVec,
     pub(super) published: IntCounterVec,
     pub(super) delivery_failures: IntCounterVec,
+    pub(super) delivery_dropped: IntCounterVec,
+    pub(super) dead_letter_paused: IntGauge,
+    pub(super) dead_letters_truncated: IntCounter,
     /// Records handed to the producer and not yet acknowledged, per stream.
     pub delivery_pending: IntGaugeVec,
     pub(super) delivery_abandoned: IntCounterVec,
@@ -115,8 +118,21 @@ impl PipelineMetrics {
             ),
             delivery_failures: counter_vec(
                 "cxpulse_delivery_failures_total",
-                "Failed delivery attempts (each is retried), by stream.",
-                &["stream"],
+                "Failed delivery attempts, by stream and reason (unknown_topic, too_large, authorization, invalid, timeout, other).",
+                &["stream", "reason"],
+            ),
+            delivery_dropped: counter_vec(
+                "cxpulse_delivery_dropped_total",
+                "Records given up without delivery before shutdown, by stream and reason (dead letters only with kafka.dead_letter_on_failure = skip).",
+                &["stream", "reason"],
+            ),
+            dead_letters_truncated: counter(
+                "cxpulse_delivery_truncated_total",
+                "Dead-letter records whose value was truncated to fit the record size limit (header cxpulse.truncated).",
+            ),
+            dead_letter_paused: gauge(
+                "cxpulse_delivery_paused_partitions",
+                "Input partitions whose consumption is paused because a dead-letter record of theirs cannot be delivered.",
             ),
             delivery_pending: gauge_vec(
                 "cxpulse_delivery_pending",
@@ -191,7 +207,10 @@ impl PipelineMetrics {
         // Series that exist from the start, so dashboards see zeros, not gaps.
         for s in Stream::ALL {
             m.published.with_label_values(&[s.as_str()]);
-            m.delivery_failures.with_label_values(&[s.as_str()]);
+            for r in super::FailureReason::ALL {
+                m.delivery_failures
+                    .with_label_values(&[s.as_str(), r.as_str()]);
+            }
             m.delivery_pending.with_label_values(&[s.as_str()]);
         }
         for r in ["ok", "error"] {

@@ -53,6 +53,16 @@ impl Loop {
         // dead-letter record is unacknowledged, consumption pauses and the
         // checkpoint waits for it (briefly: acknowledgements take
         // milliseconds), so a crash cannot lose that record.
+        if !self.paused.is_empty() {
+            // Paused for an undeliverable dead-letter record: a checkpoint
+            // would cover it as handled. The next interval tries again.
+            self.checkpoint_due = None;
+            telemetry::CheckpointPostponed {
+                paused_partitions: self.paused.len(),
+            }
+            .emit();
+            return;
+        }
         if self.book().held_count() > 0 {
             let due = *self
                 .checkpoint_due

@@ -14,6 +14,8 @@
 //! - `state`: what the loop owns; tick, publish, render, acknowledgements.
 //! - `receive`: a turn of ready messages, consumer errors.
 //! - `decide`: the per-message decision (pure, unit-tested).
+//! - `dead_letters`: dead-letter records, and a partition paused (or the
+//!   record skipped) when one cannot be delivered.
 //! - `checkpointing`: snapshot, write, then store the covered offsets.
 //! - `commit`: the offset store and periodic commits.
 //! - `shutdown`: the bounded shutdown.
@@ -21,6 +23,7 @@
 mod checkpointing;
 mod clients;
 mod commit;
+mod dead_letters;
 mod decide;
 mod receive;
 mod restore;
@@ -38,8 +41,9 @@ use tokio::task::JoinError;
 use tokio::time::{Interval, MissedTickBehavior, interval, sleep_until};
 
 use self::checkpointing::CheckpointDone;
+use self::dead_letters::{DeadLetterDone, MAX_DEAD_LETTERS_IN_FLIGHT};
 use self::receive::Turn;
-use self::state::{DeadLetterDone, Loop};
+use self::state::{Flight, Loop};
 use super::live::LiveState;
 use super::offsets::OffsetBook;
 use crate::config::Config;
@@ -114,7 +118,7 @@ pub async fn run(
             () = &mut shutdown => Step::Shutdown,
             Some(req) = render_rx.recv() => Step::Render(req),
             Some(done) = lp.dead_letters.join_next(), if !lp.dead_letters.is_empty() => Step::DeadLetterDone(done),
-            Some(_) = lp.background.join_next(), if !lp.background.is_empty() => Step::Idle,
+            Some(done) = lp.flights.join_next(), if !lp.flights.is_empty() => Step::FlightDone(done),
             Some(done) = lp.commits.join_next(), if !lp.commits.is_empty() => Step::CommitDone(done),
             Some(done) = lp.checkpoint_writes.join_next(), if !lp.checkpoint_writes.is_empty() => Step::CheckpointDone(done),
             Some(buf) = lp.snapshot_buffers.join_next(), if !lp.snapshot_buffers.is_empty() => Step::SnapshotBuffer(buf),
@@ -126,7 +130,9 @@ pub async fn run(
                 resume_at = None;
                 Step::Idle
             }
-            m = consumer.recv(), if resume_at.is_none() && lp.checkpoint_due.is_none() => Step::Message(m),
+            m = consumer.recv(), if resume_at.is_none()
+                && lp.checkpoint_due.is_none()
+                && lp.dead_letters.len() < MAX_DEAD_LETTERS_IN_FLIGHT => Step::Message(m),
         };
         match step {
             Step::Shutdown => break,
@@ -134,6 +140,12 @@ pub async fn run(
             Step::DeadLetterDone(Ok(done)) => lp.dead_letter_done(done),
             Step::DeadLetterDone(Err(e)) => telemetry::TaskFailed {
                 task: "dead-letter delivery",
+                error: &e,
+            }
+            .emit(),
+            Step::FlightDone(Ok(done)) => lp.flight_done(done),
+            Step::FlightDone(Err(e)) => telemetry::TaskFailed {
+                task: "output or alerts delivery",
                 error: &e,
             }
             .emit(),
@@ -174,6 +186,7 @@ enum Step<'m> {
     Shutdown,
     Render(RenderRequest),
     DeadLetterDone(Result<DeadLetterDone, JoinError>),
+    FlightDone(Result<Flight, JoinError>),
     CommitDone(Result<(KafkaResult<()>, String), JoinError>),
     Checkpoint,
     CheckpointDone(Result<CheckpointDone, JoinError>),

@@ -10,13 +10,11 @@ use rdkafka::error::{KafkaError, KafkaResult};
 use rdkafka::message::{BorrowedMessage, Message};
 
 use super::decide::{Decision, MessageView, decide};
-use super::state::{DeadLetterDone, Loop, lock};
+use super::state::{Loop, lock};
 use super::wall_ms;
 use crate::event::Millis;
 use crate::kafka::context::ConsumerCtx;
-use crate::kafka::offsets::HoldTicket;
-use crate::kafka::publish::{self, DeadLetter};
-use crate::telemetry::{self, Stream};
+use crate::telemetry;
 
 /// At most this many ready messages are handled per turn of the loop before
 /// timers, `/metrics` requests and acknowledgements get their turn.
@@ -125,44 +123,6 @@ impl Loop {
             .emit(),
         }
         self.after_engine_change(Some(pid), now);
-    }
-
-    /// Sends `m` to the dead-letter topic; the delivery completes with the
-    /// ticket that releases its held offset.
-    fn dead_letter(
-        &mut self,
-        m: &BorrowedMessage<'_>,
-        reason: &'static str,
-        detail: &str,
-        ticket: HoldTicket,
-    ) {
-        let (topic, partition, offset) = (m.topic(), m.partition(), m.offset());
-        let record = publish::dead_letter_record(
-            &self.dlq_topic,
-            m.key(),
-            m.payload(),
-            m.headers().map(|h| h.detach()),
-            &DeadLetter {
-                reason,
-                detail,
-                topic,
-                partition,
-                offset,
-                timestamp: m.timestamp().to_millis(),
-            },
-        );
-        let producer = self.producer.clone();
-        let topic = topic.to_string();
-        self.dead_letters.spawn(async move {
-            publish::deliver_all(producer, Stream::DeadLetter, vec![record]).await;
-            DeadLetterDone {
-                ticket,
-                reason,
-                topic,
-                partition,
-                offset,
-            }
-        });
     }
 }
 

@@ -24,6 +24,7 @@ impl Loop {
             dead_letters_in_flight: self.dead_letters.len(),
         }
         .emit();
+        self.shutting_down = true;
         self.finish_dead_letters(deadline, &mut report).await;
         self.after_engine_change(None, wall_ms());
         self.publish();
@@ -47,14 +48,19 @@ impl Loop {
                 .emit(),
                 Ok(None) => break,
                 Err(_) => {
-                    report.problem(format!(
-                        "{} dead-letter records not acknowledged in time (their offsets stay uncommitted)",
-                        self.dead_letters.len()
-                    ));
                     self.dead_letters.abort_all();
                     break;
                 }
             }
+        }
+        let left = telemetry::metrics()
+            .delivery_pending
+            .with_label_values(&[Stream::DeadLetter.as_str()])
+            .get();
+        if left > 0 {
+            report.problem(format!(
+                "{left} dead-letter records not delivered (their offsets stay uncommitted)"
+            ));
         }
     }
 
@@ -111,12 +117,23 @@ impl Loop {
     /// Output and alert deliveries finish; what is still undelivered at the
     /// deadline is abandoned, and said so.
     async fn finish_deliveries(&mut self, deadline: Instant, report: &mut ShutdownReport) {
-        while !self.background.is_empty() {
-            match timeout_at(deadline, self.background.join_next()).await {
-                Ok(Some(_)) => {}
+        // One more batch of each after the last publish; a failed batch is
+        // not tried again (no tick comes).
+        loop {
+            self.start_deliveries();
+            if self.flights.is_empty() {
+                break;
+            }
+            match timeout_at(deadline, self.flights.join_next()).await {
+                Ok(Some(Ok(done))) => self.flight_done(done),
+                Ok(Some(Err(e))) => telemetry::TaskFailed {
+                    task: "output or alerts delivery",
+                    error: &e,
+                }
+                .emit(),
                 Ok(None) => break,
                 Err(_) => {
-                    self.background.abort_all();
+                    self.flights.abort_all();
                     break;
                 }
             }

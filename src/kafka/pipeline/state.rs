@@ -1,7 +1,7 @@
 //! What the consumer loop owns ([`Loop`]) and its smaller duties: the
 //! periodic tick (heartbeat, wall-clock following), alerts and latency after
-//! the engine moved, output publishing, `/metrics` renderings and
-//! dead-letter acknowledgements.
+//! the engine moved, output and alert batches (one in flight each, see
+//! [`crate::kafka::outbox`]), `/metrics` renderings.
 
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -13,6 +13,7 @@ use tokio::task::JoinSet;
 
 use super::checkpointing::CheckpointDone;
 use super::clients::Clients;
+use super::dead_letters::{DeadLetterDone, DeadLetterPolicy, Paused};
 use super::{LATENCY_TRACK_CAP, RenderRequest, wall_ms};
 use crate::checkpoint::CheckpointStore;
 use crate::config::Config;
@@ -22,18 +23,10 @@ use crate::export::to_prometheus_text;
 use crate::kafka::context::{ConsumerCtx, ProducerCtx};
 use crate::kafka::latency::LatencyTracker;
 use crate::kafka::live::LiveState;
-use crate::kafka::offsets::{HoldTicket, OffsetBook};
+use crate::kafka::offsets::OffsetBook;
+use crate::kafka::outbox::{Attempted, Dropped, Outbox};
 use crate::kafka::publish::{self, OutRecord, SeriesDiff};
-use crate::telemetry::{self, Stream};
-
-/// A dead-letter record was acknowledged.
-pub struct DeadLetterDone {
-    pub ticket: HoldTicket,
-    pub reason: &'static str,
-    pub topic: String,
-    pub partition: i32,
-    pub offset: i64,
-}
+use crate::telemetry::{self, FailureReason, Stream};
 
 /// Everything the consumer loop owns.
 pub struct Loop {
@@ -62,8 +55,17 @@ pub struct Loop {
     pub diff: SeriesDiff,
     /// Dead-letter deliveries; each completes with the offset it releases.
     pub dead_letters: JoinSet<DeadLetterDone>,
-    /// Output and alert deliveries.
-    pub background: JoinSet<()>,
+    /// What happens when a dead-letter record cannot be delivered, and the
+    /// partitions paused for that.
+    pub dead_letter_policy: DeadLetterPolicy,
+    pub paused: Paused,
+    /// Output records waiting (one per series) and alerts waiting.
+    pub output: Outbox,
+    pub alerts: Outbox,
+    /// The batch in flight of each of them (at most one each).
+    pub flights: JoinSet<Flight>,
+    /// Shutting down: failed dead letters are not sent again.
+    pub shutting_down: bool,
     /// When the last message arrived (for wall-clock following).
     pub last_message: Instant,
     /// Consumer errors since the last message, to pause after a long run.
@@ -111,7 +113,12 @@ impl Loop {
                 .latency_histogram(cfg.engine.allowed_lateness.ms()),
             diff: SeriesDiff::default(),
             dead_letters: JoinSet::new(),
-            background: JoinSet::new(),
+            dead_letter_policy: DeadLetterPolicy::new(k),
+            paused: Paused::default(),
+            output: Outbox::keyed(),
+            alerts: Outbox::fifo(k.delivery_attempts),
+            flights: JoinSet::new(),
+            shutting_down: false,
             last_message: Instant::now(),
             errors_in_a_row: 0,
             stored_since_commit: false,
@@ -128,20 +135,6 @@ impl Loop {
         lock(&self.book)
     }
 
-    pub fn dead_letter_done(&mut self, d: DeadLetterDone) {
-        self.book().release(d.ticket);
-        telemetry::DeadLettered {
-            reason: d.reason,
-            topic: &d.topic,
-            partition: d.partition,
-            offset: d.offset,
-        }
-        .emit();
-        if self.checkpoint_due.is_some() && self.book().held_count() == 0 {
-            self.checkpoint();
-        }
-    }
-
     /// After the clock of partition `pid` (of every partition: `None`) may
     /// have moved: publish new breach alerts and record the latency of
     /// effects that became visible.
@@ -152,7 +145,9 @@ impl Loop {
                 .iter()
                 .map(|a| publish::alert_record(&self.alerts_topic, a))
                 .collect();
-            self.spawn_delivery(Stream::Alerts, records);
+            let dropped = self.alerts.push(records);
+            report_dropped(Stream::Alerts, &self.alerts_topic, &dropped);
+            self.start_deliveries();
         }
         let hist = &self.latency_histogram;
         let mut observe = |s: f64| hist.observe(s);
@@ -167,10 +162,46 @@ impl Loop {
         }
     }
 
-    pub fn spawn_delivery(&mut self, stream: Stream, records: Vec<OutRecord>) {
-        let producer = self.producer.clone();
-        self.background
-            .spawn(publish::deliver_all(producer, stream, records));
+    /// Sends the next batch of output and of alerts, where none is in flight.
+    pub fn start_deliveries(&mut self) {
+        for stream in [Stream::Output, Stream::Alerts] {
+            let outbox = match stream {
+                Stream::Output => &mut self.output,
+                _ => &mut self.alerts,
+            };
+            if let Some(batch) = outbox.next_batch(MAX_BATCH) {
+                let producer = self.producer.clone();
+                self.flights.spawn(async move {
+                    Flight {
+                        stream,
+                        results: publish::send_batch(producer, stream, batch).await,
+                    }
+                });
+            }
+        }
+        self.sync_pending();
+    }
+
+    /// A batch of output or alerts finished: failures go back or are
+    /// dropped (see [`Outbox::done`]); the next batch goes at once after a
+    /// success, at the next publish tick after a failure.
+    pub fn flight_done(&mut self, f: Flight) {
+        let (outbox, topic) = match f.stream {
+            Stream::Output => (&mut self.output, &self.output_topic),
+            _ => (&mut self.alerts, &self.alerts_topic),
+        };
+        let dropped = outbox.done(f.results);
+        report_dropped(f.stream, topic, &dropped);
+        self.start_deliveries();
+    }
+
+    /// `cxpulse_delivery_pending` of output and alerts: waiting plus in flight.
+    fn sync_pending(&self) {
+        let g = &telemetry::metrics().delivery_pending;
+        g.with_label_values(&[Stream::Output.as_str()])
+            .set(self.output.pending() as i64);
+        g.with_label_values(&[Stream::Alerts.as_str()])
+            .set(self.alerts.pending() as i64);
     }
 
     pub fn tick(&mut self) {
@@ -189,19 +220,24 @@ impl Loop {
             }
         }
         self.after_engine_change(None, now);
+        self.reconcile_paused();
         self.store_moved();
     }
 
+    /// Every `publish_interval`: the changed series join the output outbox
+    /// (replacing older waiting values), and batches held back after a
+    /// failure may go again.
     pub fn publish(&mut self) {
-        if self.output_topic.is_empty() {
-            return;
+        self.output.tick();
+        self.alerts.tick();
+        if !self.output_topic.is_empty()
+            && let Some(t) = self.engine.clock()
+        {
+            let families = self.engine.families();
+            let records = self.diff.changed(&self.output_topic, &families, t);
+            self.output.push(records);
         }
-        let Some(t) = self.engine.clock() else { return };
-        let families = self.engine.families();
-        let records = self.diff.changed(&self.output_topic, &families, t);
-        if !records.is_empty() {
-            self.spawn_delivery(Stream::Output, records);
-        }
+        self.start_deliveries();
     }
 
     pub fn render(&mut self, req: RenderRequest) {
@@ -209,6 +245,28 @@ impl Loop {
         m.pending_events.set(self.engine.pending_events() as i64);
         m.engine_state_bytes.set(self.engine.state_bytes() as i64);
         let _ = req.reply.send(to_prometheus_text(&self.engine.families()));
+    }
+}
+
+/// A finished batch of output or alert records.
+pub struct Flight {
+    pub stream: Stream,
+    pub results: Vec<(Attempted, Result<(), FailureReason>)>,
+}
+
+/// Most records in one output or alerts batch.
+const MAX_BATCH: usize = 10_000;
+
+fn report_dropped(stream: Stream, topic: &str, dropped: &Dropped) {
+    for (reason, n) in dropped {
+        telemetry::DeliveryDropped {
+            stream,
+            topic,
+            reason: *reason,
+            records: *n,
+            source: None,
+        }
+        .emit();
     }
 }
 
