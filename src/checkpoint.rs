@@ -17,11 +17,21 @@
 //! fsync, rename to `checkpoint-<seq>.ckpt`, fsync of the directory. The
 //! newest `keep` files are kept. Loading tries the newest first and falls
 //! back to older ones; every file it refuses is reported with the reason
-//! (truncated, checksum mismatch, another format version, bad magic), and
-//! none of them is ever loaded.
+//! (truncated, checksum mismatch, another format version, bad magic, not a
+//! regular file, and, from the caller, engine state that does not validate),
+//! and none of them is ever loaded.
+//!
+//! The files hold user and ticket ids: they are created mode 0600, the
+//! directory (when cxpulse creates it) 0700. The temporary file is created
+//! exclusively (`O_CREAT|O_EXCL|O_NOFOLLOW`): a file or symlink planted at
+//! its name is never written through (a stale one is unlinked, which never
+//! follows a link, and creation retried once). Files are opened for reading
+//! without following symlinks, and only regular files are read (a FIFO
+//! cannot hang the start).
 
-use std::fs::{self, File};
-use std::io::{self, Write};
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read, Write};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 pub const MAGIC: [u8; 8] = *b"CXPCKPT\0";
@@ -40,6 +50,10 @@ pub enum CheckpointError {
     ChecksumMismatch,
     #[error("checkpoint body is malformed: {0}")]
     Malformed(&'static str),
+    #[error("not a regular file")]
+    NotAFile,
+    #[error("checkpoint engine state is invalid: {0}")]
+    State(#[from] crate::state::codec::SnapshotError),
     #[error("checkpoint I/O on {path}: {source}")]
     Io {
         path: PathBuf,
@@ -156,10 +170,11 @@ pub struct Written {
     pub bytes: usize,
 }
 
-/// The newest loadable checkpoint and every newer file that was refused.
-#[derive(Debug, Default)]
-pub struct Loaded {
-    pub checkpoint: Option<(PathBuf, Checkpoint)>,
+/// The newest loadable checkpoint (or what was made of it, see
+/// [`CheckpointStore::load_accepting`]) and every newer file that was refused.
+#[derive(Debug)]
+pub struct Loaded<T = Checkpoint> {
+    pub checkpoint: Option<(PathBuf, T)>,
     pub rejected: Vec<(PathBuf, CheckpointError)>,
 }
 
@@ -204,13 +219,19 @@ impl CheckpointStore {
 
     /// Writes a new checkpoint atomically and prunes old ones.
     pub fn write(&self, cp: &Checkpoint) -> Result<Written, CheckpointError> {
-        fs::create_dir_all(&self.dir).map_err(Self::io(&self.dir))?;
+        if !self.dir.is_dir() {
+            fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(&self.dir)
+                .map_err(Self::io(&self.dir))?;
+        }
         let seq = self.files().first().map_or(1, |(s, _)| s + 1);
         let path = self.dir.join(format!("checkpoint-{seq:020}.ckpt"));
         let tmp = self.dir.join(format!(".checkpoint-{seq:020}.tmp"));
         let bytes = encode(cp);
         let result = (|| {
-            let mut f = File::create(&tmp)?;
+            let mut f = create_private(&tmp)?;
             f.write_all(&bytes)?;
             f.sync_all()?;
             drop(f);
@@ -242,14 +263,29 @@ impl CheckpointStore {
     }
 
     fn load(&self, fall_back: bool) -> Loaded {
-        let mut out = Loaded::default();
+        self.load_accepting(fall_back, Ok)
+    }
+
+    /// Like [`Self::load_latest`] (`fall_back`) or [`Self::load_newest`],
+    /// each checkpoint that reads back intact also passed to `accept` (the
+    /// engine's restore, which validates the state): a file it refuses is
+    /// refused like one with a bad checksum.
+    pub fn load_accepting<T>(
+        &self,
+        fall_back: bool,
+        mut accept: impl FnMut(Checkpoint) -> Result<T, CheckpointError>,
+    ) -> Loaded<T> {
+        let mut out = Loaded {
+            checkpoint: None,
+            rejected: Vec::new(),
+        };
         for (_, path) in self.files() {
             if !fall_back && !out.rejected.is_empty() {
                 break;
             }
-            let read = fs::read(&path)
-                .map_err(Self::io(&path))
-                .and_then(|b| decode(&b));
+            let read = read_regular(&path)
+                .and_then(|b| decode(&b))
+                .and_then(&mut accept);
             match read {
                 Ok(cp) => {
                     out.checkpoint = Some((path, cp));
@@ -260,6 +296,47 @@ impl CheckpointStore {
         }
         out
     }
+}
+
+/// Creates `path` for writing, mode 0600, exclusively and without following
+/// a symlink. Something already there (a temporary file left by a crash, or
+/// planted) is unlinked (never followed) and creation retried once.
+fn create_private(path: &Path) -> io::Result<File> {
+    let open = || {
+        OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(path)
+    };
+    match open() {
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+            fs::remove_file(path)?;
+            open()
+        }
+        r => r,
+    }
+}
+
+/// The bytes of `path` if it is a regular file (not through a symlink, and
+/// not a FIFO or device, whose read could block or never end).
+fn read_regular(path: &Path) -> Result<Vec<u8>, CheckpointError> {
+    let io = CheckpointStore::io;
+    let mut f = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(path)
+        .map_err(|e| match e.raw_os_error() {
+            Some(libc::ELOOP) => CheckpointError::NotAFile,
+            _ => io(path)(e),
+        })?;
+    if !f.metadata().map_err(io(path))?.is_file() {
+        return Err(CheckpointError::NotAFile);
+    }
+    let mut b = Vec::new();
+    f.read_to_end(&mut b).map_err(io(path))?;
+    Ok(b)
 }
 
 #[cfg(test)]

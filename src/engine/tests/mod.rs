@@ -2,6 +2,7 @@
 //! lateness per partition. Family series are tested next to each family.
 
 mod compaction;
+mod snapshot_files;
 
 use crate::engine::testkit::*;
 

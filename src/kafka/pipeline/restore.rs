@@ -1,9 +1,10 @@
 //! Start-up with checkpoints on: restore the engine from the newest good
 //! checkpoint, by `checkpoint.on_corrupt` (see [`crate::kafka`]).
 
-use crate::checkpoint::{CheckpointStore, SavedOffset};
+use crate::checkpoint::{CheckpointError, CheckpointStore, SavedOffset};
 use crate::config::{Config, OnCorrupt};
 use crate::engine::Engine;
+use crate::engine::snapshot::SnapshotError;
 use crate::event::time::format_rfc3339;
 use crate::telemetry::{self, StartingEmpty};
 
@@ -21,10 +22,17 @@ pub fn restore(cfg: &Config) -> anyhow::Result<(Engine, Option<Restored>)> {
         return Ok((Engine::new(prm), None));
     }
     let store = CheckpointStore::new(&c.dir, c.keep);
-    let loaded = match c.on_corrupt {
-        OnCorrupt::Previous => store.load_latest(),
-        OnCorrupt::Empty | OnCorrupt::Fail => store.load_newest(),
-    };
+    // A file whose engine state does not validate is refused like one with
+    // a bad checksum; a snapshot of another `engine.bucket` is a config
+    // change, not a bad file (older files would not fit either).
+    let fall_back = c.on_corrupt == OnCorrupt::Previous;
+    let loaded = store.load_accepting(fall_back, |cp| {
+        match Engine::restore(prm.clone(), &cp.engine) {
+            Ok(engine) => Ok(Ok((engine, cp.offsets))),
+            Err(e @ SnapshotError::BucketChanged { .. }) => Ok(Err(e)),
+            Err(e) => Err(CheckpointError::State(e)),
+        }
+    });
     for (path, e) in &loaded.rejected {
         telemetry::CheckpointRefused { path, error: e }.emit();
     }
@@ -45,10 +53,9 @@ pub fn restore(cfg: &Config) -> anyhow::Result<(Engine, Option<Restored>)> {
         return empty(StartingEmpty::NewestRefused { path, error: e }, store);
     }
     match loaded.checkpoint {
-        Some((path, cp)) => match Engine::restore(prm.clone(), &cp.engine) {
-            Ok(engine) => {
-                let offsets = cp
-                    .offsets
+        Some((path, restored)) => match restored {
+            Ok((engine, saved)) => {
+                let offsets = saved
                     .iter()
                     .map(|o| format!("{}/{}@{}", o.topic, o.partition, o.next_offset))
                     .collect::<Vec<_>>()
@@ -59,7 +66,7 @@ pub fn restore(cfg: &Config) -> anyhow::Result<(Engine, Option<Restored>)> {
                     clock: &engine.clock().map(format_rfc3339).unwrap_or_default(),
                 }
                 .emit();
-                Ok((engine, Some((store, cp.offsets))))
+                Ok((engine, Some((store, saved))))
             }
             Err(e) => {
                 if fail {
