@@ -431,6 +431,107 @@ mod tests {
         assert_eq!(newest.rejected.len(), 1);
     }
 
+    fn mode(p: &Path) -> u32 {
+        use std::os::unix::fs::PermissionsExt;
+        fs::symlink_metadata(p).unwrap().permissions().mode() & 0o777
+    }
+
+    #[test]
+    fn files_are_private_and_a_created_directory_too() {
+        let dir = tempfile::tempdir().unwrap();
+        let sub = dir.path().join("state").join("cxpulse");
+        let store = CheckpointStore::new(&sub, 2);
+        let w = store.write(&sample(1)).unwrap();
+        assert_eq!(mode(&w.path), 0o600);
+        assert_eq!(mode(&sub), 0o700);
+        assert_eq!(mode(&dir.path().join("state")), 0o700);
+        // An existing directory keeps its mode (an operator's choice).
+        let open = tempfile::tempdir().unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        fs::set_permissions(open.path(), fs::Permissions::from_mode(0o750)).unwrap();
+        let w = CheckpointStore::new(open.path(), 2)
+            .write(&sample(2))
+            .unwrap();
+        assert_eq!((mode(open.path()), mode(&w.path)), (0o750, 0o600));
+    }
+
+    #[test]
+    fn a_symlink_planted_at_the_temporary_name_is_not_followed() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = CheckpointStore::new(dir.path(), 5);
+        store.write(&sample(1)).unwrap();
+        // The next write uses sequence 2: plant links at its temporary name
+        // (to a file the attacker wants overwritten) and at its final name.
+        let target = dir.path().join("victim");
+        fs::write(&target, b"precious").unwrap();
+        let tmp = dir.path().join(format!(".checkpoint-{:020}.tmp", 2));
+        std::os::unix::fs::symlink(&target, &tmp).unwrap();
+        let fin = dir.path().join(format!("checkpoint-{:020}.ckpt", 2));
+        let before = mode(&target);
+        let w = store.write(&sample(2)).unwrap();
+        assert_eq!(w.path, fin);
+        assert_eq!(fs::read(&target).unwrap(), b"precious");
+        assert_eq!(mode(&target), before);
+        assert!(fs::symlink_metadata(&fin).unwrap().file_type().is_file());
+        assert!(fs::symlink_metadata(&tmp).is_err(), "the link is gone");
+        assert_eq!(decode(&fs::read(&fin).unwrap()).unwrap(), sample(2));
+    }
+
+    #[test]
+    fn only_regular_files_are_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = CheckpointStore::new(dir.path(), 5);
+        store.write(&sample(1)).unwrap();
+        // A newer "checkpoint" that is a symlink to a good file elsewhere,
+        // and a newer still that is a FIFO (a read would block forever).
+        let elsewhere = tempfile::tempdir().unwrap();
+        let good = elsewhere.path().join("good.ckpt");
+        fs::write(&good, encode(&sample(9))).unwrap();
+        let link = dir.path().join(format!("checkpoint-{:020}.ckpt", 2));
+        std::os::unix::fs::symlink(&good, &link).unwrap();
+        let fifo = dir.path().join(format!("checkpoint-{:020}.ckpt", 3));
+        let c = std::ffi::CString::new(fifo.as_os_str().as_encoded_bytes()).unwrap();
+        // SAFETY: a valid NUL-terminated path.
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        let loaded = store.load_latest();
+        assert_eq!(loaded.checkpoint.unwrap().1, sample(1));
+        let refused: Vec<_> = loaded
+            .rejected
+            .iter()
+            .map(|(p, e)| (p, e.to_string()))
+            .collect();
+        assert_eq!(
+            refused,
+            [
+                (&fifo, "not a regular file".to_string()),
+                (&link, "not a regular file".to_string())
+            ]
+        );
+    }
+
+    #[test]
+    fn a_file_the_caller_refuses_is_refused_like_a_bad_checksum() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = CheckpointStore::new(dir.path(), 5);
+        for n in 1..=3 {
+            store.write(&sample(n)).unwrap();
+        }
+        let bad = crate::state::codec::SnapshotError::Invalid("test");
+        let accept = |cp: Checkpoint| match cp.engine[0] {
+            3 => Err(CheckpointError::State(bad.clone())),
+            n => Ok(n),
+        };
+        let loaded = store.load_accepting(true, accept);
+        assert_eq!(loaded.checkpoint.as_ref().map(|c| c.1), Some(2));
+        assert_eq!(loaded.rejected.len(), 1);
+        assert_eq!(
+            loaded.rejected[0].1.to_string(),
+            "checkpoint engine state is invalid: snapshot holds an invalid test"
+        );
+        // Without falling back, nothing is loaded.
+        assert!(store.load_accepting(false, accept).checkpoint.is_none());
+    }
+
     #[test]
     fn an_unwritable_directory_is_an_error_not_a_panic() {
         let dir = tempfile::tempdir().unwrap();

@@ -160,7 +160,10 @@ impl Engine {
         let channels = e.registry.len_with_specials();
         for _ in 0..n {
             let id = r.u32()?;
-            if e.parts.last_key_value().is_some_and(|(last, _)| *last >= id) {
+            if e.parts
+                .last_key_value()
+                .is_some_and(|(last, _)| *last >= id)
+            {
                 return Err(SnapshotError::Invalid("partition order"));
             }
             let p = read_partition(&mut r)

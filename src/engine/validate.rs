@@ -70,7 +70,11 @@ pub(super) fn partition(p: &Partition, channels: usize) -> Result<(), SnapshotEr
                 referral_channel,
             } => {
                 amount("pending referral reward", *usd)?;
-                check_index("pending reward's channel", *referral_channel as u64, channels)?;
+                check_index(
+                    "pending reward's channel",
+                    *referral_channel as u64,
+                    channels,
+                )?;
             }
             PendingBody::Spend { channel, usd } => {
                 amount("pending spend", *usd)?;
@@ -139,7 +143,10 @@ pub(super) fn totals(parts: &BTreeMap<u32, Partition>) -> Result<(), SnapshotErr
             *acc += h.count as u128;
         }
         for log in s.fr_times.iter().chain(&s.res_times) {
-            took += log.iter().map(|&(_, d)| d.unsigned_abs() as u128).sum::<u128>();
+            took += log
+                .iter()
+                .map(|&(_, d)| d.unsigned_abs() as u128)
+                .sum::<u128>();
         }
     }
     let over = |what, v: u128, limit: u128| {
@@ -152,10 +159,22 @@ pub(super) fn totals(parts: &BTreeMap<u32, Partition>) -> Result<(), SnapshotErr
             Ok(())
         }
     };
-    over("forgotten users over all partitions", users, COUNT_LIMIT as u128)?;
-    over("forgotten tickets over all partitions", tickets, COUNT_LIMIT as u128)?;
+    over(
+        "forgotten users over all partitions",
+        users,
+        COUNT_LIMIT as u128,
+    )?;
+    over(
+        "forgotten tickets over all partitions",
+        tickets,
+        COUNT_LIMIT as u128,
+    )?;
     for h in hist {
-        over("histogram count over all partitions", h, COUNT_LIMIT as u128)?;
+        over(
+            "histogram count over all partitions",
+            h,
+            COUNT_LIMIT as u128,
+        )?;
     }
     // The support times of a window are summed in an i64 (ms).
     over("support times over all partitions", took, i64::MAX as u128)?;

@@ -11,7 +11,7 @@ use crate::state::users::NEVER;
 /// load, so that a crafted or damaged file is refused with one of these,
 /// never a panic. Messages name indices and values, never a user or
 /// ticket id.
-#[derive(Debug, thiserror::Error, PartialEq)]
+#[derive(Clone, Debug, thiserror::Error, PartialEq)]
 pub enum SnapshotError {
     #[error("snapshot ends early (at byte {0})")]
     Truncated(usize),
@@ -64,7 +64,11 @@ pub fn check_time(what: &'static str, t: Millis) -> Result<Millis, SnapshotError
 
 /// An instant within [`TIME_LIMIT`], or `NEVER`.
 pub fn check_time_or_never(what: &'static str, t: Millis) -> Result<Millis, SnapshotError> {
-    if t == NEVER { Ok(t) } else { check_time(what, t) }
+    if t == NEVER {
+        Ok(t)
+    } else {
+        check_time(what, t)
+    }
 }
 
 /// A count within [`COUNT_LIMIT`].

@@ -47,7 +47,11 @@ pub(crate) fn busy_engine() -> Engine {
             body,
         };
         let opened = support(&format!("t-{partition}"), SupportAction::Opened, None);
-        eng.offer(partition, &ev(format!("s{partition}"), signup(None, None)), None);
+        eng.offer(
+            partition,
+            &ev(format!("s{partition}"), signup(None, None)),
+            None,
+        );
         eng.offer(partition, &ev(format!("o{partition}"), opened), None);
     }
     eng

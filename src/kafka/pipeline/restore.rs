@@ -104,7 +104,7 @@ pub fn restore(cfg: &Config) -> anyhow::Result<(Engine, Option<Restored>)> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::checkpoint::Checkpoint;
+    use crate::checkpoint::{self, Checkpoint};
     use crate::event::Decoder;
 
     /// 2026-01-05T10:00:00Z.
@@ -188,6 +188,35 @@ mod tests {
         let (engine, restored) = restore(&cfg).expect("no error");
         assert_eq!(engine.clock(), None);
         assert!(offsets(&restored).is_empty());
+    }
+
+    /// A newer file whose checksum is right but whose engine state does not
+    /// validate (a user index past the users held) is refused like a bad
+    /// checksum: `previous` restores the older good one.
+    #[test]
+    fn a_checkpoint_with_invalid_state_is_refused_like_a_corrupt_one() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let cfg = config(dir.path(), OnCorrupt::Previous);
+        write(&cfg, JAN5_10H, 42);
+        let newer = write(&cfg, JAN5_10H + 60_000, 50);
+        let cp = checkpoint::decode(&std::fs::read(&newer).expect("readable")).expect("good");
+        let mut engine = Engine::restore(cfg.params().expect("valid"), &cp.engine).expect("good");
+        let tickets = &mut engine.parts.get_mut(&0).expect("partition 0").tickets;
+        let i = tickets.intern("t1", JAN5_10H);
+        tickets.list[i as usize].user = 5;
+        let crafted = Checkpoint {
+            offsets: cp.offsets,
+            engine: engine.snapshot(),
+        };
+        std::fs::write(&newer, checkpoint::encode(&crafted)).expect("writable");
+        let (engine, restored) = restore(&cfg).expect("no error");
+        assert_eq!(engine.clock(), Some(JAN5_10H));
+        assert_eq!(offsets(&restored), [42]);
+        // `fail` refuses to start, naming the file and what is wrong.
+        let cfg = config(dir.path(), OnCorrupt::Fail);
+        let e = restore(&cfg).err().expect("an error").to_string();
+        assert!(e.contains(&newer.display().to_string()), "{e}");
+        assert!(e.contains("ticket's user 5, but only 1 are held"), "{e}");
     }
 
     #[test]
