@@ -78,6 +78,9 @@ fn refused(good: &[u8], edit: impl FnOnce(&mut Partition, &mut Engine)) -> Snaps
     through_a_file(&eng).err().expect("refused")
 }
 
+/// A change made to a restored engine (and its partition 0) before writing it.
+type Edit = dyn FnOnce(&mut Partition, &mut Engine);
+
 fn in_p0(error: SnapshotError) -> SnapshotError {
     SnapshotError::InPartition {
         partition: 0,
@@ -107,7 +110,7 @@ fn every_kind_of_bad_reference_is_refused_with_its_error() {
     assert_eq!(eng.parts.len(), 3);
     for p in eng.parts.values() {
         assert!(p.users.cold_len() > 0, "compacted users");
-        assert!(p.tickets.len() > 0, "tickets held");
+        assert!(!p.tickets.is_empty(), "tickets held");
         assert!(p.tickets.forgotten > 0, "forgotten tickets");
         assert!(p.timers_len() > 0 && p.pending_len() > 0);
     }
@@ -130,7 +133,7 @@ fn every_kind_of_bad_reference_is_refused_with_its_error() {
         move |p: &mut Partition, _: &mut Engine| p.timers.push(Reverse(Timer { instant, kind }))
     };
     let big = users as u32 + 7;
-    let cases: Vec<(SnapshotError, Box<dyn FnOnce(&mut Partition, &mut Engine)>)> = vec![
+    let cases: Vec<(SnapshotError, Box<Edit>)> = vec![
         (
             dangling("user's channel", 999, channels),
             Box::new(|p, _| p.users.list[0].channel = 999),
