@@ -425,6 +425,16 @@ def under(path, mount):
     return path == mount or path.startswith(mount.rstrip("/") + "/")
 
 
+def state_on_volume(where, d, mounts, kind):
+    """The checkpoint dir `d` is set and under one of `mounts` (of `kind`)."""
+    if not d:
+        problem(f"{where}: cxpulse runs without durable state: set [checkpoint] dir "
+                f"(or CXPULSE__CHECKPOINT__DIR) on {kind}")
+    elif not any(under(d, m) for m in mounts):
+        problem(f"{where}: checkpoint dir {d} is not on {kind} "
+                f"(mounted at: {mounts or 'none'})")
+
+
 def check_compose_state(doc, path):
     """cxpulse's checkpoint dir is set and on a named volume of the file."""
     svc = doc.get("services", {}).get("cxpulse")
@@ -447,13 +457,8 @@ def check_compose_state(doc, path):
                 toml_text = f.read()
         if src in declared:
             named.append(target)
-    d = checkpoint_dir(toml_text, env, f"{path} cxpulse config")
-    if not d:
-        problem(f"{path}: cxpulse runs without durable state: set CXPULSE__CHECKPOINT__DIR "
-                "(or [checkpoint] dir) on a named volume")
-    elif not any(under(d, t) for t in named):
-        problem(f"{path}: cxpulse's checkpoint dir {d} is not on a named volume "
-                f"(named volumes mounted: {named or 'none'})")
+    state_on_volume(path, checkpoint_dir(toml_text, env, f"{path} cxpulse config"), named,
+                    "a named volume")
 
 
 def check_k8s_state(sts, toml_text, env, where):
@@ -465,13 +470,7 @@ def check_k8s_state(sts, toml_text, env, where):
     claims = {t["metadata"]["name"] for t in spec.get("volumeClaimTemplates", []) or []}
     claims |= {v["name"] for v in pod.get("volumes", []) or [] if "persistentVolumeClaim" in v}
     mounts = [m["mountPath"] for m in c.get("volumeMounts", []) or [] if m["name"] in claims]
-    d = checkpoint_dir(toml_text, env, where)
-    if not d:
-        problem(f"{where}: cxpulse runs without durable state: set [checkpoint] dir on a "
-                "persistent volume")
-    elif not any(under(d, m) for m in mounts):
-        problem(f"{where}: checkpoint dir {d} is not on a persistent volume "
-                f"(claims mounted at: {mounts or 'none'})")
+    state_on_volume(where, checkpoint_dir(toml_text, env, where), mounts, "a persistent volume")
     if spec.get("replicas", 1) != 1:
         problem(f"{where}: replicas is {spec.get('replicas')}: with state in checkpoint files, "
                 "run one instance per consumer group")
