@@ -455,7 +455,7 @@ fn a_corrupt_newest_checkpoint_falls_back_to_the_previous_one() {
 fn a_crafted_newest_checkpoint_with_a_good_checksum_falls_back_too() {
     falls_back_past(
         "crafted",
-        "checkpoint engine state is invalid: snapshot holds a clock out of range",
+        "checkpoint engine state is invalid: snapshot holds an out-of-range clock",
         |newest| {
             let mut cp = checkpoint::decode(&std::fs::read(newest).unwrap()).expect("good");
             // The engine snapshot begins with the bucket (i64) and the clock

@@ -29,7 +29,7 @@ pub enum SnapshotError {
         len: u64,
     },
     /// A number outside what the engine can ever hold.
-    #[error("snapshot holds a {what} out of range ({value})")]
+    #[error("snapshot holds an out-of-range {what} ({value})")]
     OutOfRange { what: &'static str, value: String },
     /// One input partition's state is refused.
     #[error("in the state of engine partition {partition}: {error}")]
