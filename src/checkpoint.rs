@@ -17,11 +17,21 @@
 //! fsync, rename to `checkpoint-<seq>.ckpt`, fsync of the directory. The
 //! newest `keep` files are kept. Loading tries the newest first and falls
 //! back to older ones; every file it refuses is reported with the reason
-//! (truncated, checksum mismatch, another format version, bad magic), and
-//! none of them is ever loaded.
+//! (truncated, checksum mismatch, another format version, bad magic, not a
+//! regular file, and, from the caller, engine state that does not validate),
+//! and none of them is ever loaded.
+//!
+//! The files hold user and ticket ids: they are created mode 0600, the
+//! directory (when cxpulse creates it) 0700. The temporary file is created
+//! exclusively (`O_CREAT|O_EXCL|O_NOFOLLOW`): a file or symlink planted at
+//! its name is never written through (a stale one is unlinked, which never
+//! follows a link, and creation retried once). Files are opened for reading
+//! without following symlinks, and only regular files are read (a FIFO
+//! cannot hang the start).
 
-use std::fs::{self, File};
-use std::io::{self, Write};
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read, Write};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 pub const MAGIC: [u8; 8] = *b"CXPCKPT\0";
@@ -40,6 +50,10 @@ pub enum CheckpointError {
     ChecksumMismatch,
     #[error("checkpoint body is malformed: {0}")]
     Malformed(&'static str),
+    #[error("not a regular file")]
+    NotAFile,
+    #[error("checkpoint engine state is invalid: {0}")]
+    State(#[from] crate::state::codec::SnapshotError),
     #[error("checkpoint I/O on {path}: {source}")]
     Io {
         path: PathBuf,
@@ -156,10 +170,11 @@ pub struct Written {
     pub bytes: usize,
 }
 
-/// The newest loadable checkpoint and every newer file that was refused.
-#[derive(Debug, Default)]
-pub struct Loaded {
-    pub checkpoint: Option<(PathBuf, Checkpoint)>,
+/// The newest loadable checkpoint (or what was made of it, see
+/// [`CheckpointStore::load_accepting`]) and every newer file that was refused.
+#[derive(Debug)]
+pub struct Loaded<T = Checkpoint> {
+    pub checkpoint: Option<(PathBuf, T)>,
     pub rejected: Vec<(PathBuf, CheckpointError)>,
 }
 
@@ -204,13 +219,19 @@ impl CheckpointStore {
 
     /// Writes a new checkpoint atomically and prunes old ones.
     pub fn write(&self, cp: &Checkpoint) -> Result<Written, CheckpointError> {
-        fs::create_dir_all(&self.dir).map_err(Self::io(&self.dir))?;
+        if !self.dir.is_dir() {
+            fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(&self.dir)
+                .map_err(Self::io(&self.dir))?;
+        }
         let seq = self.files().first().map_or(1, |(s, _)| s + 1);
         let path = self.dir.join(format!("checkpoint-{seq:020}.ckpt"));
         let tmp = self.dir.join(format!(".checkpoint-{seq:020}.tmp"));
         let bytes = encode(cp);
         let result = (|| {
-            let mut f = File::create(&tmp)?;
+            let mut f = create_private(&tmp)?;
             f.write_all(&bytes)?;
             f.sync_all()?;
             drop(f);
@@ -242,14 +263,29 @@ impl CheckpointStore {
     }
 
     fn load(&self, fall_back: bool) -> Loaded {
-        let mut out = Loaded::default();
+        self.load_accepting(fall_back, Ok)
+    }
+
+    /// Like [`Self::load_latest`] (`fall_back`) or [`Self::load_newest`],
+    /// each checkpoint that reads back intact also passed to `accept` (the
+    /// engine's restore, which validates the state): a file it refuses is
+    /// refused like one with a bad checksum.
+    pub fn load_accepting<T>(
+        &self,
+        fall_back: bool,
+        mut accept: impl FnMut(Checkpoint) -> Result<T, CheckpointError>,
+    ) -> Loaded<T> {
+        let mut out = Loaded {
+            checkpoint: None,
+            rejected: Vec::new(),
+        };
         for (_, path) in self.files() {
             if !fall_back && !out.rejected.is_empty() {
                 break;
             }
-            let read = fs::read(&path)
-                .map_err(Self::io(&path))
-                .and_then(|b| decode(&b));
+            let read = read_regular(&path)
+                .and_then(|b| decode(&b))
+                .and_then(&mut accept);
             match read {
                 Ok(cp) => {
                     out.checkpoint = Some((path, cp));
@@ -260,6 +296,47 @@ impl CheckpointStore {
         }
         out
     }
+}
+
+/// Creates `path` for writing, mode 0600, exclusively and without following
+/// a symlink. Something already there (a temporary file left by a crash, or
+/// planted) is unlinked (never followed) and creation retried once.
+fn create_private(path: &Path) -> io::Result<File> {
+    let open = || {
+        OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(path)
+    };
+    match open() {
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+            fs::remove_file(path)?;
+            open()
+        }
+        r => r,
+    }
+}
+
+/// The bytes of `path` if it is a regular file (not through a symlink, and
+/// not a FIFO or device, whose read could block or never end).
+fn read_regular(path: &Path) -> Result<Vec<u8>, CheckpointError> {
+    let io = CheckpointStore::io;
+    let mut f = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(path)
+        .map_err(|e| match e.raw_os_error() {
+            Some(libc::ELOOP) => CheckpointError::NotAFile,
+            _ => io(path)(e),
+        })?;
+    if !f.metadata().map_err(io(path))?.is_file() {
+        return Err(CheckpointError::NotAFile);
+    }
+    let mut b = Vec::new();
+    f.read_to_end(&mut b).map_err(io(path))?;
+    Ok(b)
 }
 
 #[cfg(test)]
@@ -352,6 +429,107 @@ mod tests {
         let newest = store.load_newest();
         assert!(newest.checkpoint.is_none());
         assert_eq!(newest.rejected.len(), 1);
+    }
+
+    fn mode(p: &Path) -> u32 {
+        use std::os::unix::fs::PermissionsExt;
+        fs::symlink_metadata(p).unwrap().permissions().mode() & 0o777
+    }
+
+    #[test]
+    fn files_are_private_and_a_created_directory_too() {
+        let dir = tempfile::tempdir().unwrap();
+        let sub = dir.path().join("state").join("cxpulse");
+        let store = CheckpointStore::new(&sub, 2);
+        let w = store.write(&sample(1)).unwrap();
+        assert_eq!(mode(&w.path), 0o600);
+        assert_eq!(mode(&sub), 0o700);
+        assert_eq!(mode(&dir.path().join("state")), 0o700);
+        // An existing directory keeps its mode (an operator's choice).
+        let open = tempfile::tempdir().unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        fs::set_permissions(open.path(), fs::Permissions::from_mode(0o750)).unwrap();
+        let w = CheckpointStore::new(open.path(), 2)
+            .write(&sample(2))
+            .unwrap();
+        assert_eq!((mode(open.path()), mode(&w.path)), (0o750, 0o600));
+    }
+
+    #[test]
+    fn a_symlink_planted_at_the_temporary_name_is_not_followed() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = CheckpointStore::new(dir.path(), 5);
+        store.write(&sample(1)).unwrap();
+        // The next write uses sequence 2: plant links at its temporary name
+        // (to a file the attacker wants overwritten) and at its final name.
+        let target = dir.path().join("victim");
+        fs::write(&target, b"precious").unwrap();
+        let tmp = dir.path().join(format!(".checkpoint-{:020}.tmp", 2));
+        std::os::unix::fs::symlink(&target, &tmp).unwrap();
+        let fin = dir.path().join(format!("checkpoint-{:020}.ckpt", 2));
+        let before = mode(&target);
+        let w = store.write(&sample(2)).unwrap();
+        assert_eq!(w.path, fin);
+        assert_eq!(fs::read(&target).unwrap(), b"precious");
+        assert_eq!(mode(&target), before);
+        assert!(fs::symlink_metadata(&fin).unwrap().file_type().is_file());
+        assert!(fs::symlink_metadata(&tmp).is_err(), "the link is gone");
+        assert_eq!(decode(&fs::read(&fin).unwrap()).unwrap(), sample(2));
+    }
+
+    #[test]
+    fn only_regular_files_are_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = CheckpointStore::new(dir.path(), 5);
+        store.write(&sample(1)).unwrap();
+        // A newer "checkpoint" that is a symlink to a good file elsewhere,
+        // and a newer still that is a FIFO (a read would block forever).
+        let elsewhere = tempfile::tempdir().unwrap();
+        let good = elsewhere.path().join("good.ckpt");
+        fs::write(&good, encode(&sample(9))).unwrap();
+        let link = dir.path().join(format!("checkpoint-{:020}.ckpt", 2));
+        std::os::unix::fs::symlink(&good, &link).unwrap();
+        let fifo = dir.path().join(format!("checkpoint-{:020}.ckpt", 3));
+        let c = std::ffi::CString::new(fifo.as_os_str().as_encoded_bytes()).unwrap();
+        // SAFETY: a valid NUL-terminated path.
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        let loaded = store.load_latest();
+        assert_eq!(loaded.checkpoint.unwrap().1, sample(1));
+        let refused: Vec<_> = loaded
+            .rejected
+            .iter()
+            .map(|(p, e)| (p, e.to_string()))
+            .collect();
+        assert_eq!(
+            refused,
+            [
+                (&fifo, "not a regular file".to_string()),
+                (&link, "not a regular file".to_string())
+            ]
+        );
+    }
+
+    #[test]
+    fn a_file_the_caller_refuses_is_refused_like_a_bad_checksum() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = CheckpointStore::new(dir.path(), 5);
+        for n in 1..=3 {
+            store.write(&sample(n)).unwrap();
+        }
+        let bad = crate::state::codec::SnapshotError::Invalid("test");
+        let accept = |cp: Checkpoint| match cp.engine[0] {
+            3 => Err(CheckpointError::State(bad.clone())),
+            n => Ok(n),
+        };
+        let loaded = store.load_accepting(true, accept);
+        assert_eq!(loaded.checkpoint.as_ref().map(|c| c.1), Some(2));
+        assert_eq!(loaded.rejected.len(), 1);
+        assert_eq!(
+            loaded.rejected[0].1.to_string(),
+            "checkpoint engine state is invalid: snapshot holds an invalid test"
+        );
+        // Without falling back, nothing is loaded.
+        assert!(store.load_accepting(false, accept).checkpoint.is_none());
     }
 
     #[test]

@@ -22,6 +22,7 @@ use common::{
     CxConfig, CxRun, SplitMix, Tansu, checkpoint_files, differences, engine_series, events_seen,
     free_addr, generated, is_pipeline, key_of, replay_lines, serial, series_key, sum, value,
 };
+use cxpulse::checkpoint;
 use cxpulse::event::time::{format_rfc3339, parse_rfc3339};
 
 const TOPIC: &str = "events";
@@ -439,12 +440,43 @@ fn killed_at_random_points_it_ends_with_the_series_of_an_uninterrupted_run() {
 
 #[test]
 fn a_corrupt_newest_checkpoint_falls_back_to_the_previous_one() {
+    falls_back_past("corrupt", "checksum", |newest| {
+        let mut bytes = std::fs::read(newest).unwrap();
+        let mid = bytes.len() / 2;
+        bytes[mid] ^= 0x40;
+        std::fs::write(newest, bytes).unwrap();
+    });
+}
+
+/// A crafted newest file whose checksum is right (recomputed) but whose
+/// engine state does not validate is refused the same way, naming what is
+/// wrong, and never panics the process.
+#[test]
+fn a_crafted_newest_checkpoint_with_a_good_checksum_falls_back_too() {
+    falls_back_past(
+        "crafted",
+        "checkpoint engine state is invalid: snapshot holds an out-of-range clock",
+        |newest| {
+            let mut cp = checkpoint::decode(&std::fs::read(newest).unwrap()).expect("good");
+            // The engine snapshot begins with the bucket (i64) and the clock
+            // (a tag byte, then i64): a clock in the year 292 million.
+            assert_eq!(cp.engine[8], 1, "the clock is set");
+            cp.engine[9..17].copy_from_slice(&i64::MAX.to_le_bytes());
+            std::fs::write(newest, checkpoint::encode(&cp)).unwrap();
+        },
+    );
+}
+
+/// A first run writes checkpoints; `corrupt` damages the newest; a second
+/// run refuses it (the log line says `refusal`), restores the previous one
+/// and ends with the same state.
+fn falls_back_past(group: &str, refusal: &str, corrupt: impl Fn(&Path)) {
     let (_g, broker, dir) = setup();
     const EVENTS: u64 = 2_000;
     let lines = generated(EVENTS as usize);
     let ckpt = dir.path().join("checkpoints");
     let http = free_addr();
-    let cfg = config(&broker.addr, "corrupt", &http, Some(&ckpt), None)
+    let cfg = config(&broker.addr, group, &http, Some(&ckpt), None)
         .write(&dir.path().join("cxpulse.toml"));
     broker.produce_owned(TOPIC, &lines);
 
@@ -458,10 +490,7 @@ fn a_corrupt_newest_checkpoint_falls_back_to_the_previous_one() {
     assert!(files.len() >= 2, "{files:?}");
     let newest = files.last().unwrap().clone();
     let previous = files[files.len() - 2].clone();
-    let mut bytes = std::fs::read(&newest).unwrap();
-    let mid = bytes.len() / 2;
-    bytes[mid] ^= 0x40;
-    std::fs::write(&newest, bytes).unwrap();
+    corrupt(&newest);
 
     let second = start(&cfg, dir.path().join("second.log"), &http);
     wait_assigned(&second);
@@ -469,7 +498,7 @@ fn a_corrupt_newest_checkpoint_falls_back_to_the_previous_one() {
     let refused = second.log_line("checkpoint file refused");
     assert!(refused.contains("ERROR"), "{refused}");
     assert!(refused.contains(&newest.display().to_string()), "{refused}");
-    assert!(refused.contains("checksum"), "{refused}");
+    assert!(refused.contains(refusal), "{refused}");
     let restored = second.log_line("engine restored from checkpoint");
     assert!(
         restored.contains(&previous.display().to_string()),

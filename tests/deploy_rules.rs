@@ -325,6 +325,78 @@ fn the_validators_reject_broken_files() {
     }
 }
 
+/// Compose and Kubernetes run with durable state: the checkpoint dir on a
+/// named volume (compose) or a volumeClaimTemplate (StatefulSet), one
+/// replica, an fsGroup for the non-root user; and the check refuses copies
+/// of the shipped files without it.
+#[test]
+fn deploys_keep_durable_state_on_a_volume() {
+    let compose = std::fs::read_to_string(root().join("docker-compose.yml")).expect("read");
+    assert!(compose.contains("CXPULSE__CHECKPOINT__DIR: /var/lib/cxpulse/checkpoints"));
+    deploycheck(&["compose"]);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = dir.path().join("cxpulse.toml");
+    deploycheck(&["k8s-config", out.to_str().expect("utf-8")]);
+    assert!(
+        std::fs::read_to_string(&out)
+            .expect("read")
+            .contains("dir = \"/var/lib/cxpulse/checkpoints\"")
+    );
+    let refused = |args: &[&str], want: &str| {
+        let o = output(
+            Command::new(common::python())
+                .arg("deploy/tools/deploycheck.py")
+                .args(args),
+        );
+        let text = String::from_utf8_lossy(&o.stdout).to_string();
+        assert!(
+            !o.status.success() && text.contains(want),
+            "{args:?}: {text}"
+        );
+    };
+    // Without the volume, and without the dir.
+    let no_volume = dir.path().join("no-volume.yml");
+    std::fs::write(
+        &no_volume,
+        compose.replace("      - cxpulse-state:/var/lib/cxpulse\n", ""),
+    )
+    .expect("write");
+    refused(
+        &["compose", no_volume.to_str().expect("utf-8")],
+        "checkpoint dir /var/lib/cxpulse/checkpoints is not on a named volume",
+    );
+    let no_dir = dir.path().join("no-dir.yml");
+    std::fs::write(
+        &no_dir,
+        compose.replace(
+            "      CXPULSE__CHECKPOINT__DIR: /var/lib/cxpulse/checkpoints\n",
+            "",
+        ),
+    )
+    .expect("write");
+    refused(
+        &["compose", no_dir.to_str().expect("utf-8")],
+        "cxpulse runs without durable state",
+    );
+    // A StatefulSet scaled out, with the claim mounted elsewhere.
+    let k8s = dir.path().join("k8s");
+    std::fs::create_dir(&k8s).expect("mkdir");
+    for f in ["configmap.yaml", "statefulset.yaml"] {
+        let text = std::fs::read_to_string(root().join("deploy/kubernetes").join(f)).expect("read");
+        let text = text
+            .replace("  replicas: 1\n", "  replicas: 3\n")
+            .replace("mountPath: /var/lib/cxpulse\n", "mountPath: /data\n");
+        std::fs::write(k8s.join(f), text).expect("write");
+    }
+    let args = [
+        "k8s-config",
+        out.to_str().expect("utf-8"),
+        k8s.to_str().expect("utf-8"),
+    ];
+    refused(&args, "is not on a persistent volume");
+    refused(&args, "replicas is 3");
+}
+
 /// Loads `cfg` with `env` the way `cxpulse run` does, through `cxpulse
 /// replay` over an empty input: exit 0, or the loader's error.
 fn config_loads(cfg: &Path, env: &serde_json::Map<String, serde_json::Value>) {

@@ -15,21 +15,27 @@ checked and exits 1 with one line per problem.
   deploycheck.py names               every series a rule or dashboard query names
                                      exists (METRICS.md, src/telemetry/, rules)
   deploycheck.py dashboard           dashboard structure; its queries as JSON
-  deploycheck.py compose             pinned images, mounted paths exist, cxpulse
-                                     environment as JSON
+  deploycheck.py compose [FILE]      pinned images, mounted paths exist, durable
+                                     state (checkpoint dir on a named volume),
+                                     cxpulse environment as JSON
   deploycheck.py kustomization       kustomization resources = manifest files
   deploycheck.py prometheusrule [--write]
                                      deploy/kubernetes/prometheusrule.yaml holds
                                      exactly the rule files' groups (--write
                                      regenerates it)
-  deploycheck.py k8s-config OUT      write the ConfigMap's cxpulse.toml to OUT;
+  deploycheck.py k8s-config OUT [DIR]
+                                     durable state (checkpoint dir on a
+                                     volumeClaimTemplate, one replica, fsGroup);
+                                     write the ConfigMap's cxpulse.toml to OUT;
                                      print the StatefulSet's CXPULSE_* env as JSON
+                                     (DIR: manifests, default deploy/kubernetes)
 """
 
 import json
 import os
 import re
 import sys
+import tomllib
 
 import yaml
 
@@ -402,8 +408,81 @@ def cmd_dashboard():
 # ---------------------------------------------------------------------------
 
 
-def cmd_compose():
-    doc = load_yaml(os.path.join(ROOT, "docker-compose.yml"))
+def checkpoint_dir(toml_text, env, where):
+    """The effective `[checkpoint] dir`: the environment override, else the file's."""
+    if "CXPULSE__CHECKPOINT__DIR" in env:
+        return str(env["CXPULSE__CHECKPOINT__DIR"])
+    try:
+        cfg = tomllib.loads(toml_text)
+    except tomllib.TOMLDecodeError as e:
+        problem(f"{where}: not TOML: {e}")
+        return ""
+    return str(cfg.get("checkpoint", {}).get("dir", ""))
+
+
+def under(path, mount):
+    path, mount = os.path.normpath(path), os.path.normpath(mount)
+    return path == mount or path.startswith(mount.rstrip("/") + "/")
+
+
+def state_on_volume(where, d, mounts, kind):
+    """The checkpoint dir `d` is set and under one of `mounts` (of `kind`)."""
+    if not d:
+        problem(f"{where}: cxpulse runs without durable state: set [checkpoint] dir "
+                f"(or CXPULSE__CHECKPOINT__DIR) on {kind}")
+    elif not any(under(d, m) for m in mounts):
+        problem(f"{where}: checkpoint dir {d} is not on {kind} "
+                f"(mounted at: {mounts or 'none'})")
+
+
+def check_compose_state(doc, path):
+    """cxpulse's checkpoint dir is set and on a named volume of the file."""
+    svc = doc.get("services", {}).get("cxpulse")
+    if not svc:
+        problem(f"{path}: no cxpulse service")
+        return
+    env = svc.get("environment", {}) or {}
+    if isinstance(env, list):
+        env = dict(e.split("=", 1) for e in env if "=" in e)
+    toml_text, named = "", []
+    declared = set((doc.get("volumes") or {}).keys())
+    for vol in svc.get("volumes", []) or []:
+        if isinstance(vol, str):
+            parts = vol.split(":")
+            src, target = parts[0], parts[1] if len(parts) > 1 else parts[0]
+        else:
+            src, target = vol.get("source", ""), vol.get("target", "")
+        if target == "/etc/cxpulse/cxpulse.toml" and src.startswith("."):
+            with open(os.path.join(ROOT, src), encoding="utf-8") as f:
+                toml_text = f.read()
+        if src in declared:
+            named.append(target)
+    state_on_volume(path, checkpoint_dir(toml_text, env, f"{path} cxpulse config"), named,
+                    "a named volume")
+
+
+def check_k8s_state(sts, toml_text, env, where):
+    """The checkpoint dir is on a volumeClaimTemplate (or PVC) mount, one
+    replica, and the volume writable by the non-root user (fsGroup)."""
+    spec = sts["spec"]
+    pod = spec["template"]["spec"]
+    c = pod["containers"][0]
+    claims = {t["metadata"]["name"] for t in spec.get("volumeClaimTemplates", []) or []}
+    claims |= {v["name"] for v in pod.get("volumes", []) or [] if "persistentVolumeClaim" in v}
+    mounts = [m["mountPath"] for m in c.get("volumeMounts", []) or [] if m["name"] in claims]
+    state_on_volume(where, checkpoint_dir(toml_text, env, where), mounts, "a persistent volume")
+    if spec.get("replicas", 1) != 1:
+        problem(f"{where}: replicas is {spec.get('replicas')}: with state in checkpoint files, "
+                "run one instance per consumer group")
+    sc = pod.get("securityContext", {}) or {}
+    if not sc.get("runAsNonRoot") or sc.get("fsGroup") is None:
+        problem(f"{where}: the pod must run as non-root with an fsGroup owning the state volume")
+
+
+def cmd_compose(path=None):
+    path = path or os.path.join(ROOT, "docker-compose.yml")
+    doc = load_yaml(path)
+    check_compose_state(doc, rel(path))
     for name, svc in doc["services"].items():
         image = svc.get("image")
         if not image:
@@ -503,13 +582,16 @@ def cmd_prometheusrule(write):
     finish("prometheusrule.yaml holds exactly the rule files' groups")
 
 
-def cmd_k8s_config(out_path):
-    cm = load_yaml(os.path.join(K8S, "configmap.yaml"))
+def cmd_k8s_config(out_path, k8s=K8S):
+    cm = load_yaml(os.path.join(k8s, "configmap.yaml"))
     with open(out_path, "w", encoding="utf-8") as f:
         f.write(cm["data"]["cxpulse.toml"])
-    sts = load_yaml(os.path.join(K8S, "statefulset.yaml"))
+    sts = load_yaml(os.path.join(k8s, "statefulset.yaml"))
     c = sts["spec"]["template"]["spec"]["containers"][0]
     env = {e["name"]: e["value"] for e in c.get("env", []) if e["name"].startswith("CXPULSE__")}
+    check_k8s_state(sts, cm["data"]["cxpulse.toml"], env, rel(os.path.join(k8s, "statefulset.yaml")))
+    if PROBLEMS:
+        finish("")
     json.dump(env, sys.stdout)
     print()
 
@@ -531,14 +613,14 @@ def main(argv):
         cmd_names()
     elif cmd == "dashboard":
         cmd_dashboard()
-    elif cmd == "compose":
-        cmd_compose()
+    elif cmd == "compose" and len(rest) <= 1:
+        cmd_compose(*rest)
     elif cmd == "kustomization":
         cmd_kustomization()
     elif cmd == "prometheusrule":
         cmd_prometheusrule("--write" in rest)
-    elif cmd == "k8s-config" and len(rest) == 1:
-        cmd_k8s_config(rest[0])
+    elif cmd == "k8s-config" and len(rest) in (1, 2):
+        cmd_k8s_config(*rest)
     else:
         print(__doc__)
         return 2

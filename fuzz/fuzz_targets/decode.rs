@@ -8,7 +8,7 @@ use libfuzzer_sys::fuzz_target;
 fuzz_target!(|data: &[u8]| {
     let cfg = cxpulse::config::Config::default();
     let decoder = cxpulse::event::Decoder::new(&cfg.mapping, cfg.engine.max_message_bytes, true);
-    let mut engine = cxpulse::engine::Engine::new(&cfg);
+    let mut engine = cxpulse::engine::Engine::new(cfg.params().expect("default config is valid"));
     for line in data.split(|b| *b == b'\n') {
         match decoder.decode(line, Some(1_767_225_600_000)) {
             Ok(ev) => {

@@ -22,6 +22,7 @@ pub mod partition;
 pub mod pending;
 mod pipeline;
 pub mod snapshot;
+mod validate;
 
 use std::collections::BTreeMap;
 

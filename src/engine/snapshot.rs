@@ -16,7 +16,7 @@ use super::{Engine, EventCounts};
 use crate::event::{Ratings, SupportAction};
 use crate::metrics::{Families, retention, support};
 pub use crate::state::codec::SnapshotError;
-use crate::state::codec::{R, W};
+use crate::state::codec::{R, W, check_count, check_index, check_time};
 use crate::state::dedup::Dedup;
 use crate::state::params::Params;
 use crate::state::registry::ChannelRegistry;
@@ -125,12 +125,15 @@ impl Engine {
             });
         }
         e.clock = r.opt_i64("clock")?;
-        e.finished = r.u8()? != 0;
-        e.seq = r.u64()?;
+        if let Some(t) = e.clock {
+            check_time("clock", t)?;
+        }
+        e.finished = r.bool("finished flag")?;
+        e.seq = check_count("event sequence number", r.u64()?)?;
         let mut counts = EventCounts::default();
         for row in counts.counts.iter_mut() {
             for c in row.iter_mut() {
-                *c = r.u64()?;
+                *c = check_count("event count", r.u64()?)?;
             }
         }
         e.counts = counts;
@@ -138,20 +141,41 @@ impl Engine {
         let mut reg = ChannelRegistry::new(e.prm.max_channels);
         for i in 0..n {
             let name = r.string()?;
-            if i >= 2 && reg.resolve(&name) as usize != i {
+            let fits = match i {
+                0 => name == "unknown",
+                1 => name == "other",
+                _ => reg.resolve(&name) as usize == i,
+            };
+            if !fits {
                 return Err(SnapshotError::Invalid("channel registry"));
             }
         }
-        reg.overflowed = r.u8()? != 0;
+        if n < 2 {
+            return Err(SnapshotError::Invalid("channel registry"));
+        }
+        reg.overflowed = r.bool("channel overflow flag")?;
         e.registry = reg;
         e.cap_retry_at = r.u64()?;
         let n = r.len(4)?;
+        let channels = e.registry.len_with_specials();
         for _ in 0..n {
             let id = r.u32()?;
-            let p = read_partition(&mut r)?;
+            if e.parts
+                .last_key_value()
+                .is_some_and(|(last, _)| *last >= id)
+            {
+                return Err(SnapshotError::Invalid("partition order"));
+            }
+            let p = read_partition(&mut r)
+                .and_then(|p| super::validate::partition(&p, channels).map(|()| p))
+                .map_err(|error| SnapshotError::InPartition {
+                    partition: id,
+                    error: Box::new(error),
+                })?;
             e.parts.insert(id, p);
         }
         r.end()?;
+        super::validate::totals(&e.parts)?;
         Ok(e)
     }
 }
@@ -334,10 +358,8 @@ fn read_partition(r: &mut R<'_>) -> Result<Partition, SnapshotError> {
     for _ in 0..n {
         users.forgotten_signups.push(r.u64()?);
     }
-    users.forgotten_unknown = r.u8()? != 0;
-    users
-        .rebuild_index()
-        .map_err(|_| SnapshotError::Invalid("user ids"))?;
+    users.forgotten_unknown = r.bool("forgotten unknown flag")?;
+    users.rebuild_index()?;
     p.users = users;
     let n = r.len(40)?;
     let mut tickets = Tickets::default();
@@ -351,8 +373,8 @@ fn read_partition(r: &mut R<'_>) -> Result<Partition, SnapshotError> {
             first_reply: r.i64()?,
             fr: decision(r.u8()?)?,
             res: decision(r.u8()?)?,
-            resolved_ever: r.u8()? != 0,
-            open: r.u8()? != 0,
+            resolved_ever: r.bool("ticket resolved flag")?,
+            open: r.bool("ticket open flag")?,
             paused: r.i64()?,
             pending_since: r.i64()?,
             last_seen: r.i64()?,
@@ -363,7 +385,7 @@ fn read_partition(r: &mut R<'_>) -> Result<Partition, SnapshotError> {
                 .insert(t.id.clone(), tickets.list.len() as u32)
                 .is_some()
         {
-            return Err(SnapshotError::Invalid("ticket ids"));
+            return Err(SnapshotError::Invalid("ticket id held twice"));
         }
         tickets.list.push(t);
     }
@@ -380,20 +402,9 @@ fn read_partition(r: &mut R<'_>) -> Result<Partition, SnapshotError> {
     p.dedup = dedup;
     let users_n = p.users.list.len() as u32;
     let tickets_n = p.tickets.list.len() as u32;
-    let user = |u: u32| {
-        if u < users_n {
-            Ok(u)
-        } else {
-            Err(SnapshotError::Invalid("user index"))
-        }
-    };
-    let ticket = |t: u32| {
-        if t < tickets_n {
-            Ok(t)
-        } else {
-            Err(SnapshotError::Invalid("ticket index"))
-        }
-    };
+    let user = |u: u32| check_index("pending event's user", u as u64, users_n as usize).map(|()| u);
+    let ticket =
+        |t: u32| check_index("pending event's ticket", t as u64, tickets_n as usize).map(|()| t);
     let chan = |c: u32| u16::try_from(c).map_err(|_| SnapshotError::Invalid("channel"));
     let n = r.len(17)?;
     for _ in 0..n {
@@ -403,7 +414,7 @@ fn read_partition(r: &mut R<'_>) -> Result<Partition, SnapshotError> {
             0 => PendingBody::Signup {
                 user: user(r.u32()?)?,
                 channel: chan(r.u32()?)?,
-                referred: r.u8()? != 0,
+                referred: r.bool("referred flag")?,
             },
             1 => PendingBody::Deposit {
                 user: user(r.u32()?)?,

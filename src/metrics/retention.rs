@@ -11,7 +11,7 @@ use super::scan::{COHORT_DAYS, UserScan};
 use super::{Ctx, Due, add_into};
 use crate::event::Millis;
 use crate::export::{Family, Kind};
-use crate::state::codec::{R, SnapshotError, W};
+use crate::state::codec::{R, SnapshotError, W, check_index};
 use crate::state::params::Params;
 use crate::state::ring::{Bucket, Ring};
 use crate::state::users::{F_CHURNED, User, UserIdx, Users};
@@ -66,14 +66,12 @@ impl Timer {
     pub fn read(r: &mut R<'_>, users: u32) -> Result<Timer, SnapshotError> {
         let tag = r.u8()?;
         let user = r.u32()?;
-        if user >= users {
-            return Err(SnapshotError::Invalid("user index"));
-        }
+        check_index("timer's user", user as u64, users as usize)?;
         match tag {
             0 => Ok(Timer::Churn(user)),
             1 => Ok(Timer::PostSupport {
                 user,
-                negative: r.u8()? != 0,
+                negative: r.bool("post-support timer")?,
             }),
             _ => Err(SnapshotError::Invalid("timer")),
         }

@@ -14,7 +14,7 @@ use hdrhistogram::Histogram;
 use super::{Ctx, Due, add_into};
 use crate::event::{Millis, Priority, SupportAction};
 use crate::export::{Family, Kind, format_value};
-use crate::state::codec::{R, SnapshotError, W};
+use crate::state::codec::{R, SnapshotError, W, check_index, check_time};
 use crate::state::histogram::SecondsHistogram;
 use crate::state::params::Params;
 use crate::state::ring::{Bucket, Ring};
@@ -85,9 +85,7 @@ impl Timer {
     pub fn read(r: &mut R<'_>, tickets: u32) -> Result<Timer, SnapshotError> {
         let tag = r.u8()?;
         let t = r.u32()?;
-        if t >= tickets {
-            return Err(SnapshotError::Invalid("ticket index"));
-        }
+        check_index("timer's ticket", t as u64, tickets as usize)?;
         match tag {
             0 => Ok(Timer::FirstResponse(t)),
             1 => Ok(Timer::Resolution(t)),
@@ -306,7 +304,11 @@ impl State {
         for l in s.fr_times.iter_mut().chain(s.res_times.iter_mut()) {
             let n = r.len(16)?;
             for _ in 0..n {
-                l.push_back((r.i64()?, r.i64()?));
+                let at = check_time("support time instant", r.i64()?)?;
+                // A duration: a difference of event times (their sum over
+                // every partition is checked by the engine's restore).
+                let took = check_time("support time", r.i64()?)?;
+                l.push_back((at, took));
             }
         }
         for h in s.fr_hist.iter_mut().chain(s.res_hist.iter_mut()) {

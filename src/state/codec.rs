@@ -3,9 +3,15 @@
 //! [`W`] appends, [`R`] reads and refuses bytes it cannot read completely.
 //! Framing, versioning and checksums are the checkpoint store's business.
 
-use crate::event::Priority;
+use crate::event::{Millis, Priority};
+use crate::state::users::NEVER;
 
-#[derive(Debug, thiserror::Error, PartialEq)]
+/// Why snapshot bytes were refused. Snapshots come from files: every
+/// reference and every number later arithmetic relies on is checked on
+/// load, so that a crafted or damaged file is refused with one of these,
+/// never a panic. Messages name indices and values, never a user or
+/// ticket id.
+#[derive(Clone, Debug, thiserror::Error, PartialEq)]
 pub enum SnapshotError {
     #[error("snapshot ends early (at byte {0})")]
     Truncated(usize),
@@ -15,6 +21,91 @@ pub enum SnapshotError {
     Invalid(&'static str),
     #[error("snapshot was taken with engine.bucket = {taken} ms, the config now says {now} ms")]
     BucketChanged { taken: i64, now: i64 },
+    /// A reference to an element that is not there.
+    #[error("snapshot holds a {what} {index}, but only {len} are held")]
+    Dangling {
+        what: &'static str,
+        index: u64,
+        len: u64,
+    },
+    /// A number outside what the engine can ever hold.
+    #[error("snapshot holds an out-of-range {what} ({value})")]
+    OutOfRange { what: &'static str, value: String },
+    /// One input partition's state is refused.
+    #[error("in the state of engine partition {partition}: {error}")]
+    InPartition {
+        partition: u32,
+        error: Box<SnapshotError>,
+    },
+}
+
+/// Event times are within `0..=9999-12-31` ([`crate::event::time::MAX_RFC3339_MS`]);
+/// timers and clocks lie at most a configured duration beyond. A stored
+/// instant (or bucket or day index) beyond +-2^52 ms (142,000 years) is
+/// refused, so that adding durations to it can never overflow.
+pub const TIME_LIMIT: i64 = 1 << 52;
+
+/// A stored count above 2^53 (the largest whole number an exported `f64`
+/// holds exactly; 285 years at a million events a second) is refused, so
+/// that counting on from it or adding partitions up can never overflow.
+pub const COUNT_LIMIT: u64 = 1 << 53;
+
+/// An instant, bucket or day index within [`TIME_LIMIT`].
+pub fn check_time(what: &'static str, t: Millis) -> Result<Millis, SnapshotError> {
+    if (-TIME_LIMIT..=TIME_LIMIT).contains(&t) {
+        Ok(t)
+    } else {
+        Err(SnapshotError::OutOfRange {
+            what,
+            value: t.to_string(),
+        })
+    }
+}
+
+/// An instant within [`TIME_LIMIT`], or `NEVER`.
+pub fn check_time_or_never(what: &'static str, t: Millis) -> Result<Millis, SnapshotError> {
+    if t == NEVER {
+        Ok(t)
+    } else {
+        check_time(what, t)
+    }
+}
+
+/// A count within [`COUNT_LIMIT`].
+pub fn check_count(what: &'static str, n: u64) -> Result<u64, SnapshotError> {
+    if n <= COUNT_LIMIT {
+        Ok(n)
+    } else {
+        Err(SnapshotError::OutOfRange {
+            what,
+            value: n.to_string(),
+        })
+    }
+}
+
+/// An index into something holding `len` elements.
+pub fn check_index(what: &'static str, index: u64, len: usize) -> Result<(), SnapshotError> {
+    if index < len as u64 {
+        Ok(())
+    } else {
+        Err(SnapshotError::Dangling {
+            what,
+            index,
+            len: len as u64,
+        })
+    }
+}
+
+/// A sum or amount: finite (a file cannot bring back an infinite or NaN sum).
+pub fn check_finite(what: &'static str, v: f64) -> Result<f64, SnapshotError> {
+    if v.is_finite() {
+        Ok(v)
+    } else {
+        Err(SnapshotError::OutOfRange {
+            what,
+            value: v.to_string(),
+        })
+    }
 }
 
 /// A snapshot being written.
@@ -123,6 +214,14 @@ impl<'a> R<'a> {
         let s = &self.b[self.at..self.at + n];
         self.at += n;
         Ok(s)
+    }
+    /// A flag written as 0 or 1; any other byte is refused.
+    pub fn bool(&mut self, what: &'static str) -> Result<bool, SnapshotError> {
+        match self.u8()? {
+            0 => Ok(false),
+            1 => Ok(true),
+            _ => Err(SnapshotError::Invalid(what)),
+        }
     }
     pub fn string(&mut self) -> Result<String, SnapshotError> {
         String::from_utf8(self.bytes()?.to_vec()).map_err(|_| SnapshotError::Invalid("string"))

@@ -1,6 +1,6 @@
 //! A cumulative Prometheus histogram in seconds, with merge and encoding.
 
-use super::codec::{R, SnapshotError, W};
+use super::codec::{R, SnapshotError, W, check_count, check_finite};
 
 /// A cumulative Prometheus histogram in seconds.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -50,11 +50,13 @@ impl SecondsHistogram {
         for _ in 0..n {
             counts.push(r.u64()?);
         }
-        Ok(SecondsHistogram {
-            counts,
-            sum: r.f64()?,
-            count: r.u64()?,
-        })
+        let sum = check_finite("histogram sum", r.f64()?)?;
+        let count = check_count("histogram count", r.u64()?)?;
+        // Cumulative buckets: each holds at most every observation.
+        if counts.iter().any(|&c| c > count) {
+            return Err(SnapshotError::Invalid("histogram bucket above its count"));
+        }
+        Ok(SecondsHistogram { counts, sum, count })
     }
 }
 

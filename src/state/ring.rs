@@ -11,7 +11,7 @@
 
 use std::collections::VecDeque;
 
-use super::codec::{R, SnapshotError, W};
+use super::codec::{R, SnapshotError, W, check_finite, check_time};
 
 /// The sums of one bucket: added field by field.
 pub trait Bucket: Copy + Default {
@@ -39,7 +39,7 @@ impl Field for f64 {
         w.f64(*self);
     }
     fn read(r: &mut R<'_>) -> Result<Self, SnapshotError> {
-        r.f64()
+        check_finite("bucket sum", r.f64()?)
     }
     const BYTES: usize = 8;
 }
@@ -61,7 +61,7 @@ where
     fn read(r: &mut R<'_>) -> Result<Self, SnapshotError> {
         let mut a = [0.0; N];
         for v in a.iter_mut() {
-            *v = r.f64()?;
+            *v = check_finite("bucket sum", r.f64()?)?;
         }
         Ok(a)
     }
@@ -170,7 +170,7 @@ impl<T: Bucket> Ring<T> {
         let n = r.len(8 + T::BYTES)?;
         let mut entries: VecDeque<(i64, T)> = VecDeque::with_capacity(n);
         for _ in 0..n {
-            let b = r.i64()?;
+            let b = check_time("bucket index", r.i64()?)?;
             if entries.back().is_some_and(|(last, _)| *last >= b) {
                 return Err(SnapshotError::Invalid("bucket order"));
             }

@@ -12,6 +12,7 @@
 
 use hashbrown::HashTable;
 
+use super::codec::SnapshotError;
 use super::registry::{ChannelId, UNKNOWN};
 use crate::event::Millis;
 
@@ -490,10 +491,17 @@ impl User {
 
 impl Users {
     /// Rebuilds the index, the free lists and the arena garbage count from
-    /// the arena and the records (after a restore). Fails if an id lies
-    /// outside the arena or two users have the same id.
-    pub(crate) fn rebuild_index(&mut self) -> Result<(), ()> {
+    /// the arena and the records (after a restore). Fails if there are more
+    /// records or arena bytes than slots and offsets can address, an id lies
+    /// outside the arena, or two users have the same id.
+    pub(crate) fn rebuild_index(&mut self) -> Result<(), SnapshotError> {
         let (arena, list, cold) = (&self.arena, &self.list, &self.cold);
+        if list.len() as u64 >= COLD_BIT as u64 || cold.len() as u64 >= COLD_BIT as u64 {
+            return Err(SnapshotError::Invalid("number of users"));
+        }
+        if arena.len() as u64 > u32::MAX as u64 {
+            return Err(SnapshotError::Invalid("user id arena size"));
+        }
         let (mut free, mut cold_free, mut live) = (Vec::new(), Vec::new(), Vec::new());
         for (i, u) in list.iter().enumerate() {
             if u.has(F_FREE) {
@@ -511,8 +519,13 @@ impl Users {
         }
         let all = (0..list.len() as u32).chain((0..cold.len() as u32).map(|i| COLD_BIT | i));
         for s in all {
-            if slot_span(list, cold, s).end > arena.len() {
-                return Err(());
+            let end = slot_span(list, cold, s).end;
+            if end > arena.len() {
+                return Err(SnapshotError::Dangling {
+                    what: "user id ending at arena byte",
+                    index: end as u64,
+                    len: arena.len() as u64,
+                });
             }
         }
         let mut index: HashTable<u32> = HashTable::with_capacity(live.len());
@@ -524,7 +537,7 @@ impl Users {
                 .find(h, |&j| slot_key(arena, list, cold, j) == id)
                 .is_some()
             {
-                return Err(());
+                return Err(SnapshotError::Invalid("user id held twice"));
             }
             index.insert_unique(h, s, |&j| hash_id(slot_key(arena, list, cold, j)));
             live_bytes += id.len();

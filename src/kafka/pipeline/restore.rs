@@ -1,9 +1,10 @@
 //! Start-up with checkpoints on: restore the engine from the newest good
 //! checkpoint, by `checkpoint.on_corrupt` (see [`crate::kafka`]).
 
-use crate::checkpoint::{CheckpointStore, SavedOffset};
+use crate::checkpoint::{CheckpointError, CheckpointStore, SavedOffset};
 use crate::config::{Config, OnCorrupt};
 use crate::engine::Engine;
+use crate::engine::snapshot::SnapshotError;
 use crate::event::time::format_rfc3339;
 use crate::telemetry::{self, StartingEmpty};
 
@@ -21,10 +22,17 @@ pub fn restore(cfg: &Config) -> anyhow::Result<(Engine, Option<Restored>)> {
         return Ok((Engine::new(prm), None));
     }
     let store = CheckpointStore::new(&c.dir, c.keep);
-    let loaded = match c.on_corrupt {
-        OnCorrupt::Previous => store.load_latest(),
-        OnCorrupt::Empty | OnCorrupt::Fail => store.load_newest(),
-    };
+    // A file whose engine state does not validate is refused like one with
+    // a bad checksum; a snapshot of another `engine.bucket` is a config
+    // change, not a bad file (older files would not fit either).
+    let fall_back = c.on_corrupt == OnCorrupt::Previous;
+    let loaded = store.load_accepting(fall_back, |cp| {
+        match Engine::restore(prm.clone(), &cp.engine) {
+            Ok(engine) => Ok(Ok((engine, cp.offsets))),
+            Err(e @ SnapshotError::BucketChanged { .. }) => Ok(Err(e)),
+            Err(e) => Err(CheckpointError::State(e)),
+        }
+    });
     for (path, e) in &loaded.rejected {
         telemetry::CheckpointRefused { path, error: e }.emit();
     }
@@ -45,10 +53,9 @@ pub fn restore(cfg: &Config) -> anyhow::Result<(Engine, Option<Restored>)> {
         return empty(StartingEmpty::NewestRefused { path, error: e }, store);
     }
     match loaded.checkpoint {
-        Some((path, cp)) => match Engine::restore(prm.clone(), &cp.engine) {
-            Ok(engine) => {
-                let offsets = cp
-                    .offsets
+        Some((path, restored)) => match restored {
+            Ok((engine, saved)) => {
+                let offsets = saved
                     .iter()
                     .map(|o| format!("{}/{}@{}", o.topic, o.partition, o.next_offset))
                     .collect::<Vec<_>>()
@@ -59,7 +66,7 @@ pub fn restore(cfg: &Config) -> anyhow::Result<(Engine, Option<Restored>)> {
                     clock: &engine.clock().map(format_rfc3339).unwrap_or_default(),
                 }
                 .emit();
-                Ok((engine, Some((store, cp.offsets))))
+                Ok((engine, Some((store, saved))))
             }
             Err(e) => {
                 if fail {
@@ -97,7 +104,7 @@ pub fn restore(cfg: &Config) -> anyhow::Result<(Engine, Option<Restored>)> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::checkpoint::Checkpoint;
+    use crate::checkpoint::{self, Checkpoint};
     use crate::event::Decoder;
 
     /// 2026-01-05T10:00:00Z.
@@ -181,6 +188,35 @@ mod tests {
         let (engine, restored) = restore(&cfg).expect("no error");
         assert_eq!(engine.clock(), None);
         assert!(offsets(&restored).is_empty());
+    }
+
+    /// A newer file whose checksum is right but whose engine state does not
+    /// validate (a user index past the users held) is refused like a bad
+    /// checksum: `previous` restores the older good one.
+    #[test]
+    fn a_checkpoint_with_invalid_state_is_refused_like_a_corrupt_one() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let cfg = config(dir.path(), OnCorrupt::Previous);
+        write(&cfg, JAN5_10H, 42);
+        let newer = write(&cfg, JAN5_10H + 60_000, 50);
+        let cp = checkpoint::decode(&std::fs::read(&newer).expect("readable")).expect("good");
+        let mut engine = Engine::restore(cfg.params().expect("valid"), &cp.engine).expect("good");
+        let tickets = &mut engine.parts.get_mut(&0).expect("partition 0").tickets;
+        let i = tickets.intern("t1", JAN5_10H);
+        tickets.list[i as usize].user = 5;
+        let crafted = Checkpoint {
+            offsets: cp.offsets,
+            engine: engine.snapshot(),
+        };
+        std::fs::write(&newer, checkpoint::encode(&crafted)).expect("writable");
+        let (engine, restored) = restore(&cfg).expect("no error");
+        assert_eq!(engine.clock(), Some(JAN5_10H));
+        assert_eq!(offsets(&restored), [42]);
+        // `fail` refuses to start, naming the file and what is wrong.
+        let cfg = config(dir.path(), OnCorrupt::Fail);
+        let e = restore(&cfg).err().expect("an error").to_string();
+        assert!(e.contains(&newer.display().to_string()), "{e}");
+        assert!(e.contains("ticket's user 5, but only 1 are held"), "{e}");
     }
 
     #[test]
