@@ -68,6 +68,9 @@ pub struct PipelineMetrics {
     pub pending_events: IntGauge,
     /// Approximate heap bytes of the engine state.
     pub engine_state_bytes: IntGauge,
+    /// Series values that came out NaN or infinite at export and were left
+    /// absent (`export::non_finite_dropped`); 0 unless something is wrong.
+    pub engine_non_finite_values: IntCounter,
     pub(super) checkpoints: IntCounter,
     pub(super) checkpoint_failures: IntCounter,
     pub(super) checkpoint_bytes: IntGauge,
@@ -188,6 +191,10 @@ impl PipelineMetrics {
             engine_state_bytes: gauge(
                 "cxpulse_engine_state_bytes",
                 "Approximate heap bytes of the engine state.",
+            ),
+            engine_non_finite_values: counter(
+                "cxpulse_engine_non_finite_values_total",
+                "Series values that came out NaN or infinite at export and were left absent instead of rendered (0 unless something is wrong).",
             ),
             checkpoints: counter(
                 "cxpulse_checkpoints_total",

@@ -58,6 +58,7 @@ pub fn is_pipeline(series: &str) -> bool {
         "cxpulse_clock_wall_advances_total",
         "cxpulse_pending_events",
         "cxpulse_engine_state_bytes",
+        "cxpulse_engine_non_finite_values_total",
         "cxpulse_checkpoint",
     ];
     let name = series.split('{').next().unwrap_or(series);

@@ -244,7 +244,14 @@ impl Loop {
         let m = telemetry::metrics();
         m.pending_events.set(self.engine.pending_events() as i64);
         m.engine_state_bytes.set(self.engine.state_bytes() as i64);
-        let _ = req.reply.send(to_prometheus_text(&self.engine.families()));
+        let families = self.engine.families();
+        // The export guard counts process-wide; the counter follows it.
+        let dropped = crate::export::non_finite_dropped();
+        let shown = m.engine_non_finite_values.get();
+        if dropped > shown {
+            m.engine_non_finite_values.inc_by(dropped - shown);
+        }
+        let _ = req.reply.send(to_prometheus_text(&families));
     }
 }
 
