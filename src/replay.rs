@@ -3,9 +3,13 @@
 //!
 //! The files are read in the order given as one stream (one partition), so a
 //! user's events may be split across files; lateness and duplicates are judged
-//! across the whole stream. At the end the input is complete: every pending
-//! effect and every timer with instant <= T is applied.
+//! across the whole stream. With `--partition-per-file`, file i is input
+//! partition i instead (a topic dumped per partition), the files merged by
+//! event time. At the end the input is complete: every pending effect and
+//! every timer with instant <= T is applied.
 
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
 use std::fs::File;
 use std::io::{BufRead, BufReader, IsTerminal, Read, Write};
 use std::path::{Path, PathBuf};
@@ -15,7 +19,7 @@ use anyhow::{Context, bail};
 
 use crate::config::Config;
 use crate::engine::{Engine, Outcome};
-use crate::event::{Decoder, time};
+use crate::event::{Decoder, Millis, time};
 use crate::export;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -44,6 +48,11 @@ pub struct ReplayArgs {
     /// Do not draw the progress bar even on a terminal.
     #[arg(long)]
     pub quiet: bool,
+    /// Treat file i as input partition i (lateness and duplicates judged per
+    /// file, as for live partitions), merging the files by event time; print
+    /// the merged series, as a live run over those partitions exports them.
+    #[arg(long)]
+    pub partition_per_file: bool,
 }
 
 /// Summary of a replay.
@@ -87,8 +96,18 @@ pub fn main(args: ReplayArgs) -> anyhow::Result<ExitCode> {
     });
     let mut engine = Engine::new(cfg.params()?);
     let decoder = Decoder::new(&cfg.mapping, cfg.engine.max_message_bytes, false);
-    for path in &args.files {
-        replay_file(path, &decoder, &mut engine, dead.as_mut(), bar.as_ref())?;
+    let mut sink = Sink {
+        decoder: &decoder,
+        engine: &mut engine,
+        dead: dead.as_mut(),
+        per_file: args.partition_per_file,
+    };
+    if args.partition_per_file {
+        replay_per_file(&args.files, &mut sink, bar.as_ref())?;
+    } else {
+        for path in &args.files {
+            replay_file(path, &mut sink, bar.as_ref())?;
+        }
     }
     if let Some(b) = &bar {
         b.finish_and_clear();
@@ -161,65 +180,155 @@ pub fn open(path: &Path) -> anyhow::Result<Box<dyn BufRead>> {
     }
 }
 
-/// Feeds every line of one file to the engine (partition 0).
-pub fn replay_file(
-    path: &Path,
-    decoder: &Decoder,
-    engine: &mut Engine,
-    mut dead: Option<&mut std::io::BufWriter<File>>,
-    bar: Option<&indicatif::ProgressBar>,
-) -> anyhow::Result<()> {
-    let mut reader = open(path)?;
-    let mut line = Vec::with_capacity(4096);
-    let mut since_tick = 0u64;
-    loop {
-        line.clear();
-        let n = reader
-            .read_until(b'\n', &mut line)
-            .with_context(|| format!("reading {}", path.display()))?;
-        if n == 0 {
-            break;
-        }
-        since_tick += n as u64;
-        if since_tick > (1 << 20) {
-            if let Some(b) = bar {
-                b.inc(since_tick);
+
+/// The non-blank lines of one input file, without their line endings.
+struct Lines {
+    path: PathBuf,
+    reader: Box<dyn BufRead>,
+    buf: Vec<u8>,
+    len: usize,
+    since_tick: u64,
+}
+
+impl Lines {
+    fn open(path: &Path) -> anyhow::Result<Lines> {
+        Ok(Lines {
+            path: path.to_path_buf(),
+            reader: open(path)?,
+            buf: Vec::with_capacity(4096),
+            len: 0,
+            since_tick: 0,
+        })
+    }
+
+    /// Reads the next non-blank line ([`Lines::line`]); `false` at the end.
+    fn advance(&mut self, bar: Option<&indicatif::ProgressBar>) -> anyhow::Result<bool> {
+        loop {
+            self.buf.clear();
+            let n = self
+                .reader
+                .read_until(b'\n', &mut self.buf)
+                .with_context(|| format!("reading {}", self.path.display()))?;
+            if n == 0 {
+                if let Some(b) = bar {
+                    b.inc(self.since_tick);
+                }
+                self.since_tick = 0;
+                return Ok(false);
             }
-            since_tick = 0;
+            self.since_tick += n as u64;
+            if self.since_tick > (1 << 20) {
+                if let Some(b) = bar {
+                    b.inc(self.since_tick);
+                }
+                self.since_tick = 0;
+            }
+            let mut bytes = &self.buf[..];
+            while let [rest @ .., b'\n' | b'\r'] = bytes {
+                bytes = rest;
+            }
+            if !bytes.iter().all(|b| b.is_ascii_whitespace()) {
+                self.len = bytes.len();
+                return Ok(true);
+            }
         }
-        let mut bytes = &line[..];
-        while let [rest @ .., b'\n' | b'\r'] = bytes {
-            bytes = rest;
-        }
-        if bytes.iter().all(|b| b.is_ascii_whitespace()) {
-            continue;
-        }
-        let (outcome, reason) = match decoder.decode(bytes, None) {
+    }
+
+    fn line(&self) -> &[u8] {
+        &self.buf[..self.len]
+    }
+}
+
+/// Where the lines go: the engine, and the dead-letter file if any.
+struct Sink<'a> {
+    decoder: &'a Decoder,
+    engine: &'a mut Engine,
+    dead: Option<&'a mut std::io::BufWriter<File>>,
+    /// `--partition-per-file`: dead-letter records name the partition.
+    per_file: bool,
+}
+
+impl Sink<'_> {
+    /// Offers one line of `path` to the engine as an event of `partition`.
+    fn feed(&mut self, partition: u32, path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+        let (outcome, reason) = match self.decoder.decode(bytes, None) {
             Ok(ev) => {
-                let o = engine.offer(0, &ev, None);
+                let o = self.engine.offer(partition, &ev, None);
                 (o, (o == Outcome::Late).then(|| "late".to_string()))
             }
             Err(f) => {
-                engine.record_invalid(f.event_type);
+                self.engine.record_invalid(f.event_type);
                 (
                     Outcome::Invalid,
                     Some(format!("{}: {}", f.error.reason(), f.error)),
                 )
             }
         };
-        if let (Some(d), Some(reason)) = (dead.as_deref_mut(), reason) {
-            let rec = serde_json::json!({
+        if let (Some(d), Some(reason)) = (self.dead.as_deref_mut(), reason) {
+            let mut rec = serde_json::json!({
                 "outcome": outcome.as_str(),
                 "reason": reason,
                 "file": path.display().to_string(),
                 "line": String::from_utf8_lossy(bytes),
             });
+            if self.per_file {
+                rec["partition"] = partition.into();
+            }
             serde_json::to_writer(&mut *d, &rec)?;
             d.write_all(b"\n")?;
         }
+        Ok(())
     }
-    if let Some(b) = bar {
-        b.inc(since_tick);
+}
+
+/// Feeds every line of one file to the engine (partition 0).
+fn replay_file(
+    path: &Path,
+    sink: &mut Sink<'_>,
+    bar: Option<&indicatif::ProgressBar>,
+) -> anyhow::Result<()> {
+    let mut lines = Lines::open(path)?;
+    while lines.advance(bar)? {
+        sink.feed(0, path, lines.line())?;
+    }
+    Ok(())
+}
+
+/// `--partition-per-file`: file i is input partition i. The files are merged
+/// into one stream by event time: the next line offered is always the head
+/// line (in file order) with the smallest `ts`, ties going to the earlier
+/// file; a line that does not decode takes the `ts` of the line before it in
+/// its file, so it goes as soon as it is at the head. Within a file, the
+/// order is the file's (docs/semantics.md, "Replay per partition").
+fn replay_per_file(
+    paths: &[PathBuf],
+    sink: &mut Sink<'_>,
+    bar: Option<&indicatif::ProgressBar>,
+) -> anyhow::Result<()> {
+    let Ok(n) = u32::try_from(paths.len()) else {
+        bail!("too many files for --partition-per-file");
+    };
+    let mut files = paths
+        .iter()
+        .map(|p| Lines::open(p))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    // Min-heap of (head line's ts, file index).
+    let mut heads = BinaryHeap::with_capacity(paths.len());
+    let key = |decoder: &Decoder, line: &[u8], prev: Millis| {
+        decoder.decode(line, None).map_or(prev, |ev| ev.ts)
+    };
+    for (i, f) in (0..n).zip(files.iter_mut()) {
+        if f.advance(bar)? {
+            let k = key(sink.decoder, f.line(), Millis::MIN);
+            heads.push(Reverse((k, i)));
+        }
+    }
+    while let Some(Reverse((k, i))) = heads.pop() {
+        let f = &mut files[i as usize];
+        sink.feed(i, &paths[i as usize], f.line())?;
+        if f.advance(bar)? {
+            heads.push(Reverse((key(sink.decoder, f.line(), k), i)));
+        }
     }
     Ok(())
 }
