@@ -180,7 +180,6 @@ pub fn open(path: &Path) -> anyhow::Result<Box<dyn BufRead>> {
     }
 }
 
-
 /// The non-blank lines of one input file, without their line endings.
 struct Lines {
     path: PathBuf,
