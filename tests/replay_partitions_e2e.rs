@@ -17,7 +17,7 @@ fn config() -> PathBuf {
 }
 
 /// Writes each `(name, lines)` into `dir`, returns their paths in order.
-fn write_files(dir: &Path, files: &[(&str, &[&str])]) -> Vec<PathBuf> {
+fn write_files(dir: &Path, files: &[(&str, Vec<String>)]) -> Vec<PathBuf> {
     files
         .iter()
         .map(|(name, lines)| {
@@ -65,22 +65,42 @@ fn signups(text: &str, channel: &str) -> f64 {
     prom::value(text, &s).unwrap_or_else(|| panic!("{s} is absent"))
 }
 
+/// A signup on 2026-03-01 at `time` (UTC).
+fn signup(id: &str, time: &str, user: &str, channel: &str) -> String {
+    format!(
+        r#"{{"event_id":"{id}","type":"signup","ts":"2026-03-01T{time}Z","user_id":"{user}","channel":"{channel}"}}"#
+    )
+}
+
+/// A deposit of `usd` on 2026-03-01 at `time` (UTC).
+fn deposit(id: &str, time: &str, user: &str, usd: u32) -> String {
+    format!(
+        r#"{{"event_id":"{id}","type":"deposit","ts":"2026-03-01T{time}Z","user_id":"{user}","amount_usd":{usd}}}"#
+    )
+}
+
 // alice (paid_search) in file a, bob (organic) in file b.
-const A: &[&str] = &[
-    r#"{"event_id":"a1","type":"signup","ts":"2026-03-01T10:00:00Z","user_id":"alice","channel":"paid_search"}"#,
-    r#"{"event_id":"a2","type":"deposit","ts":"2026-03-01T10:20:00Z","user_id":"alice","amount_usd":100,"asset":"USD"}"#,
-];
-const B: &[&str] = &[
-    r#"{"event_id":"b1","type":"signup","ts":"2026-03-01T10:05:00Z","user_id":"bob","channel":"organic"}"#,
-    r#"{"event_id":"b2","type":"trade","ts":"2026-03-01T10:30:00Z","user_id":"bob","pair":"BTC-USD","side":"buy","notional_usd":1000,"fee_usd":2}"#,
-];
+fn file_a() -> Vec<String> {
+    vec![
+        signup("a1", "10:00:00", "alice", "paid_search"),
+        deposit("a2", "10:20:00", "alice", 100),
+    ]
+}
+fn file_b() -> Vec<String> {
+    vec![
+    signup("b1", "10:05:00", "bob", "organic"),
+    r#"{"event_id":"b2","type":"trade","ts":"2026-03-01T10:30:00Z","user_id":"bob","notional_usd":1000,"fee_usd":2}"#.to_string(),
+]
+}
 
 #[test]
 fn two_partitions_print_the_series_of_their_time_ordered_concatenation() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let files = write_files(dir.path(), &[("a.ndjson", A), ("b.ndjson", B)]);
+    let (a, b) = (file_a(), file_b());
     // The same four events as one file, in time order: a1 10:00, b1 10:05, a2 10:20, b2 10:30.
-    let one = write_files(dir.path(), &[("all.ndjson", &[A[0], B[0], A[1], B[1]])]);
+    let all = vec![a[0].clone(), b[0].clone(), a[1].clone(), b[1].clone()];
+    let files = write_files(dir.path(), &[("a.ndjson", a), ("b.ndjson", b)]);
+    let one = write_files(dir.path(), &[("all.ndjson", all)]);
     let split = replay(&files, &["--partition-per-file"]);
     let single = replay(&one, &[]);
     let (split_text, single_text) = (stdout(&split), stdout(&single));
@@ -127,13 +147,10 @@ fn two_partitions_print_the_series_of_their_time_ordered_concatenation() {
 fn lateness_is_judged_against_each_files_own_clock() {
     let dir = tempfile::tempdir().expect("tempdir");
     // a: alice at 10:00:00 and 10:02:00; b: bob at 10:01:00 and 10:01:10.
-    let a: &[&str] = &[
-        A[0],
-        r#"{"event_id":"a2","type":"deposit","ts":"2026-03-01T10:02:00Z","user_id":"alice","amount_usd":100,"asset":"USD"}"#,
-    ];
-    let b: &[&str] = &[
-        r#"{"event_id":"b1","type":"signup","ts":"2026-03-01T10:01:00Z","user_id":"bob","channel":"organic"}"#,
-        r#"{"event_id":"b2","type":"deposit","ts":"2026-03-01T10:01:10Z","user_id":"bob","amount_usd":50,"asset":"USD"}"#,
+    let a = vec![file_a().remove(0), deposit("a2", "10:02:00", "alice", 100)];
+    let b = vec![
+        signup("b1", "10:01:00", "bob", "organic"),
+        deposit("b2", "10:01:10", "bob", 50),
     ];
     let files = write_files(dir.path(), &[("a.ndjson", a), ("b.ndjson", b)]);
     // One stream (a then b): after a, T = 10:02:00, so anything before
@@ -163,15 +180,15 @@ fn duplicates_are_judged_per_file_and_dead_letters_name_the_partition() {
     // Event id "x" in both files; "d" twice in file a; in b, bob's deposit at
     // 10:00:20 is late against b's clock 10:01:00 (before 10:00:30); the last
     // line of a is not JSON.
-    let a: &[&str] = &[
-        r#"{"event_id":"x","type":"signup","ts":"2026-03-01T10:00:00Z","user_id":"alice","channel":"paid_search"}"#,
-        r#"{"event_id":"d","type":"deposit","ts":"2026-03-01T10:02:00Z","user_id":"alice","amount_usd":100,"asset":"USD"}"#,
-        r#"{"event_id":"d","type":"deposit","ts":"2026-03-01T10:02:00Z","user_id":"alice","amount_usd":100,"asset":"USD"}"#,
-        "not json",
+    let a = vec![
+        signup("x", "10:00:00", "alice", "paid_search"),
+        deposit("d", "10:02:00", "alice", 100),
+        deposit("d", "10:02:00", "alice", 100),
+        "not json".to_string(),
     ];
-    let b: &[&str] = &[
-        r#"{"event_id":"x","type":"signup","ts":"2026-03-01T10:01:00Z","user_id":"bob","channel":"organic"}"#,
-        r#"{"event_id":"b2","type":"deposit","ts":"2026-03-01T10:00:20Z","user_id":"bob","amount_usd":50,"asset":"USD"}"#,
+    let b = vec![
+        signup("x", "10:01:00", "bob", "organic"),
+        deposit("b2", "10:00:20", "bob", 50),
     ];
     let files = write_files(dir.path(), &[("a.ndjson", a), ("b.ndjson", b)]);
     // One stream: b's "x" is a duplicate of a's, b2 is late (T = 10:02:00).
