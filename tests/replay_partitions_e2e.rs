@@ -164,6 +164,10 @@ fn lateness_is_judged_against_each_files_own_clock() {
     assert_eq!(prom::value(&t, organic), None);
     assert!(stderr(&single).contains("applied 2, invalid 0, late 2, duplicate 0"));
     // Per file: b's clock is b's own (10:01:00, then 10:01:10); both applied.
+    // (With the time merge, b's lines come before a's 10:02:00, so a single
+    // partition fed that merged order would judge them the same: what this
+    // checks is the merge; the per-partition dedup test below needs the
+    // partitions.)
     let split = replay(&files, &["--partition-per-file"]);
     let t = stdout(&split);
     assert_eq!(events(&t, "signup", "applied"), 2.0);
