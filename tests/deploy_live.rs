@@ -376,19 +376,8 @@ fn prometheus_fires_exactly_the_expected_alerts_and_the_dashboard_has_data() {
 
     // 2. cxpulse, effects applied at once (allowed_lateness 0s).
     let http = free_addr();
-    let cfg = CxConfig::new()
-        .allowed_lateness("0s")
-        .idle_timeout("2s")
-        .kafka(&broker.addr, "deploy-live", &["events"])
-        .dead_letter_topic("dead-letter")
-        .output_topic("metrics-out")
-        .alerts_topic("alerts")
-        .publish_interval("1s")
-        .commit_interval("1s")
-        .shutdown_timeout("3s")
-        .listen(&http)
-        .ready_max_lag(100_000_000)
-        .write(&dir.path().join("cxpulse.toml"));
+    let cfg =
+        CxConfig::live(&broker.addr, "deploy-live", &http).write(&dir.path().join("cxpulse.toml"));
     let mut cmd = cxpulse_command();
     cmd.args(["run", "--config"])
         .arg(&cfg)

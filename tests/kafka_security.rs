@@ -9,11 +9,10 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::secure::{Pki, SecureBroker, Security};
-use common::{CxRun, free_port, http_get, value};
+use common::{CxConfig, CxRun, free_port, value};
 
 /// 2025-06-02T10:00:00Z, a fixed past instant for event times.
 const B: i64 = 1_748_858_400_000;
@@ -55,37 +54,21 @@ fn write_config(
     librdkafka: &[(&str, String)],
 ) -> (PathBuf, String) {
     let http = format!("127.0.0.1:{}", free_port());
-    let mut pass = String::new();
-    for (k, v) in librdkafka {
-        pass.push_str(&format!("{k:?} = {v:?}\n"));
-    }
-    let text = format!(
-        r#"
-[engine]
-idle_timeout = "1s"
-
-[kafka]
-brokers = "{brokers}"
-group_id = "{name}"
-input_topics = ["events"]
-dead_letter_topic = ""
-output_topic = ""
-alerts_topic = ""
-commit_interval = "500ms"
-shutdown_timeout = "5s"
-
-[kafka.librdkafka]
-"session.timeout.ms" = "6000"
-"heartbeat.interval.ms" = "500"
-{pass}
-[http]
-listen = "{http}"
-ready_max_lag = 0
-"#
+    let cfg = librdkafka.iter().fold(
+        CxConfig::new()
+            .idle_timeout("1s")
+            .kafka(brokers, name, &["events"])
+            .dead_letter_topic("")
+            .output_topic("")
+            .alerts_topic("")
+            .commit_interval("500ms")
+            .shutdown_timeout("5s")
+            .quick_group_join()
+            .listen(&http)
+            .ready_max_lag(0),
+        |cfg, (k, v)| cfg.librdkafka(k, v),
     );
-    let path = dir.join(format!("{name}.toml"));
-    std::fs::write(&path, text).expect("write config");
-    (path, http)
+    (cfg.write(&dir.join(format!("{name}.toml"))), http)
 }
 
 fn tls(ca: &Path) -> Vec<(&'static str, String)> {
@@ -262,84 +245,6 @@ fn mutual_tls_consumes_with_the_client_certificate_and_is_refused_without() {
     );
 }
 
-/// `cxpulse run --config CFG` with extra environment (which `CxRun` strips).
-struct EnvRun {
-    child: Child,
-    http: String,
-    log: PathBuf,
-}
-
-impl EnvRun {
-    fn start(cfg: &Path, log: PathBuf, http: &str, env: &[(&str, &str)]) -> EnvRun {
-        let f = std::fs::File::create(&log).expect("create log");
-        let mut cmd = Command::new(common::cxpulse_bin());
-        for (k, _) in std::env::vars_os() {
-            if k.to_string_lossy().starts_with("CXPULSE_") {
-                cmd.env_remove(k);
-            }
-        }
-        let child = cmd
-            .args(["run", "--config"])
-            .arg(cfg)
-            .envs(env.iter().copied())
-            .env("RUST_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(f.try_clone().expect("log fd"))
-            .stderr(f)
-            .spawn()
-            .expect("spawn cxpulse");
-        EnvRun {
-            child,
-            http: http.to_string(),
-            log,
-        }
-    }
-
-    fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    fn get(&self, path: &str) -> (u16, String) {
-        http_get(&self.http, path).unwrap_or((0, String::new()))
-    }
-
-    /// Polls `f` until it holds; panics with the log after `timeout`.
-    fn wait_for(&self, what: &str, timeout: Duration, mut f: impl FnMut(&EnvRun) -> bool) {
-        let until = Instant::now() + timeout;
-        while !f(self) {
-            assert!(
-                Instant::now() < until,
-                "timed out waiting for {what}:\n{}",
-                self.log_text()
-            );
-            std::thread::sleep(Duration::from_millis(200));
-        }
-    }
-
-    /// Waits for the exit; its status code.
-    fn exit_code(&mut self, timeout: Duration) -> Option<i32> {
-        let until = Instant::now() + timeout;
-        loop {
-            if let Some(st) = self.child.try_wait().expect("try_wait") {
-                return st.code();
-            }
-            assert!(
-                Instant::now() < until,
-                "still running:\n{}",
-                self.log_text()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-}
-
-impl Drop for EnvRun {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 /// Mutual TLS with an encrypted client key whose (numeric) password comes
 /// from the environment in its shell spelling: consumed, the password in no
 /// log line; with a wrong password, `run` refuses to start without showing
@@ -367,19 +272,19 @@ fn an_encrypted_client_key_takes_its_password_from_the_environment() {
     pass.push(("ssl.key.location", key.display().to_string()));
     let (cfg, http) = write_config(pki.dir(), "cx-encrypted-key", &broker.addr, &pass);
 
-    let mut wrong = EnvRun::start(
+    let mut wrong = CxRun::spawn_with_env(
         &cfg,
         pki.dir().join("wrong.log"),
         &http,
         &[("CXPULSE__KAFKA__LIBRDKAFKA__SSL_KEY_PASSWORD", WRONG)],
     );
-    assert_eq!(wrong.exit_code(Duration::from_secs(20)), Some(2));
+    assert_eq!(wrong.wait_exit(Duration::from_secs(20)).code(), Some(2));
     let log = wrong.log_text();
     assert!(log.contains("ssl.key.location"), "{log}");
     assert!(!log.contains(WRONG) && !log.contains(KEY_PASSWORD), "{log}");
     eprintln!("wrong key password: {}", line_with(&log, "error"));
 
-    let cx = EnvRun::start(
+    let cx = CxRun::spawn_with_env(
         &cfg,
         pki.dir().join("right.log"),
         &http,
@@ -388,10 +293,9 @@ fn an_encrypted_client_key_takes_its_password_from_the_environment() {
     cx.wait_for(
         "2 signups applied, /readyz 200",
         Duration::from_secs(60),
-        |cx| {
-            let (_, m) = cx.get("/metrics");
-            value(&m, r#"cxpulse_signups_total{channel="ads"}"#) == Some(2.0)
-                && cx.get("/readyz").0 == 200
+        || {
+            value(&cx.metrics(), r#"cxpulse_signups_total{channel="ads"}"#) == Some(2.0)
+                && cx.ready().0 == 200
         },
     );
     let log = cx.log_text();
@@ -422,7 +326,7 @@ fn failed_scram_authentication_is_not_ready_counted_and_never_shows_the_password
     pass.push(("sasl.mechanisms", "SCRAM-SHA-256".into()));
     pass.push(("sasl.username", "cxpulse-reader".into()));
     let (cfg, http) = write_config(pki.dir(), "cx-scram", &broker.addr, &pass);
-    let cx = EnvRun::start(
+    let cx = CxRun::spawn_with_env(
         &cfg,
         pki.dir().join("scram.log"),
         &http,
@@ -434,13 +338,13 @@ fn failed_scram_authentication_is_not_ready_counted_and_never_shows_the_password
     let mut checks = 0;
     let mut last_body = String::new();
     while Instant::now() < until && !(seen_error && checks >= 20) {
-        let (code, body) = cx.get("/readyz");
+        let (code, body) = cx.ready();
         if code != 0 {
             assert_eq!(code, 503, "/readyz {body}\n{}", cx.log_text());
             checks += 1;
             last_body = body.clone();
         }
-        let (_, metrics) = cx.get("/metrics");
+        let metrics = cx.metrics();
         seen_error |= client_errors(&metrics, "Authentication") >= 1.0;
         assert!(!metrics.contains(PASSWORD));
         assert!(!body.contains(PASSWORD));
@@ -510,8 +414,8 @@ fn config_errors_name_the_key_and_the_file_never_a_secret_value() {
         ),
     ];
     for (vars, key, names_file) in cases {
-        let mut cx = EnvRun::start(&cfg, dir.path().join("err.log"), &http, vars);
-        let code = cx.exit_code(Duration::from_secs(20));
+        let mut cx = CxRun::spawn_with_env(&cfg, dir.path().join("err.log"), &http, vars);
+        let code = cx.wait_exit(Duration::from_secs(20)).code();
         let log = cx.log_text();
         assert_eq!(code, Some(2), "{vars:?}: {log}");
         assert!(log.contains(key), "{vars:?}: the key is not named:\n{log}");

@@ -25,10 +25,9 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use common::web::{
-    Pki, Prometheus, bcrypt_hash, https_get, live_config, sample_value, start_prometheus,
-    tls_client,
+    Pki, Prometheus, bcrypt_hash, https_get, sample_value, start_prometheus, tls_client,
 };
-use common::{CxRun, Tansu, free_port};
+use common::{CxConfig, CxRun, Tansu, free_port};
 
 const USER: &str = "prometheus";
 const SIGNUPS: usize = 5;
@@ -47,14 +46,10 @@ fn password() -> String {
 
 /// `NAME.toml` in `dir`: the live test config with `http.web_config_file = WEB`.
 fn cxpulse_config(dir: &Path, name: &str, brokers: &str, http: &str, web: &Path) -> PathBuf {
-    let cfg = dir.join(format!("{name}.toml"));
-    let text = format!(
-        "{}web_config_file = \"{}\"\n",
-        live_config(brokers, name, http),
-        web.display()
-    );
-    std::fs::write(&cfg, text).expect("write config");
-    cfg
+    let web = web.to_str().expect("web config path is UTF-8");
+    CxConfig::live(brokers, name, http)
+        .set("http", "web_config_file", web)
+        .write(&dir.join(format!("{name}.toml")))
 }
 
 /// Per job of the Prometheus config: (health, lastError) of its one target.

@@ -38,6 +38,26 @@ impl CxConfig {
             .ready_max_lag(0)
     }
 
+    /// The setup of the live tests with Prometheus: one input topic
+    /// `events`, effects applied at once (`allowed_lateness` 0s, T follows
+    /// the wall clock after 2 s idle), dead-letter, output and alerts topics,
+    /// publishing and committing every second, always ready (`ready_max_lag`
+    /// 100M).
+    pub fn live(brokers: &str, group: &str, listen: &str) -> CxConfig {
+        CxConfig::new()
+            .allowed_lateness("0s")
+            .idle_timeout("2s")
+            .kafka(brokers, group, &["events"])
+            .dead_letter_topic("dead-letter")
+            .output_topic("metrics-out")
+            .alerts_topic("alerts")
+            .publish_interval("1s")
+            .commit_interval("1s")
+            .shutdown_timeout("3s")
+            .listen(listen)
+            .ready_max_lag(100_000_000)
+    }
+
     /// `[engine]` with a small lateness (2 s) and a T that never follows the
     /// wall clock (`idle_timeout` 1000 days), so the window series do not
     /// depend on when they are read.

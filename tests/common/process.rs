@@ -138,10 +138,17 @@ pub struct CxRun {
 impl CxRun {
     /// Spawns the process and returns at once (no waiting for readiness).
     pub fn spawn(cfg: &Path, log: PathBuf, http: &str) -> CxRun {
+        CxRun::spawn_with_env(cfg, log, http, &[])
+    }
+
+    /// [`CxRun::spawn`] with `env` added to the (stripped) environment, e.g.
+    /// a secret given as `CXPULSE__KAFKA__LIBRDKAFKA__SASL_PASSWORD`.
+    pub fn spawn_with_env(cfg: &Path, log: PathBuf, http: &str, env: &[(&str, &str)]) -> CxRun {
         let log_file = File::create(&log).expect("create log");
         let child = cxpulse_command()
             .args(["run", "--config"])
             .arg(cfg)
+            .envs(env.iter().copied())
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
             .stdout(log_file.try_clone().expect("log fd"))

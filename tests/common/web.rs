@@ -317,35 +317,6 @@ pub fn sample_value(r: &Value) -> f64 {
         .unwrap_or(f64::NAN)
 }
 
-/// A `cxpulse run` config for live tests: one input topic `events`, effects
-/// applied at once (`allowed_lateness` 0s), publishing and committing every
-/// second, always ready (`ready_max_lag` 100M). `[http]` is the last
-/// section: append keys to it.
-pub fn live_config(brokers: &str, group: &str, http: &str) -> String {
-    format!(
-        r#"
-[engine]
-allowed_lateness = "0s"
-idle_timeout = "2s"
-
-[kafka]
-brokers = "{brokers}"
-group_id = "{group}"
-input_topics = ["events"]
-dead_letter_topic = "dead-letter"
-output_topic = "metrics-out"
-alerts_topic = "alerts"
-publish_interval = "1s"
-commit_interval = "1s"
-shutdown_timeout = "3s"
-
-[http]
-listen = "{http}"
-ready_max_lag = 100000000
-"#
-    )
-}
-
 /// Starts Prometheus with `config` (a file in `dir`, which also holds its
 /// data and log) on a free loopback port; waits until `/-/ready` is 200.
 pub fn start_prometheus(dir: &Path, config: &Path) -> (Proc, Prometheus) {
