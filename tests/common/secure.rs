@@ -27,30 +27,7 @@ use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 
-use super::{free_port, tansu_bin, unique_name};
-
-/// A tool from env `var`, else `name` on PATH; panics when neither exists.
-pub fn tool(name: &str, var: &str) -> PathBuf {
-    if let Some(p) = std::env::var_os(var).filter(|p| !p.is_empty()) {
-        let p = PathBuf::from(p);
-        assert!(
-            p.is_file(),
-            "harness: {var}={} does not exist; run scripts/setup-tools.sh",
-            p.display()
-        );
-        return p;
-    }
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    std::env::split_paths(&path)
-        .map(|d| d.join(name))
-        .find(|p| p.is_file())
-        .unwrap_or_else(|| {
-            panic!(
-                "harness: {name} not found (set {var} or put it on PATH); \
-                 run scripts/setup-tools.sh, which installs it"
-            )
-        })
-}
+use super::{free_port, tansu_bin, tool, unique_name};
 
 /// Test certificates (EC P-256), in a temporary directory removed on drop.
 pub struct Pki {

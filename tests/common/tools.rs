@@ -51,28 +51,27 @@ pub fn find_on_path(name: &str) -> Option<PathBuf> {
         .find(|p| p.is_file())
 }
 
-/// `promtool`: env `CXPULSE_PROMTOOL`, else `promtool` on PATH.
-pub fn promtool() -> PathBuf {
-    from_env("CXPULSE_PROMTOOL")
-        .or_else(|| find_on_path("promtool"))
+/// A tool: env `var`, else `name` on `PATH`. Panics when neither exists: a
+/// test that needs a tool fails, it never skips.
+pub fn tool(name: &str, var: &str) -> PathBuf {
+    from_env(var)
+        .or_else(|| find_on_path(name))
         .unwrap_or_else(|| {
             panic!(
-                "harness: promtool not found (set CXPULSE_PROMTOOL or put it on PATH); \
-                 run scripts/setup-tools.sh, which installs Debian's prometheus package"
+                "harness: {name} not found (set {var} or put it on PATH); \
+                 run scripts/setup-tools.sh, which installs it"
             )
         })
 }
 
-/// The Prometheus server: env `CXPULSE_PROMETHEUS`, else `prometheus` on PATH.
+/// `promtool` (Debian's prometheus package): env `CXPULSE_PROMTOOL`, else on PATH.
+pub fn promtool() -> PathBuf {
+    tool("promtool", "CXPULSE_PROMTOOL")
+}
+
+/// The Prometheus server (Debian's): env `CXPULSE_PROMETHEUS`, else on PATH.
 pub fn prometheus() -> PathBuf {
-    from_env("CXPULSE_PROMETHEUS")
-        .or_else(|| find_on_path("prometheus"))
-        .unwrap_or_else(|| {
-            panic!(
-                "harness: prometheus server not found (CXPULSE_PROMETHEUS unset, none on PATH); \
-                 run scripts/setup-tools.sh, which installs Debian's prometheus package"
-            )
-        })
+    tool("prometheus", "CXPULSE_PROMETHEUS")
 }
 
 /// The tansu binary: env `CXPULSE_TANSU_BIN`, else the one in `.tools/venv`
