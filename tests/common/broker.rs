@@ -109,33 +109,8 @@ impl Tansu {
     /// shows all partitions with a leader. Panics on any error, including
     /// "already exists".
     pub fn create_topic(&self, name: &str, partitions: i32) {
-        let admin: AdminClient<DefaultClientContext> = self
-            .client_config()
-            .create()
-            .expect("harness: create AdminClient");
-        let topic = NewTopic::new(name, partitions, TopicReplication::Fixed(1));
-        let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
-        let results = block_on(admin.create_topics([&topic], &opts))
-            .unwrap_or_else(|e| panic!("harness: create_topics({name}) failed: {e}"));
-        for r in results {
-            if let Err((t, code)) = r {
-                panic!("harness: creating topic {t} failed: {code:?}");
-            }
-        }
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            let n = self.partition_count(admin.inner(), name);
-            if n == Some(partitions as usize) {
-                return;
-            }
-            if Instant::now() > deadline {
-                panic!(
-                    "harness: topic {name} not visible with {partitions} partitions after 20s (saw {n:?}); broker log {}",
-                    self.log_path.display()
-                );
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        let log = format!("broker log {}", self.log_path.display());
+        create_topic_via(&self.client_config(), name, partitions, &log);
     }
 
     /// [`Tansu::create_topic`] of each (name, partitions).
@@ -158,37 +133,7 @@ impl Tansu {
     /// partitioner (keyed records go to the partition of their key) and
     /// blocks until every one is acknowledged. Panics on any failure.
     pub fn produce(&self, topic: &str, records: &[(Option<&str>, &str)]) {
-        let tracker = DeliveryTracker::default();
-        let producer: BaseProducer<DeliveryTracker> = self
-            .client_config()
-            .set("acks", "all")
-            .set("linger.ms", "5")
-            .set("message.timeout.ms", "30000")
-            .create_with_context(tracker)
-            .expect("harness: create producer");
-        for (key, value) in records {
-            send(&producer, topic, *key, value);
-            producer.poll(Duration::ZERO);
-        }
-        producer
-            .flush(Duration::from_secs(60))
-            .unwrap_or_else(|e| panic!("harness: flush to {topic} failed: {e}"));
-        let ctx = producer.context();
-        let failures = ctx.failures.lock().unwrap();
-        assert!(
-            failures.is_empty(),
-            "harness: {} of {} records to {topic} failed: {:?}",
-            failures.len(),
-            records.len(),
-            &failures[..failures.len().min(5)]
-        );
-        let delivered = ctx.delivered.load(Ordering::SeqCst);
-        assert_eq!(
-            delivered,
-            records.len(),
-            "harness: only {delivered} of {} records to {topic} acknowledged",
-            records.len()
-        );
+        produce_via(&self.client_config(), topic, records);
     }
 
     /// Reads `topic` from the beginning of every partition (explicit
@@ -215,7 +160,7 @@ impl Tansu {
 
         // Wait for the topic to exist.
         let partitions = loop {
-            if let Some(n) = self.partition_count(consumer.client(), topic)
+            if let Some(n) = partition_count(consumer.client(), topic)
                 && n > 0
             {
                 break n;
@@ -352,25 +297,6 @@ impl Tansu {
     /// `0..partitions` of `topic`.
     pub fn offsets(&self, group: &str, topic: &str, partitions: i32) -> OffsetReader {
         OffsetReader::new(&self.addr, group, topic, partitions)
-    }
-
-    fn partition_count<C: ClientContext>(
-        &self,
-        client: &rdkafka::client::Client<C>,
-        topic: &str,
-    ) -> Option<usize> {
-        let md = client
-            .fetch_metadata(Some(topic), Duration::from_secs(5))
-            .ok()?;
-        let t = md.topics().iter().find(|t| t.name() == topic)?;
-        if t.error().is_some() {
-            return None;
-        }
-        let ps = t.partitions();
-        if ps.iter().any(|p| p.error().is_some() || p.leader() < 0) {
-            return None;
-        }
-        Some(ps.len())
     }
 }
 
@@ -640,4 +566,91 @@ impl OffsetReader {
     pub fn total(&self, timeout: Duration) -> KafkaResult<i64> {
         Ok(self.committed(timeout)?.iter().map(|o| (*o).max(0)).sum())
     }
+}
+
+/// Creates a topic (replication factor 1) through a client made from `cfg`
+/// and waits until its metadata shows all partitions with a leader. Panics
+/// on any error, including "already exists"; `log` says where to look.
+pub fn create_topic_via(cfg: &ClientConfig, name: &str, partitions: i32, log: &str) {
+    let admin: AdminClient<DefaultClientContext> =
+        cfg.create().expect("harness: create AdminClient");
+    let topic = NewTopic::new(name, partitions, TopicReplication::Fixed(1));
+    let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
+    let results = block_on(admin.create_topics([&topic], &opts))
+        .unwrap_or_else(|e| panic!("harness: create_topics({name}) failed: {e}; {log}"));
+    for r in results {
+        if let Err((t, code)) = r {
+            panic!("harness: creating topic {t} failed: {code:?}");
+        }
+    }
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let n = partition_count(admin.inner(), name);
+        if n == Some(partitions as usize) {
+            return;
+        }
+        if Instant::now() > deadline {
+            panic!(
+                "harness: topic {name} not visible with {partitions} partitions after 20s (saw {n:?}); {log}"
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Produces the records (key, value) to `topic` through a producer made
+/// from `cfg` (default partitioner: keyed records go to the partition of
+/// their key) and blocks until every one is acknowledged. Panics on any
+/// failure.
+pub fn produce_via(cfg: &ClientConfig, topic: &str, records: &[(Option<&str>, &str)]) {
+    let tracker = DeliveryTracker::default();
+    let producer: BaseProducer<DeliveryTracker> = cfg
+        .clone()
+        .set("acks", "all")
+        .set("linger.ms", "5")
+        .set("message.timeout.ms", "30000")
+        .create_with_context(tracker)
+        .expect("harness: create producer");
+    for (key, value) in records {
+        send(&producer, topic, *key, value);
+        producer.poll(Duration::ZERO);
+    }
+    producer
+        .flush(Duration::from_secs(60))
+        .unwrap_or_else(|e| panic!("harness: flush to {topic} failed: {e}"));
+    let ctx = producer.context();
+    let failures = ctx.failures.lock().unwrap();
+    assert!(
+        failures.is_empty(),
+        "harness: {} of {} records to {topic} failed: {:?}",
+        failures.len(),
+        records.len(),
+        &failures[..failures.len().min(5)]
+    );
+    let delivered = ctx.delivered.load(Ordering::SeqCst);
+    assert_eq!(
+        delivered,
+        records.len(),
+        "harness: only {delivered} of {} records to {topic} acknowledged",
+        records.len()
+    );
+}
+
+/// The number of partitions of `topic` once every one has a leader.
+fn partition_count<C: ClientContext>(
+    client: &rdkafka::client::Client<C>,
+    topic: &str,
+) -> Option<usize> {
+    let md = client
+        .fetch_metadata(Some(topic), Duration::from_secs(5))
+        .ok()?;
+    let t = md.topics().iter().find(|t| t.name() == topic)?;
+    if t.error().is_some() {
+        return None;
+    }
+    let ps = t.partitions();
+    if ps.iter().any(|p| p.error().is_some() || p.leader() < 0) {
+        return None;
+    }
+    Some(ps.len())
 }

@@ -23,11 +23,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use rdkafka::ClientConfig;
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
-use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 
-use super::{free_port, tansu_bin, tool, unique_name};
+use super::{create_topic_via, free_port, produce_via, tansu_bin, tool, unique_name};
 
 /// Test certificates (EC P-256), in a temporary directory removed on drop.
 pub struct Pki {
@@ -296,60 +293,19 @@ impl SecureBroker {
         c
     }
 
-    /// Creates a topic through TLS; panics on any error.
+    /// Creates a topic through TLS (see [`create_topic_via`]).
     pub fn create_topic(&self, pki: &Pki, name: &str, partitions: i32) {
-        let admin: AdminClient<DefaultClientContext> = self
-            .client_config(pki)
-            .create()
-            .expect("harness: create AdminClient");
-        let topic = NewTopic::new(name, partitions, TopicReplication::Fixed(1));
-        let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .expect("harness: tokio runtime");
-        let results = rt
-            .block_on(admin.create_topics([&topic], &opts))
-            .unwrap_or_else(|e| {
-                panic!(
-                    "harness: create_topics({name}) over TLS: {e}; {}",
-                    self.logs()
-                )
-            });
-        for r in results {
-            if let Err((t, code)) = r {
-                panic!("harness: creating topic {t} failed: {code:?}");
-            }
-        }
+        create_topic_via(&self.client_config(pki), name, partitions, &self.logs());
     }
 
-    /// Produces (key, value) records through TLS and waits until none is
-    /// in flight; panics if the flush fails.
+    /// Produces (key, value) records through TLS and waits until every one
+    /// is acknowledged (see [`produce_via`]).
     pub fn produce(&self, pki: &Pki, topic: &str, records: &[(Option<String>, String)]) {
-        let producer: BaseProducer = self
-            .client_config(pki)
-            .set("acks", "all")
-            .set("message.timeout.ms", "30000")
-            .create()
-            .expect("harness: create producer");
-        for (key, value) in records {
-            let mut rec = BaseRecord::<str, str>::to(topic).payload(value.as_str());
-            if let Some(k) = key {
-                rec = rec.key(k.as_str());
-            }
-            producer
-                .send(rec)
-                .unwrap_or_else(|(e, _)| panic!("harness: produce to {topic}: {e}"));
-            producer.poll(Duration::ZERO);
-        }
-        producer
-            .flush(Duration::from_secs(60))
-            .unwrap_or_else(|e| panic!("harness: flush to {topic} over TLS: {e}; {}", self.logs()));
-        assert_eq!(
-            producer.in_flight_count(),
-            0,
-            "harness: records still in flight"
-        );
+        let recs: Vec<(Option<&str>, &str)> = records
+            .iter()
+            .map(|(k, v)| (k.as_deref(), v.as_str()))
+            .collect();
+        produce_via(&self.client_config(pki), topic, &recs);
     }
 
     /// The tail of both logs, for panic messages.
