@@ -312,13 +312,23 @@ impl Engine {
         if self.compacted_users() > 0 {
             self.forget_compacted((hard - hard / 20).min(hard - 1));
         }
-        (self.tracked_users() as u64) < hard
+        !self.hard_cap_reached(false)
     }
 
     /// Whether a new ticket id may be created, under `engine.max_tracked_tickets`.
     fn may_create_ticket(&self) -> bool {
-        let cap = self.prm.max_tracked_tickets;
-        cap == 0 || (self.tracked_tickets() as u64) < cap
+        !self.hard_cap_reached(true)
+    }
+
+    /// Whether new ids of that kind are refused now: its hard cap is set and
+    /// reached (for users, with no compacted user left to forget to make room).
+    pub fn hard_cap_reached(&self, tickets: bool) -> bool {
+        let (cap, held) = if tickets {
+            (self.prm.max_tracked_tickets, self.tracked_tickets())
+        } else {
+            (self.prm.hard_max_tracked_users, self.tracked_users())
+        };
+        cap > 0 && held as u64 >= cap && (tickets || self.compacted_users() == 0)
     }
 
     /// Under `engine.max_tracked_users`: when more users are held, forgets

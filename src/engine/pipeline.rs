@@ -85,8 +85,8 @@ pub(super) fn push(engine: &Engine, out: &mut Vec<Family>) {
 fn push_hard_caps(engine: &Engine, out: &mut Vec<Family>) {
     let prm = &engine.prm;
     let kinds = [
-        ("user", prm.hard_max_tracked_users, engine.tracked_users()),
-        ("ticket", prm.max_tracked_tickets, engine.tracked_tickets()),
+        ("user", prm.hard_max_tracked_users),
+        ("ticket", prm.max_tracked_tickets),
     ];
     if kinds.iter().all(|k| k.1 == 0) {
         return;
@@ -106,11 +106,11 @@ fn push_hard_caps(engine: &Engine, out: &mut Vec<Family>) {
         Kind::Counter,
         "Accepted events not tracked because their new user or ticket id was beyond a hard cap.",
     );
-    for (kind, limit, held) in kinds {
+    for (kind, limit) in kinds {
         if limit == 0 {
             continue;
         }
-        let at_cap = held as u64 >= limit && (kind == "ticket" || engine.compacted_users() == 0);
+        let at_cap = engine.hard_cap_reached(kind == "ticket");
         let l = [("kind", kind)];
         cap.push(&l, limit as f64);
         capped.push(&l, if at_cap { 1.0 } else { 0.0 });
