@@ -256,7 +256,7 @@ impl Sink<'_> {
                 (o, (o == Outcome::Late).then(|| "late".to_string()))
             }
             Err(f) => {
-                self.engine.record_invalid(f.event_type);
+                self.engine.record_invalid(partition, f.event_type);
                 (
                     Outcome::Invalid,
                     Some(format!("{}: {}", f.error.reason(), f.error)),
