@@ -353,13 +353,15 @@ impl Engine {
     /// Whether new ids of that kind are refused now: its hard cap is set and
     /// reached (for users, with no compacted user left to forget to make room).
     pub fn hard_cap_reached(&self, tickets: bool) -> bool {
-        let held = if tickets {
-            self.tracked_tickets()
-        } else {
-            self.tracked_users()
+        let held = || {
+            if tickets {
+                self.tracked_tickets() as u64
+            } else {
+                self.tracked_users() as u64
+            }
         };
-        let compacted = self.compacted_users() as u64;
-        pipeline::cap_reached(&self.prm, tickets, held as u64, compacted)
+        let compacted = || self.compacted_users() as u64;
+        pipeline::cap_reached(&self.prm, tickets, held, compacted)
     }
 
     /// Under `engine.max_tracked_users`: when more users are held, forgets
