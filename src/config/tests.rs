@@ -57,14 +57,18 @@ fn checkpoint_section_parses_and_is_validated() {
 fn checkpoint_store_defaults_to_kafka_and_a_set_dir_alone_means_dir() {
     let c = Config::from_toml_str("", "t.toml", env(&[])).expect("defaults");
     assert_eq!(c.checkpoint.store, StoreKind::Kafka);
-    assert_eq!(c.checkpoint.state_topic(&c.kafka.group_id), "cxpulse-cxpulse-state");
+    assert_eq!(
+        c.checkpoint.state_topic(&c.kafka.group_id),
+        "cxpulse-cxpulse-state"
+    );
     assert_eq!(c.checkpoint.topic_partitions, 6);
     assert_eq!(c.checkpoint.topic_replication, -1);
     assert_eq!(c.checkpoint.chunk_bytes, 524_288);
     // Before `store` existed, a set `dir` turned checkpoints on: still so.
     let c = Config::from_toml_str("[checkpoint]\ndir = \"/d\"\n", "t.toml", env(&[])).unwrap();
     assert_eq!(c.checkpoint.store, StoreKind::Dir);
-    let c = Config::from_toml_str("", "t.toml", env(&[("CXPULSE__CHECKPOINT__DIR", "/d")])).unwrap();
+    let c =
+        Config::from_toml_str("", "t.toml", env(&[("CXPULSE__CHECKPOINT__DIR", "/d")])).unwrap();
     assert_eq!(c.checkpoint.store, StoreKind::Dir);
     let c = Config::from_toml_str(
         "[kafka]\ngroup_id = \"g1\"\n[checkpoint]\nstore = \"off\"\n",
@@ -94,12 +98,30 @@ fn checkpoint_store_keys_are_validated_naming_key_and_file() {
             "[checkpoint]\nstore = \"kafka\"\ndir = \"/d\"\n",
             "checkpoint.dir",
         ),
-        ("[checkpoint]\nstore = \"off\"\ndir = \"/d\"\n", "checkpoint.dir"),
-        ("[checkpoint]\ntopic_partitions = 0\n", "checkpoint.topic_partitions"),
-        ("[checkpoint]\ntopic_replication = 0\n", "checkpoint.topic_replication"),
-        ("[checkpoint]\ntopic_replication = -2\n", "checkpoint.topic_replication"),
-        ("[checkpoint]\nchunk_bytes = 100\n", "checkpoint.chunk_bytes"),
-        ("[checkpoint]\nchunk_bytes = 2000000\n", "checkpoint.chunk_bytes"),
+        (
+            "[checkpoint]\nstore = \"off\"\ndir = \"/d\"\n",
+            "checkpoint.dir",
+        ),
+        (
+            "[checkpoint]\ntopic_partitions = 0\n",
+            "checkpoint.topic_partitions",
+        ),
+        (
+            "[checkpoint]\ntopic_replication = 0\n",
+            "checkpoint.topic_replication",
+        ),
+        (
+            "[checkpoint]\ntopic_replication = -2\n",
+            "checkpoint.topic_replication",
+        ),
+        (
+            "[checkpoint]\nchunk_bytes = 100\n",
+            "checkpoint.chunk_bytes",
+        ),
+        (
+            "[checkpoint]\nchunk_bytes = 2000000\n",
+            "checkpoint.chunk_bytes",
+        ),
         ("[checkpoint]\ntopic = \"a/b\"\n", "checkpoint.topic"),
         ("[kafka]\ngroup_id = \"my group\"\n", "checkpoint.topic"),
     ] {
