@@ -484,6 +484,15 @@ impl StateStore {
         if next_offset < 0 {
             bail!("saving {topic}/{partition}: negative next offset {next_offset}");
         }
+        let chunks = bytes.len().div_ceil(self.chunk_bytes);
+        if chunks > records::MAX_CHUNKS as usize {
+            bail!(
+                "saving {topic}/{partition}: {} bytes make {chunks} chunks of checkpoint.chunk_bytes = {}, more than {}",
+                bytes.len(),
+                self.chunk_bytes,
+                records::MAX_CHUNKS
+            );
+        }
         let sp = self.state_partition(topic, partition, deadline)?;
         let slot = st.newest.map_or(Slot::A, Slot::other);
         let seq = st.last_seq + 1;
