@@ -7,8 +7,8 @@ mod common;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use common::Tansu;
 use common::secure::{Pki, SecureBroker, Security};
+use common::{Tansu, block_on};
 use cxpulse::config::Config;
 use cxpulse::kafka::StateStore;
 use cxpulse::kafka::state_store::records::{self, Key, KeyKind, Manifest, Slot};
@@ -125,23 +125,6 @@ fn live_keys(m: &BTreeMap<String, Option<Vec<u8>>>) -> Vec<&str> {
         .filter(|(_, v)| v.is_some())
         .map(|(k, _)| k.as_str())
         .collect()
-}
-
-fn block_on<F: std::future::Future + Send>(fut: F) -> F::Output
-where
-    F::Output: Send,
-{
-    std::thread::scope(|s| {
-        s.spawn(|| {
-            tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .expect("runtime")
-                .block_on(fut)
-        })
-        .join()
-        .expect("thread")
-    })
 }
 
 #[test]
