@@ -604,3 +604,34 @@ fn security_settings_of_the_pipeline_apply_and_no_secret_is_shown() {
     let e = s.load("orders", 0, Duration::from_secs(3)).unwrap_err();
     assert!(!format!("{e:#}").contains(KEY_PASSWORD), "{e:#}");
 }
+
+/// No broker: every call fails within its timeout (the caller's budget in a
+/// rebalance callback), the SASL password nowhere in the errors.
+#[test]
+fn an_unreachable_broker_is_an_error_within_the_timeout() {
+    const PASSWORD: &str = "s3cr3tpassw0rd";
+    let addr = format!("127.0.0.1:{}", common::free_port());
+    let text = config_text(
+        &addr,
+        "",
+        &[
+            ("security.protocol", "SASL_PLAINTEXT".to_string()),
+            ("sasl.mechanisms", "SCRAM-SHA-256".to_string()),
+            ("sasl.username", "svc-user".to_string()),
+            ("sasl.password", PASSWORD.to_string()),
+        ],
+    );
+    let cfg = Config::from_toml_str(&text, "t.toml", Vec::new()).expect("config");
+    let s = StateStore::new(&cfg).expect("store (connects lazily)");
+    let budget = Duration::from_secs(2);
+    let t0 = std::time::Instant::now();
+    let e = s.ensure_topic(budget).unwrap_err();
+    assert!(t0.elapsed() < Duration::from_secs(4), "{:?}", t0.elapsed());
+    let shown = format!("{e:#}");
+    assert!(shown.contains(STATE), "{shown}");
+    assert!(!shown.contains(PASSWORD), "{shown}");
+    let t0 = std::time::Instant::now();
+    let e = s.load("orders", 0, budget).unwrap_err();
+    assert!(t0.elapsed() < Duration::from_secs(4), "{:?}", t0.elapsed());
+    assert!(!format!("{e:#}").contains(PASSWORD), "{e:#}");
+}
