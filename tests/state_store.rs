@@ -635,3 +635,33 @@ fn an_unreachable_broker_is_an_error_within_the_timeout() {
     assert!(t0.elapsed() < Duration::from_secs(4), "{:?}", t0.elapsed());
     assert!(!format!("{e:#}").contains(PASSWORD), "{e:#}");
 }
+
+/// One state partition for everything (`topic_partitions = 1`, a named
+/// topic): input partitions of two topics share it and stay apart; a load
+/// reads (and counts) the others' records but lists none of them.
+#[test]
+fn input_partitions_sharing_a_state_partition_stay_apart() {
+    let broker = Tansu::start();
+    let s = store(&broker, "topic = \"shared-state\"\ntopic_partitions = 1");
+    assert_eq!(s.topic(), "shared-state");
+    let inputs = [("orders", 0, 11u8), ("orders", 1, 12), ("payments", 0, 13)];
+    for (t, p, salt) in inputs {
+        assert_eq!(s.load(t, p, T).expect("load").epoch, 1);
+        s.save(t, p, 1, i64::from(salt) * 10, &sample(3000, salt), T)
+            .expect("save");
+    }
+    // A store configured for 6 partitions uses the topic as it exists (1).
+    let other = store(&broker, "topic = \"shared-state\"");
+    for (t, p, salt) in inputs {
+        let claim = other.load(t, p, T).expect("load");
+        assert!(claim.refused.is_empty(), "{t}/{p}: {:?}", claim.refused);
+        let got = claim.loaded.expect("loaded");
+        assert_eq!(got.bytes, sample(3000, salt), "{t}/{p}");
+        assert_eq!(got.next_offset, i64::from(salt) * 10);
+        assert_eq!(claim.epoch, 2);
+    }
+    // All in partition 0 of the one-partition topic.
+    let all = read_raw(&broker, "shared-state", 0);
+    assert!(all.iter().any(|(k, _)| k == "payments/0/1/A/manifest"));
+    assert!(all.iter().any(|(k, _)| k == "orders/1/1/A/manifest"));
+}
