@@ -23,6 +23,7 @@ pub mod pending;
 mod pipeline;
 pub mod snapshot;
 mod validate;
+mod moves_stub;
 
 use std::collections::BTreeMap;
 
