@@ -18,12 +18,12 @@
 //! The engine sits on top: it uses the shared stores of [`crate::state`] and
 //! the metric families of [`crate::metrics`]; neither imports it.
 
+mod moves_stub;
 pub mod partition;
 pub mod pending;
 mod pipeline;
 pub mod snapshot;
 mod validate;
-mod moves_stub;
 
 use std::collections::BTreeMap;
 
