@@ -176,7 +176,7 @@ impl PipelineMetrics {
             ),
             rebalances: counter_vec(
                 "cxpulse_rebalances_total",
-                "Consumer group rebalances seen, by kind (assign, revoke, error).",
+                "Consumer group rebalances seen, by kind (assign, revoke, lost, error).",
                 &["kind"],
             ),
             assigned_partitions: gauge(

@@ -259,23 +259,6 @@ impl PartitionStartFailed<'_> {
     }
 }
 
-/// The state store's topic could not be checked or created at start; the
-/// loads and saves that follow say whether it is usable.
-pub struct StateTopicUnchecked<'a> {
-    pub topic: &'a str,
-    pub error: &'a dyn std::fmt::Display,
-}
-
-impl StateTopicUnchecked<'_> {
-    pub fn emit(self) {
-        warn!(
-            topic = self.topic,
-            error = %self.error,
-            "cannot check or create the state topic"
-        );
-    }
-}
-
 /// `cxpulse_partition_owned{topic,partition}`: 1 while this process holds
 /// and exports the partition's state; the series is removed when it stops.
 pub fn partition_owned(topic: &str, partition: i32, owned: bool) {
@@ -285,5 +268,25 @@ pub fn partition_owned(topic: &str, partition: i32, owned: bool) {
         g.with_label_values(&[topic, &p]).set(1);
     } else {
         let _ = g.remove_label_values(&[topic, &p]);
+    }
+}
+
+/// A revoked partition's final snapshot covers messages whose dead-letter
+/// records are not acknowledged yet: if they never are, they are lost.
+pub struct DeadLettersAtRevoke<'a> {
+    pub topic: &'a str,
+    pub partition: i32,
+    pub held: usize,
+}
+
+impl DeadLettersAtRevoke<'_> {
+    pub fn emit(self) {
+        warn!(
+            topic = self.topic,
+            partition = self.partition,
+            held = self.held,
+            "partition revoked while dead-letter records of it are unacknowledged; \
+             its final snapshot counts them as handled"
+        );
     }
 }
