@@ -57,7 +57,6 @@ pub mod offsets;
 pub mod outbox;
 pub mod pipeline;
 pub mod publish;
-pub mod state_store;
 
 pub use live::LiveState;
 pub use pipeline::{RenderRequest, ShutdownReport};
