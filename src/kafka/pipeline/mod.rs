@@ -51,7 +51,7 @@ use super::offsets::OffsetBook;
 use anyhow::Context as _;
 
 use super::state_store::StateStore;
-use crate::config::Config;
+use crate::config::{Config, StoreKind};
 use crate::engine::Engine;
 use crate::event::Millis;
 use crate::telemetry;
@@ -238,9 +238,7 @@ enum Step<'m> {
 /// Whether partition state lives in the state store (`checkpoint.store =
 /// "kafka"`): it then moves with its partition (see [`handover`]).
 pub fn state_in_kafka(cfg: &Config) -> bool {
-    // Until the `checkpoint.store` key lands: a checkpoint dir keeps today's
-    // whole-engine checkpoints.
-    cfg.checkpoint.dir.is_empty()
+    cfg.checkpoint.store == StoreKind::Kafka
 }
 
 /// An interval that, when the loop falls behind, delays the next tick
