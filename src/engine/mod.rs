@@ -18,7 +18,6 @@
 //! The engine sits on top: it uses the shared stores of [`crate::state`] and
 //! the metric families of [`crate::metrics`]; neither imports it.
 
-mod moves_stub;
 pub mod partition;
 pub mod pending;
 mod pipeline;
