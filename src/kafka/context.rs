@@ -286,11 +286,14 @@ impl ConsumerCtx {
                 .emit();
             }
             h.assigned(tpl, &self.live);
-            telemetry::PartitionsMoved {
-                direction: PartitionMove::Assigned,
-                partitions: tpl,
+            // A cooperative round that moves nothing here is no news.
+            if tpl.count() > 0 {
+                telemetry::PartitionsMoved {
+                    direction: PartitionMove::Assigned,
+                    partitions: tpl,
+                }
+                .emit();
             }
-            .emit();
             return;
         }
         let lost = if err == RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS {

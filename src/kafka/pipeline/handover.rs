@@ -390,19 +390,18 @@ impl Loop {
             .emit();
         }
         let pid = self.book().pid(topic, partition);
-        let restored = match &claim.loaded {
-            Some(s) => self
-                .engine()
-                .restore_partition(pid, &s.bytes)
-                .map(|()| s.next_offset),
-            None => {
-                self.engine().ensure_partition(pid);
-                Err(crate::engine::snapshot::SnapshotError::Invalid("none"))
-            }
-        };
-        let refusal = match (&claim.loaded, &restored) {
-            (Some(_), Err(e)) => Some(e.to_string()),
-            _ => None,
+        // The snapshot's state and the offset it covers, or empty state
+        // from the beginning (no snapshot, or one the engine refuses).
+        let mut refusal = None;
+        let next = match &claim.loaded {
+            Some(s) => match self.engine().restore_partition(pid, &s.bytes) {
+                Ok(()) => Some(s.next_offset),
+                Err(e) => {
+                    refusal = Some(e.to_string());
+                    None
+                }
+            },
+            None => None,
         };
         if let Some(why) = &refusal {
             telemetry::StateRecordRefused {
@@ -417,9 +416,14 @@ impl Loop {
                 ));
                 return;
             }
-            self.engine().ensure_partition(pid);
         }
-        let next = restored.ok();
+        if next.is_none() {
+            // Nothing of an earlier assignment can be left, but if it
+            // were, it would not match consumption from the beginning.
+            let mut engine = self.engine();
+            engine.drop_partition(pid);
+            engine.ensure_partition(pid);
+        }
         if !self
             .book()
             .restored(topic, partition, d.assignment, claim.epoch, next)
