@@ -322,11 +322,16 @@ impl StateStore {
             consumer
                 .assign(&tpl)
                 .map_err(|e| self.scrub(anyhow!("state topic assignment: {e}")))?;
+            // To the end: the partition-EOF event at an offset at or past
+            // the high watermark read first. (tansu 0.6 answers the high
+            // watermark with the last batch's base offset + 1, short of the
+            // end; EOF comes at the real end. Kafka's EOF comes at the high
+            // watermark, past any control records.)
             let mut next = low;
-            while next < high {
+            loop {
                 if Instant::now() >= deadline {
                     bail!(
-                        "reading state topic {} partition {sp}: timed out after {}s at offset {next} of {high}",
+                        "reading state topic {} partition {sp}: timed out after {}s at offset {next} (high watermark {high})",
                         self.topic,
                         timeout.as_secs_f64()
                     );
@@ -360,9 +365,19 @@ impl StateStore {
                             )),
                         }
                     }
-                    // The end (`high` may count records compacted away
-                    // or control records).
-                    Some(Err(KafkaError::PartitionEOF(_))) => break,
+                    Some(Err(KafkaError::PartitionEOF(_))) => {
+                        let pos = consumer
+                            .position()
+                            .ok()
+                            .and_then(|p| {
+                                p.find_partition(&self.topic, sp)
+                                    .and_then(|e| e.offset().to_raw())
+                            })
+                            .unwrap_or(next);
+                        if next.max(pos) >= high {
+                            break;
+                        }
+                    }
                     Some(Err(e)) => {
                         return Err(self.scrub(anyhow!(
                             "reading state topic {} partition {sp}: {e}",
