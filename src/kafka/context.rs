@@ -213,6 +213,9 @@ impl ConsumerContext for ConsumerCtx {
                 }
                 .emit();
                 self.live.revoke(&pairs(tpl));
+                for (topic, partition) in pairs(tpl) {
+                    telemetry::partition_owned(&topic, partition, false);
+                }
                 telemetry::PartitionsMoved {
                     direction: PartitionMove::Revoked,
                     partitions: tpl,
@@ -228,11 +231,18 @@ impl ConsumerContext for ConsumerCtx {
         if let Rebalance::Assign(tpl) = rebalance {
             self.book().assign(tpl);
             self.live.assign(&pairs(tpl));
-            telemetry::PartitionsMoved {
-                direction: PartitionMove::Assigned,
-                partitions: tpl,
+            // One instance (`store = "dir"` or `"off"`): the partitions it
+            // consumes are those assigned.
+            for (topic, partition) in pairs(tpl) {
+                telemetry::partition_owned(&topic, partition, true);
             }
-            .emit();
+            if tpl.count() > 0 {
+                telemetry::PartitionsMoved {
+                    direction: PartitionMove::Assigned,
+                    partitions: tpl,
+                }
+                .emit();
+            }
         }
     }
 
