@@ -40,6 +40,9 @@ pub mod records;
 
 use records::{Key, KeyKind, Manifest, Slot};
 
+/// `segment.bytes` of a state topic cxpulse creates (64 MiB).
+const SEGMENT_BYTES: &str = "67108864";
+
 /// Most refusals listed in a [`Claim`] (the rest are counted in one line).
 const MAX_REFUSED_LISTED: usize = 50;
 
@@ -229,7 +232,7 @@ impl StateStore {
         &self.topic
     }
 
-    /// Creates the state topic (cleanup.policy=compact,
+    /// Creates the state topic (cleanup.policy=compact, segment.bytes=64 MiB,
     /// `checkpoint.topic_partitions`, `checkpoint.topic_replication`) if it is
     /// missing, and waits until every partition has a leader. An existing
     /// topic is used as it is (a policy other than compact is logged).
@@ -252,7 +255,10 @@ impl StateStore {
             self.partitions_wanted,
             TopicReplication::Fixed(self.replication),
         )
-        .set("cleanup.policy", "compact");
+        .set("cleanup.policy", "compact")
+        // The active segment is never compacted: a smaller one bounds the
+        // superseded snapshots kept (Kafka's default is 1 GiB).
+        .set("segment.bytes", SEGMENT_BYTES);
         let opts = AdminOptions::new()
             .request_timeout(Some(left(deadline)))
             .operation_timeout(Some(left(deadline)));
@@ -477,6 +483,15 @@ impl StateStore {
         }
         if next_offset < 0 {
             bail!("saving {topic}/{partition}: negative next offset {next_offset}");
+        }
+        let chunks = bytes.len().div_ceil(self.chunk_bytes);
+        if chunks > records::MAX_CHUNKS as usize {
+            bail!(
+                "saving {topic}/{partition}: {} bytes make {chunks} chunks of checkpoint.chunk_bytes = {}, more than {}",
+                bytes.len(),
+                self.chunk_bytes,
+                records::MAX_CHUNKS
+            );
         }
         let sp = self.state_partition(topic, partition, deadline)?;
         let slot = st.newest.map_or(Slot::A, Slot::other);
