@@ -17,6 +17,8 @@
 //! - `dead_letters`: dead-letter records, and a partition paused (or the
 //!   record skipped) when one cannot be delivered.
 //! - `checkpointing`: snapshot, write, then store the covered offsets.
+//! - [`handover`]: partition state moving through the state store
+//!   (restores on assignment, periodic and final snapshots).
 //! - `commit`: the offset store and periodic commits.
 //! - `shutdown`: the bounded shutdown.
 
