@@ -274,7 +274,8 @@ impl StateStore {
             }
         }
         loop {
-            if let Some(n) = self.partition_count(admin.inner(), Duration::from_secs(2))? {
+            let wait = left(deadline).min(Duration::from_secs(2));
+            if let Some(n) = self.partition_count(admin.inner(), wait)? {
                 *lock(&self.partitions) = Some(n);
                 tracing::info!(
                     topic = self.topic.as_str(),
@@ -295,7 +296,7 @@ impl StateStore {
     }
 
     /// Reads the state partition holding input (`topic`, `partition`) to its
-    /// high watermark, returns the newest complete snapshot, and claims the
+    /// end (at least its high watermark), returns the newest complete snapshot, and claims the
     /// next epoch (written as a claim record, so that the next loader goes
     /// higher). Errors only when Kafka cannot be read or the claim cannot be
     /// written; bad records are skipped and listed in `refused`.
