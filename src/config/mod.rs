@@ -274,6 +274,9 @@ impl Config {
                 "must be positive".into(),
             );
         }
+        if self.kafka.revoke_timeout.ms() <= 0 {
+            return bad("kafka.revoke_timeout", "must be positive".into());
+        }
         if self.checkpoint.interval.ms() <= 0 {
             return bad("checkpoint.interval", "must be positive".into());
         }

@@ -283,6 +283,14 @@ pub struct KafkaSection {
     /// output deliveries and the producer flush may take before `run` gives up
     /// and exits non-zero.
     pub shutdown_timeout: Dur,
+    /// Static group membership: librdkafka's `group.instance.id` (e.g. the
+    /// pod name), so a restart within `session.timeout.ms` keeps this
+    /// member's partitions and moves nothing. Empty = dynamic membership.
+    pub group_instance_id: String,
+    /// When partitions are revoked: how long their final state snapshots
+    /// (written to the state store) may take in total before they are
+    /// dropped anyway (counted in `cxpulse_state_saves_total{result="timeout"}`).
+    pub revoke_timeout: Dur,
     /// When a dead-letter record cannot be delivered (after
     /// `delivery_attempts`, or at once on a permanent error such as a missing
     /// topic): pause its input partition and hold its offset, or skip it.
@@ -330,6 +338,8 @@ impl fmt::Debug for KafkaSection {
             .field("publish_interval", &self.publish_interval)
             .field("commit_interval", &self.commit_interval)
             .field("shutdown_timeout", &self.shutdown_timeout)
+            .field("group_instance_id", &self.group_instance_id)
+            .field("revoke_timeout", &self.revoke_timeout)
             .field("dead_letter_on_failure", &self.dead_letter_on_failure)
             .field(
                 "dead_letter_retry_interval",
@@ -390,6 +400,8 @@ impl Default for KafkaSection {
             publish_interval: Dur(10_000),
             commit_interval: Dur(5_000),
             shutdown_timeout: Dur(10_000),
+            group_instance_id: String::new(),
+            revoke_timeout: Dur(10_000),
             dead_letter_on_failure: DeadLetterOnFailure::Pause,
             dead_letter_retry_interval: Dur(10_000),
             dead_letter_max_bytes: 0,

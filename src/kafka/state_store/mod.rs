@@ -247,7 +247,9 @@ impl StateStore {
         .context("state store admin client")?;
         if let Some(n) = self.partition_count(admin.inner(), left(deadline))? {
             *lock(&self.partitions) = Some(n);
-            self.check_policy(&admin, left(deadline));
+            // A broker that does not answer DescribeConfigs (librdkafka's
+            // mock cluster of `cxpulse demo`) must not hold up the restores.
+            self.check_policy(&admin, left(deadline).min(Duration::from_secs(2)));
             return Ok(());
         }
         let topic = NewTopic::new(
