@@ -45,12 +45,14 @@
 //! - [`latency`]: the event-to-metric latency histogram's bookkeeping.
 //! - [`publish`]: dead-letter, output and alert records and their delivery.
 //! - [`outbox`]: output and alert records waiting, one batch in flight.
+//! - [`fleet`]: fleet totals: partials topic, folding duty (docs/fleet.md).
 //! - [`pipeline`]: the consumer loop that owns the engine: a `select!` over
 //!   its parts (client building, restore, per-message decision, checkpoints,
 //!   commits, shutdown), each in its own file.
 
 pub mod client;
 pub mod context;
+pub mod fleet;
 pub mod latency;
 pub mod live;
 pub mod offsets;
