@@ -98,7 +98,7 @@ pub async fn run(
     let book = Arc::new(Mutex::new(offset_book));
     let clients = clients::build(k, &live, &book)?;
     let store = checkpoint.map(|(store, _)| store);
-    let mut lp = Loop::new(cfg, clients, book, live, engine, store);
+    let mut lp = Loop::new(cfg, clients, book, live, engine, store)?;
 
     let consumer = lp.consumer.clone();
     let mut tick = ticker(TICK);

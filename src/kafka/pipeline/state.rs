@@ -21,6 +21,7 @@ use crate::engine::Engine;
 use crate::event::{Decoder, Millis};
 use crate::export::to_prometheus_text;
 use crate::kafka::context::{ConsumerCtx, ProducerCtx};
+use crate::kafka::fleet::{self, FleetTotals};
 use crate::kafka::latency::LatencyTracker;
 use crate::kafka::live::LiveState;
 use crate::kafka::offsets::OffsetBook;
@@ -62,6 +63,10 @@ pub struct Loop {
     /// Output records waiting (one per series) and alerts waiting.
     pub output: Outbox,
     pub alerts: Outbox,
+    /// Fleet totals (output topic set): partials published, folding duty.
+    pub fleet: Option<FleetTotals>,
+    /// Partials records waiting (one per input partition).
+    pub partials: Outbox,
     /// The batch in flight of each of them (at most one each).
     pub flights: JoinSet<Flight>,
     /// Shutting down: failed dead letters are not sent again.
@@ -79,6 +84,8 @@ pub struct Loop {
     pub dlq_topic: String,
     pub output_topic: String,
     pub alerts_topic: String,
+    /// The first input topic: its partition 0's owner folds the totals.
+    pub input_topic: String,
     pub idle_timeout: Duration,
 }
 
@@ -90,9 +97,18 @@ impl Loop {
         live: Arc<LiveState>,
         engine: Engine,
         checkpoint: Option<CheckpointStore>,
-    ) -> Loop {
+    ) -> anyhow::Result<Loop> {
         let k = &cfg.kafka;
-        Loop {
+        let fleet = if k.output_topic.is_empty() {
+            None
+        } else {
+            Some(FleetTotals::new(
+                k,
+                fleet::instance_id(""),
+                fleet::validator(engine.prm.clone()),
+            )?)
+        };
+        Ok(Loop {
             consumer: Arc::new(clients.consumer),
             producer: clients.producer,
             book,
@@ -117,6 +133,8 @@ impl Loop {
             paused: Paused::default(),
             output: Outbox::keyed(),
             alerts: Outbox::fifo(k.delivery_attempts),
+            fleet,
+            partials: Outbox::keyed(),
             flights: JoinSet::new(),
             shutting_down: false,
             last_message: Instant::now(),
@@ -127,8 +145,9 @@ impl Loop {
             dlq_topic: k.dead_letter_topic.clone(),
             output_topic: k.output_topic.clone(),
             alerts_topic: k.alerts_topic.clone(),
+            input_topic: k.input_topics.first().cloned().unwrap_or_default(),
             idle_timeout: Duration::from_millis(cfg.engine.idle_timeout.ms().max(0) as u64),
-        }
+        })
     }
 
     pub fn book(&self) -> MutexGuard<'_, OffsetBook> {
@@ -162,11 +181,12 @@ impl Loop {
         }
     }
 
-    /// Sends the next batch of output and of alerts, where none is in flight.
+    /// Sends the next batch of output, alerts and partials, where none is in flight.
     pub fn start_deliveries(&mut self) {
-        for stream in [Stream::Output, Stream::Alerts] {
+        for stream in [Stream::Output, Stream::Alerts, Stream::Partials] {
             let outbox = match stream {
                 Stream::Output => &mut self.output,
+                Stream::Partials => &mut self.partials,
                 _ => &mut self.alerts,
             };
             if let Some(batch) = outbox.next_batch(MAX_BATCH) {
@@ -186,9 +206,11 @@ impl Loop {
     /// dropped (see [`Outbox::done`]); the next batch goes at once after a
     /// success, at the next publish tick after a failure.
     pub fn flight_done(&mut self, f: Flight) {
+        let partials_topic = self.fleet.as_ref().map(|f| f.partials_topic.as_str());
         let (outbox, topic) = match f.stream {
-            Stream::Output => (&mut self.output, &self.output_topic),
-            _ => (&mut self.alerts, &self.alerts_topic),
+            Stream::Output => (&mut self.output, self.output_topic.as_str()),
+            Stream::Partials => (&mut self.partials, partials_topic.unwrap_or_default()),
+            _ => (&mut self.alerts, self.alerts_topic.as_str()),
         };
         let dropped = outbox.done(f.results);
         report_dropped(f.stream, topic, &dropped);
@@ -202,6 +224,8 @@ impl Loop {
             .set(self.output.pending() as i64);
         g.with_label_values(&[Stream::Alerts.as_str()])
             .set(self.alerts.pending() as i64);
+        g.with_label_values(&[Stream::Partials.as_str()])
+            .set(self.partials.pending() as i64);
     }
 
     pub fn tick(&mut self) {
@@ -224,18 +248,39 @@ impl Loop {
         self.store_moved();
     }
 
-    /// Every `publish_interval`: the changed series join the output outbox
-    /// (replacing older waiting values), and batches held back after a
-    /// failure may go again.
+    /// Every `publish_interval`: this instance's partials join the partials
+    /// outbox; the folder (owner of input partition 0) folds the latest
+    /// partials of every partition and the changed series of the totals join
+    /// the output outbox (replacing older waiting values); batches held
+    /// back after a failure may go again. See [`crate::kafka::fleet`].
     pub fn publish(&mut self) {
         self.output.tick();
         self.alerts.tick();
-        if !self.output_topic.is_empty()
-            && let Some(t) = self.engine.clock()
-        {
-            let families = self.engine.families();
-            let records = self.diff.changed(&self.output_topic, &families, t);
-            self.output.push(records);
+        self.partials.tick();
+        if let Some(fleet) = &mut self.fleet {
+            if let Some(t) = self.engine.clock() {
+                let records = fleet.partial_records(t, &fleet::engine_partials(&self.engine));
+                self.partials.push(records);
+            }
+            let folder = owns_first_partition(&self.consumer, &self.input_topic);
+            if fleet.set_folder(folder) {
+                // A new duty starts from nothing published; a duty given
+                // up leaves the totals to the new folder.
+                self.diff = SeriesDiff::default();
+                if !folder {
+                    self.output.clear_waiting();
+                }
+            }
+            let prm = &self.engine.prm;
+            let fold = |t: Millis, parts: &[(u32, &[u8])]| {
+                fleet::fold_partials(prm, t, parts).map_err(|e| e.to_string())
+            };
+            if let Some(totals) = fleet.totals(&fold) {
+                let records = self
+                    .diff
+                    .changed(&self.output_topic, &totals.families, totals.t);
+                self.output.push(records);
+            }
         }
         self.start_deliveries();
     }
@@ -275,6 +320,16 @@ fn report_dropped(stream: Stream, topic: &str, dropped: &Dropped) {
         }
         .emit();
     }
+}
+
+/// Whether partition 0 of `topic` is in the consumer's assignment.
+fn owns_first_partition(consumer: &StreamConsumer<ConsumerCtx>, topic: &str) -> bool {
+    use rdkafka::consumer::Consumer as _;
+    consumer.assignment().is_ok_and(|tpl| {
+        tpl.elements()
+            .iter()
+            .any(|e| e.topic() == topic && e.partition() == 0)
+    })
 }
 
 /// The offset book, also when a panic elsewhere poisoned its lock (it is
