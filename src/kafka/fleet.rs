@@ -300,12 +300,26 @@ impl Latest {
     /// ready only when every one has a partial, and when no partial says the
     /// input has more partitions than `expected` lists (the layout read here
     /// is then older than the publisher's). T is the newest partial's T.
-    /// Partials of partitions not expected are left out.
-    pub fn fold_input(&self, expected: &[u32]) -> FoldInput<'_> {
+    /// Partials of partitions not expected are left out. `own` (the folder's
+    /// own partitions, taken now at `own_t`) replaces what was read for them:
+    /// fresher than the topic, and the last state at shutdown.
+    pub fn fold_input<'a>(
+        &'a self,
+        expected: &[u32],
+        own: &'a [(u32, Vec<u8>)],
+        own_t: Millis,
+    ) -> FoldInput<'a> {
+        let pick = |p: u32| -> Option<(Millis, u32, &'a [u8])> {
+            if let Some((_, b)) = own.iter().find(|(q, _)| *q == p) {
+                return Some((own_t, 0, b.as_slice()));
+            }
+            let e = self.parts.get(&p)?;
+            Some((e.header.t, e.header.input_partitions, e.bytes.as_slice()))
+        };
         let missing: Vec<u32> = expected
             .iter()
             .copied()
-            .filter(|p| !self.parts.contains_key(p))
+            .filter(|p| pick(*p).is_none())
             .collect();
         if !missing.is_empty() || expected.is_empty() {
             return FoldInput::Missing(missing);
@@ -314,11 +328,13 @@ impl Latest {
         let (mut newest, mut oldest) = (Millis::MIN, Millis::MAX);
         let mut claimed = 0u32;
         for p in expected {
-            let e = &self.parts[p];
-            newest = newest.max(e.header.t);
-            oldest = oldest.min(e.header.t);
-            claimed = claimed.max(e.header.input_partitions);
-            parts.push((*p, e.bytes.as_slice()));
+            let Some((t, n, bytes)) = pick(*p) else {
+                continue;
+            };
+            newest = newest.max(t);
+            oldest = oldest.min(t);
+            claimed = claimed.max(n);
+            parts.push((*p, bytes));
         }
         if claimed as usize > expected.len() {
             return FoldInput::Missing(Vec::new());
@@ -782,8 +798,15 @@ impl FleetTotals {
     /// The folder's totals now, when it can publish them: the partials topic
     /// read to its end once, the input layout known, every input partition
     /// with a partial, and the fold accepting them. Otherwise `None`, said
-    /// why (logged, `cxpulse_fleet_partitions_missing`).
-    pub fn totals(&self, fold: &Fold<'_>) -> Option<Totals> {
+    /// why (logged, `cxpulse_fleet_partitions_missing`). `own`: this
+    /// instance's partials, taken at `own_t` (they replace what the topic
+    /// holds for them).
+    pub fn totals(
+        &self,
+        fold: &Fold<'_>,
+        own: &[(u32, Vec<u8>)],
+        own_t: Option<Millis>,
+    ) -> Option<Totals> {
         let folder = self.folder.as_ref()?;
         let held = |why: &str, missing: usize| {
             telemetry::TotalsHeldBack { why, missing }.emit();
@@ -796,7 +819,9 @@ impl FleetTotals {
             return held("the input topics' partition counts are not known yet", 0);
         };
         let expected = layout.pids();
-        folder.with_latest(|latest| match latest.fold_input(&expected) {
+        let own = if own_t.is_some() { own } else { &[] };
+        let own_t = own_t.unwrap_or(Millis::MIN);
+        folder.with_latest(|latest| match latest.fold_input(&expected, own, own_t) {
             FoldInput::Missing(m) if m.is_empty() => held(
                 "a partial counts more input partitions than the metadata read here",
                 0,
@@ -1028,7 +1053,7 @@ mod tests {
         assert_eq!(l.get(0).unwrap().at, (0, 3));
         assert_eq!(l.get(1).unwrap().bytes, b"p1");
         assert_eq!(l.get(1).unwrap().header.t, 90);
-        match l.fold_input(&[0, 1]) {
+        match l.fold_input(&[0, 1], &[], 0) {
             FoldInput::Ready { t, spread, parts } => {
                 assert_eq!(t, 110, "the newest partial's T");
                 assert_eq!(spread, 20);
@@ -1037,12 +1062,39 @@ mod tests {
             other => panic!("{other:?}"),
         }
         // Partition 2 expected but without a partial: held back, named.
-        assert_eq!(l.fold_input(&[0, 1, 2]), FoldInput::Missing(vec![2]));
+        assert_eq!(
+            l.fold_input(&[0, 1, 2], &[], 0),
+            FoldInput::Missing(vec![2])
+        );
+        // The folder's own partition 2, taken now at T 120: folded with
+        // the others, replacing what the topic holds for it.
+        let own = vec![(2, b"p2-own".to_vec())];
+        match l.fold_input(&[0, 1, 2], &own, 120) {
+            FoldInput::Ready { t, spread, parts } => {
+                assert_eq!((t, spread), (120, 30));
+                assert_eq!(
+                    parts,
+                    vec![(0, &b"p0-new"[..]), (1, &b"p1"[..]), (2, &b"p2-own"[..])]
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+        let own = vec![(0, b"p0-own".to_vec())];
+        match l.fold_input(&[0, 1], &own, 95) {
+            FoldInput::Ready { t, parts, .. } => {
+                assert_eq!(
+                    t, 95,
+                    "p1 at 90, own p0 at 95 (the topic's p0 at 110 is replaced)"
+                );
+                assert_eq!(parts, vec![(0, &b"p0-own"[..]), (1, &b"p1"[..])]);
+            }
+            other => panic!("{other:?}"),
+        }
         // A tombstone forgets partition 1.
         put(&mut l, b"events/1", None).unwrap();
-        assert_eq!(l.fold_input(&[0, 1]), FoldInput::Missing(vec![1]));
+        assert_eq!(l.fold_input(&[0, 1], &[], 0), FoldInput::Missing(vec![1]));
         // No layout yet: nothing to fold.
-        assert_eq!(l.fold_input(&[]), FoldInput::Missing(vec![]));
+        assert_eq!(l.fold_input(&[], &[], 0), FoldInput::Missing(vec![]));
     }
 
     #[test]
@@ -1066,7 +1118,7 @@ mod tests {
         )
         .unwrap();
         // The publisher of partition 0 saw 3 input partitions; this layout 2.
-        assert_eq!(l.fold_input(&[0, 1]), FoldInput::Missing(vec![]));
+        assert_eq!(l.fold_input(&[0, 1], &[], 0), FoldInput::Missing(vec![]));
     }
 
     #[test]

@@ -258,9 +258,10 @@ impl Loop {
         self.alerts.tick();
         self.partials.tick();
         if let Some(fleet) = &mut self.fleet {
-            if let Some(t) = self.engine.clock() {
-                let records = fleet.partial_records(t, &fleet::engine_partials(&self.engine));
-                self.partials.push(records);
+            let t = self.engine.clock();
+            let own = fleet::engine_partials(&self.engine);
+            if let Some(t) = t {
+                self.partials.push(fleet.partial_records(t, &own));
             }
             let folder = owns_first_partition(&self.consumer, &self.input_topic);
             if fleet.set_folder(folder) {
@@ -275,7 +276,7 @@ impl Loop {
             let fold = |t: Millis, parts: &[(u32, &[u8])]| {
                 fleet::fold_partials(prm, t, parts).map_err(|e| e.to_string())
             };
-            if let Some(totals) = fleet.totals(&fold) {
+            if let Some(totals) = fleet.totals(&fold, &own, t) {
                 let records = self
                     .diff
                     .changed(&self.output_topic, &totals.families, totals.t);
