@@ -7,7 +7,7 @@
 //!   keyed `<input topic>/<partition>`, the value a small header
 //!   ([`PartialHeader`]) followed by the partial's bytes ([`encode`]).
 //! - The instance that owns input partition 0 of the first input topic is the
-//!   **folder**: a consumer without a group ([`Folder`]) reads the partials
+//!   **folder**: a consumer outside the group ([`Folder`]) reads the partials
 //!   topic from its beginning and keeps the latest partial per input
 //!   partition ([`Latest`]); each publish interval the loop folds them
 //!   ([`Latest::fold_input`], then `engine::fold_partials`) and publishes the
@@ -380,7 +380,8 @@ struct FolderView {
 }
 
 /// The folder's consumer: a thread reading the partials topic (all its
-/// partitions, from the beginning, no group) into [`Latest`].
+/// partitions assigned, from the beginning, never joining the group nor
+/// committing) into [`Latest`].
 pub struct Folder {
     view: Arc<Mutex<FolderView>>,
     stop: Arc<AtomicBool>,
@@ -389,14 +390,15 @@ pub struct Folder {
 
 impl Folder {
     /// Starts the thread. `settings` are the consumer's librdkafka settings
-    /// (security included); the group is removed.
+    /// (security included). The consumer keeps `group.id` (librdkafka wants
+    /// one, and it is the id the deployment's ACLs name) but never joins
+    /// the group nor commits: it assigns its partitions itself.
     pub fn start(
         mut settings: BTreeMap<String, String>,
         topic: String,
         input_topics: Vec<String>,
         validate: Arc<Validate>,
     ) -> anyhow::Result<Folder> {
-        settings.remove("group.id");
         settings.remove("statistics.interval.ms");
         settings.remove("group.instance.id");
         settings.remove("partition.assignment.strategy");
