@@ -307,7 +307,12 @@ fn two_instances_publish_the_totals_of_one_and_garbage_partials_are_skipped() {
         1.0,
         "cxpulse_fleet_folder of the two: {folders:?}"
     );
-    assert_eq!(one.metric("cxpulse_fleet_folder"), Some(1.0));
+    wait(
+        "the reference instance folds",
+        Duration::from_secs(10),
+        &[&one],
+        || (one.metric("cxpulse_fleet_folder") == Some(1.0)).then_some(()),
+    );
     let (folder, other) = if folders[0] == 1.0 {
         (&a, &b)
     } else {

@@ -568,6 +568,10 @@ impl ClientContext for PartialsCtx {
     }
 
     fn error(&self, error: KafkaError, reason: &str) {
+        // The end of a partition is how the folder knows it caught up.
+        if matches!(error, KafkaError::PartitionEOF(_)) {
+            return;
+        }
         telemetry::KafkaClientError {
             client: "partials-consumer",
             brokers: "",
