@@ -110,6 +110,10 @@ pub struct EngineSection {
     pub dedup_horizon: Dur,
     /// At most this many distinct channel values become labels; later ones are `other`.
     pub max_channels: usize,
+    /// Channel values that always get a label (before every other value),
+    /// whichever partition and instance sees them first; at most
+    /// `max_channels` of them. Default: none.
+    pub channels: Vec<String>,
     /// Larger messages are invalid.
     pub max_message_bytes: usize,
     /// When an event has no `ts`, use the Kafka message timestamp instead of rejecting it.
@@ -141,6 +145,7 @@ impl Default for EngineSection {
             max_amount_usd: crate::event::DEFAULT_MAX_AMOUNT_USD,
             dedup_horizon: Dur(600_000),
             max_channels: 16,
+            channels: Vec::new(),
             max_message_bytes: 64 * 1024,
             kafka_timestamp_fallback: false,
             max_tracked_users: 0,

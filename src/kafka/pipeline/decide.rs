@@ -87,7 +87,7 @@ pub fn decide(
             ),
         },
         Err(f) => {
-            engine.record_invalid(f.event_type);
+            engine.record_invalid(pid, f.event_type);
             (f.error.reason(), f.error.to_string())
         }
     };
