@@ -848,28 +848,11 @@ impl FleetTotals {
     }
 }
 
-/// The partials of the input partitions `engine` holds, at its T.
-// TEMPORARY stand-in until helper A's `Engine::partials` is merged
-// (branch part-state): publishes nothing.
-pub fn engine_partials(_engine: &crate::engine::Engine) -> Vec<(u32, Vec<u8>)> {
-    Vec::new()
-}
-
-/// The fleet's series at `t` from the partials of every input partition.
-// TEMPORARY stand-in until helper A's `engine::fold_partials` is merged.
-pub fn fold_partials(
-    _prm: &crate::state::params::Params,
-    _t: Millis,
-    _parts: &[(u32, &[u8])],
-) -> Result<Vec<crate::export::Family>, String> {
-    Err("fold_partials is not merged yet".into())
-}
-
 /// The check of a partial read back from the partials topic: the fold
 /// accepts it on its own.
 pub fn validator(prm: crate::state::params::Params) -> Arc<Validate> {
     Arc::new(move |pid, t, bytes| {
-        fold_partials(&prm, t, &[(pid, bytes)])
+        crate::engine::fold_partials(&prm, t, &[(pid, bytes)])
             .map(|_| ())
             .map_err(|e| e.to_string())
     })

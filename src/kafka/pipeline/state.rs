@@ -259,7 +259,7 @@ impl Loop {
         self.partials.tick();
         if let Some(fleet) = &mut self.fleet {
             let t = self.engine.clock();
-            let own = fleet::engine_partials(&self.engine);
+            let own = self.engine.partials();
             if let Some(t) = t {
                 self.partials.push(fleet.partial_records(t, &own));
             }
@@ -274,7 +274,7 @@ impl Loop {
             }
             let prm = &self.engine.prm;
             let fold = |t: Millis, parts: &[(u32, &[u8])]| {
-                fleet::fold_partials(prm, t, parts).map_err(|e| e.to_string())
+                crate::engine::fold_partials(prm, t, parts).map_err(|e| e.to_string())
             };
             if let Some(totals) = fleet.totals(&fold, &own, t) {
                 let records = self
