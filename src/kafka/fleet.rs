@@ -636,8 +636,11 @@ impl LayoutWatch {
         partials_topic: String,
         input_topics: Vec<String>,
     ) -> anyhow::Result<LayoutWatch> {
+        // Its metadata reads of the input topics must not create them.
+        let mut settings = settings.clone();
+        settings.insert("allow.auto.create.topics".into(), "false".into());
         let admin: AdminClient<DefaultClientContext> =
-            client::create(settings, DefaultClientContext)?;
+            client::create(&settings, DefaultClientContext)?;
         let layout = Arc::new(Mutex::new(None));
         let stop = Arc::new(AtomicBool::new(false));
         let (l, s) = (layout.clone(), stop.clone());
