@@ -110,6 +110,26 @@ impl EventCounts {
         self.counts.iter().map(|r| r[o.index()]).sum()
     }
 
+    pub fn write(&self, w: &mut crate::state::codec::W) {
+        for row in &self.counts {
+            for c in row {
+                w.u64(*c);
+            }
+        }
+    }
+
+    pub fn read(
+        r: &mut crate::state::codec::R<'_>,
+    ) -> Result<EventCounts, crate::state::codec::SnapshotError> {
+        let mut counts = EventCounts::default();
+        for row in counts.counts.iter_mut() {
+            for c in row.iter_mut() {
+                *c = crate::state::codec::check_count("event count", r.u64()?)?;
+            }
+        }
+        Ok(counts)
+    }
+
     /// Adds another partition's counts.
     pub fn merge(&mut self, o: &EventCounts) {
         for (a, x) in self.counts.iter_mut().zip(&o.counts) {
