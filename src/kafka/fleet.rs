@@ -6,20 +6,23 @@
 //!   internal compacted topic, the **partials topic** ([`partials_topic`]),
 //!   keyed `<input topic>/<partition>`, the value a small header
 //!   ([`PartialHeader`]) followed by the partial's bytes ([`encode`]).
+//! - Every instance reads the partials topic from its beginning with a
+//!   consumer outside the group ([`PartialsReader`]) and keeps the latest
+//!   readable partial per input partition ([`Latest`]).
 //! - The instance that owns input partition 0 of the first input topic is the
-//!   **folder**: a consumer outside the group ([`Folder`]) reads the partials
-//!   topic from its beginning and keeps the latest partial per input
-//!   partition ([`Latest`]); each publish interval the loop folds them
-//!   ([`Latest::fold_input`], then `engine::fold_partials`) and publishes the
-//!   totals on the output topic in the usual record format, stating T.
+//!   **folder**: each publish interval the loop folds the latest partials
+//!   ([`Latest::fold_input`], then `engine::fold_partials`), its own
+//!   partitions' taken now, and publishes the totals on the output topic in
+//!   the usual record format, stating T. Other instances publish nothing on
+//!   the output topic.
 //! - Records on the partials topic that are not a readable partial are
 //!   skipped, counted (`cxpulse_fleet_partials_refused_total{reason}`) and
 //!   logged; a bad record never replaces a good partial and never stops the
 //!   process.
 //!
-//! The duty to fold moves with partition 0: [`FleetTotals::set_folder`]
-//! starts the folder consumer when this instance gets it, stops it when the
-//! partition goes.
+//! The duty to fold moves with partition 0 ([`FleetTotals::set_folder`], at
+//! each publish tick from the consumer's assignment); since every instance
+//! already reads the partials topic, a new folder publishes at its next tick.
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
@@ -382,13 +385,13 @@ struct FolderView {
 /// The folder's consumer: a thread reading the partials topic (all its
 /// partitions assigned, from the beginning, never joining the group nor
 /// committing) into [`Latest`].
-pub struct Folder {
+pub struct PartialsReader {
     view: Arc<Mutex<FolderView>>,
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
 }
 
-impl Folder {
+impl PartialsReader {
     /// Starts the thread. `settings` are the consumer's librdkafka settings
     /// (security included). The consumer keeps `group.id` (librdkafka wants
     /// one, and it is the id the deployment's ACLs name) but never joins
@@ -398,7 +401,7 @@ impl Folder {
         topic: String,
         input_topics: Vec<String>,
         validate: Arc<Validate>,
-    ) -> anyhow::Result<Folder> {
+    ) -> anyhow::Result<PartialsReader> {
         settings.remove("statistics.interval.ms");
         settings.remove("group.instance.id");
         settings.remove("partition.assignment.strategy");
@@ -412,7 +415,7 @@ impl Folder {
         let thread = std::thread::Builder::new()
             .name("cxpulse-folder".into())
             .spawn(move || read_partials(&consumer, &topic, &input_topics, &*validate, &v, &s))?;
-        Ok(Folder {
+        Ok(PartialsReader {
             view,
             stop,
             thread: Some(thread),
@@ -434,7 +437,7 @@ impl Folder {
     }
 }
 
-impl Drop for Folder {
+impl Drop for PartialsReader {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
         // The thread notices within one poll (200 ms); not joined here, so
@@ -591,8 +594,11 @@ fn ensure_topic(
     rt: &tokio::runtime::Runtime,
     topic: &str,
 ) -> anyhow::Result<bool> {
-    let compact =
-        NewTopic::new(topic, 1, TopicReplication::Fixed(-1)).set("cleanup.policy", "compact");
+    // Segments roll hourly so that compaction (which skips the active
+    // segment) keeps what a new folder reads to about an hour of records.
+    let compact = NewTopic::new(topic, 1, TopicReplication::Fixed(-1))
+        .set("cleanup.policy", "compact")
+        .set("segment.ms", "3600000");
     let opts = AdminOptions::new().operation_timeout(Some(REQUEST_TIMEOUT));
     let results = rt.block_on(admin.create_topics([&compact], &opts))?;
     match results.into_iter().next() {
@@ -715,21 +721,23 @@ pub struct Totals {
     pub families: Vec<crate::export::Family>,
 }
 
-/// The loop's side of fleet totals: publishing partials, and the folding
-/// duty while this instance owns input partition 0.
+/// The loop's side of fleet totals: publishing partials, reading everyone's
+/// (every instance reads the partials topic, so the duty moves without a
+/// catch-up), and the folding duty while this instance owns input
+/// partition 0.
 pub struct FleetTotals {
     pub partials_topic: String,
     input_topics: Vec<String>,
     instance: String,
-    consumer_settings: BTreeMap<String, String>,
-    validate: Arc<Validate>,
     layout: LayoutWatch,
-    folder: Option<Folder>,
+    reader: PartialsReader,
+    folding: bool,
 }
 
 impl FleetTotals {
     /// Starts the layout thread (which creates the partials topic if
-    /// missing). `validate` checks a partial read back before it is kept.
+    /// missing) and the reader of the partials topic. `validate` checks a
+    /// partial read back before it is kept.
     pub fn new(
         k: &KafkaSection,
         instance: String,
@@ -743,14 +751,19 @@ impl FleetTotals {
             partials_topic.clone(),
             k.input_topics.clone(),
         )?;
+        let reader = PartialsReader::start(
+            consumer_settings,
+            partials_topic.clone(),
+            k.input_topics.clone(),
+            validate,
+        )?;
         Ok(FleetTotals {
             partials_topic,
             input_topics: k.input_topics.clone(),
             instance,
-            consumer_settings,
-            validate,
             layout,
-            folder: None,
+            reader,
+            folding: false,
         })
     }
 
@@ -765,37 +778,15 @@ impl FleetTotals {
     }
 
     pub fn is_folder(&self) -> bool {
-        self.folder.is_some()
+        self.folding
     }
 
-    /// Takes up (starts the folder consumer) or gives up the folding duty.
-    /// Returns whether the duty changed. A folder that cannot start is
-    /// logged and tried again at the next call.
+    /// Takes up or gives up the folding duty; returns whether it changed.
     pub fn set_folder(&mut self, active: bool) -> bool {
-        if active == self.folder.is_some() {
+        if active == self.folding {
             return false;
         }
-        if active {
-            match Folder::start(
-                self.consumer_settings.clone(),
-                self.partials_topic.clone(),
-                self.input_topics.clone(),
-                self.validate.clone(),
-            ) {
-                Ok(f) => self.folder = Some(f),
-                Err(e) => {
-                    telemetry::PartialsTopicTrouble {
-                        what: "folder-start",
-                        topic: &self.partials_topic,
-                        error: &e,
-                    }
-                    .emit();
-                    return false;
-                }
-            }
-        } else {
-            self.folder = None;
-        }
+        self.folding = active;
         telemetry::FolderDuty {
             active,
             partials_topic: &self.partials_topic,
@@ -816,7 +807,10 @@ impl FleetTotals {
         own: &[(u32, Vec<u8>)],
         own_t: Option<Millis>,
     ) -> Option<Totals> {
-        let folder = self.folder.as_ref()?;
+        if !self.folding {
+            return None;
+        }
+        let folder = &self.reader;
         let held = |why: &str, missing: usize| {
             telemetry::TotalsHeldBack { why, missing }.emit();
             None
@@ -851,13 +845,11 @@ impl FleetTotals {
     }
 }
 
-/// The check of a partial read back from the partials topic: the fold
-/// accepts it on its own.
+/// The check of a partial read back from the partials topic: the engine
+/// decodes it (cheap: no fold).
 pub fn validator(prm: crate::state::params::Params) -> Arc<Validate> {
-    Arc::new(move |pid, t, bytes| {
-        crate::engine::fold_partials(&prm, t, &[(pid, bytes)])
-            .map(|_| ())
-            .map_err(|e| e.to_string())
+    Arc::new(move |_pid, _t, bytes| {
+        crate::engine::fleet::check_partial(&prm, bytes).map_err(|e| e.to_string())
     })
 }
 
