@@ -286,6 +286,14 @@ pub struct KafkaSection {
     /// output deliveries and the producer flush may take before `run` gives up
     /// and exits non-zero.
     pub shutdown_timeout: Dur,
+    /// Static group membership: librdkafka's `group.instance.id` (e.g. the
+    /// pod name), so a restart within `session.timeout.ms` keeps this
+    /// member's partitions and moves nothing. Empty = dynamic membership.
+    pub group_instance_id: String,
+    /// When partitions are revoked: how long their final state snapshots
+    /// (written to the state store) may take in total before they are
+    /// dropped anyway (counted in `cxpulse_state_saves_total{result="timeout"}`).
+    pub revoke_timeout: Dur,
     /// When a dead-letter record cannot be delivered (after
     /// `delivery_attempts`, or at once on a permanent error such as a missing
     /// topic): pause its input partition and hold its offset, or skip it.
@@ -334,6 +342,8 @@ impl fmt::Debug for KafkaSection {
             .field("publish_interval", &self.publish_interval)
             .field("commit_interval", &self.commit_interval)
             .field("shutdown_timeout", &self.shutdown_timeout)
+            .field("group_instance_id", &self.group_instance_id)
+            .field("revoke_timeout", &self.revoke_timeout)
             .field("dead_letter_on_failure", &self.dead_letter_on_failure)
             .field(
                 "dead_letter_retry_interval",
@@ -395,6 +405,8 @@ impl Default for KafkaSection {
             publish_interval: Dur(10_000),
             commit_interval: Dur(5_000),
             shutdown_timeout: Dur(10_000),
+            group_instance_id: String::new(),
+            revoke_timeout: Dur(10_000),
             dead_letter_on_failure: DeadLetterOnFailure::Pause,
             dead_letter_retry_interval: Dur(10_000),
             dead_letter_max_bytes: 0,
@@ -455,10 +467,47 @@ pub enum OnCorrupt {
     Fail,
 }
 
+/// Where `run` keeps its durable state (`checkpoint.store`).
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum StoreKind {
+    /// Each input partition's state in a compacted Kafka topic
+    /// ([`crate::kafka::state_store`]); moves with the partition.
+    #[default]
+    Kafka,
+    /// Whole-engine checkpoint files in `checkpoint.dir` (one instance).
+    Dir,
+    /// No durable state.
+    Off,
+}
+
+impl StoreKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StoreKind::Kafka => "kafka",
+            StoreKind::Dir => "dir",
+            StoreKind::Off => "off",
+        }
+    }
+}
+
 /// Durable checkpoints of `run`: engine state plus the input offsets it covers.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct CheckpointSection {
+    /// Where state is kept: `kafka` (default), `dir` or `off`. When the key
+    /// is absent and `dir` is set, `dir` (the meaning `dir` had before the
+    /// key existed); resolved by [`super::Config::from_toml_str`].
+    pub store: StoreKind,
+    /// `store = "kafka"`: the state topic; empty = `<kafka.group_id>-cxpulse-state`.
+    pub topic: String,
+    /// `store = "kafka"`: partitions of the state topic when cxpulse creates it.
+    pub topic_partitions: i32,
+    /// `store = "kafka"`: replication factor when cxpulse creates the state
+    /// topic; -1 = the broker's default.
+    pub topic_replication: i32,
+    /// `store = "kafka"`: largest chunk of one snapshot record, in bytes.
+    pub chunk_bytes: usize,
     /// Directory of the checkpoint files. Empty = checkpoints off (state is
     /// rebuilt from the committed offsets only).
     pub dir: String,
@@ -476,6 +525,11 @@ pub struct CheckpointSection {
 impl Default for CheckpointSection {
     fn default() -> Self {
         CheckpointSection {
+            store: StoreKind::Kafka,
+            topic: String::new(),
+            topic_partitions: 6,
+            topic_replication: -1,
+            chunk_bytes: 524_288,
             dir: String::new(),
             interval: Dur(30_000),
             keep: 3,
@@ -485,6 +539,35 @@ impl Default for CheckpointSection {
 }
 
 /// A configuration error: which file, which key, what is wrong.
+/// Smallest and largest `checkpoint.chunk_bytes`: a chunk plus its key and
+/// header must fit in librdkafka's default `message.max.bytes` (1000000).
+pub const CHUNK_BYTES_MIN: usize = 1024;
+pub const CHUNK_BYTES_MAX: usize = 900 * 1024;
+
+/// Whether `name` is a valid Kafka topic name (1..=249 of `[a-zA-Z0-9._-]`,
+/// not `.` nor `..`).
+pub fn is_valid_topic_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 249
+        && name != "."
+        && name != ".."
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_' || b == b'-')
+}
+
+impl CheckpointSection {
+    /// The state topic of `store = "kafka"`: `topic`, or
+    /// `<group_id>-cxpulse-state` when it is empty.
+    pub fn state_topic(&self, group_id: &str) -> String {
+        if self.topic.is_empty() {
+            format!("{group_id}-cxpulse-state")
+        } else {
+            self.topic.clone()
+        }
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 #[error("config error in {file}: {key}: {message}")]
 pub struct ConfigError {

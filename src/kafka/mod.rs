@@ -23,7 +23,16 @@
 //! Output and alert records have no input offset: one batch of each is in
 //! flight at a time ([`outbox`]).
 //!
-//! # Checkpoints (`[checkpoint] dir` set)
+//! # State in Kafka (`checkpoint.store = "kafka"`, the default)
+//!
+//! Each input partition's engine state is snapshotted with the offset it
+//! covers into the state store ([`state_store`]) and moves with the
+//! partition when the group rebalances: restored (paused meanwhile) on
+//! assignment, a final snapshot on revoke, dropped when lost; offsets are
+//! stored only as snapshots covering them are written. See
+//! `pipeline::handover` and docs/semantics.md ("Rebalances").
+//!
+//! # Checkpoints (`checkpoint.store = "dir"`)
 //!
 //! Every `checkpoint.interval` and at shutdown the loop snapshots the engine
 //! with, per partition, the next offset after the last message the engine
@@ -46,6 +55,8 @@
 //! - [`publish`]: dead-letter, output and alert records and their delivery.
 //! - [`outbox`]: output and alert records waiting, one batch in flight.
 //! - [`fleet`]: fleet totals: partials topic, folding duty (docs/fleet.md).
+//! - [`state_store`]: each input partition's state in a compacted Kafka
+//!   topic (`checkpoint.store = "kafka"`), fenced by ownership epochs.
 //! - [`pipeline`]: the consumer loop that owns the engine: a `select!` over
 //!   its parts (client building, restore, per-message decision, checkpoints,
 //!   commits, shutdown), each in its own file.
@@ -59,6 +70,8 @@ pub mod offsets;
 pub mod outbox;
 pub mod pipeline;
 pub mod publish;
+pub mod state_store;
 
 pub use live::LiveState;
 pub use pipeline::{RenderRequest, ShutdownReport};
+pub use state_store::{Claim, SaveStats, StateStore, StoredSnapshot};

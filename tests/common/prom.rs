@@ -61,6 +61,8 @@ pub fn is_pipeline(series: &str) -> bool {
         "cxpulse_engine_non_finite_values_total",
         "cxpulse_checkpoint",
         "cxpulse_fleet_",
+        "cxpulse_state_",
+        "cxpulse_partition_owned",
     ];
     let name = series.split('{').next().unwrap_or(series);
     !name.starts_with("cxpulse_") || PIPELINE.iter().any(|p| name.starts_with(p))

@@ -14,6 +14,7 @@ use tokio::task::JoinSet;
 use super::checkpointing::CheckpointDone;
 use super::clients::Clients;
 use super::dead_letters::{DeadLetterDone, DeadLetterPolicy, Paused};
+use super::handover::{Moves, SharedEngine, lock_engine};
 use super::{LATENCY_TRACK_CAP, RenderRequest, wall_ms};
 use crate::checkpoint::CheckpointStore;
 use crate::config::Config;
@@ -36,7 +37,11 @@ pub struct Loop {
     /// Shared with the revoke callback, which runs inside `recv`.
     pub book: Arc<Mutex<OffsetBook>>,
     pub live: Arc<LiveState>,
-    pub engine: Engine,
+    /// Shared with the rebalance callbacks (see [`super::handover`]).
+    pub engine: SharedEngine,
+    /// State in the state store: restores, periodic snapshots (empty
+    /// otherwise).
+    pub moves: Moves,
     /// Checkpoints on: where they are written.
     pub checkpoint: Option<CheckpointStore>,
     /// The checkpoint write in flight (at most one).
@@ -95,8 +100,9 @@ impl Loop {
         clients: Clients,
         book: Arc<Mutex<OffsetBook>>,
         live: Arc<LiveState>,
-        engine: Engine,
+        engine: SharedEngine,
         checkpoint: Option<CheckpointStore>,
+        moves: Moves,
     ) -> anyhow::Result<Loop> {
         let k = &cfg.kafka;
         let fleet = if k.output_topic.is_empty() {
@@ -104,8 +110,8 @@ impl Loop {
         } else {
             Some(FleetTotals::new(
                 k,
-                fleet::instance_id(""),
-                fleet::validator(engine.prm.clone()),
+                fleet::instance_id(&k.group_instance_id),
+                fleet::validator(lock_engine(&engine).prm.clone()),
             )?)
         };
         Ok(Loop {
@@ -114,6 +120,7 @@ impl Loop {
             book,
             live,
             engine,
+            moves,
             checkpoint,
             checkpoint_writes: JoinSet::new(),
             snapshot_buffers: JoinSet::new(),
@@ -154,11 +161,16 @@ impl Loop {
         lock(&self.book)
     }
 
+    /// The engine (never held across an `.await` or a `recv()`).
+    pub fn engine(&self) -> MutexGuard<'_, Engine> {
+        lock_engine(&self.engine)
+    }
+
     /// After the clock of partition `pid` (of every partition: `None`) may
     /// have moved: publish new breach alerts and record the latency of
     /// effects that became visible.
     pub fn after_engine_change(&mut self, pid: Option<u32>, now: Millis) {
-        let alerts = self.engine.drain_alerts();
+        let alerts = self.engine().drain_alerts();
         if !alerts.is_empty() && !self.alerts_topic.is_empty() {
             let records: Vec<OutRecord> = alerts
                 .iter()
@@ -174,8 +186,9 @@ impl Loop {
             Some(p) => vec![p],
             None => self.latency.partitions(),
         };
+        let engine = lock_engine(&self.engine);
         for p in pids {
-            if let Some(through) = applied_through(&self.engine, p) {
+            if let Some(through) = applied_through(&engine, p) {
                 self.latency.release(p, through, now, &mut observe);
             }
         }
@@ -237,10 +250,13 @@ impl Loop {
         if self.last_message.elapsed() >= self.idle_timeout
             && self.live.caught_up_since(self.last_message)
         {
-            let from = self.engine.clock();
-            if from.is_none_or(|t| now > t) {
-                self.engine.advance_to(now);
-                telemetry::ClockFollowedWall { from, to: now }.emit();
+            // Whole seconds: instances idling together agree on T.
+            let to = whole_second(now);
+            let mut engine = self.engine();
+            let from = engine.clock();
+            if from.is_none_or(|t| to > t) {
+                engine.advance_to(to);
+                telemetry::ClockFollowedWall { from, to }.emit();
             }
         }
         self.after_engine_change(None, now);
@@ -258,12 +274,33 @@ impl Loop {
         self.alerts.tick();
         self.partials.tick();
         if let Some(fleet) = &mut self.fleet {
-            let t = self.engine.clock();
-            let own = self.engine.partials();
+            let assigned = assigned(&self.consumer);
+            let mut engine = lock_engine(&self.engine);
+            let owned: Vec<u32> = {
+                let mut book = lock(&self.book);
+                assigned.iter().map(|(t, p)| book.pid(t, *p)).collect()
+            };
+            if self.moves.handover.is_none() {
+                // State not moved through the state store: a partition is
+                // held from its first message. Every assigned partition has
+                // a partial (empty until its first event), so the totals are
+                // not held back by a partition without events.
+                for pid in &owned {
+                    engine.ensure_partition(*pid);
+                }
+            }
+            let t = engine.clock();
+            // Only partitions assigned now (state kept of a partition
+            // revoked earlier is not this instance's to publish); in the
+            // state-store mode a restoring partition is not held yet.
+            let mut own = engine.partials();
+            own.retain(|(pid, _)| owned.contains(pid));
             if let Some(t) = t {
                 self.partials.push(fleet.partial_records(t, &own));
             }
-            let folder = owns_first_partition(&self.consumer, &self.input_topic);
+            let folder = assigned
+                .iter()
+                .any(|(topic, p)| *topic == self.input_topic && *p == 0);
             if fleet.set_folder(folder) {
                 // A new duty starts from nothing published; a duty given
                 // up leaves the totals to the new folder.
@@ -272,7 +309,7 @@ impl Loop {
                     self.output.clear_waiting();
                 }
             }
-            let prm = &self.engine.prm;
+            let prm = &engine.prm;
             let fold = |t: Millis, parts: &[(u32, &[u8])]| {
                 crate::engine::fold_partials(prm, t, parts).map_err(|e| e.to_string())
             };
@@ -288,9 +325,12 @@ impl Loop {
 
     pub fn render(&mut self, req: RenderRequest) {
         let m = telemetry::metrics();
-        m.pending_events.set(self.engine.pending_events() as i64);
-        m.engine_state_bytes.set(self.engine.state_bytes() as i64);
-        let families = self.engine.families();
+        let families = {
+            let engine = self.engine();
+            m.pending_events.set(engine.pending_events() as i64);
+            m.engine_state_bytes.set(engine.state_bytes() as i64);
+            engine.families()
+        };
         // The export guard counts process-wide; the counter follows it.
         let dropped = crate::export::non_finite_dropped();
         let shown = m.engine_non_finite_values.get();
@@ -323,14 +363,18 @@ fn report_dropped(stream: Stream, topic: &str, dropped: &Dropped) {
     }
 }
 
-/// Whether partition 0 of `topic` is in the consumer's assignment.
-fn owns_first_partition(consumer: &StreamConsumer<ConsumerCtx>, topic: &str) -> bool {
+/// The (topic, partition) pairs in the consumer's assignment.
+fn assigned(consumer: &StreamConsumer<ConsumerCtx>) -> Vec<(String, i32)> {
     use rdkafka::consumer::Consumer as _;
-    consumer.assignment().is_ok_and(|tpl| {
-        tpl.elements()
-            .iter()
-            .any(|e| e.topic() == topic && e.partition() == 0)
-    })
+    consumer.assignment().map_or_else(
+        |_| Vec::new(),
+        |tpl| {
+            tpl.elements()
+                .iter()
+                .map(|e| (e.topic().to_string(), e.partition()))
+                .collect()
+        },
+    )
 }
 
 /// The offset book, also when a panic elsewhere poisoned its lock (it is
@@ -339,8 +383,26 @@ pub fn lock(book: &Mutex<OffsetBook>) -> MutexGuard<'_, OffsetBook> {
     book.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+/// `ms` rounded down to the whole second (towards the past, also before 1970).
+pub fn whole_second(ms: Millis) -> Millis {
+    ms - ms.rem_euclid(1000)
+}
+
 /// How far partition `pid` of the engine has applied its effects (its clock
 /// less `allowed_lateness`); `None` before its first event.
 fn applied_through(engine: &Engine, pid: u32) -> Option<Millis> {
     engine.parts.get(&pid).map(|p| p.applied_through)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::whole_second;
+
+    #[test]
+    fn idle_following_rounds_down_to_the_whole_second() {
+        // 2026-01-05T10:00:00.999Z -> 10:00:00Z.
+        assert_eq!(whole_second(1_767_607_200_999), 1_767_607_200_000);
+        assert_eq!(whole_second(1_767_607_200_000), 1_767_607_200_000);
+        assert_eq!(whole_second(-1), -1000);
+    }
 }
