@@ -218,3 +218,10 @@ pub fn fold_partials(
         decoded.iter().map(|(_, c)| c),
     ))
 }
+
+/// Whether `bytes` is one partial [`fold_partials`] can read: decoded, not
+/// finished (cheap), for checking each record read back from the partials
+/// topic (`kafka::fleet`).
+pub fn check_partial(prm: &Params, bytes: &[u8]) -> Result<(), SnapshotError> {
+    Contribution::read(prm, bytes).map(|_| ())
+}

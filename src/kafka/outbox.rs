@@ -121,6 +121,18 @@ impl Outbox {
         dropped
     }
 
+    /// Forgets the records waiting (not those in flight); returns how many.
+    /// The output topic's outbox when this instance stops publishing the
+    /// fleet totals: another instance publishes newer ones.
+    pub fn clear_waiting(&mut self) -> usize {
+        let n = self.waiting();
+        match &mut self.queue {
+            Queue::Keyed(m) => m.clear(),
+            Queue::Fifo(q) => q.clear(),
+        }
+        n
+    }
+
     /// A publish tick: a batch held back after a failure may go now.
     pub fn tick(&mut self) {
         self.hold = false;
@@ -326,6 +338,19 @@ mod tests {
         let dropped = o.done(all(b, Err(FailureReason::Invalid)));
         assert_eq!(dropped, Dropped::from([(FailureReason::Invalid, 1)]));
         assert_eq!(o.pending(), 0);
+    }
+
+    #[test]
+    fn clear_waiting_forgets_the_waiting_records_not_the_batch_in_flight() {
+        let mut o = Outbox::keyed();
+        o.push(vec![rec("a", "1")]);
+        let flying = o.next_batch(10).expect("a batch");
+        o.push(vec![rec("b", "1"), rec("c", "1")]);
+        assert_eq!(o.clear_waiting(), 2);
+        assert_eq!(o.pending(), 1, "the batch in flight still counts");
+        assert!(o.done(all(flying, Ok(()))).is_empty());
+        assert_eq!(o.pending(), 0);
+        assert!(o.next_batch(10).is_none());
     }
 
     #[test]

@@ -60,6 +60,7 @@ pub fn is_pipeline(series: &str) -> bool {
         "cxpulse_engine_state_bytes",
         "cxpulse_engine_non_finite_values_total",
         "cxpulse_checkpoint",
+        "cxpulse_fleet_",
         "cxpulse_state_",
         "cxpulse_partition_owned",
     ];
