@@ -14,14 +14,15 @@
 //!   partition is exported by exactly one instance;
 //! - **fleet equals truth**: when traffic has stopped, everything is applied
 //!   and the three instances report the same clock T (idle instances follow
-//!   the wall clock in whole seconds), every additive series summed over the
-//!   instances, and the output topic folded by key (every series, ratios and
-//!   quantiles too: the fleet totals published by the owner of partition 0),
-//!   equal `cxpulse replay --partition-per-file --at T` over the topic dumped
+//!   the wall clock in whole seconds) and T is past the last event time by
+//!   `allowed_lateness` (every effect applied), every additive series summed
+//!   over the instances, and the output topic folded by key (every series,
+//!   ratios and quantiles too: the fleet totals published by the owner of
+//!   partition 0), equal `cxpulse replay --partition-per-file --at T` over the topic dumped
 //!   one file per partition.
 //!
-//! Run time: about a minute (traffic at 250 events/s for as long as the
-//! moves take).
+//! Run time: about two minutes (traffic at 250 events/s for as long as the
+//! moves take, then `allowed_lateness` for the last effects).
 
 mod common;
 
@@ -46,6 +47,8 @@ const GROUP: &str = "fleet";
 const NAMES: [&str; 3] = ["cxpulse-0", "cxpulse-1", "cxpulse-2"];
 /// Generated events per second (`cxpulse gen --rate`).
 const RATE: &str = "250";
+/// `engine.allowed_lateness` (the default) in seconds.
+const LATENESS_S: u64 = 30;
 /// How long a rebalance may take to settle (joins, restores, catch-up).
 const SETTLE: Duration = Duration::from_secs(60);
 /// Pause between two scrape rounds.
@@ -60,7 +63,7 @@ const ROUND_PAUSE: Duration = Duration::from_millis(250);
 /// instance id, state snapshotted to Kafka every 2 s (the default store).
 fn config(brokers: &str, listen: &str, name: &str) -> CxConfig {
     CxConfig::live(brokers, GROUP, listen)
-        .allowed_lateness("30s")
+        .allowed_lateness(&format!("{LATENESS_S}s"))
         .quick_group_join()
         .set("kafka", "group_instance_id", name)
         .set("checkpoint", "interval", "2s")
@@ -397,6 +400,11 @@ fn three_instances_under_rebalances_and_kills_publish_exactly_the_replay_of_the_
     fleet.settle("cxpulse-2 after SIGTERM");
     fleet.keep_scraping(Duration::from_secs(2));
     traffic.stop();
+    // Every event time is at most the wall clock when it was sent.
+    let stopped_at = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock after 1970")
+        .as_secs_f64();
     let produced = fleet.marks.total();
     fleet.say(&format!("traffic stopped: {produced} records on {TOPIC}"));
     assert!(produced >= 2000, "only {produced} events produced");
@@ -409,7 +417,10 @@ fn three_instances_under_rebalances_and_kills_publish_exactly_the_replay_of_the_
     let final_owners = fleet.settle("quiescence");
     assert_eq!(final_owners.len(), 3);
     let runs: Vec<&CxRun> = (0..3).map(|i| fleet.run(i)).collect();
-    let (t, texts) = scrape_at_equal_clocks(&runs, Duration::from_secs(30));
+    // Every effect applied: T past the last event time by allowed_lateness
+    // (replay applies every pending effect at the end of input).
+    let not_before = stopped_at + LATENESS_S as f64 + 1.0;
+    let (t, texts) = scrape_at_equal_clocks(&runs, not_before, Duration::from_secs(60));
     let t_ms = (t * 1000.0).round() as i64;
     fleet.say(&format!("all three at T = {}", format_rfc3339(t_ms)));
     let s = &fleet.stats;

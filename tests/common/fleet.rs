@@ -281,23 +281,35 @@ pub fn clock_of(metrics: &str) -> Option<f64> {
         .copied()
 }
 
-/// Scrapes every instance until all answer with the same clock T (idle
-/// instances follow the wall clock in whole seconds, so they agree once
-/// everything is applied); returns T (seconds) and the texts, in order.
-/// Panics after `timeout` with the clocks last seen.
-pub fn scrape_at_equal_clocks(runs: &[&CxRun], timeout: Duration) -> (f64, Vec<String>) {
+/// Scrapes every instance until all answer with the same clock T, at least
+/// `not_before` (epoch seconds; idle instances follow the wall clock in
+/// whole seconds, so they agree once everything is applied); returns T
+/// (seconds) and the texts, in order. Panics after `timeout` with the clocks
+/// last seen.
+///
+/// `not_before`: a live engine applies an event's effects once T has passed
+/// its `ts` by `engine.allowed_lateness`, while `cxpulse replay` applies all
+/// of them at the end of input; to compare with a replay, wait for T >= the
+/// last event time + `allowed_lateness`.
+pub fn scrape_at_equal_clocks(
+    runs: &[&CxRun],
+    not_before: f64,
+    timeout: Duration,
+) -> (f64, Vec<String>) {
     let deadline = Instant::now() + timeout;
     loop {
         let texts: Vec<String> = runs.iter().map(|r| r.metrics()).collect();
         let clocks: Vec<Option<f64>> = texts.iter().map(|t| clock_of(t)).collect();
         if let Some(Some(t)) = clocks.first()
+            && *t >= not_before
             && clocks.iter().all(|c| *c == Some(*t))
         {
             return (*t, texts);
         }
         assert!(
             Instant::now() < deadline,
-            "the instances' clocks did not agree within {timeout:?}: {clocks:?}"
+            "the instances' clocks did not agree at or after {not_before} within {timeout:?}: \
+             {clocks:?}"
         );
         std::thread::sleep(Duration::from_millis(150));
     }
