@@ -165,6 +165,15 @@ impl Config {
                 return Err(if at(&m.key) < at(&e.key) { m } else { e });
             }
         };
+        // `checkpoint.store` absent: `dir` when `checkpoint.dir` is set (what
+        // `dir` meant before `store` existed), else the default `kafka`.
+        let store_given = types
+            .get("checkpoint")
+            .and_then(toml::Value::as_table)
+            .is_some_and(|t| t.contains_key("store"));
+        if !store_given && !cfg.checkpoint.dir.is_empty() {
+            cfg.checkpoint.store = StoreKind::Dir;
+        }
         cfg.mapping = cfg
             .validate(&mapping)
             .map_err(|(k, m)| config_error(file, &k, &m, &secrets))?;
@@ -254,11 +263,70 @@ impl Config {
         if self.checkpoint.keep == 0 {
             return bad("checkpoint.keep", "must be at least 1".into());
         }
+        self.validate_checkpoint_store()?;
         let mapping = mapping
             .compile_bounded(e.max_amount_usd)
             .map_err(|(k, m)| (format!("mapping.{k}"), m))?;
         self.engine_params()?;
         Ok(mapping)
+    }
+
+    /// `checkpoint.store` and the keys that go with it.
+    fn validate_checkpoint_store(&self) -> Result<(), (String, String)> {
+        let c = &self.checkpoint;
+        let bad = |k: &str, m: String| Err((k.to_string(), m));
+        match c.store {
+            StoreKind::Dir if c.dir.is_empty() => {
+                return bad(
+                    "checkpoint.dir",
+                    "must be set when checkpoint.store = \"dir\"".into(),
+                );
+            }
+            StoreKind::Kafka | StoreKind::Off if !c.dir.is_empty() => {
+                return bad(
+                    "checkpoint.dir",
+                    format!(
+                        "is only used with checkpoint.store = \"dir\" (store is \"{}\"): remove one of the two",
+                        c.store.as_str()
+                    ),
+                );
+            }
+            _ => {}
+        }
+        if !(1..=10_000).contains(&c.topic_partitions) {
+            return bad(
+                "checkpoint.topic_partitions",
+                "must be within 1..=10000".into(),
+            );
+        }
+        if c.topic_replication != -1 && !(1..=100).contains(&c.topic_replication) {
+            return bad(
+                "checkpoint.topic_replication",
+                "must be -1 (the broker's default) or within 1..=100".into(),
+            );
+        }
+        if !(CHUNK_BYTES_MIN..=CHUNK_BYTES_MAX).contains(&c.chunk_bytes) {
+            return bad(
+                "checkpoint.chunk_bytes",
+                format!("must be within {CHUNK_BYTES_MIN}..={CHUNK_BYTES_MAX}"),
+            );
+        }
+        if !c.topic.is_empty() && !is_valid_topic_name(&c.topic) {
+            return bad(
+                "checkpoint.topic",
+                "must be a Kafka topic name: at most 249 of a-z A-Z 0-9 . _ -".into(),
+            );
+        }
+        if c.store == StoreKind::Kafka && !is_valid_topic_name(&c.state_topic(&self.kafka.group_id))
+        {
+            return bad(
+                "checkpoint.topic",
+                "is empty and `<kafka.group_id>-cxpulse-state` is not a Kafka topic name \
+                 (kafka.group_id has characters other than a-z A-Z 0-9 . _ -): set checkpoint.topic"
+                    .into(),
+            );
+        }
+        Ok(())
     }
 
     /// The engine's parameters. Every config that passed validation converts

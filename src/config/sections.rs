@@ -445,10 +445,47 @@ pub enum OnCorrupt {
     Fail,
 }
 
+/// Where `run` keeps its durable state (`checkpoint.store`).
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum StoreKind {
+    /// Each input partition's state in a compacted Kafka topic
+    /// ([`crate::kafka::state_store`]); moves with the partition.
+    #[default]
+    Kafka,
+    /// Whole-engine checkpoint files in `checkpoint.dir` (one instance).
+    Dir,
+    /// No durable state.
+    Off,
+}
+
+impl StoreKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StoreKind::Kafka => "kafka",
+            StoreKind::Dir => "dir",
+            StoreKind::Off => "off",
+        }
+    }
+}
+
 /// Durable checkpoints of `run`: engine state plus the input offsets it covers.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct CheckpointSection {
+    /// Where state is kept: `kafka` (default), `dir` or `off`. When the key
+    /// is absent and `dir` is set, `dir` (the meaning `dir` had before the
+    /// key existed); resolved by [`super::Config::from_toml_str`].
+    pub store: StoreKind,
+    /// `store = "kafka"`: the state topic; empty = `<kafka.group_id>-cxpulse-state`.
+    pub topic: String,
+    /// `store = "kafka"`: partitions of the state topic when cxpulse creates it.
+    pub topic_partitions: i32,
+    /// `store = "kafka"`: replication factor when cxpulse creates the state
+    /// topic; -1 = the broker's default.
+    pub topic_replication: i32,
+    /// `store = "kafka"`: largest chunk of one snapshot record, in bytes.
+    pub chunk_bytes: usize,
     /// Directory of the checkpoint files. Empty = checkpoints off (state is
     /// rebuilt from the committed offsets only).
     pub dir: String,
@@ -466,6 +503,11 @@ pub struct CheckpointSection {
 impl Default for CheckpointSection {
     fn default() -> Self {
         CheckpointSection {
+            store: StoreKind::Kafka,
+            topic: String::new(),
+            topic_partitions: 6,
+            topic_replication: -1,
+            chunk_bytes: 524_288,
             dir: String::new(),
             interval: Dur(30_000),
             keep: 3,
@@ -475,6 +517,35 @@ impl Default for CheckpointSection {
 }
 
 /// A configuration error: which file, which key, what is wrong.
+/// Smallest and largest `checkpoint.chunk_bytes`: a chunk plus its key and
+/// header must fit in librdkafka's default `message.max.bytes` (1000000).
+pub const CHUNK_BYTES_MIN: usize = 1024;
+pub const CHUNK_BYTES_MAX: usize = 900 * 1024;
+
+/// Whether `name` is a valid Kafka topic name (1..=249 of `[a-zA-Z0-9._-]`,
+/// not `.` nor `..`).
+pub fn is_valid_topic_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 249
+        && name != "."
+        && name != ".."
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_' || b == b'-')
+}
+
+impl CheckpointSection {
+    /// The state topic of `store = "kafka"`: `topic`, or
+    /// `<group_id>-cxpulse-state` when it is empty.
+    pub fn state_topic(&self, group_id: &str) -> String {
+        if self.topic.is_empty() {
+            format!("{group_id}-cxpulse-state")
+        } else {
+            self.topic.clone()
+        }
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 #[error("config error in {file}: {key}: {message}")]
 pub struct ConfigError {

@@ -54,6 +54,92 @@ fn checkpoint_section_parses_and_is_validated() {
 }
 
 #[test]
+fn checkpoint_store_defaults_to_kafka_and_a_set_dir_alone_means_dir() {
+    let c = Config::from_toml_str("", "t.toml", env(&[])).expect("defaults");
+    assert_eq!(c.checkpoint.store, StoreKind::Kafka);
+    assert_eq!(
+        c.checkpoint.state_topic(&c.kafka.group_id),
+        "cxpulse-cxpulse-state"
+    );
+    assert_eq!(c.checkpoint.topic_partitions, 6);
+    assert_eq!(c.checkpoint.topic_replication, -1);
+    assert_eq!(c.checkpoint.chunk_bytes, 524_288);
+    // Before `store` existed, a set `dir` turned checkpoints on: still so.
+    let c = Config::from_toml_str("[checkpoint]\ndir = \"/d\"\n", "t.toml", env(&[])).unwrap();
+    assert_eq!(c.checkpoint.store, StoreKind::Dir);
+    let c =
+        Config::from_toml_str("", "t.toml", env(&[("CXPULSE__CHECKPOINT__DIR", "/d")])).unwrap();
+    assert_eq!(c.checkpoint.store, StoreKind::Dir);
+    let c = Config::from_toml_str(
+        "[kafka]\ngroup_id = \"g1\"\n[checkpoint]\nstore = \"off\"\n",
+        "t.toml",
+        env(&[]),
+    )
+    .unwrap();
+    assert_eq!(c.checkpoint.store, StoreKind::Off);
+    let c = Config::from_toml_str(
+        "[checkpoint]\nstore = \"kafka\"\ntopic = \"st\"\ntopic_partitions = 3\ntopic_replication = 2\nchunk_bytes = 2048\n",
+        "t.toml",
+        env(&[]),
+    )
+    .unwrap();
+    assert_eq!(c.checkpoint.state_topic("ignored"), "st");
+    assert_eq!(c.checkpoint.topic_partitions, 3);
+    assert_eq!(c.checkpoint.topic_replication, 2);
+    assert_eq!(c.checkpoint.chunk_bytes, 2048);
+}
+
+#[test]
+fn checkpoint_store_keys_are_validated_naming_key_and_file() {
+    for (text, key) in [
+        ("[checkpoint]\nstore = \"s3\"\n", "checkpoint.store"),
+        ("[checkpoint]\nstore = \"dir\"\n", "checkpoint.dir"),
+        (
+            "[checkpoint]\nstore = \"kafka\"\ndir = \"/d\"\n",
+            "checkpoint.dir",
+        ),
+        (
+            "[checkpoint]\nstore = \"off\"\ndir = \"/d\"\n",
+            "checkpoint.dir",
+        ),
+        (
+            "[checkpoint]\ntopic_partitions = 0\n",
+            "checkpoint.topic_partitions",
+        ),
+        (
+            "[checkpoint]\ntopic_replication = 0\n",
+            "checkpoint.topic_replication",
+        ),
+        (
+            "[checkpoint]\ntopic_replication = -2\n",
+            "checkpoint.topic_replication",
+        ),
+        (
+            "[checkpoint]\nchunk_bytes = 100\n",
+            "checkpoint.chunk_bytes",
+        ),
+        (
+            "[checkpoint]\nchunk_bytes = 2000000\n",
+            "checkpoint.chunk_bytes",
+        ),
+        ("[checkpoint]\ntopic = \"a/b\"\n", "checkpoint.topic"),
+        ("[kafka]\ngroup_id = \"my group\"\n", "checkpoint.topic"),
+    ] {
+        let e = Config::from_toml_str(text, "t.toml", env(&[])).unwrap_err();
+        assert_eq!(e.key, key, "{text}: {e}");
+        assert_eq!(e.file, "t.toml", "{text}: {e}");
+    }
+    // A group id that is no topic name is fine when the topic is given, or
+    // when state is not kept in Kafka.
+    for text in [
+        "[kafka]\ngroup_id = \"my group\"\n[checkpoint]\ntopic = \"state\"\n",
+        "[kafka]\ngroup_id = \"my group\"\n[checkpoint]\nstore = \"off\"\n",
+    ] {
+        Config::from_toml_str(text, "t.toml", env(&[])).unwrap_or_else(|e| panic!("{text}: {e}"));
+    }
+}
+
+#[test]
 fn environment_overrides_keys() {
     let c = Config::from_toml_str(
         "[kafka]\nbrokers = \"a:1\"\n",

@@ -45,6 +45,8 @@
 //! - [`latency`]: the event-to-metric latency histogram's bookkeeping.
 //! - [`publish`]: dead-letter, output and alert records and their delivery.
 //! - [`outbox`]: output and alert records waiting, one batch in flight.
+//! - [`state_store`]: each input partition's state in a compacted Kafka
+//!   topic (`checkpoint.store = "kafka"`), fenced by ownership epochs.
 //! - [`pipeline`]: the consumer loop that owns the engine: a `select!` over
 //!   its parts (client building, restore, per-message decision, checkpoints,
 //!   commits, shutdown), each in its own file.
@@ -57,6 +59,8 @@ pub mod offsets;
 pub mod outbox;
 pub mod pipeline;
 pub mod publish;
+pub mod state_store;
 
 pub use live::LiveState;
 pub use pipeline::{RenderRequest, ShutdownReport};
+pub use state_store::{Claim, SaveStats, StateStore, StoredSnapshot};
