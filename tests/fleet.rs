@@ -8,7 +8,7 @@
 //!
 //! - **never double counted**: at every scrape, the applied events summed
 //!   over the instances never exceed the events produced so far (the
-//!   topic's high watermarks, read after the scrapes), nor does any
+//!   topic's end offsets, read after the scrapes), nor does any
 //!   instance's exceed what was produced on the partitions it says it
 //!   exports (`cxpulse_partition_owned`); once a rebalance has settled, every
 //!   partition is exported by exactly one instance;
@@ -33,7 +33,7 @@ use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
 use common::{
-    CxConfig, CxRun, Tansu, Watermarks, applied_events, compare_values, cxpulse_command,
+    CxConfig, CxRun, Produced, Tansu, applied_events, compare_values, cxpulse_command,
     dump_partitions, events_seen, fold_output, free_addr, is_additive, is_pipeline, log_dir,
     owned_partitions, scrape_at_equal_clocks, series_key, sum_series, tail, unique_name, values,
 };
@@ -124,12 +124,12 @@ struct Stats {
     max_ratio: f64,
 }
 
-/// Three instance slots, the broker's watermarks, the checks of every round.
+/// Three instance slots, the records produced so far, the checks of every round.
 struct Fleet {
     brokers: String,
     dir: PathBuf,
     runs: Vec<Option<CxRun>>,
-    marks: Watermarks,
+    produced: Produced,
     stats: Stats,
     started: Instant,
 }
@@ -140,7 +140,7 @@ impl Fleet {
             brokers: brokers.to_string(),
             dir: dir.to_path_buf(),
             runs: NAMES.iter().map(|_| None).collect(),
-            marks: Watermarks::new(brokers, TOPIC, PARTITIONS),
+            produced: Produced::new(brokers, TOPIC, PARTITIONS),
             stats: Stats::default(),
             started: Instant::now(),
         }
@@ -213,7 +213,7 @@ impl Fleet {
             .join("\n")
     }
 
-    /// One scrape of every running instance, then the high watermarks, and
+    /// One scrape of every running instance, then the records produced, and
     /// the double-counting checks. Returns (instance, `/metrics`) pairs.
     fn round(&mut self) -> Vec<(usize, String)> {
         let texts: Vec<(usize, String)> = self
@@ -222,7 +222,7 @@ impl Fleet {
             .enumerate()
             .filter_map(|(i, r)| Some((i, r.as_ref()?.metrics())))
             .collect();
-        let produced = self.marks.high();
+        let produced = self.produced.now();
         self.stats.rounds += 1;
         let owned: Vec<BTreeSet<u32>> = texts.iter().map(|(_, t)| owned_partitions(t)).collect();
         let mut seen = BTreeSet::new();
@@ -243,7 +243,7 @@ impl Fleet {
             assert!(
                 applied <= mine as f64,
                 "{} reports {applied} applied events, but only {mine} were produced on the \
-                 partitions it exports {parts:?} (high watermarks {produced:?})\n{}",
+                 partitions it exports {parts:?} (records per partition {produced:?})\n{}",
                 NAMES[*i],
                 self.logs()
             );
@@ -405,7 +405,7 @@ fn three_instances_under_rebalances_and_kills_publish_exactly_the_replay_of_the_
         .duration_since(std::time::UNIX_EPOCH)
         .expect("clock after 1970")
         .as_secs_f64();
-    let produced = fleet.marks.total();
+    let produced = fleet.produced.total();
     fleet.say(&format!("traffic stopped: {produced} records on {TOPIC}"));
     assert!(produced >= 2000, "only {produced} events produced");
 

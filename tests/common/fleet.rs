@@ -1,6 +1,6 @@
 //! Helpers for tests of several `cxpulse run` instances in one consumer
 //! group (a fleet): a topic dumped one file per partition (for `cxpulse
-//! replay --partition-per-file`), its high watermarks, series summed over
+//! replay --partition-per-file`), its records so far, series summed over
 //! the instances, the partitions each instance says it exports
 //! (`cxpulse_partition_owned`), the output topic folded by key, and a scrape
 //! of every instance at one common clock T.
@@ -24,65 +24,115 @@ use super::prom::{is_pipeline, key_of, series_key, values};
 // The input topic
 // ---------------------------------------------------------------------------
 
-/// A client that reads partitions' high watermarks (the offset the next
-/// produced record gets: the records produced so far, from offset 0).
-pub struct Watermarks {
-    consumer: BaseConsumer,
+/// How many records each partition of a topic holds so far (its end offset,
+/// from offset 0): the events produced so far.
+///
+/// tansu 0.6 answers the high watermark with the last batch's base offset
+/// plus one, short of the end when that batch holds several records. So a reader
+/// also tails the topic: each call reads the high watermarks, then consumes
+/// until it has read past every one of them and its queue is empty (a batch
+/// comes whole), and counts max(high watermark, offset after the last record
+/// read).
+pub struct Produced {
+    watermarks: BaseConsumer,
+    tail: BaseConsumer,
     topic: String,
-    partitions: i32,
+    next: Vec<i64>,
 }
 
-impl Watermarks {
-    pub fn new(brokers: &str, topic: &str, partitions: i32) -> Watermarks {
-        let consumer: BaseConsumer = ClientConfig::new()
-            .set("bootstrap.servers", brokers)
-            .set("group.id", unique_name("cxpulse-test-watermarks"))
-            .create()
-            .expect("harness: create watermark reader");
-        Watermarks {
-            consumer,
+impl Produced {
+    pub fn new(brokers: &str, topic: &str, partitions: i32) -> Produced {
+        let client = |what: &str| -> BaseConsumer {
+            ClientConfig::new()
+                .set("bootstrap.servers", brokers)
+                .set("group.id", unique_name(what))
+                .set("enable.auto.commit", "false")
+                .set("enable.auto.offset.store", "false")
+                .create()
+                .expect("harness: create topic reader")
+        };
+        let tail = client("cxpulse-test-tail");
+        let mut tpl = TopicPartitionList::new();
+        for p in 0..partitions {
+            tpl.add_partition_offset(topic, p, Offset::Beginning)
+                .expect("harness: tail assignment");
+        }
+        tail.assign(&tpl).expect("harness: assign tail");
+        Produced {
+            watermarks: client("cxpulse-test-watermarks"),
+            tail,
             topic: topic.to_string(),
-            partitions,
+            next: vec![0; partitions as usize],
         }
     }
 
-    /// Each partition's high watermark, in partition order. Panics when the
+    /// Each partition's records so far, in partition order. Panics when the
     /// broker does not answer within 10 s.
-    pub fn high(&self) -> Vec<i64> {
-        (0..self.partitions)
+    pub fn now(&mut self) -> Vec<i64> {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let high: Vec<i64> = (0..self.next.len() as i32)
             .map(|p| {
-                self.consumer
+                self.watermarks
                     .fetch_watermarks(&self.topic, p, Duration::from_secs(10))
                     .unwrap_or_else(|e| panic!("harness: watermarks of {}/{p}: {e}", self.topic))
                     .1
             })
+            .collect();
+        loop {
+            let behind = self.next.iter().zip(&high).any(|(n, h)| n < h);
+            let wait = if behind { 200 } else { 20 };
+            match self.tail.poll(Duration::from_millis(wait)) {
+                Some(Ok(m)) => {
+                    if let Some(n) = self.next.get_mut(m.partition() as usize) {
+                        *n = (*n).max(m.offset() + 1);
+                    }
+                }
+                Some(Err(e)) => eprintln!("harness: tailing {}: {e}", self.topic),
+                None if !behind => break,
+                None => {}
+            }
+            assert!(
+                Instant::now() < deadline,
+                "harness: tailing {} stuck at {:?}, high watermarks {high:?}",
+                self.topic,
+                self.next
+            );
+        }
+        self.next
+            .iter()
+            .zip(&high)
+            .map(|(n, h)| *n.max(h))
             .collect()
     }
 
-    /// The records produced so far, over all partitions.
-    pub fn total(&self) -> i64 {
-        self.high().iter().sum()
+    /// The records so far, over all partitions.
+    pub fn total(&mut self) -> i64 {
+        self.now().iter().sum()
     }
 }
 
-/// Writes partition p of `topic` (offsets 0 up to its high watermark at the
-/// call) to `dir/p<p>.ndjson`, one record value a line, in offset order, as
-/// `cxpulse replay --partition-per-file` wants them (file i = partition i).
-/// Returns the files in partition order and the records written per
-/// partition. Panics on a record value holding a newline (it would be two
-/// lines) and when a partition cannot be read to its end within 60 s.
+/// Writes every record of `topic` to `dir/p<p>.ndjson`, partition p in
+/// offset order, one record value a line, as `cxpulse replay
+/// --partition-per-file` wants them (file i = partition i), reading each
+/// partition to its end (the partition-EOF event, past the high watermark:
+/// see [`Produced`]); call it once nothing is produced any more. Returns
+/// the files in partition order and the records written per partition.
+/// Panics on a record value holding a newline (it would be two lines) and
+/// when the topic cannot be read to its end within 60 s.
 pub fn dump_partitions(
     brokers: &str,
     topic: &str,
     partitions: i32,
     dir: &Path,
 ) -> (Vec<PathBuf>, Vec<usize>) {
-    let high = Watermarks::new(brokers, topic, partitions).high();
+    let mut produced = Produced::new(brokers, topic, partitions);
+    let high = produced.now();
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", brokers)
         .set("group.id", unique_name("cxpulse-test-dump"))
         .set("enable.auto.commit", "false")
         .set("enable.auto.offset.store", "false")
+        .set("enable.partition.eof", "true")
         .create()
         .expect("harness: create dump consumer");
     let mut tpl = TopicPartitionList::new();
@@ -101,21 +151,27 @@ pub fn dump_partitions(
         paths.push(path);
     }
     let mut next = vec![0i64; partitions as usize];
-    let mut written = vec![0usize; partitions as usize];
+    let mut at_end = vec![false; partitions as usize];
     let deadline = Instant::now() + Duration::from_secs(60);
-    while next.iter().zip(&high).any(|(n, h)| n < h) {
+    while next.iter().zip(&high).any(|(n, h)| n < h) || at_end.iter().any(|e| !e) {
         assert!(
             Instant::now() < deadline,
-            "harness: dump of {topic} stuck at offsets {next:?}, high watermarks {high:?}"
+            "harness: dump of {topic} stuck at offsets {next:?} (at the end: {at_end:?}), \
+             records {high:?}"
         );
-        let Some(m) = consumer.poll(Duration::from_millis(200)) else {
-            continue;
+        let m = match consumer.poll(Duration::from_millis(200)) {
+            None => continue,
+            Some(Err(rdkafka::error::KafkaError::PartitionEOF(p))) => {
+                if let Some(e) = at_end.get_mut(p as usize) {
+                    *e = true;
+                }
+                continue;
+            }
+            Some(Err(e)) => panic!("harness: dump of {topic}: {e}"),
+            Some(Ok(m)) => m,
         };
-        let m = m.unwrap_or_else(|e| panic!("harness: dump of {topic}: {e}"));
         let p = m.partition() as usize;
-        if m.offset() >= high[p] {
-            continue;
-        }
+        at_end[p] = false;
         assert_eq!(
             m.offset(),
             next[p],
@@ -130,11 +186,11 @@ pub fn dump_partitions(
         files[p].write_all(value).expect("harness: write dump");
         files[p].write_all(b"\n").expect("harness: write dump");
         next[p] = m.offset() + 1;
-        written[p] += 1;
     }
     for f in &mut files {
         f.flush().expect("harness: flush dump");
     }
+    let written = next.iter().map(|n| *n as usize).collect();
     (paths, written)
 }
 

@@ -16,7 +16,7 @@
 //! - [`input`]: [`SplitMix`], [`generated`] lines of `cxpulse gen`'s model;
 //! - [`config`]: [`CxConfig`], the config file builder;
 //! - [`fleet`]: several instances in one group: a topic dumped per
-//!   partition ([`dump_partitions`]), [`Watermarks`], [`sum_series`],
+//!   partition ([`dump_partitions`]), the records so far ([`Produced`]), [`sum_series`],
 //!   [`owned_partitions`], [`fold_output`], [`scrape_at_equal_clocks`];
 //! - [`tools`]: where `cxpulse`, tansu, promtool, Prometheus and the deploy
 //!   validators are.
