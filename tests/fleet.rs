@@ -3,8 +3,9 @@
 //! live generated traffic (`cxpulse gen --rate ... --start now --brokers
 //! ...`), with state in Kafka (the default `[checkpoint] store`):
 //!
-//! start one, add a second and a third, SIGKILL one and start it again
-//! (same group instance id), SIGTERM another and start it again. Then:
+//! start one, add a second and a third, SIGKILL one and start it again,
+//! SIGTERM another and start it again (dynamic membership: see [`config`]).
+//! Then:
 //!
 //! - **never double counted**: at every scrape, the applied events summed
 //!   over the instances never exceed the events produced so far (the
@@ -43,7 +44,7 @@ const TOPIC: &str = "events";
 const PARTITIONS: i32 = 6;
 const OUTPUT: &str = "metrics-out";
 const GROUP: &str = "fleet";
-/// Instances; each one's group instance id is its name.
+/// Instances (slots: a restarted instance takes its slot's name).
 const NAMES: [&str; 3] = ["cxpulse-0", "cxpulse-1", "cxpulse-2"];
 /// Generated events per second (`cxpulse gen --rate`).
 const RATE: &str = "250";
@@ -59,13 +60,22 @@ const ROUND_PAUSE: Duration = Duration::from_millis(250);
 /// second) with the default `allowed_lateness` (30 s: the generator's
 /// out-of-order lines are applied, and a backlog after a move is never
 /// judged against a clock the wall clock moved; docs/semantics.md "A fleet
-/// of instances"), a quick group join, the instance's name as static group
-/// instance id, state snapshotted to Kafka every 2 s (the default store).
-fn config(brokers: &str, listen: &str, name: &str) -> CxConfig {
+/// of instances"), a quick group join (session timeout 6 s), the default
+/// `cooperative-sticky` assignor, state snapshotted to Kafka every 2 s (the
+/// default store).
+///
+/// Dynamic group membership, unlike the deploys (which set
+/// `kafka.group_instance_id` from the pod name): tansu 0.6 does not start a
+/// new generation when a static member rejoins in the second round of a
+/// cooperative rebalance (docs/semantics.md, "Tansu and static
+/// membership"). So here every restart moves partitions: a SIGTERM leaves
+/// the group (revoke: final snapshots), a SIGKILL's partitions move to the
+/// others after the session timeout (from their last periodic snapshots),
+/// and each restarted instance takes some back.
+fn config(brokers: &str, listen: &str) -> CxConfig {
     CxConfig::live(brokers, GROUP, listen)
         .allowed_lateness(&format!("{LATENESS_S}s"))
         .quick_group_join()
-        .set("kafka", "group_instance_id", name)
         .set("checkpoint", "interval", "2s")
 }
 
@@ -158,8 +168,8 @@ impl Fleet {
     fn start(&mut self, i: usize) {
         assert!(self.runs[i].is_none(), "{} runs already", NAMES[i]);
         let listen = free_addr();
-        let cfg = config(&self.brokers, &listen, NAMES[i])
-            .write(&self.dir.join(format!("{}.toml", NAMES[i])));
+        let cfg =
+            config(&self.brokers, &listen).write(&self.dir.join(format!("{}.toml", NAMES[i])));
         let log = log_dir().join(format!("{}.log", unique_name(NAMES[i])));
         self.say(&format!(
             "start {} on {listen}, log {}",
@@ -373,8 +383,9 @@ fn three_instances_under_rebalances_and_kills_publish_exactly_the_replay_of_the_
     fleet.start(2);
     let before_kill = fleet.settle("three instances");
     // SIGKILL cxpulse-1 once it has snapshotted its partitions, a moment
-    // later (events after its last snapshot), and start it again: it takes
-    // its partitions back from their last snapshots plus the input since.
+    // later (events after its last snapshot), and start it again: after the
+    // session timeout its partitions move on from their last snapshots plus
+    // the input since.
     fleet.rounds_until("a state snapshot of cxpulse-1", SETTLE, |_, t| {
         t.iter().any(|(i, m)| {
             *i == 1
@@ -438,8 +449,7 @@ fn three_instances_under_rebalances_and_kills_publish_exactly_the_replay_of_the_
         per_partition.iter().all(|n| *n > 0),
         "a partition got nothing: {per_partition:?}"
     );
-    let replay_cfg =
-        config(&broker.addr, &free_addr(), NAMES[0]).write(&dir.path().join("replay.toml"));
+    let replay_cfg = config(&broker.addr, &free_addr()).write(&dir.path().join("replay.toml"));
     let (truth, summary) = replay_at(&replay_cfg, &files, t_ms);
     eprintln!("fleet: per partition {per_partition:?}; {}", summary.trim());
 
