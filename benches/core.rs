@@ -110,7 +110,7 @@ fn decode_apply(decoder: &Decoder, engine: &mut Engine, lines: &[Vec<u8>]) {
             Ok(ev) => {
                 black_box(engine.offer(0, &ev, None));
             }
-            Err(f) => engine.record_invalid(f.event_type),
+            Err(f) => engine.record_invalid(0, f.event_type),
         }
     }
     engine.finish();
@@ -221,7 +221,7 @@ fn main() {
                 Ok(ev) => {
                     engine.offer(0, &ev, None);
                 }
-                Err(f) => engine.record_invalid(f.event_type),
+                Err(f) => engine.record_invalid(0, f.event_type),
             }
         }
         let t = Instant::now();

@@ -24,8 +24,11 @@
 //!   over the time from the partition assignment to the last message (for
 //!   cxpulse both are seen on /metrics, polled every 10 ms before the
 //!   assignment and every 50 ms after), so group-join time is excluded.
-//! - Checkpoint cost: the same cxpulse measurement with checkpoints off and
-//!   with `[checkpoint] dir` (a fresh temporary directory per run) at each
+//! - Checkpoint cost: the same cxpulse measurement with no durable state
+//!   (`store = "off"`), with `[checkpoint] dir` (a fresh temporary directory
+//!   per run) and with per-partition snapshots to the Kafka state topic
+//!   (`store = "kafka"`, the default of `run`; printed as "Kafka snapshots",
+//!   the issue's "snapshots on / off" ratio, target >= 0.95) at each
 //!   interval, alternating, `ROUNDS` times each, on a topic of
 //!   `CKPT_EVENTS` generated lines (the 300k-line topic is consumed in well
 //!   under a second: no periodic checkpoint would fall inside the run).
@@ -283,6 +286,21 @@ fn config(brokers: &str, topic: &str, group: &str, listen: &str, lateness: &str)
         .alerts_topic("bench-alerts")
         .quick_group_join()
         .listen(listen)
+        // No durable state unless a run asks for it (state in Kafka is the
+        // default of `run`; the bare-consumer comparison is without it).
+        .set("checkpoint", "store", "off")
+}
+
+/// Where a checkpoint-cost run keeps its state.
+#[derive(Clone, Copy)]
+enum State<'a> {
+    Off,
+    /// `[checkpoint] store = "dir"`: whole-engine files in this directory,
+    /// every interval.
+    Dir(&'a std::path::Path, &'a str),
+    /// `store = "kafka"`: per-partition snapshots to the state topic, every
+    /// interval.
+    Kafka(&'a str),
 }
 
 /// Time from the partition assignment (seen on /metrics, polled every
@@ -341,6 +359,10 @@ struct Drain {
     /// From the "checkpoint written" events of this run, in order (the last
     /// one is the final checkpoint at shutdown).
     log: Vec<ckpt_log::Written>,
+    /// State in Kafka: partition snapshots written during the measurement
+    /// (`cxpulse_state_saves_total{result="ok"}`), and in all.
+    saves_in_run: f64,
+    saves_total: f64,
 }
 
 impl Drain {
@@ -378,6 +400,7 @@ fn checkpoint_cost(
     );
     let mut off: Vec<Drain> = Vec::new();
     let mut on: Vec<Vec<Drain>> = intervals.iter().map(|_| Vec::new()).collect();
+    let mut in_kafka: Vec<Vec<Drain>> = intervals.iter().map(|_| Vec::new()).collect();
     let mut skipped: Vec<bool> = vec![false; intervals.len()];
     for round in 1..=rounds {
         let d = cxpulse_drain(
@@ -386,7 +409,7 @@ fn checkpoint_cost(
             events,
             &format!("off-{round}"),
             dead_letters,
-            None,
+            State::Off,
         );
         println!(
             "  round {round}, checkpoints off:         {events} in {:.2}s = {:.0} events/s",
@@ -409,7 +432,7 @@ fn checkpoint_cost(
                 events,
                 &format!("{label}-{round}"),
                 dead_letters,
-                Some((dir.path(), label)),
+                State::Dir(dir.path(), label),
             );
             let snap: Vec<f64> = d.log.iter().map(|w| w.snapshot_ms).collect();
             let write: Vec<f64> = d.log.iter().map(|w| w.write_ms).collect();
@@ -436,6 +459,23 @@ fn checkpoint_cost(
                 100.0 * d.paused_ms() / d.took.as_secs_f64() / 1e3,
             );
             on[i].push(d);
+            let d = cxpulse_drain(
+                brokers,
+                topic,
+                events,
+                &format!("kafka-{label}-{round}"),
+                dead_letters,
+                State::Kafka(label),
+            );
+            println!(
+                "  round {round}, Kafka snapshots every {label:<5}: {events} in {:.2}s = {:.0} events/s; \
+                 {} partition snapshots during the run, {} in all",
+                d.took.as_secs_f64(),
+                d.rate(events),
+                d.saves_in_run,
+                d.saves_total,
+            );
+            in_kafka[i].push(d);
         }
     }
     let rates = |v: &[Drain]| {
@@ -496,6 +536,16 @@ fn checkpoint_cost(
             mean(&snap),
             mean(&paused),
         );
+        let (best, med) = rates(&in_kafka[i]);
+        let n: Vec<f64> = in_kafka[i].iter().map(|d| d.saves_in_run).collect();
+        println!(
+            "  Kafka snapshots every {label:<5}: {best:.0} ({med:.0}) events/s, ratio on/off {:.3} ({:.3}); \
+             {}..{} partition snapshots during a run",
+            best / off_best,
+            med / off_median,
+            min(&n),
+            max(&n),
+        );
     }
 }
 
@@ -545,7 +595,7 @@ fn cxpulse_drain(
     events: u64,
     run: &str,
     dead_letters: bool,
-    checkpoint: Option<(&std::path::Path, &str)>,
+    state: State<'_>,
 ) -> Drain {
     let listen = free_addr();
     let group = format!("bench-ckpt-{run}");
@@ -555,8 +605,16 @@ fn cxpulse_drain(
     if !dead_letters {
         cfg = cfg.dead_letter_topic("");
     }
-    if let Some((dir, every)) = checkpoint {
-        cfg = cfg.checkpoint(dir, every);
+    match state {
+        State::Off => {}
+        State::Dir(dir, every) => {
+            cfg = cfg.checkpoint(dir, every).set("checkpoint", "store", "dir");
+        }
+        State::Kafka(every) => {
+            cfg = cfg
+                .set("checkpoint", "store", "kafka")
+                .set("checkpoint", "interval", every);
+        }
     }
     // The pipeline metrics are process-wide: what a previous run left in
     // them must not end this one early.
@@ -610,8 +668,13 @@ fn cxpulse_drain(
         write_mean_ms: 1e3 * delta(&after, "cxpulse_checkpoint_write_seconds_sum")
             / writes.max(1.0),
         log: ckpt_log::since(log_from),
+        saves_in_run: delta(&at_end, SAVES_OK),
+        saves_total: delta(&after, SAVES_OK),
     }
 }
+
+/// Partition snapshots written to the state topic.
+const SAVES_OK: &str = r#"cxpulse_state_saves_total{result="ok"}"#;
 
 /// The "checkpoint written" events of cxpulse (its other events are not
 /// even built), kept for the figures that are not in the metrics: the

@@ -91,7 +91,7 @@ fn run(users: u64, span_days: i64) {
                 _ => other += 1,
             },
             Err(f) => {
-                engine.record_invalid(f.event_type);
+                engine.record_invalid(0, f.event_type);
                 other += 1;
             }
         }

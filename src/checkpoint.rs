@@ -1,11 +1,13 @@
 //! Durable checkpoints: engine state plus the input offsets it covers.
 //!
-//! File format (little-endian), version 3 (2 had the engine's bucket rings
-//! as positional columns; 1 had no compacted users, ticket last-seen times or sweep day):
+//! File format (little-endian), version 4 (3 had one channel registry and
+//! event counts per engine, not per partition, and no per-partition
+//! snapshots; 2 had the engine's bucket rings as positional columns; 1 had
+//! no compacted users, ticket last-seen times or sweep day):
 //!
 //! ```text
 //! magic    8 bytes  "CXPCKPT\0"
-//! version  u32      3
+//! version  u32      4
 //! reserved u32      0
 //! length   u64      bytes of the body
 //! checksum u64      XXH3-64 of the body
@@ -35,7 +37,7 @@ use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 pub const MAGIC: [u8; 8] = *b"CXPCKPT\0";
-pub const VERSION: u32 = 3;
+pub const VERSION: u32 = 4;
 const HEADER: usize = 8 + 4 + 4 + 8 + 8;
 
 #[derive(Debug, thiserror::Error)]
@@ -386,9 +388,9 @@ mod tests {
             );
         }
         let mut b = bytes.clone();
-        // Versions 1 and 2, the formats before compaction and before the
-        // per-family state, and a future version 4.
-        for v in [1u32, 2, 4] {
+        // Versions 1 to 3, the formats before compaction, before the
+        // per-family state and before per-partition state, and a future version 5.
+        for v in [1u32, 2, 3, 5] {
             b[8..12].copy_from_slice(&v.to_le_bytes());
             assert!(matches!(
                 decode(&b),

@@ -71,6 +71,14 @@ pub fn main(args: DemoArgs) -> anyhow::Result<ExitCode> {
                 .with_context(|| format!("cannot create topic {t}"))?;
         }
     }
+    // Partition state goes to the state store (the default): its topic is
+    // made here like the others (the embedded broker is librdkafka's mock
+    // cluster, which the store's admin requests cannot rely on).
+    if cfg.checkpoint.store == crate::config::StoreKind::Kafka {
+        let state = cfg.checkpoint.state_topic(&cfg.kafka.group_id);
+        mock.create_topic(&state, cfg.checkpoint.topic_partitions, 1)
+            .with_context(|| format!("cannot create topic {state}"))?;
+    }
     let input = cfg
         .kafka
         .input_topics

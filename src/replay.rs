@@ -95,6 +95,17 @@ pub fn main(args: ReplayArgs) -> anyhow::Result<ExitCode> {
         b
     });
     let mut engine = Engine::new(cfg.params()?);
+    // Replay holds its input partitions from the start: 0 (one stream), or
+    // one per file (so partition 0 brings acquisition.baseline_users even
+    // to an empty input replayed `--at` some time).
+    let held = if args.partition_per_file {
+        u32::try_from(args.files.len()).unwrap_or(0)
+    } else {
+        1
+    };
+    for p in 0..held {
+        engine.ensure_partition(p);
+    }
     let decoder = Decoder::new(&cfg.mapping, cfg.engine.max_message_bytes, false);
     let mut sink = Sink {
         decoder: &decoder,
@@ -256,7 +267,7 @@ impl Sink<'_> {
                 (o, (o == Outcome::Late).then(|| "late".to_string()))
             }
             Err(f) => {
-                self.engine.record_invalid(f.event_type);
+                self.engine.record_invalid(partition, f.event_type);
                 (
                     Outcome::Invalid,
                     Some(format!("{}: {}", f.error.reason(), f.error)),

@@ -99,7 +99,7 @@ fn mutated_messages_never_panic_and_each_gets_one_outcome() {
                 decoded_ok += 1;
                 engine.offer(partition, &ev, None);
             }
-            Err(f) => engine.record_invalid(f.event_type),
+            Err(f) => engine.record_invalid(partition, f.event_type),
         }
         if i % 30_000 == 0 {
             // Exports mid-stream must not panic either.

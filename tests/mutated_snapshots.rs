@@ -41,7 +41,7 @@ fn feed(eng: &mut Engine, decoder: &Decoder, lines: &[(Option<String>, String)])
             Ok(ev) => {
                 eng.offer(partition, &ev, None);
             }
-            Err(f) => eng.record_invalid(f.event_type),
+            Err(f) => eng.record_invalid(partition, f.event_type),
         }
     }
 }

@@ -16,7 +16,7 @@ fuzz_target!(|data: &[u8]| {
             }
             Err(f) => {
                 assert!(!f.error.reason().is_empty());
-                engine.record_invalid(f.event_type);
+                engine.record_invalid(0, f.event_type);
             }
         }
     }

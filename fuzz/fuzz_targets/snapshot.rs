@@ -32,7 +32,7 @@ fn feed(e: &mut Engine, d: &Decoder, lines: &[(String, String)]) {
             Ok(ev) => {
                 e.offer((key.len() % 3) as u32, &ev, None);
             }
-            Err(f) => e.record_invalid(f.event_type),
+            Err(f) => e.record_invalid((key.len() % 3) as u32, f.event_type),
         }
     }
 }

@@ -221,6 +221,23 @@ impl Config {
         if e.max_channels == 0 || e.max_channels > 1000 {
             return bad("engine.max_channels", "must be 1..=1000".into());
         }
+        if e.channels.len() > e.max_channels {
+            return bad(
+                "engine.channels",
+                format!(
+                    "lists more values than engine.max_channels ({})",
+                    e.max_channels
+                ),
+            );
+        }
+        for (i, c) in e.channels.iter().enumerate() {
+            if c.is_empty() || c == "unknown" || c == "other" || e.channels[..i].contains(c) {
+                return bad(
+                    "engine.channels",
+                    "values must be non-empty, distinct, and not `unknown` or `other`".into(),
+                );
+            }
+        }
         if self.churn.inactivity.ms() <= 0 || self.churn.inactivity.ms() % e.bucket.ms() != 0 {
             return bad(
                 "churn.inactivity",
@@ -256,6 +273,9 @@ impl Config {
                 "kafka.dead_letter_retry_interval",
                 "must be positive".into(),
             );
+        }
+        if self.kafka.revoke_timeout.ms() <= 0 {
+            return bad("kafka.revoke_timeout", "must be positive".into());
         }
         if self.checkpoint.interval.ms() <= 0 {
             return bad("checkpoint.interval", "must be positive".into());
@@ -380,6 +400,7 @@ impl Config {
             max_tracked_tickets: e.max_tracked_tickets,
             open_ticket_horizon: horizon,
             max_channels: e.max_channels,
+            channels: e.channels.clone(),
         }))
     }
 

@@ -110,6 +110,10 @@ pub struct EngineSection {
     pub dedup_horizon: Dur,
     /// At most this many distinct channel values become labels; later ones are `other`.
     pub max_channels: usize,
+    /// Channel values that always get a label (before every other value),
+    /// whichever partition and instance sees them first; at most
+    /// `max_channels` of them. Default: none.
+    pub channels: Vec<String>,
     /// Larger messages are invalid.
     pub max_message_bytes: usize,
     /// When an event has no `ts`, use the Kafka message timestamp instead of rejecting it.
@@ -141,6 +145,7 @@ impl Default for EngineSection {
             max_amount_usd: crate::event::DEFAULT_MAX_AMOUNT_USD,
             dedup_horizon: Dur(600_000),
             max_channels: 16,
+            channels: Vec::new(),
             max_message_bytes: 64 * 1024,
             kafka_timestamp_fallback: false,
             max_tracked_users: 0,
@@ -278,6 +283,14 @@ pub struct KafkaSection {
     /// output deliveries and the producer flush may take before `run` gives up
     /// and exits non-zero.
     pub shutdown_timeout: Dur,
+    /// Static group membership: librdkafka's `group.instance.id` (e.g. the
+    /// pod name), so a restart within `session.timeout.ms` keeps this
+    /// member's partitions and moves nothing. Empty = dynamic membership.
+    pub group_instance_id: String,
+    /// When partitions are revoked: how long their final state snapshots
+    /// (written to the state store) may take in total before they are
+    /// dropped anyway (counted in `cxpulse_state_saves_total{result="timeout"}`).
+    pub revoke_timeout: Dur,
     /// When a dead-letter record cannot be delivered (after
     /// `delivery_attempts`, or at once on a permanent error such as a missing
     /// topic): pause its input partition and hold its offset, or skip it.
@@ -325,6 +338,8 @@ impl fmt::Debug for KafkaSection {
             .field("publish_interval", &self.publish_interval)
             .field("commit_interval", &self.commit_interval)
             .field("shutdown_timeout", &self.shutdown_timeout)
+            .field("group_instance_id", &self.group_instance_id)
+            .field("revoke_timeout", &self.revoke_timeout)
             .field("dead_letter_on_failure", &self.dead_letter_on_failure)
             .field(
                 "dead_letter_retry_interval",
@@ -385,6 +400,8 @@ impl Default for KafkaSection {
             publish_interval: Dur(10_000),
             commit_interval: Dur(5_000),
             shutdown_timeout: Dur(10_000),
+            group_instance_id: String::new(),
+            revoke_timeout: Dur(10_000),
             dead_letter_on_failure: DeadLetterOnFailure::Pause,
             dead_letter_retry_interval: Dur(10_000),
             dead_letter_max_bytes: 0,

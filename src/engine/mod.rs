@@ -18,11 +18,14 @@
 //! The engine sits on top: it uses the shared stores of [`crate::state`] and
 //! the metric families of [`crate::metrics`]; neither imports it.
 
+pub mod fleet;
 pub mod partition;
 pub mod pending;
 mod pipeline;
 pub mod snapshot;
 mod validate;
+
+pub use fleet::fold_partials;
 
 use std::collections::BTreeMap;
 
@@ -31,10 +34,9 @@ use pending::{Pending, PendingBody};
 
 use crate::event::{Event, EventBody, EventType, Millis, ReferralAction, SupportAction};
 use crate::export::Family;
-use crate::metrics::Ctx;
 use crate::state::dedup::Dedup;
 use crate::state::params::{self, Params};
-use crate::state::registry::{ChannelId, ChannelRegistry, UNKNOWN};
+use crate::state::registry::{ChannelId, UNKNOWN};
 use crate::state::users;
 
 /// What happened to one message. Checked in this order: invalid, duplicate, late, applied.
@@ -87,14 +89,14 @@ pub struct BreachAlert {
 }
 
 /// Counts of messages by event type (plus `unknown`) and outcome.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct EventCounts {
     /// `[type index (6 = unknown)][outcome index]`.
     pub counts: [[u64; 4]; 7],
 }
 
 impl EventCounts {
-    fn add(&mut self, ty: Option<EventType>, o: Outcome) {
+    pub(crate) fn add(&mut self, ty: Option<EventType>, o: Outcome) {
         let t = ty.map_or(6, |t| t.index());
         self.counts[t][o.index()] += 1;
     }
@@ -107,6 +109,15 @@ impl EventCounts {
     pub fn total(&self, o: Outcome) -> u64 {
         self.counts.iter().map(|r| r[o.index()]).sum()
     }
+
+    /// Adds another partition's counts.
+    pub fn merge(&mut self, o: &EventCounts) {
+        for (a, x) in self.counts.iter_mut().zip(&o.counts) {
+            for (a, x) in a.iter_mut().zip(x) {
+                *a += x;
+            }
+        }
+    }
 }
 
 pub struct Engine {
@@ -116,11 +127,8 @@ pub struct Engine {
     clock: Option<Millis>,
     /// Set by [`Engine::finish`]: every effect and timer up to T is applied.
     finished: bool,
-    pub(crate) registry: ChannelRegistry,
     pub(crate) parts: BTreeMap<u32, Partition>,
-    pub(crate) counts: EventCounts,
     alerts: Vec<BreachAlert>,
-    seq: u64,
     /// Cap bookkeeping (`engine.max_tracked_users`): after an attempt that
     /// could not get under the cap, no new attempt below this many users.
     pub(crate) cap_retry_at: u64,
@@ -130,48 +138,43 @@ impl Engine {
     /// An empty engine (see `Config::params` for the parameters of a config).
     pub fn new(prm: Params) -> Engine {
         Engine {
-            registry: ChannelRegistry::new(prm.max_channels),
             prm,
             clock: None,
             finished: false,
             parts: BTreeMap::new(),
-            counts: EventCounts::default(),
             alerts: Vec::new(),
-            seq: 0,
             cap_retry_at: 0,
         }
     }
 
     /// Offers one decoded event from `partition`. `wall_now` is the wall clock
     /// in `run` (for `max_future_skew`), `None` in replay.
+    /// The outcome is counted in the partition (created if not held).
     pub fn offer(&mut self, partition: u32, ev: &Event<'_>, wall_now: Option<Millis>) -> Outcome {
-        let ty = ev.event_type();
-        let outcome = self.decide(partition, ev, wall_now);
-        self.counts.add(Some(ty), outcome);
-        outcome
-    }
-
-    fn decide(&mut self, partition: u32, ev: &Event<'_>, wall_now: Option<Millis>) -> Outcome {
+        let ty = Some(ev.event_type());
+        let part = self.parts.entry(partition).or_default();
         if let Some(now) = wall_now
             && ev.ts > now.saturating_add(self.prm.max_future_skew)
         {
+            part.counts.add(ty, Outcome::Invalid);
             return Outcome::Invalid;
         }
-        let part = self.parts.entry(partition).or_default();
         let fp = Dedup::fingerprint(&ev.event_id);
         if let Some(t) = part.clock {
             if part
                 .dedup
                 .contains(fp, t.saturating_sub(self.prm.dedup_horizon))
             {
+                part.counts.add(ty, Outcome::Duplicate);
                 return Outcome::Duplicate;
             }
             if ev.ts < t.saturating_sub(self.prm.lateness) {
+                part.counts.add(ty, Outcome::Late);
                 return Outcome::Late;
             }
         }
         part.dedup.insert(fp, ev.ts);
-        self.seq += 1;
+        part.seq += 1;
         // Moving the clock first applies what became final, and runs the
         // day's sweep, before the event's ids are admitted (users compacted
         // by it can be forgotten under a hard cap). The event itself is not
@@ -189,7 +192,11 @@ impl Engine {
         let may_user = self.may_create_user(partition, ev);
         let may_ticket = self.may_create_ticket();
         let part = self.parts.entry(partition).or_default();
+        part.counts.add(ty, Outcome::Applied);
         let held_before = part.users.len();
+        // The partition clock when a channel value is first seen (it moved above).
+        let seen = part.clock.unwrap_or(ev.ts);
+        let (listed, max) = (&self.prm.channels[..], self.prm.max_channels);
         let body = match &ev.body {
             EventBody::Signup {
                 channel,
@@ -197,8 +204,8 @@ impl Engine {
                 ..
             } => {
                 let channel = match (channel, referrer_id) {
-                    (Some(c), _) => self.registry.resolve(c),
-                    (None, Some(_)) => self.registry.resolve("referral"),
+                    (Some(c), _) => part.registry.resolve(c, seen, listed, max),
+                    (None, Some(_)) => part.registry.resolve("referral", seen, listed, max),
                     (None, None) => UNKNOWN,
                 };
                 match intern_user(part, ev, may_user) {
@@ -226,13 +233,13 @@ impl Engine {
                 action: ReferralAction::Rewarded { reward_usd },
             } => Ok(PendingBody::Reward {
                 usd: *reward_usd,
-                referral_channel: self.registry.resolve("referral"),
+                referral_channel: part.registry.resolve("referral", seen, listed, max),
             }),
             EventBody::Spend {
                 channel,
                 amount_usd,
             } => Ok(PendingBody::Spend {
-                channel: self.registry.resolve(channel),
+                channel: part.registry.resolve(channel, seen, listed, max),
                 usd: *amount_usd,
             }),
             EventBody::Support {
@@ -268,11 +275,14 @@ impl Engine {
             }
         };
         match body {
-            Ok(body) => part.push(Pending {
-                ts: ev.ts,
-                seq: self.seq,
-                body,
-            }),
+            Ok(body) => {
+                let seq = part.seq;
+                part.push(Pending {
+                    ts: ev.ts,
+                    seq,
+                    body,
+                })
+            }
             Err(Untracked::User(signup)) => part.users.untracked_event(signup),
             Err(Untracked::Ticket) => part.tickets.untracked += 1,
         }
@@ -323,12 +333,13 @@ impl Engine {
     /// Whether new ids of that kind are refused now: its hard cap is set and
     /// reached (for users, with no compacted user left to forget to make room).
     pub fn hard_cap_reached(&self, tickets: bool) -> bool {
-        let (cap, held) = if tickets {
-            (self.prm.max_tracked_tickets, self.tracked_tickets())
+        let held = if tickets {
+            self.tracked_tickets()
         } else {
-            (self.prm.hard_max_tracked_users, self.tracked_users())
+            self.tracked_users()
         };
-        cap > 0 && held as u64 >= cap && (tickets || self.compacted_users() == 0)
+        let compacted = self.compacted_users() as u64;
+        pipeline::cap_reached(&self.prm, tickets, held as u64, compacted)
     }
 
     /// Under `engine.max_tracked_users`: when more users are held, forgets
@@ -378,9 +389,14 @@ impl Engine {
         cand.len() as u64
     }
 
-    /// Counts a message that could not be decoded.
-    pub fn record_invalid(&mut self, ty: Option<EventType>) {
-        self.counts.add(ty, Outcome::Invalid);
+    /// Counts a message of `partition` that could not be decoded (in that
+    /// partition, created if not held).
+    pub fn record_invalid(&mut self, partition: u32, ty: Option<EventType>) {
+        self.parts
+            .entry(partition)
+            .or_default()
+            .counts
+            .add(ty, Outcome::Invalid);
     }
 
     /// The clock T (largest applied `ts`, or where the wall clock moved it).
@@ -416,18 +432,48 @@ impl Engine {
         std::mem::take(&mut self.alerts)
     }
 
-    /// Every series of METRICS.md computed at the current T.
+    /// Every series of METRICS.md computed at the current T, and the
+    /// engine's own series: the partitions' contributions merged in
+    /// partition order (the same code as [`fold_partials`]).
     pub fn families(&self) -> Vec<Family> {
-        let mut out = match self.clock {
-            Some(t) => {
-                let ctx = Ctx::new(&self.prm, t, &self.registry);
-                let parts = self.parts.values();
-                crate::metrics::export(&ctx, parts.map(|p| (&p.users, &p.tickets, &p.families)))
-            }
-            None => Vec::new(),
-        };
-        pipeline::push(self, &mut out);
-        out
+        let parts: Vec<fleet::Contribution> = self
+            .parts
+            .iter()
+            .map(|(id, p)| fleet::Contribution::of(&self.prm, self.clock, *id, p))
+            .collect();
+        fleet::finish(&self.prm, self.clock, parts.iter())
+    }
+
+    /// For the fleet-totals topic: each held partition's contribution at
+    /// the current T, encoded self-contained (its metric partial with its
+    /// channel names, its message counts, its tracked / compacted /
+    /// forgotten / untracked counters), ascending by partition. Folded by
+    /// [`fold_partials`].
+    pub fn partials(&self) -> Vec<(u32, Vec<u8>)> {
+        self.parts
+            .iter()
+            .map(|(id, p)| {
+                let c = fleet::Contribution::of(&self.prm, self.clock, *id, p);
+                (*id, c.encode(&self.prm, self.clock))
+            })
+            .collect()
+    }
+
+    /// Input partitions held, ascending.
+    pub fn partitions(&self) -> Vec<u32> {
+        self.parts.keys().copied().collect()
+    }
+
+    /// Holds empty state for `p` unless it holds some (an owned partition
+    /// with no snapshot yet).
+    pub fn ensure_partition(&mut self, p: u32) {
+        self.parts.entry(p).or_default();
+    }
+
+    /// Forgets `p` (revoked or lost): from now on it is not exported and
+    /// fires no timer. T stays. Returns whether it was held.
+    pub fn drop_partition(&mut self, p: u32) -> bool {
+        self.parts.remove(&p).is_some()
     }
 
     /// Users with any state (full or compacted), over all partitions.
@@ -473,8 +519,13 @@ impl Engine {
         self.prm.max_tracked_users
     }
 
-    pub fn event_counts(&self) -> &EventCounts {
-        &self.counts
+    /// Messages by type and outcome, over every partition held.
+    pub fn event_counts(&self) -> EventCounts {
+        let mut c = EventCounts::default();
+        for p in self.parts.values() {
+            c.merge(&p.counts);
+        }
+        c
     }
 
     /// Events accepted but not yet applied (waiting for the lateness to pass).

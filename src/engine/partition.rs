@@ -9,19 +9,20 @@
 //! in-order delivery, and every timer is decided once, when final.
 //!
 //! The partition keeps what the families share (reorder buffer, timers,
-//! users, tickets, dedup) and hands each applied event and fired timer to
+//! users, tickets, dedup, channel registry, event counts) and hands each applied event and fired timer to
 //! the families of [`crate::metrics`], which return the timers to schedule.
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 
-use super::BreachAlert;
 use super::pending::{Pending, PendingBody, PendingQueue};
+use super::{BreachAlert, EventCounts};
 use crate::event::Millis;
 use crate::metrics::support::SlaKind;
 use crate::metrics::{Due, Families, retention, scan, support};
 use crate::state::dedup::Dedup;
 use crate::state::params::{Params, day_of};
+use crate::state::registry::ChannelRegistry;
 use crate::state::tickets::Tickets;
 use crate::state::users::{NEVER, UserIdx, Users};
 
@@ -82,8 +83,16 @@ pub struct Timer {
     pub kind: TimerKind,
 }
 
+/// Everything the engine knows of one input partition: its state moves
+/// with it between instances ([`super::Engine::snapshot_partition`]).
 #[derive(Default)]
 pub struct Partition {
+    /// Its messages by type and outcome.
+    pub counts: EventCounts,
+    /// Accepted events so far: orders events of the same `ts` in the reorder buffer.
+    pub seq: u64,
+    /// Its channel values (ids in users, pending events and acquisition rings are this registry's).
+    pub registry: ChannelRegistry,
     pub users: Users,
     pub tickets: Tickets,
     pub dedup: Dedup,
@@ -294,6 +303,7 @@ impl Partition {
             + self.pending.capacity() * std::mem::size_of::<Pending>()
             + self.families.heap_bytes()
             + self.dedup.heap_bytes()
+            + self.registry.heap_bytes()
     }
 
     pub fn timers_len(&self) -> usize {

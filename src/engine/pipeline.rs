@@ -1,17 +1,42 @@
 //! The engine's own series: input messages by type and outcome, the clock,
-//! tracked and forgotten users and tickets.
+//! tracked and forgotten users and tickets; from the counters of the
+//! partitions held, added up ([`Counters`]).
 
-use super::{Engine, Outcome};
-use crate::event::EventType;
+use super::Outcome;
+use super::fleet::Counters;
+use crate::event::{EventType, Millis};
 use crate::export::{Family, Kind};
+use crate::state::params::Params;
 
-pub(super) fn push(engine: &Engine, out: &mut Vec<Family>) {
+/// Whether new ids of that kind are refused with these counters: its hard
+/// cap is set and reached (for users, with no compacted user left to forget
+/// to make room).
+pub(super) fn hard_cap_reached(prm: &Params, c: &Counters, tickets: bool) -> bool {
+    let held = if tickets {
+        c.tracked_tickets
+    } else {
+        c.tracked_users
+    };
+    cap_reached(prm, tickets, held, c.compacted_users)
+}
+
+/// The rule of [`hard_cap_reached`], from the counts it reads.
+pub(super) fn cap_reached(prm: &Params, tickets: bool, held: u64, compacted: u64) -> bool {
+    let cap = if tickets {
+        prm.max_tracked_tickets
+    } else {
+        prm.hard_max_tracked_users
+    };
+    cap > 0 && held >= cap && (tickets || compacted == 0)
+}
+
+pub(super) fn push(prm: &Params, t: Option<Millis>, c: &Counters, out: &mut Vec<Family>) {
     let mut f = Family::new(
         "cxpulse_events_total",
         Kind::Counter,
         "Input messages by event type and outcome (applied, invalid, late, duplicate).",
     );
-    let counts = engine.event_counts();
+    let counts = &c.events;
     for ty in EventType::ALL.map(Some).into_iter().chain([None]) {
         let name = ty.map_or("unknown", |t| t.as_str());
         for o in Outcome::ALL {
@@ -31,7 +56,7 @@ pub(super) fn push(engine: &Engine, out: &mut Vec<Family>) {
         f.push(&[], v);
         out.push(f);
     };
-    if let Some(t) = engine.clock() {
+    if let Some(t) = t {
         g(
             "cxpulse_clock_timestamp_seconds",
             Kind::Gauge,
@@ -43,47 +68,46 @@ pub(super) fn push(engine: &Engine, out: &mut Vec<Family>) {
         "cxpulse_tracked_users",
         Kind::Gauge,
         "Users with state held in memory.",
-        engine.tracked_users() as f64,
+        c.tracked_users as f64,
     );
     g(
         "cxpulse_compacted_users",
         Kind::Gauge,
         "Of cxpulse_tracked_users, those compacted past every horizon (channel and flags only).",
-        engine.compacted_users() as f64,
+        c.compacted_users as f64,
     );
     g(
         "cxpulse_users_forgotten_total",
         Kind::Counter,
         "Compacted users forgotten because engine.max_tracked_users was exceeded.",
-        engine.forgotten_users() as f64,
+        c.forgotten_users as f64,
     );
-    if engine.max_tracked_users() > 0 {
+    if prm.max_tracked_users > 0 {
         g(
             "cxpulse_tracked_users_cap",
             Kind::Gauge,
             "engine.max_tracked_users: the cap on cxpulse_tracked_users.",
-            engine.max_tracked_users() as f64,
+            prm.max_tracked_users as f64,
         );
     }
     g(
         "cxpulse_tracked_tickets",
         Kind::Gauge,
         "Support tickets with state held in memory.",
-        engine.tracked_tickets() as f64,
+        c.tracked_tickets as f64,
     );
     g(
         "cxpulse_tickets_forgotten_total",
         Kind::Counter,
         "Tickets forgotten: settled past every horizon, or open with no action within engine.open_ticket_horizon.",
-        engine.forgotten_tickets() as f64,
+        c.forgotten_tickets as f64,
     );
-    push_hard_caps(engine, out);
+    push_hard_caps(prm, c, out);
 }
 
 /// The hard caps' series, each only when its cap is set (so a config
 /// without caps exports exactly what it did before them).
-fn push_hard_caps(engine: &Engine, out: &mut Vec<Family>) {
-    let prm = &engine.prm;
+fn push_hard_caps(prm: &Params, c: &Counters, out: &mut Vec<Family>) {
     let kinds = [
         ("user", prm.hard_max_tracked_users),
         ("ticket", prm.max_tracked_tickets),
@@ -110,11 +134,16 @@ fn push_hard_caps(engine: &Engine, out: &mut Vec<Family>) {
         if limit == 0 {
             continue;
         }
-        let at_cap = engine.hard_cap_reached(kind == "ticket");
+        let at_cap = hard_cap_reached(prm, c, kind == "ticket");
         let l = [("kind", kind)];
         cap.push(&l, limit as f64);
         capped.push(&l, if at_cap { 1.0 } else { 0.0 });
-        untracked.push(&l, engine.untracked_events(kind == "ticket") as f64);
+        let n = if kind == "ticket" {
+            c.untracked_tickets
+        } else {
+            c.untracked_users
+        };
+        untracked.push(&l, n as f64);
     }
     out.extend([cap, capped, untracked]);
 }

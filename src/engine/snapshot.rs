@@ -1,8 +1,10 @@
 //! Engine state to bytes and back, for checkpoints.
 //!
 //! A plain little-endian encoding ([`crate::state::codec`]) of every piece of
-//! state: here the container (clock, counters, channel registry) and what
-//! partitions share (users, tickets, dedup horizon, reorder buffer, timers);
+//! state: here the engine container (clock, cap bookkeeping, then one
+//! self-contained snapshot per input partition) and a partition's state
+//! (its counts, channel registry, users, tickets, dedup horizon, reorder
+//! buffer, timers);
 //! each metric family encodes its own state (`write`/`read` in its file) and
 //! its timers. Hash indexes are not written: they are rebuilt on restore. Framing, versioning and checksums
 //! are the checkpoint store's business; this module only refuses bytes it
@@ -69,8 +71,22 @@ fn decision(v: u8) -> Result<Decision, SnapshotError> {
     }
 }
 
+/// Leads every partition snapshot ("CXPS" little-endian), then its format version.
+const PART_MAGIC: u32 = u32::from_le_bytes(*b"CXPS");
+const PART_VERSION: u8 = 1;
+
 impl Engine {
-    /// All engine state as bytes. Alerts not yet drained are not included.
+    /// All engine state as bytes: a container of partition snapshots.
+    /// Alerts not yet drained are not included.
+    ///
+    /// ```text
+    /// bucket        i64   engine.bucket in ms
+    /// clock         u8 0 | u8 1 + i64   T
+    /// finished      u8
+    /// cap_retry_at  u64
+    /// partitions    u64 count, then per partition (ascending): id u32,
+    ///               u64 length + Engine::snapshot_partition bytes
+    /// ```
     pub fn snapshot(&self) -> Vec<u8> {
         self.snapshot_into(Vec::with_capacity(self.snapshot_capacity()))
     }
@@ -90,30 +106,52 @@ impl Engine {
         w.i64(self.prm.bucket);
         w.opt_i64(self.clock);
         w.u8(self.finished as u8);
-        w.u64(self.seq);
-        for row in &self.counts.counts {
-            for c in row {
-                w.u64(*c);
-            }
-        }
-        let names: Vec<&str> = (0..self.registry.len_with_specials())
-            .map(|i| self.registry.name(i as u16))
-            .collect();
-        w.len(names.len());
-        for n in names {
-            w.bytes(n.as_bytes());
-        }
-        w.u8(self.registry.overflowed as u8);
         w.u64(self.cap_retry_at);
         w.len(self.parts.len());
         for (id, p) in &self.parts {
             w.u32(*id);
-            write_partition(&mut w, p);
+            // The length is written once the partition is.
+            let at = w.0.len();
+            w.u64(0);
+            write_partition_snapshot(&mut w, &self.prm, p);
+            let n = (w.0.len() - at - 8) as u64;
+            w.0[at..at + 8].copy_from_slice(&n.to_le_bytes());
         }
         w.0
     }
 
-    /// Rebuilds an engine from [`Engine::snapshot`] bytes, under `cfg`.
+    /// Partition `p`'s whole state as self-contained bytes (its counts,
+    /// channel registry, clock, users, tickets, dedup, reorder buffer,
+    /// timers, families). None if not held.
+    pub fn snapshot_partition(&self, p: u32) -> Option<Vec<u8>> {
+        let part = self.parts.get(&p)?;
+        let mut w = W(Vec::with_capacity(part.heap_bytes() + 4096));
+        write_partition_snapshot(&mut w, &self.prm, part);
+        Some(w.0)
+    }
+
+    /// Replaces `p`'s state with [`Engine::snapshot_partition`] bytes; T
+    /// becomes max(T, its clock). On Err nothing changes: bytes of another
+    /// bucket size, or that do not read or validate completely, are refused
+    /// (as `InPartition` naming `p`).
+    pub fn restore_partition(&mut self, p: u32, bytes: &[u8]) -> Result<(), SnapshotError> {
+        let in_part = |error| SnapshotError::InPartition {
+            partition: p,
+            error: Box::new(error),
+        };
+        let part = read_partition_snapshot(&self.prm, bytes).map_err(in_part)?;
+        let others = self.parts.iter().filter(|(id, _)| **id != p).map(|e| e.1);
+        super::validate::totals(others.chain([&part]))?;
+        if let Some(c) = part.clock
+            && self.clock.is_none_or(|t| c > t)
+        {
+            self.clock = Some(c);
+        }
+        self.parts.insert(p, part);
+        Ok(())
+    }
+
+    /// Rebuilds an engine from [`Engine::snapshot`] bytes, under `prm`.
     pub fn restore(prm: Params, bytes: &[u8]) -> Result<Engine, SnapshotError> {
         let mut e = Engine::new(prm);
         let mut r = R::new(bytes);
@@ -129,35 +167,8 @@ impl Engine {
             check_time("clock", t)?;
         }
         e.finished = r.bool("finished flag")?;
-        e.seq = check_count("event sequence number", r.u64()?)?;
-        let mut counts = EventCounts::default();
-        for row in counts.counts.iter_mut() {
-            for c in row.iter_mut() {
-                *c = check_count("event count", r.u64()?)?;
-            }
-        }
-        e.counts = counts;
-        let n = r.len(8)?;
-        let mut reg = ChannelRegistry::new(e.prm.max_channels);
-        for i in 0..n {
-            let name = r.string()?;
-            let fits = match i {
-                0 => name == "unknown",
-                1 => name == "other",
-                _ => reg.resolve(&name) as usize == i,
-            };
-            if !fits {
-                return Err(SnapshotError::Invalid("channel registry"));
-            }
-        }
-        if n < 2 {
-            return Err(SnapshotError::Invalid("channel registry"));
-        }
-        reg.overflowed = r.bool("channel overflow flag")?;
-        e.registry = reg;
         e.cap_retry_at = r.u64()?;
-        let n = r.len(4)?;
-        let channels = e.registry.len_with_specials();
+        let n = r.len(12)?;
         for _ in 0..n {
             let id = r.u32()?;
             if e.parts
@@ -166,8 +177,9 @@ impl Engine {
             {
                 return Err(SnapshotError::Invalid("partition order"));
             }
-            let p = read_partition(&mut r)
-                .and_then(|p| super::validate::partition(&p, channels).map(|()| p))
+            let p = r
+                .bytes()
+                .and_then(|b| read_partition_snapshot(&e.prm, b))
                 .map_err(|error| SnapshotError::InPartition {
                     partition: id,
                     error: Box::new(error),
@@ -175,9 +187,78 @@ impl Engine {
             e.parts.insert(id, p);
         }
         r.end()?;
-        super::validate::totals(&e.parts)?;
+        super::validate::totals(e.parts.values())?;
         Ok(e)
     }
+}
+
+/// One partition's snapshot: header, counts, registry, then its state.
+///
+/// ```text
+/// magic "CXPS" u32, version u8, bucket i64, sequence u64,
+/// counts 7 x 4 u64, channels: u64 count + (name, first-seen i64) each,
+/// overflow flag u8, then the users, tickets, dedup, reorder buffer,
+/// timers, families, clock (write_partition)
+/// ```
+fn write_partition_snapshot(w: &mut W, prm: &Params, p: &Partition) {
+    w.u32(PART_MAGIC);
+    w.u8(PART_VERSION);
+    w.i64(prm.bucket);
+    w.u64(p.seq);
+    for row in &p.counts.counts {
+        for c in row {
+            w.u64(*c);
+        }
+    }
+    let reg = &p.registry;
+    w.len(reg.len_with_specials() - 2);
+    for id in reg.registered() {
+        w.bytes(reg.name(id).as_bytes());
+        w.i64(reg.first_seen(id));
+    }
+    w.u8(reg.overflowed as u8);
+    write_partition(w, p);
+}
+
+fn read_partition_snapshot(prm: &Params, bytes: &[u8]) -> Result<Partition, SnapshotError> {
+    let mut r = R::new(bytes);
+    if r.u32()? != PART_MAGIC {
+        return Err(SnapshotError::Invalid("partition snapshot magic"));
+    }
+    if r.u8()? != PART_VERSION {
+        return Err(SnapshotError::Invalid("partition snapshot version"));
+    }
+    let bucket = r.i64()?;
+    if bucket != prm.bucket {
+        return Err(SnapshotError::BucketChanged {
+            taken: bucket,
+            now: prm.bucket,
+        });
+    }
+    let seq = check_count("event sequence number", r.u64()?)?;
+    let mut counts = EventCounts::default();
+    for row in counts.counts.iter_mut() {
+        for c in row.iter_mut() {
+            *c = check_count("event count", r.u64()?)?;
+        }
+    }
+    let n = r.len(16)?;
+    let mut values = Vec::with_capacity(n.min(prm.max_channels));
+    for _ in 0..n {
+        let name = r.string()?;
+        let seen = check_time("channel first-seen time", r.i64()?)?;
+        values.push((name, seen));
+    }
+    let overflowed = r.bool("channel overflow flag")?;
+    let registry = ChannelRegistry::rebuild(values, overflowed, &prm.channels, prm.max_channels)
+        .ok_or(SnapshotError::Invalid("channel registry"))?;
+    let mut p = read_partition(&mut r)?;
+    r.end()?;
+    p.seq = seq;
+    p.counts = counts;
+    p.registry = registry;
+    super::validate::partition(&p, p.registry.len_with_specials())?;
+    Ok(p)
 }
 
 fn write_partition(w: &mut W, p: &Partition) {
@@ -502,7 +583,7 @@ mod tests {
                     let partition = (xxhash_rust::xxh3::xxh3_64(key.as_bytes()) % 3) as u32;
                     engine.offer(partition, &ev, None);
                 }
-                Err(f) => engine.record_invalid(f.event_type),
+                Err(f) => engine.record_invalid(0, f.event_type),
             }
         }
     }

@@ -10,8 +10,6 @@
 //! amounts finite and >= 0, ratings within their scales, forgotten ticket
 //! slots blank. A file that fails is refused like a bad checksum.
 
-use std::collections::BTreeMap;
-
 use super::partition::Partition;
 use super::pending::PendingBody;
 use crate::event::Ratings;
@@ -132,10 +130,10 @@ fn ratings(r: &Ratings) -> Result<(), SnapshotError> {
 
 /// Sums over every partition that export and the engine's own series add up
 /// in integers: each within its limit, so the additions cannot overflow.
-pub(super) fn totals(parts: &BTreeMap<u32, Partition>) -> Result<(), SnapshotError> {
+pub(super) fn totals<'p>(parts: impl Iterator<Item = &'p Partition>) -> Result<(), SnapshotError> {
     let (mut users, mut tickets, mut took) = (0u128, 0u128, 0u128);
     let mut hist = [0u128; 8];
-    for p in parts.values() {
+    for p in parts {
         users += p.users.forgotten as u128;
         tickets += p.tickets.forgotten as u128;
         let s = &p.families.support;

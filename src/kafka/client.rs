@@ -97,6 +97,13 @@ pub fn settings(k: &KafkaSection, role: Role) -> Result<BTreeMap<String, String>
             // fetcher), fetch again soon rather than after librdkafka's
             // default 1 s, which stalled backlog reads by that much.
             set("fetch.queue.backoff.ms", "20");
+            // A rebalance moves only the partitions that must move; the
+            // others keep being consumed (and their state stays where it
+            // is). The rebalance callback uses the incremental calls.
+            set("partition.assignment.strategy", "cooperative-sticky");
+            if !k.group_instance_id.is_empty() {
+                set("group.instance.id", &k.group_instance_id);
+            }
         }
         Role::Producer => {
             set("client.id", "cxpulse-producer");
@@ -213,6 +220,21 @@ mod tests {
         assert_eq!(c["enable.auto.offset.store"], "false");
         assert_eq!(p["enable.idempotence"], "true");
         assert_eq!(c["bootstrap.servers"], "b1:9092");
+    }
+
+    #[test]
+    fn the_consumer_is_cooperative_and_static_only_when_an_instance_id_is_set() {
+        let c = settings(&section(&[]), Role::Consumer).expect("valid");
+        assert_eq!(c["partition.assignment.strategy"], "cooperative-sticky");
+        assert!(!c.contains_key("group.instance.id"));
+        let k = KafkaSection {
+            group_instance_id: "cxpulse-2".into(),
+            ..section(&[])
+        };
+        let c = settings(&k, Role::Consumer).expect("valid");
+        assert_eq!(c["group.instance.id"], "cxpulse-2");
+        let p = settings(&k, Role::Producer).expect("valid");
+        assert!(!p.contains_key("group.instance.id"));
     }
 
     #[test]

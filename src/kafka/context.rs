@@ -1,5 +1,8 @@
 //! librdkafka callbacks: logs and errors to telemetry, statistics to
-//! [`LiveState`], and the rebalance protocol: before partitions are taken
+//! [`LiveState`], and the rebalance protocol (incremental with
+//! `cooperative-sticky`, every assign/unassign checked). With state in the
+//! state store, partition state moves with the partition (see
+//! [`super::pipeline::handover`]); otherwise, before partitions are taken
 //! away, their handled positions are stored and committed synchronously.
 //!
 //! The consumer's callbacks run inside `StreamConsumer::recv`, that is on the
@@ -19,6 +22,7 @@ use rdkafka::types::RDKafkaRespErr;
 
 use super::live::LiveState;
 use super::offsets::OffsetBook;
+use super::pipeline::handover::{Handover, SharedEngine};
 use crate::telemetry::{self, CommitResult, CommitTrigger, PartitionMove, describe};
 
 /// How long the rebalance callback waits for committed offsets.
@@ -30,6 +34,12 @@ pub struct ConsumerCtx {
     pub book: Arc<Mutex<OffsetBook>>,
     /// `bootstrap.servers`, for log lines.
     pub brokers: String,
+    /// The engine: a revoked partition's final snapshot is taken from it
+    /// and its state dropped, inside the callback.
+    pub engine: SharedEngine,
+    /// State in the state store (`checkpoint.store = "kafka"`): partition
+    /// state moves with the partition.
+    pub handover: Option<Arc<Handover>>,
 }
 
 impl ConsumerCtx {
@@ -93,6 +103,10 @@ impl ConsumerContext for ConsumerCtx {
         err: RDKafkaRespErr,
         tpl: &mut TopicPartitionList,
     ) {
+        if let Some(h) = &self.handover {
+            self.move_state(h, base, err, tpl);
+            return;
+        }
         if err == RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS {
             let (mut set, unknown) = self.book().apply_positions(tpl);
             if set.count() > 0 && !self.book().tracks_positions() {
@@ -199,6 +213,9 @@ impl ConsumerContext for ConsumerCtx {
                 }
                 .emit();
                 self.live.revoke(&pairs(tpl));
+                for (topic, partition) in pairs(tpl) {
+                    telemetry::partition_owned(&topic, partition, false);
+                }
                 telemetry::PartitionsMoved {
                     direction: PartitionMove::Revoked,
                     partitions: tpl,
@@ -214,11 +231,18 @@ impl ConsumerContext for ConsumerCtx {
         if let Rebalance::Assign(tpl) = rebalance {
             self.book().assign(tpl);
             self.live.assign(&pairs(tpl));
-            telemetry::PartitionsMoved {
-                direction: PartitionMove::Assigned,
-                partitions: tpl,
+            // One instance (`store = "dir"` or `"off"`): the partitions it
+            // consumes are those assigned.
+            for (topic, partition) in pairs(tpl) {
+                telemetry::partition_owned(&topic, partition, true);
             }
-            .emit();
+            if tpl.count() > 0 {
+                telemetry::PartitionsMoved {
+                    direction: PartitionMove::Assigned,
+                    partitions: tpl,
+                }
+                .emit();
+            }
         }
     }
 
@@ -230,6 +254,104 @@ impl ConsumerContext for ConsumerCtx {
             offsets,
         }
         .emit();
+    }
+}
+
+impl ConsumerCtx {
+    /// The rebalance with state in the state store. Assign: the partitions
+    /// are assigned, paused and left to the loop to restore. Revoke: final
+    /// snapshots (not when lost), a synchronous commit of the offsets they
+    /// cover, the state dropped, then the partitions unassigned.
+    fn move_state(
+        &self,
+        h: &Handover,
+        base: &BaseConsumer<Self>,
+        err: RDKafkaRespErr,
+        tpl: &TopicPartitionList,
+    ) {
+        let cooperative = matches!(base.rebalance_protocol(), RebalanceProtocol::Cooperative);
+        if err == RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS {
+            let r = if cooperative {
+                base.incremental_assign(tpl)
+            } else {
+                base.assign(tpl)
+            };
+            if let Err(e) = r {
+                telemetry::RebalanceNotApplied {
+                    partitions: &describe(tpl),
+                    error: &e,
+                }
+                .emit();
+                return;
+            }
+            self.book().assign(tpl);
+            self.live.assign(&pairs(tpl));
+            // Nothing is consumed until the state is restored; messages
+            // fetched before the pause takes effect are ignored.
+            if let Err(e) = base.pause(tpl) {
+                telemetry::RebalanceNotApplied {
+                    partitions: &describe(tpl),
+                    error: &e,
+                }
+                .emit();
+            }
+            h.assigned(tpl, &self.live);
+            // A cooperative round that moves nothing here is no news.
+            if tpl.count() > 0 {
+                telemetry::PartitionsMoved {
+                    direction: PartitionMove::Assigned,
+                    partitions: tpl,
+                }
+                .emit();
+            }
+            return;
+        }
+        let lost = if err == RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS {
+            base.assignment_lost()
+        } else {
+            telemetry::RebalanceFailed {
+                error: &KafkaError::Rebalance(err.into()),
+            }
+            .emit();
+            true
+        };
+        let covered = h.give_up(&self.engine, &self.book, &self.live, tpl, lost);
+        if covered.count() > 0 {
+            // Committed while the partitions are still assigned here (a
+            // commit after the unassign fails).
+            if let Err(e) = base.store_offsets(&covered) {
+                telemetry::RevokedOffsetsNotStored { error: &e }.emit();
+            }
+            let r = base.commit_consumer_state(CommitMode::Sync);
+            let offsets = describe(&covered);
+            telemetry::CommitCompleted {
+                trigger: CommitTrigger::Revoke,
+                result: commit_result(&r, &offsets),
+            }
+            .emit();
+        }
+        self.live.revoke(&pairs(tpl));
+        telemetry::PartitionsMoved {
+            direction: if lost {
+                PartitionMove::Lost
+            } else {
+                PartitionMove::Revoked
+            },
+            partitions: tpl,
+        }
+        .emit();
+        let r = if cooperative {
+            base.incremental_unassign(tpl)
+        } else {
+            base.unassign()
+        };
+        if let Err(e) = r {
+            telemetry::RebalanceNotApplied {
+                partitions: &describe(tpl),
+                error: &e,
+            }
+            .emit();
+        }
     }
 }
 

@@ -66,6 +66,13 @@ impl LatencyTracker {
         }
     }
 
+    /// Forgets partition `pid`'s waiting events (its state left this process).
+    pub fn forget(&mut self, pid: u32) {
+        if let Some(h) = self.waiting.remove(&pid) {
+            self.len -= h.len();
+        }
+    }
+
     /// The partitions with events waiting.
     pub fn partitions(&self) -> Vec<u32> {
         self.waiting

@@ -15,7 +15,7 @@
 //! known (the consumer is not "caught up", so T does not follow the wall
 //! clock over an outage and the events produced during it are not made late).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::{Duration, Instant};
@@ -57,6 +57,9 @@ struct Inner {
     /// Input partitions paused because a dead-letter record of theirs cannot
     /// be delivered, with the reason `/readyz` gives.
     dead_letter_paused: BTreeMap<(String, i32), String>,
+    /// Assigned partitions whose state is being restored from the state
+    /// store (paused; named by `/readyz`).
+    restoring: BTreeSet<(String, i32)>,
 }
 
 impl LiveState {
@@ -83,13 +86,29 @@ impl LiveState {
         let mut g = self.lock();
         for p in parts {
             g.assigned.remove(p);
+            g.restoring.remove(p);
             let _ = telemetry::metrics()
                 .consumer_lag
                 .remove_label_values(&[&p.0, &p.1.to_string()]);
         }
+        let m = telemetry::metrics();
+        m.assigned_partitions.set(g.assigned.len() as i64);
+        m.state_restoring.set(g.restoring.len() as i64);
+    }
+
+    /// The state of (topic, partition) is being restored (`true`), or is
+    /// ready (`false`).
+    pub fn restoring(&self, topic: &str, partition: i32, on: bool) {
+        let mut g = self.lock();
+        let key = (topic.to_string(), partition);
+        if on {
+            g.restoring.insert(key);
+        } else {
+            g.restoring.remove(&key);
+        }
         telemetry::metrics()
-            .assigned_partitions
-            .set(g.assigned.len() as i64);
+            .state_restoring
+            .set(g.restoring.len() as i64);
     }
 
     /// Remembers the code of a librdkafka client error (never its text,
@@ -193,6 +212,17 @@ impl LiveState {
                 String::new()
             };
             return Err(format!("{why}{more}"));
+        }
+        if !g.restoring.is_empty() {
+            let names: Vec<String> = g
+                .restoring
+                .iter()
+                .map(|(t, p)| format!("{t}/{p}"))
+                .collect();
+            return Err(format!(
+                "restoring the state of partitions {}",
+                names.join(", ")
+            ));
         }
         if g.assigned.is_empty() {
             return Err("no partitions assigned".into());
@@ -403,6 +433,27 @@ mod tests {
         );
         live.dead_letter_paused("in", 0, None);
         live.dead_letter_paused("in", 1, None);
+        assert!(live.readiness(100).is_ok());
+    }
+
+    #[test]
+    fn not_ready_while_partitions_restore_naming_them() {
+        let live = LiveState::new();
+        live.assign(&[("in".into(), 0), ("in".into(), 1)]);
+        live.apply_stats(stats(10, 10, 10, "UP").as_bytes());
+        live.restoring("in", 1, true);
+        live.restoring("in", 0, true);
+        assert_eq!(
+            live.readiness(100).unwrap_err(),
+            "restoring the state of partitions in/0, in/1"
+        );
+        live.restoring("in", 0, false);
+        assert_eq!(
+            live.readiness(100).unwrap_err(),
+            "restoring the state of partitions in/1"
+        );
+        // A revoke ends a restore too.
+        live.revoke(&[("in".into(), 1)]);
         assert!(live.readiness(100).is_ok());
     }
 

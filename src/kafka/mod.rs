@@ -23,7 +23,16 @@
 //! Output and alert records have no input offset: one batch of each is in
 //! flight at a time ([`outbox`]).
 //!
-//! # Checkpoints (`[checkpoint] dir` set)
+//! # State in Kafka (`checkpoint.store = "kafka"`, the default)
+//!
+//! Each input partition's engine state is snapshotted with the offset it
+//! covers into the state store ([`state_store`]) and moves with the
+//! partition when the group rebalances: restored (paused meanwhile) on
+//! assignment, a final snapshot on revoke, dropped when lost; offsets are
+//! stored only as snapshots covering them are written. See
+//! `pipeline::handover` and docs/semantics.md ("Rebalances").
+//!
+//! # Checkpoints (`checkpoint.store = "dir"`)
 //!
 //! Every `checkpoint.interval` and at shutdown the loop snapshots the engine
 //! with, per partition, the next offset after the last message the engine

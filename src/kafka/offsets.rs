@@ -31,6 +31,17 @@ struct PartitionOffsets {
     held: BTreeSet<i64>,
     /// The position last handed to librdkafka's offset store.
     stored: Option<i64>,
+    /// State in the state store (the book is gated): `None` while the
+    /// partition's state is restoring (its messages are ignored), then the
+    /// first offset its state does not cover (earlier messages are ignored).
+    /// Always `Some(i64::MIN)` when not gated.
+    accept_from: Option<i64>,
+    /// State in the state store: the ownership epoch this assignment writes
+    /// its snapshots with (known once restored).
+    claim: Option<u64>,
+    /// State in the state store: the `next_offset` of the last snapshot
+    /// written (or restored), so an unchanged partition is not written again.
+    saved: Option<i64>,
 }
 
 impl PartitionOffsets {
@@ -85,6 +96,40 @@ pub struct OffsetBook {
     /// on from there rather than from the last commit, which would deliver
     /// events it already took a second time.
     resume: BTreeMap<(String, i32), i64>,
+    /// State in the state store (`checkpoint.store = "kafka"`): a newly
+    /// assigned partition takes no message until its state is restored.
+    gated: bool,
+}
+
+/// A restored partition whose state moved since its last snapshot.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SnapshotDue {
+    pub topic: String,
+    pub partition: i32,
+    pub pid: u32,
+    /// The assignment it belongs to (see [`OffsetBook::saved`]).
+    pub assignment: u64,
+    /// The ownership epoch to write with.
+    pub claim: u64,
+    /// The snapshot covers offsets below this.
+    pub next_offset: i64,
+}
+
+/// A partition given up (revoked or lost), as the book knew it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GivenUp {
+    pub topic: String,
+    pub partition: i32,
+    pub pid: u32,
+    /// Its state was still restoring (there is none here to save).
+    pub restoring: bool,
+    pub claim: Option<u64>,
+    /// One past the last message taken (`None`: none taken, nor restored).
+    pub next_offset: Option<i64>,
+    /// Nothing moved since the last snapshot written or restored.
+    pub unchanged: bool,
+    /// Dead-letter records of it still unacknowledged.
+    pub held: usize,
 }
 
 /// Identifies a held message, to release it when its acknowledgement comes.
@@ -196,6 +241,133 @@ impl OffsetBook {
             .collect()
     }
 
+    /// State moves through the state store: newly assigned partitions take
+    /// no message until [`Self::restored`].
+    pub fn gate_until_restored(&mut self) {
+        self.gated = true;
+    }
+
+    /// Whether the message at `offset` of (topic, partition) is to be taken:
+    /// always when not gated; when gated, only once the partition's state is
+    /// restored and only from the first offset that state does not cover.
+    pub fn admits(&mut self, topic: &str, partition: i32, offset: i64) -> bool {
+        if !self.gated {
+            return true;
+        }
+        let pid = self.ids.id(topic, partition);
+        self.parts
+            .get(&pid)
+            .and_then(|p| p.accept_from)
+            .is_some_and(|from| offset >= from)
+    }
+
+    /// The current assignment of (topic, partition), to recognise it when
+    /// a restore started for it completes; `None` when not assigned.
+    pub fn assignment(&mut self, topic: &str, partition: i32) -> Option<u64> {
+        let pid = self.ids.id(topic, partition);
+        self.parts.get(&pid).map(|p| p.epoch)
+    }
+
+    /// Whether (topic, partition) is assigned and its state still restoring.
+    pub fn is_restoring(&mut self, topic: &str, partition: i32) -> bool {
+        let pid = self.ids.id(topic, partition);
+        self.parts
+            .get(&pid)
+            .is_some_and(|p| p.accept_from.is_none())
+    }
+
+    /// The state of assignment `assignment` of (topic, partition) is
+    /// restored, written from now on with epoch `claim`, covering offsets
+    /// below `next_offset` (`None`: empty state, from the beginning).
+    /// Returns false (and changes nothing) when that assignment is over.
+    pub fn restored(
+        &mut self,
+        topic: &str,
+        partition: i32,
+        assignment: u64,
+        claim: u64,
+        next_offset: Option<i64>,
+    ) -> bool {
+        let pid = self.ids.id(topic, partition);
+        let Some(p) = self.parts.get_mut(&pid).filter(|p| p.epoch == assignment) else {
+            return false;
+        };
+        p.accept_from = Some(next_offset.unwrap_or(i64::MIN));
+        p.claim = Some(claim);
+        p.next = next_offset;
+        p.saved = next_offset;
+        true
+    }
+
+    /// Restored partitions whose state moved since their last snapshot (and,
+    /// unless `with_held`, with no dead-letter record unacknowledged, whose
+    /// message the snapshot would cover as handled), ascending.
+    pub fn snapshots_due(&mut self, with_held: bool) -> Vec<SnapshotDue> {
+        let mut due: Vec<SnapshotDue> = self
+            .parts
+            .iter()
+            .filter_map(|(&pid, p)| {
+                let next = p.next?;
+                let claim = p.claim?;
+                (p.accept_from.is_some()
+                    && p.saved != Some(next)
+                    && (with_held || p.held.is_empty()))
+                .then(|| SnapshotDue {
+                    topic: p.topic.clone(),
+                    partition: p.partition,
+                    pid,
+                    assignment: p.epoch,
+                    claim,
+                    next_offset: next,
+                })
+            })
+            .collect();
+        due.sort_by_key(|d| d.pid);
+        due
+    }
+
+    /// A snapshot of assignment `assignment` covering offsets below
+    /// `next_offset` is written. Returns whether that assignment is current
+    /// (then its offset may be stored for commit).
+    pub fn saved(
+        &mut self,
+        topic: &str,
+        partition: i32,
+        assignment: u64,
+        next_offset: i64,
+    ) -> bool {
+        let pid = self.ids.id(topic, partition);
+        match self.parts.get_mut(&pid).filter(|p| p.epoch == assignment) {
+            Some(p) => {
+                p.saved = Some(p.saved.map_or(next_offset, |s| s.max(next_offset)));
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Forgets the partitions of `tpl` (revoked or lost) and says, for each
+    /// that was assigned, what its final snapshot needs.
+    pub fn give_up(&mut self, tpl: &TopicPartitionList) -> Vec<GivenUp> {
+        let mut out = Vec::new();
+        for e in tpl.elements() {
+            let pid = self.ids.id(e.topic(), e.partition());
+            if let Some(p) = self.parts.remove(&pid) {
+                out.push(GivenUp {
+                    topic: p.topic,
+                    partition: p.partition,
+                    pid,
+                    restoring: p.accept_from.is_none(),
+                    claim: p.claim,
+                    next_offset: p.next,
+                    unchanged: p.next.is_none() || p.saved == p.next,
+                    held: p.held.len(),
+                });
+            }
+        }
+        out
+    }
+
     /// Whether (topic, partition) is currently assigned (has bookkeeping).
     pub fn is_assigned(&mut self, topic: &str, partition: i32) -> bool {
         let pid = self.ids.id(topic, partition);
@@ -220,6 +392,9 @@ impl OffsetBook {
                     next: None,
                     held: BTreeSet::new(),
                     stored: None,
+                    accept_from: if self.gated { None } else { Some(i64::MIN) },
+                    claim: None,
+                    saved: None,
                 },
             );
         }
@@ -449,6 +624,82 @@ mod tests {
             positions(&again),
             [("in".into(), 0, 14), ("in".into(), 1, -1001)]
         );
+    }
+
+    #[test]
+    fn gated_partitions_take_messages_only_once_restored_and_from_the_snapshot_offset() {
+        let mut b = OffsetBook::new(&["in".into()]);
+        b.gate_until_restored();
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition("in", 0);
+        tpl.add_partition("in", 1);
+        assert!(!b.admits("in", 0, 0), "not assigned");
+        b.assign(&tpl);
+        let a0 = b.assignment("in", 0).expect("assigned");
+        let a1 = b.assignment("in", 1).expect("assigned");
+        assert!(b.is_restoring("in", 0));
+        assert!(!b.admits("in", 0, 100), "restoring");
+        // Partition 0 from a snapshot covering offsets < 40, partition 1
+        // empty (from its beginning).
+        assert!(b.restored("in", 0, a0, 3, Some(40)));
+        assert!(b.restored("in", 1, a1, 1, None));
+        assert!(!b.is_restoring("in", 0));
+        assert!(!b.admits("in", 0, 39), "covered by the snapshot");
+        assert!(b.admits("in", 0, 40));
+        assert!(b.admits("in", 1, 0));
+        // Nothing moved: no snapshot due; then both move.
+        assert!(b.snapshots_due(false).is_empty());
+        b.handled("in", 0, 40);
+        b.handled("in", 1, 0);
+        let t = b.hold("in", 1, 1);
+        let due = b.snapshots_due(false);
+        assert_eq!(
+            due.iter()
+                .map(|d| (d.partition, d.claim, d.next_offset))
+                .collect::<Vec<_>>(),
+            [(0, 3, 41)],
+            "partition 1 waits for its dead-letter acknowledgement"
+        );
+        assert_eq!(b.snapshots_due(true).len(), 2, "at shutdown it does not");
+        b.release(t);
+        assert!(b.saved("in", 0, a0, 41));
+        assert_eq!(
+            b.snapshots_due(false)
+                .iter()
+                .map(|d| (d.partition, d.next_offset))
+                .collect::<Vec<_>>(),
+            [(1, 2)]
+        );
+        // A restore or save of an assignment that is over changes nothing.
+        let mut p0 = TopicPartitionList::new();
+        p0.add_partition("in", 0);
+        let gone = b.give_up(&p0);
+        assert_eq!(gone.len(), 1);
+        assert_eq!(
+            (
+                gone[0].claim,
+                gone[0].next_offset,
+                gone[0].unchanged,
+                gone[0].restoring
+            ),
+            (Some(3), Some(41), true, false)
+        );
+        b.assign(&p0);
+        assert!(!b.restored("in", 0, a0, 9, Some(50)), "an older assignment");
+        assert!(!b.saved("in", 0, a0, 60));
+        assert!(b.is_restoring("in", 0));
+        let gone = b.give_up(&p0);
+        assert!(gone[0].restoring && gone[0].claim.is_none());
+    }
+
+    #[test]
+    fn ungated_books_take_every_message() {
+        let mut b = OffsetBook::new(&["in".into()]);
+        assert!(b.admits("in", 0, 5));
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition("in", 0);
+        b.assign(&tpl);
+        assert!(b.admits("in", 0, 5) && !b.is_restoring("in", 0));
     }
 
     #[test]

@@ -6,10 +6,11 @@
 
 use super::retention::ChurnRatios;
 use super::scan::UserScan;
-use super::{Ctx, add_into};
+use super::{Column, Ctx, add_cols, add_into, fold_cols, read_exact, write_seq};
 use crate::export::{Family, Kind};
 use crate::state::codec::{R, SnapshotError, W};
 use crate::state::params::DAY_MS;
+use crate::state::params::Params;
 use crate::state::registry::ChannelId;
 use crate::state::ring::{Bucket, Ring};
 
@@ -113,16 +114,18 @@ pub struct Partial {
 }
 
 impl Partial {
-    pub fn empty(ctx: &Ctx<'_>) -> Partial {
+    /// Nothing, with `nc` channel columns.
+    pub fn empty(ctx: &Ctx<'_>, nc: usize) -> Partial {
         let nw = ctx.prm.windows.len();
         Partial {
-            chan: vec![vec![ChannelBucket::default(); ctx.channel_slots()]; nw],
+            chan: vec![vec![ChannelBucket::default(); nc]; nw],
             referral: vec![ReferralBucket::default(); nw],
         }
     }
 
-    pub fn of(ctx: &Ctx<'_>, s: &State) -> Partial {
-        let mut p = Partial::empty(ctx);
+    /// One partition's sums, its channel ids being below `nc`.
+    pub fn of(ctx: &Ctx<'_>, s: &State, nc: usize) -> Partial {
+        let mut p = Partial::empty(ctx, nc);
         for (w, win) in ctx.prm.windows.iter().enumerate() {
             let (from, to) = ctx.range(win);
             for (c, r) in p.chan[w].iter_mut().zip(&s.chan) {
@@ -133,16 +136,42 @@ impl Partial {
         p
     }
 
-    pub fn merge(&mut self, o: &Partial) {
-        add_into(&mut self.chan, &o.chan, |a, x| add_into(a, x, Bucket::add));
+    /// Adds `o`, whose channel column `j` is column `map[j]` here (of `cols`).
+    pub fn merge(&mut self, o: &Partial, map: &[Column], cols: usize) {
+        add_into(&mut self.chan, &o.chan, |a, x| {
+            add_cols(a, x, map, cols, Bucket::add)
+        });
         add_into(&mut self.referral, &o.referral, Bucket::add);
+    }
+
+    /// Adds the `folded` channel columns into `other` and clears them.
+    pub fn fold_into_other(&mut self, folded: &[Column]) {
+        for row in &mut self.chan {
+            fold_cols(row, folded, Bucket::add);
+        }
+    }
+
+    pub fn write(&self, w: &mut W) {
+        write_seq(w, &self.chan, |w, row| write_seq(w, row, |w, b| b.write(w)));
+        write_seq(w, &self.referral, |w, b| b.write(w));
+    }
+
+    /// Reads sums of `prm`'s windows with `nc` channel columns.
+    pub fn read(r: &mut R<'_>, prm: &Params, nc: usize) -> Result<Partial, SnapshotError> {
+        let nw = prm.windows.len();
+        let chan = read_exact(r, nw, "partial's window count", |r| {
+            read_exact(r, nc, "partial's row length", ChannelBucket::read)
+        })?;
+        let referral = read_exact(r, nw, "partial's window count", ReferralBucket::read)?;
+        Ok(Partial { chan, referral })
     }
 
     pub fn finish(
         &self,
         ctx: &Ctx<'_>,
         scan: &UserScan,
-        channels: &[ChannelId],
+        channels: &[(Column, &str)],
+        baseline_users: f64,
         churn: &ChurnRatios,
         out: &mut Vec<Family>,
     ) {
@@ -223,13 +252,10 @@ impl Partial {
             "Referral rewards paid in the window.",
         );
 
-        let users_now = ctx.prm.baseline_users as f64 + scan.signed_up;
+        let users_now = baseline_users + scan.signed_up;
         users.push(&[], users_now);
-        for &c in channels {
-            signups_total.push(
-                &[("channel", ctx.registry.name(c))],
-                scan.signups_total[c as usize],
-            );
+        for &(c, name) in channels {
+            signups_total.push(&[("channel", name)], scan.signups_total[c]);
         }
         let month = ctx.prm.windows.iter().position(|w| w.len == 30 * DAY_MS);
         for (w, win) in ctx.prm.windows.iter().enumerate() {
@@ -237,9 +263,7 @@ impl Partial {
             let all_signups: f64 = scan.signups[w].iter().sum();
             let all_active: f64 = scan.active[w].iter().sum();
             growth.push_ratio(&wl, all_signups, users_now);
-            for &c in channels {
-                let ci = c as usize;
-                let name = ctx.registry.name(c);
+            for &(ci, name) in channels {
                 let l = [("window", win.name.as_str()), ("channel", name)];
                 let ChannelBucket {
                     revenue: rev,

@@ -231,6 +231,21 @@ impl Partial {
         add_into(&mut self.post_support, &o.post_support, Bucket::add);
     }
 
+    pub fn write(&self, w: &mut W) {
+        super::write_seq(w, &self.churn, |w, b| b.write(w));
+        super::write_seq(w, &self.post_support, |w, b| b.write(w));
+    }
+
+    /// Reads sums of `prm`'s windows.
+    pub fn read(r: &mut R<'_>, prm: &Params) -> Result<Partial, SnapshotError> {
+        let nw = prm.windows.len();
+        let what = "partial's window count";
+        Ok(Partial {
+            churn: super::read_exact(r, nw, what, ChurnBucket::read)?,
+            post_support: super::read_exact(r, nw, what, PostSupportBucket::read)?,
+        })
+    }
+
     /// Pushes the family's series; returns the churn ratios (for CLV).
     pub fn finish(&self, ctx: &Ctx<'_>, scan: &UserScan, out: &mut Vec<Family>) -> ChurnRatios {
         let mut retention = Family::new(

@@ -3,8 +3,9 @@
 //! event updates them, and one pass over every user of a partition that
 //! counts them for every window at once ([`UserScan`], merged like a partial).
 
-use super::{Ctx, add_into};
+use super::{Column, Ctx, add_cols, add_into, fold_cols, read_exact, read_f64, write_seq};
 use crate::event::Millis;
+use crate::state::codec::{R, SnapshotError, W};
 use crate::state::params::{DAY_MS, Params, day_of};
 use crate::state::registry::{ChannelId, UNKNOWN};
 use crate::state::users::{
@@ -98,9 +99,9 @@ fn retention_days(len: Millis) -> Option<i64> {
 }
 
 impl UserScan {
-    pub fn empty(ctx: &Ctx<'_>) -> UserScan {
+    /// No user, with `nc` channel columns.
+    pub fn empty(ctx: &Ctx<'_>, nc: usize) -> UserScan {
         let nw = ctx.prm.windows.len();
-        let nc = ctx.channel_slots();
         let grid = || vec![vec![0.0; nc]; nw];
         UserScan {
             signups: grid(),
@@ -121,9 +122,9 @@ impl UserScan {
         }
     }
 
-    /// The counts of one partition's users.
-    pub fn of(ctx: &Ctx<'_>, users: &Users) -> UserScan {
-        let mut s = UserScan::empty(ctx);
+    /// The counts of one partition's users, whose channel ids are below `nc`.
+    pub fn of(ctx: &Ctx<'_>, users: &Users, nc: usize) -> UserScan {
+        let mut s = UserScan::empty(ctx, nc);
         let bucket = ctx.prm.bucket;
         // Window bucket ranges, as u32 bucket indices (users store u32 buckets).
         let ranges: Vec<(i64, i64)> = ctx.prm.windows.iter().map(|w| ctx.range(w)).collect();
@@ -221,11 +222,13 @@ impl UserScan {
         s
     }
 
-    /// Adds another partition's counts (every count is a whole number: exact in any order).
-    pub fn merge(&mut self, o: &UserScan) {
+    /// Adds another partition's counts (every count is a whole number:
+    /// exact in any order); its channel column `j` is column `map[j]` here,
+    /// which has `cols` channel columns.
+    pub fn merge(&mut self, o: &UserScan, map: &[Column], cols: usize) {
         let add = |a: &mut f64, x: &f64| *a += x;
         let grid = |a: &mut Vec<Vec<f64>>, x: &[Vec<f64>]| {
-            add_into(a, x, |a, x| add_into(a, x, add));
+            add_into(a, x, |a, x| add_cols(a, x, map, cols, add));
         };
         grid(&mut self.signups, &o.signups);
         grid(&mut self.funnel_deposit, &o.funnel_deposit);
@@ -240,7 +243,7 @@ impl UserScan {
                 *kept += k;
             }
         });
-        add_into(&mut self.signups_total, &o.signups_total, add);
+        add_cols(&mut self.signups_total, &o.signups_total, map, cols, add);
         self.signed_up += o.signed_up;
         self.active_now += o.active_now;
         for (a, x) in self.cohorts.iter_mut().zip(&o.cohorts) {
@@ -248,6 +251,100 @@ impl UserScan {
             a.1 += x.1;
         }
         self.unknown_present |= o.unknown_present;
+    }
+
+    /// Adds the `folded` channel columns into `other` and clears them.
+    pub fn fold_into_other(&mut self, folded: &[Column]) {
+        let add = |a: &mut f64, x: &f64| *a += x;
+        for g in [
+            &mut self.signups,
+            &mut self.funnel_deposit,
+            &mut self.funnel_trade,
+            &mut self.acquisitions,
+            &mut self.active,
+        ] {
+            for row in g.iter_mut() {
+                fold_cols(row, folded, add);
+            }
+        }
+        fold_cols(&mut self.signups_total, folded, add);
+    }
+
+    pub fn write(&self, w: &mut W) {
+        let row = |w: &mut W, r: &Vec<f64>| write_seq(w, r, |w, v| w.f64(*v));
+        for g in [
+            &self.signups,
+            &self.funnel_deposit,
+            &self.funnel_trade,
+            &self.acquisitions,
+            &self.active,
+        ] {
+            write_seq(w, g, row);
+        }
+        row(w, &self.referral_signups);
+        row(w, &self.new_customers);
+        write_seq(w, &self.retention, |w, v| match v {
+            Some((a, b)) => {
+                w.u8(1);
+                w.f64(*a);
+                w.f64(*b);
+            }
+            None => w.u8(0),
+        });
+        row(w, &self.signups_total);
+        w.f64(self.signed_up);
+        w.f64(self.active_now);
+        for (a, b) in &self.cohorts {
+            w.f64(*a);
+            w.f64(*b);
+        }
+        w.u8(self.unknown_present as u8);
+    }
+
+    /// Reads a scan of `prm`'s windows with `nc` channel columns.
+    pub fn read(r: &mut R<'_>, prm: &Params, nc: usize) -> Result<UserScan, SnapshotError> {
+        let nw = prm.windows.len();
+        let row = |r: &mut R<'_>, n| read_exact(r, n, "partial's row length", read_f64);
+        let grid = |r: &mut R<'_>| read_exact(r, nw, "partial's window count", |r| row(r, nc));
+        let signups = grid(r)?;
+        let funnel_deposit = grid(r)?;
+        let funnel_trade = grid(r)?;
+        let acquisitions = grid(r)?;
+        let active = grid(r)?;
+        let referral_signups = row(r, nw)?;
+        let new_customers = row(r, nw)?;
+        let mut w = 0;
+        let retention = read_exact(r, nw, "partial's window count", |r| {
+            let days = retention_days(prm.windows[w].len);
+            w += 1;
+            match (r.bool("retention flag")?, days) {
+                (true, Some(_)) => Ok(Some((read_f64(r)?, read_f64(r)?))),
+                (false, None) => Ok(None),
+                _ => Err(SnapshotError::Invalid("partial's retention window")),
+            }
+        })?;
+        let signups_total = row(r, nc)?;
+        let signed_up = read_f64(r)?;
+        let active_now = read_f64(r)?;
+        let mut cohorts = [(0.0, 0.0); 3];
+        for c in cohorts.iter_mut() {
+            *c = (read_f64(r)?, read_f64(r)?);
+        }
+        Ok(UserScan {
+            signups,
+            funnel_deposit,
+            funnel_trade,
+            acquisitions,
+            active,
+            referral_signups,
+            new_customers,
+            retention,
+            signups_total,
+            signed_up,
+            active_now,
+            cohorts,
+            unknown_present: r.bool("unknown flag")?,
+        })
     }
 }
 

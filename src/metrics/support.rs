@@ -433,6 +433,90 @@ impl Partial {
         }
     }
 
+    pub fn write(&self, w: &mut W) {
+        super::write_seq(w, &self.sla, |w, b| b.write(w));
+        for times in [&self.fr_times, &self.res_times] {
+            super::write_seq(w, times, |w, by_priority| {
+                for log in by_priority {
+                    super::write_seq(w, log, |w, t| w.i64(*t));
+                }
+            });
+        }
+        for h in self.fr_hist.iter().chain(&self.res_hist) {
+            h.write(w);
+        }
+        for v in self.open {
+            w.f64(v);
+        }
+        for row in self.breaching.iter().chain(&self.at_risk) {
+            for v in row {
+                w.f64(*v);
+            }
+        }
+    }
+
+    /// Reads support numbers of `prm`'s windows and histogram bounds.
+    pub fn read(r: &mut R<'_>, prm: &Params) -> Result<Partial, SnapshotError> {
+        let nw = prm.windows.len();
+        let what = "partial's window count";
+        let sla = super::read_exact(r, nw, what, SlaBucket::read)?;
+        // Support times: each within the time range, their sum within an i64.
+        let mut total: u128 = 0;
+        let mut times = |r: &mut R<'_>| {
+            super::read_exact(r, nw, what, |r| {
+                let mut by_priority: [Vec<Millis>; 4] = Default::default();
+                for log in by_priority.iter_mut() {
+                    let n = r.len(8)?;
+                    for _ in 0..n {
+                        let t = check_time("partial's support time", r.i64()?)?;
+                        total += t.unsigned_abs() as u128;
+                        log.push(t);
+                    }
+                }
+                Ok(by_priority)
+            })
+        };
+        let fr_times = times(r)?;
+        let res_times = times(r)?;
+        if total > i64::MAX as u128 {
+            return Err(SnapshotError::OutOfRange {
+                what: "partial's support times",
+                value: total.to_string(),
+            });
+        }
+        let mut hist = || -> Result<SecondsHistogram, SnapshotError> {
+            let h = SecondsHistogram::read(r)?;
+            // Empty until the first observation, then one count per bound.
+            if !h.counts.is_empty() && h.counts.len() != prm.hist_bounds.len() {
+                return Err(SnapshotError::Invalid("partial's histogram bounds"));
+            }
+            Ok(h)
+        };
+        let fr_hist = [hist()?, hist()?, hist()?, hist()?];
+        let res_hist = [hist()?, hist()?, hist()?, hist()?];
+        let mut open = [0.0; 4];
+        for v in open.iter_mut() {
+            *v = super::read_f64(r)?;
+        }
+        let mut pairs = [[[0.0; 2]; 4]; 2];
+        for row in pairs.iter_mut().flatten() {
+            for v in row.iter_mut() {
+                *v = super::read_f64(r)?;
+            }
+        }
+        let [breaching, at_risk] = pairs;
+        Ok(Partial {
+            sla,
+            fr_times,
+            res_times,
+            fr_hist,
+            res_hist,
+            open,
+            breaching,
+            at_risk,
+        })
+    }
+
     pub fn finish(&self, ctx: &Ctx<'_>, out: &mut Vec<Family>) {
         let g = |name, help| Family::new(name, Kind::Gauge, help);
         let mut opened = g(

@@ -6,6 +6,7 @@ use super::{Ctx, add_into, nps_interval, wilson};
 use crate::event::Ratings;
 use crate::export::{Family, Kind};
 use crate::state::codec::{R, SnapshotError, W};
+use crate::state::params::Params;
 use crate::state::ring::{Bucket, Ring};
 
 crate::bucket! {
@@ -106,6 +107,18 @@ impl Partial {
 
     pub fn merge(&mut self, o: &Partial) {
         add_into(&mut self.windows, &o.windows, Bucket::add);
+    }
+
+    pub fn write(&self, w: &mut W) {
+        super::write_seq(w, &self.windows, |w, b| b.write(w));
+    }
+
+    /// Reads sums of `prm`'s windows.
+    pub fn read(r: &mut R<'_>, prm: &Params) -> Result<Partial, SnapshotError> {
+        let nw = prm.windows.len();
+        Ok(Partial {
+            windows: super::read_exact(r, nw, "partial's window count", SurveyBucket::read)?,
+        })
     }
 
     pub fn finish(&self, ctx: &Ctx<'_>, out: &mut Vec<Family>) {

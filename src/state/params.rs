@@ -40,6 +40,8 @@ pub struct Settings {
     /// Open tickets with no action for this long are forgotten; 0 = never.
     pub open_ticket_horizon: Millis,
     pub max_channels: usize,
+    /// `engine.channels`: values that always get a label, first.
+    pub channels: Vec<String>,
 }
 
 /// Everything the engine needs, in milliseconds: the [`Settings`] (read

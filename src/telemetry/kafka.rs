@@ -91,6 +91,9 @@ pub enum PartitionMove {
     Assigned,
     /// They were taken away from this consumer (after their final commit).
     Revoked,
+    /// The group fenced this consumer and they may be owned elsewhere
+    /// already: nothing of theirs was written or committed.
+    Lost,
 }
 
 /// Partitions were assigned to or revoked from this consumer.
@@ -104,6 +107,7 @@ impl PartitionsMoved<'_> {
         let (verb, kind) = match self.direction {
             PartitionMove::Assigned => ("assigned", "assign"),
             PartitionMove::Revoked => ("revoked", "revoke"),
+            PartitionMove::Lost => ("lost", "lost"),
         };
         info!(
             partitions = describe(self.partitions),

@@ -75,6 +75,16 @@ pub struct PipelineMetrics {
     pub(super) checkpoint_failures: IntCounter,
     pub(super) checkpoint_bytes: IntGauge,
     pub(super) checkpoint_write_seconds: Histogram,
+    /// Assigned partitions whose state is being restored (not consumed,
+    /// not exported meanwhile).
+    pub state_restoring: IntGauge,
+    pub(super) state_restore_seconds: Histogram,
+    pub(super) state_restore_bytes: IntCounter,
+    pub(super) state_saves: IntCounterVec,
+    pub(super) state_refused: IntCounter,
+    /// 1 for every input partition whose state this process holds and
+    /// exports.
+    pub partition_owned: IntGaugeVec,
 }
 
 impl PipelineMetrics {
@@ -98,6 +108,18 @@ impl PipelineMetrics {
                 .buckets(vec![
                     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
                     30.0,
+                ]),
+            ),
+        );
+        let state_restore_seconds = register(
+            &registry,
+            Histogram::with_opts(
+                HistogramOpts::new(
+                    "cxpulse_state_restore_seconds",
+                    "Time from a partition's assignment to its state being restored from the state store (load and restore).",
+                )
+                .buckets(vec![
+                    0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0,
                 ]),
             ),
         );
@@ -154,7 +176,7 @@ impl PipelineMetrics {
             ),
             rebalances: counter_vec(
                 "cxpulse_rebalances_total",
-                "Consumer group rebalances seen, by kind (assign, revoke, error).",
+                "Consumer group rebalances seen, by kind (assign, revoke, lost, error).",
                 &["kind"],
             ),
             assigned_partitions: gauge(
@@ -209,6 +231,29 @@ impl PipelineMetrics {
                 "Size of the last checkpoint file written.",
             ),
             checkpoint_write_seconds,
+            state_restoring: gauge(
+                "cxpulse_state_restoring_partitions",
+                "Assigned partitions whose state is being restored from the state store (paused, not exported).",
+            ),
+            state_restore_seconds,
+            state_restore_bytes: counter(
+                "cxpulse_state_restore_bytes_total",
+                "Bytes read from the state store to restore assigned partitions.",
+            ),
+            state_saves: counter_vec(
+                "cxpulse_state_saves_total",
+                "Partition state snapshots written to the state store, by result (ok, error, timeout).",
+                &["result"],
+            ),
+            state_refused: counter(
+                "cxpulse_state_refused_total",
+                "State store records or snapshots skipped while restoring (bad record, incomplete or corrupt snapshot, refused by the engine).",
+            ),
+            partition_owned: gauge_vec(
+                "cxpulse_partition_owned",
+                "1 for every input partition whose state this process holds and exports.",
+                &["topic", "partition"],
+            ),
             registry,
         };
         // Series that exist from the start, so dashboards see zeros, not gaps.
@@ -222,6 +267,9 @@ impl PipelineMetrics {
         }
         for r in ["ok", "error"] {
             m.commits.with_label_values(&["periodic", r]);
+        }
+        for r in super::SaveResult::LABELS {
+            m.state_saves.with_label_values(&[r]);
         }
         m
     }

@@ -12,6 +12,7 @@
 //! - [`delivery`]: dead-letter, output and alert records.
 //! - [`checkpoint`]: checkpoint writes and restores.
 //! - [`pipeline`]: the consumer loop's own moments (start, clock, shutdown).
+//! - [`state`](mod@state): partition state moving through the state store.
 //!
 //! The pipeline metrics live in one process-wide [`PipelineMetrics`]
 //! (a `prometheus` registry): a process runs one pipeline, and a global lets
@@ -29,12 +30,14 @@ pub mod delivery;
 pub mod kafka;
 pub mod metrics;
 pub mod pipeline;
+pub mod state;
 
 pub use checkpoint::*;
 pub use delivery::*;
 pub use kafka::*;
 pub use metrics::{PipelineMetrics, latency_buckets, metrics};
 pub use pipeline::*;
+pub use state::*;
 
 /// Sets up `tracing` on standard error. `RUST_LOG` filters (default `info`);
 /// `CXPULSE_LOG_FORMAT=json` switches to one JSON object per line.

@@ -4,6 +4,7 @@
 mod caps;
 mod clock;
 mod compaction;
+mod partitions;
 mod snapshot_files;
 
 use crate::engine::testkit::*;

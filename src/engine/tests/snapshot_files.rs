@@ -34,7 +34,7 @@ pub(crate) fn busy_engine() -> Engine {
                 let partition = (xxhash_rust::xxh3::xxh3_64(key.as_bytes()) % 3) as u32;
                 eng.offer(partition, &ev, None);
             }
-            Err(f) => eng.record_invalid(f.event_type),
+            Err(f) => eng.record_invalid(0, f.event_type),
         }
     }
     // And on each partition, a ticket opened at the end (still pending).
@@ -119,7 +119,7 @@ fn every_kind_of_bad_reference_is_refused_with_its_error() {
     assert_eq!(restored.snapshot(), good);
     let p0 = &eng.parts[&0];
     let (users, tickets) = (p0.users.list.len(), p0.tickets.list.len());
-    let channels = eng.registry.len_with_specials();
+    let channels = p0.registry.len_with_specials();
     let pending = |body| {
         move |p: &mut Partition, _: &mut Engine| {
             p.push(Pending {
@@ -295,11 +295,11 @@ fn every_kind_of_bad_reference_is_refused_with_its_error() {
             Box::new(|p, _| p.clock = Some(i64::MIN)),
         ),
         (
-            SnapshotError::OutOfRange {
+            in_p0(SnapshotError::OutOfRange {
                 what: "event count",
                 value: u64::MAX.to_string(),
-            },
-            Box::new(|_, e| e.counts.counts[0][0] = u64::MAX),
+            }),
+            Box::new(|p, _| p.counts.counts[0][0] = u64::MAX),
         ),
         (
             SnapshotError::OutOfRange {

@@ -43,7 +43,7 @@ impl Loop {
         }
         if self.snapshot_buffer.is_none() && !last {
             if self.snapshot_buffers.is_empty() {
-                let size = self.engine.snapshot_capacity();
+                let size = self.engine().snapshot_capacity();
                 self.snapshot_buffers
                     .spawn_blocking(move || crate::engine::snapshot::prepared_buffer(size));
             }
@@ -85,8 +85,8 @@ impl Loop {
             return;
         }
         let engine = match self.snapshot_buffer.take() {
-            Some(buf) => self.engine.snapshot_into(buf),
-            None => self.engine.snapshot(),
+            Some(buf) => self.engine().snapshot_into(buf),
+            None => self.engine().snapshot(),
         };
         let snapshot = t0.elapsed();
         self.checkpoint_writes.spawn_blocking(move || {

@@ -8,6 +8,7 @@ use anyhow::Context as _;
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::producer::FutureProducer;
 
+use super::handover::{Handover, SharedEngine};
 use crate::config::KafkaSection;
 use crate::kafka::client::{self, Role};
 use crate::kafka::context::{ConsumerCtx, ProducerCtx};
@@ -27,6 +28,8 @@ pub fn build(
     k: &KafkaSection,
     live: &Arc<LiveState>,
     book: &Arc<Mutex<OffsetBook>>,
+    engine: &SharedEngine,
+    handover: Option<Arc<Handover>>,
 ) -> anyhow::Result<Clients> {
     let consumer_settings = client::settings(k, Role::Consumer)?;
     let producer_settings = client::settings(k, Role::Producer)?;
@@ -48,6 +51,8 @@ pub fn build(
             live: live.clone(),
             book: book.clone(),
             brokers: k.brokers.clone(),
+            engine: engine.clone(),
+            handover,
         },
     )
     .context("cannot create the Kafka consumer")?;

@@ -16,9 +16,10 @@ use crate::telemetry::{self, CommitTrigger};
 
 impl Loop {
     /// Hands positions that moved to librdkafka's offset store. With
-    /// checkpoints on, only a written checkpoint's offsets are stored.
+    /// checkpoints on (or state in the state store), only the offsets a
+    /// written checkpoint (snapshot) covers are stored.
     pub fn store_moved(&mut self) {
-        if self.checkpoint.is_some() {
+        if self.checkpoint.is_some() || self.moves.handover.is_some() {
             return;
         }
         let moved = self.book().take_moved();

@@ -324,7 +324,13 @@ impl Loop {
         for pid in stale {
             if let Some(p) = self.paused.parts.get(&pid) {
                 let (topic, partition) = (p.topic.clone(), p.partition);
-                if self.book().is_assigned(&topic, partition) {
+                // A partition whose state is restoring stays paused until
+                // its restore resumes it.
+                let assigned = {
+                    let mut book = self.book();
+                    book.is_assigned(&topic, partition) && !book.is_restoring(&topic, partition)
+                };
+                if assigned {
                     self.set_paused(&topic, partition, false);
                 }
             }

@@ -45,6 +45,10 @@ pub enum Decision {
         reason: &'static str,
         detail: String,
     },
+    /// State in the state store: the message's partition is restoring its
+    /// state, or the restored state covers the message already. Not taken,
+    /// not counted, offset not booked.
+    Ignored,
 }
 
 /// Decodes `m`, offers it to `engine` as partition `book.pid(..)` with the
@@ -59,6 +63,9 @@ pub fn decide(
     now: Millis,
 ) -> (u32, Decision) {
     let pid = book.pid(m.topic, m.partition);
+    if !book.admits(m.topic, m.partition, m.offset) {
+        return (pid, Decision::Ignored);
+    }
     let refused: (&'static str, String) = match decoder.decode(m.payload, m.timestamp) {
         Ok(ev) => match engine.offer(pid, &ev, Some(now)) {
             Outcome::Applied => {
@@ -87,7 +94,7 @@ pub fn decide(
             ),
         },
         Err(f) => {
-            engine.record_invalid(f.event_type);
+            engine.record_invalid(pid, f.event_type);
             (f.error.reason(), f.error.to_string())
         }
     };

@@ -17,6 +17,8 @@
 //! - `dead_letters`: dead-letter records, and a partition paused (or the
 //!   record skipped) when one cannot be delivered.
 //! - `checkpointing`: snapshot, write, then store the covered offsets.
+//! - [`handover`]: partition state moving through the state store
+//!   (restores on assignment, periodic and final snapshots).
 //! - `commit`: the offset store and periodic commits.
 //! - `shutdown`: the bounded shutdown.
 
@@ -25,6 +27,7 @@ mod clients;
 mod commit;
 mod dead_letters;
 mod decide;
+pub mod handover;
 mod receive;
 mod restore;
 mod shutdown;
@@ -42,11 +45,16 @@ use tokio::time::{Interval, MissedTickBehavior, interval, sleep_until};
 
 use self::checkpointing::CheckpointDone;
 use self::dead_letters::{DeadLetterDone, MAX_DEAD_LETTERS_IN_FLIGHT};
+use self::handover::{Handover, Moves, RestoreDone, SavesDone};
 use self::receive::Turn;
 use self::state::{Flight, Loop};
 use super::live::LiveState;
 use super::offsets::OffsetBook;
-use crate::config::Config;
+use anyhow::Context as _;
+
+use super::state_store::StateStore;
+use crate::config::{Config, StoreKind};
+use crate::engine::Engine;
 use crate::event::Millis;
 use crate::telemetry;
 
@@ -90,15 +98,33 @@ pub async fn run(
         !k.input_topics.is_empty(),
         "kafka.input_topics is empty: nothing to consume"
     );
-    let (engine, checkpoint) = restore::restore(cfg)?;
+    let state_in_kafka = state_in_kafka(cfg);
+    let (engine, checkpoint) = if state_in_kafka {
+        (Engine::new(cfg.params()?), None)
+    } else {
+        restore::restore(cfg)?
+    };
     let mut offset_book = OffsetBook::new(&k.input_topics);
     if let Some((_, saved)) = &checkpoint {
         offset_book.track_positions(saved);
     }
+    let handover = if state_in_kafka {
+        offset_book.gate_until_restored();
+        let store = StateStore::new(cfg).context("cannot set up the state store")?;
+        Some(Arc::new(Handover::new(
+            Arc::new(store),
+            duration(k.revoke_timeout.ms()),
+            duration(cfg.checkpoint.interval.ms()),
+        )))
+    } else {
+        None
+    };
     let book = Arc::new(Mutex::new(offset_book));
-    let clients = clients::build(k, &live, &book)?;
+    let engine = Arc::new(Mutex::new(engine));
+    let clients = clients::build(k, &live, &book, &engine, handover.clone())?;
     let store = checkpoint.map(|(store, _)| store);
-    let mut lp = Loop::new(cfg, clients, book, live, engine, store);
+    let moves = Moves::new(handover, cfg.checkpoint.on_corrupt);
+    let mut lp = Loop::new(cfg, clients, book, live, engine, store, moves);
 
     let consumer = lp.consumer.clone();
     let mut tick = ticker(TICK);
@@ -122,10 +148,12 @@ pub async fn run(
             Some(done) = lp.commits.join_next(), if !lp.commits.is_empty() => Step::CommitDone(done),
             Some(done) = lp.checkpoint_writes.join_next(), if !lp.checkpoint_writes.is_empty() => Step::CheckpointDone(done),
             Some(buf) = lp.snapshot_buffers.join_next(), if !lp.snapshot_buffers.is_empty() => Step::SnapshotBuffer(buf),
+            Some(done) = lp.moves.restores.join_next(), if !lp.moves.restores.is_empty() => Step::RestoreDone(done),
+            Some(done) = lp.moves.saves.join_next(), if !lp.moves.saves.is_empty() => Step::SavesDone(done),
             _ = tick.tick() => Step::Tick,
             _ = commit_tick.tick() => Step::Commit,
             _ = publish_tick.tick() => Step::Publish,
-            _ = checkpoint_tick.tick(), if lp.checkpoint.is_some() => Step::Checkpoint,
+            _ = checkpoint_tick.tick(), if lp.checkpoint.is_some() || lp.moves.handover.is_some() => Step::Checkpoint,
             () = sleep_until(resume_at.unwrap_or_else(tokio::time::Instant::now)), if resume_at.is_some() => {
                 resume_at = None;
                 Step::Idle
@@ -154,7 +182,10 @@ pub async fn run(
             Step::Commit => lp.commit(),
             Step::CommitDone(done) => lp.commit_done(done),
             Step::Publish => lp.publish(),
+            Step::Checkpoint if lp.moves.handover.is_some() => lp.save_partitions(),
             Step::Checkpoint => lp.checkpoint(),
+            Step::RestoreDone(done) => lp.restore_done(done),
+            Step::SavesDone(done) => lp.saves_done(done),
             Step::SnapshotBuffer(buf) => lp.snapshot_buffer_ready(buf),
             Step::CheckpointDone(done) => {
                 lp.checkpoint_done(done);
@@ -167,6 +198,12 @@ pub async fn run(
                     break;
                 }
             },
+        }
+        // The rebalance callbacks run inside `recv()`.
+        lp.follow_rebalance();
+        if let Some(f) = lp.moves.fatal.take() {
+            fatal = Some(f);
+            break;
         }
     }
     let deadline = tokio::time::Instant::now() + duration(k.shutdown_timeout.ms());
@@ -191,11 +228,19 @@ enum Step<'m> {
     Checkpoint,
     CheckpointDone(Result<CheckpointDone, JoinError>),
     SnapshotBuffer(Result<Vec<u8>, JoinError>),
+    RestoreDone(Result<RestoreDone, JoinError>),
+    SavesDone(Result<SavesDone, JoinError>),
     Idle,
     Tick,
     Commit,
     Publish,
     Message(KafkaResult<BorrowedMessage<'m>>),
+}
+
+/// Whether partition state lives in the state store (`checkpoint.store =
+/// "kafka"`): it then moves with its partition (see [`handover`]).
+pub fn state_in_kafka(cfg: &Config) -> bool {
+    cfg.checkpoint.store == StoreKind::Kafka
 }
 
 /// An interval that, when the loop falls behind, delays the next tick

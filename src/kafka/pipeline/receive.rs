@@ -10,6 +10,7 @@ use rdkafka::error::{KafkaError, KafkaResult};
 use rdkafka::message::{BorrowedMessage, Message};
 
 use super::decide::{Decision, MessageView, decide};
+use super::handover::lock_engine;
 use super::state::{Loop, lock};
 use super::wall_ms;
 use crate::event::Millis;
@@ -98,12 +99,14 @@ impl Loop {
         let (pid, decision) = decide(
             &view,
             &self.decoder,
-            &mut self.engine,
+            &mut lock_engine(&self.engine),
             &mut lock(&self.book),
             !self.dlq_topic.is_empty(),
             now,
         );
         match decision {
+            // Its partition's state is restoring (or covers it already).
+            Decision::Ignored => return,
             Decision::Applied { event_ts } => {
                 self.latency.accepted(pid, event_ts, view.timestamp);
             }

@@ -2,7 +2,7 @@
 //! checkpoint, by `checkpoint.on_corrupt` (see [`crate::kafka`]).
 
 use crate::checkpoint::{CheckpointError, CheckpointStore, SavedOffset};
-use crate::config::{Config, OnCorrupt};
+use crate::config::{Config, OnCorrupt, StoreKind};
 use crate::engine::Engine;
 use crate::engine::snapshot::SnapshotError;
 use crate::event::time::format_rfc3339;
@@ -18,7 +18,7 @@ pub type Restored = (CheckpointStore, Vec<SavedOffset>);
 pub fn restore(cfg: &Config) -> anyhow::Result<(Engine, Option<Restored>)> {
     let c = &cfg.checkpoint;
     let prm = cfg.params()?;
-    if c.dir.is_empty() {
+    if c.store != StoreKind::Dir || c.dir.is_empty() {
         return Ok((Engine::new(prm), None));
     }
     let store = CheckpointStore::new(&c.dir, c.keep);
@@ -112,6 +112,7 @@ mod tests {
 
     fn config(dir: &std::path::Path, on_corrupt: OnCorrupt) -> Config {
         let mut cfg = Config::default();
+        cfg.checkpoint.store = StoreKind::Dir;
         cfg.checkpoint.dir = dir.display().to_string();
         cfg.checkpoint.on_corrupt = on_corrupt;
         cfg

@@ -1,6 +1,6 @@
 //! The bounded shutdown, all within `kafka.shutdown_timeout`: wait for
 //! dead-letter acknowledgements, publish the last changes, write the final
-//! checkpoint, commit synchronously, deliver what is queued, flush and close
+//! checkpoint (or the final partition snapshots), commit synchronously, deliver what is queued, flush and close
 //! the clients. Every step that does not finish in time is a problem in the
 //! [`ShutdownReport`] (the process then exits non-zero).
 
@@ -30,6 +30,9 @@ impl Loop {
         self.publish();
         if self.checkpoint.is_some() {
             self.final_checkpoint(deadline, &mut report).await;
+        }
+        for p in self.final_saves(deadline).await {
+            report.problem(p);
         }
         self.final_commit(deadline, &mut report).await;
         self.finish_deliveries(deadline, &mut report).await;

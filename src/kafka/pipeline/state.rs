@@ -14,6 +14,7 @@ use tokio::task::JoinSet;
 use super::checkpointing::CheckpointDone;
 use super::clients::Clients;
 use super::dead_letters::{DeadLetterDone, DeadLetterPolicy, Paused};
+use super::handover::{Moves, SharedEngine, lock_engine};
 use super::{LATENCY_TRACK_CAP, RenderRequest, wall_ms};
 use crate::checkpoint::CheckpointStore;
 use crate::config::Config;
@@ -35,7 +36,11 @@ pub struct Loop {
     /// Shared with the revoke callback, which runs inside `recv`.
     pub book: Arc<Mutex<OffsetBook>>,
     pub live: Arc<LiveState>,
-    pub engine: Engine,
+    /// Shared with the rebalance callbacks (see [`super::handover`]).
+    pub engine: SharedEngine,
+    /// State in the state store: restores, periodic snapshots (empty
+    /// otherwise).
+    pub moves: Moves,
     /// Checkpoints on: where they are written.
     pub checkpoint: Option<CheckpointStore>,
     /// The checkpoint write in flight (at most one).
@@ -88,8 +93,9 @@ impl Loop {
         clients: Clients,
         book: Arc<Mutex<OffsetBook>>,
         live: Arc<LiveState>,
-        engine: Engine,
+        engine: SharedEngine,
         checkpoint: Option<CheckpointStore>,
+        moves: Moves,
     ) -> Loop {
         let k = &cfg.kafka;
         Loop {
@@ -98,6 +104,7 @@ impl Loop {
             book,
             live,
             engine,
+            moves,
             checkpoint,
             checkpoint_writes: JoinSet::new(),
             snapshot_buffers: JoinSet::new(),
@@ -135,11 +142,16 @@ impl Loop {
         lock(&self.book)
     }
 
+    /// The engine (never held across an `.await` or a `recv()`).
+    pub fn engine(&self) -> MutexGuard<'_, Engine> {
+        lock_engine(&self.engine)
+    }
+
     /// After the clock of partition `pid` (of every partition: `None`) may
     /// have moved: publish new breach alerts and record the latency of
     /// effects that became visible.
     pub fn after_engine_change(&mut self, pid: Option<u32>, now: Millis) {
-        let alerts = self.engine.drain_alerts();
+        let alerts = self.engine().drain_alerts();
         if !alerts.is_empty() && !self.alerts_topic.is_empty() {
             let records: Vec<OutRecord> = alerts
                 .iter()
@@ -155,8 +167,9 @@ impl Loop {
             Some(p) => vec![p],
             None => self.latency.partitions(),
         };
+        let engine = lock_engine(&self.engine);
         for p in pids {
-            if let Some(through) = applied_through(&self.engine, p) {
+            if let Some(through) = applied_through(&engine, p) {
                 self.latency.release(p, through, now, &mut observe);
             }
         }
@@ -213,10 +226,13 @@ impl Loop {
         if self.last_message.elapsed() >= self.idle_timeout
             && self.live.caught_up_since(self.last_message)
         {
-            let from = self.engine.clock();
-            if from.is_none_or(|t| now > t) {
-                self.engine.advance_to(now);
-                telemetry::ClockFollowedWall { from, to: now }.emit();
+            // Whole seconds: instances idling together agree on T.
+            let to = whole_second(now);
+            let mut engine = self.engine();
+            let from = engine.clock();
+            if from.is_none_or(|t| to > t) {
+                engine.advance_to(to);
+                telemetry::ClockFollowedWall { from, to }.emit();
             }
         }
         self.after_engine_change(None, now);
@@ -230,10 +246,11 @@ impl Loop {
     pub fn publish(&mut self) {
         self.output.tick();
         self.alerts.tick();
+        let clock = self.engine().clock();
         if !self.output_topic.is_empty()
-            && let Some(t) = self.engine.clock()
+            && let Some(t) = clock
         {
-            let families = self.engine.families();
+            let families = self.engine().families();
             let records = self.diff.changed(&self.output_topic, &families, t);
             self.output.push(records);
         }
@@ -242,9 +259,12 @@ impl Loop {
 
     pub fn render(&mut self, req: RenderRequest) {
         let m = telemetry::metrics();
-        m.pending_events.set(self.engine.pending_events() as i64);
-        m.engine_state_bytes.set(self.engine.state_bytes() as i64);
-        let families = self.engine.families();
+        let families = {
+            let engine = self.engine();
+            m.pending_events.set(engine.pending_events() as i64);
+            m.engine_state_bytes.set(engine.state_bytes() as i64);
+            engine.families()
+        };
         // The export guard counts process-wide; the counter follows it.
         let dropped = crate::export::non_finite_dropped();
         let shown = m.engine_non_finite_values.get();
@@ -283,8 +303,26 @@ pub fn lock(book: &Mutex<OffsetBook>) -> MutexGuard<'_, OffsetBook> {
     book.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+/// `ms` rounded down to the whole second (towards the past, also before 1970).
+pub fn whole_second(ms: Millis) -> Millis {
+    ms - ms.rem_euclid(1000)
+}
+
 /// How far partition `pid` of the engine has applied its effects (its clock
 /// less `allowed_lateness`); `None` before its first event.
 fn applied_through(engine: &Engine, pid: u32) -> Option<Millis> {
     engine.parts.get(&pid).map(|p| p.applied_through)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::whole_second;
+
+    #[test]
+    fn idle_following_rounds_down_to_the_whole_second() {
+        // 2026-01-05T10:00:00.999Z -> 10:00:00Z.
+        assert_eq!(whole_second(1_767_607_200_999), 1_767_607_200_000);
+        assert_eq!(whole_second(1_767_607_200_000), 1_767_607_200_000);
+        assert_eq!(whole_second(-1), -1000);
+    }
 }

@@ -40,6 +40,9 @@ pub mod records;
 
 use records::{Key, KeyKind, Manifest, Slot};
 
+/// `segment.bytes` of a state topic cxpulse creates (64 MiB).
+const SEGMENT_BYTES: &str = "67108864";
+
 /// Most refusals listed in a [`Claim`] (the rest are counted in one line).
 const MAX_REFUSED_LISTED: usize = 50;
 
@@ -229,7 +232,7 @@ impl StateStore {
         &self.topic
     }
 
-    /// Creates the state topic (cleanup.policy=compact,
+    /// Creates the state topic (cleanup.policy=compact, segment.bytes=64 MiB,
     /// `checkpoint.topic_partitions`, `checkpoint.topic_replication`) if it is
     /// missing, and waits until every partition has a leader. An existing
     /// topic is used as it is (a policy other than compact is logged).
@@ -252,7 +255,10 @@ impl StateStore {
             self.partitions_wanted,
             TopicReplication::Fixed(self.replication),
         )
-        .set("cleanup.policy", "compact");
+        .set("cleanup.policy", "compact")
+        // The active segment is never compacted: a smaller one bounds the
+        // superseded snapshots kept (Kafka's default is 1 GiB).
+        .set("segment.bytes", SEGMENT_BYTES);
         let opts = AdminOptions::new()
             .request_timeout(Some(left(deadline)))
             .operation_timeout(Some(left(deadline)));
@@ -322,11 +328,16 @@ impl StateStore {
             consumer
                 .assign(&tpl)
                 .map_err(|e| self.scrub(anyhow!("state topic assignment: {e}")))?;
+            // To the end: the partition-EOF event at an offset at or past
+            // the high watermark read first. (tansu 0.6 answers the high
+            // watermark with the last batch's base offset + 1, short of the
+            // end; EOF comes at the real end. Kafka's EOF comes at the high
+            // watermark, past any control records.)
             let mut next = low;
-            while next < high {
+            loop {
                 if Instant::now() >= deadline {
                     bail!(
-                        "reading state topic {} partition {sp}: timed out after {}s at offset {next} of {high}",
+                        "reading state topic {} partition {sp}: timed out after {}s at offset {next} (high watermark {high})",
                         self.topic,
                         timeout.as_secs_f64()
                     );
@@ -360,9 +371,19 @@ impl StateStore {
                             )),
                         }
                     }
-                    // The end (`high` may count records compacted away
-                    // or control records).
-                    Some(Err(KafkaError::PartitionEOF(_))) => break,
+                    Some(Err(KafkaError::PartitionEOF(_))) => {
+                        let pos = consumer
+                            .position()
+                            .ok()
+                            .and_then(|p| {
+                                p.find_partition(&self.topic, sp)
+                                    .and_then(|e| e.offset().to_raw())
+                            })
+                            .unwrap_or(next);
+                        if next.max(pos) >= high {
+                            break;
+                        }
+                    }
                     Some(Err(e)) => {
                         return Err(self.scrub(anyhow!(
                             "reading state topic {} partition {sp}: {e}",
@@ -462,6 +483,15 @@ impl StateStore {
         }
         if next_offset < 0 {
             bail!("saving {topic}/{partition}: negative next offset {next_offset}");
+        }
+        let chunks = bytes.len().div_ceil(self.chunk_bytes);
+        if chunks > records::MAX_CHUNKS as usize {
+            bail!(
+                "saving {topic}/{partition}: {} bytes make {chunks} chunks of checkpoint.chunk_bytes = {}, more than {}",
+                bytes.len(),
+                self.chunk_bytes,
+                records::MAX_CHUNKS
+            );
         }
         let sp = self.state_partition(topic, partition, deadline)?;
         let slot = st.newest.map_or(Slot::A, Slot::other);

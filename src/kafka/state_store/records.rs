@@ -25,8 +25,10 @@ const KIND_CLAIM: u8 = 3;
 /// Epochs above this are refused (so that `max + 1` never overflows, even
 /// after a crafted record).
 pub const MAX_EPOCH: u64 = 1 << 62;
-/// Chunks per snapshot above this are refused (a crafted manifest).
-const MAX_CHUNKS: u32 = 1 << 20;
+/// Most chunks of one snapshot (its manifest then stays under 800 KB, within
+/// Kafka's default record size); more are refused by `save` and, in a
+/// crafted manifest, by the reader.
+pub const MAX_CHUNKS: u32 = 1 << 16;
 /// Bytes before the data of a chunk value.
 pub const CHUNK_HEADER: usize = 4 + 1 + 1 + 8 + 8 + 4;
 
@@ -683,6 +685,51 @@ mod tests {
                 .iter()
                 .any(|w| w.contains("4/B/0: value does not match its key"))
         );
+    }
+
+    /// Random and mutated bytes as keys and values: refused or accepted,
+    /// never a panic (nor an allocation sized by a crafted length).
+    #[test]
+    fn random_and_mutated_records_never_panic() {
+        let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+        let mut next = || {
+            x = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
+            let mut z = x;
+            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+            z ^ (z >> 31)
+        };
+        let seeds = [
+            Manifest::of(2, 3, 4, b"some snapshot bytes", 5).encode(),
+            chunk_value(2, 3, 1, b"apsh"),
+            claim_value(2, 0),
+        ];
+        let mut map = HashMap::new();
+        put(&mut map, 2, 3, Slot::A, b"some snapshot bytes", 5, true);
+        for round in 0..20_000 {
+            let mut v = seeds[round % seeds.len()].clone();
+            for _ in 0..(next() % 4) {
+                let i = (next() as usize) % v.len();
+                v[i] = next() as u8;
+            }
+            if next() % 3 == 0 {
+                v.truncate((next() as usize) % (v.len() + 1));
+            }
+            let _ = decode(&v);
+            let key: Vec<u8> = (0..(next() % 24))
+                .map(|_| b"in/3/2AB/manifest0129x"[(next() % 22) as usize])
+                .collect();
+            let _ = Key::parse(&key);
+            // The mutated value under each of the snapshot's keys.
+            let keys: Vec<Key> = map.keys().cloned().collect();
+            let k = &keys[(next() as usize) % keys.len()];
+            let old = map.insert(k.clone(), Some(v));
+            let r = resolve("in", 3, &map);
+            if let Some(f) = &r.found {
+                assert_eq!(f.bytes, b"some snapshot bytes");
+            }
+            map.insert(k.clone(), old.flatten());
+        }
     }
 
     #[test]

@@ -3,7 +3,6 @@
 use super::{Partial, State};
 use crate::engine::testkit::*;
 use crate::metrics::Ctx;
-use crate::state::registry::ChannelRegistry;
 
 #[test]
 fn surveys_ratios_and_intervals() {
@@ -58,8 +57,7 @@ fn surveys_ratios_and_intervals() {
 #[test]
 fn partials_of_two_partitions_merge_by_adding() {
     let prm = cfg("[engine]\nwindows = [\"1h\"]\n").params().unwrap();
-    let reg = ChannelRegistry::new(prm.max_channels);
-    let ctx = Ctx::new(&prm, BASE + HOUR, &reg);
+    let ctx = Ctx::new(&prm, BASE + HOUR);
     let b = prm.bucket_of(BASE + 10 * MIN);
     let r = |csat, ces, nps| Ratings { csat, ces, nps };
     let (mut p0, mut p1) = (State::default(), State::default());
