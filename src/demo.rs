@@ -61,10 +61,12 @@ pub fn main(args: DemoArgs) -> anyhow::Result<ExitCode> {
         mock.create_topic(t, args.partitions, 1)
             .with_context(|| format!("cannot create topic {t}"))?;
     }
+    let partials = crate::kafka::fleet::partials_topic(&cfg.kafka);
     for t in [
         &cfg.kafka.dead_letter_topic,
         &cfg.kafka.output_topic,
         &cfg.kafka.alerts_topic,
+        &partials,
     ] {
         if !t.is_empty() {
             mock.create_topic(t, 1, 1)

@@ -277,6 +277,9 @@ pub struct KafkaSection {
     pub output_topic: String,
     /// One record per SLA breach. Empty = not published.
     pub alerts_topic: String,
+    /// The internal compacted topic of partition partials behind the fleet
+    /// totals (docs/fleet.md). Empty = `<group_id>-cxpulse-partials`.
+    pub partials_topic: String,
     pub publish_interval: Dur,
     pub commit_interval: Dur,
     /// After SIGTERM/SIGINT: how long the final commit, pending dead-letter and
@@ -335,6 +338,7 @@ impl fmt::Debug for KafkaSection {
             .field("dead_letter_topic", &self.dead_letter_topic)
             .field("output_topic", &self.output_topic)
             .field("alerts_topic", &self.alerts_topic)
+            .field("partials_topic", &self.partials_topic)
             .field("publish_interval", &self.publish_interval)
             .field("commit_interval", &self.commit_interval)
             .field("shutdown_timeout", &self.shutdown_timeout)
@@ -397,6 +401,7 @@ impl Default for KafkaSection {
             dead_letter_topic: "cxpulse-dead-letter".into(),
             output_topic: "cxpulse-metrics".into(),
             alerts_topic: "cxpulse-alerts".into(),
+            partials_topic: String::new(),
             publish_interval: Dur(10_000),
             commit_interval: Dur(5_000),
             shutdown_timeout: Dur(10_000),

@@ -365,3 +365,20 @@ fn durations_parse_and_print() {
     assert!(Dur::parse("7w").is_err());
     assert_eq!(Dur(90 * 60_000).to_string(), "90m");
 }
+
+#[test]
+fn engine_channels_are_distinct_plain_values_within_max_channels() {
+    let load = |text: &str| Config::from_toml_str(text, "c.toml", env(&[]));
+    let c = load("[engine]\nmax_channels = 2\nchannels = [\"paid\", \"organic\"]\n").unwrap();
+    assert_eq!(c.params().unwrap().channels, ["paid", "organic"]);
+    assert!(load("").unwrap().params().unwrap().channels.is_empty());
+    for bad in [
+        "[engine]\nmax_channels = 1\nchannels = [\"paid\", \"organic\"]\n",
+        "[engine]\nchannels = [\"paid\", \"paid\"]\n",
+        "[engine]\nchannels = [\"other\"]\n",
+        "[engine]\nchannels = [\"unknown\"]\n",
+        "[engine]\nchannels = [\"\"]\n",
+    ] {
+        assert_eq!(load(bad).unwrap_err().key, "engine.channels", "{bad}");
+    }
+}

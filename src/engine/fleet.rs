@@ -57,8 +57,9 @@ impl Counters {
         }
     }
 
-    fn fields(&self) -> [u64; 7] {
-        [
+    fn write(&self, w: &mut W) {
+        self.events.write(w);
+        for c in [
             self.tracked_users,
             self.compacted_users,
             self.forgotten_users,
@@ -66,7 +67,25 @@ impl Counters {
             self.forgotten_tickets,
             self.untracked_users,
             self.untracked_tickets,
-        ]
+        ] {
+            w.u64(c);
+        }
+    }
+
+    /// Reads what [`Counters::write`] wrote (fields in the same order).
+    fn read(r: &mut R<'_>) -> Result<Counters, SnapshotError> {
+        let events = EventCounts::read(r)?;
+        let mut n = || -> Result<u64, SnapshotError> { check_count("partial's counter", r.u64()?) };
+        Ok(Counters {
+            events,
+            tracked_users: n()?,
+            compacted_users: n()?,
+            forgotten_users: n()?,
+            tracked_tickets: n()?,
+            forgotten_tickets: n()?,
+            untracked_users: n()?,
+            untracked_tickets: n()?,
+        })
     }
 
     pub fn merge(&mut self, o: &Counters) {
@@ -107,18 +126,9 @@ impl Contribution {
     }
 
     fn write(&self, prm: &Params, t: Option<Millis>, w: &mut W) {
-        w.u32(MAGIC);
-        w.u8(VERSION);
-        w.i64(prm.bucket);
+        w.header(MAGIC, VERSION, prm.bucket);
         w.opt_i64(t);
-        for row in &self.counters.events.counts {
-            for c in row {
-                w.u64(*c);
-            }
-        }
-        for c in self.counters.fields() {
-            w.u64(c);
-        }
+        self.counters.write(w);
         if let Some(p) = &self.partial {
             p.write(w);
         }
@@ -126,60 +136,19 @@ impl Contribution {
 
     fn read(prm: &Params, bytes: &[u8]) -> Result<Contribution, SnapshotError> {
         let mut r = R::new(bytes);
-        if r.u32()? != MAGIC {
-            return Err(SnapshotError::Invalid("partial's magic"));
-        }
-        if r.u8()? != VERSION {
-            return Err(SnapshotError::Invalid("partial's format version"));
-        }
-        let bucket = r.i64()?;
-        if bucket != prm.bucket {
-            return Err(SnapshotError::BucketChanged {
-                taken: bucket,
-                now: prm.bucket,
-            });
-        }
+        let what = ("partial's magic", "partial's format version");
+        r.header(MAGIC, VERSION, prm.bucket, what)?;
         let t = r.opt_i64("partial's clock")?;
         if let Some(t) = t {
             check_time("partial's clock", t)?;
         }
-        let mut events = EventCounts::default();
-        for row in events.counts.iter_mut() {
-            for c in row.iter_mut() {
-                *c = check_count("event count", r.u64()?)?;
-            }
-        }
-        let mut f = [0u64; 7];
-        for c in f.iter_mut() {
-            *c = check_count("partial's counter", r.u64()?)?;
-        }
-        let [
-            tracked_users,
-            compacted_users,
-            forgotten_users,
-            tracked_tickets,
-            forgotten_tickets,
-            untracked_users,
-            untracked_tickets,
-        ] = f;
+        let counters = Counters::read(&mut r)?;
         let partial = match t {
             Some(_) => Some(Partial::read(&mut r, prm)?),
             None => None,
         };
         r.end()?;
-        Ok(Contribution {
-            partial,
-            counters: Counters {
-                events,
-                tracked_users,
-                compacted_users,
-                forgotten_users,
-                tracked_tickets,
-                forgotten_tickets,
-                untracked_users,
-                untracked_tickets,
-            },
-        })
+        Ok(Contribution { partial, counters })
     }
 
     /// Encoded, self-contained.
@@ -248,4 +217,11 @@ pub fn fold_partials(
         any_t.then_some(t),
         decoded.iter().map(|(_, c)| c),
     ))
+}
+
+/// Whether `bytes` is one partial [`fold_partials`] can read: decoded, not
+/// finished (cheap), for checking each record read back from the partials
+/// topic (`kafka::fleet`).
+pub fn check_partial(prm: &Params, bytes: &[u8]) -> Result<(), SnapshotError> {
+    Contribution::read(prm, bytes).map(|_| ())
 }

@@ -11,9 +11,19 @@
 //! a lagging partition's events into `late` ones. T, the exported clock, is
 //! the largest `ts` over all partitions. With one partition (replay) the two
 //! are the same. In `run`, neither runs ahead of the wall clock by more than
-//! `engine.clock_tolerance` (see [`clock_target`]). State is kept
-//! per input partition and merged at export ([`crate::metrics::Partial`]),
-//! so that a partition's state can later move between instances.
+//! `engine.clock_tolerance` (see [`clock_target`]).
+//!
+//! The input partition is the unit of state: everything derived from one
+//! partition's messages (its counts, sequence, channel registry, clock,
+//! users, tickets, dedup set, reorder buffer, timers, families) lives in
+//! its [`Partition`], which can be snapshotted, restored and dropped alone
+//! ([`Engine::snapshot_partition`], [`Engine::restore_partition`],
+//! [`Engine::drop_partition`]) and so move between instances. Partitions
+//! are merged only at export ([`fleet`]): [`Engine::families`] of the
+//! partitions held, or [`fold_partials`] of encoded contributions
+//! ([`Engine::partials`]) of partitions held anywhere. The engine itself
+//! keeps the parameters, T, the cap bookkeeping and the alerts not yet
+//! drained.
 //!
 //! The engine sits on top: it uses the shared stores of [`crate::state`] and
 //! the metric families of [`crate::metrics`]; neither imports it.
@@ -34,6 +44,7 @@ use pending::{Pending, PendingBody};
 
 use crate::event::{Event, EventBody, EventType, Millis, ReferralAction, SupportAction};
 use crate::export::Family;
+use crate::state::codec::{R, SnapshotError, W, check_count};
 use crate::state::dedup::Dedup;
 use crate::state::params::{self, Params};
 use crate::state::registry::{ChannelId, UNKNOWN};
@@ -108,6 +119,24 @@ impl EventCounts {
 
     pub fn total(&self, o: Outcome) -> u64 {
         self.counts.iter().map(|r| r[o.index()]).sum()
+    }
+
+    pub fn write(&self, w: &mut W) {
+        for row in &self.counts {
+            for c in row {
+                w.u64(*c);
+            }
+        }
+    }
+
+    pub fn read(r: &mut R<'_>) -> Result<EventCounts, SnapshotError> {
+        let mut counts = EventCounts::default();
+        for row in counts.counts.iter_mut() {
+            for c in row.iter_mut() {
+                *c = check_count("event count", r.u64()?)?;
+            }
+        }
+        Ok(counts)
     }
 
     /// Adds another partition's counts.
@@ -333,13 +362,15 @@ impl Engine {
     /// Whether new ids of that kind are refused now: its hard cap is set and
     /// reached (for users, with no compacted user left to forget to make room).
     pub fn hard_cap_reached(&self, tickets: bool) -> bool {
-        let held = if tickets {
-            self.tracked_tickets()
-        } else {
-            self.tracked_users()
+        let held = || {
+            if tickets {
+                self.tracked_tickets() as u64
+            } else {
+                self.tracked_users() as u64
+            }
         };
-        let compacted = self.compacted_users() as u64;
-        pipeline::cap_reached(&self.prm, tickets, held as u64, compacted)
+        let compacted = || self.compacted_users() as u64;
+        pipeline::cap_reached(&self.prm, tickets, held, compacted)
     }
 
     /// Under `engine.max_tracked_users`: when more users are held, forgets

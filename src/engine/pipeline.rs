@@ -12,22 +12,32 @@ use crate::state::params::Params;
 /// cap is set and reached (for users, with no compacted user left to forget
 /// to make room).
 pub(super) fn hard_cap_reached(prm: &Params, c: &Counters, tickets: bool) -> bool {
-    let held = if tickets {
-        c.tracked_tickets
-    } else {
-        c.tracked_users
+    let held = || {
+        if tickets {
+            c.tracked_tickets
+        } else {
+            c.tracked_users
+        }
     };
-    cap_reached(prm, tickets, held, c.compacted_users)
+    cap_reached(prm, tickets, held, || c.compacted_users)
 }
 
-/// The rule of [`hard_cap_reached`], from the counts it reads.
-pub(super) fn cap_reached(prm: &Params, tickets: bool, held: u64, compacted: u64) -> bool {
+/// The rule of [`hard_cap_reached`], from the counts it reads (computed
+/// only when needed: the engine sums them over its partitions on the hot
+/// path, where the caps are usually not set).
+#[inline]
+pub(super) fn cap_reached(
+    prm: &Params,
+    tickets: bool,
+    held: impl FnOnce() -> u64,
+    compacted: impl FnOnce() -> u64,
+) -> bool {
     let cap = if tickets {
         prm.max_tracked_tickets
     } else {
         prm.hard_max_tracked_users
     };
-    cap > 0 && held >= cap && (tickets || compacted == 0)
+    cap > 0 && held() >= cap && (tickets || compacted() == 0)
 }
 
 pub(super) fn push(prm: &Params, t: Option<Millis>, c: &Counters, out: &mut Vec<Family>) {

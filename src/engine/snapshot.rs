@@ -201,15 +201,9 @@ impl Engine {
 /// timers, families, clock (write_partition)
 /// ```
 fn write_partition_snapshot(w: &mut W, prm: &Params, p: &Partition) {
-    w.u32(PART_MAGIC);
-    w.u8(PART_VERSION);
-    w.i64(prm.bucket);
+    w.header(PART_MAGIC, PART_VERSION, prm.bucket);
     w.u64(p.seq);
-    for row in &p.counts.counts {
-        for c in row {
-            w.u64(*c);
-        }
-    }
+    p.counts.write(w);
     let reg = &p.registry;
     w.len(reg.len_with_specials() - 2);
     for id in reg.registered() {
@@ -222,26 +216,10 @@ fn write_partition_snapshot(w: &mut W, prm: &Params, p: &Partition) {
 
 fn read_partition_snapshot(prm: &Params, bytes: &[u8]) -> Result<Partition, SnapshotError> {
     let mut r = R::new(bytes);
-    if r.u32()? != PART_MAGIC {
-        return Err(SnapshotError::Invalid("partition snapshot magic"));
-    }
-    if r.u8()? != PART_VERSION {
-        return Err(SnapshotError::Invalid("partition snapshot version"));
-    }
-    let bucket = r.i64()?;
-    if bucket != prm.bucket {
-        return Err(SnapshotError::BucketChanged {
-            taken: bucket,
-            now: prm.bucket,
-        });
-    }
+    let what = ("partition snapshot magic", "partition snapshot version");
+    r.header(PART_MAGIC, PART_VERSION, prm.bucket, what)?;
     let seq = check_count("event sequence number", r.u64()?)?;
-    let mut counts = EventCounts::default();
-    for row in counts.counts.iter_mut() {
-        for c in row.iter_mut() {
-            *c = check_count("event count", r.u64()?)?;
-        }
-    }
+    let counts = EventCounts::read(&mut r)?;
     let n = r.len(16)?;
     let mut values = Vec::with_capacity(n.min(prm.max_channels));
     for _ in 0..n {

@@ -54,6 +54,7 @@
 //! - [`latency`]: the event-to-metric latency histogram's bookkeeping.
 //! - [`publish`]: dead-letter, output and alert records and their delivery.
 //! - [`outbox`]: output and alert records waiting, one batch in flight.
+//! - [`fleet`]: fleet totals: partials topic, folding duty (docs/fleet.md).
 //! - [`state_store`]: each input partition's state in a compacted Kafka
 //!   topic (`checkpoint.store = "kafka"`), fenced by ownership epochs.
 //! - [`pipeline`]: the consumer loop that owns the engine: a `select!` over
@@ -62,6 +63,7 @@
 
 pub mod client;
 pub mod context;
+pub mod fleet;
 pub mod latency;
 pub mod live;
 pub mod offsets;

@@ -121,6 +121,18 @@ impl Outbox {
         dropped
     }
 
+    /// Forgets the records waiting (not those in flight); returns how many.
+    /// The output topic's outbox when this instance stops publishing the
+    /// fleet totals: another instance publishes newer ones.
+    pub fn clear_waiting(&mut self) -> usize {
+        let n = self.waiting();
+        match &mut self.queue {
+            Queue::Keyed(m) => m.clear(),
+            Queue::Fifo(q) => q.clear(),
+        }
+        n
+    }
+
     /// A publish tick: a batch held back after a failure may go now.
     pub fn tick(&mut self) {
         self.hold = false;

@@ -149,6 +149,12 @@ impl W {
             None => self.u8(0),
         }
     }
+    /// The header of a self-contained record: magic, format version, `engine.bucket`.
+    pub fn header(&mut self, magic: u32, version: u8, bucket: i64) {
+        self.u32(magic);
+        self.u8(version);
+        self.i64(bucket);
+    }
 }
 
 /// A snapshot being read.
@@ -236,6 +242,27 @@ impl<'a> R<'a> {
             1 => Ok(Some(self.i64()?)),
             _ => Err(SnapshotError::Invalid(what)),
         }
+    }
+    /// Reads a [`W::header`], refusing another magic or version
+    /// (`Invalid(what.0)`, `Invalid(what.1)`) or another bucket size.
+    pub fn header(
+        &mut self,
+        magic: u32,
+        version: u8,
+        bucket: i64,
+        what: (&'static str, &'static str),
+    ) -> Result<(), SnapshotError> {
+        if self.u32()? != magic {
+            return Err(SnapshotError::Invalid(what.0));
+        }
+        if self.u8()? != version {
+            return Err(SnapshotError::Invalid(what.1));
+        }
+        let taken = self.i64()?;
+        if taken != bucket {
+            return Err(SnapshotError::BucketChanged { taken, now: bucket });
+        }
+        Ok(())
     }
     pub fn priority(&mut self) -> Result<Priority, SnapshotError> {
         let v = self.u8()?;

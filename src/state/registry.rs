@@ -41,7 +41,8 @@ impl Default for ChannelRegistry {
 impl ChannelRegistry {
     /// The id of `value`, registering it (first seen at `seen`) while there
     /// is room: values `listed` (`engine.channels`) always, the others while
-    /// fewer than `max - listed.len()` of them are registered.
+    /// fewer than `max - listed.len()` of them are registered (and never
+    /// more than `max` in all).
     #[inline]
     pub fn resolve(
         &mut self,
@@ -64,7 +65,11 @@ impl ChannelRegistry {
     #[cold]
     fn register(&mut self, value: &str, seen: Millis, listed: &[String], max: usize) -> ChannelId {
         let is_listed = listed.iter().any(|l| l == value);
-        if !is_listed && self.others >= max.saturating_sub(listed.len()) {
+        // Never more than `max` values in all (a config changed since a
+        // snapshot cannot make the registry one a restore refuses).
+        let full = self.names.len() - 2 >= max
+            || (!is_listed && self.others >= max.saturating_sub(listed.len()));
+        if full {
             self.overflowed = true;
             return OTHER;
         }
@@ -159,6 +164,11 @@ mod tests {
         assert_eq!(r.resolve("paid", 4, &listed, 3), 4);
         assert_eq!(r.len_with_specials(), 5);
         assert!(r.overflowed);
+        // Listed after the registry filled up (a config changed since): other.
+        let mut full = ChannelRegistry::default();
+        assert_eq!(full.resolve("a", 1, &[], 2), 2);
+        assert_eq!(full.resolve("b", 1, &[], 2), 3);
+        assert_eq!(full.resolve("paid", 2, &listed, 2), OTHER);
     }
 
     #[test]

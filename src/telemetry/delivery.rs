@@ -12,15 +12,23 @@ pub enum Stream {
     DeadLetter,
     Output,
     Alerts,
+    /// Partition partials on the internal partials topic (fleet totals).
+    Partials,
 }
 
 impl Stream {
-    pub const ALL: [Stream; 3] = [Stream::DeadLetter, Stream::Output, Stream::Alerts];
+    pub const ALL: [Stream; 4] = [
+        Stream::DeadLetter,
+        Stream::Output,
+        Stream::Alerts,
+        Stream::Partials,
+    ];
     pub fn as_str(self) -> &'static str {
         match self {
             Stream::DeadLetter => "dead_letter",
             Stream::Output => "output",
             Stream::Alerts => "alerts",
+            Stream::Partials => "partials",
         }
     }
 }

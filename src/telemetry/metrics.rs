@@ -5,8 +5,8 @@
 use std::sync::{LazyLock, Mutex};
 
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
-    Registry, TextEncoder,
+    Encoder, Gauge, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec,
+    Opts, Registry, TextEncoder,
 };
 use tracing::warn;
 
@@ -51,6 +51,10 @@ pub struct PipelineMetrics {
     pub(super) delivery_dropped: IntCounterVec,
     pub(super) dead_letter_paused: IntGauge,
     pub(super) dead_letters_truncated: IntCounter,
+    pub(super) fleet_partials_refused: IntCounterVec,
+    pub(super) fleet_folder: IntGauge,
+    pub(super) fleet_partitions_missing: IntGauge,
+    pub(super) fleet_partials_spread_seconds: Gauge,
     /// Records handed to the producer and not yet acknowledged, per stream.
     pub delivery_pending: IntGaugeVec,
     pub(super) delivery_abandoned: IntCounterVec,
@@ -154,6 +158,26 @@ impl PipelineMetrics {
             dead_letters_truncated: counter(
                 "cxpulse_delivery_truncated_total",
                 "Dead-letter records whose value was truncated to fit the record size limit (header cxpulse.truncated).",
+            ),
+            fleet_partials_refused: counter_vec(
+                "cxpulse_fleet_partials_refused_total",
+                "Records on the partials topic skipped because they are not a readable partial, by reason (bad_key, unknown_topic, bad_magic, bad_version, truncated, undecodable).",
+                &["reason"],
+            ),
+            fleet_folder: gauge(
+                "cxpulse_fleet_folder",
+                "1 while this instance publishes the fleet totals on the output topic (it owns input partition 0).",
+            ),
+            fleet_partitions_missing: gauge(
+                "cxpulse_fleet_partitions_missing",
+                "On the folder: input partitions without a partial at the last publish interval (totals are held back while > 0).",
+            ),
+            fleet_partials_spread_seconds: register(
+                &registry,
+                Gauge::new(
+                    "cxpulse_fleet_partials_spread_seconds",
+                    "On the folder: newest minus oldest T of the partials in the last totals published.",
+                ),
             ),
             dead_letter_paused: gauge(
                 "cxpulse_delivery_paused_partitions",
@@ -264,6 +288,16 @@ impl PipelineMetrics {
                     .with_label_values(&[s.as_str(), r.as_str()]);
             }
             m.delivery_pending.with_label_values(&[s.as_str()]);
+        }
+        for r in [
+            "bad_key",
+            "unknown_topic",
+            "bad_magic",
+            "bad_version",
+            "truncated",
+            "undecodable",
+        ] {
+            m.fleet_partials_refused.with_label_values(&[r]);
         }
         for r in ["ok", "error"] {
             m.commits.with_label_values(&["periodic", r]);

@@ -10,6 +10,7 @@
 //! - [`metrics`](mod@metrics): the [`PipelineMetrics`] registry and its series.
 //! - [`kafka`]: librdkafka clients, the consumer group and offset commits.
 //! - [`delivery`]: dead-letter, output and alert records.
+//! - [`fleet`]: fleet totals (partials topic, folding duty).
 //! - [`checkpoint`]: checkpoint writes and restores.
 //! - [`pipeline`]: the consumer loop's own moments (start, clock, shutdown).
 //! - [`state`](mod@state): partition state moving through the state store.
@@ -27,6 +28,7 @@ use tracing_subscriber::EnvFilter;
 
 pub mod checkpoint;
 pub mod delivery;
+pub mod fleet;
 pub mod kafka;
 pub mod metrics;
 pub mod pipeline;
@@ -34,6 +36,7 @@ pub mod state;
 
 pub use checkpoint::*;
 pub use delivery::*;
+pub use fleet::*;
 pub use kafka::*;
 pub use metrics::{PipelineMetrics, latency_buckets, metrics};
 pub use pipeline::*;

@@ -124,7 +124,7 @@ pub async fn run(
     let clients = clients::build(k, &live, &book, &engine, handover.clone())?;
     let store = checkpoint.map(|(store, _)| store);
     let moves = Moves::new(handover, cfg.checkpoint.on_corrupt);
-    let mut lp = Loop::new(cfg, clients, book, live, engine, store, moves);
+    let mut lp = Loop::new(cfg, clients, book, live, engine, store, moves)?;
 
     let consumer = lp.consumer.clone();
     let mut tick = ticker(TICK);

@@ -22,6 +22,7 @@ use crate::engine::Engine;
 use crate::event::{Decoder, Millis};
 use crate::export::to_prometheus_text;
 use crate::kafka::context::{ConsumerCtx, ProducerCtx};
+use crate::kafka::fleet::{self, FleetTotals};
 use crate::kafka::latency::LatencyTracker;
 use crate::kafka::live::LiveState;
 use crate::kafka::offsets::OffsetBook;
@@ -67,6 +68,10 @@ pub struct Loop {
     /// Output records waiting (one per series) and alerts waiting.
     pub output: Outbox,
     pub alerts: Outbox,
+    /// Fleet totals (output topic set): partials published, folding duty.
+    pub fleet: Option<FleetTotals>,
+    /// Partials records waiting (one per input partition).
+    pub partials: Outbox,
     /// The batch in flight of each of them (at most one each).
     pub flights: JoinSet<Flight>,
     /// Shutting down: failed dead letters are not sent again.
@@ -84,6 +89,8 @@ pub struct Loop {
     pub dlq_topic: String,
     pub output_topic: String,
     pub alerts_topic: String,
+    /// The first input topic: its partition 0's owner folds the totals.
+    pub input_topic: String,
     pub idle_timeout: Duration,
 }
 
@@ -96,9 +103,18 @@ impl Loop {
         engine: SharedEngine,
         checkpoint: Option<CheckpointStore>,
         moves: Moves,
-    ) -> Loop {
+    ) -> anyhow::Result<Loop> {
         let k = &cfg.kafka;
-        Loop {
+        let fleet = if k.output_topic.is_empty() {
+            None
+        } else {
+            Some(FleetTotals::new(
+                k,
+                fleet::instance_id(&k.group_instance_id),
+                fleet::validator(lock_engine(&engine).prm.clone()),
+            )?)
+        };
+        Ok(Loop {
             consumer: Arc::new(clients.consumer),
             producer: clients.producer,
             book,
@@ -124,6 +140,8 @@ impl Loop {
             paused: Paused::default(),
             output: Outbox::keyed(),
             alerts: Outbox::fifo(k.delivery_attempts),
+            fleet,
+            partials: Outbox::keyed(),
             flights: JoinSet::new(),
             shutting_down: false,
             last_message: Instant::now(),
@@ -134,8 +152,9 @@ impl Loop {
             dlq_topic: k.dead_letter_topic.clone(),
             output_topic: k.output_topic.clone(),
             alerts_topic: k.alerts_topic.clone(),
+            input_topic: k.input_topics.first().cloned().unwrap_or_default(),
             idle_timeout: Duration::from_millis(cfg.engine.idle_timeout.ms().max(0) as u64),
-        }
+        })
     }
 
     pub fn book(&self) -> MutexGuard<'_, OffsetBook> {
@@ -175,11 +194,12 @@ impl Loop {
         }
     }
 
-    /// Sends the next batch of output and of alerts, where none is in flight.
+    /// Sends the next batch of output, alerts and partials, where none is in flight.
     pub fn start_deliveries(&mut self) {
-        for stream in [Stream::Output, Stream::Alerts] {
+        for stream in [Stream::Output, Stream::Alerts, Stream::Partials] {
             let outbox = match stream {
                 Stream::Output => &mut self.output,
+                Stream::Partials => &mut self.partials,
                 _ => &mut self.alerts,
             };
             if let Some(batch) = outbox.next_batch(MAX_BATCH) {
@@ -199,9 +219,11 @@ impl Loop {
     /// dropped (see [`Outbox::done`]); the next batch goes at once after a
     /// success, at the next publish tick after a failure.
     pub fn flight_done(&mut self, f: Flight) {
+        let partials_topic = self.fleet.as_ref().map(|f| f.partials_topic.as_str());
         let (outbox, topic) = match f.stream {
-            Stream::Output => (&mut self.output, &self.output_topic),
-            _ => (&mut self.alerts, &self.alerts_topic),
+            Stream::Output => (&mut self.output, self.output_topic.as_str()),
+            Stream::Partials => (&mut self.partials, partials_topic.unwrap_or_default()),
+            _ => (&mut self.alerts, self.alerts_topic.as_str()),
         };
         let dropped = outbox.done(f.results);
         report_dropped(f.stream, topic, &dropped);
@@ -215,6 +237,8 @@ impl Loop {
             .set(self.output.pending() as i64);
         g.with_label_values(&[Stream::Alerts.as_str()])
             .set(self.alerts.pending() as i64);
+        g.with_label_values(&[Stream::Partials.as_str()])
+            .set(self.partials.pending() as i64);
     }
 
     pub fn tick(&mut self) {
@@ -240,19 +264,61 @@ impl Loop {
         self.store_moved();
     }
 
-    /// Every `publish_interval`: the changed series join the output outbox
-    /// (replacing older waiting values), and batches held back after a
-    /// failure may go again.
+    /// Every `publish_interval`: this instance's partials join the partials
+    /// outbox; the folder (owner of input partition 0) folds the latest
+    /// partials of every partition and the changed series of the totals join
+    /// the output outbox (replacing older waiting values); batches held
+    /// back after a failure may go again. See [`crate::kafka::fleet`].
     pub fn publish(&mut self) {
         self.output.tick();
         self.alerts.tick();
-        let clock = self.engine().clock();
-        if !self.output_topic.is_empty()
-            && let Some(t) = clock
-        {
-            let families = self.engine().families();
-            let records = self.diff.changed(&self.output_topic, &families, t);
-            self.output.push(records);
+        self.partials.tick();
+        if let Some(fleet) = &mut self.fleet {
+            let assigned = assigned(&self.consumer);
+            let mut engine = lock_engine(&self.engine);
+            let owned: Vec<u32> = {
+                let mut book = lock(&self.book);
+                assigned.iter().map(|(t, p)| book.pid(t, *p)).collect()
+            };
+            if self.moves.handover.is_none() {
+                // State not moved through the state store: a partition is
+                // held from its first message. Every assigned partition has
+                // a partial (empty until its first event), so the totals are
+                // not held back by a partition without events.
+                for pid in &owned {
+                    engine.ensure_partition(*pid);
+                }
+            }
+            let t = engine.clock();
+            // Only partitions assigned now (state kept of a partition
+            // revoked earlier is not this instance's to publish); in the
+            // state-store mode a restoring partition is not held yet.
+            let mut own = engine.partials();
+            own.retain(|(pid, _)| owned.contains(pid));
+            if let Some(t) = t {
+                self.partials.push(fleet.partial_records(t, &own));
+            }
+            let folder = assigned
+                .iter()
+                .any(|(topic, p)| *topic == self.input_topic && *p == 0);
+            if fleet.set_folder(folder) {
+                // A new duty starts from nothing published; a duty given
+                // up leaves the totals to the new folder.
+                self.diff = SeriesDiff::default();
+                if !folder {
+                    self.output.clear_waiting();
+                }
+            }
+            let prm = &engine.prm;
+            let fold = |t: Millis, parts: &[(u32, &[u8])]| {
+                crate::engine::fold_partials(prm, t, parts).map_err(|e| e.to_string())
+            };
+            if let Some(totals) = fleet.totals(&fold, &own, t) {
+                let records = self
+                    .diff
+                    .changed(&self.output_topic, &totals.families, totals.t);
+                self.output.push(records);
+            }
         }
         self.start_deliveries();
     }
@@ -295,6 +361,20 @@ fn report_dropped(stream: Stream, topic: &str, dropped: &Dropped) {
         }
         .emit();
     }
+}
+
+/// The (topic, partition) pairs in the consumer's assignment.
+fn assigned(consumer: &StreamConsumer<ConsumerCtx>) -> Vec<(String, i32)> {
+    use rdkafka::consumer::Consumer as _;
+    consumer.assignment().map_or_else(
+        |_| Vec::new(),
+        |tpl| {
+            tpl.elements()
+                .iter()
+                .map(|e| (e.topic().to_string(), e.partition()))
+                .collect()
+        },
+    )
 }
 
 /// The offset book, also when a panic elsewhere poisoned its lock (it is
