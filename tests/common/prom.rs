@@ -64,9 +64,6 @@ pub fn is_pipeline(series: &str) -> bool {
         "cxpulse_state_",
         "cxpulse_partition_owned",
         "cxpulse_fleet_",
-        "cxpulse_state_",
-        "cxpulse_partition_owned",
-        "cxpulse_fleet_",
     ];
     let name = series.split('{').next().unwrap_or(series);
     !name.starts_with("cxpulse_") || PIPELINE.iter().any(|p| name.starts_with(p))
