@@ -514,7 +514,8 @@ fn three_instances_under_rebalances_and_kills_publish_exactly_the_replay_of_the_
         let d = compare_values(&got, &want, false, 30);
         if d.is_empty() {
             eprintln!(
-                "fleet: output topic: {} records, {} series folded, equal to the replay at {}",
+                "fleet: output topic: {} records, {} series folded, equal to the replay at {} \
+                 (read {attempt} time(s))",
                 records.len(),
                 got.len(),
                 format_rfc3339(out_t)
