@@ -60,6 +60,8 @@ struct Group {
     session_timeout_ms: u64,
     /// `kafka.commit_interval`.
     commit_interval: &'static str,
+    /// `checkpoint.store`.
+    store: &'static str,
 }
 
 /// The first test: the group session timeout (librdkafka's default, written
@@ -69,6 +71,8 @@ struct Group {
 const KEPT: Group = Group {
     session_timeout_ms: 45_000,
     commit_interval: "500ms",
+    // The default of `run`: partition state in the Kafka state store.
+    store: "kafka",
 };
 
 /// The second test: the session times out 6 s into the pause, so the group
@@ -79,6 +83,10 @@ const KEPT: Group = Group {
 const DROPPED: Group = Group {
     session_timeout_ms: 6_000,
     commit_interval: "1h",
+    // What this test pins is the in-memory resume of `store = "off"`. With
+    // state in the Kafka store, a lost assignment drops its state and the
+    // next assignment restores it from the store (tests/rebalance.rs).
+    store: "off",
 };
 
 /// The config of `run`, also given to `replay`. T never follows the wall
@@ -95,6 +103,7 @@ fn config(brokers: &str, http: &str, group: &Group) -> CxConfig {
         .output_topic("")
         .alerts_topic("")
         .commit_interval(group.commit_interval)
+        .set("checkpoint", "store", group.store)
         .shutdown_timeout("5s")
         .librdkafka(
             "consumer.session.timeout.ms",

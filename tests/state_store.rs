@@ -7,8 +7,8 @@ mod common;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use common::Tansu;
 use common::secure::{Pki, SecureBroker, Security};
+use common::{Tansu, block_on};
 use cxpulse::config::Config;
 use cxpulse::kafka::StateStore;
 use cxpulse::kafka::state_store::records::{self, Key, KeyKind, Manifest, Slot};
@@ -125,23 +125,6 @@ fn live_keys(m: &BTreeMap<String, Option<Vec<u8>>>) -> Vec<&str> {
         .filter(|(_, v)| v.is_some())
         .map(|(k, _)| k.as_str())
         .collect()
-}
-
-fn block_on<F: std::future::Future + Send>(fut: F) -> F::Output
-where
-    F::Output: Send,
-{
-    std::thread::scope(|s| {
-        s.spawn(|| {
-            tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .expect("runtime")
-                .block_on(fut)
-        })
-        .join()
-        .expect("thread")
-    })
 }
 
 #[test]
@@ -620,4 +603,65 @@ fn security_settings_of_the_pipeline_apply_and_no_secret_is_shown() {
     assert!(!shown.contains(KEY_PASSWORD), "{shown}");
     let e = s.load("orders", 0, Duration::from_secs(3)).unwrap_err();
     assert!(!format!("{e:#}").contains(KEY_PASSWORD), "{e:#}");
+}
+
+/// No broker: every call fails within its timeout (the caller's budget in a
+/// rebalance callback), the SASL password nowhere in the errors.
+#[test]
+fn an_unreachable_broker_is_an_error_within_the_timeout() {
+    const PASSWORD: &str = "s3cr3tpassw0rd";
+    let addr = format!("127.0.0.1:{}", common::free_port());
+    let text = config_text(
+        &addr,
+        "",
+        &[
+            ("security.protocol", "SASL_PLAINTEXT".to_string()),
+            ("sasl.mechanisms", "SCRAM-SHA-256".to_string()),
+            ("sasl.username", "svc-user".to_string()),
+            ("sasl.password", PASSWORD.to_string()),
+        ],
+    );
+    let cfg = Config::from_toml_str(&text, "t.toml", Vec::new()).expect("config");
+    let s = StateStore::new(&cfg).expect("store (connects lazily)");
+    let budget = Duration::from_secs(2);
+    let t0 = std::time::Instant::now();
+    let e = s.ensure_topic(budget).unwrap_err();
+    assert!(t0.elapsed() < Duration::from_secs(4), "{:?}", t0.elapsed());
+    let shown = format!("{e:#}");
+    assert!(shown.contains(STATE), "{shown}");
+    assert!(!shown.contains(PASSWORD), "{shown}");
+    let t0 = std::time::Instant::now();
+    let e = s.load("orders", 0, budget).unwrap_err();
+    assert!(t0.elapsed() < Duration::from_secs(4), "{:?}", t0.elapsed());
+    assert!(!format!("{e:#}").contains(PASSWORD), "{e:#}");
+}
+
+/// One state partition for everything (`topic_partitions = 1`, a named
+/// topic): input partitions of two topics share it and stay apart; a load
+/// reads (and counts) the others' records but lists none of them.
+#[test]
+fn input_partitions_sharing_a_state_partition_stay_apart() {
+    let broker = Tansu::start();
+    let s = store(&broker, "topic = \"shared-state\"\ntopic_partitions = 1");
+    assert_eq!(s.topic(), "shared-state");
+    let inputs = [("orders", 0, 11u8), ("orders", 1, 12), ("payments", 0, 13)];
+    for (t, p, salt) in inputs {
+        assert_eq!(s.load(t, p, T).expect("load").epoch, 1);
+        s.save(t, p, 1, i64::from(salt) * 10, &sample(3000, salt), T)
+            .expect("save");
+    }
+    // A store configured for 6 partitions uses the topic as it exists (1).
+    let other = store(&broker, "topic = \"shared-state\"");
+    for (t, p, salt) in inputs {
+        let claim = other.load(t, p, T).expect("load");
+        assert!(claim.refused.is_empty(), "{t}/{p}: {:?}", claim.refused);
+        let got = claim.loaded.expect("loaded");
+        assert_eq!(got.bytes, sample(3000, salt), "{t}/{p}");
+        assert_eq!(got.next_offset, i64::from(salt) * 10);
+        assert_eq!(claim.epoch, 2);
+    }
+    // All in partition 0 of the one-partition topic.
+    let all = read_raw(&broker, "shared-state", 0);
+    assert!(all.iter().any(|(k, _)| k == "payments/0/1/A/manifest"));
+    assert!(all.iter().any(|(k, _)| k == "orders/1/1/A/manifest"));
 }

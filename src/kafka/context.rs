@@ -184,13 +184,7 @@ impl ConsumerContext for ConsumerCtx {
             (_, true) => base.incremental_unassign(tpl),
             (_, false) => base.unassign(),
         };
-        if let Err(e) = r {
-            telemetry::RebalanceNotApplied {
-                partitions: &describe(tpl),
-                error: &e,
-            }
-            .emit();
-        }
+        not_applied(tpl, r);
         self.post_rebalance(base, &rebalance);
     }
 
@@ -200,18 +194,7 @@ impl ConsumerContext for ConsumerCtx {
                 // Everything handled so far on these partitions is committed
                 // before another member can start on them.
                 let moved = self.book().revoke(tpl);
-                if moved.count() > 0
-                    && let Err(e) = base.store_offsets(&moved)
-                {
-                    telemetry::RevokedOffsetsNotStored { error: &e }.emit();
-                }
-                let r = base.commit_consumer_state(CommitMode::Sync);
-                let offsets = describe(&moved);
-                telemetry::CommitCompleted {
-                    trigger: CommitTrigger::Revoke,
-                    result: commit_result(&r, &offsets),
-                }
-                .emit();
+                revoke_commit(base, &moved);
                 self.live.revoke(&pairs(tpl));
                 for (topic, partition) in pairs(tpl) {
                     telemetry::partition_owned(&topic, partition, false);
@@ -276,25 +259,14 @@ impl ConsumerCtx {
             } else {
                 base.assign(tpl)
             };
-            if let Err(e) = r {
-                telemetry::RebalanceNotApplied {
-                    partitions: &describe(tpl),
-                    error: &e,
-                }
-                .emit();
+            if !not_applied(tpl, r) {
                 return;
             }
             self.book().assign(tpl);
             self.live.assign(&pairs(tpl));
             // Nothing is consumed until the state is restored; messages
             // fetched before the pause takes effect are ignored.
-            if let Err(e) = base.pause(tpl) {
-                telemetry::RebalanceNotApplied {
-                    partitions: &describe(tpl),
-                    error: &e,
-                }
-                .emit();
-            }
+            not_applied(tpl, base.pause(tpl));
             h.assigned(tpl, &self.live);
             // A cooperative round that moves nothing here is no news.
             if tpl.count() > 0 {
@@ -317,18 +289,7 @@ impl ConsumerCtx {
         };
         let covered = h.give_up(&self.engine, &self.book, &self.live, tpl, lost);
         if covered.count() > 0 {
-            // Committed while the partitions are still assigned here (a
-            // commit after the unassign fails).
-            if let Err(e) = base.store_offsets(&covered) {
-                telemetry::RevokedOffsetsNotStored { error: &e }.emit();
-            }
-            let r = base.commit_consumer_state(CommitMode::Sync);
-            let offsets = describe(&covered);
-            telemetry::CommitCompleted {
-                trigger: CommitTrigger::Revoke,
-                result: commit_result(&r, &offsets),
-            }
-            .emit();
+            revoke_commit(base, &covered);
         }
         self.live.revoke(&pairs(tpl));
         telemetry::PartitionsMoved {
@@ -345,14 +306,42 @@ impl ConsumerCtx {
         } else {
             base.unassign()
         };
-        if let Err(e) = r {
+        not_applied(tpl, r);
+    }
+}
+
+/// Reports a rebalance step (assign, unassign, pause) that failed; returns
+/// whether it succeeded.
+fn not_applied(tpl: &TopicPartitionList, r: KafkaResult<()>) -> bool {
+    match r {
+        Ok(()) => true,
+        Err(e) => {
             telemetry::RebalanceNotApplied {
                 partitions: &describe(tpl),
                 error: &e,
             }
             .emit();
+            false
         }
     }
+}
+
+/// Stores `offsets` and commits synchronously, inside the revoke callback
+/// (while the partitions are still assigned here: a commit after the
+/// unassign fails).
+fn revoke_commit(base: &BaseConsumer<ConsumerCtx>, offsets: &TopicPartitionList) {
+    if offsets.count() > 0
+        && let Err(e) = base.store_offsets(offsets)
+    {
+        telemetry::RevokedOffsetsNotStored { error: &e }.emit();
+    }
+    let r = base.commit_consumer_state(CommitMode::Sync);
+    let described = describe(offsets);
+    telemetry::CommitCompleted {
+        trigger: CommitTrigger::Revoke,
+        result: commit_result(&r, &described),
+    }
+    .emit();
 }
 
 /// Context of the producer (dead-letter, output and alerts topics).

@@ -460,7 +460,7 @@ fn pid_listens_on(pid: u32, port: u16) -> Option<bool> {
 
 /// Runs a future to completion on a private runtime in its own thread, so it
 /// works from plain `#[test]`s and from inside `#[tokio::test]`s alike.
-fn block_on<F: std::future::Future + Send>(fut: F) -> F::Output
+pub fn block_on<F: std::future::Future + Send>(fut: F) -> F::Output
 where
     F::Output: Send,
 {

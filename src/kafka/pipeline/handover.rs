@@ -131,25 +131,20 @@ impl Handover {
     /// periodic write that loses the race against a revoke's final one is
     /// still a consistent (state, offset) pair, and once the next owner has
     /// claimed its epoch, it cannot win.
-    #[allow(clippy::too_many_arguments)]
-    fn write(
-        &self,
-        topic: &str,
-        partition: i32,
-        epoch: u64,
-        next_offset: i64,
-        bytes: &[u8],
-        timeout: Duration,
-        trigger: SaveTrigger,
-    ) -> bool {
+    fn write(&self, t: Target<'_>, bytes: &[u8], timeout: Duration, trigger: SaveTrigger) -> bool {
+        let Target {
+            topic,
+            partition,
+            epoch,
+            next_offset,
+        } = t;
         let t0 = Instant::now();
-        let left = timeout;
-        let (ok, result) = if left.is_zero() {
+        let (ok, result) = if timeout.is_zero() {
             (false, Err(None))
         } else {
             match self
                 .store
-                .save(topic, partition, epoch, next_offset, bytes, left)
+                .save(topic, partition, epoch, next_offset, bytes, timeout)
             {
                 Ok(s) => (true, Ok(s)),
                 Err(e) => (false, Err(Some(e))),
@@ -241,17 +236,25 @@ impl Handover {
         }
         let bytes = lock_engine(engine).snapshot_partition(g.pid)?;
         let left = deadline.saturating_duration_since(Instant::now());
-        self.write(
-            &g.topic,
-            g.partition,
-            claim,
-            next,
-            &bytes,
-            left,
-            SaveTrigger::Revoke,
-        )
-        .then_some(next)
+        let target = Target {
+            topic: &g.topic,
+            partition: g.partition,
+            epoch: claim,
+            next_offset: next,
+        };
+        self.write(target, &bytes, left, SaveTrigger::Revoke)
+            .then_some(next)
     }
+}
+
+/// What a snapshot write is of: the partition, the ownership epoch it is
+/// written with, and the input offsets it covers (those below `next_offset`).
+#[derive(Clone, Copy)]
+struct Target<'a> {
+    topic: &'a str,
+    partition: i32,
+    epoch: u64,
+    next_offset: i64,
 }
 
 /// A state load finished (on a blocking thread).
@@ -611,15 +614,13 @@ fn write_all(
         let t = until.map_or(timeout, |u| {
             timeout.min(u.saturating_duration_since(Instant::now()))
         });
-        if h.write(
-            &d.topic,
-            d.partition,
-            d.claim,
-            d.next_offset,
-            &bytes,
-            t,
-            trigger,
-        ) {
+        let target = Target {
+            topic: &d.topic,
+            partition: d.partition,
+            epoch: d.claim,
+            next_offset: d.next_offset,
+        };
+        if h.write(target, &bytes, t, trigger) {
             written.push(d);
         }
     }
