@@ -536,6 +536,13 @@ fn three_instances_under_rebalances_and_kills_publish_exactly_the_replay_of_the_
             want.len(),
             d.join("\n")
         );
+        eprintln!(
+            "fleet: output topic read {attempt}: {} series differ from the replay at {} \
+             (a fold of contributions at two T?), e.g. {}",
+            d.len(),
+            format_rfc3339(out_t),
+            d[0]
+        );
         std::thread::sleep(Duration::from_millis(1300));
     }
 }
