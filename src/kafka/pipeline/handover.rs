@@ -210,7 +210,8 @@ impl Handover {
     }
 
     /// The final snapshot of a revoked partition, when it has state that
-    /// moved since its last one; the offset it covers once written.
+    /// moved since its last one; the offset its newest snapshot covers (to
+    /// commit), once written.
     fn final_snapshot(
         &self,
         engine: &Mutex<Engine>,
@@ -220,8 +221,12 @@ impl Handover {
         let (Some(claim), Some(next)) = (g.claim, g.next_offset) else {
             return None;
         };
-        if g.restoring || g.unchanged {
+        if g.restoring {
             return None;
+        }
+        if g.unchanged {
+            // Its last snapshot (written or restored) covers it already.
+            return Some(next);
         }
         if g.held > 0 {
             // The snapshot covers their messages as handled (counted in
