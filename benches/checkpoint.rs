@@ -2,6 +2,9 @@
 //! time (into a fresh buffer, and into a prepared one as `run` does), file size, atomic write time (tmp + fsync + rename), and read +
 //! checksum + restore time. Each user gets a signup, a deposit and a trade
 //! over 7 days, fed through the engine directly.
+//! Then the handover of one input partition holding all of them (issue 10):
+//! `Engine::snapshot_partition` time and size, `restore_partition` into
+//! another engine, and the size of its fleet partial (`Engine::partials`).
 //! Run: `cargo bench --bench checkpoint` (a 20k-user smoke run under `cargo test`).
 
 use std::borrow::Cow;
@@ -15,7 +18,8 @@ use cxpulse::event::{Event, EventBody};
 const START_MS: i64 = 1_767_225_600_000;
 const SPAN_MS: i64 = 7 * 86_400_000;
 
-fn build(users: u64) -> Engine {
+/// `users` users spread over `partitions` input partitions (by user).
+fn build(users: u64, partitions: u64) -> Engine {
     let cfg = Config::default();
     let mut engine = Engine::new(cfg.params().expect("valid config"));
     let events = users * 3;
@@ -42,14 +46,14 @@ fn build(users: u64) -> Engine {
             user_id: Some(Cow::Owned(format!("user-{u:07}"))),
             body,
         };
-        engine.offer((u % 4) as u32, &ev, None);
+        engine.offer((u % partitions) as u32, &ev, None);
     }
     engine
 }
 
 fn run(users: u64) {
     let cfg = Config::default();
-    let engine = build(users);
+    let engine = build(users, 4);
     let t = Instant::now();
     let bytes = engine.snapshot();
     let snap = t.elapsed();
@@ -96,12 +100,37 @@ fn run(users: u64) {
     );
 }
 
+/// One partition holding `users` users moves to another engine.
+fn handover(users: u64) {
+    let cfg = Config::default();
+    let engine = build(users, 1);
+    let t = Instant::now();
+    let bytes = engine.snapshot_partition(0).expect("held");
+    let snap = t.elapsed();
+    let mut other = Engine::new(cfg.params().expect("valid config"));
+    let t = Instant::now();
+    other.restore_partition(0, &bytes).expect("restores");
+    let restore = t.elapsed();
+    assert_eq!(other.tracked_users(), engine.tracked_users());
+    let partial = engine.partials().remove(0).1;
+    println!(
+        "partition handover: {users} users in one partition: snapshot_partition {:.0} ms, {:.1} MB ({:.1} B/user), restore_partition {:.0} ms; its fleet partial {} bytes",
+        snap.as_secs_f64() * 1e3,
+        bytes.len() as f64 / 1e6,
+        bytes.len() as f64 / users as f64,
+        restore.as_secs_f64() * 1e3,
+        partial.len(),
+    );
+}
+
 fn main() {
     if !std::env::args().any(|a| a == "--bench") {
         run(20_000);
+        handover(20_000);
         return;
     }
     run(1_000_000);
+    handover(1_000_000);
     if std::env::var("CXPULSE_BENCH_10M").is_ok_and(|v| v == "1") {
         run(10_000_000);
     } else {
