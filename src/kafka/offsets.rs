@@ -247,14 +247,14 @@ impl OffsetBook {
         self.gated = true;
     }
 
-    /// Whether the message at `offset` of (topic, partition) is to be taken:
+    /// Whether the message at `offset` of its partition is to be taken:
     /// always when not gated; when gated, only once the partition's state is
     /// restored and only from the first offset that state does not cover.
-    pub fn admits(&mut self, topic: &str, partition: i32, offset: i64) -> bool {
+    /// `pid` is [`Self::pid`] of the message's (topic, partition).
+    pub fn admits(&self, pid: u32, offset: i64) -> bool {
         if !self.gated {
             return true;
         }
-        let pid = self.ids.id(topic, partition);
         self.parts
             .get(&pid)
             .and_then(|p| p.accept_from)
@@ -633,20 +633,21 @@ mod tests {
         let mut tpl = TopicPartitionList::new();
         tpl.add_partition("in", 0);
         tpl.add_partition("in", 1);
-        assert!(!b.admits("in", 0, 0), "not assigned");
+        let (p0, p1) = (b.pid("in", 0), b.pid("in", 1));
+        assert!(!b.admits(p0, 0), "not assigned");
         b.assign(&tpl);
         let a0 = b.assignment("in", 0).expect("assigned");
         let a1 = b.assignment("in", 1).expect("assigned");
         assert!(b.is_restoring("in", 0));
-        assert!(!b.admits("in", 0, 100), "restoring");
+        assert!(!b.admits(p0, 100), "restoring");
         // Partition 0 from a snapshot covering offsets < 40, partition 1
         // empty (from its beginning).
         assert!(b.restored("in", 0, a0, 3, Some(40)));
         assert!(b.restored("in", 1, a1, 1, None));
         assert!(!b.is_restoring("in", 0));
-        assert!(!b.admits("in", 0, 39), "covered by the snapshot");
-        assert!(b.admits("in", 0, 40));
-        assert!(b.admits("in", 1, 0));
+        assert!(!b.admits(p0, 39), "covered by the snapshot");
+        assert!(b.admits(p0, 40));
+        assert!(b.admits(p1, 0));
         // Nothing moved: no snapshot due; then both move.
         assert!(b.snapshots_due(false).is_empty());
         b.handled("in", 0, 40);
@@ -695,11 +696,12 @@ mod tests {
     #[test]
     fn ungated_books_take_every_message() {
         let mut b = OffsetBook::new(&["in".into()]);
-        assert!(b.admits("in", 0, 5));
+        let p0 = b.pid("in", 0);
+        assert!(b.admits(p0, 5));
         let mut tpl = TopicPartitionList::new();
         tpl.add_partition("in", 0);
         b.assign(&tpl);
-        assert!(b.admits("in", 0, 5) && !b.is_restoring("in", 0));
+        assert!(b.admits(p0, 5) && !b.is_restoring("in", 0));
     }
 
     #[test]

@@ -63,7 +63,7 @@ pub fn decide(
     now: Millis,
 ) -> (u32, Decision) {
     let pid = book.pid(m.topic, m.partition);
-    if !book.admits(m.topic, m.partition, m.offset) {
+    if !book.admits(pid, m.offset) {
         return (pid, Decision::Ignored);
     }
     let refused: (&'static str, String) = match decoder.decode(m.payload, m.timestamp) {
