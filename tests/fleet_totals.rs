@@ -313,18 +313,14 @@ fn two_instances_publish_the_totals_of_one_and_garbage_partials_are_skipped() {
         &[&one],
         || (one.metric("cxpulse_fleet_folder") == Some(1.0)).then_some(()),
     );
-    let (folder, other) = if folders[0] == 1.0 {
-        (&a, &b)
-    } else {
-        (&b, &a)
-    };
+    let (mut folder, other) = if folders[0] == 1.0 { (a, b) } else { (b, a) };
 
     // The folded output topics agree, stated at T = X.
     let want_as_of = ts(X);
     let (fleet_out, one_out) = wait(
         "the fleet's output equals the one instance's, as of X",
         Duration::from_secs(60),
-        &[&a, &b, &one],
+        &[&folder, &other, &one],
         || {
             let f = fold(&broker.consume_all("out-fleet", 1, Duration::from_secs(10)));
             let o = fold(&broker.consume_all("out-one", 1, Duration::from_secs(10)));
@@ -380,14 +376,14 @@ fn two_instances_publish_the_totals_of_one_and_garbage_partials_are_skipped() {
 
     // Only the folder published on the output topic.
     let published = |i: &Instance| i.metric(r#"cxpulse_published_records_total{stream="output"}"#);
-    assert!(published(folder).is_some_and(|v| v > 0.0));
+    assert!(published(&folder).is_some_and(|v| v > 0.0));
     assert_eq!(
-        published(other),
+        published(&other),
         Some(0.0),
         "the other instance published output"
     );
     // Both published partials.
-    for i in [&a, &b] {
+    for i in [&folder, &other] {
         assert!(
             i.metric(r#"cxpulse_published_records_total{stream="partials"}"#)
                 .is_some_and(|v| v >= 2.0)
@@ -417,7 +413,7 @@ fn two_instances_publish_the_totals_of_one_and_garbage_partials_are_skipped() {
         wait(
             &format!("{series} is 1 on the folder"),
             Duration::from_secs(30),
-            &[folder],
+            &[&folder],
             || (folder.metric(&series) == Some(1.0)).then_some(()),
         );
     }
@@ -434,6 +430,39 @@ fn two_instances_publish_the_totals_of_one_and_garbage_partials_are_skipped() {
     assert!(d.is_empty(), "after garbage partials:\n{}", d.join("\n"));
     assert_eq!(folder.metric("cxpulse_fleet_folder"), Some(1.0));
     assert_eq!(folder.metric("cxpulse_fleet_partitions_missing"), Some(0.0));
+
+    // The folder stops (SIGTERM): its partitions, partition 0 among them,
+    // move to the other instance with their state; the duty moves along,
+    // and the totals stay those of one instance.
+    assert_eq!(folder.run.sigterm(), Some(0), "{}", folder.run.log_tail());
+    wait(
+        "the other instance holds all 4 partitions and folds",
+        Duration::from_secs(60),
+        &[&other],
+        || {
+            (other.metric("cxpulse_assigned_partitions") == Some(4.0)
+                && other.metric("cxpulse_state_restoring_partitions") == Some(0.0)
+                && other.metric("cxpulse_fleet_folder") == Some(1.0))
+            .then_some(())
+        },
+    );
+    // It published nothing on the output topic before (checked above).
+    wait(
+        "the new folder's output equals the one instance's",
+        Duration::from_secs(60),
+        &[&other],
+        || {
+            let f = fold(&broker.consume_all("out-fleet", 1, Duration::from_secs(10)));
+            (published(&other).is_some_and(|v| v > 0.0) && differences(&f, &one_out).is_empty())
+                .then_some(())
+        },
+    );
+    assert_eq!(
+        events_seen(&other.run.metrics()),
+        n,
+        "{}",
+        other.run.log_tail()
+    );
 }
 
 /// One instance (the folder of its group): records on the partials topic

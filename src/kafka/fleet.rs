@@ -571,8 +571,10 @@ impl ClientContext for PartialsCtx {
     }
 
     fn error(&self, error: KafkaError, reason: &str) {
-        // The end of a partition is how the folder knows it caught up.
-        if matches!(error, KafkaError::PartitionEOF(_)) {
+        // The end of a partition is how the reader knows it caught up.
+        if matches!(error, KafkaError::PartitionEOF(_))
+            || error.rdkafka_error_code() == Some(RDKafkaErrorCode::PartitionEOF)
+        {
             return;
         }
         telemetry::KafkaClientError {
@@ -599,7 +601,12 @@ fn ensure_topic(
     let compact = NewTopic::new(topic, 1, TopicReplication::Fixed(-1))
         .set("cleanup.policy", "compact")
         .set("segment.ms", "3600000");
-    let opts = AdminOptions::new().operation_timeout(Some(REQUEST_TIMEOUT));
+    if read_layout(admin.inner(), &[topic.to_string()]).is_ok() {
+        return Ok(false);
+    }
+    let opts = AdminOptions::new()
+        .operation_timeout(Some(REQUEST_TIMEOUT))
+        .request_timeout(Some(REQUEST_TIMEOUT));
     let results = rt.block_on(admin.create_topics([&compact], &opts))?;
     match results.into_iter().next() {
         Some(Ok(_)) => Ok(true),
@@ -629,8 +636,10 @@ fn read_layout<C: ClientContext>(
     Ok(Layout { counts })
 }
 
-/// A thread that creates the partials topic if missing, then reads the input
-/// topics' partition counts every [`LAYOUT_REFRESH`].
+/// A thread that reads the input topics' partition counts every
+/// [`LAYOUT_REFRESH`] (every second until known) and creates the partials
+/// topic if missing (checked by metadata first; tried every second until it
+/// exists).
 struct LayoutWatch {
     layout: Arc<Mutex<Option<Layout>>>,
     stop: Arc<AtomicBool>,
@@ -658,6 +667,21 @@ impl LayoutWatch {
             .spawn(move || {
                 let mut topic_ok = false;
                 while !s.load(Ordering::Relaxed) {
+                    let layout_ok = match read_layout(admin.inner(), &input_topics) {
+                        Ok(found) => {
+                            *l.lock().unwrap_or_else(|e| e.into_inner()) = Some(found);
+                            true
+                        }
+                        Err(e) => {
+                            telemetry::PartialsTopicTrouble {
+                                what: "input-layout",
+                                topic: &partials_topic,
+                                error: &e,
+                            }
+                            .emit();
+                            false
+                        }
+                    };
                     if !topic_ok {
                         match ensure_topic(&admin, &rt, &partials_topic) {
                             Ok(created) => {
@@ -677,16 +701,7 @@ impl LayoutWatch {
                             .emit(),
                         }
                     }
-                    match read_layout(admin.inner(), &input_topics) {
-                        Ok(found) => *l.lock().unwrap_or_else(|e| e.into_inner()) = Some(found),
-                        Err(e) => telemetry::PartialsTopicTrouble {
-                            what: "input-layout",
-                            topic: &partials_topic,
-                            error: &e,
-                        }
-                        .emit(),
-                    }
-                    let wait = if topic_ok {
+                    let wait = if topic_ok && layout_ok {
                         LAYOUT_REFRESH
                     } else {
                         Duration::from_secs(1)

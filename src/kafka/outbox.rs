@@ -341,6 +341,19 @@ mod tests {
     }
 
     #[test]
+    fn clear_waiting_forgets_the_waiting_records_not_the_batch_in_flight() {
+        let mut o = Outbox::keyed();
+        o.push(vec![rec("a", "1")]);
+        let flying = o.next_batch(10).expect("a batch");
+        o.push(vec![rec("b", "1"), rec("c", "1")]);
+        assert_eq!(o.clear_waiting(), 2);
+        assert_eq!(o.pending(), 1, "the batch in flight still counts");
+        assert!(o.done(all(flying, Ok(()))).is_empty());
+        assert_eq!(o.pending(), 0);
+        assert!(o.next_batch(10).is_none());
+    }
+
+    #[test]
     fn waiting_alerts_are_capped() {
         let mut o = Outbox::fifo(3);
         let n = MAX_WAITING_ALERTS + 7;
