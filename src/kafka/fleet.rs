@@ -53,6 +53,9 @@ pub const FORMAT_VERSION: u8 = 1;
 const FIXED_HEADER: usize = 4 + 1 + 8 + 4 + 2;
 /// How often the input topics' partition counts are read again.
 const LAYOUT_REFRESH: Duration = Duration::from_secs(10);
+/// The header T of a partial taken while its engine had no T yet (no event
+/// applied, no wall-clock following): it contributes its counters only.
+pub const NO_T: Millis = Millis::MIN;
 /// Timeout of one metadata or admin request.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -86,7 +89,8 @@ pub fn input_of(pid: u32, topics: &[String]) -> Option<(&str, i32)> {
 /// What precedes a partial's bytes in its record value.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PartialHeader {
-    /// The publishing engine's T when the partial was taken, ms.
+    /// The publishing engine's T when the partial was taken, ms; [`NO_T`]
+    /// when it had none.
     pub t: Millis,
     /// Input partitions (all input topics) the publisher knew of; 0 = unknown.
     pub input_partitions: u32,
@@ -255,6 +259,8 @@ pub enum FoldInput<'a> {
     },
     /// Expected partitions without a partial (not folded: totals held back).
     Missing(Vec<u32>),
+    /// Every partial says its engine has no T yet: nothing to state T of.
+    NoClock,
 }
 
 impl Latest {
@@ -334,13 +340,18 @@ impl Latest {
             let Some((t, n, bytes)) = pick(*p) else {
                 continue;
             };
-            newest = newest.max(t);
-            oldest = oldest.min(t);
+            if t != NO_T {
+                newest = newest.max(t);
+                oldest = oldest.min(t);
+            }
             claimed = claimed.max(n);
             parts.push((*p, bytes));
         }
         if claimed as usize > expected.len() {
             return FoldInput::Missing(Vec::new());
+        }
+        if newest == Millis::MIN {
+            return FoldInput::NoClock;
         }
         FoldInput::Ready {
             t: newest,
@@ -814,14 +825,9 @@ impl FleetTotals {
     /// read to its end once, the input layout known, every input partition
     /// with a partial, and the fold accepting them. Otherwise `None`, said
     /// why (logged, `cxpulse_fleet_partitions_missing`). `own`: this
-    /// instance's partials, taken at `own_t` (they replace what the topic
-    /// holds for them).
-    pub fn totals(
-        &self,
-        fold: &Fold<'_>,
-        own: &[(u32, Vec<u8>)],
-        own_t: Option<Millis>,
-    ) -> Option<Totals> {
+    /// instance's partials, taken at `own_t` ([`NO_T`]: its engine has no T
+    /// yet; they replace what the topic holds for them).
+    pub fn totals(&self, fold: &Fold<'_>, own: &[(u32, Vec<u8>)], own_t: Millis) -> Option<Totals> {
         if !self.folding {
             return None;
         }
@@ -837,14 +843,13 @@ impl FleetTotals {
             return held("the input topics' partition counts are not known yet", 0);
         };
         let expected = layout.pids();
-        let own = if own_t.is_some() { own } else { &[] };
-        let own_t = own_t.unwrap_or(Millis::MIN);
         folder.with_latest(|latest| match latest.fold_input(&expected, own, own_t) {
             FoldInput::Missing(m) if m.is_empty() => held(
                 "a partial counts more input partitions than the metadata read here",
                 0,
             ),
             FoldInput::Missing(m) => held("input partitions without a partial", m.len()),
+            FoldInput::NoClock => held("no partition has applied an event yet (no T)", 0),
             FoldInput::Ready { t, spread, parts } => match fold(t, &parts) {
                 Ok(families) => {
                     telemetry::TotalsFolded {
@@ -1089,6 +1094,26 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
+        // Partials of engines without T count (their counters), but state
+        // no T; only partials without T: nothing to publish yet.
+        let no_t = vec![(0, b"p0-no-t".to_vec())];
+        match l.fold_input(&[0, 1], &no_t, NO_T) {
+            FoldInput::Ready { t, spread, parts } => {
+                assert_eq!((t, spread), (90, 0));
+                assert_eq!(parts, vec![(0, &b"p0-no-t"[..]), (1, &b"p1"[..])]);
+            }
+            other => panic!("{other:?}"),
+        }
+        let mut none = Latest::default();
+        none.apply(
+            Some(b"events/1"),
+            Some(&encode(&header(NO_T, 2), b"x")),
+            (0, 99),
+            &ts,
+            &accept,
+        )
+        .unwrap();
+        assert_eq!(none.fold_input(&[0, 1], &no_t, NO_T), FoldInput::NoClock);
         // A tombstone forgets partition 1.
         put(&mut l, b"events/1", None).unwrap();
         assert_eq!(l.fold_input(&[0, 1], &[], 0), FoldInput::Missing(vec![1]));

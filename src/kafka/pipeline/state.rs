@@ -295,9 +295,10 @@ impl Loop {
             // state-store mode a restoring partition is not held yet.
             let mut own = engine.partials();
             own.retain(|(pid, _)| owned.contains(pid));
-            if let Some(t) = t {
-                self.partials.push(fleet.partial_records(t, &own));
-            }
+            // Also without T (no event yet): the partition then counts, with
+            // its counters only, instead of holding the totals back.
+            let t = t.unwrap_or(fleet::NO_T);
+            self.partials.push(fleet.partial_records(t, &own));
             let folder = assigned
                 .iter()
                 .any(|(topic, p)| *topic == self.input_topic && *p == 0);
