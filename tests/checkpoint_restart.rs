@@ -20,7 +20,8 @@ use std::time::{Duration, Instant};
 
 use common::{
     CxConfig, CxRun, SplitMix, Tansu, checkpoint_files, differences, engine_series, events_seen,
-    free_addr, generated, is_pipeline, key_of, replay_lines, serial, series_key, sum, value,
+    free_addr, generated, is_pipeline, json_key, replay_lines, serial, series_key, sum,
+    top_level_number, value,
 };
 use cxpulse::checkpoint;
 use cxpulse::event::time::{format_rfc3339, parse_rfc3339};
@@ -95,63 +96,6 @@ fn wait_all(run: &CxRun, n: f64) -> String {
         },
     );
     last
-}
-
-/// The key built from an output record's JSON `name` and `labels`.
-fn json_key(v: &serde_json::Value) -> Option<String> {
-    let name = v.get("name")?.as_str()?;
-    let labels = v
-        .get("labels")?
-        .as_object()?
-        .iter()
-        .map(|(k, v)| {
-            let v = v.as_str()?;
-            let esc = v
-                .replace('\\', "\\\\")
-                .replace('"', "\\\"")
-                .replace('\n', "\\n");
-            Some((k.clone(), esc))
-        })
-        .collect::<Option<Vec<_>>>()?;
-    Some(key_of(name, labels))
-}
-
-/// The number `field` of the JSON object `json` holds, parsed from its text
-/// with `str::parse` (correctly rounded); `None` if it is not a number.
-fn top_level_number(json: &str, field: &str) -> Option<f64> {
-    let b = json.as_bytes();
-    let mut depth = 0;
-    let mut i = 0;
-    while i < b.len() {
-        match b[i] {
-            b'"' => {
-                let start = i + 1;
-                i += 1;
-                while *b.get(i)? != b'"' {
-                    i += if b[i] == b'\\' { 2 } else { 1 };
-                }
-                let s = json.get(start..i)?;
-                i += 1;
-                let rest = json.get(i..)?.trim_start();
-                if depth == 1
-                    && s == field
-                    && let Some(rest) = rest.strip_prefix(':')
-                {
-                    let rest = rest.trim_start();
-                    let end = rest
-                        .find(|c: char| !matches!(c, '0'..='9' | '-' | '+' | '.' | 'e' | 'E'))
-                        .unwrap_or(rest.len());
-                    return rest[..end].parse().ok();
-                }
-                continue;
-            }
-            b'{' | b'[' => depth += 1,
-            b'}' | b']' => depth -= 1,
-            _ => {}
-        }
-        i += 1;
-    }
-    None
 }
 
 /// An output record's `as_of` (T, RFC 3339) in epoch milliseconds.

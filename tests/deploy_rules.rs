@@ -164,14 +164,27 @@ fn compose_file_matches_the_compose_specification_and_pins_images() {
     deploycheck(&["compose"]);
 }
 
-/// The cxpulse service of docker-compose.yml starts with config/cxpulse.toml
-/// plus its CXPULSE__* environment: cxpulse's own loader accepts them.
+/// Each cxpulse service of docker-compose.yml (three replicas) starts with
+/// config/cxpulse.toml plus its CXPULSE__* environment: cxpulse's own loader
+/// accepts them.
 #[test]
 fn compose_cxpulse_environment_is_a_valid_config() {
-    let env = json(&deploycheck(&["compose"]));
-    let env = env.as_object().expect("object");
-    assert!(env.contains_key("CXPULSE__KAFKA__BROKERS"), "{env:?}");
-    config_loads(&root().join("config/cxpulse.toml"), env);
+    let services = json(&deploycheck(&["compose"]));
+    let services = services.as_object().expect("object");
+    let names: Vec<&String> = services.keys().collect();
+    assert_eq!(
+        names,
+        ["cxpulse-0", "cxpulse-1", "cxpulse-2"],
+        "{services:?}"
+    );
+    for (name, env) in services {
+        let env = env.as_object().expect("object");
+        assert!(
+            env.contains_key("CXPULSE__KAFKA__BROKERS"),
+            "{name}: {env:?}"
+        );
+        config_loads(&root().join("config/cxpulse.toml"), env);
+    }
 }
 
 /// core objects (ConfigMap, Service, StatefulSet) against the Kubernetes
@@ -325,76 +338,153 @@ fn the_validators_reject_broken_files() {
     }
 }
 
-/// Compose and Kubernetes run with durable state: the checkpoint dir on a
-/// named volume (compose) or a volumeClaimTemplate (StatefulSet), one
-/// replica, an fsGroup for the non-root user; and the check refuses copies
-/// of the shipped files without it.
+/// Compose and Kubernetes run three replicas with durable state in Kafka
+/// (the default store), each with its name as group instance id (compose:
+/// the service name; the StatefulSet: the pod name), and no state volume.
+/// The check refuses copies of the shipped files with state in checkpoint
+/// files off a volume or on several replicas, without an instance id, or
+/// without durable state; it still accepts one instance with its checkpoint
+/// dir on a volume.
 #[test]
-fn deploys_keep_durable_state_on_a_volume() {
+fn deploys_keep_durable_state_in_kafka() {
     let compose = std::fs::read_to_string(root().join("docker-compose.yml")).expect("read");
-    assert!(compose.contains("CXPULSE__CHECKPOINT__DIR: /var/lib/cxpulse/checkpoints"));
+    for i in 0..3 {
+        assert!(compose.contains(&format!(
+            "  cxpulse-{i}:\n    <<: *cxpulse-run\n    environment:\n      <<: *cxpulse-env\n      \
+             CXPULSE__KAFKA__GROUP_INSTANCE_ID: cxpulse-{i}\n"
+        )));
+    }
+    assert!(
+        !compose.contains("CXPULSE__CHECKPOINT__"),
+        "compose sets a checkpoint key"
+    );
     deploycheck(&["compose"]);
     let dir = tempfile::tempdir().expect("tempdir");
     let out = dir.path().join("cxpulse.toml");
-    deploycheck(&["k8s-config", out.to_str().expect("utf-8")]);
-    assert!(
-        std::fs::read_to_string(&out)
-            .expect("read")
-            .contains("dir = \"/var/lib/cxpulse/checkpoints\"")
+    let env = json(&deploycheck(&["k8s-config", out.to_str().expect("utf-8")]));
+    assert_eq!(
+        env["CXPULSE__KAFKA__GROUP_INSTANCE_ID"], "cxpulse-0",
+        "{env}"
     );
-    let refused = |args: &[&str], want: &str| {
+    let toml = std::fs::read_to_string(&out).expect("read");
+    assert!(toml.contains("store = \"kafka\""), "{toml}");
+    let sts =
+        std::fs::read_to_string(root().join("deploy/kubernetes/statefulset.yaml")).expect("read");
+    assert!(sts.contains("  replicas: 3\n") && !sts.contains("volumeClaimTemplates"));
+
+    let run = |args: &[&str]| {
         let o = output(
             Command::new(common::python())
                 .arg("deploy/tools/deploycheck.py")
                 .args(args),
         );
-        let text = String::from_utf8_lossy(&o.stdout).to_string();
+        (
+            o.status.success(),
+            String::from_utf8_lossy(&o.stdout).to_string(),
+        )
+    };
+    let refused = |args: &[&str], want: &str| {
+        let (ok, text) = run(args);
         assert!(
-            !o.status.success() && text.contains(want),
-            "{args:?}: {text}"
+            !ok && text.contains(want),
+            "{args:?}, want {want:?}: {text}"
         );
     };
-    // Without the volume, and without the dir.
-    let no_volume = dir.path().join("no-volume.yml");
-    std::fs::write(
-        &no_volume,
-        compose.replace("      - cxpulse-state:/var/lib/cxpulse\n", ""),
-    )
-    .expect("write");
-    refused(
-        &["compose", no_volume.to_str().expect("utf-8")],
-        "checkpoint dir /var/lib/cxpulse/checkpoints is not on a named volume",
-    );
-    let no_dir = dir.path().join("no-dir.yml");
-    std::fs::write(
-        &no_dir,
+    let compose_copy = |name: &str, text: String| {
+        let p = dir.path().join(name);
+        std::fs::write(&p, text).expect("write");
+        p.to_str().expect("utf-8").to_string()
+    };
+    let anchor_env = "  RUST_LOG: info\n\nx-cxpulse-run";
+    assert!(compose.contains(anchor_env));
+    // State in checkpoint files, three replicas, no volume.
+    let files = compose_copy(
+        "dir.yml",
         compose.replace(
-            "      CXPULSE__CHECKPOINT__DIR: /var/lib/cxpulse/checkpoints\n",
-            "",
+            anchor_env,
+            "  RUST_LOG: info\n  CXPULSE__CHECKPOINT__DIR: /var/lib/cxpulse/checkpoints\n\n\
+             x-cxpulse-run",
         ),
-    )
-    .expect("write");
-    refused(
-        &["compose", no_dir.to_str().expect("utf-8")],
-        "cxpulse runs without durable state",
     );
-    // A StatefulSet scaled out, with the claim mounted elsewhere.
+    refused(
+        &["compose", &files],
+        "service cxpulse-1: checkpoint dir /var/lib/cxpulse/checkpoints is not on a named volume",
+    );
+    refused(
+        &["compose", &files],
+        "3 replicas with state in checkpoint files",
+    );
+    // No durable state at all.
+    let off = compose_copy(
+        "off.yml",
+        compose.replace(
+            anchor_env,
+            "  RUST_LOG: info\n  CXPULSE__CHECKPOINT__STORE: \"off\"\n\nx-cxpulse-run",
+        ),
+    );
+    refused(&["compose", &off], "cxpulse runs without durable state");
+    // One replica without its instance id, another with a copied one.
+    let ids = compose_copy(
+        "ids.yml",
+        compose
+            .replace("      CXPULSE__KAFKA__GROUP_INSTANCE_ID: cxpulse-1\n", "")
+            .replace(
+                "GROUP_INSTANCE_ID: cxpulse-2\n",
+                "GROUP_INSTANCE_ID: cxpulse-0\n",
+            ),
+    );
+    refused(
+        &["compose", &ids],
+        "service cxpulse-1: CXPULSE__KAFKA__GROUP_INSTANCE_ID is ''",
+    );
+    refused(
+        &["compose", &ids],
+        "service cxpulse-2: CXPULSE__KAFKA__GROUP_INSTANCE_ID is 'cxpulse-0'",
+    );
+    // One instance with its checkpoint dir on a named volume: still fine.
+    let single = "name: one\nservices:\n  cxpulse:\n    image: cxpulse:local\n    \
+                  build: {context: ., dockerfile: deploy/Dockerfile}\n    \
+                  command: [\"run\"]\n    environment:\n      \
+                  CXPULSE__CHECKPOINT__DIR: /var/lib/cxpulse/checkpoints\n    \
+                  volumes: [\"state:/var/lib/cxpulse\"]\nvolumes:\n  state: {}\n";
+    let single = compose_copy("single.yml", single.to_string());
+    let (ok, text) = run(&["compose", &single]);
+    assert!(ok, "{text}");
+
+    // The StatefulSet with state in checkpoint files (no claim: there is
+    // none any more), and without the pod name as instance id.
     let k8s = dir.path().join("k8s");
     std::fs::create_dir(&k8s).expect("mkdir");
-    for f in ["configmap.yaml", "statefulset.yaml"] {
-        let text = std::fs::read_to_string(root().join("deploy/kubernetes").join(f)).expect("read");
-        let text = text
-            .replace("  replicas: 1\n", "  replicas: 3\n")
-            .replace("mountPath: /var/lib/cxpulse\n", "mountPath: /data\n");
-        std::fs::write(k8s.join(f), text).expect("write");
-    }
+    let cm = std::fs::read_to_string(root().join("deploy/kubernetes/configmap.yaml"))
+        .expect("read")
+        .replace(
+            "    store = \"kafka\"\n",
+            "    store = \"dir\"\n    dir = \"/var/lib/cxpulse/checkpoints\"\n",
+        );
+    std::fs::write(k8s.join("configmap.yaml"), cm).expect("write");
+    let gid = "            - name: CXPULSE__KAFKA__GROUP_INSTANCE_ID\n              \
+               valueFrom:\n                fieldRef:\n                  \
+               fieldPath: metadata.name\n";
+    assert!(sts.contains(gid));
+    std::fs::write(k8s.join("statefulset.yaml"), &sts).expect("write");
     let args = [
         "k8s-config",
         out.to_str().expect("utf-8"),
         k8s.to_str().expect("utf-8"),
     ];
     refused(&args, "is not on a persistent volume");
-    refused(&args, "replicas is 3");
+    refused(&args, "3 replicas with state in checkpoint files");
+    refused(&args, "needs an fsGroup");
+    std::fs::copy(
+        root().join("deploy/kubernetes/configmap.yaml"),
+        k8s.join("configmap.yaml"),
+    )
+    .expect("copy");
+    std::fs::write(k8s.join("statefulset.yaml"), sts.replace(gid, "")).expect("write");
+    refused(
+        &args,
+        "CXPULSE__KAFKA__GROUP_INSTANCE_ID must come from the pod name",
+    );
 }
 
 /// Loads `cfg` with `env` the way `cxpulse run` does, through `cxpulse

@@ -16,15 +16,19 @@ checked and exits 1 with one line per problem.
                                      exists (METRICS.md, src/telemetry/, rules)
   deploycheck.py dashboard           dashboard structure; its queries as JSON
   deploycheck.py compose [FILE]      pinned images, mounted paths exist, durable
-                                     state (checkpoint dir on a named volume),
-                                     cxpulse environment as JSON
+                                     state (in Kafka with one group instance id
+                                     per replica, or a checkpoint dir on a named
+                                     volume with one replica), each cxpulse
+                                     service's environment as JSON
+                                     ({service: {CXPULSE__*: value}})
   deploycheck.py kustomization       kustomization resources = manifest files
   deploycheck.py prometheusrule [--write]
                                      deploy/kubernetes/prometheusrule.yaml holds
                                      exactly the rule files' groups (--write
                                      regenerates it)
   deploycheck.py k8s-config OUT [DIR]
-                                     durable state (checkpoint dir on a
+                                     durable state (in Kafka with the pod name as
+                                     group instance id, or a checkpoint dir on a
                                      volumeClaimTemplate, one replica, fsGroup);
                                      write the ConfigMap's cxpulse.toml to OUT;
                                      print the StatefulSet's CXPULSE_* env as JSON
@@ -408,16 +412,21 @@ def cmd_dashboard():
 # ---------------------------------------------------------------------------
 
 
-def checkpoint_dir(toml_text, env, where):
-    """The effective `[checkpoint] dir`: the environment override, else the file's."""
-    if "CXPULSE__CHECKPOINT__DIR" in env:
-        return str(env["CXPULSE__CHECKPOINT__DIR"])
+def checkpoint_settings(toml_text, env, where):
+    """The effective `[checkpoint]` store and dir: the environment overrides,
+    else the file's; a store not given is "dir" when a dir is set (backward
+    compatibility), else "kafka" (cxpulse's default)."""
     try:
-        cfg = tomllib.loads(toml_text)
+        cfg = tomllib.loads(toml_text) if toml_text else {}
     except tomllib.TOMLDecodeError as e:
         problem(f"{where}: not TOML: {e}")
-        return ""
-    return str(cfg.get("checkpoint", {}).get("dir", ""))
+        cfg = {}
+    ck = cfg.get("checkpoint", {})
+    d = str(env.get("CXPULSE__CHECKPOINT__DIR", ck.get("dir", "")))
+    store = env.get("CXPULSE__CHECKPOINT__STORE", ck.get("store"))
+    if store is None:
+        store = "dir" if d else "kafka"
+    return str(store), d
 
 
 def under(path, mount):
@@ -425,58 +434,106 @@ def under(path, mount):
     return path == mount or path.startswith(mount.rstrip("/") + "/")
 
 
-def state_on_volume(where, d, mounts, kind):
-    """The checkpoint dir `d` is set and under one of `mounts` (of `kind`)."""
-    if not d:
-        problem(f"{where}: cxpulse runs without durable state: set [checkpoint] dir "
-                f"(or CXPULSE__CHECKPOINT__DIR) on {kind}")
-    elif not any(under(d, m) for m in mounts):
-        problem(f"{where}: checkpoint dir {d} is not on {kind} "
-                f"(mounted at: {mounts or 'none'})")
-
-
-def check_compose_state(doc, path):
-    """cxpulse's checkpoint dir is set and on a named volume of the file."""
-    svc = doc.get("services", {}).get("cxpulse")
-    if not svc:
-        problem(f"{path}: no cxpulse service")
+def check_state(where, store, d, mounts, kind, replicas):
+    """Durable state: in Kafka (any number of replicas), or in a checkpoint
+    dir on one of `mounts` (of `kind`) with exactly one replica."""
+    if store == "kafka":
         return
+    if store == "dir":
+        if not d:
+            problem(f"{where}: cxpulse runs without durable state: [checkpoint] store = \"dir\" "
+                    f"with no dir (set CXPULSE__CHECKPOINT__DIR on {kind}, or use store \"kafka\")")
+        elif not any(under(d, m) for m in mounts):
+            problem(f"{where}: checkpoint dir {d} is not on {kind} "
+                    f"(mounted at: {mounts or 'none'})")
+        if replicas != 1:
+            problem(f"{where}: {replicas} replicas with state in checkpoint files: a partition "
+                    "that moves would start from the other instance's state; run one instance "
+                    "per consumer group, or keep state in Kafka ([checkpoint] store = \"kafka\")")
+        return
+    problem(f"{where}: cxpulse runs without durable state: [checkpoint] store is {store!r} "
+            "(use \"kafka\", the default, or \"dir\" with a volume)")
+
+
+def cxpulse_services(doc):
+    """The services that run `cxpulse run`, by name."""
+    out = {}
+    for name, svc in (doc.get("services") or {}).items():
+        cmd = svc.get("command")
+        if isinstance(cmd, str):
+            cmd = cmd.split()
+        if isinstance(cmd, list) and cmd[:1] == ["run"]:
+            out[name] = svc
+    return out
+
+
+def service_env(svc):
     env = svc.get("environment", {}) or {}
     if isinstance(env, list):
         env = dict(e.split("=", 1) for e in env if "=" in e)
-    toml_text, named = "", []
+    return {k: str(v) for k, v in env.items()}
+
+
+def check_compose_state(doc, path):
+    """Every cxpulse service keeps durable state: in Kafka with its own
+    group instance id (its service name), or in a checkpoint dir on a named
+    volume of the file, then as the only cxpulse service."""
+    services = cxpulse_services(doc)
+    if not services:
+        problem(f"{path}: no service runs `cxpulse run`")
+        return
     declared = set((doc.get("volumes") or {}).keys())
-    for vol in svc.get("volumes", []) or []:
-        if isinstance(vol, str):
-            parts = vol.split(":")
-            src, target = parts[0], parts[1] if len(parts) > 1 else parts[0]
-        else:
-            src, target = vol.get("source", ""), vol.get("target", "")
-        if target == "/etc/cxpulse/cxpulse.toml" and src.startswith("."):
-            with open(os.path.join(ROOT, src), encoding="utf-8") as f:
-                toml_text = f.read()
-        if src in declared:
-            named.append(target)
-    state_on_volume(path, checkpoint_dir(toml_text, env, f"{path} cxpulse config"), named,
-                    "a named volume")
+    ids = {}
+    for name, svc in services.items():
+        env = service_env(svc)
+        toml_text, named = "", []
+        for vol in svc.get("volumes", []) or []:
+            if isinstance(vol, str):
+                parts = vol.split(":")
+                src, target = parts[0], parts[1] if len(parts) > 1 else parts[0]
+            else:
+                src, target = vol.get("source", ""), vol.get("target", "")
+            if target == "/etc/cxpulse/cxpulse.toml" and src.startswith("."):
+                with open(os.path.join(ROOT, src), encoding="utf-8") as f:
+                    toml_text = f.read()
+            if src in declared:
+                named.append(target)
+        where = f"{path} service {name}"
+        store, d = checkpoint_settings(toml_text, env, where)
+        check_state(where, store, d, named, "a named volume", len(services))
+        gid = env.get("CXPULSE__KAFKA__GROUP_INSTANCE_ID", "")
+        if store == "kafka":
+            if gid != name:
+                problem(f"{where}: CXPULSE__KAFKA__GROUP_INSTANCE_ID is {gid!r}, want the "
+                        f"service name {name!r} (static membership, one id per replica)")
+            elif gid in ids:
+                problem(f"{where}: group instance id {gid} is also {ids[gid]}'s")
+            ids[gid] = name
 
 
 def check_k8s_state(sts, toml_text, env, where):
-    """The checkpoint dir is on a volumeClaimTemplate (or PVC) mount, one
-    replica, and the volume writable by the non-root user (fsGroup)."""
+    """Durable state in Kafka (each pod's group instance id its pod name), or
+    a checkpoint dir on a volumeClaimTemplate (or PVC) mount with one
+    replica and the volume writable by the non-root user (fsGroup)."""
     spec = sts["spec"]
     pod = spec["template"]["spec"]
     c = pod["containers"][0]
     claims = {t["metadata"]["name"] for t in spec.get("volumeClaimTemplates", []) or []}
     claims |= {v["name"] for v in pod.get("volumes", []) or [] if "persistentVolumeClaim" in v}
     mounts = [m["mountPath"] for m in c.get("volumeMounts", []) or [] if m["name"] in claims]
-    state_on_volume(where, checkpoint_dir(toml_text, env, where), mounts, "a persistent volume")
-    if spec.get("replicas", 1) != 1:
-        problem(f"{where}: replicas is {spec.get('replicas')}: with state in checkpoint files, "
-                "run one instance per consumer group")
+    store, d = checkpoint_settings(toml_text, env, where)
+    check_state(where, store, d, mounts, "a persistent volume", spec.get("replicas", 1))
     sc = pod.get("securityContext", {}) or {}
-    if not sc.get("runAsNonRoot") or sc.get("fsGroup") is None:
-        problem(f"{where}: the pod must run as non-root with an fsGroup owning the state volume")
+    if not sc.get("runAsNonRoot"):
+        problem(f"{where}: the pod must run as non-root")
+    if store == "dir" and sc.get("fsGroup") is None:
+        problem(f"{where}: the pod needs an fsGroup owning the state volume")
+    if store == "kafka":
+        gid = next((e for e in c.get("env", []) if e["name"] == "CXPULSE__KAFKA__GROUP_INSTANCE_ID"), None)
+        field = ((gid or {}).get("valueFrom") or {}).get("fieldRef", {}).get("fieldPath")
+        if field != "metadata.name":
+            problem(f"{where}: CXPULSE__KAFKA__GROUP_INSTANCE_ID must come from the pod name "
+                    "(valueFrom.fieldRef.fieldPath: metadata.name): static membership, one id per pod")
 
 
 def cmd_compose(path=None):
@@ -514,8 +571,10 @@ def cmd_compose(path=None):
                 problem(f"deploy/Dockerfile: base image {m.group(1)} is not pinned")
     if PROBLEMS:
         finish("")
-    env = doc["services"]["cxpulse"].get("environment", {})
-    json.dump({k: str(v) for k, v in env.items() if k.startswith("CXPULSE__")}, sys.stdout)
+    out = {}
+    for name, svc in cxpulse_services(doc).items():
+        out[name] = {k: v for k, v in service_env(svc).items() if k.startswith("CXPULSE__")}
+    json.dump(out, sys.stdout)
     print()
 
 
@@ -588,7 +647,15 @@ def cmd_k8s_config(out_path, k8s=K8S):
         f.write(cm["data"]["cxpulse.toml"])
     sts = load_yaml(os.path.join(k8s, "statefulset.yaml"))
     c = sts["spec"]["template"]["spec"]["containers"][0]
-    env = {e["name"]: e["value"] for e in c.get("env", []) if e["name"].startswith("CXPULSE__")}
+    pod0 = f"{sts['metadata']['name']}-0"
+    env = {}
+    for e in c.get("env", []):
+        if not e["name"].startswith("CXPULSE__"):
+            continue
+        if "value" in e:
+            env[e["name"]] = str(e["value"])
+        elif ((e.get("valueFrom") or {}).get("fieldRef") or {}).get("fieldPath") == "metadata.name":
+            env[e["name"]] = pod0  # what the first pod gets
     check_k8s_state(sts, cm["data"]["cxpulse.toml"], env, rel(os.path.join(k8s, "statefulset.yaml")))
     if PROBLEMS:
         finish("")

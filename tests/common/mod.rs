@@ -15,6 +15,9 @@
 //!   [`engine_series`], [`series_key`], [`differences`], ...);
 //! - [`input`]: [`SplitMix`], [`generated`] lines of `cxpulse gen`'s model;
 //! - [`config`]: [`CxConfig`], the config file builder;
+//! - [`fleet`]: several instances in one group: a topic dumped per
+//!   partition ([`dump_partitions`]), the records so far ([`Produced`]), [`sum_series`],
+//!   [`owned_partitions`], [`fold_output`], [`scrape_at_equal_clocks`];
 //! - [`tools`]: where `cxpulse`, tansu, promtool, Prometheus and the deploy
 //!   validators are.
 //!
@@ -26,6 +29,7 @@
 
 pub mod broker;
 pub mod config;
+pub mod fleet;
 pub mod input;
 pub mod process;
 pub mod prom;
@@ -35,6 +39,7 @@ pub mod web;
 
 pub use broker::*;
 pub use config::*;
+pub use fleet::*;
 pub use input::*;
 pub use process::*;
 pub use prom::*;

@@ -60,9 +60,10 @@ pub fn is_pipeline(series: &str) -> bool {
         "cxpulse_engine_state_bytes",
         "cxpulse_engine_non_finite_values_total",
         "cxpulse_checkpoint",
-        "cxpulse_fleet_",
+        // State in Kafka and fleet totals (issue 10): the process's own.
         "cxpulse_state_",
         "cxpulse_partition_owned",
+        "cxpulse_fleet_",
     ];
     let name = series.split('{').next().unwrap_or(series);
     !name.starts_with("cxpulse_") || PIPELINE.iter().any(|p| name.starts_with(p))
