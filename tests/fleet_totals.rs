@@ -22,7 +22,10 @@ use std::time::{Duration, Instant};
 
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 
-use common::{CxConfig, CxRun, Record, Tansu, events_seen, free_addr, serial, series_key, value};
+use common::{
+    CxConfig, CxRun, OutputValue, Tansu, close, events_seen, fold_output, free_addr, serial,
+    series_key, value,
+};
 
 /// Event time base: 2025-06-02T10:00:00Z.
 const B: i64 = 1_748_858_400_000;
@@ -179,39 +182,15 @@ impl Instance {
     }
 }
 
-/// The output topic folded: latest record per key (tombstones remove).
-fn fold(records: &[Record]) -> BTreeMap<String, serde_json::Value> {
-    let mut latest = BTreeMap::new();
-    for r in records {
-        let key = r.key.clone().expect("an output record without key");
-        if r.value.is_empty() {
-            latest.remove(&key);
-        } else {
-            let v: serde_json::Value = serde_json::from_str(&r.value)
-                .unwrap_or_else(|e| panic!("output record {key} is not JSON ({e}): {}", r.value));
-            latest.insert(key, v);
-        }
-    }
-    latest
-}
-
-fn num(v: &serde_json::Value) -> f64 {
-    v["value"].as_f64().unwrap_or(f64::NAN)
-}
-
-fn close(a: f64, b: f64) -> bool {
-    (a - b).abs() <= 1e-9 * a.abs().max(b.abs()).max(1.0)
-}
-
 /// Differences between two folded output topics (values and as_of).
 fn differences(
-    a: &BTreeMap<String, serde_json::Value>,
-    b: &BTreeMap<String, serde_json::Value>,
+    a: &BTreeMap<String, OutputValue>,
+    b: &BTreeMap<String, OutputValue>,
 ) -> Vec<String> {
     let mut out = Vec::new();
     for k in a.keys().chain(b.keys().filter(|k| !a.contains_key(*k))) {
         match (a.get(k), b.get(k)) {
-            (Some(x), Some(y)) if close(num(x), num(y)) && x["as_of"] == y["as_of"] => {}
+            (Some(x), Some(y)) if close(x.value, y.value) && x.as_of == y.as_of => {}
             (x, y) => out.push(format!("{k}: {x:?} vs {y:?}")),
         }
     }
@@ -316,17 +295,16 @@ fn two_instances_publish_the_totals_of_one_and_garbage_partials_are_skipped() {
     let (mut folder, other) = if folders[0] == 1.0 { (a, b) } else { (b, a) };
 
     // The folded output topics agree, stated at T = X.
-    let want_as_of = ts(X);
     let (fleet_out, one_out) = wait(
         "the fleet's output equals the one instance's, as of X",
         Duration::from_secs(60),
         &[&folder, &other, &one],
         || {
-            let f = fold(&broker.consume_all("out-fleet", 1, Duration::from_secs(10)));
-            let o = fold(&broker.consume_all("out-one", 1, Duration::from_secs(10)));
+            let f = fold_output(&broker.consume_all("out-fleet", 1, Duration::from_secs(10)));
+            let o = fold_output(&broker.consume_all("out-one", 1, Duration::from_secs(10)));
             let done = f
                 .get(SIGNUPS_ADS)
-                .is_some_and(|v| v["as_of"] == want_as_of.as_str() && num(v) == 3.0);
+                .is_some_and(|v| v.as_of == X && v.value == 3.0);
             (done && differences(&f, &o).is_empty()).then_some((f, o))
         },
     );
@@ -336,7 +314,7 @@ fn two_instances_publish_the_totals_of_one_and_garbage_partials_are_skipped() {
     let get = |k: &str| {
         fleet_out
             .get(k)
-            .map(num)
+            .map(|v| v.value)
             .unwrap_or_else(|| panic!("no {k} on the output topic: {:#?}", fleet_out.keys()))
     };
     assert_eq!(get(SIGNUPS_ADS), 3.0);
@@ -364,8 +342,8 @@ fn two_instances_publish_the_totals_of_one_and_garbage_partials_are_skipped() {
         .collect();
     let wrong: Vec<String> = fleet_out
         .iter()
-        .filter(|(k, v)| !reference.get(*k).is_some_and(|r| close(*r, num(v))))
-        .map(|(k, v)| format!("{k}: output {} vs /metrics {:?}", num(v), reference.get(k)))
+        .filter(|(k, v)| !reference.get(*k).is_some_and(|r| close(*r, v.value)))
+        .map(|(k, v)| format!("{k}: output {} vs /metrics {:?}", v.value, reference.get(k)))
         .collect();
     assert!(
         wrong.is_empty(),
@@ -425,7 +403,7 @@ fn two_instances_publish_the_totals_of_one_and_garbage_partials_are_skipped() {
     );
     // A few more publish intervals: the totals still equal the reference.
     std::thread::sleep(Duration::from_secs(2));
-    let after = fold(&broker.consume_all("out-fleet", 1, Duration::from_secs(10)));
+    let after = fold_output(&broker.consume_all("out-fleet", 1, Duration::from_secs(10)));
     let d = differences(&after, &one_out);
     assert!(d.is_empty(), "after garbage partials:\n{}", d.join("\n"));
     assert_eq!(folder.metric("cxpulse_fleet_folder"), Some(1.0));
@@ -452,7 +430,7 @@ fn two_instances_publish_the_totals_of_one_and_garbage_partials_are_skipped() {
         Duration::from_secs(60),
         &[&other],
         || {
-            let f = fold(&broker.consume_all("out-fleet", 1, Duration::from_secs(10)));
+            let f = fold_output(&broker.consume_all("out-fleet", 1, Duration::from_secs(10)));
             (published(&other).is_some_and(|v| v > 0.0) && differences(&f, &one_out).is_empty())
                 .then_some(())
         },
