@@ -130,6 +130,24 @@ impl Engine {
         Some(w.0)
     }
 
+    /// A frozen view of partition `p` to encode later, on any thread:
+    /// [`FrozenPartition::encode`] gives exactly the bytes
+    /// [`Engine::snapshot_partition`] gives now, whatever the engine does in
+    /// between. None if not held. (Today the view is the encoded bytes;
+    /// issue 12 makes it cheap to take.)
+    pub fn freeze_partition(&mut self, p: u32) -> Option<FrozenPartition> {
+        self.snapshot_partition(p)
+            .map(|bytes| FrozenPartition { bytes })
+    }
+
+    /// A frozen view of the whole engine: [`FrozenEngine::encode_into`]
+    /// gives exactly the bytes [`Engine::snapshot_into`] gives now.
+    pub fn freeze(&mut self) -> FrozenEngine {
+        FrozenEngine {
+            bytes: self.snapshot(),
+        }
+    }
+
     /// Replaces `p`'s state with [`Engine::snapshot_partition`] bytes; T
     /// becomes max(T, its clock). On Err nothing changes: bytes of another
     /// bucket size, or that do not read or validate completely, are refused
@@ -529,6 +547,34 @@ fn read_partition(r: &mut R<'_>) -> Result<Partition, SnapshotError> {
     p.users.untracked = r.u64()?;
     p.tickets.untracked = r.u64()?;
     Ok(p)
+}
+
+/// See [`Engine::freeze_partition`]: `Send + 'static`, encoded off the
+/// thread that owns the engine.
+pub struct FrozenPartition {
+    bytes: Vec<u8>,
+}
+
+impl FrozenPartition {
+    /// The partition's snapshot bytes as of the freeze.
+    pub fn encode(self) -> Vec<u8> {
+        self.bytes
+    }
+}
+
+/// See [`Engine::freeze`].
+pub struct FrozenEngine {
+    bytes: Vec<u8>,
+}
+
+impl FrozenEngine {
+    /// The engine's snapshot bytes as of the freeze, into `buf` (cleared
+    /// first; its capacity is reused when large enough).
+    pub fn encode_into(self, mut buf: Vec<u8>) -> Vec<u8> {
+        buf.clear();
+        buf.extend_from_slice(&self.bytes);
+        buf
+    }
 }
 
 #[cfg(test)]
