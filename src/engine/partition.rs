@@ -13,13 +13,13 @@
 //! the families of [`crate::metrics`], which return the timers to schedule.
 
 use std::cmp::Reverse;
-use std::collections::BinaryHeap;
 
 use super::pending::{Pending, PendingBody, PendingQueue};
 use super::{BreachAlert, EventCounts};
 use crate::event::Millis;
 use crate::metrics::support::SlaKind;
 use crate::metrics::{Due, Families, retention, scan, support};
+use crate::state::chunked::CowHeap;
 use crate::state::dedup::Dedup;
 use crate::state::params::{Params, day_of};
 use crate::state::registry::ChannelRegistry;
@@ -100,7 +100,8 @@ pub struct Partition {
     /// arrived in order (the common case: a FIFO, no heap work) and the
     /// out-of-order rest (a min-heap). The next one is the smaller front.
     pub(crate) pending: PendingQueue,
-    pub(crate) timers: BinaryHeap<Reverse<Timer>>,
+    /// Copy-on-write, so that a frozen snapshot shares it ([`super::Engine::freeze_partition`]).
+    pub(crate) timers: CowHeap<Reverse<Timer>>,
     /// Every metric family's state.
     pub families: Families,
     /// Everything at or before this instant has been applied.
@@ -299,7 +300,7 @@ impl Partition {
     pub fn heap_bytes(&self) -> usize {
         self.users.heap_bytes()
             + self.tickets.heap_bytes()
-            + self.timers.capacity() * std::mem::size_of::<Timer>()
+            + self.timers.heap_bytes()
             + self.pending.capacity() * std::mem::size_of::<Pending>()
             + self.families.heap_bytes()
             + self.dedup.heap_bytes()

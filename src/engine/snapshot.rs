@@ -17,6 +17,7 @@ use super::pending::{Pending, PendingBody};
 use super::{Engine, EventCounts};
 use crate::event::{Ratings, SupportAction};
 use crate::metrics::{Families, retention, support};
+use crate::state::chunked::Chunked;
 pub use crate::state::codec::SnapshotError;
 use crate::state::codec::{R, W, check_count, check_index, check_time};
 use crate::state::dedup::Dedup;
@@ -103,21 +104,20 @@ impl Engine {
     pub fn snapshot_into(&self, mut buf: Vec<u8>) -> Vec<u8> {
         buf.clear();
         let mut w = W(buf);
+        self.write_engine_head(&mut w);
+        for (id, p) in &self.parts {
+            write_framed(&mut w, *id, |w| write_partition_snapshot(w, &self.prm, p));
+        }
+        w.0
+    }
+
+    /// The container's fields before its partitions.
+    fn write_engine_head(&self, w: &mut W) {
         w.i64(self.prm.bucket);
         w.opt_i64(self.clock);
         w.u8(self.finished as u8);
         w.u64(self.cap_retry_at);
         w.len(self.parts.len());
-        for (id, p) in &self.parts {
-            w.u32(*id);
-            // The length is written once the partition is.
-            let at = w.0.len();
-            w.u64(0);
-            write_partition_snapshot(&mut w, &self.prm, p);
-            let n = (w.0.len() - at - 8) as u64;
-            w.0[at..at + 8].copy_from_slice(&n.to_le_bytes());
-        }
-        w.0
     }
 
     /// Partition `p`'s whole state as self-contained bytes (its counts,
@@ -135,17 +135,27 @@ impl Engine {
     /// [`Engine::snapshot_partition`] gives now, whatever the engine does in
     /// between. None if not held. (Today the view is the encoded bytes;
     /// issue 12 makes it cheap to take.)
+    ///
+    /// Cheap: the big tables (users, compacted users, the id arena, timers)
+    /// are copy-on-write chunks ([`crate::state::chunked`]) and are shared,
+    /// not copied; the rest (counts, registry, tickets, dedup, the reorder
+    /// buffer, the families' rings) is small and encoded now.
     pub fn freeze_partition(&mut self, p: u32) -> Option<FrozenPartition> {
-        self.snapshot_partition(p)
-            .map(|bytes| FrozenPartition { bytes })
+        let part = self.parts.get(&p)?;
+        Some(FrozenPartition::of(&self.prm, part))
     }
 
     /// A frozen view of the whole engine: [`FrozenEngine::encode_into`]
     /// gives exactly the bytes [`Engine::snapshot_into`] gives now.
     pub fn freeze(&mut self) -> FrozenEngine {
-        FrozenEngine {
-            bytes: self.snapshot(),
-        }
+        let mut w = W(Vec::with_capacity(64));
+        self.write_engine_head(&mut w);
+        let parts = self
+            .parts
+            .iter()
+            .map(|(id, p)| (*id, FrozenPartition::of(&self.prm, p)))
+            .collect();
+        FrozenEngine { head: w.0, parts }
     }
 
     /// Replaces `p`'s state with [`Engine::snapshot_partition`] bytes; T
@@ -219,6 +229,26 @@ impl Engine {
 /// timers, families, clock (write_partition)
 /// ```
 fn write_partition_snapshot(w: &mut W, prm: &Params, p: &Partition) {
+    write_head(w, prm, p);
+    write_users(w, &p.users.arena, &p.users.list, &p.users.cold);
+    write_middle(w, p);
+    write_timers(w, p.timers.storage());
+    write_tail(w, p);
+}
+
+/// `id`, then the u64 length of what `f` writes, then that.
+fn write_framed(w: &mut W, id: u32, f: impl FnOnce(&mut W)) {
+    w.u32(id);
+    // The length is written once the partition is.
+    let at = w.0.len();
+    w.u64(0);
+    f(w);
+    let n = (w.0.len() - at - 8) as u64;
+    w.0[at..at + 8].copy_from_slice(&n.to_le_bytes());
+}
+
+/// The partition snapshot's header, counts and registry.
+fn write_head(w: &mut W, prm: &Params, p: &Partition) {
     w.header(PART_MAGIC, PART_VERSION, prm.bucket);
     w.u64(p.seq);
     p.counts.write(w);
@@ -229,7 +259,6 @@ fn write_partition_snapshot(w: &mut W, prm: &Params, p: &Partition) {
         w.i64(reg.first_seen(id));
     }
     w.u8(reg.overflowed as u8);
-    write_partition(w, p);
 }
 
 fn read_partition_snapshot(prm: &Params, bytes: &[u8]) -> Result<Partition, SnapshotError> {
@@ -257,11 +286,14 @@ fn read_partition_snapshot(prm: &Params, bytes: &[u8]) -> Result<Partition, Snap
     Ok(p)
 }
 
-fn write_partition(w: &mut W, p: &Partition) {
-    // Users: the arena and the fixed-size records.
-    w.bytes(&p.users.arena);
-    w.len(p.users.list.len());
-    for u in &p.users.list {
+/// Users: the arena and the fixed-size records (hot, then compacted).
+fn write_users(w: &mut W, arena: &Chunked<u8>, list: &Chunked<User>, cold: &Chunked<Cold>) {
+    w.len(arena.len());
+    for s in arena.slices() {
+        w.0.extend_from_slice(s);
+    }
+    w.len(list.len());
+    for u in list.iter() {
         w.i64(u.signup);
         w.i64(u.last_activity);
         w.u64(u.days_bits);
@@ -274,14 +306,19 @@ fn write_partition(w: &mut W, p: &Partition) {
         w.u8(u.flags);
         w.u32(u.channel as u32);
     }
-    w.len(p.users.cold.len());
-    for c in &p.users.cold {
+    w.len(cold.len());
+    for c in cold.iter() {
         w.u32(c.id_off);
         w.u8(c.id_len);
         w.u8(c.flags);
         w.u32(c.channel as u32);
         w.u32(c.last_seen_day);
     }
+}
+
+/// After the user records, up to the timers: the rest of the users'
+/// fields, tickets, dedup, the reorder buffer.
+fn write_middle(w: &mut W, p: &Partition) {
     w.u64(p.users.forgotten);
     w.len(p.users.forgotten_signups.len());
     for n in &p.users.forgotten_signups {
@@ -370,8 +407,12 @@ fn write_partition(w: &mut W, p: &Partition) {
             }
         }
     }
-    let mut timers: Vec<&Timer> = p.timers.iter().map(|r| &r.0).collect();
-    timers.sort();
+}
+
+/// The timers (kept in heap order), in time order.
+fn write_timers(w: &mut W, heap: &Chunked<Reverse<Timer>>) {
+    let mut timers: Vec<&Timer> = heap.iter().map(|r| &r.0).collect();
+    timers.sort_unstable();
     w.len(timers.len());
     for t in timers {
         w.i64(t.instant);
@@ -386,6 +427,10 @@ fn write_partition(w: &mut W, p: &Partition) {
             }
         }
     }
+}
+
+/// After the timers: the families, the clocks, the untracked counts.
+fn write_tail(w: &mut W, p: &Partition) {
     p.families.write(w);
     w.i64(p.applied_through);
     w.i64(p.last_trim);
@@ -397,7 +442,7 @@ fn write_partition(w: &mut W, p: &Partition) {
 
 fn read_partition(r: &mut R<'_>) -> Result<Partition, SnapshotError> {
     let mut p = Partition::default();
-    let arena = r.bytes()?.to_vec();
+    let arena = Chunked::from_slice(r.bytes()?);
     let n = r.len(48)?;
     let mut users = Users {
         arena,
@@ -550,21 +595,85 @@ fn read_partition(r: &mut R<'_>) -> Result<Partition, SnapshotError> {
 }
 
 /// See [`Engine::freeze_partition`]: `Send + 'static`, encoded off the
-/// thread that owns the engine.
+/// thread that owns the engine. The big tables are shared with the engine
+/// copy-on-write; the small parts are already encoded.
 pub struct FrozenPartition {
-    bytes: Vec<u8>,
+    /// Header, counts, registry.
+    head: Vec<u8>,
+    arena: Chunked<u8>,
+    list: Chunked<User>,
+    cold: Chunked<Cold>,
+    /// From the users' forgotten counts to the reorder buffer.
+    middle: Vec<u8>,
+    /// In heap order.
+    timers: Chunked<Reverse<Timer>>,
+    /// Families, clocks, untracked counts.
+    tail: Vec<u8>,
 }
 
 impl FrozenPartition {
+    fn of(prm: &Params, p: &Partition) -> FrozenPartition {
+        let eager = |f: &dyn Fn(&mut W)| {
+            let mut w = W(Vec::new());
+            f(&mut w);
+            w.0
+        };
+        FrozenPartition {
+            head: eager(&|w| write_head(w, prm, p)),
+            arena: p.users.arena.clone(),
+            list: p.users.list.clone(),
+            cold: p.users.cold.clone(),
+            middle: eager(&|w| write_middle(w, p)),
+            timers: p.timers.storage().clone(),
+            tail: eager(&|w| write_tail(w, p)),
+        }
+    }
+
+    /// About the size of the encoded bytes.
+    fn encoded_len(&self) -> usize {
+        self.head.len()
+            + self.middle.len()
+            + self.tail.len()
+            + 8 * 4
+            + self.arena.len()
+            + self.list.len() * 50
+            + self.cold.len() * 14
+            + self.timers.len() * 18
+    }
+
+    fn write(&self, w: &mut W) {
+        w.0.extend_from_slice(&self.head);
+        write_users(w, &self.arena, &self.list, &self.cold);
+        w.0.extend_from_slice(&self.middle);
+        write_timers(w, &self.timers);
+        w.0.extend_from_slice(&self.tail);
+    }
+
     /// The partition's snapshot bytes as of the freeze.
     pub fn encode(self) -> Vec<u8> {
-        self.bytes
+        let mut w = W(Vec::with_capacity(self.encoded_len()));
+        self.write(&mut w);
+        w.0
+    }
+
+    /// Heap bytes this view alone keeps alive now: its encoded parts, and
+    /// the chunks the engine has since copied (written to) or dropped.
+    pub fn held_bytes(&self) -> usize {
+        self.head.capacity()
+            + self.middle.capacity()
+            + self.tail.capacity()
+            + self.arena.unshared_bytes()
+            + self.list.unshared_bytes()
+            + self.cold.unshared_bytes()
+            + self.timers.unshared_bytes()
     }
 }
 
 /// See [`Engine::freeze`].
 pub struct FrozenEngine {
-    bytes: Vec<u8>,
+    /// The container's fields before its partitions.
+    head: Vec<u8>,
+    parts: Vec<(u32, FrozenPartition)>,
 }
 
 impl FrozenEngine {
@@ -572,8 +681,29 @@ impl FrozenEngine {
     /// first; its capacity is reused when large enough).
     pub fn encode_into(self, mut buf: Vec<u8>) -> Vec<u8> {
         buf.clear();
-        buf.extend_from_slice(&self.bytes);
-        buf
+        let need = self.head.len()
+            + self
+                .parts
+                .iter()
+                .map(|(_, p)| 12 + p.encoded_len())
+                .sum::<usize>();
+        buf.reserve(need);
+        let mut w = W(buf);
+        w.0.extend_from_slice(&self.head);
+        for (id, p) in &self.parts {
+            write_framed(&mut w, *id, |w| p.write(w));
+        }
+        w.0
+    }
+
+    /// Heap bytes this view alone keeps alive now (see [`FrozenPartition::held_bytes`]).
+    pub fn held_bytes(&self) -> usize {
+        self.head.capacity()
+            + self
+                .parts
+                .iter()
+                .map(|(_, p)| p.held_bytes())
+                .sum::<usize>()
     }
 }
 
@@ -642,6 +772,75 @@ mod tests {
             "first differences (restored, uninterrupted): {diff:#?}"
         );
         assert!(whole.tracked_users() > 1000);
+    }
+
+    /// Frozen at day 100 of 200, then the engine goes on (new users, more
+    /// events of held ones, timers fired, users compacted and, under the
+    /// cap, forgotten, the id arena rewritten) and finishes: the frozen
+    /// views, encoded afterwards on another thread, are the bytes of the
+    /// snapshots taken at the freeze.
+    #[test]
+    fn a_frozen_view_encodes_the_state_at_the_freeze() {
+        let cfg = Config::from_toml_str(
+            "[engine]\nmax_tracked_users = 1500\n",
+            "t.toml",
+            std::iter::empty(),
+        )
+        .expect("valid config");
+        let decoder = Decoder::new(&cfg.mapping, cfg.engine.max_message_bytes, false);
+        let gen_cfg = GenConfig {
+            seed: 7,
+            events: 80_000,
+            days: 200,
+            ..GenConfig::default()
+        };
+        let all: Vec<String> = Generator::new(&gen_cfg).map(|l| l.payload).collect();
+        let (a, b) = all.split_at(all.len() / 2);
+        let mut e = Engine::new(prm(&cfg));
+        feed(&mut e, &decoder, a);
+        let compacted_then = e.compacted_users();
+        let want = e.snapshot();
+        let want_parts: Vec<Vec<u8>> = (0..3)
+            .map(|p| e.snapshot_partition(p).expect("held"))
+            .collect();
+        let frozen = e.freeze();
+        let frozen_parts: Vec<FrozenPartition> = (0..3)
+            .map(|p| e.freeze_partition(p).expect("held"))
+            .collect();
+        assert!(e.freeze_partition(3).is_none());
+        let timers_then: usize = e.parts.values().map(|p| p.timers_len()).sum();
+
+        feed(&mut e, &decoder, b);
+        e.finish();
+        assert!(
+            e.compacted_users() > compacted_then,
+            "users were compacted since"
+        );
+        let forgotten: u64 = e.parts.values().map(|p| p.users.forgotten).sum();
+        assert!(forgotten > 0, "users were forgotten since (the cap)");
+        assert!(timers_then > 0);
+        assert_ne!(e.snapshot(), want, "the engine changed since the freeze");
+        // The views hold the chunks the engine copied since, and their small parts.
+        assert!(frozen.held_bytes() > 0);
+
+        let got = std::thread::spawn(move || frozen.encode_into(vec![7; 10]))
+            .join()
+            .expect("encodes");
+        assert!(
+            got == want,
+            "the frozen engine encodes the snapshot at the freeze"
+        );
+        for (f, want) in frozen_parts.into_iter().zip(want_parts) {
+            let got = std::thread::spawn(move || f.encode())
+                .join()
+                .expect("encodes");
+            assert!(
+                got == want,
+                "a frozen partition encodes its snapshot at the freeze"
+            );
+        }
+        // And those bytes restore.
+        Engine::restore(prm(&cfg), &want).expect("restores");
     }
 
     #[test]

@@ -3,6 +3,7 @@
 //! rings, the engine parameters, and the snapshot encoding. Imports nothing
 //! above it (no `engine`, no `metrics`).
 
+pub mod chunked;
 pub mod codec;
 pub mod dedup;
 pub mod histogram;

@@ -10,7 +10,11 @@
 //! cold users seen longest ago are *forgotten* ([`Users::forget`]); what they
 //! contributed to all-time counts is kept aside.
 
+use std::borrow::Cow;
+
 use hashbrown::HashTable;
+
+use super::chunked::Chunked;
 
 use super::codec::SnapshotError;
 use super::registry::{ChannelId, UNKNOWN};
@@ -156,11 +160,12 @@ impl User {
 pub struct Users {
     /// Hot index, or `COLD_BIT | cold index`.
     pub(crate) index: HashTable<u32>,
-    pub(crate) arena: Vec<u8>,
-    pub list: Vec<User>,
+    /// The id bytes, append-only (an id may straddle two chunks).
+    pub(crate) arena: Chunked<u8>,
+    pub list: Chunked<User>,
     /// Free slots of `list` (flag [`F_FREE`]).
     pub(crate) free: Vec<UserIdx>,
-    pub cold: Vec<Cold>,
+    pub cold: Chunked<Cold>,
     /// Free slots of `cold` (flag [`C_FREE`]).
     pub(crate) cold_free: Vec<u32>,
     /// Arena bytes of forgotten users, not yet reclaimed.
@@ -182,7 +187,7 @@ fn hash_id(id: &[u8]) -> u64 {
 }
 
 /// Where the id of an index slot lies in the arena.
-fn slot_span(list: &[User], cold: &[Cold], slot: u32) -> std::ops::Range<usize> {
+fn slot_span(list: &Chunked<User>, cold: &Chunked<Cold>, slot: u32) -> std::ops::Range<usize> {
     let (off, len) = if slot & COLD_BIT != 0 {
         let c = &cold[(slot & !COLD_BIT) as usize];
         (c.id_off, c.id_len)
@@ -193,14 +198,42 @@ fn slot_span(list: &[User], cold: &[Cold], slot: u32) -> std::ops::Range<usize> 
     off as usize..off as usize + len as usize
 }
 
-/// The id bytes of an index slot.
-fn slot_key<'a>(arena: &'a [u8], list: &[User], cold: &[Cold], slot: u32) -> &'a [u8] {
-    &arena[slot_span(list, cold, slot)]
+/// Whether the id of an index slot is `id`.
+fn slot_is(
+    arena: &Chunked<u8>,
+    list: &Chunked<User>,
+    cold: &Chunked<Cold>,
+    slot: u32,
+    id: &[u8],
+) -> bool {
+    let span = slot_span(list, cold, slot);
+    span.len() == id.len() && arena.range_eq(span.start, id)
+}
+
+/// The hash of the id of an index slot.
+fn slot_hash(arena: &Chunked<u8>, list: &Chunked<User>, cold: &Chunked<Cold>, slot: u32) -> u64 {
+    let span = slot_span(list, cold, slot);
+    let mut buf = [0u8; 256];
+    hash_id(arena.range(span.start, span.len(), &mut buf))
 }
 
 /// Puts `item` in a free slot of `list` (one listed in `free`), or at its
 /// end; returns the slot.
 pub(crate) fn put_in_slot<T>(list: &mut Vec<T>, free: &mut Vec<u32>, item: T) -> u32 {
+    match free.pop() {
+        Some(i) => {
+            list[i as usize] = item;
+            i
+        }
+        None => {
+            list.push(item);
+            (list.len() - 1) as u32
+        }
+    }
+}
+
+/// [`put_in_slot`] for a [`Chunked`] table.
+fn put_in_chunk<T: Copy>(list: &mut Chunked<T>, free: &mut Vec<u32>, item: T) -> u32 {
     match free.pop() {
         Some(i) => {
             list[i as usize] = item;
@@ -230,7 +263,7 @@ impl Users {
         let (arena, list, cold) = (&self.arena, &self.list, &self.cold);
         let found = self
             .index
-            .find(h, |&s| slot_key(arena, list, cold, s) == bytes)
+            .find(h, |&s| slot_is(arena, list, cold, s, bytes))
             .copied();
         match found {
             Some(s) if s & COLD_BIT == 0 => {
@@ -261,7 +294,7 @@ impl Users {
                 }
                 u.days_anchor = c.last_seen_day;
                 u.touch(day);
-                let idx = put_in_slot(&mut self.list, &mut self.free, u);
+                let idx = put_in_chunk(&mut self.list, &mut self.free, u);
                 let slot = self
                     .index
                     .find_mut(h, |&x| x == s)
@@ -277,10 +310,10 @@ impl Users {
                 self.arena.extend_from_slice(&bytes[..len as usize]);
                 let mut u = User::new(off, len);
                 u.touch(day);
-                let idx = put_in_slot(&mut self.list, &mut self.free, u);
+                let idx = put_in_chunk(&mut self.list, &mut self.free, u);
                 let (arena, list, cold) = (&self.arena, &self.list, &self.cold);
                 self.index
-                    .insert_unique(h, idx, |&s| hash_id(slot_key(arena, list, cold, s)));
+                    .insert_unique(h, idx, |&s| slot_hash(arena, list, cold, s));
                 Some(idx)
             }
         }
@@ -313,12 +346,20 @@ impl Users {
         let bytes = id.as_bytes();
         let (arena, list, cold) = (&self.arena, &self.list, &self.cold);
         self.index
-            .find(hash_id(bytes), |&s| slot_key(arena, list, cold, s) == bytes)
+            .find(hash_id(bytes), |&s| slot_is(arena, list, cold, s, bytes))
             .is_some()
     }
 
-    pub fn id(&self, idx: UserIdx) -> &str {
-        std::str::from_utf8(self.id_bytes(idx)).unwrap_or("")
+    /// The id of a user (copied only if it straddles two arena chunks).
+    pub fn id(&self, idx: UserIdx) -> Cow<'_, str> {
+        let u = &self.list[idx as usize];
+        let (off, len) = (u.id_off as usize, u.id_len as usize);
+        if let Some(b) = self.arena.contiguous(off, len) {
+            return Cow::Borrowed(std::str::from_utf8(b).unwrap_or(""));
+        }
+        let mut buf = [0u8; 256];
+        let b = self.arena.range(off, len, &mut buf);
+        Cow::Owned(std::str::from_utf8(b).unwrap_or("").to_string())
     }
 
     pub fn get_mut(&mut self, idx: UserIdx) -> &mut User {
@@ -356,10 +397,10 @@ impl Users {
 
     /// Heap bytes held for users: states, id bytes, index table.
     pub fn heap_bytes(&self) -> usize {
-        self.list.capacity() * std::mem::size_of::<User>()
-            + self.cold.capacity() * std::mem::size_of::<Cold>()
+        self.list.heap_bytes()
+            + self.cold.heap_bytes()
             + (self.free.capacity() + self.cold_free.capacity()) * 4
-            + self.arena.capacity()
+            + self.arena.heap_bytes()
             + self.index.capacity() * (std::mem::size_of::<u32>() + 1)
     }
 
@@ -400,8 +441,8 @@ impl Users {
                 id_len: u.id_len,
                 flags,
             };
-            let ci = put_in_slot(&mut self.cold, &mut self.cold_free, c);
-            let h = hash_id(self.id_bytes(i as UserIdx));
+            let ci = put_in_chunk(&mut self.cold, &mut self.cold_free, c);
+            let h = slot_hash(&self.arena, &self.list, &self.cold, i as u32);
             let slot = self
                 .index
                 .find_mut(h, |&s| s == i as u32)
@@ -425,7 +466,7 @@ impl Users {
             if c.flags & C_FREE != 0 {
                 continue;
             }
-            let h = hash_id(slot_key(&self.arena, &self.list, &self.cold, COLD_BIT | ci));
+            let h = slot_hash(&self.arena, &self.list, &self.cold, COLD_BIT | ci);
             if let Ok(e) = self.index.find_entry(h, |&s| s == COLD_BIT | ci) {
                 e.remove();
             }
@@ -447,20 +488,33 @@ impl Users {
 
     /// Rewrites the arena with the ids of live users only.
     fn reclaim_arena(&mut self) {
-        let mut arena = Vec::with_capacity(self.arena.len() - self.garbage);
-        for u in self.list.iter_mut().filter(|u| !u.has(F_FREE)) {
+        let mut arena = Chunked::default();
+        let mut buf = [0u8; 256];
+        for i in 0..self.list.len() {
+            let u = self.list[i];
+            if u.has(F_FREE) {
+                continue;
+            }
             let off = arena.len() as u32;
-            arena.extend_from_slice(
-                &self.arena[u.id_off as usize..u.id_off as usize + u.id_len as usize],
-            );
-            u.id_off = off;
+            arena.extend_from_slice(self.arena.range(
+                u.id_off as usize,
+                u.id_len as usize,
+                &mut buf,
+            ));
+            self.list[i].id_off = off;
         }
-        for c in self.cold.iter_mut().filter(|c| c.flags & C_FREE == 0) {
+        for i in 0..self.cold.len() {
+            let c = self.cold[i];
+            if c.flags & C_FREE != 0 {
+                continue;
+            }
             let off = arena.len() as u32;
-            arena.extend_from_slice(
-                &self.arena[c.id_off as usize..c.id_off as usize + c.id_len as usize],
-            );
-            c.id_off = off;
+            arena.extend_from_slice(self.arena.range(
+                c.id_off as usize,
+                c.id_len as usize,
+                &mut buf,
+            ));
+            self.cold[i].id_off = off;
         }
         self.arena = arena;
         self.garbage = 0;
@@ -531,15 +585,17 @@ impl Users {
         let mut index: HashTable<u32> = HashTable::with_capacity(live.len());
         let mut live_bytes = 0;
         for &s in &live {
-            let id = slot_key(arena, list, cold, s);
+            let mut buf = [0u8; 256];
+            let span = slot_span(list, cold, s);
+            let id = arena.range(span.start, span.len(), &mut buf);
             let h = hash_id(id);
             if index
-                .find(h, |&j| slot_key(arena, list, cold, j) == id)
+                .find(h, |&j| slot_is(arena, list, cold, j, id))
                 .is_some()
             {
                 return Err(SnapshotError::Invalid("user id held twice"));
             }
-            index.insert_unique(h, s, |&j| hash_id(slot_key(arena, list, cold, j)));
+            index.insert_unique(h, s, |&j| slot_hash(arena, list, cold, j));
             live_bytes += id.len();
         }
         self.garbage = arena.len().saturating_sub(live_bytes);
@@ -547,11 +603,6 @@ impl Users {
         self.free = free;
         self.cold_free = cold_free;
         Ok(())
-    }
-
-    fn id_bytes(&self, idx: UserIdx) -> &[u8] {
-        let u = &self.list[idx as usize];
-        &self.arena[u.id_off as usize..u.id_off as usize + u.id_len as usize]
     }
 }
 
@@ -569,6 +620,35 @@ mod tests {
         assert_ne!(a, b);
         assert_eq!(u.id(b), "bob");
         assert_eq!(std::mem::size_of::<User>(), 48);
+    }
+
+    #[test]
+    fn ids_straddling_arena_chunks_are_found_and_read() {
+        let mut u = Users::default();
+        // 7-byte ids: some straddle the 32 KiB chunk boundaries of the arena.
+        let n = 3 * Chunked::<u8>::PER / 7 + 10;
+        let ids: Vec<String> = (0..n).map(|i| format!("u{i:06}")).collect();
+        let idx: Vec<UserIdx> = ids.iter().map(|id| u.intern(id, 1)).collect();
+        assert!(u.arena.len() > 2 * Chunked::<u8>::PER);
+        for (id, &i) in ids.iter().zip(&idx) {
+            assert_eq!(u.intern(id, 2), i);
+            assert_eq!(u.id(i), id.as_str());
+            assert!(u.contains(id));
+        }
+        assert!(!u.contains("u999999"));
+        // The straddling ids survive compaction, a rebuilt index and a rewritten arena.
+        assert_eq!(u.compact(10, &[]), n);
+        u.rebuild_index().expect("rebuilds");
+        let first = (0..n as u32).collect::<Vec<_>>();
+        u.forget(&first[..n / 2 + 1]);
+        assert_eq!(u.garbage, 0, "the arena was rewritten");
+        for id in &ids[n / 2 + 1..] {
+            assert!(u.contains(id));
+            let i = u.intern(id, 20);
+            assert_eq!(u.id(i), id.as_str());
+        }
+        assert!(!u.contains(&ids[0]));
+        assert_eq!(u.len(), n - (n / 2 + 1));
     }
 
     #[test]
