@@ -5,6 +5,13 @@
 //! Then the handover of one input partition holding all of them (issue 10):
 //! `Engine::snapshot_partition` time and size, `restore_partition` into
 //! another engine, and the size of its fleet partial (`Engine::partials`).
+//! Then snapshots off the loop (issue 12): the time [`Engine::freeze`] stops
+//! the loop, the time [`cxpulse::engine::snapshot::FrozenEngine::encode_into`]
+//! takes on another thread while the loop goes on applying events, and the
+//! extra memory held meanwhile: the chunks the loop copied because the frozen
+//! view still shared them (after a tenth of the users made a deposit, with
+//! nothing encoded yet), and the peak RSS growth while encoding (which
+//! includes the encoded bytes themselves).
 //! Run: `cargo bench --bench checkpoint` (a 20k-user smoke run under `cargo test`).
 
 use std::borrow::Cow;
@@ -51,9 +58,102 @@ fn build(users: u64, partitions: u64) -> Engine {
     engine
 }
 
+/// A `/proc/self/status` field in bytes (`VmRSS`); 0 if unreadable.
+fn proc_status_bytes(field: &str) -> u64 {
+    let Ok(s) = std::fs::read_to_string("/proc/self/status") else {
+        return 0;
+    };
+    s.lines()
+        .find_map(|l| {
+            let rest = l.strip_prefix(field)?.strip_prefix(':')?;
+            let kb: u64 = rest.trim().trim_end_matches("kB").trim().parse().ok()?;
+            Some(kb * 1024)
+        })
+        .unwrap_or(0)
+}
+
+/// Event `k` after the build: a deposit by a user picked pseudo-randomly
+/// among `users`, a little after the built span.
+fn later_deposit(users: u64, k: u64) -> (u32, Event<'static>) {
+    let u = k.wrapping_mul(0x9E37_79B9_7F4A_7C15) % users;
+    let ev = Event {
+        event_id: Cow::Owned(format!("later-{k}")),
+        ts: START_MS + SPAN_MS + k as i64,
+        user_id: Some(Cow::Owned(format!("user-{u:07}"))),
+        body: EventBody::Deposit { amount_usd: 10.0 },
+    };
+    ((u % 4) as u32, ev)
+}
+
+/// Freezes, lets the loop go on, encodes on another thread: see the module doc.
+fn off_the_loop(engine: &mut Engine, users: u64) {
+    let want = xxhash_rust::xxh3::xxh3_64(&engine.snapshot());
+    let state = engine.state_bytes();
+    let t = Instant::now();
+    let frozen = engine.freeze();
+    let freeze = t.elapsed();
+    let own = frozen.held_bytes();
+    let mut part_freeze = std::time::Duration::ZERO;
+    for p in 0..4 {
+        let t = Instant::now();
+        let f = engine.freeze_partition(p).expect("held");
+        part_freeze = part_freeze.max(t.elapsed());
+        drop(f);
+    }
+    // The loop goes on: a tenth of the users make a deposit.
+    let mut k = 0;
+    while k < users / 10 {
+        let (p, ev) = later_deposit(users, k);
+        engine.offer(p, &ev, None);
+        k += 1;
+    }
+    let copied = frozen.held_bytes();
+    // Encoded on another thread while the loop goes on again.
+    let rss0 = proc_status_bytes("VmRSS");
+    let t = Instant::now();
+    let encoder = std::thread::spawn(move || {
+        let bytes = frozen.encode_into(Vec::new());
+        (bytes, t.elapsed())
+    });
+    let (mut peak, mut during) = (rss0, 0u64);
+    while !encoder.is_finished() {
+        for _ in 0..1000 {
+            let (p, ev) = later_deposit(users, k);
+            engine.offer(p, &ev, None);
+            k += 1;
+            during += 1;
+        }
+        peak = peak.max(proc_status_bytes("VmRSS"));
+    }
+    let (bytes, encode) = encoder.join().expect("encodes");
+    assert_eq!(
+        xxhash_rust::xxh3::xxh3_64(&bytes),
+        want,
+        "the frozen view encodes the snapshot at the freeze"
+    );
+    let mb = |b: f64| b / 1e6;
+    println!(
+        "snapshot off the loop: {users} users: freeze {:.3} ms (the loop's pause; largest freeze_partition of 4: {:.3} ms), \
+         the view's own bytes at the freeze {:.2} MB (small parts encoded, chunk tables); \
+         encode {:.0} ms on another thread while the loop applied {during} events; \
+         chunks copied after {} deposits: {:.1} MB ({:.1}% of the {:.1} MB state); \
+         peak RSS growth while encoding {:.1} MB, of which the encoded snapshot {:.1} MB",
+        freeze.as_secs_f64() * 1e3,
+        part_freeze.as_secs_f64() * 1e3,
+        mb(own as f64),
+        encode.as_secs_f64() * 1e3,
+        users / 10,
+        mb(copied as f64),
+        100.0 * copied as f64 / state as f64,
+        mb(state as f64),
+        mb(peak.saturating_sub(rss0) as f64),
+        mb(bytes.len() as f64),
+    );
+}
+
 fn run(users: u64) {
     let cfg = Config::default();
-    let engine = build(users, 4);
+    let mut engine = build(users, 4);
     let t = Instant::now();
     let bytes = engine.snapshot();
     let snap = t.elapsed();
@@ -98,6 +198,9 @@ fn run(users: u64) {
         read.as_secs_f64() * 1e3,
         restore.as_secs_f64() * 1e3,
     );
+    drop(restored);
+    drop(loaded);
+    off_the_loop(&mut engine, users);
 }
 
 /// One partition holding `users` users moves to another engine.

@@ -11,6 +11,7 @@
 //! cannot read completely.
 
 use std::cmp::Reverse;
+use std::ops::Deref;
 
 use super::partition::{FamilyTimer, Partition, Timer, TimerKind};
 use super::pending::{Pending, PendingBody};
@@ -24,7 +25,7 @@ use crate::state::dedup::Dedup;
 use crate::state::params::Params;
 use crate::state::registry::ChannelRegistry;
 use crate::state::tickets::{Decision, Ticket, Tickets};
-use crate::state::users::{Cold, User, Users};
+use crate::state::users::{Arena, Cold, User, Users};
 
 /// An empty buffer of `capacity` bytes with every page already touched, for
 /// [`Engine::snapshot_into`]: prepared off the thread that owns the engine,
@@ -230,7 +231,13 @@ impl Engine {
 /// ```
 fn write_partition_snapshot(w: &mut W, prm: &Params, p: &Partition) {
     write_head(w, prm, p);
-    write_users(w, &p.users.arena, &p.users.list, &p.users.cold);
+    let u = &p.users;
+    write_users(
+        w,
+        (u.arena.len(), u.arena.slices()),
+        (u.list.len(), u.list.slices()),
+        (u.cold.len(), u.cold.slices()),
+    );
     write_middle(w, p);
     write_timers(w, p.timers.storage());
     write_tail(w, p);
@@ -287,32 +294,46 @@ fn read_partition_snapshot(prm: &Params, bytes: &[u8]) -> Result<Partition, Snap
 }
 
 /// Users: the arena and the fixed-size records (hot, then compacted).
-fn write_users(w: &mut W, arena: &Chunked<u8>, list: &Chunked<User>, cold: &Chunked<Cold>) {
-    w.len(arena.len());
-    for s in arena.slices() {
-        w.0.extend_from_slice(s);
+/// Each table is given as its length and its contiguous pieces in order.
+fn write_users<A, L, C>(
+    w: &mut W,
+    arena: (usize, impl IntoIterator<Item = A>),
+    list: (usize, impl IntoIterator<Item = L>),
+    cold: (usize, impl IntoIterator<Item = C>),
+) where
+    A: Deref<Target = [u8]>,
+    L: Deref<Target = [User]>,
+    C: Deref<Target = [Cold]>,
+{
+    w.len(arena.0);
+    for s in arena.1 {
+        w.0.extend_from_slice(&s);
     }
-    w.len(list.len());
-    for u in list.iter() {
-        w.i64(u.signup);
-        w.i64(u.last_activity);
-        w.u64(u.days_bits);
-        w.u32(u.first_deposit);
-        w.u32(u.first_trade);
-        w.u32(u.prev_activity_bucket);
-        w.u32(u.days_anchor);
-        w.u32(u.id_off);
-        w.u8(u.id_len);
-        w.u8(u.flags);
-        w.u32(u.channel as u32);
+    w.len(list.0);
+    for piece in list.1 {
+        for u in piece.iter() {
+            w.i64(u.signup);
+            w.i64(u.last_activity);
+            w.u64(u.days_bits);
+            w.u32(u.first_deposit);
+            w.u32(u.first_trade);
+            w.u32(u.prev_activity_bucket);
+            w.u32(u.days_anchor);
+            w.u32(u.id_off);
+            w.u8(u.id_len);
+            w.u8(u.flags);
+            w.u32(u.channel as u32);
+        }
     }
-    w.len(cold.len());
-    for c in cold.iter() {
-        w.u32(c.id_off);
-        w.u8(c.id_len);
-        w.u8(c.flags);
-        w.u32(c.channel as u32);
-        w.u32(c.last_seen_day);
+    w.len(cold.0);
+    for piece in cold.1 {
+        for c in piece.iter() {
+            w.u32(c.id_off);
+            w.u8(c.id_len);
+            w.u8(c.flags);
+            w.u32(c.channel as u32);
+            w.u32(c.last_seen_day);
+        }
     }
 }
 
@@ -442,7 +463,7 @@ fn write_tail(w: &mut W, p: &Partition) {
 
 fn read_partition(r: &mut R<'_>) -> Result<Partition, SnapshotError> {
     let mut p = Partition::default();
-    let arena = Chunked::from_slice(r.bytes()?);
+    let arena = Arena::from_slice(r.bytes()?);
     let n = r.len(48)?;
     let mut users = Users {
         arena,
@@ -600,7 +621,7 @@ fn read_partition(r: &mut R<'_>) -> Result<Partition, SnapshotError> {
 pub struct FrozenPartition {
     /// Header, counts, registry.
     head: Vec<u8>,
-    arena: Chunked<u8>,
+    arena: Arena,
     list: Chunked<User>,
     cold: Chunked<Cold>,
     /// From the users' forgotten counts to the reorder buffer.
@@ -641,9 +662,15 @@ impl FrozenPartition {
             + self.timers.len() * 18
     }
 
-    fn write(&self, w: &mut W) {
+    /// Writes the snapshot, letting go of each user chunk once written.
+    fn write(self, w: &mut W) {
         w.0.extend_from_slice(&self.head);
-        write_users(w, &self.arena, &self.list, &self.cold);
+        write_users(
+            w,
+            (self.arena.len(), self.arena.into_pieces()),
+            (self.list.len(), self.list.into_pieces()),
+            (self.cold.len(), self.cold.into_pieces()),
+        );
         w.0.extend_from_slice(&self.middle);
         write_timers(w, &self.timers);
         w.0.extend_from_slice(&self.tail);
@@ -690,8 +717,8 @@ impl FrozenEngine {
         buf.reserve(need);
         let mut w = W(buf);
         w.0.extend_from_slice(&self.head);
-        for (id, p) in &self.parts {
-            write_framed(&mut w, *id, |w| p.write(w));
+        for (id, p) in self.parts {
+            write_framed(&mut w, id, |w| p.write(w));
         }
         w.0
     }

@@ -1,13 +1,17 @@
 //! Copy-on-write storage for the big per-partition tables (users, compacted
 //! users, the id arena, timers), so that a snapshot can be *frozen* in
-//! microseconds and encoded on another thread while the engine goes on.
+//! about a millisecond and encoded on another thread while the engine goes on.
 //!
-//! [`Chunked`] is a vector kept in fixed-size chunks of about 32 KiB, each
-//! behind an [`Arc`]. Cloning it clones the chunk pointers only (a few
-//! thousand at ten million users); the first write to a chunk still shared
-//! with a clone copies that chunk alone ([`Arc::make_mut`]). So a frozen
-//! view costs, while it lives, only the chunks the engine writes to
-//! meanwhile, never a full second copy of the state.
+//! [`Chunked`] is a vector kept in fixed-size chunks of about 4 KiB, each
+//! behind an [`Arc`], gathered in groups of 64 chunks, each group behind an
+//! [`Arc`] too. Cloning it clones the group pointers only (about two
+//! thousand for ten million users); the first write to a chunk still shared
+//! with a clone copies its group's table of 64 pointers and that chunk alone
+//! ([`Arc::make_mut`]). So a frozen view costs, while it lives, only the
+//! chunks the engine writes to meanwhile, never a full second copy of the
+//! state; and [`Chunked::into_pieces`] lets go of each group as soon as it
+//! is read, so an encoder that has passed a chunk no longer makes the
+//! engine copy it.
 //!
 //! [`CowHeap`] is a binary max-heap (the order of [`std::collections::BinaryHeap`])
 //! kept in a [`Chunked`].
@@ -15,48 +19,61 @@
 use std::ops::{Index, IndexMut};
 use std::sync::Arc;
 
-/// Bytes per chunk (rounded down to a power-of-two number of elements).
-const CHUNK_BYTES: usize = 32 * 1024;
+/// Bytes per chunk by default (rounded down to a power-of-two number of
+/// elements): small, so that a frozen view shares most chunks even when the
+/// loop writes to a few percent of the elements while it is encoded; large
+/// enough that the chunk tables cost under 1%.
+pub const CHUNK_BYTES: usize = 4096;
 
-/// A vector in copy-on-write chunks: see the module documentation.
-pub struct Chunked<T> {
-    chunks: Vec<Arc<[T]>>,
+/// Chunks per group.
+const GROUP_SHIFT: u32 = 6;
+const GROUP: usize = 1 << GROUP_SHIFT;
+
+type Group<T> = Arc<Vec<Arc<[T]>>>;
+
+/// A vector in copy-on-write chunks of about `B` bytes: see the module documentation.
+pub struct Chunked<T, const B: usize = CHUNK_BYTES> {
+    /// Every group full ([`GROUP`] chunks) but the last.
+    groups: Vec<Group<T>>,
+    /// Chunks held (at most one past those `len` needs: a spare).
+    chunks: usize,
     len: usize,
 }
 
-impl<T> Default for Chunked<T> {
+impl<T, const B: usize> Default for Chunked<T, B> {
     fn default() -> Self {
         Chunked {
-            chunks: Vec::new(),
+            groups: Vec::new(),
+            chunks: 0,
             len: 0,
         }
     }
 }
 
-/// Cheap: shares every chunk (the freeze of a snapshot).
-impl<T> Clone for Chunked<T> {
+/// Cheap: shares every group (the freeze of a snapshot).
+impl<T, const B: usize> Clone for Chunked<T, B> {
     fn clone(&self) -> Self {
         Chunked {
-            chunks: self.chunks.clone(),
+            groups: self.groups.clone(),
+            chunks: self.chunks,
             len: self.len,
         }
     }
 }
 
-impl<T: std::fmt::Debug + Copy> std::fmt::Debug for Chunked<T> {
+impl<T: std::fmt::Debug + Copy, const B: usize> std::fmt::Debug for Chunked<T, B> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_list().entries(self.iter()).finish()
     }
 }
 
-impl<T: Copy> Chunked<T> {
+impl<T: Copy, const B: usize> Chunked<T, B> {
     const SHIFT: u32 = {
-        let n = CHUNK_BYTES
-            / if size_of::<T>() == 0 {
-                1
-            } else {
-                size_of::<T>()
-            };
+        let n = B / if size_of::<T>() == 0 {
+            1
+        } else {
+            size_of::<T>()
+        };
         if n <= 1 { 0 } else { n.ilog2() }
     };
     /// Elements per chunk.
@@ -71,36 +88,75 @@ impl<T: Copy> Chunked<T> {
         self.len == 0
     }
 
+    /// Chunk `c` (held).
+    #[inline]
+    fn chunk(&self, c: usize) -> &[T] {
+        &self.groups[c >> GROUP_SHIFT][c & (GROUP - 1)]
+    }
+
+    /// Chunk `c` (held), copied first (it and its group's table) if shared.
+    #[inline]
+    fn chunk_mut(&mut self, c: usize) -> &mut [T] {
+        let g = Arc::make_mut(&mut self.groups[c >> GROUP_SHIFT]);
+        Arc::make_mut(&mut g[c & (GROUP - 1)])
+    }
+
+    /// Adds a chunk, filled with `fill` (slots past `len` are never read).
+    fn add_chunk(&mut self, fill: T) {
+        let chunk = std::iter::repeat_n(fill, Self::PER).collect::<Arc<[T]>>();
+        match self.groups.last_mut() {
+            Some(g) if g.len() < GROUP => Arc::make_mut(g).push(chunk),
+            _ => {
+                let mut g = Vec::with_capacity(GROUP);
+                g.push(chunk);
+                self.groups.push(Arc::new(g));
+            }
+        }
+        self.chunks += 1;
+    }
+
+    /// Drops the last chunk.
+    fn drop_chunk(&mut self) {
+        let Some(g) = self.groups.last_mut() else {
+            return;
+        };
+        if g.len() <= 1 {
+            self.groups.pop();
+        } else {
+            Arc::make_mut(g).pop();
+        }
+        self.chunks -= 1;
+    }
+
     pub fn get(&self, i: usize) -> Option<&T> {
-        (i < self.len).then(|| &self.chunks[i >> Self::SHIFT][i & Self::MASK])
+        (i < self.len).then(|| &self.chunk(i >> Self::SHIFT)[i & Self::MASK])
     }
 
     /// The element at `i`, copying its chunk first if a frozen view shares it.
+    #[inline]
     pub fn get_mut(&mut self, i: usize) -> &mut T {
         assert!(i < self.len, "index {i} out of {} elements", self.len);
-        &mut Arc::make_mut(&mut self.chunks[i >> Self::SHIFT])[i & Self::MASK]
+        &mut self.chunk_mut(i >> Self::SHIFT)[i & Self::MASK]
     }
 
     pub fn push(&mut self, v: T) {
         let (c, o) = (self.len >> Self::SHIFT, self.len & Self::MASK);
-        if c == self.chunks.len() {
-            // A new chunk, filled with `v` (slots past `len` are never read).
-            self.chunks
-                .push(std::iter::repeat_n(v, Self::PER).collect::<Arc<[T]>>());
+        if c == self.chunks {
+            self.add_chunk(v);
         } else {
-            Arc::make_mut(&mut self.chunks[c])[o] = v;
+            self.chunk_mut(c)[o] = v;
         }
         self.len += 1;
     }
 
     pub fn pop(&mut self) -> Option<T> {
         let last = self.len.checked_sub(1)?;
-        let v = self.chunks[last >> Self::SHIFT][last & Self::MASK];
+        let v = self.chunk(last >> Self::SHIFT)[last & Self::MASK];
         self.len = last;
         // Keep one spare chunk, so that pushes and pops at a chunk
         // boundary do not allocate every time.
-        if self.chunks.len() > self.len.div_ceil(Self::PER) + 1 {
-            self.chunks.pop();
+        if self.chunks > self.len.div_ceil(Self::PER) + 1 {
+            self.drop_chunk();
         }
         Some(v)
     }
@@ -109,12 +165,11 @@ impl<T: Copy> Chunked<T> {
     pub fn extend_from_slice(&mut self, mut s: &[T]) {
         while let Some(&first) = s.first() {
             let (c, o) = (self.len >> Self::SHIFT, self.len & Self::MASK);
-            if c == self.chunks.len() {
-                self.chunks
-                    .push(std::iter::repeat_n(first, Self::PER).collect::<Arc<[T]>>());
+            if c == self.chunks {
+                self.add_chunk(first);
             }
             let n = s.len().min(Self::PER - o);
-            Arc::make_mut(&mut self.chunks[c])[o..o + n].copy_from_slice(&s[..n]);
+            self.chunk_mut(c)[o..o + n].copy_from_slice(&s[..n]);
             self.len += n;
             s = &s[n..];
         }
@@ -129,14 +184,40 @@ impl<T: Copy> Chunked<T> {
     /// The elements, as contiguous slices in order.
     pub fn slices(&self) -> impl Iterator<Item = &[T]> {
         let len = self.len;
-        self.chunks.iter().enumerate().map_while(move |(i, c)| {
-            let start = i * Self::PER;
-            (start < len).then(|| &c[..(len - start).min(Self::PER)])
-        })
+        self.groups
+            .iter()
+            .flat_map(|g| g.iter())
+            .enumerate()
+            .map_while(move |(i, c)| {
+                let start = i * Self::PER;
+                (start < len).then(|| &c[..(len - start).min(Self::PER)])
+            })
     }
 
     pub fn iter(&self) -> impl Iterator<Item = &T> {
         self.slices().flatten()
+    }
+
+    /// The elements, as contiguous pieces in order, each group of chunks
+    /// let go of once read: a frozen view consumed this way stops sharing
+    /// (or holding a copy of) each chunk soon after it is read.
+    pub fn into_pieces(self) -> impl Iterator<Item = Piece<T>> {
+        let len = self.len;
+        self.groups
+            .into_iter()
+            .flat_map(|g| {
+                // Each piece holds its chunk; the group's table goes with the last one.
+                let n = g.len();
+                (0..n).map(move |i| g[i].clone())
+            })
+            .enumerate()
+            .map_while(move |(i, chunk)| {
+                let start = i * Self::PER;
+                (start < len).then(|| Piece {
+                    chunk,
+                    n: (len - start).min(Self::PER),
+                })
+            })
     }
 
     /// Elements `start..start + n`: borrowed if they lie in one chunk, else
@@ -145,18 +226,18 @@ impl<T: Copy> Chunked<T> {
         assert!(start + n <= self.len, "range past the end");
         let (c, o) = (start >> Self::SHIFT, start & Self::MASK);
         if o + n <= Self::PER {
-            return &self.chunks[c][o..o + n];
+            return &self.chunk(c)[o..o + n];
         }
         let first = Self::PER - o;
-        buf[..first].copy_from_slice(&self.chunks[c][o..]);
-        buf[first..n].copy_from_slice(&self.chunks[c + 1][..n - first]);
+        buf[..first].copy_from_slice(&self.chunk(c)[o..]);
+        buf[first..n].copy_from_slice(&self.chunk(c + 1)[..n - first]);
         &buf[..n]
     }
 
     /// Elements `start..start + n` if they lie in one chunk.
     pub fn contiguous(&self, start: usize, n: usize) -> Option<&[T]> {
         let (c, o) = (start >> Self::SHIFT, start & Self::MASK);
-        (start + n <= self.len && o + n <= Self::PER).then(|| &self.chunks[c][o..o + n])
+        (start + n <= self.len && o + n <= Self::PER).then(|| &self.chunk(c)[o..o + n])
     }
 
     /// Whether elements `start..start + s.len()` equal `s`.
@@ -171,7 +252,7 @@ impl<T: Copy> Chunked<T> {
         while !s.is_empty() {
             let (c, o) = (at >> Self::SHIFT, at & Self::MASK);
             let n = s.len().min(Self::PER - o);
-            if self.chunks[c][o..o + n] != s[..n] {
+            if self.chunk(c)[o..o + n] != s[..n] {
                 return false;
             }
             at += n;
@@ -180,39 +261,58 @@ impl<T: Copy> Chunked<T> {
         true
     }
 
-    /// Heap bytes held (whole chunks, and the chunk table).
+    /// Bytes of one group's table.
+    const GROUP_BYTES: usize = GROUP * size_of::<Arc<[T]>>() + 2 * size_of::<usize>();
+
+    /// Heap bytes held (whole chunks, and the tables).
     pub fn heap_bytes(&self) -> usize {
-        self.chunks.len() * Self::PER * size_of::<T>()
-            + self.chunks.capacity() * size_of::<Arc<[T]>>()
+        self.chunks * Self::PER * size_of::<T>()
+            + self.groups.len() * Self::GROUP_BYTES
+            + self.groups.capacity() * size_of::<Group<T>>()
     }
 
-    /// Heap bytes of the chunks no other clone shares (for a frozen view:
-    /// what it alone keeps alive, the engine having copied or dropped them).
+    /// Heap bytes no other clone shares (for a frozen view: what it alone
+    /// keeps alive, the engine having copied or dropped them): the tables
+    /// of groups it alone holds, and of their chunks those it alone holds.
     pub fn unshared_bytes(&self) -> usize {
-        let alone = self
-            .chunks
-            .iter()
-            .filter(|c| Arc::strong_count(c) == 1)
-            .count();
-        alone * Self::PER * size_of::<T>() + self.chunks.capacity() * size_of::<Arc<[T]>>()
+        let mut n = self.groups.capacity() * size_of::<Group<T>>();
+        for g in self.groups.iter().filter(|g| Arc::strong_count(g) == 1) {
+            n += Self::GROUP_BYTES;
+            let alone = g.iter().filter(|c| Arc::strong_count(c) == 1).count();
+            n += alone * Self::PER * size_of::<T>();
+        }
+        n
     }
 }
 
-impl<T: Copy> Index<usize> for Chunked<T> {
+/// One chunk's elements, from [`Chunked::into_pieces`].
+pub struct Piece<T> {
+    chunk: Arc<[T]>,
+    n: usize,
+}
+
+impl<T> std::ops::Deref for Piece<T> {
+    type Target = [T];
+    fn deref(&self) -> &[T] {
+        &self.chunk[..self.n]
+    }
+}
+
+impl<T: Copy, const B: usize> Index<usize> for Chunked<T, B> {
     type Output = T;
     fn index(&self, i: usize) -> &T {
         assert!(i < self.len, "index {i} out of {} elements", self.len);
-        &self.chunks[i >> Self::SHIFT][i & Self::MASK]
+        &self.chunk(i >> Self::SHIFT)[i & Self::MASK]
     }
 }
 
-impl<T: Copy> IndexMut<usize> for Chunked<T> {
+impl<T: Copy, const B: usize> IndexMut<usize> for Chunked<T, B> {
     fn index_mut(&mut self, i: usize) -> &mut T {
         self.get_mut(i)
     }
 }
 
-impl<'a, T: Copy> IntoIterator for &'a Chunked<T> {
+impl<'a, T: Copy, const B: usize> IntoIterator for &'a Chunked<T, B> {
     type Item = &'a T;
     type IntoIter = Box<dyn Iterator<Item = &'a T> + 'a>;
     fn into_iter(self) -> Self::IntoIter {
@@ -338,22 +438,28 @@ mod tests {
     #[test]
     fn a_clone_keeps_its_values_while_the_original_changes() {
         let mut a: Chunked<u64> = Chunked::default();
-        let n = 3 * Chunked::<u64>::PER + 5;
+        let n = 70 * Chunked::<u64>::PER + 5;
         for i in 0..n as u64 {
             a.push(i);
         }
         let frozen = a.clone();
-        // Nothing copied yet: every chunk is shared.
-        assert_eq!(frozen.unshared_bytes(), frozen.chunks.capacity() * 16);
+        // Nothing copied yet: every group is shared.
+        assert_eq!(frozen.unshared_bytes(), frozen.groups.capacity() * 8);
         a[7] = 1000;
         a.push(77);
-        for _ in 0..2 * Chunked::<u64>::PER {
+        for _ in 0..3 * Chunked::<u64>::PER {
             a.pop();
         }
         assert_eq!(frozen.len(), n);
         assert!(frozen.iter().copied().eq(0..n as u64));
         assert_eq!(a[7], 1000);
-        assert_eq!(a.len(), n + 1 - 2 * Chunked::<u64>::PER);
+        assert_eq!(a.len(), n + 1 - 3 * Chunked::<u64>::PER);
+        let mut pieces = 0;
+        for (p, want) in frozen.clone().into_pieces().zip(frozen.slices()) {
+            assert_eq!(&*p, want);
+            pieces += 1;
+        }
+        assert_eq!(pieces, 71);
         // The first chunk was copied for the write: the frozen view alone holds its original.
         assert!(frozen.unshared_bytes() >= Chunked::<u64>::PER * 8);
     }
@@ -362,7 +468,7 @@ mod tests {
     fn byte_ranges_across_chunks_read_and_compare() {
         let per = Chunked::<u8>::PER;
         let bytes: Vec<u8> = (0..2 * per + 10).map(|i| (i % 251) as u8).collect();
-        let mut a = Chunked::default();
+        let mut a: Chunked<u8> = Chunked::default();
         a.extend_from_slice(&bytes[..per - 3]);
         a.extend_from_slice(&bytes[per - 3..]);
         assert_eq!(a.len(), bytes.len());

@@ -160,8 +160,9 @@ impl User {
 pub struct Users {
     /// Hot index, or `COLD_BIT | cold index`.
     pub(crate) index: HashTable<u32>,
-    /// The id bytes, append-only (an id may straddle two chunks).
-    pub(crate) arena: Chunked<u8>,
+    /// The id bytes, append-only (an id may straddle two chunks; only the
+    /// last chunk is ever written, so large chunks cost no copies).
+    pub(crate) arena: Arena,
     pub list: Chunked<User>,
     /// Free slots of `list` (flag [`F_FREE`]).
     pub(crate) free: Vec<UserIdx>,
@@ -182,6 +183,9 @@ pub struct Users {
     pub untracked: u64,
 }
 
+/// The id arena: copy-on-write chunks of 64 KiB.
+pub type Arena = Chunked<u8, { 64 * 1024 }>;
+
 fn hash_id(id: &[u8]) -> u64 {
     xxhash_rust::xxh3::xxh3_64(id)
 }
@@ -200,7 +204,7 @@ fn slot_span(list: &Chunked<User>, cold: &Chunked<Cold>, slot: u32) -> std::ops:
 
 /// Whether the id of an index slot is `id`.
 fn slot_is(
-    arena: &Chunked<u8>,
+    arena: &Arena,
     list: &Chunked<User>,
     cold: &Chunked<Cold>,
     slot: u32,
@@ -211,7 +215,7 @@ fn slot_is(
 }
 
 /// The hash of the id of an index slot.
-fn slot_hash(arena: &Chunked<u8>, list: &Chunked<User>, cold: &Chunked<Cold>, slot: u32) -> u64 {
+fn slot_hash(arena: &Arena, list: &Chunked<User>, cold: &Chunked<Cold>, slot: u32) -> u64 {
     let span = slot_span(list, cold, slot);
     let mut buf = [0u8; 256];
     hash_id(arena.range(span.start, span.len(), &mut buf))
@@ -488,7 +492,7 @@ impl Users {
 
     /// Rewrites the arena with the ids of live users only.
     fn reclaim_arena(&mut self) {
-        let mut arena = Chunked::default();
+        let mut arena = Arena::default();
         let mut buf = [0u8; 256];
         for i in 0..self.list.len() {
             let u = self.list[i];
@@ -626,10 +630,10 @@ mod tests {
     fn ids_straddling_arena_chunks_are_found_and_read() {
         let mut u = Users::default();
         // 7-byte ids: some straddle the 32 KiB chunk boundaries of the arena.
-        let n = 3 * Chunked::<u8>::PER / 7 + 10;
+        let n = 3 * Arena::PER / 7 + 10;
         let ids: Vec<String> = (0..n).map(|i| format!("u{i:06}")).collect();
         let idx: Vec<UserIdx> = ids.iter().map(|id| u.intern(id, 1)).collect();
-        assert!(u.arena.len() > 2 * Chunked::<u8>::PER);
+        assert!(u.arena.len() > 2 * Arena::PER);
         for (id, &i) in ids.iter().zip(&idx) {
             assert_eq!(u.intern(id, 2), i);
             assert_eq!(u.id(i), id.as_str());
