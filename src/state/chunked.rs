@@ -29,7 +29,8 @@ pub const CHUNK_BYTES: usize = 4096;
 const GROUP_SHIFT: u32 = 6;
 const GROUP: usize = 1 << GROUP_SHIFT;
 
-type Group<T> = Arc<Vec<Arc<[T]>>>;
+/// Up to [`GROUP`] chunks (a slice, not a `Vec`: one indirection less).
+type Group<T> = Arc<[Arc<[T]>]>;
 
 /// A vector in copy-on-write chunks of about `B` bytes: see the module documentation.
 pub struct Chunked<T, const B: usize = CHUNK_BYTES> {
@@ -105,12 +106,10 @@ impl<T: Copy, const B: usize> Chunked<T, B> {
     fn add_chunk(&mut self, fill: T) {
         let chunk = std::iter::repeat_n(fill, Self::PER).collect::<Arc<[T]>>();
         match self.groups.last_mut() {
-            Some(g) if g.len() < GROUP => Arc::make_mut(g).push(chunk),
-            _ => {
-                let mut g = Vec::with_capacity(GROUP);
-                g.push(chunk);
-                self.groups.push(Arc::new(g));
+            Some(g) if g.len() < GROUP => {
+                *g = g.iter().cloned().chain([chunk]).collect();
             }
+            _ => self.groups.push(Arc::new([chunk])),
         }
         self.chunks += 1;
     }
@@ -123,7 +122,7 @@ impl<T: Copy, const B: usize> Chunked<T, B> {
         if g.len() <= 1 {
             self.groups.pop();
         } else {
-            Arc::make_mut(g).pop();
+            *g = g[..g.len() - 1].iter().cloned().collect();
         }
         self.chunks -= 1;
     }
@@ -444,7 +443,10 @@ mod tests {
         }
         let frozen = a.clone();
         // Nothing copied yet: every group is shared.
-        assert_eq!(frozen.unshared_bytes(), frozen.groups.capacity() * 8);
+        assert_eq!(
+            frozen.unshared_bytes(),
+            frozen.groups.capacity() * size_of::<Group<u64>>()
+        );
         a[7] = 1000;
         a.push(77);
         for _ in 0..3 * Chunked::<u64>::PER {

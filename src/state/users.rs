@@ -217,8 +217,13 @@ fn slot_is(
 /// The hash of the id of an index slot.
 fn slot_hash(arena: &Arena, list: &Chunked<User>, cold: &Chunked<Cold>, slot: u32) -> u64 {
     let span = slot_span(list, cold, slot);
-    let mut buf = [0u8; 256];
-    hash_id(arena.range(span.start, span.len(), &mut buf))
+    match arena.contiguous(span.start, span.len()) {
+        Some(id) => hash_id(id),
+        None => {
+            let mut buf = [0u8; 256];
+            hash_id(arena.range(span.start, span.len(), &mut buf))
+        }
+    }
 }
 
 /// Puts `item` in a free slot of `list` (one listed in `free`), or at its
@@ -271,7 +276,10 @@ impl Users {
             .copied();
         match found {
             Some(s) if s & COLD_BIT == 0 => {
-                self.list[s as usize].touch(day);
+                // Written (and so copied if a frozen snapshot shares it) only on a new day.
+                if self.list[s as usize].days_anchor < day {
+                    self.list[s as usize].touch(day);
+                }
                 Some(s)
             }
             Some(s) => {
