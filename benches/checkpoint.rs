@@ -14,9 +14,12 @@
 //! includes the encoded bytes themselves).
 //! Run: `cargo bench --bench checkpoint` (a 20k-user smoke run under `cargo test`).
 
+mod common;
+
 use std::borrow::Cow;
 use std::time::Instant;
 
+use common::proc_status_bytes;
 use cxpulse::checkpoint::{Checkpoint, CheckpointStore, SavedOffset};
 use cxpulse::config::Config;
 use cxpulse::engine::Engine;
@@ -56,20 +59,6 @@ fn build(users: u64, partitions: u64) -> Engine {
         engine.offer((u % partitions) as u32, &ev, None);
     }
     engine
-}
-
-/// A `/proc/self/status` field in bytes (`VmRSS`); 0 if unreadable.
-fn proc_status_bytes(field: &str) -> u64 {
-    let Ok(s) = std::fs::read_to_string("/proc/self/status") else {
-        return 0;
-    };
-    s.lines()
-        .find_map(|l| {
-            let rest = l.strip_prefix(field)?.strip_prefix(':')?;
-            let kb: u64 = rest.trim().trim_end_matches("kB").trim().parse().ok()?;
-            Some(kb * 1024)
-        })
-        .unwrap_or(0)
 }
 
 /// Event `k` after the build: a deposit by a user picked pseudo-randomly

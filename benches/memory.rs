@@ -18,7 +18,7 @@
 //! whose events are all older than the compaction horizon (92 days by
 //! default) are compacted, and the figures show what a long-running instance
 //! holds per user.
-//! Run: `cargo bench --bench memory`.
+//! Run: `cargo bench --bench memory` (each run in a process of its own).
 //!
 //! The flood (`CXPULSE_BENCH_FLOOD=1 cargo bench --bench memory`, alone so
 //! that the peak is its own): 10M distinct new user ids (a signup each) and
@@ -27,10 +27,13 @@
 //! Prints the tracked and untracked counts, the time and the process's peak
 //! RSS (`VmHWM`).
 
+mod common;
+
 use std::hint::black_box;
 use std::io::Write;
 use std::time::Instant;
 
+use common::proc_status_bytes;
 use cxpulse::config::Config;
 use cxpulse::engine::{Engine, Outcome};
 use cxpulse::event::Decoder;
@@ -38,20 +41,6 @@ use cxpulse::event::Decoder;
 /// 2026-01-01T00:00:00Z.
 const START_MS: i64 = 1_767_225_600_000;
 const DAY_MS: i64 = 86_400_000;
-
-/// A `/proc/self/status` field in bytes (`VmRSS`, `VmHWM`); 0 if unreadable.
-fn proc_status_bytes(field: &str) -> u64 {
-    let Ok(s) = std::fs::read_to_string("/proc/self/status") else {
-        return 0;
-    };
-    s.lines()
-        .find_map(|l| {
-            let rest = l.strip_prefix(field)?.strip_prefix(':')?;
-            let kb: u64 = rest.trim().trim_end_matches("kB").trim().parse().ok()?;
-            Some(kb * 1024)
-        })
-        .unwrap_or(0)
-}
 
 fn run(users: u64, span_days: i64) {
     let span_ms = span_days * DAY_MS;
@@ -205,11 +194,29 @@ fn main() {
         flood(20_000, 2_000);
         return;
     }
-    run(1_000_000, 7);
-    run(1_000_000, 365);
+    // One run per process: memory freed by a run stays in the allocator's
+    // heap (small chunks), and a later run in the same process would reuse
+    // it and show too little growth.
+    if let Ok(spec) = std::env::var("CXPULSE_BENCH_RUN") {
+        let (users, days) = spec.split_once(',').expect("users,days");
+        run(users.parse().expect("users"), days.parse().expect("days"));
+        return;
+    }
+    let in_child = |users: u64, days: i64| {
+        let exe = std::env::current_exe().expect("own path");
+        let ok = std::process::Command::new(exe)
+            .arg("--bench")
+            .env("CXPULSE_BENCH_RUN", format!("{users},{days}"))
+            .status()
+            .expect("runs")
+            .success();
+        assert!(ok, "the run of {users} users over {days} d failed");
+    };
+    in_child(1_000_000, 7);
+    in_child(1_000_000, 365);
     if std::env::var("CXPULSE_BENCH_10M").is_ok_and(|v| v == "1") {
-        run(10_000_000, 7);
-        run(10_000_000, 365);
+        in_child(10_000_000, 7);
+        in_child(10_000_000, 365);
     } else {
         println!("memory: 10M users skipped (set CXPULSE_BENCH_10M=1 to run it)");
     }

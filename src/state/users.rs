@@ -226,31 +226,48 @@ fn slot_hash(arena: &Arena, list: &Chunked<User>, cold: &Chunked<Cold>, slot: u3
     }
 }
 
-/// Puts `item` in a free slot of `list` (one listed in `free`), or at its
-/// end; returns the slot.
-pub(crate) fn put_in_slot<T>(list: &mut Vec<T>, free: &mut Vec<u32>, item: T) -> u32 {
-    match free.pop() {
-        Some(i) => {
-            list[i as usize] = item;
-            i
-        }
-        None => {
-            list.push(item);
-            (list.len() - 1) as u32
-        }
+/// A table of slots: a `Vec` or a [`Chunked`].
+pub(crate) trait Slots<T> {
+    fn set(&mut self, i: usize, item: T);
+    fn push_item(&mut self, item: T);
+    fn slots(&self) -> usize;
+}
+
+impl<T> Slots<T> for Vec<T> {
+    fn set(&mut self, i: usize, item: T) {
+        self[i] = item;
+    }
+    fn push_item(&mut self, item: T) {
+        self.push(item);
+    }
+    fn slots(&self) -> usize {
+        self.len()
     }
 }
 
-/// [`put_in_slot`] for a [`Chunked`] table.
-fn put_in_chunk<T: Copy>(list: &mut Chunked<T>, free: &mut Vec<u32>, item: T) -> u32 {
+impl<T: Copy> Slots<T> for Chunked<T> {
+    fn set(&mut self, i: usize, item: T) {
+        self[i] = item;
+    }
+    fn push_item(&mut self, item: T) {
+        self.push(item);
+    }
+    fn slots(&self) -> usize {
+        self.len()
+    }
+}
+
+/// Puts `item` in a free slot of `list` (one listed in `free`), or at its
+/// end; returns the slot.
+pub(crate) fn put_in_slot<T>(list: &mut impl Slots<T>, free: &mut Vec<u32>, item: T) -> u32 {
     match free.pop() {
         Some(i) => {
-            list[i as usize] = item;
+            list.set(i as usize, item);
             i
         }
         None => {
-            list.push(item);
-            (list.len() - 1) as u32
+            list.push_item(item);
+            (list.slots() - 1) as u32
         }
     }
 }
@@ -306,7 +323,7 @@ impl Users {
                 }
                 u.days_anchor = c.last_seen_day;
                 u.touch(day);
-                let idx = put_in_chunk(&mut self.list, &mut self.free, u);
+                let idx = put_in_slot(&mut self.list, &mut self.free, u);
                 let slot = self
                     .index
                     .find_mut(h, |&x| x == s)
@@ -322,7 +339,7 @@ impl Users {
                 self.arena.extend_from_slice(&bytes[..len as usize]);
                 let mut u = User::new(off, len);
                 u.touch(day);
-                let idx = put_in_chunk(&mut self.list, &mut self.free, u);
+                let idx = put_in_slot(&mut self.list, &mut self.free, u);
                 let (arena, list, cold) = (&self.arena, &self.list, &self.cold);
                 self.index
                     .insert_unique(h, idx, |&s| slot_hash(arena, list, cold, s));
@@ -453,7 +470,7 @@ impl Users {
                 id_len: u.id_len,
                 flags,
             };
-            let ci = put_in_chunk(&mut self.cold, &mut self.cold_free, c);
+            let ci = put_in_slot(&mut self.cold, &mut self.cold_free, c);
             let h = slot_hash(&self.arena, &self.list, &self.cold, i as u32);
             let slot = self
                 .index
