@@ -142,7 +142,7 @@ impl Engine {
     /// not copied; the rest (counts, registry, tickets, dedup, the reorder
     /// buffer, the families' rings) is small and encoded now.
     pub fn freeze_partition(&mut self, p: u32) -> Option<FrozenPartition> {
-        let part = self.parts.get(&p)?;
+        let part = self.parts.get_mut(&p)?;
         Some(FrozenPartition::of(&self.prm, part))
     }
 
@@ -151,10 +151,11 @@ impl Engine {
     pub fn freeze(&mut self) -> FrozenEngine {
         let mut w = W(Vec::with_capacity(64));
         self.write_engine_head(&mut w);
+        let prm = &self.prm;
         let parts = self
             .parts
-            .iter()
-            .map(|(id, p)| (*id, FrozenPartition::of(&self.prm, p)))
+            .iter_mut()
+            .map(|(id, p)| (*id, FrozenPartition::of(prm, p)))
             .collect();
         FrozenEngine { head: w.0, parts }
     }
@@ -633,20 +634,25 @@ pub struct FrozenPartition {
 }
 
 impl FrozenPartition {
-    fn of(prm: &Params, p: &Partition) -> FrozenPartition {
+    fn of(prm: &Params, p: &mut Partition) -> FrozenPartition {
         let eager = |f: &dyn Fn(&mut W)| {
             let mut w = W(Vec::new());
             f(&mut w);
             w.0
         };
+        let (head, middle, tail) = (
+            eager(&|w| write_head(w, prm, p)),
+            eager(&|w| write_middle(w, p)),
+            eager(&|w| write_tail(w, p)),
+        );
         FrozenPartition {
-            head: eager(&|w| write_head(w, prm, p)),
-            arena: p.users.arena.clone(),
-            list: p.users.list.clone(),
-            cold: p.users.cold.clone(),
-            middle: eager(&|w| write_middle(w, p)),
-            timers: p.timers.storage().clone(),
-            tail: eager(&|w| write_tail(w, p)),
+            head,
+            arena: p.users.arena.share(),
+            list: p.users.list.share(),
+            cold: p.users.cold.share(),
+            middle,
+            timers: p.timers.share_storage(),
+            tail,
         }
     }
 

@@ -36,6 +36,13 @@ type Group<T> = Arc<[Arc<[T]>]>;
 pub struct Chunked<T, const B: usize = CHUNK_BYTES> {
     /// Every group full ([`GROUP`] chunks) but the last.
     groups: Vec<Group<T>>,
+    /// Bit `c`: chunk `c` and its group are known to be held by this
+    /// table alone (made unique since the last [`Chunked::share`]), so a
+    /// write needs no atomic reference-count check. Invariant: a set bit
+    /// implies both `Arc`s have a strong count of 1 and no weak pointer;
+    /// only [`Chunked::share`] makes another holder of them, and it clears
+    /// every bit.
+    unique: Vec<u64>,
     /// Chunks held (at most one past those `len` needs: a spare).
     chunks: usize,
     len: usize,
@@ -45,17 +52,22 @@ impl<T, const B: usize> Default for Chunked<T, B> {
     fn default() -> Self {
         Chunked {
             groups: Vec::new(),
+            unique: Vec::new(),
             chunks: 0,
             len: 0,
         }
     }
 }
 
-/// Cheap: shares every group (the freeze of a snapshot).
-impl<T, const B: usize> Clone for Chunked<T, B> {
-    fn clone(&self) -> Self {
+impl<T, const B: usize> Chunked<T, B> {
+    /// A copy sharing every group (the freeze of a snapshot): cheap, one
+    /// reference count per group. Later writes to either copy first copy
+    /// what they write to.
+    pub fn share(&mut self) -> Self {
+        self.unique.fill(0);
         Chunked {
             groups: self.groups.clone(),
+            unique: Vec::new(),
             chunks: self.chunks,
             len: self.len,
         }
@@ -98,13 +110,33 @@ impl<T: Copy, const B: usize> Chunked<T, B> {
     /// Chunk `c` (held), copied first (it and its group's table) if shared.
     #[inline]
     fn chunk_mut(&mut self, c: usize) -> &mut [T] {
+        let known = self
+            .unique
+            .get(c / 64)
+            .is_some_and(|w| (w >> (c % 64)) & 1 == 1);
+        if known {
+            let chunk = &self.groups[c >> GROUP_SHIFT][c & (GROUP - 1)];
+            // SAFETY: the bit says this table alone holds the chunk and its
+            // group (strong count 1, no weak pointer: see `unique`), and
+            // `&mut self` is the only access to this table, so no other
+            // reference to the chunk's elements exists: what `Arc::get_mut`
+            // would return, without its atomic check on this hot path.
+            return unsafe { &mut *(Arc::as_ptr(chunk) as *mut [T]) };
+        }
         let g = Arc::make_mut(&mut self.groups[c >> GROUP_SHIFT]);
-        Arc::make_mut(&mut g[c & (GROUP - 1)])
+        let chunk = Arc::make_mut(&mut g[c & (GROUP - 1)]);
+        if self.unique.len() <= c / 64 {
+            self.unique.resize(c / 64 + 1, 0);
+        }
+        self.unique[c / 64] |= 1 << (c % 64);
+        chunk
     }
 
     /// Adds a chunk, filled with `fill` (slots past `len` are never read).
     fn add_chunk(&mut self, fill: T) {
         let chunk = std::iter::repeat_n(fill, Self::PER).collect::<Arc<[T]>>();
+        // A rebuilt group is new (unique); its other chunks keep their
+        // counts once the old group is dropped, and so their bits.
         match self.groups.last_mut() {
             Some(g) if g.len() < GROUP => {
                 *g = g.iter().cloned().chain([chunk]).collect();
@@ -125,6 +157,10 @@ impl<T: Copy, const B: usize> Chunked<T, B> {
             *g = g[..g.len() - 1].iter().cloned().collect();
         }
         self.chunks -= 1;
+        let c = self.chunks;
+        if let Some(w) = self.unique.get_mut(c / 64) {
+            *w &= !(1 << (c % 64));
+        }
     }
 
     pub fn get(&self, i: usize) -> Option<&T> {
@@ -333,10 +369,11 @@ impl<T> Default for CowHeap<T> {
     }
 }
 
-impl<T> Clone for CowHeap<T> {
-    fn clone(&self) -> Self {
+impl<T> CowHeap<T> {
+    /// A copy sharing every chunk: see [`Chunked::share`].
+    pub fn share(&mut self) -> Self {
         CowHeap {
-            data: self.data.clone(),
+            data: self.data.share(),
         }
     }
 }
@@ -384,6 +421,11 @@ impl<T: Copy + Ord> CowHeap<T> {
     /// The storage (in heap order).
     pub fn storage(&self) -> &Chunked<T> {
         &self.data
+    }
+
+    /// The storage (in heap order), shared: see [`Chunked::share`].
+    pub fn share_storage(&mut self) -> Chunked<T> {
+        self.data.share()
     }
 
     pub fn heap_bytes(&self) -> usize {
@@ -441,7 +483,7 @@ mod tests {
         for i in 0..n as u64 {
             a.push(i);
         }
-        let frozen = a.clone();
+        let frozen = a.share();
         // Nothing copied yet: every group is shared.
         assert_eq!(
             frozen.unshared_bytes(),
@@ -457,7 +499,9 @@ mod tests {
         assert_eq!(a[7], 1000);
         assert_eq!(a.len(), n + 1 - 3 * Chunked::<u64>::PER);
         let mut pieces = 0;
-        for (p, want) in frozen.clone().into_pieces().zip(frozen.slices()) {
+        let mut again = frozen;
+        let frozen = again.share();
+        for (p, want) in again.into_pieces().zip(frozen.slices()) {
             assert_eq!(&*p, want);
             pieces += 1;
         }
@@ -501,7 +545,7 @@ mod tests {
             }
             if round == 10_000 {
                 // A frozen clone does not see later changes.
-                let frozen = h.clone();
+                let frozen = h.share();
                 let mut want: Vec<u64> = std.clone().into_vec();
                 want.sort_unstable();
                 h.push(u64::MAX);
