@@ -133,6 +133,32 @@ fn prologue(cfg: &Config, decoder: &Decoder, lines: &[Vec<u8>]) {
     );
 }
 
+/// One part alone, for a profiler (see `CXPULSE_BENCH_ONLY` in `main`).
+fn profile_only(only: &str, cfg: &Config, decoder: &Decoder, lines: &[Vec<u8>]) {
+    let passes: usize = std::env::var("CXPULSE_BENCH_PASSES")
+        .ok()
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(5);
+    let t = Instant::now();
+    for _ in 0..passes {
+        match only {
+            "parse_floor" => drop(black_box(parse_floor(lines))),
+            "decode_only" => drop(black_box(decode_only(decoder, lines))),
+            "decode_apply" => {
+                let mut engine = Engine::new(cfg.params().expect("valid config"));
+                decode_apply(decoder, &mut engine, lines);
+                drop(black_box(engine));
+            }
+            other => panic!("CXPULSE_BENCH_ONLY={other}: parse_floor, decode_only or decode_apply"),
+        }
+    }
+    let per = t.elapsed().as_secs_f64() / passes as f64;
+    println!(
+        "core: {only} alone, {passes} passes: {:.0} ev/s",
+        lines.len() as f64 / per
+    );
+}
+
 fn main() {
     let cfg = Config::default();
     let decoder = Decoder::new(&cfg.mapping, cfg.engine.max_message_bytes, false);
@@ -140,6 +166,12 @@ fn main() {
     let n = lines.len();
     // `--profile-time` (under a profiler): only the selected criterion runs.
     let profiling = std::env::args().any(|a| a == "--profile-time");
+    // `CXPULSE_BENCH_ONLY=parse_floor|decode_only|decode_apply`: that part
+    // alone, `CXPULSE_BENCH_PASSES` times, nothing else (for perf/callgrind).
+    if let Ok(only) = std::env::var("CXPULSE_BENCH_ONLY") {
+        profile_only(&only, &cfg, &decoder, &lines);
+        return;
+    }
     if !profiling {
         prologue(&cfg, &decoder, &lines);
     }

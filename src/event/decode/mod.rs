@@ -2,7 +2,9 @@
 //!
 //! Both input shapes go through one validation (`raw::validate`):
 //!
-//! - canonical (EVENTS.md): serde_json straight into `RawEvent`, a table of
+//! - canonical (EVENTS.md): the common shape (a flat object of plain
+//!   strings, numbers and literals) by a scanner of its own (`fast`), the
+//!   rest by serde_json straight into `RawEvent`, a table of
 //!   optional `Raw` scalars that borrow strings from the message, filled in
 //!   place by a small map visitor (no `serde_json::Value`). `Raw` accepts any
 //!   JSON value and records what it was, so a wrong type is reported by field
@@ -25,6 +27,8 @@ pub use super::error::{DecodeError, DecodeFailure};
 use super::mapping::{CompiledMapping, Mapping};
 use super::raw::{Field, Raw, RawEvent, TsFormat, type_str, validate};
 use super::{Event, EventType, Millis};
+
+mod fast;
 
 #[cfg(test)]
 mod amount_tests;
@@ -102,8 +106,12 @@ fn decode_canonical(
         ));
     }
     let mut raw = RawEvent::default();
-    fill_from_json(&mut raw, bytes)
-        .map_err(|e| DecodeFailure::untyped(DecodeError::NotJson(e.to_string())))?;
+    if fast::fill(&mut raw, bytes).is_none() {
+        // Not the simple shape (or not JSON): serde_json reads it and decides.
+        raw = RawEvent::default();
+        fill_from_json(&mut raw, bytes)
+            .map_err(|e| DecodeFailure::untyped(DecodeError::NotJson(e.to_string())))?;
+    }
     let ty = canonical_type(raw.slot(Field::Type).as_ref()).map_err(DecodeFailure::untyped)?;
     validate(&mut raw, ty, TsFormat::Auto, fallback_ts, max_amount_usd).map_err(|error| {
         DecodeFailure {

@@ -1,0 +1,282 @@
+//! The canonical fast path's scanner: reads the common shape of a canonical
+//! message (one flat JSON object of strings without escapes, plain numbers
+//! and literals) straight into a [`RawEvent`], with the UTF-8 check made
+//! once over the whole message instead of once per string.
+//!
+//! It fills exactly what [`super::fill_from_json`] (serde_json) fills, and
+//! gives up on anything else: an escape, a control character, a nested
+//! array or object, a negative number, an exponent, more than
+//! [`MAX_DIGITS`] digits, invalid UTF-8, or any syntax error. A message it
+//! gives up on is read again by serde_json, which then decides (and words
+//! the error of a message that is not JSON). So what it accepts is a subset
+//! of what serde_json accepts, read to the same values: strings borrowed
+//! from the message, integers as `UInt`, decimals as serde_json computes
+//! them without its `float_roundtrip` feature (the digits as an integer,
+//! divided by a power of ten), a field given twice keeping its last value.
+
+use std::borrow::Cow;
+
+use super::super::raw::{Field, Raw, RawEvent};
+
+/// Longest number (digits, point excluded) read here: the digits as an
+/// integer stay below 10^18, far from `u64` overflow (serde_json's switch to
+/// another algorithm).
+const MAX_DIGITS: usize = 18;
+
+/// Powers of ten as serde_json's table writes them (`1e0` ..): exact up to 1e22.
+const POW10: [f64; MAX_DIGITS + 1] = [
+    1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15, 1e16,
+    1e17, 1e18,
+];
+
+/// Fills `raw` from `bytes` if the message has the simple shape; `None`
+/// (with `raw` in any state) if serde_json must read it.
+pub(super) fn fill<'a>(raw: &mut RawEvent<'a>, bytes: &'a [u8]) -> Option<()> {
+    let text = std::str::from_utf8(bytes).ok()?;
+    let mut s = Scan {
+        text,
+        b: bytes,
+        i: 0,
+    };
+    s.ws();
+    s.eat(b'{')?;
+    s.ws();
+    if s.peek() == Some(b'}') {
+        s.i += 1;
+    } else {
+        loop {
+            let key = s.string()?;
+            s.ws();
+            s.eat(b':')?;
+            s.ws();
+            match Field::parse(key) {
+                Some(f) => *raw.slot(f) = s.value()?,
+                None => s.skip_value()?,
+            }
+            s.ws();
+            match s.peek()? {
+                b',' => {
+                    s.i += 1;
+                    s.ws();
+                }
+                b'}' => {
+                    s.i += 1;
+                    break;
+                }
+                _ => return None,
+            }
+        }
+    }
+    s.ws();
+    (s.i == bytes.len()).then_some(())
+}
+
+struct Scan<'a> {
+    /// The message, checked UTF-8 (strings are sliced from it).
+    text: &'a str,
+    b: &'a [u8],
+    i: usize,
+}
+
+impl<'a> Scan<'a> {
+    fn peek(&self) -> Option<u8> {
+        self.b.get(self.i).copied()
+    }
+
+    fn eat(&mut self, c: u8) -> Option<()> {
+        (self.peek()? == c).then(|| self.i += 1)
+    }
+
+    /// JSON whitespace (serde_json's four bytes).
+    fn ws(&mut self) {
+        while let Some(b' ' | b'\n' | b'\t' | b'\r') = self.peek() {
+            self.i += 1;
+        }
+    }
+
+    /// A string without escapes or control characters, borrowed.
+    fn string(&mut self) -> Option<&'a str> {
+        self.eat(b'"')?;
+        let start = self.i;
+        loop {
+            match *self.b.get(self.i)? {
+                b'"' => break,
+                b'\\' | 0..=0x1f => return None,
+                _ => self.i += 1,
+            }
+        }
+        let s = self.text.get(start..self.i)?;
+        self.i += 1;
+        Some(s)
+    }
+
+    /// A canonical field's value, as `NullableRaw` reads it.
+    fn value(&mut self) -> Option<Option<Raw<'a>>> {
+        Some(match self.peek()? {
+            b'"' => Some(Raw::Str(Cow::Borrowed(self.string()?))),
+            b'0'..=b'9' => Some(self.number()?),
+            b'n' => {
+                self.literal(b"null")?;
+                None
+            }
+            b't' => {
+                self.literal(b"true")?;
+                Some(Raw::Other("a boolean"))
+            }
+            b'f' => {
+                self.literal(b"false")?;
+                Some(Raw::Other("a boolean"))
+            }
+            _ => return None,
+        })
+    }
+
+    /// An ignored field's value: checked as serde_json checks it, not kept.
+    fn skip_value(&mut self) -> Option<()> {
+        self.value().map(drop)
+    }
+
+    fn literal(&mut self, word: &[u8]) -> Option<()> {
+        let end = self.i + word.len();
+        (self.b.get(self.i..end)? == word).then(|| self.i = end)
+    }
+
+    /// A non-negative number without exponent: `0` or `[1-9][0-9]*`, then
+    /// optionally `.` and at least one digit.
+    fn number(&mut self) -> Option<Raw<'a>> {
+        let mut sig: u64 = 0;
+        let mut digits = 0;
+        let first = self.peek()?;
+        self.i += 1;
+        sig += u64::from(first - b'0');
+        digits += 1;
+        if first != b'0' {
+            while let Some(c @ b'0'..=b'9') = self.peek() {
+                sig = sig * 10 + u64::from(c - b'0');
+                digits += 1;
+                self.i += 1;
+                if digits > MAX_DIGITS {
+                    return None;
+                }
+            }
+        }
+        let raw = match self.peek() {
+            Some(b'.') => {
+                self.i += 1;
+                let mut frac = 0;
+                while let Some(c @ b'0'..=b'9') = self.peek() {
+                    sig = sig * 10 + u64::from(c - b'0');
+                    frac += 1;
+                    self.i += 1;
+                    if digits + frac > MAX_DIGITS {
+                        return None;
+                    }
+                }
+                if frac == 0 {
+                    return None;
+                }
+                Raw::Float(sig as f64 / POW10[frac])
+            }
+            // A second leading zero, an exponent: serde_json decides.
+            Some(b'0'..=b'9' | b'e' | b'E') => return None,
+            _ => Raw::UInt(sig),
+        };
+        Some(raw)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::fill_from_json;
+    use super::*;
+    use crate::r#gen::{GenConfig, Generator};
+
+    /// What serde_json fills, or `None` where it refuses the bytes.
+    fn by_serde(bytes: &[u8]) -> Option<String> {
+        let mut raw = RawEvent::default();
+        fill_from_json(&mut raw, bytes).ok()?;
+        Some(format!("{raw:?}"))
+    }
+
+    /// The scanner either gives up or fills what serde_json fills.
+    fn agrees(bytes: &[u8]) -> bool {
+        let mut raw = RawEvent::default();
+        match fill(&mut raw, bytes) {
+            None => false,
+            Some(()) => {
+                let mine = format!("{raw:?}");
+                assert_eq!(
+                    Some(mine),
+                    by_serde(bytes),
+                    "{}",
+                    String::from_utf8_lossy(bytes)
+                );
+                true
+            }
+        }
+    }
+
+    #[test]
+    fn reads_generated_lines_as_serde_json_does() {
+        let cfg = GenConfig {
+            seed: 3,
+            events: 20_000,
+            ..GenConfig::default()
+        };
+        let mut read = 0;
+        for line in Generator::new(&cfg) {
+            let b = line.payload.as_bytes();
+            read += usize::from(agrees(b));
+            // Every prefix and every one-byte change of some lines: each is
+            // read alike or left to serde_json.
+            if line.payload.len() % 97 == 0 {
+                for cut in 0..b.len() {
+                    agrees(&b[..cut]);
+                    for with in [
+                        b'"', b'\\', b',', b'}', b'0', b'-', b'.', b'e', b' ', 0x01, 0xff,
+                    ] {
+                        let mut m = b.to_vec();
+                        m[cut] = with;
+                        agrees(&m);
+                    }
+                }
+            }
+        }
+        // The fast path is the common case (the generator's invalid lines aside).
+        assert!(read >= 19_900, "{read}");
+    }
+
+    #[test]
+    fn reads_plain_values_and_gives_up_on_the_rest() {
+        for ok in [
+            r#"{}"#,
+            " \t\r\n{ \"type\" : \"trade\" , \"fee_usd\" : 0.3622 } \n",
+            r#"{"fee_usd":0,"amount_usd":0.0,"csat":5,"ces":null,"nps":true,"x":false}"#,
+            r#"{"type":"a","type":"b","notional_usd":123456789012345678}"#,
+            r#"{"user_id":"ü-ß","fee_usd":1.00000000000000001,"zz":"日本"}"#,
+            r#"{"fee_usd":99999999999999999.9}"#,
+        ] {
+            assert!(agrees(ok.as_bytes()), "{ok}");
+        }
+        for other in [
+            r#"{"a":"\n"}"#,
+            r#"{"a":[1]}"#,
+            r#"{"a":{}}"#,
+            r#"{"a":-1}"#,
+            r#"{"a":1e3}"#,
+            r#"{"a":1234567890123456789}"#,
+            r#"{"a":1.000000000000000001}"#,
+            r#"{"a":1.}"#,
+            r#"{"a":01}"#,
+            r#"{"a":1,}"#,
+            r#"{"a":1}x"#,
+            r#"{"a":nul}"#,
+            "\x0c{}",
+            r#"{"a\"b":1}"#,
+            r#"[1]"#,
+        ] {
+            assert!(!agrees(other.as_bytes()), "{other}");
+        }
+        assert!(!agrees(b"{\"a\":\"\xff\"}"));
+    }
+}
