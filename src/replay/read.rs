@@ -1,0 +1,314 @@
+//! Reading and decoding off the applying thread.
+//!
+//! A reader thread per [`Stream`] reads its files in chunks that end at a
+//! line end and hands each chunk to a pool of decode workers (one per core);
+//! each worker splits its chunk into lines and decodes them into a [`Batch`].
+//! The stream gives the batches back in file order, so the thread that owns
+//! the engine sees exactly the lines it would have read itself, already
+//! decoded: lateness and duplicates are still decided in file order, on that
+//! thread, while reading and decoding run on the other cores.
+//!
+//! In flight per stream: at most [`DEPTH`] chunks plus the one being
+//! applied. When the applying thread stops early (an error), dropping the
+//! streams stops the readers, and the workers with them.
+
+use std::fs::File;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::sync::mpsc::{self, Receiver, Sender, SyncSender};
+use std::sync::{Arc, Mutex};
+use std::thread::Scope;
+
+use anyhow::{Context, anyhow};
+
+use super::packed::{Arena, Packed};
+use crate::event::{DecodeFailure, Decoder};
+
+/// Bytes a reader reads per chunk (a longer line makes a longer chunk).
+const CHUNK_BYTES: usize = 1 << 20;
+/// The smallest chunk, when many `--partition-per-file` streams share memory.
+const MIN_CHUNK_BYTES: usize = 64 << 10;
+/// Chunks a stream has read ahead of the line being applied.
+const DEPTH: usize = 4;
+
+/// Opens a file for reading, decompressing gzip (detected by its magic bytes).
+pub fn open(path: &Path) -> anyhow::Result<Box<dyn Read>> {
+    let mut f = File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+    let mut magic = [0u8; 2];
+    let n = f.read(&mut magic)?;
+    let f = File::open(path)?;
+    if n == 2 && magic == [0x1f, 0x8b] {
+        Ok(Box::new(flate2::read::MultiGzDecoder::new(f)))
+    } else {
+        Ok(Box::new(f))
+    }
+}
+
+/// One decoded line.
+#[derive(Debug)]
+pub(crate) enum Decoded {
+    Event(Packed),
+    Invalid(DecodeFailure),
+}
+
+#[derive(Debug)]
+struct Line {
+    start: usize,
+    end: usize,
+    decoded: Decoded,
+}
+
+/// The non-blank lines of one chunk of a file, decoded.
+#[derive(Debug)]
+struct Batch {
+    /// Index of the file (in the paths given to [`start`]).
+    file: usize,
+    /// Bytes of the file the chunk covers (the progress bar counts these).
+    bytes: u64,
+    chunk: Vec<u8>,
+    lines: Vec<Line>,
+    arena: Arena,
+}
+
+/// A chunk for a decode worker, and where its batch goes.
+struct Job {
+    file: usize,
+    chunk: Vec<u8>,
+    reply: SyncSender<Batch>,
+}
+
+/// The decoded, non-blank lines of some files, in order.
+pub(crate) struct Stream {
+    order: Receiver<anyhow::Result<Receiver<Batch>>>,
+    batch: Option<Batch>,
+    /// Index in `batch.lines` of the current line; `next` of the one after.
+    cur: usize,
+    next: usize,
+}
+
+impl Stream {
+    /// Moves to the next non-blank line; `false` at the end of the stream.
+    /// An error (a file that cannot be opened or read) ends the stream.
+    pub(crate) fn advance(&mut self, bar: Option<&indicatif::ProgressBar>) -> anyhow::Result<bool> {
+        loop {
+            if let Some(b) = &self.batch
+                && self.next < b.lines.len()
+            {
+                self.cur = self.next;
+                self.next += 1;
+                return Ok(true);
+            }
+            self.batch = None;
+            let reply = match self.order.recv() {
+                Err(_) => return Ok(false),
+                Ok(r) => r?,
+            };
+            let batch = reply
+                .recv()
+                .map_err(|_| anyhow!("a replay decode worker stopped"))?;
+            if let Some(bar) = bar {
+                bar.inc(batch.bytes);
+            }
+            self.batch = Some(batch);
+            self.next = 0;
+        }
+    }
+
+    /// The current line: its file's index, its bytes (without the line end),
+    /// and what it decoded to with the arena its strings are in. `None`
+    /// before the first [`Stream::advance`] and after the last.
+    pub(crate) fn line(&self) -> Option<(usize, &[u8], &Decoded, &Arena)> {
+        let b = self.batch.as_ref()?;
+        let l = b.lines.get(self.cur)?;
+        Some((b.file, b.chunk.get(l.start..l.end)?, &l.decoded, &b.arena))
+    }
+}
+
+/// Starts reading `paths` on threads of `scope`: one stream of all files in
+/// order, or with `per_file` one stream per file. The decode workers (one
+/// per core) are shared by the streams.
+pub(crate) fn start<'scope>(
+    scope: &'scope Scope<'scope, '_>,
+    decoder: &'scope Decoder,
+    paths: &[PathBuf],
+    per_file: bool,
+) -> Vec<Stream> {
+    let workers = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let (jobs_tx, jobs_rx) = mpsc::channel::<Job>();
+    let jobs_rx = Arc::new(Mutex::new(jobs_rx));
+    for _ in 0..workers {
+        let jobs = Arc::clone(&jobs_rx);
+        scope.spawn(move || work(decoder, &jobs));
+    }
+    let groups: Vec<Vec<(usize, PathBuf)>> = if per_file {
+        paths.iter().cloned().enumerate().map(|f| vec![f]).collect()
+    } else {
+        vec![paths.iter().cloned().enumerate().collect()]
+    };
+    let chunk_bytes = (CHUNK_BYTES / groups.len().max(1)).max(MIN_CHUNK_BYTES);
+    groups
+        .into_iter()
+        .map(|files| {
+            let (order_tx, order) = mpsc::sync_channel(DEPTH);
+            let jobs = jobs_tx.clone();
+            scope.spawn(move || read(&files, chunk_bytes, &jobs, &order_tx));
+            Stream {
+                order,
+                batch: None,
+                cur: 0,
+                next: 0,
+            }
+        })
+        .collect()
+}
+
+/// A decode worker: takes jobs until every reader is done.
+fn work(decoder: &Decoder, jobs: &Mutex<Receiver<Job>>) {
+    loop {
+        let job = {
+            let Ok(rx) = jobs.lock() else { return };
+            match rx.recv() {
+                Ok(job) => job,
+                Err(_) => return,
+            }
+        };
+        let batch = decode(decoder, job.file, job.chunk);
+        // The stream is gone if the replay stopped early: nothing to do.
+        let _ = job.reply.send(batch);
+    }
+}
+
+/// Splits a chunk into its non-blank lines and decodes them.
+fn decode(decoder: &Decoder, file: usize, chunk: Vec<u8>) -> Batch {
+    let mut lines = Vec::with_capacity(chunk.len() / 128 + 1);
+    let mut arena = Arena::with_capacity(chunk.len() / 4);
+    let mut start = 0;
+    while start < chunk.len() {
+        let rest = &chunk[start..];
+        let len = find_newline(rest).unwrap_or(rest.len());
+        let next = start + len + 1;
+        let mut bytes = &rest[..len];
+        while let [head @ .., b'\n' | b'\r'] = bytes {
+            bytes = head;
+        }
+        if !bytes.iter().all(|b| b.is_ascii_whitespace()) {
+            let decoded = match decoder.decode(bytes, None) {
+                Ok(ev) => Decoded::Event(Packed::pack(&ev, &mut arena)),
+                Err(f) => Decoded::Invalid(f),
+            };
+            lines.push(Line {
+                start,
+                end: start + bytes.len(),
+                decoded,
+            });
+        }
+        start = next;
+    }
+    Batch {
+        file,
+        bytes: chunk.len() as u64,
+        chunk,
+        lines,
+        arena,
+    }
+}
+
+/// The index of the first `\n` in `s`, eight bytes at a time.
+fn find_newline(s: &[u8]) -> Option<usize> {
+    const ONES: u64 = u64::from_ne_bytes([1; 8]);
+    const HIGHS: u64 = u64::from_ne_bytes([0x80; 8]);
+    const NL: u64 = u64::from_ne_bytes([b'\n'; 8]);
+    let mut words = s.chunks_exact(8);
+    let mut at = 0;
+    for w in &mut words {
+        let mut b = [0u8; 8];
+        b.copy_from_slice(w);
+        // A zero byte of x is a `\n` of w; the lowest flagged byte is exact
+        // (only bytes above a zero byte can be flagged falsely).
+        let x = u64::from_le_bytes(b) ^ NL;
+        let found = x.wrapping_sub(ONES) & !x & HIGHS;
+        if found != 0 {
+            return Some(at + (found.trailing_zeros() / 8) as usize);
+        }
+        at += 8;
+    }
+    words
+        .remainder()
+        .iter()
+        .position(|&b| b == b'\n')
+        .map(|i| at + i)
+}
+
+/// A reader: reads `files` in order, in chunks that end at a line end (or
+/// at the end of a file), and queues each for decoding. Stops at the first
+/// error, which it passes on in place of the next chunk.
+fn read(
+    files: &[(usize, PathBuf)],
+    chunk_bytes: usize,
+    jobs: &Sender<Job>,
+    order: &SyncSender<anyhow::Result<Receiver<Batch>>>,
+) {
+    let send = |file: usize, chunk: Vec<u8>| -> bool {
+        let (reply, rx) = mpsc::sync_channel(1);
+        jobs.send(Job { file, chunk, reply }).is_ok() && order.send(Ok(rx)).is_ok()
+    };
+    for (file, path) in files {
+        let result = (|| -> anyhow::Result<bool> {
+            let mut r = open(path)?;
+            let mut carry: Vec<u8> = Vec::new();
+            loop {
+                let mut buf = Vec::with_capacity(chunk_bytes.max(carry.len() * 2));
+                buf.append(&mut carry);
+                let want = buf.capacity() - buf.len();
+                let n = (&mut r)
+                    .take(want as u64)
+                    .read_to_end(&mut buf)
+                    .with_context(|| format!("reading {}", path.display()))?;
+                if n == 0 {
+                    // The end of the file: what is left is its last line.
+                    return Ok(buf.is_empty() || send(*file, buf));
+                }
+                match buf.iter().rposition(|&b| b == b'\n') {
+                    Some(i) => {
+                        carry = buf.split_off(i + 1);
+                        if !send(*file, buf) {
+                            return Ok(false);
+                        }
+                    }
+                    // A line longer than the chunk: read on.
+                    None => carry = buf,
+                }
+            }
+        })();
+        match result {
+            Ok(true) => {}
+            Ok(false) => return,
+            Err(e) => {
+                let _ = order.send(Err(e));
+                return;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn find_newline_finds_the_first_one_at_every_position() {
+        for len in 0..40 {
+            for at in 0..len {
+                let mut s = vec![b'a'; len];
+                s[at] = b'\n';
+                if at + 3 < len {
+                    s[at + 3] = b'\n';
+                }
+                assert_eq!(find_newline(&s), Some(at), "len {len} at {at}");
+            }
+            assert_eq!(find_newline(&vec![b'x'; len]), None);
+        }
+        // Bytes next to `\n` in value (0x0b, 0x09) and above 0x80 are not it.
+        assert_eq!(find_newline(b"\x0b\x09\x8a\xff\x0a\x0b"), Some(4));
+    }
+}
