@@ -27,6 +27,10 @@ impl Arena {
         }
     }
 
+    pub(crate) fn clear(&mut self) {
+        self.text.clear();
+    }
+
     fn push(&mut self, s: &str) -> Span {
         let start = self.text.len();
         self.text.push_str(s);

@@ -74,12 +74,27 @@ struct Batch {
 struct Job {
     file: usize,
     chunk: Vec<u8>,
+    /// Emptied buffers of an applied batch, to fill again.
+    reuse: Option<(Vec<Line>, Arena)>,
     reply: SyncSender<Batch>,
+}
+
+/// Applied batches, handed back to the readers and workers to fill again:
+/// their buffers are large, and allocating them afresh for every chunk costs
+/// page faults (the kernel's time) all through the run.
+type Spares = Arc<Mutex<Vec<Batch>>>;
+
+/// Batches kept for reuse, at most.
+const SPARES: usize = 2 * DEPTH;
+
+fn take_spare(spares: &Spares) -> Option<Batch> {
+    spares.lock().ok()?.pop()
 }
 
 /// The decoded, non-blank lines of some files, in order.
 pub(crate) struct Stream {
     order: Receiver<anyhow::Result<Receiver<Batch>>>,
+    spares: Spares,
     batch: Option<Batch>,
     /// Index in `batch.lines` of the current line; `next` of the one after.
     cur: usize,
@@ -98,7 +113,12 @@ impl Stream {
                 self.next += 1;
                 return Ok(true);
             }
-            self.batch = None;
+            if let Some(done) = self.batch.take()
+                && let Ok(mut spares) = self.spares.lock()
+                && spares.len() < SPARES
+            {
+                spares.push(done);
+            }
             let reply = match self.order.recv() {
                 Err(_) => return Ok(false),
                 Ok(r) => r?,
@@ -151,9 +171,17 @@ pub(crate) fn start<'scope>(
         .map(|files| {
             let (order_tx, order) = mpsc::sync_channel(DEPTH);
             let jobs = jobs_tx.clone();
-            scope.spawn(move || read(&files, chunk_bytes, &jobs, &order_tx));
+            let spares = Spares::default();
+            let reader = Reader {
+                chunk_bytes,
+                jobs,
+                order: order_tx,
+                spares: Arc::clone(&spares),
+            };
+            scope.spawn(move || reader.read(&files));
             Stream {
                 order,
+                spares,
                 batch: None,
                 cur: 0,
                 next: 0,
@@ -172,16 +200,26 @@ fn work(decoder: &Decoder, jobs: &Mutex<Receiver<Job>>) {
                 Err(_) => return,
             }
         };
-        let batch = decode(decoder, job.file, job.chunk);
+        let batch = decode(decoder, job.file, job.chunk, job.reuse);
         // The stream is gone if the replay stopped early: nothing to do.
         let _ = job.reply.send(batch);
     }
 }
 
 /// Splits a chunk into its non-blank lines and decodes them.
-fn decode(decoder: &Decoder, file: usize, chunk: Vec<u8>) -> Batch {
-    let mut lines = Vec::with_capacity(chunk.len() / 128 + 1);
-    let mut arena = Arena::with_capacity(chunk.len() / 4);
+/// `reuse`: empty buffers to fill (else new ones).
+fn decode(
+    decoder: &Decoder,
+    file: usize,
+    chunk: Vec<u8>,
+    reuse: Option<(Vec<Line>, Arena)>,
+) -> Batch {
+    let (mut lines, mut arena) = reuse.unwrap_or_else(|| {
+        (
+            Vec::with_capacity(chunk.len() / 128 + 1),
+            Arena::with_capacity(chunk.len() / 4),
+        )
+    });
     let whole = std::str::from_utf8(&chunk).ok();
     let mut start = 0;
     while start < chunk.len() {
@@ -249,55 +287,80 @@ fn find_newline(s: &[u8]) -> Option<usize> {
         .map(|i| at + i)
 }
 
-/// A reader: reads `files` in order, in chunks that end at a line end (or
-/// at the end of a file), and queues each for decoding. Stops at the first
-/// error, which it passes on in place of the next chunk.
-fn read(
-    files: &[(usize, PathBuf)],
+/// A reader: reads its files in order, in chunks that end at a line end (or
+/// at the end of a file), and queues each for decoding.
+struct Reader {
     chunk_bytes: usize,
-    jobs: &Sender<Job>,
-    order: &SyncSender<anyhow::Result<Receiver<Batch>>>,
-) {
-    let send = |file: usize, chunk: Vec<u8>| -> bool {
-        let (reply, rx) = mpsc::sync_channel(1);
-        jobs.send(Job { file, chunk, reply }).is_ok() && order.send(Ok(rx)).is_ok()
-    };
-    for (file, path) in files {
-        let result = (|| -> anyhow::Result<bool> {
-            let mut r = open(path)?;
-            let mut carry: Vec<u8> = Vec::new();
-            loop {
-                let mut buf = Vec::with_capacity(chunk_bytes.max(carry.len() * 2));
-                buf.append(&mut carry);
-                let want = buf.capacity() - buf.len();
-                let n = (&mut r)
-                    .take(want as u64)
-                    .read_to_end(&mut buf)
-                    .with_context(|| format!("reading {}", path.display()))?;
-                if n == 0 {
-                    // The end of the file: what is left is its last line.
-                    return Ok(buf.is_empty() || send(*file, buf));
+    jobs: Sender<Job>,
+    order: SyncSender<anyhow::Result<Receiver<Batch>>>,
+    spares: Spares,
+}
+
+impl Reader {
+    /// Reads `files`; stops at the first error, which it passes on in place
+    /// of the next chunk, or when the stream is gone.
+    fn read(&self, files: &[(usize, PathBuf)]) {
+        for (file, path) in files {
+            match self.read_file(*file, path) {
+                Ok(true) => {}
+                Ok(false) => return,
+                Err(e) => {
+                    let _ = self.order.send(Err(e));
+                    return;
                 }
-                match buf.iter().rposition(|&b| b == b'\n') {
-                    Some(i) => {
-                        carry = buf.split_off(i + 1);
-                        if !send(*file, buf) {
-                            return Ok(false);
-                        }
-                    }
-                    // A line longer than the chunk: read on.
-                    None => carry = buf,
-                }
-            }
-        })();
-        match result {
-            Ok(true) => {}
-            Ok(false) => return,
-            Err(e) => {
-                let _ = order.send(Err(e));
-                return;
             }
         }
+    }
+
+    /// `false` if the stream is gone.
+    fn read_file(&self, file: usize, path: &Path) -> anyhow::Result<bool> {
+        let mut r = open(path)?;
+        let mut carry: Vec<u8> = Vec::new();
+        loop {
+            let spare = take_spare(&self.spares);
+            let (mut buf, reuse) = match spare {
+                Some(mut b) => {
+                    b.chunk.clear();
+                    b.lines.clear();
+                    b.arena.clear();
+                    (b.chunk, Some((b.lines, b.arena)))
+                }
+                None => (Vec::new(), None),
+            };
+            // A line longer than the chunk doubles the chunk until it fits.
+            buf.reserve(self.chunk_bytes.max(carry.len() * 2));
+            buf.append(&mut carry);
+            let want = buf.capacity() - buf.len();
+            let n = (&mut r)
+                .take(want as u64)
+                .read_to_end(&mut buf)
+                .with_context(|| format!("reading {}", path.display()))?;
+            if n == 0 {
+                // The end of the file: what is left is its last line.
+                return Ok(buf.is_empty() || self.send(file, buf, reuse));
+            }
+            match buf.iter().rposition(|&b| b == b'\n') {
+                Some(i) => {
+                    carry = buf.split_off(i + 1);
+                    if !self.send(file, buf, reuse) {
+                        return Ok(false);
+                    }
+                }
+                None => carry = buf,
+            }
+        }
+    }
+
+    /// Queues a chunk; `false` if the stream is gone.
+    fn send(&self, file: usize, chunk: Vec<u8>, reuse: Option<(Vec<Line>, Arena)>) -> bool {
+        let (reply, rx) = mpsc::sync_channel(1);
+        let job = Job {
+            file,
+            chunk,
+            reuse,
+            reply,
+        };
+        self.jobs.send(job).is_ok() && self.order.send(Ok(rx)).is_ok()
     }
 }
 
@@ -362,18 +425,20 @@ mod tests {
     }
 
     /// A chunk split by the workers: blank lines and line ends dropped, every
-    /// line decoded as the decoder decodes it alone, strings through the arena.
+    /// line decoded as the decoder decodes it alone, strings through the arena
+    /// (the second time round, the first batch's buffers).
     #[test]
     fn a_chunk_decodes_line_by_line_as_the_decoder_does() {
         let d = decoder();
         let lines = mixed_lines();
+        let mut reuse = None;
         for (name, sep) in [
             ("lf", &b"\n"[..]),
             ("crlf with blank lines", &b"\r\n \t\r\n\n"[..]),
         ] {
             let mut chunk = lines.join(sep);
             chunk.extend_from_slice(b"\r\n\n");
-            let batch = decode(&d, 3, chunk.clone());
+            let batch = decode(&d, 3, chunk.clone(), reuse.take());
             assert_eq!((batch.file, batch.bytes), (3, chunk.len() as u64));
             assert_eq!(batch.lines.len(), lines.len(), "{name}");
             for (got, want) in batch.lines.iter().zip(&lines) {
@@ -384,7 +449,73 @@ mod tests {
                     (got, want) => panic!("{name}: {got:?} but alone {want:?}"),
                 }
             }
+            // The second chunk goes into the first one's buffers, emptied.
+            let (mut l, mut a) = (batch.lines, batch.arena);
+            l.clear();
+            a.clear();
+            reuse = Some((l, a));
         }
+    }
+
+    /// Every line of the files comes out of the streams once, in order, whole:
+    /// a line longer than a chunk, a last line without a line end, a gzip
+    /// file, one stream or one per file; a file that is missing is an error.
+    #[test]
+    fn streams_give_every_line_of_their_files_in_order() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let ev = |i: usize| {
+            format!(
+                r#"{{"event_id":"e{i}","type":"deposit","ts":{i},"user_id":"u{i}","amount_usd":1}}"#
+            )
+        };
+        let long = format!("{{\"pad\":\"{}\"}}", "x".repeat(CHUNK_BYTES * 5 / 2));
+        let a: Vec<String> = (0..30_000).map(ev).chain([long]).collect();
+        let b: Vec<String> = (0..3).map(|i| ev(100 + i)).collect();
+        let (pa, pb) = (dir.path().join("a.ndjson"), dir.path().join("b.ndjson.gz"));
+        std::fs::write(&pa, a.join("\n") + "\n").expect("write a");
+        let mut gz = flate2::write::GzEncoder::new(
+            std::fs::File::create(&pb).expect("create b"),
+            flate2::Compression::fast(),
+        );
+        std::io::Write::write_all(&mut gz, b.join("\r\n\n").as_bytes()).expect("write b");
+        gz.finish().expect("finish b");
+        let d = decoder();
+        let lines_of = |s: &mut Stream| -> anyhow::Result<Vec<(usize, String, bool)>> {
+            let mut v = Vec::new();
+            while s.advance(None)? {
+                let (file, bytes, decoded, _) = s.line().expect("a current line");
+                let valid = matches!(decoded, Decoded::Event(_));
+                v.push((file, String::from_utf8_lossy(bytes).into_owned(), valid));
+            }
+            Ok(v)
+        };
+        let want = |file: usize, lines: &[String]| -> Vec<(usize, String, bool)> {
+            // Only the long line is invalid (too large, and not an event).
+            lines
+                .iter()
+                .map(|l| (file, l.clone(), !l.starts_with("{\"pad")))
+                .collect()
+        };
+        let paths = [pa.clone(), pb.clone()];
+        std::thread::scope(|scope| {
+            let mut one = start(scope, &d, &paths, false);
+            assert_eq!(one.len(), 1);
+            let got = lines_of(&mut one[0]).expect("no error");
+            assert_eq!(got.len(), a.len() + b.len());
+            assert_eq!(got, [want(0, &a), want(1, &b)].concat());
+        });
+        std::thread::scope(|scope| {
+            let mut two = start(scope, &d, &paths, true);
+            assert_eq!(two.len(), 2);
+            assert_eq!(lines_of(&mut two[1]).expect("no error"), want(1, &b));
+            assert_eq!(lines_of(&mut two[0]).expect("no error"), want(0, &a));
+        });
+        let missing = [pb.clone(), dir.path().join("missing.ndjson")];
+        std::thread::scope(|scope| {
+            let mut s = start(scope, &d, &missing, false);
+            let err = lines_of(&mut s[0]).expect_err("the second file is missing");
+            assert!(err.to_string().starts_with("cannot open "), "{err:#}");
+        });
     }
 
     #[test]
