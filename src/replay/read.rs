@@ -220,7 +220,6 @@ fn decode(
             Arena::with_capacity(chunk.len() / 4),
         )
     });
-    let whole = std::str::from_utf8(&chunk).ok();
     let mut start = 0;
     while start < chunk.len() {
         let rest = &chunk[start..];
@@ -231,16 +230,7 @@ fn decode(
             bytes = head;
         }
         if !bytes.iter().all(|b| b.is_ascii_whitespace()) {
-            // serde_json checks each string's UTF-8 when it parses bytes; a
-            // chunk checked once (ASCII runs a word at a time) need not be.
-            let text = match &whole {
-                Some(t) => t.get(start..start + bytes.len()),
-                None => std::str::from_utf8(bytes).ok(),
-            };
-            let decoded = match text.map_or_else(
-                || decoder.decode(bytes, None),
-                |t| decoder.decode_str(t, None),
-            ) {
+            let decoded = match decoder.decode(bytes, None) {
                 Ok(ev) => Decoded::Event(Packed::pack(&ev, &mut arena)),
                 Err(f) => Decoded::Invalid(f),
             };
@@ -405,23 +395,6 @@ mod tests {
         lines.push(b"{\"event_id\":\"e7\",\"type\":\"deposit\",\"ts\":5,\"user_id\":\"\xff\",\"amount_usd\":1}".to_vec());
         lines.push(b"{\"event_id\":\"e8\",\"type\":\"deposit\",\"ts\":5,\"user_id\":\"u\",\"amount_usd\":1,\"x\":\"\xc3\"}".to_vec());
         lines
-    }
-
-    /// `decode_str` is `decode` for every UTF-8 line; failures carry the same message.
-    #[test]
-    fn decode_str_gives_what_decode_gives() {
-        let d = decoder();
-        let mut failures = 0;
-        for l in mixed_lines() {
-            let Ok(t) = std::str::from_utf8(&l) else {
-                continue;
-            };
-            let want = d.decode(&l, None);
-            failures += usize::from(want.is_err());
-            assert_eq!(d.decode_str(t, None), want, "{t}");
-        }
-        // Invalid: 2 lines of small.ndjson, the 4 of poison.ndjson, 6 hand-made.
-        assert_eq!(failures, 12);
     }
 
     /// A chunk split by the workers: blank lines and line ends dropped, every

@@ -81,38 +81,17 @@ impl Decoder {
             None
         };
         match &self.mapping {
-            None => decode_canonical(bytes, None, fallback, self.max_amount_usd),
+            None => decode_canonical(bytes, fallback, self.max_amount_usd),
             Some(m) => m.decode(bytes, fallback, self.max_amount_usd),
-        }
-    }
-
-    /// [`Decoder::decode`] of a message already known to be UTF-8: the same
-    /// result, without checking each string's UTF-8 again (a replay checks a
-    /// whole chunk of lines at once).
-    pub fn decode_str<'a>(
-        &self,
-        text: &'a str,
-        kafka_ts: Option<Millis>,
-    ) -> Result<Event<'a>, DecodeFailure> {
-        match &self.mapping {
-            None if text.len() <= self.max_message_bytes => decode_canonical(
-                text.as_bytes(),
-                Some(text),
-                self.kafka_timestamp_fallback.then_some(kafka_ts).flatten(),
-                self.max_amount_usd,
-            ),
-            _ => self.decode(text.as_bytes(), kafka_ts),
         }
     }
 }
 
-/// `text`: `bytes` as a `str`, when the caller knows they are UTF-8.
-fn decode_canonical<'a>(
-    bytes: &'a [u8],
-    text: Option<&'a str>,
+fn decode_canonical(
+    bytes: &[u8],
     fallback_ts: Option<Millis>,
     max_amount_usd: f64,
-) -> Result<Event<'a>, DecodeFailure> {
+) -> Result<Event<'_>, DecodeFailure> {
     // Tells valid JSON that is not an object (`not_json` too, but its own message) from garbage.
     if bytes.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
         return Err(DecodeFailure::untyped(
@@ -123,11 +102,8 @@ fn decode_canonical<'a>(
         ));
     }
     let mut raw = RawEvent::default();
-    match text {
-        Some(text) => fill_from_json(&mut raw, serde_json::Deserializer::from_str(text)),
-        None => fill_from_json(&mut raw, serde_json::Deserializer::from_slice(bytes)),
-    }
-    .map_err(|e| DecodeFailure::untyped(DecodeError::NotJson(e.to_string())))?;
+    fill_from_json(&mut raw, bytes)
+        .map_err(|e| DecodeFailure::untyped(DecodeError::NotJson(e.to_string())))?;
     let ty = canonical_type(raw.slot(Field::Type).as_ref()).map_err(DecodeFailure::untyped)?;
     validate(&mut raw, ty, TsFormat::Auto, fallback_ts, max_amount_usd).map_err(|error| {
         DecodeFailure {
@@ -196,10 +172,8 @@ impl<'de> Visitor<'de> for RawVisitor {
 /// enough that serde derive's by-value construction, and the moves after
 /// it, cost more than a tenth of the decode time. A field given twice
 /// keeps its last value, as `serde_json::Value` does on the mapped path.
-fn fill_from_json<'a, R: serde_json::de::Read<'a>>(
-    raw: &mut RawEvent<'a>,
-    mut de: serde_json::Deserializer<R>,
-) -> Result<(), serde_json::Error> {
+fn fill_from_json<'a>(raw: &mut RawEvent<'a>, bytes: &'a [u8]) -> Result<(), serde_json::Error> {
+    let mut de = serde_json::Deserializer::from_slice(bytes);
     de::Deserializer::deserialize_map(&mut de, Filler(raw))?;
     de.end()
 }
