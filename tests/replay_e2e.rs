@@ -43,6 +43,15 @@ fn replay_json(files: &[PathBuf], extra: &[&str]) -> Vec<Value> {
     v.as_array().expect("a JSON array").clone()
 }
 
+/// The records of a `--dead-letter` file.
+fn dead_letters(path: &Path) -> Vec<Value> {
+    std::fs::read_to_string(path)
+        .expect("dead letters written")
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("a JSON line"))
+        .collect()
+}
+
 fn get(series: &[Value], name: &str, labels: &[(&str, &str)]) -> Option<f64> {
     series
         .iter()
@@ -322,11 +331,7 @@ fn summary_and_dead_letter_file_name_every_bad_line() {
         err.contains("applied 17, invalid 2, late 1, duplicate 1"),
         "{err}"
     );
-    let lines: Vec<Value> = std::fs::read_to_string(&dl)
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let lines = dead_letters(&dl);
     assert_eq!(lines.len(), 3);
     assert!(
         lines[0]["reason"]
@@ -417,11 +422,7 @@ fn amounts_of_1e308_are_dead_lettered_and_revenue_arpu_clv_stay() {
         err.contains("applied 17, invalid 6, late 1, duplicate 1"),
         "{err}"
     );
-    let lines: Vec<Value> = std::fs::read_to_string(&dl)
-        .expect("dead letters written")
-        .lines()
-        .map(|l| serde_json::from_str(l).expect("a JSON line"))
-        .collect();
+    let lines = dead_letters(&dl);
     let poison: Vec<(&str, &str)> = lines
         .iter()
         .filter(|l| {
@@ -537,11 +538,7 @@ fn outcomes_follow_file_order_across_chunks_and_files() {
         summary_of(&out),
         "replay: applied 40001, invalid 0, late 1, duplicate 1, T = 2026-03-01T10:04:39.993Z"
     );
-    let dead: Vec<Value> = std::fs::read_to_string(&dl)
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let dead = dead_letters(&dl);
     assert_eq!(dead.len(), 1);
     assert_eq!(dead[0]["outcome"], "late");
     assert_eq!(dead[0]["line"], late.as_str());
