@@ -10,10 +10,10 @@
 //!
 //! Threads (`read.rs`): reader threads cut the files into chunks of whole
 //! lines, decode workers (one per core) decode each chunk into a batch of
-//! packed events (`packed.rs`), and this thread applies the batches in file order, so
-//! every outcome (lateness, duplicates, the per-file merge) is decided as if
-//! one thread read the lines one by one. The output does not depend on the
-//! number of cores.
+//! packed events (`packed.rs`), and this thread applies the batches in file
+//! order, so every outcome (lateness, duplicates, the per-file merge) is
+//! decided as if one thread read the lines one by one. The output does not
+//! depend on the number of cores.
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
