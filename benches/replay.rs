@@ -16,6 +16,14 @@
 //! Run: `cargo bench --bench replay`. Knobs: `REPLAY_BENCH_FILE` (an NDJSON
 //! file; default: generated into a temporary directory), `REPLAY_BENCH_RUNS`
 //! (default 3), `REPLAY_BENCH_BEFORE` (see above).
+//!
+//! The figure is about using every core: on a machine whose cores are busy
+//! with other work (other builds), replay gets no second core and the ratios
+//! say so. There, give the bench its own session with a high scheduling
+//! weight (Linux autogroups; as root), e.g.
+//! `cargo bench --bench replay --no-run && setsid sh -c 'echo -19 >
+//! /proc/self/autogroup; exec cargo bench --bench replay'`: every process of
+//! the run, the reference and `before` included, gets the same weight.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
