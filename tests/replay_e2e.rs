@@ -43,6 +43,15 @@ fn replay_json(files: &[PathBuf], extra: &[&str]) -> Vec<Value> {
     v.as_array().expect("a JSON array").clone()
 }
 
+/// The records of a `--dead-letter` file.
+fn dead_letters(path: &Path) -> Vec<Value> {
+    std::fs::read_to_string(path)
+        .expect("dead letters written")
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("a JSON line"))
+        .collect()
+}
+
 fn get(series: &[Value], name: &str, labels: &[(&str, &str)]) -> Option<f64> {
     series
         .iter()
@@ -322,11 +331,7 @@ fn summary_and_dead_letter_file_name_every_bad_line() {
         err.contains("applied 17, invalid 2, late 1, duplicate 1"),
         "{err}"
     );
-    let lines: Vec<Value> = std::fs::read_to_string(&dl)
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let lines = dead_letters(&dl);
     assert_eq!(lines.len(), 3);
     assert!(
         lines[0]["reason"]
@@ -417,11 +422,7 @@ fn amounts_of_1e308_are_dead_lettered_and_revenue_arpu_clv_stay() {
         err.contains("applied 17, invalid 6, late 1, duplicate 1"),
         "{err}"
     );
-    let lines: Vec<Value> = std::fs::read_to_string(&dl)
-        .expect("dead letters written")
-        .lines()
-        .map(|l| serde_json::from_str(l).expect("a JSON line"))
-        .collect();
+    let lines = dead_letters(&dl);
     let poison: Vec<(&str, &str)> = lines
         .iter()
         .filter(|l| {
@@ -474,4 +475,88 @@ fn amounts_of_1e308_are_dead_lettered_and_revenue_arpu_clv_stay() {
     assert_eq!(invalid(&poisoned, "trade"), Some(1.0));
     assert_eq!(invalid(&poisoned, "spend"), Some(1.0));
     assert_eq!(invalid(&clean, "deposit"), Some(0.0));
+}
+
+// Replay reads and decodes in chunks of about 1 MiB on worker threads and
+// applies on one thread in file order. 40 000 deposits 7 ms apart (about
+// 3.8 MB, several chunks; T ends at the last one, 280 s after the first),
+// then three lines whose outcome depends on everything before them:
+// - a copy of the first deposit: a duplicate (inside the 10 min horizon);
+// - a new deposit at the first one's time, 280 s before T: late (> 30 s);
+// - a new deposit 10 s before T: applied.
+// Moved to the front of the file, the late line is applied instead (T has
+// not moved yet). Split over two files at a line inside a chunk, the one
+// stream gives the same output as the whole file.
+const BIG_T0: i64 = 1_772_359_200_000; // 2026-03-01T10:00:00Z
+
+fn deposit(id: &str, ts: i64) -> String {
+    format!(r#"{{"event_id":"{id}","type":"deposit","ts":{ts},"user_id":"u{id}","amount_usd":2}}"#)
+}
+
+fn summary_of(out: &Output) -> String {
+    assert!(
+        out.status.success(),
+        "replay failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    err.lines()
+        .find(|l| l.starts_with("replay: "))
+        .unwrap_or_else(|| panic!("no summary in {err}"))
+        .to_string()
+}
+
+#[test]
+fn outcomes_follow_file_order_across_chunks_and_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let body: Vec<String> = (0..40_000i64)
+        .map(|i| deposit(&format!("d{i}"), BIG_T0 + i * 7))
+        .collect();
+    let t = BIG_T0 + 39_999 * 7;
+    let (dup, late, fresh) = (
+        body[0].clone(),
+        deposit("late1", BIG_T0),
+        deposit("fresh1", t - 10_000),
+    );
+    let write = |name: &str, lines: &[String]| {
+        let p = dir.path().join(name);
+        std::fs::write(&p, lines.join("\n") + "\n").unwrap();
+        p
+    };
+    let all: Vec<String> = [body.clone(), vec![dup.clone(), late.clone(), fresh.clone()]].concat();
+    assert!(all.iter().map(|l| l.len() + 1).sum::<usize>() > 3 << 20);
+    let whole = write("whole.ndjson", &all);
+    let dl = dir.path().join("dead.ndjson");
+    let out = replay(&[
+        whole.to_str().unwrap(),
+        "--format",
+        "json",
+        "--dead-letter",
+        dl.to_str().unwrap(),
+    ]);
+    assert_eq!(
+        summary_of(&out),
+        "replay: applied 40001, invalid 0, late 1, duplicate 1, T = 2026-03-01T10:04:39.993Z"
+    );
+    let dead = dead_letters(&dl);
+    assert_eq!(dead.len(), 1);
+    assert_eq!(dead[0]["outcome"], "late");
+    assert_eq!(dead[0]["line"], late.as_str());
+
+    let front: Vec<String> = [vec![late.clone()], body.clone(), vec![dup, fresh]].concat();
+    let out_front = replay(&[write("front.ndjson", &front).to_str().unwrap()]);
+    assert_eq!(
+        summary_of(&out_front),
+        "replay: applied 40002, invalid 0, late 0, duplicate 1, T = 2026-03-01T10:04:39.993Z"
+    );
+
+    let (a, b) = all.split_at(12_345);
+    let split = replay(&[
+        write("a.ndjson", a).to_str().unwrap(),
+        write("b.ndjson", b).to_str().unwrap(),
+        "--format",
+        "json",
+    ]);
+    assert_eq!(summary_of(&split), summary_of(&out));
+    assert_eq!(split.stdout, out.stdout);
 }

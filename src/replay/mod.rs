@@ -7,11 +7,18 @@
 //! partition i instead (a topic dumped per partition), the files merged by
 //! event time. At the end the input is complete: every pending effect and
 //! every timer with instant <= T is applied.
+//!
+//! Threads (`read.rs`): reader threads cut the files into chunks of whole
+//! lines, decode workers (one per core) decode each chunk into a batch of
+//! packed events (`packed.rs`), and this thread applies the batches in file
+//! order, so every outcome (lateness, duplicates, the per-file merge) is
+//! decided as if one thread read the lines one by one. The output does not
+//! depend on the number of cores.
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 use std::fs::File;
-use std::io::{BufRead, BufReader, IsTerminal, Read, Write};
+use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -21,6 +28,13 @@ use crate::config::Config;
 use crate::engine::{Engine, Outcome};
 use crate::event::{Decoder, Millis, time};
 use crate::export;
+
+mod packed;
+mod read;
+
+use packed::Arena;
+pub use read::open;
+use read::{Decoded, Stream};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum Format {
@@ -108,18 +122,18 @@ pub fn main(args: ReplayArgs) -> anyhow::Result<ExitCode> {
     }
     let decoder = Decoder::new(&cfg.mapping, cfg.engine.max_message_bytes, false);
     let mut sink = Sink {
-        decoder: &decoder,
         engine: &mut engine,
         dead: dead.as_mut(),
         per_file: args.partition_per_file,
     };
-    if args.partition_per_file {
-        replay_per_file(&args.files, &mut sink, bar.as_ref())?;
-    } else {
-        for path in &args.files {
-            replay_file(path, &mut sink, bar.as_ref())?;
+    std::thread::scope(|scope| {
+        let streams = read::start(scope, &decoder, &args.files, args.partition_per_file);
+        if args.partition_per_file {
+            replay_per_file(&args.files, streams, &mut sink, bar.as_ref())
+        } else {
+            replay_streams(&args.files, streams, &mut sink, bar.as_ref())
         }
-    }
+    })?;
     if let Some(b) = &bar {
         b.finish_and_clear();
     }
@@ -175,83 +189,8 @@ pub fn summary(engine: &Engine) -> Summary {
     }
 }
 
-/// Opens a file, decompressing gzip (detected by its magic bytes).
-pub fn open(path: &Path) -> anyhow::Result<Box<dyn BufRead>> {
-    let mut f = File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
-    let mut magic = [0u8; 2];
-    let n = f.read(&mut magic)?;
-    let f = File::open(path)?;
-    if n == 2 && magic == [0x1f, 0x8b] {
-        Ok(Box::new(BufReader::with_capacity(
-            1 << 20,
-            flate2::read::MultiGzDecoder::new(f),
-        )))
-    } else {
-        Ok(Box::new(BufReader::with_capacity(1 << 20, f)))
-    }
-}
-
-/// The non-blank lines of one input file, without their line endings.
-struct Lines {
-    path: PathBuf,
-    reader: Box<dyn BufRead>,
-    buf: Vec<u8>,
-    len: usize,
-    since_tick: u64,
-}
-
-impl Lines {
-    fn open(path: &Path) -> anyhow::Result<Lines> {
-        Ok(Lines {
-            path: path.to_path_buf(),
-            reader: open(path)?,
-            buf: Vec::with_capacity(4096),
-            len: 0,
-            since_tick: 0,
-        })
-    }
-
-    /// Reads the next non-blank line ([`Lines::line`]); `false` at the end.
-    fn advance(&mut self, bar: Option<&indicatif::ProgressBar>) -> anyhow::Result<bool> {
-        loop {
-            self.buf.clear();
-            let n = self
-                .reader
-                .read_until(b'\n', &mut self.buf)
-                .with_context(|| format!("reading {}", self.path.display()))?;
-            if n == 0 {
-                if let Some(b) = bar {
-                    b.inc(self.since_tick);
-                }
-                self.since_tick = 0;
-                return Ok(false);
-            }
-            self.since_tick += n as u64;
-            if self.since_tick > (1 << 20) {
-                if let Some(b) = bar {
-                    b.inc(self.since_tick);
-                }
-                self.since_tick = 0;
-            }
-            let mut bytes = &self.buf[..];
-            while let [rest @ .., b'\n' | b'\r'] = bytes {
-                bytes = rest;
-            }
-            if !bytes.iter().all(|b| b.is_ascii_whitespace()) {
-                self.len = bytes.len();
-                return Ok(true);
-            }
-        }
-    }
-
-    fn line(&self) -> &[u8] {
-        &self.buf[..self.len]
-    }
-}
-
 /// Where the lines go: the engine, and the dead-letter file if any.
 struct Sink<'a> {
-    decoder: &'a Decoder,
     engine: &'a mut Engine,
     dead: Option<&'a mut std::io::BufWriter<File>>,
     /// `--partition-per-file`: dead-letter records name the partition.
@@ -259,14 +198,21 @@ struct Sink<'a> {
 }
 
 impl Sink<'_> {
-    /// Offers one line of `path` to the engine as an event of `partition`.
-    fn feed(&mut self, partition: u32, path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
-        let (outcome, reason) = match self.decoder.decode(bytes, None) {
-            Ok(ev) => {
-                let o = self.engine.offer(partition, &ev, None);
+    /// Offers one decoded line of `path` to the engine as an event of `partition`.
+    fn feed(
+        &mut self,
+        partition: u32,
+        path: &Path,
+        bytes: &[u8],
+        decoded: &Decoded,
+        arena: &Arena,
+    ) -> anyhow::Result<()> {
+        let (outcome, reason) = match decoded {
+            Decoded::Event(p) => {
+                let o = self.engine.offer(partition, &p.unpack(arena), None);
                 (o, (o == Outcome::Late).then(|| "late".to_string()))
             }
-            Err(f) => {
+            Decoded::Invalid(f) => {
                 self.engine.record_invalid(partition, f.event_type);
                 (
                     Outcome::Invalid,
@@ -291,17 +237,28 @@ impl Sink<'_> {
     }
 }
 
-/// Feeds every line of one file to the engine (partition 0).
-fn replay_file(
-    path: &Path,
+/// Feeds every line of the files, in order, to the engine (partition 0).
+fn replay_streams(
+    paths: &[PathBuf],
+    streams: Vec<Stream>,
     sink: &mut Sink<'_>,
     bar: Option<&indicatif::ProgressBar>,
 ) -> anyhow::Result<()> {
-    let mut lines = Lines::open(path)?;
-    while lines.advance(bar)? {
-        sink.feed(0, path, lines.line())?;
+    for mut s in streams {
+        while s.advance(bar)? {
+            if let Some((file, bytes, decoded, arena)) = s.line() {
+                sink.feed(0, path_of(paths, file)?, bytes, decoded, arena)?;
+            }
+        }
     }
     Ok(())
+}
+
+fn path_of(paths: &[PathBuf], file: usize) -> anyhow::Result<&Path> {
+    paths
+        .get(file)
+        .map(PathBuf::as_path)
+        .ok_or_else(|| anyhow::anyhow!("replay read a file it was not given (index {file})"))
 }
 
 /// `--partition-per-file`: file i is input partition i. The files are merged
@@ -312,32 +269,34 @@ fn replay_file(
 /// order is the file's (docs/semantics.md, "Replay per partition").
 fn replay_per_file(
     paths: &[PathBuf],
+    mut files: Vec<Stream>,
     sink: &mut Sink<'_>,
     bar: Option<&indicatif::ProgressBar>,
 ) -> anyhow::Result<()> {
     let Ok(n) = u32::try_from(paths.len()) else {
         bail!("too many files for --partition-per-file");
     };
-    let mut files = paths
-        .iter()
-        .map(|p| Lines::open(p))
-        .collect::<anyhow::Result<Vec<_>>>()?;
     // Min-heap of (head line's ts, file index).
     let mut heads = BinaryHeap::with_capacity(paths.len());
-    let key = |decoder: &Decoder, line: &[u8], prev: Millis| {
-        decoder.decode(line, None).map_or(prev, |ev| ev.ts)
+    let key = |s: &Stream, prev: Millis| match s.line() {
+        Some((_, _, Decoded::Event(p), _)) => p.ts(),
+        _ => prev,
     };
     for (i, f) in (0..n).zip(files.iter_mut()) {
         if f.advance(bar)? {
-            let k = key(sink.decoder, f.line(), Millis::MIN);
-            heads.push(Reverse((k, i)));
+            heads.push(Reverse((key(f, Millis::MIN), i)));
         }
     }
     while let Some(Reverse((k, i))) = heads.pop() {
-        let f = &mut files[i as usize];
-        sink.feed(i, &paths[i as usize], f.line())?;
+        let path = path_of(paths, i as usize)?;
+        let Some(f) = files.get_mut(i as usize) else {
+            bail!("replay lost file {i}");
+        };
+        if let Some((_, bytes, decoded, arena)) = f.line() {
+            sink.feed(i, path, bytes, decoded, arena)?;
+        }
         if f.advance(bar)? {
-            heads.push(Reverse((key(sink.decoder, f.line(), k), i)));
+            heads.push(Reverse((key(f, k), i)));
         }
     }
     Ok(())
