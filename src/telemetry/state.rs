@@ -60,6 +60,9 @@ pub struct PartitionStateSaved<'a> {
     pub next_offset: i64,
     pub trigger: SaveTrigger,
     pub result: SaveResult<'a>,
+    /// How long the consumer loop stopped to freeze the partition's state.
+    pub froze: Duration,
+    /// Encode and write, off the loop.
     pub took: Duration,
 }
 
@@ -69,6 +72,7 @@ impl PartitionStateSaved<'_> {
             (self.topic, self.partition, self.epoch, self.next_offset);
         let trigger = self.trigger.as_str();
         let ms = self.took.as_secs_f64() * 1e3;
+        let freeze_ms = self.froze.as_secs_f64() * 1e3;
         metrics()
             .state_saves
             .with_label_values(&[self.result.label()])
@@ -76,7 +80,15 @@ impl PartitionStateSaved<'_> {
         match self.result {
             SaveResult::Ok { bytes, chunks } => info!(
                 topic,
-                partition, epoch, next_offset, trigger, bytes, chunks, ms, "partition state saved"
+                partition,
+                epoch,
+                next_offset,
+                trigger,
+                bytes,
+                chunks,
+                freeze_ms,
+                ms,
+                "partition state saved"
             ),
             SaveResult::Failed { error } => error!(
                 topic,

@@ -14,8 +14,9 @@
 //!   offset), and resumes it. While any partition restores, `/readyz` fails
 //!   naming them.
 //! - **Periodically** (`checkpoint.interval`): every restored partition whose
-//!   state moved gets a snapshot, written on a blocking thread; only then is
-//!   the offset it covers stored for the next commit.
+//!   state moved is frozen on the loop ([`Engine::freeze_partition`]: the
+//!   loop stops only for that), then encoded and written on a blocking
+//!   thread; only then is the offset it covers stored for the next commit.
 //! - **Revoke** (not lost; rebalance callback): a final snapshot of each
 //!   revoked partition, all within `kafka.revoke_timeout`, then a
 //!   synchronous commit of the offsets they cover, then the partitions'
@@ -41,6 +42,7 @@ use rdkafka::topic_partition_list::Offset;
 use super::state::Loop;
 use crate::config::OnCorrupt;
 use crate::engine::Engine;
+use crate::engine::snapshot::FrozenPartition;
 use crate::kafka::live::LiveState;
 use crate::kafka::offsets::{GivenUp, OffsetBook, SnapshotDue};
 use crate::kafka::state_store::{Claim, StateStore};
@@ -131,7 +133,16 @@ impl Handover {
     /// periodic write that loses the race against a revoke's final one is
     /// still a consistent (state, offset) pair, and once the next owner has
     /// claimed its epoch, it cannot win.
-    fn write(&self, t: Target<'_>, bytes: &[u8], timeout: Duration, trigger: SaveTrigger) -> bool {
+    /// The frozen view is encoded here, on the thread that writes (never
+    /// the loop's, except inside a revoke callback, which blocks the loop
+    /// anyway).
+    fn write(
+        &self,
+        t: Target<'_>,
+        frozen: Frozen,
+        timeout: Duration,
+        trigger: SaveTrigger,
+    ) -> bool {
         let Target {
             topic,
             partition,
@@ -142,9 +153,11 @@ impl Handover {
         let (ok, result) = if timeout.is_zero() {
             (false, Err(None))
         } else {
+            let bytes = frozen.view.encode();
+            let timeout = timeout.saturating_sub(t0.elapsed());
             match self
                 .store
-                .save(topic, partition, epoch, next_offset, bytes, timeout)
+                .save(topic, partition, epoch, next_offset, &bytes, timeout)
             {
                 Ok(s) => (true, Ok(s)),
                 Err(e) => (false, Err(Some(e))),
@@ -165,6 +178,7 @@ impl Handover {
             next_offset,
             trigger,
             result,
+            froze: frozen.took,
             took: t0.elapsed(),
         }
         .emit();
@@ -239,7 +253,7 @@ impl Handover {
             }
             .emit();
         }
-        let bytes = lock_engine(engine).snapshot_partition(g.pid)?;
+        let frozen = Frozen::take(&mut lock_engine(engine), g.pid)?;
         let left = deadline.saturating_duration_since(Instant::now());
         let target = Target {
             topic: &g.topic,
@@ -247,8 +261,28 @@ impl Handover {
             epoch: claim,
             next_offset: next,
         };
-        self.write(target, &bytes, left, SaveTrigger::Revoke)
+        self.write(target, frozen, left, SaveTrigger::Revoke)
             .then_some(next)
+    }
+}
+
+/// A partition's state frozen on the loop (see
+/// [`Engine::freeze_partition`]), to encode and write on a blocking thread;
+/// with the time the loop was stopped to take it.
+pub struct Frozen {
+    view: FrozenPartition,
+    took: Duration,
+}
+
+impl Frozen {
+    /// Freezes partition `pid` (None if not held).
+    fn take(engine: &mut Engine, pid: u32) -> Option<Frozen> {
+        let t0 = Instant::now();
+        let view = engine.freeze_partition(pid)?;
+        Some(Frozen {
+            view,
+            took: t0.elapsed(),
+        })
     }
 }
 
@@ -510,7 +544,7 @@ impl Loop {
         if due.is_empty() {
             return;
         }
-        let jobs = self.snapshot_jobs(due);
+        let jobs = self.freeze_jobs(due);
         let book = self.book.clone();
         let timeout = h.save_timeout;
         self.moves.saves.spawn_blocking(move || SavesDone {
@@ -518,11 +552,12 @@ impl Loop {
         });
     }
 
-    /// The snapshot bytes of each due partition, taken now.
-    fn snapshot_jobs(&self, due: Vec<SnapshotDue>) -> Vec<(SnapshotDue, Vec<u8>)> {
-        let engine = self.engine();
+    /// Each due partition frozen now (encoded later, by the task that
+    /// writes it).
+    fn freeze_jobs(&self, due: Vec<SnapshotDue>) -> Vec<(SnapshotDue, Frozen)> {
+        let mut engine = self.engine();
         due.into_iter()
-            .filter_map(|d| engine.snapshot_partition(d.pid).map(|b| (d, b)))
+            .filter_map(|d| Frozen::take(&mut engine, d.pid).map(|f| (d, f)))
             .collect()
     }
 
@@ -572,7 +607,7 @@ impl Loop {
             self.saves_done(done);
         }
         let due = self.book().snapshots_due(true);
-        let jobs = self.snapshot_jobs(due);
+        let jobs = self.freeze_jobs(due);
         let wanted = jobs.len();
         let book = self.book.clone();
         let budget = deadline.saturating_duration_since(tokio::time::Instant::now());
@@ -606,13 +641,13 @@ impl Loop {
 fn write_all(
     h: &Handover,
     book: &Mutex<OffsetBook>,
-    jobs: Vec<(SnapshotDue, Vec<u8>)>,
+    jobs: Vec<(SnapshotDue, Frozen)>,
     timeout: Duration,
     trigger: SaveTrigger,
     until: Option<Instant>,
 ) -> Vec<SnapshotDue> {
     let mut written = Vec::new();
-    for (d, bytes) in jobs {
+    for (d, frozen) in jobs {
         if lock(book).assignment(&d.topic, d.partition) != Some(d.assignment) {
             continue;
         }
@@ -625,7 +660,7 @@ fn write_all(
             epoch: d.claim,
             next_offset: d.next_offset,
         };
-        if h.write(target, &bytes, t, trigger) {
+        if h.write(target, frozen, t, trigger) {
             written.push(d);
         }
     }
