@@ -302,3 +302,22 @@ impl DeadLettersAtRevoke<'_> {
         );
     }
 }
+
+/// The consumer loop took no turn for longer than half the session timeout
+/// (the process was stopped, or a step blocked it): it may have lost its
+/// partitions without knowing it yet, so partials, totals and state writes
+/// are held back a moment, until a "lost" rebalance would have arrived.
+pub struct LoopStalled {
+    pub stopped: Duration,
+    pub hold: Duration,
+}
+
+impl LoopStalled {
+    pub fn emit(self) {
+        warn!(
+            stopped_ms = self.stopped.as_millis() as u64,
+            hold_ms = self.hold.as_millis() as u64,
+            "the consumer loop was stopped; partials, totals and state writes wait in case its partitions were lost meanwhile"
+        );
+    }
+}

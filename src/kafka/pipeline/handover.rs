@@ -31,6 +31,7 @@
 //! lock is never contended; it is never held across an `.await` nor across a
 //! `recv()`.
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -40,7 +41,7 @@ use rdkafka::consumer::Consumer;
 use rdkafka::topic_partition_list::Offset;
 
 use super::state::Loop;
-use crate::config::OnCorrupt;
+use crate::config::{Config, OnCorrupt};
 use crate::engine::Engine;
 use crate::engine::snapshot::FrozenPartition;
 use crate::kafka::live::LiveState;
@@ -316,6 +317,12 @@ pub struct SavesDone {
 #[derive(Default)]
 pub struct Moves {
     pub handover: Option<Arc<Handover>>,
+    /// The ownership epoch (state store claim) of each restored partition,
+    /// written into its partials (0 without a state store).
+    claims: HashMap<u32, u64>,
+    /// Holds writes back after the loop was stopped for long (see
+    /// [`StallGuard`]).
+    pub stall: StallGuard,
     /// State loads in flight.
     pub restores: tokio::task::JoinSet<RestoreDone>,
     /// Loads to try again: (when, topic, partition, assigned since).
@@ -330,12 +337,96 @@ pub struct Moves {
 }
 
 impl Moves {
-    pub fn new(handover: Option<Arc<Handover>>, on_corrupt: OnCorrupt) -> Moves {
+    pub fn new(handover: Option<Arc<Handover>>, cfg: &Config) -> Moves {
         Moves {
             handover,
-            on_corrupt: Some(on_corrupt),
+            on_corrupt: Some(cfg.checkpoint.on_corrupt),
+            stall: StallGuard::new(stall_threshold(cfg)),
             ..Moves::default()
         }
+    }
+
+    /// The ownership epoch partition `pid`'s partials are written with: the
+    /// state store's claim for it, 0 without a state store (or not
+    /// restored yet).
+    pub fn epoch(&self, pid: u32) -> u64 {
+        self.claims.get(&pid).copied().unwrap_or(0)
+    }
+
+    /// Whether the loop must not write partials, totals or state now: it was
+    /// stopped for long just before (see [`StallGuard`]).
+    pub fn holding(&mut self) -> bool {
+        self.stall.holding(Instant::now())
+    }
+}
+
+/// Half the consumer's `session.timeout.ms` (librdkafka's default 45 s):
+/// a loop stopped that long may have lost its partitions.
+fn stall_threshold(cfg: &Config) -> Duration {
+    let ms = crate::kafka::client::settings(&cfg.kafka, crate::kafka::client::Role::Consumer)
+        .ok()
+        .and_then(|s| s.get("session.timeout.ms")?.parse::<u64>().ok())
+        .unwrap_or(45_000);
+    Duration::from_millis(ms / 2)
+}
+
+/// How long writes are held after a stall: librdkafka checks the session
+/// about every second, and the loop dispatches the resulting "lost"
+/// rebalance at its next `recv()`.
+const STALL_HOLD: Duration = Duration::from_secs(3);
+
+/// A process stopped (SIGSTOP, a frozen VM, a long pause) for longer than
+/// its session timeout was removed from the group and its partitions are
+/// another member's, but it learns so only when librdkafka's session check
+/// runs and the loop dispatches the "lost" rebalance, after the timers due
+/// meanwhile (publish, periodic snapshots) have fired. Their writes would
+/// carry the old ownership epoch (the state store and the partials fold
+/// refuse them), but the output topic's totals carry none. So: when the
+/// loop sees a gap of more than the threshold since its previous turn, it
+/// holds partials, totals and state writes back for [`STALL_HOLD`].
+#[derive(Debug)]
+pub struct StallGuard {
+    threshold: Duration,
+    last: Instant,
+    until: Option<Instant>,
+}
+
+impl Default for StallGuard {
+    fn default() -> Self {
+        StallGuard::new(Duration::from_secs(22))
+    }
+}
+
+impl StallGuard {
+    pub fn new(threshold: Duration) -> Self {
+        StallGuard {
+            threshold,
+            last: Instant::now(),
+            until: None,
+        }
+    }
+
+    /// The loop takes a turn at `now`. Returns the gap when it is a stall.
+    pub fn turn(&mut self, now: Instant) -> Option<Duration> {
+        let gap = now.saturating_duration_since(self.last);
+        self.last = now;
+        if gap < self.threshold {
+            return None;
+        }
+        self.until = Some(now + STALL_HOLD);
+        Some(gap)
+    }
+
+    /// Whether writes are held at `now` (a turn is taken first).
+    pub fn holding(&mut self, now: Instant) -> bool {
+        if let Some(gap) = self.turn(now) {
+            telemetry::LoopStalled {
+                stopped: gap,
+                hold: STALL_HOLD,
+            }
+            .emit();
+        }
+        self.until.is_some_and(|u| now < u)
     }
 }
 
@@ -344,11 +435,19 @@ impl Loop {
     /// assigned partitions start, and the loop forgets what it kept of
     /// partitions given up.
     pub fn follow_rebalance(&mut self) {
+        if let Some(gap) = self.moves.stall.turn(Instant::now()) {
+            telemetry::LoopStalled {
+                stopped: gap,
+                hold: STALL_HOLD,
+            }
+            .emit();
+        }
         let Some(h) = self.moves.handover.clone() else {
             return;
         };
         for pid in h.take_gone() {
             self.latency.forget(pid);
+            self.moves.claims.remove(&pid);
         }
         let now = Instant::now();
         for (topic, partition) in h.take_assigned() {
@@ -469,6 +568,7 @@ impl Loop {
         {
             return;
         }
+        self.moves.claims.insert(pid, claim.epoch);
         let start = next.map_or(Offset::Beginning, Offset::Offset);
         self.start_consuming(topic, partition, start);
         self.live.restoring(topic, partition, false);
@@ -537,7 +637,7 @@ impl Loop {
         let Some(h) = self.moves.handover.clone() else {
             return;
         };
-        if !self.moves.saves.is_empty() {
+        if !self.moves.saves.is_empty() || self.moves.holding() {
             return;
         }
         let due = self.book().snapshots_due(false);
@@ -665,4 +765,29 @@ fn write_all(
         }
     }
     written
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Turns closer than the threshold hold nothing; a gap of the threshold
+    /// or more (a stopped process) holds writes for `STALL_HOLD` after it.
+    #[test]
+    fn a_stall_holds_writes_for_a_moment() {
+        let t0 = Instant::now();
+        let mut g = StallGuard::new(Duration::from_secs(3));
+        g.last = t0;
+        let at = |ms: u64| t0 + Duration::from_millis(ms);
+        assert!(!g.holding(at(200)));
+        assert_eq!(g.turn(at(2_900)), None, "2.7 s since the last turn");
+        assert!(!g.holding(at(3_000)));
+        // Stopped 10 s: held from then for 3 s.
+        assert_eq!(g.turn(at(13_000)), Some(Duration::from_secs(10)));
+        assert!(g.holding(at(13_100)));
+        assert!(g.holding(at(15_900)));
+        assert!(!g.holding(at(16_000)));
+        // `holding` takes a turn too: a stall seen there holds at once.
+        assert!(g.holding(at(30_000)));
+    }
 }
