@@ -283,8 +283,10 @@ pub fn partition_owned(topic: &str, partition: i32, owned: bool) {
     }
 }
 
-/// A revoked partition's final snapshot covers messages whose dead-letter
-/// records are not acknowledged yet: if they never are, they are lost.
+/// A revoked partition still has dead-letter records unacknowledged after
+/// the wait: it gets no final snapshot (nor a commit past its last one), so
+/// they are not counted as handled; its next owner replays from its last
+/// snapshot and sends them again.
 pub struct DeadLettersAtRevoke<'a> {
     pub topic: &'a str,
     pub partition: i32,
@@ -297,8 +299,8 @@ impl DeadLettersAtRevoke<'_> {
             topic = self.topic,
             partition = self.partition,
             held = self.held,
-            "partition revoked while dead-letter records of it are unacknowledged; \
-             its final snapshot counts them as handled"
+            "partition revoked while dead-letter records of it are still unacknowledged after half of kafka.revoke_timeout: \
+             no final snapshot and no commit past its last snapshot; the next owner replays from there and sends them again"
         );
     }
 }

@@ -17,7 +17,11 @@
 //!   state moved is frozen on the loop ([`Engine::freeze_partition`]: the
 //!   loop stops only for that), then encoded and written on a blocking
 //!   thread; only then is the offset it covers stored for the next commit.
-//! - **Revoke** (not lost; rebalance callback): a final snapshot of each
+//! - **Revoke** (not lost; rebalance callback): the dead-letter records of
+//!   the revoked partitions still unacknowledged are waited for (half of
+//!   `kafka.revoke_timeout` at most; a partition with one still
+//!   unacknowledged then gets no final snapshot: its last periodic one,
+//!   written with nothing held, stands), then a final snapshot of each
 //!   revoked partition, all within `kafka.revoke_timeout`, then a
 //!   synchronous commit of the offsets they cover, then the partitions'
 //!   state is dropped: they are no longer exported, fire no timer, and are
@@ -198,8 +202,13 @@ impl Handover {
         tpl: &TopicPartitionList,
         lost: bool,
     ) -> TopicPartitionList {
-        let deadline = Instant::now() + self.revoke_timeout;
+        let now = Instant::now();
+        let deadline = now + self.revoke_timeout;
         let closing = self.closing.load(Ordering::Relaxed);
+        if !lost && !closing {
+            // Half the budget at most: the final snapshots need the rest.
+            await_dead_letters(book, tpl, now + self.revoke_timeout / 2);
+        }
         let given_up = lock(book).give_up(tpl);
         let mut covered = TopicPartitionList::new();
         for g in &given_up {
@@ -244,15 +253,18 @@ impl Handover {
             return Some(next);
         }
         if g.held > 0 {
-            // The snapshot covers their messages as handled (counted in
-            // the engine); a record still undelivered is lost with this
-            // owner. Said so; the state itself stays exact.
+            // A snapshot would cover their messages as handled, and a record
+            // never delivered would be lost with this owner: no final
+            // snapshot, no commit past the last one (written only with
+            // nothing held); the next owner replays from there and sends
+            // those records again.
             telemetry::DeadLettersAtRevoke {
                 topic: &g.topic,
                 partition: g.partition,
                 held: g.held,
             }
             .emit();
+            return None;
         }
         let frozen = Frozen::take(&mut lock_engine(engine), g.pid)?;
         let left = deadline.saturating_duration_since(Instant::now());
@@ -284,6 +296,23 @@ impl Frozen {
             view,
             took: t0.elapsed(),
         })
+    }
+}
+
+/// Waits (blocking, inside the revoke callback) until the dead-letter records
+/// of the partitions of `tpl` are acknowledged, or `until`. The deliveries
+/// release their offsets themselves (see `dead_letters.rs`), so this needs
+/// no turn of the loop.
+fn await_dead_letters(book: &Mutex<OffsetBook>, tpl: &TopicPartitionList, until: Instant) {
+    let held = || -> usize {
+        let mut b = lock(book);
+        tpl.elements()
+            .iter()
+            .map(|e| b.held_of(e.topic(), e.partition()))
+            .sum()
+    };
+    while held() > 0 && Instant::now() < until {
+        std::thread::sleep(Duration::from_millis(5));
     }
 }
 
@@ -706,7 +735,17 @@ impl Loop {
         {
             self.saves_done(done);
         }
-        let due = self.book().snapshots_due(true);
+        // Not of a partition with a dead-letter record still unacknowledged
+        // (the shutdown waited for them already): its offsets stay
+        // uncommitted, and its last snapshot, written with nothing held,
+        // stands (as at a revoke).
+        let due = self.book().snapshots_due(false);
+        let held = self.book().held_count();
+        if held > 0 {
+            problems.push(format!(
+                "{held} dead-letter records unacknowledged: their partitions get no final snapshot"
+            ));
+        }
         let jobs = self.freeze_jobs(due);
         let wanted = jobs.len();
         let book = self.book.clone();
