@@ -196,10 +196,28 @@ fn differences(
     a: &BTreeMap<String, OutputValue>,
     b: &BTreeMap<String, OutputValue>,
 ) -> Vec<String> {
+    differences_in(a, b, true)
+}
+
+/// Differences of values only (`as_of` apart: a folder that took the duty
+/// over republishes unchanged series at its own T).
+fn value_differences(
+    a: &BTreeMap<String, OutputValue>,
+    b: &BTreeMap<String, OutputValue>,
+) -> Vec<String> {
+    differences_in(a, b, false)
+}
+
+fn differences_in(
+    a: &BTreeMap<String, OutputValue>,
+    b: &BTreeMap<String, OutputValue>,
+    as_of_too: bool,
+) -> Vec<String> {
     let mut out = Vec::new();
     for k in a.keys().chain(b.keys().filter(|k| !a.contains_key(*k))) {
         match (a.get(k), b.get(k)) {
-            (Some(x), Some(y)) if close(x.value, y.value) && x.as_of == y.as_of => {}
+            (Some(x), Some(y)) if close(x.value, y.value) && (!as_of_too || x.as_of == y.as_of) => {
+            }
             (x, y) => out.push(format!("{k}: {x:?} vs {y:?}")),
         }
     }
@@ -244,25 +262,7 @@ fn two_instances_publish_the_totals_of_one_and_garbage_partials_are_skipped() {
     // before any event is produced (no state has to move).
     let a = Instance::start(&broker, "fleet", "out-fleet");
     let b = Instance::start(&broker, "fleet", "out-fleet");
-    let mut stable_since: Option<Instant> = None;
-    wait(
-        "each fleet instance holds 2 partitions",
-        Duration::from_secs(60),
-        &[&a, &b],
-        || {
-            let (pa, pb) = (
-                a.metric("cxpulse_assigned_partitions"),
-                b.metric("cxpulse_assigned_partitions"),
-            );
-            if (pa, pb) == (Some(2.0), Some(2.0)) {
-                let since = *stable_since.get_or_insert_with(Instant::now);
-                (since.elapsed() > Duration::from_secs(3)).then_some(())
-            } else {
-                stable_since = None;
-                None
-            }
-        },
-    );
+    settled_two_and_two(&a, &b);
     // The reference: one instance holding all four partitions.
     let one = Instance::start(&broker, "one", "out-one");
 
@@ -508,22 +508,6 @@ fn garbage_on_the_partials_topic_is_skipped_and_counted() {
         "{log}"
     );
     assert!(!log.contains("garbage"), "a refused value is never logged");
-}
-
-/// Differences of values only (`as_of` apart: a folder that took the duty
-/// over republishes unchanged series at its own T).
-fn value_differences(
-    a: &BTreeMap<String, OutputValue>,
-    b: &BTreeMap<String, OutputValue>,
-) -> Vec<String> {
-    let mut out = Vec::new();
-    for k in a.keys().chain(b.keys().filter(|k| !a.contains_key(*k))) {
-        match (a.get(k), b.get(k)) {
-            (Some(x), Some(y)) if close(x.value, y.value) => {}
-            (x, y) => out.push(format!("{k}: {x:?} vs {y:?}")),
-        }
-    }
-    out
 }
 
 /// From partition 0 of the partials topic `topic`, raw (value): the first
