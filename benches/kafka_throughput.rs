@@ -366,6 +366,9 @@ struct Drain {
     /// (`cxpulse_state_saves_total{result="ok"}`), and in all.
     saves_in_run: f64,
     saves_total: f64,
+    /// State in Kafka: the "partition state saved" events of this run, in
+    /// order (the periodic ones first, those at shutdown last).
+    saved: Vec<ckpt_log::Saved>,
 }
 
 impl Drain {
@@ -375,6 +378,17 @@ impl Drain {
 
     /// Consumer-loop time spent taking snapshots for the checkpoints written
     /// during the measurement, in ms.
+    /// State in Kafka: consumer-loop time spent freezing partitions for
+    /// the snapshots written during the measurement, in ms.
+    fn frozen_ms(&self) -> f64 {
+        0.0 + self
+            .saved
+            .iter()
+            .take(self.saves_in_run as usize)
+            .map(|w| w.freeze_ms)
+            .sum::<f64>()
+    }
+
     fn paused_ms(&self) -> f64 {
         // (`0.0 +`: the sum of nothing is -0.0.)
         0.0 + self
@@ -472,15 +486,25 @@ fn checkpoint_cost(
                 dead_letters,
                 State::Kafka(label),
             );
+            let freeze: Vec<f64> = d.saved.iter().map(|w| w.freeze_ms).collect();
+            let write: Vec<f64> = d.saved.iter().map(|w| w.ms).collect();
             println!(
                 "  round {round}, Kafka snapshots every {label:<5}: {events} in {:.2}s = {:.0} events/s; \
                  {} partition snapshots during the run, {} in all; restore of the 3 partitions \
-                 (empty state) before it {:.0} ms",
+                 (empty state) before it {:.0} ms\n    \
+                 freeze in the consumer loop mean {:.1} ms, max {:.1} ms; encode + write off the loop \
+                 mean {:.1} ms, max {:.1} ms; loop paused {:.0} ms during the run = {:.2} % of it",
                 d.took.as_secs_f64(),
                 d.rate(events),
                 d.saves_in_run,
                 d.saves_total,
                 d.restore.as_secs_f64() * 1e3,
+                mean(&freeze),
+                max(&freeze),
+                mean(&write),
+                max(&write),
+                d.frozen_ms(),
+                100.0 * d.frozen_ms() / d.took.as_secs_f64() / 1e3,
             );
             in_kafka[i].push(d);
         }
@@ -504,13 +528,18 @@ fn checkpoint_cost(
     let kafka_line = |i: usize, label: &str| {
         let (best, med) = rates(&in_kafka[i]);
         let n: Vec<f64> = in_kafka[i].iter().map(|d| d.saves_in_run).collect();
+        let paused: Vec<f64> = in_kafka[i]
+            .iter()
+            .map(|d| 100.0 * d.frozen_ms() / d.took.as_secs_f64() / 1e3)
+            .collect();
         println!(
             "  Kafka snapshots every {label:<5}: {best:.0} ({med:.0}) events/s, ratio on/off {:.3} ({:.3}); \
-             {}..{} partition snapshots during a run",
+             {}..{} partition snapshots during a run; loop paused to freeze {:.2} % of the run (mean)",
             best / off_best,
             med / off_median,
             min(&n),
             max(&n),
+            mean(&paused),
         );
     };
     for (i, (label, every)) in intervals.iter().enumerate() {
@@ -639,6 +668,7 @@ fn cxpulse_drain(
     }
     let before = pipeline_metrics();
     let log_from = ckpt_log::count();
+    let saved_from = ckpt_log::saved_count();
     let (stop, handle) = start_cxpulse(&cfg);
     let deadline = Instant::now() + Duration::from_secs(600);
     while m.assigned_partitions.get() == 0 {
@@ -701,6 +731,7 @@ fn cxpulse_drain(
         log: ckpt_log::since(log_from),
         saves_in_run: delta(&at_end, SAVES_OK),
         saves_total: delta(&after, SAVES_OK),
+        saved: ckpt_log::saved_since(saved_from),
     }
 }
 
@@ -727,6 +758,27 @@ mod ckpt_log {
 
     static WRITTEN: Mutex<Vec<Written>> = Mutex::new(Vec::new());
 
+    /// A "partition state saved" event (state in Kafka): the time the loop
+    /// stopped to freeze the partition, and the encode + write off the loop.
+    #[derive(Clone, Copy, Debug, Default)]
+    pub struct Saved {
+        pub freeze_ms: f64,
+        pub ms: f64,
+    }
+
+    static SAVED: Mutex<Vec<Saved>> = Mutex::new(Vec::new());
+
+    pub fn saved_count() -> usize {
+        SAVED.lock().map_or(0, |w| w.len())
+    }
+
+    pub fn saved_since(from: usize) -> Vec<Saved> {
+        SAVED
+            .lock()
+            .map(|w| w.get(from..).unwrap_or_default().to_vec())
+            .unwrap_or_default()
+    }
+
     /// Installs the capture as the process's tracing subscriber.
     pub fn install() {
         let subscriber = tracing_subscriber::registry().with(Capture);
@@ -747,7 +799,9 @@ mod ckpt_log {
     struct Capture;
 
     fn wanted(m: &Metadata<'_>) -> bool {
-        m.is_event() && m.fields().field("snapshot_ms").is_some()
+        m.is_event()
+            && (m.fields().field("snapshot_ms").is_some()
+                || m.fields().field("freeze_ms").is_some())
     }
 
     impl<S: Subscriber> Layer<S> for Capture {
@@ -764,6 +818,14 @@ mod ckpt_log {
         }
 
         fn on_event(&self, event: &Event<'_>, _: Context<'_, S>) {
+            if event.metadata().fields().field("freeze_ms").is_some() {
+                let mut w = Saved::default();
+                event.record(&mut w);
+                if let Ok(mut all) = SAVED.lock() {
+                    all.push(w);
+                }
+                return;
+            }
             let mut w = Written::default();
             event.record(&mut w);
             if let Ok(mut all) = WRITTEN.lock() {
@@ -783,6 +845,18 @@ mod ckpt_log {
             match f.name() {
                 "snapshot_ms" => self.snapshot_ms = v,
                 "write_ms" => self.write_ms = v,
+                _ => {}
+            }
+        }
+
+        fn record_debug(&mut self, _: &Field, _: &dyn std::fmt::Debug) {}
+    }
+
+    impl Visit for Saved {
+        fn record_f64(&mut self, f: &Field, v: f64) {
+            match f.name() {
+                "freeze_ms" => self.freeze_ms = v,
+                "ms" => self.ms = v,
                 _ => {}
             }
         }

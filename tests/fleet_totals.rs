@@ -20,7 +20,10 @@ mod common;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::Message;
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use rdkafka::{Offset, TopicPartitionList};
 
 use common::{
     CxConfig, CxRun, OutputValue, Tansu, close, events_seen, fold_output, free_addr, serial,
@@ -158,6 +161,11 @@ impl Instance {
     /// `cxpulse run` in `group`, publishing every 500 ms to `output`, T
     /// moved by events only.
     fn start(broker: &Tansu, group: &str, output: &str) -> Instance {
+        Instance::start_with(broker, group, output, "30s")
+    }
+
+    /// The same, with partition snapshots every `snapshots`.
+    fn start_with(broker: &Tansu, group: &str, output: &str, snapshots: &str) -> Instance {
         let dir = tempfile::tempdir().expect("tempdir");
         let http = free_addr();
         let cfg = CxConfig::steady_engine()
@@ -171,6 +179,7 @@ impl Instance {
             .quick_group_join()
             .listen(&http)
             .ready_max_lag(100_000_000)
+            .set("checkpoint", "interval", snapshots)
             .write(&dir.path().join("cxpulse.toml"));
         let run = CxRun::spawn(&cfg, dir.path().join("cxpulse.log"), &http)
             .healthy_within(Duration::from_secs(30));
@@ -187,10 +196,28 @@ fn differences(
     a: &BTreeMap<String, OutputValue>,
     b: &BTreeMap<String, OutputValue>,
 ) -> Vec<String> {
+    differences_in(a, b, true)
+}
+
+/// Differences of values only (`as_of` apart: a folder that took the duty
+/// over republishes unchanged series at its own T).
+fn value_differences(
+    a: &BTreeMap<String, OutputValue>,
+    b: &BTreeMap<String, OutputValue>,
+) -> Vec<String> {
+    differences_in(a, b, false)
+}
+
+fn differences_in(
+    a: &BTreeMap<String, OutputValue>,
+    b: &BTreeMap<String, OutputValue>,
+    as_of_too: bool,
+) -> Vec<String> {
     let mut out = Vec::new();
     for k in a.keys().chain(b.keys().filter(|k| !a.contains_key(*k))) {
         match (a.get(k), b.get(k)) {
-            (Some(x), Some(y)) if close(x.value, y.value) && x.as_of == y.as_of => {}
+            (Some(x), Some(y)) if close(x.value, y.value) && (!as_of_too || x.as_of == y.as_of) => {
+            }
             (x, y) => out.push(format!("{k}: {x:?} vs {y:?}")),
         }
     }
@@ -205,9 +232,11 @@ fn wait<T>(
     instances: &[&Instance],
     mut f: impl FnMut() -> Option<T>,
 ) -> T {
-    let deadline = Instant::now() + timeout;
+    let start = Instant::now();
+    let deadline = start + timeout;
     loop {
         if let Some(v) = f() {
+            eprintln!("waited {:.1} s: {what}", start.elapsed().as_secs_f64());
             return v;
         }
         if Instant::now() > deadline {
@@ -233,25 +262,7 @@ fn two_instances_publish_the_totals_of_one_and_garbage_partials_are_skipped() {
     // before any event is produced (no state has to move).
     let a = Instance::start(&broker, "fleet", "out-fleet");
     let b = Instance::start(&broker, "fleet", "out-fleet");
-    let mut stable_since: Option<Instant> = None;
-    wait(
-        "each fleet instance holds 2 partitions",
-        Duration::from_secs(60),
-        &[&a, &b],
-        || {
-            let (pa, pb) = (
-                a.metric("cxpulse_assigned_partitions"),
-                b.metric("cxpulse_assigned_partitions"),
-            );
-            if (pa, pb) == (Some(2.0), Some(2.0)) {
-                let since = *stable_since.get_or_insert_with(Instant::now);
-                (since.elapsed() > Duration::from_secs(3)).then_some(())
-            } else {
-                stable_since = None;
-                None
-            }
-        },
-    );
+    settled_two_and_two(&a, &b);
     // The reference: one instance holding all four partitions.
     let one = Instance::start(&broker, "one", "out-one");
 
@@ -497,4 +508,258 @@ fn garbage_on_the_partials_topic_is_skipped_and_counted() {
         "{log}"
     );
     assert!(!log.contains("garbage"), "a refused value is never logged");
+}
+
+/// From partition 0 of the partials topic `topic`, raw (value): the first
+/// partial of `key`, and the first later one with a higher ownership epoch.
+fn partials_of_two_epochs(broker: &Tansu, topic: &str, key: &[u8]) -> (Vec<u8>, Vec<u8>) {
+    let consumer: BaseConsumer = broker
+        .client_config()
+        .set("group.id", "cxpulse-test-raw-reader")
+        .set("enable.auto.commit", "false")
+        .create()
+        .expect("consumer");
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset(topic, 0, Offset::Beginning)
+        .expect("assignment");
+    consumer.assign(&tpl).expect("assign");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut first: Option<Vec<u8>> = None;
+    while Instant::now() < deadline {
+        if let Some(Ok(m)) = consumer.poll(Duration::from_millis(200))
+            && m.key() == Some(key)
+        {
+            let v = m.payload().unwrap_or_default().to_vec();
+            match &first {
+                None => first = Some(v),
+                Some(f) if partial_epoch(&v) > partial_epoch(f) => return (f.clone(), v),
+                Some(_) => {}
+            }
+        }
+    }
+    panic!(
+        "no two epochs of {} on {topic} in 20 s (first: {:?})",
+        String::from_utf8_lossy(key),
+        first.as_deref().map(partial_epoch)
+    );
+}
+
+/// The ownership epoch in a partials record's header (format version 2:
+/// magic, version, T, then the epoch; docs/fleet.md).
+fn partial_epoch(value: &[u8]) -> u64 {
+    assert_eq!(
+        (&value[..4], value[4]),
+        (&b"CXPP"[..], 2),
+        "a version-2 partial"
+    );
+    u64::from_le_bytes(value[13..21].try_into().expect("8 bytes"))
+}
+
+/// Waits until `a` and `b` hold 2 partitions each, for 3 s in a row.
+fn settled_two_and_two(a: &Instance, b: &Instance) {
+    let mut stable_since: Option<Instant> = None;
+    wait(
+        "each fleet instance holds 2 restored partitions",
+        Duration::from_secs(60),
+        &[a, b],
+        || {
+            let two = |i: &Instance| {
+                i.metric("cxpulse_assigned_partitions") == Some(2.0)
+                    && i.metric("cxpulse_state_restoring_partitions") == Some(0.0)
+            };
+            if two(a) && two(b) {
+                let since = *stable_since.get_or_insert_with(Instant::now);
+                (since.elapsed() > Duration::from_secs(3)).then_some(())
+            } else {
+                stable_since = None;
+                None
+            }
+        },
+    );
+}
+
+const STALE: &str = r#"cxpulse_fleet_partials_refused_total{reason="stale_epoch"}"#;
+
+/// A frozen zombie (issue 10): the folder of a two-instance fleet is stopped
+/// with SIGSTOP past its session timeout; its partitions move to the other
+/// instance (from the zombie's snapshots and the input after them), which
+/// takes the folding duty and applies the events produced meanwhile. After
+/// SIGCONT the zombie notices the loss (a "lost" rebalance), drops its state
+/// and rejoins; nothing it writes wins: the output topic still equals one
+/// instance holding every partition, the fleet's applied events add up to
+/// the input, and a zombie's old partial produced again is refused
+/// (`stale_epoch`) by every instance.
+#[test]
+fn a_frozen_zombie_never_wins_and_drops_its_state() {
+    let _g = serial();
+    let broker = Tansu::start();
+    broker.create_topics(&[(INPUT, PARTITIONS), ("out-z", 1), ("out-one", 1)]);
+    let a = Instance::start_with(&broker, "z", "out-z", "1s");
+    let b = Instance::start_with(&broker, "z", "out-z", "1s");
+    settled_two_and_two(&a, &b);
+    let one = Instance::start(&broker, "one", "out-one");
+
+    // Everything but the last event of each partition (at X) first.
+    let (last, first): (Vec<_>, Vec<_>) = event_set()
+        .into_iter()
+        .partition(|(_, _, v)| v.contains(&ts(X)));
+    assert_eq!(
+        last.len(),
+        PARTITIONS as usize,
+        "one event at X per partition"
+    );
+    produce_to_partitions(&broker, INPUT, &first);
+    let n1 = first.len() as f64;
+    let n = n1 + last.len() as f64;
+    let fleet_seen = |is: &[&Instance]| {
+        is.iter()
+            .map(|i| events_seen(&i.run.metrics()))
+            .sum::<f64>()
+    };
+    wait(
+        "the first events seen by the fleet and the reference",
+        Duration::from_secs(60),
+        &[&a, &b, &one],
+        || (fleet_seen(&[&a, &b]) == n1 && fleet_seen(&[&one]) == n1).then_some(()),
+    );
+    let out = |topic: &str| fold_output(&broker.consume_all(topic, 1, Duration::from_secs(10)));
+    wait(
+        "the fleet's totals equal the reference's",
+        Duration::from_secs(30),
+        &[&a, &b, &one],
+        || {
+            let f = out("out-z");
+            (!f.is_empty() && value_differences(&f, &out("out-one")).is_empty()).then_some(())
+        },
+    );
+    // The zombie-to-be: the folder (owner of partition 0), with snapshots
+    // of its partitions written (every second).
+    let (zombie, survivor) = if a.metric("cxpulse_fleet_folder") == Some(1.0) {
+        (a, b)
+    } else {
+        (b, a)
+    };
+    assert_eq!(zombie.metric("cxpulse_fleet_folder"), Some(1.0));
+    wait(
+        "the zombie-to-be has written snapshots",
+        Duration::from_secs(10),
+        &[&zombie],
+        || {
+            zombie
+                .metric(r#"cxpulse_state_saves_total{result="ok"}"#)
+                .is_some_and(|v| v >= 2.0)
+                .then_some(())
+        },
+    );
+
+    zombie.run.signal("STOP");
+    wait(
+        "the survivor holds all 4 partitions, restored, and folds",
+        Duration::from_secs(60),
+        &[&survivor],
+        || {
+            (survivor.metric("cxpulse_assigned_partitions") == Some(4.0)
+                && survivor.metric("cxpulse_state_restoring_partitions") == Some(0.0)
+                && survivor.metric("cxpulse_fleet_folder") == Some(1.0))
+            .then_some(())
+        },
+    );
+    // From the zombie's snapshots (written every second before it froze).
+    assert!(
+        survivor
+            .run
+            .log_text()
+            .contains("partition state restored; consuming from the snapshot's offset"),
+        "{}",
+        survivor.run.log_tail()
+    );
+    // The last events, while the zombie is frozen: only the survivor
+    // applies them; its totals reach X and equal the reference's.
+    produce_to_partitions(&broker, INPUT, &last);
+    let x_secs = X as f64 / 1000.0;
+    let clock = "cxpulse_clock_timestamp_seconds{}";
+    wait(
+        "the survivor's totals at X equal the reference's",
+        Duration::from_secs(60),
+        &[&survivor, &one],
+        || {
+            let f = out("out-z");
+            let o = out("out-one");
+            (fleet_seen(&[&survivor]) == n
+                && f.get(clock).is_some_and(|v| v.value == x_secs)
+                && o.get(clock).is_some_and(|v| v.value == x_secs)
+                && value_differences(&f, &o).is_empty())
+            .then_some(())
+        },
+    );
+
+    // The zombie wakes up: it notices the loss, drops the state it held,
+    // and rejoins; the fleet settles at 2 + 2 again, the state of the
+    // partitions it gets back restored from the survivor's final snapshots.
+    zombie.run.signal("CONT");
+    wait(
+        "the zombie notices it lost its partitions",
+        Duration::from_secs(30),
+        &[&zombie],
+        || {
+            zombie
+                .metric(r#"cxpulse_rebalances_total{kind="lost"}"#)
+                .is_some_and(|v| v >= 1.0)
+                .then_some(())
+        },
+    );
+    let log = zombie.run.log_text();
+    assert!(
+        log.contains("the consumer loop was stopped"),
+        "{}",
+        zombie.run.log_tail()
+    );
+    assert!(
+        log.contains("partition state dropped"),
+        "{}",
+        zombie.run.log_tail()
+    );
+    settled_two_and_two(&zombie, &survivor);
+    wait(
+        "the fleet's applied events equal the input, and its totals the reference's",
+        Duration::from_secs(30),
+        &[&zombie, &survivor],
+        || {
+            let f = out("out-z");
+            (fleet_seen(&[&zombie, &survivor]) == n
+                && f.get(clock).is_some_and(|v| v.value == x_secs)
+                && value_differences(&f, &out("out-one")).is_empty())
+            .then_some(())
+        },
+    );
+    // Nothing the zombie wrote after waking up was refused as stale: it
+    // held its writes until it knew (a stale partial would count here).
+    for i in [&zombie, &survivor] {
+        assert_eq!(i.metric(STALE), Some(0.0), "{}", i.run.log_tail());
+    }
+
+    // The zombie's old partial of partition 0 (its first epoch), produced
+    // again as a late write would land: refused by both, totals unchanged.
+    let (oldest, newer) = partials_of_two_epochs(&broker, "z-cxpulse-partials", b"events/0");
+    assert!(partial_epoch(&oldest) < partial_epoch(&newer));
+    produce_raw(
+        &broker,
+        "z-cxpulse-partials",
+        &[(Some(&b"events/0"[..]), &oldest[..])],
+    );
+    for i in [&zombie, &survivor] {
+        wait(
+            "the zombie's old partial is refused as stale",
+            Duration::from_secs(20),
+            &[i],
+            || (i.metric(STALE) == Some(1.0)).then_some(()),
+        );
+    }
+    std::thread::sleep(Duration::from_secs(2));
+    let d = value_differences(&out("out-z"), &out("out-one"));
+    assert!(
+        d.is_empty(),
+        "after the zombie's partial:\n{}",
+        d.join("\n")
+    );
 }

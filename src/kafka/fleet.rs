@@ -47,10 +47,13 @@ use crate::telemetry;
 
 /// First bytes of every partial record's value.
 pub const MAGIC: &[u8; 4] = b"CXPP";
-/// The header format this build writes and reads.
-pub const FORMAT_VERSION: u8 = 1;
-/// Magic, version, T, input partition count, instance id length.
-const FIXED_HEADER: usize = 4 + 1 + 8 + 4 + 2;
+/// The header format this build writes (it also reads version 1, which has
+/// no ownership epoch: read as epoch 0).
+pub const FORMAT_VERSION: u8 = 2;
+/// Magic, version, T, ownership epoch, input partition count, instance id length.
+const FIXED_HEADER: usize = 4 + 1 + 8 + 8 + 4 + 2;
+/// The same of format version 1 (no epoch).
+const FIXED_HEADER_V1: usize = 4 + 1 + 8 + 4 + 2;
 /// How often the input topics' partition counts are read again.
 const LAYOUT_REFRESH: Duration = Duration::from_secs(10);
 /// The header T of a partial taken while its engine had no T yet (no event
@@ -92,6 +95,10 @@ pub struct PartialHeader {
     /// The publishing engine's T when the partial was taken, ms; [`NO_T`]
     /// when it had none.
     pub t: Millis,
+    /// The publisher's ownership epoch of the partition: the state store's
+    /// claim epoch for it (0 without a Kafka state store). Per key the
+    /// partial with the highest epoch wins (see [`Latest::apply`]).
+    pub epoch: u64,
     /// Input partitions (all input topics) the publisher knew of; 0 = unknown.
     pub input_partitions: u32,
     /// Who published it (for logs): `kafka.group_instance_id`, else host and pid.
@@ -110,6 +117,12 @@ pub enum Refused {
     Truncated,
     /// The partial's bytes are refused by the fold.
     Undecodable(String),
+    /// Written with an older ownership epoch than the partial kept for its
+    /// key: by an instance that lost the partition (a zombie).
+    StaleEpoch {
+        kept: u64,
+        got: u64,
+    },
 }
 
 impl Refused {
@@ -122,6 +135,7 @@ impl Refused {
             Refused::BadVersion(_) => "bad_version",
             Refused::Truncated => "truncated",
             Refused::Undecodable(_) => "undecodable",
+            Refused::StaleEpoch { .. } => "stale_epoch",
         }
     }
 }
@@ -138,6 +152,10 @@ impl fmt::Display for Refused {
             ),
             Refused::Truncated => f.write_str("the value ends inside its header"),
             Refused::Undecodable(e) => write!(f, "the partial is refused: {e}"),
+            Refused::StaleEpoch { kept, got } => write!(
+                f,
+                "ownership epoch {got} is older than the partial kept ({kept}): written by an instance that lost the partition"
+            ),
         }
     }
 }
@@ -150,6 +168,7 @@ pub fn encode(h: &PartialHeader, partial: &[u8]) -> Vec<u8> {
     v.extend_from_slice(MAGIC);
     v.push(FORMAT_VERSION);
     v.extend_from_slice(&h.t.to_le_bytes());
+    v.extend_from_slice(&h.epoch.to_le_bytes());
     v.extend_from_slice(&h.input_partitions.to_le_bytes());
     v.extend_from_slice(&(id.len() as u16).to_le_bytes());
     v.extend_from_slice(id);
@@ -157,32 +176,44 @@ pub fn encode(h: &PartialHeader, partial: &[u8]) -> Vec<u8> {
     v
 }
 
-/// The header and the partial's bytes of a record value.
+/// The header and the partial's bytes of a record value (format version 2,
+/// or 1: written before partials carried an epoch, read as epoch 0).
 pub fn decode(v: &[u8]) -> Result<(PartialHeader, &[u8]), Refused> {
     if v.len() < MAGIC.len() || &v[..MAGIC.len()] != MAGIC {
         return Err(Refused::BadMagic);
     }
     let version = *v.get(4).ok_or(Refused::Truncated)?;
-    if version != FORMAT_VERSION {
-        return Err(Refused::BadVersion(version));
-    }
-    if v.len() < FIXED_HEADER {
+    let fixed = match version {
+        1 => FIXED_HEADER_V1,
+        FORMAT_VERSION => FIXED_HEADER,
+        _ => return Err(Refused::BadVersion(version)),
+    };
+    if v.len() < fixed {
         return Err(Refused::Truncated);
     }
-    let mut t = [0u8; 8];
-    t.copy_from_slice(&v[5..13]);
-    let mut n = [0u8; 4];
-    n.copy_from_slice(&v[13..17]);
-    let id_len = u16::from_le_bytes([v[17], v[18]]) as usize;
-    let rest = &v[FIXED_HEADER..];
+    let le8 = |at: usize| {
+        let mut b = [0u8; 8];
+        b.copy_from_slice(&v[at..at + 8]);
+        b
+    };
+    let t = i64::from_le_bytes(le8(5));
+    let (epoch, at) = if version == 1 {
+        (0, 13)
+    } else {
+        (u64::from_le_bytes(le8(13)), 21)
+    };
+    let n = u32::from_le_bytes([v[at], v[at + 1], v[at + 2], v[at + 3]]);
+    let id_len = u16::from_le_bytes([v[at + 4], v[at + 5]]) as usize;
+    let rest = &v[fixed..];
     if rest.len() < id_len {
         return Err(Refused::Truncated);
     }
     let (id, partial) = rest.split_at(id_len);
     Ok((
         PartialHeader {
-            t: i64::from_le_bytes(t),
-            input_partitions: u32::from_le_bytes(n),
+            t,
+            epoch,
+            input_partitions: n,
             instance: String::from_utf8_lossy(id).into_owned(),
         },
         partial,
@@ -205,21 +236,27 @@ pub fn parse_key(key: Option<&[u8]>, topics: &[String]) -> Result<u32, Refused> 
 }
 
 /// The partials-topic records of `partials` (engine partition, bytes), all
-/// taken at T = `t`. Partitions of a topic not configured are left out.
+/// taken at T = `t`; each header's epoch is `epoch(partition)` (`header`'s
+/// own is not used). Partitions of a topic not configured are left out.
 pub fn partial_records(
     partials_topic: &str,
     input_topics: &[String],
     header: &PartialHeader,
     partials: &[(u32, Vec<u8>)],
+    epoch: &dyn Fn(u32) -> u64,
 ) -> Vec<OutRecord> {
     partials
         .iter()
         .filter_map(|(pid, bytes)| {
             let (topic, partition) = input_of(*pid, input_topics)?;
+            let h = PartialHeader {
+                epoch: epoch(*pid),
+                ..header.clone()
+            };
             Some(OutRecord {
                 topic: partials_topic.to_string(),
                 key: Some(partial_key(topic, partition).into_bytes()),
-                payload: Some(encode(header, bytes)),
+                payload: Some(encode(&h, bytes)),
                 headers: None,
             })
         })
@@ -266,7 +303,10 @@ pub enum FoldInput<'a> {
 impl Latest {
     /// One record of the partials topic, in offset order. A tombstone (no
     /// value) forgets the partition's partial. A refused record changes
-    /// nothing (an older good partial stays).
+    /// nothing (an older good partial stays). Per key the partial with the
+    /// highest ownership epoch wins, ties to the latest: one with a lower
+    /// epoch than the partial kept is refused (`StaleEpoch`), so a zombie's
+    /// late partial never replaces the new owner's.
     pub fn apply(
         &mut self,
         key: Option<&[u8]>,
@@ -282,6 +322,14 @@ impl Latest {
         };
         let (header, bytes) = decode(value)?;
         validate(pid, header.t, bytes).map_err(Refused::Undecodable)?;
+        if let Some(kept) = self.parts.get(&pid)
+            && kept.header.epoch > header.epoch
+        {
+            return Err(Refused::StaleEpoch {
+                kept: kept.header.epoch,
+                got: header.epoch,
+            });
+        }
         self.parts.insert(
             pid,
             Entry {
@@ -310,19 +358,26 @@ impl Latest {
     /// input has more partitions than `expected` lists (the layout read here
     /// is then older than the publisher's). T is the newest partial's T.
     /// Partials of partitions not expected are left out. `own` (the folder's
-    /// own partitions, taken now at `own_t`) replaces what was read for them:
-    /// fresher than the topic, and the last state at shutdown.
+    /// own partitions, taken now at `own_t`, written with ownership epoch
+    /// `own_epoch(partition)`) replaces what was read for them: fresher than
+    /// the topic, and the last state at shutdown; unless what was read has a
+    /// higher epoch (this instance lost the partition without knowing it
+    /// yet: the new owner's partial wins).
     pub fn fold_input<'a>(
         &'a self,
         expected: &[u32],
         own: &'a [(u32, Vec<u8>)],
         own_t: Millis,
+        own_epoch: &dyn Fn(u32) -> u64,
     ) -> FoldInput<'a> {
         let pick = |p: u32| -> Option<(Millis, u32, &'a [u8])> {
-            if let Some((_, b)) = own.iter().find(|(q, _)| *q == p) {
+            let read = self.parts.get(&p);
+            if let Some((_, b)) = own.iter().find(|(q, _)| *q == p)
+                && read.is_none_or(|e| e.header.epoch <= own_epoch(p))
+            {
                 return Some((own_t, 0, b.as_slice()));
             }
-            let e = self.parts.get(&p)?;
+            let e = read?;
             Some((e.header.t, e.header.input_partitions, e.bytes.as_slice()))
         };
         let missing: Vec<u32> = expected
@@ -793,14 +848,27 @@ impl FleetTotals {
         })
     }
 
-    /// The partials-topic records of `partials`, taken at `t`.
-    pub fn partial_records(&self, t: Millis, partials: &[(u32, Vec<u8>)]) -> Vec<OutRecord> {
+    /// The partials-topic records of `partials`, taken at `t`, each with its
+    /// partition's ownership epoch `epoch(partition)`.
+    pub fn partial_records(
+        &self,
+        t: Millis,
+        partials: &[(u32, Vec<u8>)],
+        epoch: &dyn Fn(u32) -> u64,
+    ) -> Vec<OutRecord> {
         let header = PartialHeader {
             t,
+            epoch: 0,
             input_partitions: self.layout.get().map_or(0, |l| l.total()),
             instance: self.instance.clone(),
         };
-        partial_records(&self.partials_topic, &self.input_topics, &header, partials)
+        partial_records(
+            &self.partials_topic,
+            &self.input_topics,
+            &header,
+            partials,
+            epoch,
+        )
     }
 
     pub fn is_folder(&self) -> bool {
@@ -826,8 +894,15 @@ impl FleetTotals {
     /// with a partial, and the fold accepting them. Otherwise `None`, said
     /// why (logged, `cxpulse_fleet_partitions_missing`). `own`: this
     /// instance's partials, taken at `own_t` ([`NO_T`]: its engine has no T
-    /// yet; they replace what the topic holds for them).
-    pub fn totals(&self, fold: &Fold<'_>, own: &[(u32, Vec<u8>)], own_t: Millis) -> Option<Totals> {
+    /// yet; they replace what the topic holds for them, unless it holds one
+    /// with a higher ownership epoch than `own_epoch(partition)`).
+    pub fn totals(
+        &self,
+        fold: &Fold<'_>,
+        own: &[(u32, Vec<u8>)],
+        own_t: Millis,
+        own_epoch: &dyn Fn(u32) -> u64,
+    ) -> Option<Totals> {
         if !self.folding {
             return None;
         }
@@ -843,25 +918,27 @@ impl FleetTotals {
             return held("the input topics' partition counts are not known yet", 0);
         };
         let expected = layout.pids();
-        folder.with_latest(|latest| match latest.fold_input(&expected, own, own_t) {
-            FoldInput::Missing(m) if m.is_empty() => held(
-                "a partial counts more input partitions than the metadata read here",
-                0,
-            ),
-            FoldInput::Missing(m) => held("input partitions without a partial", m.len()),
-            FoldInput::NoClock => held("no partition has applied an event yet (no T)", 0),
-            FoldInput::Ready { t, spread, parts } => match fold(t, &parts) {
-                Ok(families) => {
-                    telemetry::TotalsFolded {
-                        partitions: parts.len(),
-                        spread_ms: spread,
+        folder.with_latest(
+            |latest| match latest.fold_input(&expected, own, own_t, own_epoch) {
+                FoldInput::Missing(m) if m.is_empty() => held(
+                    "a partial counts more input partitions than the metadata read here",
+                    0,
+                ),
+                FoldInput::Missing(m) => held("input partitions without a partial", m.len()),
+                FoldInput::NoClock => held("no partition has applied an event yet (no T)", 0),
+                FoldInput::Ready { t, spread, parts } => match fold(t, &parts) {
+                    Ok(families) => {
+                        telemetry::TotalsFolded {
+                            partitions: parts.len(),
+                            spread_ms: spread,
+                        }
+                        .emit();
+                        Some(Totals { t, families })
                     }
-                    .emit();
-                    Some(Totals { t, families })
-                }
-                Err(e) => held(&format!("the fold refused the partials: {e}"), 0),
+                    Err(e) => held(&format!("the fold refused the partials: {e}"), 0),
+                },
             },
-        })
+        )
     }
 }
 
@@ -893,6 +970,7 @@ mod tests {
     fn header(t: Millis, n: u32) -> PartialHeader {
         PartialHeader {
             t,
+            epoch: 0,
             input_partitions: n,
             instance: "pod-1".into(),
         }
@@ -918,6 +996,7 @@ mod tests {
         // An empty partial and an empty instance id are fine too.
         let h = PartialHeader {
             t: -5,
+            epoch: 7,
             input_partitions: 0,
             instance: String::new(),
         };
@@ -932,8 +1011,8 @@ mod tests {
         assert_eq!(decode(b"").unwrap_err(), Refused::BadMagic);
         assert_eq!(decode(b"{\"json\":1}").unwrap_err(), Refused::BadMagic);
         let mut v2 = good.clone();
-        v2[4] = 2;
-        assert_eq!(decode(&v2).unwrap_err(), Refused::BadVersion(2));
+        v2[4] = 3;
+        assert_eq!(decode(&v2).unwrap_err(), Refused::BadVersion(3));
         assert_eq!(decode(b"CXPP").unwrap_err(), Refused::Truncated);
         // Every cut inside the header (5 fixed bytes + id "pod-1").
         for cut in 5..FIXED_HEADER + 5 {
@@ -944,7 +1023,7 @@ mod tests {
             );
         }
         assert_eq!(decode(&good).unwrap().1, b"p");
-        assert_eq!(Refused::BadVersion(2).reason(), "bad_version");
+        assert_eq!(Refused::BadVersion(3).reason(), "bad_version");
     }
 
     #[test]
@@ -987,6 +1066,7 @@ mod tests {
                 ((1 << 20) | 1, b"b".to_vec()),
                 (5 << 20, b"c".to_vec()),
             ],
+            &|pid| u64::from(pid & 0xF) + 10,
         );
         assert_eq!(recs.len(), 2, "the unconfigured topic index 5 is left out");
         assert_eq!(recs[0].key.as_deref(), Some(&b"events/0"[..]));
@@ -994,6 +1074,9 @@ mod tests {
         assert!(recs.iter().all(|r| r.topic == "g-cxpulse-partials"));
         let (h, b) = decode(recs[1].payload.as_deref().unwrap()).unwrap();
         assert_eq!((h.t, h.input_partitions, b), (42, 3, &b"b"[..]));
+        assert_eq!(h.epoch, 11, "more/1's own epoch");
+        let (h, _) = decode(recs[0].payload.as_deref().unwrap()).unwrap();
+        assert_eq!(h.epoch, 10, "events/0's own epoch");
     }
 
     #[test]
@@ -1057,7 +1140,7 @@ mod tests {
         assert_eq!(l.get(0).unwrap().at, (0, 3));
         assert_eq!(l.get(1).unwrap().bytes, b"p1");
         assert_eq!(l.get(1).unwrap().header.t, 90);
-        match l.fold_input(&[0, 1], &[], 0) {
+        match l.fold_input(&[0, 1], &[], 0, &|_| 0) {
             FoldInput::Ready { t, spread, parts } => {
                 assert_eq!(t, 110, "the newest partial's T");
                 assert_eq!(spread, 20);
@@ -1067,13 +1150,13 @@ mod tests {
         }
         // Partition 2 expected but without a partial: held back, named.
         assert_eq!(
-            l.fold_input(&[0, 1, 2], &[], 0),
+            l.fold_input(&[0, 1, 2], &[], 0, &|_| 0),
             FoldInput::Missing(vec![2])
         );
         // The folder's own partition 2, taken now at T 120: folded with
         // the others, replacing what the topic holds for it.
         let own = vec![(2, b"p2-own".to_vec())];
-        match l.fold_input(&[0, 1, 2], &own, 120) {
+        match l.fold_input(&[0, 1, 2], &own, 120, &|_| 0) {
             FoldInput::Ready { t, spread, parts } => {
                 assert_eq!((t, spread), (120, 30));
                 assert_eq!(
@@ -1084,7 +1167,7 @@ mod tests {
             other => panic!("{other:?}"),
         }
         let own = vec![(0, b"p0-own".to_vec())];
-        match l.fold_input(&[0, 1], &own, 95) {
+        match l.fold_input(&[0, 1], &own, 95, &|_| 0) {
             FoldInput::Ready { t, parts, .. } => {
                 assert_eq!(
                     t, 95,
@@ -1097,7 +1180,7 @@ mod tests {
         // Partials of engines without T count (their counters), but state
         // no T; only partials without T: nothing to publish yet.
         let no_t = vec![(0, b"p0-no-t".to_vec())];
-        match l.fold_input(&[0, 1], &no_t, NO_T) {
+        match l.fold_input(&[0, 1], &no_t, NO_T, &|_| 0) {
             FoldInput::Ready { t, spread, parts } => {
                 assert_eq!((t, spread), (90, 0));
                 assert_eq!(parts, vec![(0, &b"p0-no-t"[..]), (1, &b"p1"[..])]);
@@ -1113,12 +1196,21 @@ mod tests {
             &accept,
         )
         .unwrap();
-        assert_eq!(none.fold_input(&[0, 1], &no_t, NO_T), FoldInput::NoClock);
+        assert_eq!(
+            none.fold_input(&[0, 1], &no_t, NO_T, &|_| 0),
+            FoldInput::NoClock
+        );
         // A tombstone forgets partition 1.
         put(&mut l, b"events/1", None).unwrap();
-        assert_eq!(l.fold_input(&[0, 1], &[], 0), FoldInput::Missing(vec![1]));
+        assert_eq!(
+            l.fold_input(&[0, 1], &[], 0, &|_| 0),
+            FoldInput::Missing(vec![1])
+        );
         // No layout yet: nothing to fold.
-        assert_eq!(l.fold_input(&[], &[], 0), FoldInput::Missing(vec![]));
+        assert_eq!(
+            l.fold_input(&[], &[], 0, &|_| 0),
+            FoldInput::Missing(vec![])
+        );
     }
 
     #[test]
@@ -1142,7 +1234,109 @@ mod tests {
         )
         .unwrap();
         // The publisher of partition 0 saw 3 input partitions; this layout 2.
-        assert_eq!(l.fold_input(&[0, 1], &[], 0), FoldInput::Missing(vec![]));
+        assert_eq!(
+            l.fold_input(&[0, 1], &[], 0, &|_| 0),
+            FoldInput::Missing(vec![])
+        );
+    }
+
+    /// A version-1 value (no epoch; written before partials were fenced)
+    /// is read as epoch 0.
+    #[test]
+    fn version_1_values_are_read_with_epoch_0() {
+        let mut v = Vec::new();
+        v.extend_from_slice(b"CXPP");
+        v.push(1);
+        v.extend_from_slice(&1234i64.to_le_bytes());
+        v.extend_from_slice(&6u32.to_le_bytes());
+        v.extend_from_slice(&2u16.to_le_bytes());
+        v.extend_from_slice(b"idpartial");
+        let (h, rest) = decode(&v).unwrap();
+        assert_eq!((h.t, h.epoch, h.input_partitions), (1234, 0, 6));
+        assert_eq!((h.instance.as_str(), rest), ("id", &b"partial"[..]));
+        assert_eq!(decode(&v[..FIXED_HEADER_V1 - 1]), Err(Refused::Truncated));
+        // Version 2 puts the epoch after T.
+        let h2 = PartialHeader {
+            epoch: 0x0102_0304_0506_0708,
+            ..h.clone()
+        };
+        let v2 = encode(&h2, b"p");
+        assert_eq!(v2[4], 2);
+        assert_eq!(&v2[13..21], &0x0102_0304_0506_0708u64.to_le_bytes());
+        assert_eq!(decode(&v2).unwrap(), (h2, &b"p"[..]));
+    }
+
+    /// Per key the partial with the highest ownership epoch wins, ties to
+    /// the latest: a zombie's late partial (older epoch) is refused and
+    /// counted as `stale_epoch`, whatever its T.
+    #[test]
+    fn an_older_epoch_never_replaces_a_newer_partial() {
+        let ts = topics();
+        let mut l = Latest::default();
+        let with = |t: Millis, epoch: u64| PartialHeader {
+            t,
+            epoch,
+            input_partitions: 2,
+            instance: "x".into(),
+        };
+        let mut off = 0;
+        let mut put = |l: &mut Latest, h: PartialHeader, b: &[u8]| {
+            off += 1;
+            l.apply(
+                Some(b"events/0"),
+                Some(&encode(&h, b)),
+                (0, off),
+                &ts,
+                &accept,
+            )
+        };
+        put(&mut l, with(100, 3), b"old owner").unwrap();
+        put(&mut l, with(90, 4), b"new owner").unwrap();
+        assert_eq!(
+            l.get(0).unwrap().bytes,
+            b"new owner",
+            "a higher epoch wins, even with an older T"
+        );
+        let e = put(&mut l, with(500, 3), b"zombie").unwrap_err();
+        assert_eq!(e, Refused::StaleEpoch { kept: 4, got: 3 });
+        assert_eq!(e.reason(), "stale_epoch");
+        assert_eq!(l.get(0).unwrap().bytes, b"new owner");
+        put(&mut l, with(95, 4), b"new owner, later").unwrap();
+        assert_eq!(
+            l.get(0).unwrap().bytes,
+            b"new owner, later",
+            "ties: the latest"
+        );
+        // The folder's own partial (taken now) replaces what was read only
+        // when its own epoch is not older: a zombie folder folds the new
+        // owner's partial, not its own.
+        put(&mut l, with(95, 4), b"p0").unwrap();
+        l.apply(
+            Some(b"events/1"),
+            Some(&encode(&with(95, 1), b"p1")),
+            (0, 99),
+            &ts,
+            &accept,
+        )
+        .unwrap();
+        let own = vec![(0, b"mine".to_vec())];
+        let parts = |epoch: u64| match l.fold_input(&[0, 1], &own, 200, &move |_| epoch) {
+            FoldInput::Ready { parts, .. } => {
+                parts.iter().map(|(_, b)| b.to_vec()).collect::<Vec<_>>()
+            }
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(
+            parts(3),
+            vec![b"p0".to_vec(), b"p1".to_vec()],
+            "own epoch 3 < 4 read"
+        );
+        assert_eq!(
+            parts(4),
+            vec![b"mine".to_vec(), b"p1".to_vec()],
+            "own epoch 4 = 4 read"
+        );
+        assert_eq!(parts(5), vec![b"mine".to_vec(), b"p1".to_vec()]);
     }
 
     #[test]

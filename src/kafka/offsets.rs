@@ -492,6 +492,12 @@ impl OffsetBook {
     pub fn held_count(&self) -> usize {
         self.parts.values().map(|p| p.held.len()).sum()
     }
+
+    /// Dead-letter records of (topic, partition) not acknowledged yet.
+    pub fn held_of(&mut self, topic: &str, partition: i32) -> usize {
+        let pid = self.ids.id(topic, partition);
+        self.parts.get(&pid).map_or(0, |p| p.held.len())
+    }
 }
 
 #[cfg(test)]

@@ -12,7 +12,8 @@ use super::{RATE_LIMIT, metrics};
 /// key), without the record's value.
 pub struct PartialRefused<'a> {
     /// Short stable code: `bad_key`, `unknown_topic`, `bad_magic`,
-    /// `bad_version`, `truncated`, `undecodable`.
+    /// `bad_version`, `truncated`, `undecodable`, `stale_epoch` (an older
+    /// ownership epoch than the partial kept: a zombie's).
     pub reason: &'a str,
     /// The record's key as text (lossy), its partition and offset.
     pub key: &'a str,

@@ -161,7 +161,7 @@ impl PipelineMetrics {
             ),
             fleet_partials_refused: counter_vec(
                 "cxpulse_fleet_partials_refused_total",
-                "Records on the partials topic skipped because they are not a readable partial, by reason (bad_key, unknown_topic, bad_magic, bad_version, truncated, undecodable).",
+                "Records on the partials topic skipped because they are not a readable partial, by reason (bad_key, unknown_topic, bad_magic, bad_version, truncated, undecodable, stale_epoch: written with an older ownership epoch than the partial kept, by an instance that lost the partition).",
                 &["reason"],
             ),
             fleet_folder: gauge(
@@ -296,6 +296,7 @@ impl PipelineMetrics {
             "bad_version",
             "truncated",
             "undecodable",
+            "stale_epoch",
         ] {
             m.fleet_partials_refused.with_label_values(&[r]);
         }

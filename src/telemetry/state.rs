@@ -60,6 +60,9 @@ pub struct PartitionStateSaved<'a> {
     pub next_offset: i64,
     pub trigger: SaveTrigger,
     pub result: SaveResult<'a>,
+    /// How long the consumer loop stopped to freeze the partition's state.
+    pub froze: Duration,
+    /// Encode and write, off the loop.
     pub took: Duration,
 }
 
@@ -69,6 +72,7 @@ impl PartitionStateSaved<'_> {
             (self.topic, self.partition, self.epoch, self.next_offset);
         let trigger = self.trigger.as_str();
         let ms = self.took.as_secs_f64() * 1e3;
+        let freeze_ms = self.froze.as_secs_f64() * 1e3;
         metrics()
             .state_saves
             .with_label_values(&[self.result.label()])
@@ -76,7 +80,15 @@ impl PartitionStateSaved<'_> {
         match self.result {
             SaveResult::Ok { bytes, chunks } => info!(
                 topic,
-                partition, epoch, next_offset, trigger, bytes, chunks, ms, "partition state saved"
+                partition,
+                epoch,
+                next_offset,
+                trigger,
+                bytes,
+                chunks,
+                freeze_ms,
+                ms,
+                "partition state saved"
             ),
             SaveResult::Failed { error } => error!(
                 topic,
@@ -271,8 +283,10 @@ pub fn partition_owned(topic: &str, partition: i32, owned: bool) {
     }
 }
 
-/// A revoked partition's final snapshot covers messages whose dead-letter
-/// records are not acknowledged yet: if they never are, they are lost.
+/// A revoked partition still has dead-letter records unacknowledged after
+/// the wait: it gets no final snapshot (nor a commit past its last one), so
+/// they are not counted as handled; its next owner replays from its last
+/// snapshot and sends them again.
 pub struct DeadLettersAtRevoke<'a> {
     pub topic: &'a str,
     pub partition: i32,
@@ -285,8 +299,27 @@ impl DeadLettersAtRevoke<'_> {
             topic = self.topic,
             partition = self.partition,
             held = self.held,
-            "partition revoked while dead-letter records of it are unacknowledged; \
-             its final snapshot counts them as handled"
+            "partition revoked while dead-letter records of it are still unacknowledged after half of kafka.revoke_timeout: \
+             no final snapshot and no commit past its last snapshot; the next owner replays from there and sends them again"
+        );
+    }
+}
+
+/// The consumer loop took no turn for longer than half the session timeout
+/// (the process was stopped, or a step blocked it): it may have lost its
+/// partitions without knowing it yet, so partials, totals and state writes
+/// are held back a moment, until a "lost" rebalance would have arrived.
+pub struct LoopStalled {
+    pub stopped: Duration,
+    pub hold: Duration,
+}
+
+impl LoopStalled {
+    pub fn emit(self) {
+        warn!(
+            stopped_ms = self.stopped.as_millis() as u64,
+            hold_ms = self.hold.as_millis() as u64,
+            "the consumer loop was stopped; partials, totals and state writes wait in case its partitions were lost meanwhile"
         );
     }
 }

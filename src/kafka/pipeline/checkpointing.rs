@@ -1,5 +1,6 @@
-//! Checkpoints (`[checkpoint] dir` set): snapshot the engine with the
-//! offsets it covers, write both on a blocking thread, and only then hand
+//! Checkpoints (`[checkpoint] dir` set): freeze the engine with the
+//! offsets it covers (on the loop), encode and write both on a blocking
+//! thread, and only then hand
 //! those offsets to librdkafka's offset store for the next commit (see
 //! [`crate::kafka`]).
 
@@ -25,10 +26,11 @@ pub struct CheckpointDone {
 }
 
 impl Loop {
-    /// Snapshots the engine with the offsets it covers and writes them on a
-    /// blocking thread; skipped while the previous write is in flight.
-    /// First a buffer for the snapshot is prepared on a blocking thread; the
-    /// snapshot is taken when it is ready (this is called again then).
+    /// Freezes the engine with the offsets it covers, then encodes and
+    /// writes them on a blocking thread; skipped while the previous write is
+    /// in flight. First a buffer for the snapshot is prepared on a blocking
+    /// thread; the engine is frozen when it is ready (this is called again
+    /// then).
     pub fn checkpoint(&mut self) {
         self.checkpoint_with(false);
     }
@@ -84,13 +86,18 @@ impl Loop {
             // checkpoint (if any) still holds.
             return;
         }
-        let engine = match self.snapshot_buffer.take() {
-            Some(buf) => self.engine().snapshot_into(buf),
-            None => self.engine().snapshot(),
+        // Frozen on the loop (it stops only for that); encoded into the
+        // prepared buffer by the task that writes.
+        let (frozen, capacity) = {
+            let mut engine = self.engine();
+            (engine.freeze(), engine.snapshot_capacity())
         };
         let snapshot = t0.elapsed();
+        let buf = self.snapshot_buffer.take();
         self.checkpoint_writes.spawn_blocking(move || {
             let t = Instant::now();
+            let buf = buf.unwrap_or_else(|| Vec::with_capacity(capacity));
+            let engine = frozen.encode_into(buf);
             let cp = Checkpoint { offsets, engine };
             let result = store.write(&cp);
             CheckpointDone {

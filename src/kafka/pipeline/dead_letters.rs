@@ -169,11 +169,19 @@ impl Loop {
     fn spawn_dead_letter(&mut self, d: DeadLetterDone, delay: Duration) {
         let producer = self.producer.clone();
         let attempts = self.dead_letter_policy.attempts;
+        let book = self.book.clone();
         self.dead_letters.spawn(async move {
             if !delay.is_zero() {
                 tokio::time::sleep(delay).await;
             }
             let (record, result) = publish::deliver_dead_letter(producer, d.record, attempts).await;
+            if result.is_ok() {
+                // Released here too (again by `dead_letter_done`, a no-op):
+                // a revoke waits for it while the loop is inside `recv()`.
+                book.lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .release(d.ticket);
+            }
             DeadLetterDone {
                 record,
                 result,

@@ -14,9 +14,14 @@
 //!   offset), and resumes it. While any partition restores, `/readyz` fails
 //!   naming them.
 //! - **Periodically** (`checkpoint.interval`): every restored partition whose
-//!   state moved gets a snapshot, written on a blocking thread; only then is
-//!   the offset it covers stored for the next commit.
-//! - **Revoke** (not lost; rebalance callback): a final snapshot of each
+//!   state moved is frozen on the loop ([`Engine::freeze_partition`]: the
+//!   loop stops only for that), then encoded and written on a blocking
+//!   thread; only then is the offset it covers stored for the next commit.
+//! - **Revoke** (not lost; rebalance callback): the dead-letter records of
+//!   the revoked partitions still unacknowledged are waited for (half of
+//!   `kafka.revoke_timeout` at most; a partition with one still
+//!   unacknowledged then gets no final snapshot: its last periodic one,
+//!   written with nothing held, stands), then a final snapshot of each
 //!   revoked partition, all within `kafka.revoke_timeout`, then a
 //!   synchronous commit of the offsets they cover, then the partitions'
 //!   state is dropped: they are no longer exported, fire no timer, and are
@@ -30,6 +35,7 @@
 //! lock is never contended; it is never held across an `.await` nor across a
 //! `recv()`.
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -39,8 +45,9 @@ use rdkafka::consumer::Consumer;
 use rdkafka::topic_partition_list::Offset;
 
 use super::state::Loop;
-use crate::config::OnCorrupt;
+use crate::config::{Config, OnCorrupt};
 use crate::engine::Engine;
+use crate::engine::snapshot::FrozenPartition;
 use crate::kafka::live::LiveState;
 use crate::kafka::offsets::{GivenUp, OffsetBook, SnapshotDue};
 use crate::kafka::state_store::{Claim, StateStore};
@@ -131,7 +138,16 @@ impl Handover {
     /// periodic write that loses the race against a revoke's final one is
     /// still a consistent (state, offset) pair, and once the next owner has
     /// claimed its epoch, it cannot win.
-    fn write(&self, t: Target<'_>, bytes: &[u8], timeout: Duration, trigger: SaveTrigger) -> bool {
+    /// The frozen view is encoded here, on the thread that writes (never
+    /// the loop's, except inside a revoke callback, which blocks the loop
+    /// anyway).
+    fn write(
+        &self,
+        t: Target<'_>,
+        frozen: Frozen,
+        timeout: Duration,
+        trigger: SaveTrigger,
+    ) -> bool {
         let Target {
             topic,
             partition,
@@ -142,9 +158,11 @@ impl Handover {
         let (ok, result) = if timeout.is_zero() {
             (false, Err(None))
         } else {
+            let bytes = frozen.view.encode();
+            let timeout = timeout.saturating_sub(t0.elapsed());
             match self
                 .store
-                .save(topic, partition, epoch, next_offset, bytes, timeout)
+                .save(topic, partition, epoch, next_offset, &bytes, timeout)
             {
                 Ok(s) => (true, Ok(s)),
                 Err(e) => (false, Err(Some(e))),
@@ -165,6 +183,7 @@ impl Handover {
             next_offset,
             trigger,
             result,
+            froze: frozen.took,
             took: t0.elapsed(),
         }
         .emit();
@@ -183,8 +202,13 @@ impl Handover {
         tpl: &TopicPartitionList,
         lost: bool,
     ) -> TopicPartitionList {
-        let deadline = Instant::now() + self.revoke_timeout;
+        let now = Instant::now();
+        let deadline = now + self.revoke_timeout;
         let closing = self.closing.load(Ordering::Relaxed);
+        if !lost && !closing {
+            // Half the budget at most: the final snapshots need the rest.
+            await_dead_letters(book, tpl, now + self.revoke_timeout / 2);
+        }
         let given_up = lock(book).give_up(tpl);
         let mut covered = TopicPartitionList::new();
         for g in &given_up {
@@ -229,17 +253,20 @@ impl Handover {
             return Some(next);
         }
         if g.held > 0 {
-            // The snapshot covers their messages as handled (counted in
-            // the engine); a record still undelivered is lost with this
-            // owner. Said so; the state itself stays exact.
+            // A snapshot would cover their messages as handled, and a record
+            // never delivered would be lost with this owner: no final
+            // snapshot, no commit past the last one (written only with
+            // nothing held); the next owner replays from there and sends
+            // those records again.
             telemetry::DeadLettersAtRevoke {
                 topic: &g.topic,
                 partition: g.partition,
                 held: g.held,
             }
             .emit();
+            return None;
         }
-        let bytes = lock_engine(engine).snapshot_partition(g.pid)?;
+        let frozen = Frozen::take(&mut lock_engine(engine), g.pid)?;
         let left = deadline.saturating_duration_since(Instant::now());
         let target = Target {
             topic: &g.topic,
@@ -247,8 +274,45 @@ impl Handover {
             epoch: claim,
             next_offset: next,
         };
-        self.write(target, &bytes, left, SaveTrigger::Revoke)
+        self.write(target, frozen, left, SaveTrigger::Revoke)
             .then_some(next)
+    }
+}
+
+/// A partition's state frozen on the loop (see
+/// [`Engine::freeze_partition`]), to encode and write on a blocking thread;
+/// with the time the loop was stopped to take it.
+pub struct Frozen {
+    view: FrozenPartition,
+    took: Duration,
+}
+
+impl Frozen {
+    /// Freezes partition `pid` (None if not held).
+    fn take(engine: &mut Engine, pid: u32) -> Option<Frozen> {
+        let t0 = Instant::now();
+        let view = engine.freeze_partition(pid)?;
+        Some(Frozen {
+            view,
+            took: t0.elapsed(),
+        })
+    }
+}
+
+/// Waits (blocking, inside the revoke callback) until the dead-letter records
+/// of the partitions of `tpl` are acknowledged, or `until`. The deliveries
+/// release their offsets themselves (see `dead_letters.rs`), so this needs
+/// no turn of the loop.
+fn await_dead_letters(book: &Mutex<OffsetBook>, tpl: &TopicPartitionList, until: Instant) {
+    let held = || -> usize {
+        let mut b = lock(book);
+        tpl.elements()
+            .iter()
+            .map(|e| b.held_of(e.topic(), e.partition()))
+            .sum()
+    };
+    while held() > 0 && Instant::now() < until {
+        std::thread::sleep(Duration::from_millis(5));
     }
 }
 
@@ -282,6 +346,12 @@ pub struct SavesDone {
 #[derive(Default)]
 pub struct Moves {
     pub handover: Option<Arc<Handover>>,
+    /// The ownership epoch (state store claim) of each restored partition,
+    /// written into its partials (0 without a state store).
+    claims: HashMap<u32, u64>,
+    /// Holds writes back after the loop was stopped for long (see
+    /// [`StallGuard`]).
+    pub stall: StallGuard,
     /// State loads in flight.
     pub restores: tokio::task::JoinSet<RestoreDone>,
     /// Loads to try again: (when, topic, partition, assigned since).
@@ -296,12 +366,96 @@ pub struct Moves {
 }
 
 impl Moves {
-    pub fn new(handover: Option<Arc<Handover>>, on_corrupt: OnCorrupt) -> Moves {
+    pub fn new(handover: Option<Arc<Handover>>, cfg: &Config) -> Moves {
         Moves {
             handover,
-            on_corrupt: Some(on_corrupt),
+            on_corrupt: Some(cfg.checkpoint.on_corrupt),
+            stall: StallGuard::new(stall_threshold(cfg)),
             ..Moves::default()
         }
+    }
+
+    /// The ownership epoch partition `pid`'s partials are written with: the
+    /// state store's claim for it, 0 without a state store (or not
+    /// restored yet).
+    pub fn epoch(&self, pid: u32) -> u64 {
+        self.claims.get(&pid).copied().unwrap_or(0)
+    }
+
+    /// Whether the loop must not write partials, totals or state now: it was
+    /// stopped for long just before (see [`StallGuard`]).
+    pub fn holding(&mut self) -> bool {
+        self.stall.holding(Instant::now())
+    }
+}
+
+/// Half the consumer's `session.timeout.ms` (librdkafka's default 45 s):
+/// a loop stopped that long may have lost its partitions.
+fn stall_threshold(cfg: &Config) -> Duration {
+    let ms = crate::kafka::client::settings(&cfg.kafka, crate::kafka::client::Role::Consumer)
+        .ok()
+        .and_then(|s| s.get("session.timeout.ms")?.parse::<u64>().ok())
+        .unwrap_or(45_000);
+    Duration::from_millis(ms / 2)
+}
+
+/// How long writes are held after a stall: librdkafka checks the session
+/// about every second, and the loop dispatches the resulting "lost"
+/// rebalance at its next `recv()`.
+const STALL_HOLD: Duration = Duration::from_secs(3);
+
+/// A process stopped (SIGSTOP, a frozen VM, a long pause) for longer than
+/// its session timeout was removed from the group and its partitions are
+/// another member's, but it learns so only when librdkafka's session check
+/// runs and the loop dispatches the "lost" rebalance, after the timers due
+/// meanwhile (publish, periodic snapshots) have fired. Their writes would
+/// carry the old ownership epoch (the state store and the partials fold
+/// refuse them), but the output topic's totals carry none. So: when the
+/// loop sees a gap of more than the threshold since its previous turn, it
+/// holds partials, totals and state writes back for [`STALL_HOLD`].
+#[derive(Debug)]
+pub struct StallGuard {
+    threshold: Duration,
+    last: Instant,
+    until: Option<Instant>,
+}
+
+impl Default for StallGuard {
+    fn default() -> Self {
+        StallGuard::new(Duration::from_secs(22))
+    }
+}
+
+impl StallGuard {
+    pub fn new(threshold: Duration) -> Self {
+        StallGuard {
+            threshold,
+            last: Instant::now(),
+            until: None,
+        }
+    }
+
+    /// The loop takes a turn at `now`. Returns the gap when it is a stall.
+    pub fn turn(&mut self, now: Instant) -> Option<Duration> {
+        let gap = now.saturating_duration_since(self.last);
+        self.last = now;
+        if gap < self.threshold {
+            return None;
+        }
+        self.until = Some(now + STALL_HOLD);
+        Some(gap)
+    }
+
+    /// Whether writes are held at `now` (a turn is taken first).
+    pub fn holding(&mut self, now: Instant) -> bool {
+        if let Some(gap) = self.turn(now) {
+            telemetry::LoopStalled {
+                stopped: gap,
+                hold: STALL_HOLD,
+            }
+            .emit();
+        }
+        self.until.is_some_and(|u| now < u)
     }
 }
 
@@ -310,11 +464,19 @@ impl Loop {
     /// assigned partitions start, and the loop forgets what it kept of
     /// partitions given up.
     pub fn follow_rebalance(&mut self) {
+        if let Some(gap) = self.moves.stall.turn(Instant::now()) {
+            telemetry::LoopStalled {
+                stopped: gap,
+                hold: STALL_HOLD,
+            }
+            .emit();
+        }
         let Some(h) = self.moves.handover.clone() else {
             return;
         };
         for pid in h.take_gone() {
             self.latency.forget(pid);
+            self.moves.claims.remove(&pid);
         }
         let now = Instant::now();
         for (topic, partition) in h.take_assigned() {
@@ -435,6 +597,7 @@ impl Loop {
         {
             return;
         }
+        self.moves.claims.insert(pid, claim.epoch);
         let start = next.map_or(Offset::Beginning, Offset::Offset);
         self.start_consuming(topic, partition, start);
         self.live.restoring(topic, partition, false);
@@ -503,14 +666,14 @@ impl Loop {
         let Some(h) = self.moves.handover.clone() else {
             return;
         };
-        if !self.moves.saves.is_empty() {
+        if !self.moves.saves.is_empty() || self.moves.holding() {
             return;
         }
         let due = self.book().snapshots_due(false);
         if due.is_empty() {
             return;
         }
-        let jobs = self.snapshot_jobs(due);
+        let jobs = self.freeze_jobs(due);
         let book = self.book.clone();
         let timeout = h.save_timeout;
         self.moves.saves.spawn_blocking(move || SavesDone {
@@ -518,11 +681,12 @@ impl Loop {
         });
     }
 
-    /// The snapshot bytes of each due partition, taken now.
-    fn snapshot_jobs(&self, due: Vec<SnapshotDue>) -> Vec<(SnapshotDue, Vec<u8>)> {
-        let engine = self.engine();
+    /// Each due partition frozen now (encoded later, by the task that
+    /// writes it).
+    fn freeze_jobs(&self, due: Vec<SnapshotDue>) -> Vec<(SnapshotDue, Frozen)> {
+        let mut engine = self.engine();
         due.into_iter()
-            .filter_map(|d| engine.snapshot_partition(d.pid).map(|b| (d, b)))
+            .filter_map(|d| Frozen::take(&mut engine, d.pid).map(|f| (d, f)))
             .collect()
     }
 
@@ -571,8 +735,18 @@ impl Loop {
         {
             self.saves_done(done);
         }
-        let due = self.book().snapshots_due(true);
-        let jobs = self.snapshot_jobs(due);
+        // Not of a partition with a dead-letter record still unacknowledged
+        // (the shutdown waited for them already): its offsets stay
+        // uncommitted, and its last snapshot, written with nothing held,
+        // stands (as at a revoke).
+        let due = self.book().snapshots_due(false);
+        let held = self.book().held_count();
+        if held > 0 {
+            problems.push(format!(
+                "{held} dead-letter records unacknowledged: their partitions get no final snapshot"
+            ));
+        }
+        let jobs = self.freeze_jobs(due);
         let wanted = jobs.len();
         let book = self.book.clone();
         let budget = deadline.saturating_duration_since(tokio::time::Instant::now());
@@ -606,13 +780,13 @@ impl Loop {
 fn write_all(
     h: &Handover,
     book: &Mutex<OffsetBook>,
-    jobs: Vec<(SnapshotDue, Vec<u8>)>,
+    jobs: Vec<(SnapshotDue, Frozen)>,
     timeout: Duration,
     trigger: SaveTrigger,
     until: Option<Instant>,
 ) -> Vec<SnapshotDue> {
     let mut written = Vec::new();
-    for (d, bytes) in jobs {
+    for (d, frozen) in jobs {
         if lock(book).assignment(&d.topic, d.partition) != Some(d.assignment) {
             continue;
         }
@@ -625,9 +799,34 @@ fn write_all(
             epoch: d.claim,
             next_offset: d.next_offset,
         };
-        if h.write(target, &bytes, t, trigger) {
+        if h.write(target, frozen, t, trigger) {
             written.push(d);
         }
     }
     written
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Turns closer than the threshold hold nothing; a gap of the threshold
+    /// or more (a stopped process) holds writes for `STALL_HOLD` after it.
+    #[test]
+    fn a_stall_holds_writes_for_a_moment() {
+        let t0 = Instant::now();
+        let mut g = StallGuard::new(Duration::from_secs(3));
+        g.last = t0;
+        let at = |ms: u64| t0 + Duration::from_millis(ms);
+        assert!(!g.holding(at(200)));
+        assert_eq!(g.turn(at(2_900)), None, "2.7 s since the last turn");
+        assert!(!g.holding(at(3_000)));
+        // Stopped 10 s: held from then for 3 s.
+        assert_eq!(g.turn(at(13_000)), Some(Duration::from_secs(10)));
+        assert!(g.holding(at(13_100)));
+        assert!(g.holding(at(15_900)));
+        assert!(!g.holding(at(16_000)));
+        // `holding` takes a turn too: a stall seen there holds at once.
+        assert!(g.holding(at(30_000)));
+    }
 }

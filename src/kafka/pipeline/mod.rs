@@ -123,7 +123,7 @@ pub async fn run(
     let engine = Arc::new(Mutex::new(engine));
     let clients = clients::build(k, &live, &book, &engine, handover.clone())?;
     let store = checkpoint.map(|(store, _)| store);
-    let moves = Moves::new(handover, cfg.checkpoint.on_corrupt);
+    let moves = Moves::new(handover, cfg);
     let mut lp = Loop::new(cfg, clients, book, live, engine, store, moves)?;
 
     let consumer = lp.consumer.clone();

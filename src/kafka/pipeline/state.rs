@@ -273,7 +273,10 @@ impl Loop {
         self.output.tick();
         self.alerts.tick();
         self.partials.tick();
-        if let Some(fleet) = &mut self.fleet {
+        // Just after a stall this instance may have lost its partitions
+        // without knowing it yet: nothing is published until it knows.
+        let holding = self.moves.holding();
+        if let Some(fleet) = self.fleet.as_mut().filter(|_| !holding) {
             let assigned = assigned(&self.consumer);
             let mut engine = lock_engine(&self.engine);
             let owned: Vec<u32> = {
@@ -298,7 +301,8 @@ impl Loop {
             // Also without T (no event yet): the partition then counts, with
             // its counters only, instead of holding the totals back.
             let t = t.unwrap_or(fleet::NO_T);
-            self.partials.push(fleet.partial_records(t, &own));
+            let epoch = |pid: u32| self.moves.epoch(pid);
+            self.partials.push(fleet.partial_records(t, &own, &epoch));
             let folder = assigned
                 .iter()
                 .any(|(topic, p)| *topic == self.input_topic && *p == 0);
@@ -314,7 +318,7 @@ impl Loop {
             let fold = |t: Millis, parts: &[(u32, &[u8])]| {
                 crate::engine::fold_partials(prm, t, parts).map_err(|e| e.to_string())
             };
-            if let Some(totals) = fleet.totals(&fold, &own, t) {
+            if let Some(totals) = fleet.totals(&fold, &own, t, &epoch) {
                 let records = self
                     .diff
                     .changed(&self.output_topic, &totals.families, totals.t);
