@@ -82,7 +82,7 @@ impl PartitionIds {
 /// The offset bookkeeping of every assigned partition.
 #[derive(Debug, Default)]
 pub struct OffsetBook {
-    parts: HashMap<u32, PartitionOffsets>,
+    parts: hashbrown::HashMap<u32, PartitionOffsets>,
     ids: PartitionIds,
     next_epoch: u64,
     /// With checkpoints on: where the engine's state of each partition it has
@@ -415,6 +415,23 @@ impl OffsetBook {
     pub fn handled(&mut self, topic: &str, partition: i32, offset: i64) {
         let (_, p) = self.entry(topic, partition);
         p.next = Some(p.next.map_or(offset + 1, |n| n.max(offset + 1)));
+    }
+
+    /// [`Self::handled`] for a message whose engine partition number
+    /// ([`Self::pid`] of its topic and partition) is known: no lookup of the
+    /// topic name when the partition has bookkeeping already.
+    pub fn handled_at(&mut self, pid: u32, topic: &str, partition: i32, offset: i64) {
+        match self.parts.get_mut(&pid) {
+            Some(p) => p.next = Some(p.next.map_or(offset + 1, |n| n.max(offset + 1))),
+            None => self.handled(topic, partition, offset),
+        }
+    }
+
+    /// The current assignment (see [`Self::assignment`]) of every partition
+    /// with bookkeeping, by engine partition number, into `out` (cleared).
+    pub fn assignments(&self, out: &mut Vec<(u32, u64)>) {
+        out.clear();
+        out.extend(self.parts.iter().map(|(&pid, p)| (pid, p.epoch)));
     }
 
     /// The message at `offset` is seen but not handled until [`Self::release`].
