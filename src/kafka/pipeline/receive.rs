@@ -189,9 +189,11 @@ impl Loop {
                 telemetry::DecodeAheadUnavailable.emit();
             }
             for (i, (msgs, ins)) in batch.chunks(CHUNK).zip(inputs.chunks(CHUNK)).enumerate() {
-                let decoded = match (i, rx.recv()) {
-                    (0, _) => decode_all(&decoder, ins),
-                    (_, Ok(d)) if d.len() == ins.len() => d,
+                // Chunk 0 is decoded here while the thread starts on the
+                // others, which it hands over in order.
+                let ahead = if i == 0 { None } else { rx.recv().ok() };
+                let decoded = match ahead {
+                    Some(d) if d.len() == ins.len() => d,
                     // The decoding thread is gone (it cannot panic on bad
                     // input; this is only a guard): decode here.
                     _ => decode_all(&decoder, ins),
