@@ -143,11 +143,7 @@ impl Loop {
         let mut book = lock(&book);
         let before = batch.len();
         let noted = &self.turn_assignments;
-        batch.retain(|m| {
-            let pid = book.pid(m.topic(), m.partition());
-            let was = noted.iter().find(|(p, _)| *p == pid).map(|(_, e)| *e);
-            was.is_some() && was == book.assignment(m.topic(), m.partition())
-        });
+        batch.retain(|m| book.same_assignment(noted, m.topic(), m.partition()));
         let dropped = before - batch.len();
         if dropped > 0 {
             telemetry::MessagesDroppedOnRebalance { messages: dropped }.emit();
