@@ -4,7 +4,8 @@
 //!
 //! Run: `scripts/setup-tools.sh` once (it installs tansu), then
 //! `cargo bench --bench kafka_throughput`. Knobs (environment):
-//! `KAFKA_BENCH_EVENTS` (default 300000) lines for the throughput part;
+//! `KAFKA_BENCH_EVENTS` (default 300000) lines for the throughput part,
+//! `KAFKA_BENCH_ROUNDS` (default 3) bare/cxpulse pairs of it;
 //! `KAFKA_BENCH_CKPT_EVENTS` (default 4000000), `KAFKA_BENCH_CKPT_INTERVALS`
 //! (default `1s,30s`, the values of `checkpoint.interval` to compare with
 //! checkpoints off; empty skips the part), `KAFKA_BENCH_CKPT_ROUNDS`
@@ -100,6 +101,7 @@ fn main() {
         env_or("KAFKA_BENCH_CKPT_INTERVALS", default_intervals.to_string());
     let ckpt_rounds: usize = env_or("KAFKA_BENCH_CKPT_ROUNDS", if full { 3 } else { 1 });
     let ckpt_dead_letters = env_or("KAFKA_BENCH_CKPT_DEAD_LETTER", 1u8) != 0;
+    let rounds: usize = env_or("KAFKA_BENCH_ROUNDS", if full { 3 } else { 1 }).max(1);
     ckpt_log::install();
 
     let broker = Tansu::start();
@@ -119,22 +121,48 @@ fn main() {
         "produced {events} generated lines to `bench` (3 partitions) in {:.1}s",
         t0.elapsed().as_secs_f64()
     );
-    let bare = bare_consume(&broker.addr, "bench", events);
-    println!(
-        "bare rdkafka consumer: {events} messages in {:.2}s = {:.0} msg/s",
-        bare.as_secs_f64(),
-        events as f64 / bare.as_secs_f64()
-    );
-    let cx = cxpulse_consume(&broker.addr, "bench", events);
-    println!(
-        "cxpulse consume+apply: {events} messages in {:.2}s = {:.0} msg/s",
-        cx.as_secs_f64(),
-        events as f64 / cx.as_secs_f64()
-    );
-    println!(
-        "throughput ratio cxpulse / bare consumer: {:.2}",
-        bare.as_secs_f64() / cx.as_secs_f64()
-    );
+    // Bare then cxpulse, `rounds` times (each with consumer groups of its
+    // own): the machine is shared and noisy, so each pair gives a ratio and
+    // the summary their min and median.
+    let mut ratios = Vec::new();
+    for round in 0..rounds {
+        let bare = bare_consume(
+            &broker.addr,
+            "bench",
+            events,
+            &format!("bench-bare-{round}"),
+        );
+        println!(
+            "round {}: bare rdkafka consumer: {events} messages in {:.2}s = {:.0} msg/s",
+            round + 1,
+            bare.as_secs_f64(),
+            events as f64 / bare.as_secs_f64()
+        );
+        let cx = cxpulse_consume(
+            &broker.addr,
+            "bench",
+            events,
+            &format!("bench-cxpulse-{round}"),
+        );
+        println!(
+            "round {}: cxpulse consume+apply: {events} messages in {:.2}s = {:.0} msg/s",
+            round + 1,
+            cx.as_secs_f64(),
+            events as f64 / cx.as_secs_f64()
+        );
+        let ratio = bare.as_secs_f64() / cx.as_secs_f64();
+        println!(
+            "round {}: throughput ratio cxpulse / bare consumer: {ratio:.2}",
+            round + 1
+        );
+        ratios.push(ratio);
+    }
+    ratios.sort_by(f64::total_cmp);
+    if let (Some(min), Some(median)) = (ratios.first(), ratios.get(ratios.len() / 2)) {
+        println!(
+            "throughput ratio cxpulse / bare consumer over {rounds} round(s): min {min:.2}, median {median:.2}"
+        );
+    }
 
     // --- Checkpoint cost --------------------------------------------------
     let intervals: Vec<(String, Duration)> = ckpt_intervals
@@ -234,10 +262,10 @@ impl rdkafka::consumer::ConsumerContext for AssignClock {
 }
 
 /// Time from the partition assignment to the last of `events` messages.
-fn bare_consume(brokers: &str, topic: &str, events: u64) -> Duration {
+fn bare_consume(brokers: &str, topic: &str, events: u64, group: &str) -> Duration {
     let c: BaseConsumer<AssignClock> = ClientConfig::new()
         .set("bootstrap.servers", brokers)
-        .set("group.id", "bench-bare")
+        .set("group.id", group)
         .set("auto.offset.reset", "earliest")
         .set("enable.auto.commit", "false")
         .set("session.timeout.ms", "6000")
@@ -309,9 +337,8 @@ enum State<'a> {
 /// offsets are read from the broker, not from /metrics: rendering every
 /// series costs the consumer loop time, and scraping it every few ms would
 /// measure the scraping.
-fn cxpulse_consume(brokers: &str, topic: &str, events: u64) -> Duration {
+fn cxpulse_consume(brokers: &str, topic: &str, events: u64, group: &str) -> Duration {
     let listen = free_addr();
-    let group = "bench-cxpulse";
     let cfg = config(brokers, topic, group, &listen, "30s").commit_interval("50ms");
     let (stop, handle) = start_cxpulse(&cfg);
     let deadline = Instant::now() + Duration::from_secs(600);

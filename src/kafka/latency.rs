@@ -9,7 +9,9 @@
 //! per partition and reports each once its partition has applied it.
 
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap};
+use std::collections::BinaryHeap;
+
+use hashbrown::HashMap;
 
 use crate::event::Millis;
 

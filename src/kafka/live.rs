@@ -17,7 +17,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use serde::Deserialize;
@@ -36,6 +36,9 @@ pub struct LiveState {
     inner: Mutex<Inner>,
     /// Wall-clock ms of the consumer loop's last turn (`/healthz`).
     heartbeat_ms: AtomicI64,
+    /// How many times the assignment changed (assign or revoke): the
+    /// consumer loop notices a rebalance callback that ran inside a poll.
+    assignment_changes: AtomicU64,
 }
 
 #[derive(Debug, Default)]
@@ -72,7 +75,14 @@ impl LiveState {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// How many times the assignment changed so far (see
+    /// [`Self::assign`] and [`Self::revoke`]).
+    pub fn assignment_changes(&self) -> u64 {
+        self.assignment_changes.load(Ordering::Acquire)
+    }
+
     pub fn assign(&self, parts: &[(String, i32)]) {
+        self.assignment_changes.fetch_add(1, Ordering::AcqRel);
         let mut g = self.lock();
         for p in parts {
             g.assigned.insert(p.clone(), None);
@@ -83,6 +93,7 @@ impl LiveState {
     }
 
     pub fn revoke(&self, parts: &[(String, i32)]) {
+        self.assignment_changes.fetch_add(1, Ordering::AcqRel);
         let mut g = self.lock();
         for p in parts {
             g.assigned.remove(p);

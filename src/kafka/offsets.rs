@@ -82,7 +82,7 @@ impl PartitionIds {
 /// The offset bookkeeping of every assigned partition.
 #[derive(Debug, Default)]
 pub struct OffsetBook {
-    parts: HashMap<u32, PartitionOffsets>,
+    parts: hashbrown::HashMap<u32, PartitionOffsets>,
     ids: PartitionIds,
     next_epoch: u64,
     /// With checkpoints on: where the engine's state of each partition it has
@@ -417,6 +417,32 @@ impl OffsetBook {
         p.next = Some(p.next.map_or(offset + 1, |n| n.max(offset + 1)));
     }
 
+    /// [`Self::handled`] for a message whose engine partition number
+    /// ([`Self::pid`] of its topic and partition) is known: no lookup of the
+    /// topic name when the partition has bookkeeping already.
+    pub fn handled_at(&mut self, pid: u32, topic: &str, partition: i32, offset: i64) {
+        match self.parts.get_mut(&pid) {
+            Some(p) => p.next = Some(p.next.map_or(offset + 1, |n| n.max(offset + 1))),
+            None => self.handled(topic, partition, offset),
+        }
+    }
+
+    /// Whether (topic, partition) has the assignment it had in `noted` (from
+    /// [`Self::assignments`]): not revoked, nor revoked and assigned again,
+    /// since.
+    pub fn same_assignment(&mut self, noted: &[(u32, u64)], topic: &str, partition: i32) -> bool {
+        let pid = self.ids.id(topic, partition);
+        let was = noted.iter().find(|(p, _)| *p == pid).map(|(_, e)| *e);
+        was.is_some() && was == self.parts.get(&pid).map(|p| p.epoch)
+    }
+
+    /// The current assignment (see [`Self::assignment`]) of every partition
+    /// with bookkeeping, by engine partition number, into `out` (cleared).
+    pub fn assignments(&self, out: &mut Vec<(u32, u64)>) {
+        out.clear();
+        out.extend(self.parts.iter().map(|(&pid, p)| (pid, p.epoch)));
+    }
+
     /// The message at `offset` is seen but not handled until [`Self::release`].
     pub fn hold(&mut self, topic: &str, partition: i32, offset: i64) -> HoldTicket {
         let (pid, p) = self.entry(topic, partition);
@@ -697,6 +723,50 @@ mod tests {
         assert!(b.is_restoring("in", 0));
         let gone = b.give_up(&p0);
         assert!(gone[0].restoring && gone[0].claim.is_none());
+    }
+
+    /// The loop's fast path books by engine partition number; a turn notes
+    /// each partition's assignment and recognises one that a rebalance
+    /// callback revoked (and assigned again) in the meantime.
+    #[test]
+    fn booking_by_partition_number_and_noting_assignments() {
+        let mut b = OffsetBook::new(&["in".into()]);
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition("in", 0);
+        tpl.add_partition("in", 1);
+        b.assign(&tpl);
+        let (p0, p1) = (b.pid("in", 0), b.pid("in", 1));
+        b.handled_at(p0, "in", 0, 7);
+        b.handled_at(p1, "in", 1, 3);
+        // A partition without bookkeeping yet gets it, as `handled` does.
+        let p2 = b.pid("in", 2);
+        b.handled_at(p2, "in", 2, 0);
+        assert_eq!(
+            positions(&b.take_moved()),
+            [
+                ("in".into(), 0, 8),
+                ("in".into(), 1, 4),
+                ("in".into(), 2, 1)
+            ]
+        );
+        let mut noted = Vec::new();
+        b.assignments(&mut noted);
+        noted.sort();
+        assert_eq!(noted.len(), 3);
+        // Partition 1 is revoked and assigned again, partition 2 revoked.
+        let mut one = TopicPartitionList::new();
+        one.add_partition("in", 1);
+        b.revoke(&one);
+        assert!(!b.same_assignment(&noted, "in", 1));
+        b.assign(&one);
+        let mut two = TopicPartitionList::new();
+        two.add_partition("in", 2);
+        b.revoke(&two);
+        assert!(b.same_assignment(&noted, "in", 0));
+        assert!(!b.same_assignment(&noted, "in", 1), "assigned again");
+        assert!(b.assignment("in", 1).is_some());
+        assert!(!b.same_assignment(&noted, "in", 2), "revoked");
+        assert!(!b.same_assignment(&noted, "in", 3), "never assigned");
     }
 
     #[test]

@@ -1,6 +1,6 @@
 //! Events of the consumer loop itself.
 
-use tracing::{info, trace, warn};
+use tracing::{debug, info, trace, warn};
 
 use super::metrics;
 
@@ -55,5 +55,31 @@ impl ShuttingDown {
             dead_letters_in_flight = self.dead_letters_in_flight,
             "shutting down: finishing deliveries, final commit"
         );
+    }
+}
+
+/// A rebalance callback ran while the loop was taking a turn's messages:
+/// messages taken before it, of partitions it revoked, are not applied
+/// (they were not booked; the partition's next owner consumes them again).
+pub struct MessagesDroppedOnRebalance {
+    pub messages: usize,
+}
+
+impl MessagesDroppedOnRebalance {
+    pub fn emit(self) {
+        debug!(
+            messages = self.messages,
+            "messages of partitions revoked during the turn not applied; their next owner consumes them"
+        );
+    }
+}
+
+/// No thread could be started to decode a turn's messages ahead: the loop
+/// decodes them itself (slower, same result).
+pub struct DecodeAheadUnavailable;
+
+impl DecodeAheadUnavailable {
+    pub fn emit(self) {
+        warn!("cannot start a thread to decode ahead; decoding on the consumer loop");
     }
 }

@@ -1,5 +1,5 @@
-//! The decision for one consumed message: decode it, offer it to the engine,
-//! and book its offset by the delivery rule (see [`crate::kafka`]): handled
+//! The decision for one consumed message: its decoded payload offered to
+//! the engine, and its offset booked by the delivery rule (see [`crate::kafka`]): handled
 //! at once when the engine took it (applied or duplicate), or when it is
 //! dropped for want of a dead-letter topic; held until its dead-letter
 //! record is acknowledged otherwise. No I/O and no librdkafka message type:
@@ -8,7 +8,7 @@
 
 use crate::engine::{Engine, Outcome};
 use crate::event::time::format_rfc3339;
-use crate::event::{Decoder, Millis};
+use crate::event::{DecodeFailure, Event, Millis};
 use crate::kafka::offsets::{HoldTicket, OffsetBook};
 
 /// A consumed message, as the decision needs it.
@@ -17,8 +17,6 @@ pub struct MessageView<'a> {
     pub topic: &'a str,
     pub partition: i32,
     pub offset: i64,
-    /// The message value (empty when it has none).
-    pub payload: &'a [u8],
     /// The Kafka timestamp in ms (the fallback event time when configured,
     /// and the append time of the latency histogram).
     pub timestamp: Option<Millis>,
@@ -51,30 +49,32 @@ pub enum Decision {
     Ignored,
 }
 
-/// Decodes `m`, offers it to `engine` as partition `book.pid(..)` with the
-/// wall clock `now`, and books its offset. `dead_letters`: a dead-letter
-/// topic is configured. Returns the engine partition and the decision.
-pub fn decide(
+/// Offers message `m` of engine partition `pid` (`book.pid(..)`) to
+/// `engine` with the wall clock `now`, and books its offset. `decoded`
+/// gives its payload decoded (the loop decodes a turn's messages ahead, on
+/// another thread); it is called only for a message that is admitted.
+/// `dead_letters`: a dead-letter topic is configured.
+pub fn decide_decoded<'p>(
     m: &MessageView<'_>,
-    decoder: &Decoder,
+    pid: u32,
+    decoded: impl FnOnce() -> Result<Event<'p>, DecodeFailure>,
     engine: &mut Engine,
     book: &mut OffsetBook,
     dead_letters: bool,
     now: Millis,
-) -> (u32, Decision) {
-    let pid = book.pid(m.topic, m.partition);
+) -> Decision {
     if !book.admits(pid, m.offset) {
-        return (pid, Decision::Ignored);
+        return Decision::Ignored;
     }
-    let refused: (&'static str, String) = match decoder.decode(m.payload, m.timestamp) {
+    let refused: (&'static str, String) = match decoded() {
         Ok(ev) => match engine.offer(pid, &ev, Some(now)) {
             Outcome::Applied => {
-                book.handled(m.topic, m.partition, m.offset);
-                return (pid, Decision::Applied { event_ts: ev.ts });
+                book.handled_at(pid, m.topic, m.partition, m.offset);
+                return Decision::Applied { event_ts: ev.ts };
             }
             Outcome::Duplicate => {
-                book.handled(m.topic, m.partition, m.offset);
-                return (pid, Decision::Duplicate);
+                book.handled_at(pid, m.topic, m.partition, m.offset);
+                return Decision::Duplicate;
             }
             Outcome::Late => (
                 "late",
@@ -100,24 +100,22 @@ pub fn decide(
     };
     let (reason, detail) = refused;
     if !dead_letters {
-        book.handled(m.topic, m.partition, m.offset);
-        return (pid, Decision::Dropped { reason, detail });
+        book.handled_at(pid, m.topic, m.partition, m.offset);
+        return Decision::Dropped { reason, detail };
     }
     let ticket = book.hold(m.topic, m.partition, m.offset);
-    (
-        pid,
-        Decision::DeadLetter {
-            reason,
-            detail,
-            ticket,
-        },
-    )
+    Decision::DeadLetter {
+        reason,
+        detail,
+        ticket,
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::config::Config;
+    use crate::event::Decoder;
     use rdkafka::TopicPartitionList;
 
     /// 2026-01-05T10:00:00Z (`date -u -d 2026-01-05T10:00:00Z +%s`).
@@ -163,17 +161,19 @@ mod tests {
                 topic: "in",
                 partition,
                 offset,
-                payload: payload.as_bytes(),
                 timestamp: Some(now),
             };
-            decide(
+            let pid = self.book.pid(m.topic, m.partition);
+            let decision = decide_decoded(
                 &m,
-                &self.decoder,
+                pid,
+                || self.decoder.decode(payload.as_bytes(), m.timestamp),
                 &mut self.engine,
                 &mut self.book,
                 dead_letters,
                 now,
-            )
+            );
+            (pid, decision)
         }
 
         /// The committable positions that moved, as (partition, offset).

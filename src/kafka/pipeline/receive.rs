@@ -1,25 +1,47 @@
-//! Taking messages off the consumer: a turn handles every message that is
-//! ready (up to [`BATCH`]) without going back through `select!`, carries out
-//! each message's [`Decision`], and keeps a run of consumer errors from
-//! spinning the loop.
+//! Taking messages off the consumer: a turn takes every message that is
+//! ready (up to [`BATCH`]) without going back through `select!`, decodes
+//! them (a large turn on a second thread, ahead of the engine), carries out
+//! each message's [`Decision`] in offset order, and keeps a run of consumer
+//! errors from spinning the loop.
+//!
+//! The engine and the offset book are locked once per [`CHUNK`] of
+//! messages, and alerts and latency are followed once per chunk, not per
+//! message. Decoding ahead overlaps the JSON decode of later messages with
+//! the engine's apply of earlier ones (the two are about equal in cost).
+//!
+//! Rebalance callbacks run inside a poll of the consumer. A message taken
+//! before a poll is applied after it, so a turn notices a callback that
+//! ran (through [`crate::kafka::LiveState::assignment_changes`]) and drops
+//! the messages it took earlier whose partition was revoked (or revoked
+//! and assigned again) by it: they were not applied nor booked, so their
+//! offsets were neither stored nor covered by a snapshot, and whoever owns
+//! the partition next consumes them again (the delivery rule holds).
+//! Messages of partitions still assigned are applied as usual.
 
+use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use rdkafka::consumer::StreamConsumer;
 use rdkafka::error::{KafkaError, KafkaResult};
 use rdkafka::message::{BorrowedMessage, Message};
 
-use super::decide::{Decision, MessageView, decide};
+use super::decide::{Decision, MessageView, decide_decoded};
 use super::handover::lock_engine;
 use super::state::{Loop, lock};
 use super::wall_ms;
-use crate::event::Millis;
+use crate::event::{DecodeFailure, Decoder, Event, Millis};
 use crate::kafka::context::ConsumerCtx;
 use crate::telemetry;
 
 /// At most this many ready messages are handled per turn of the loop before
 /// timers, `/metrics` requests and acknowledgements get their turn.
-const BATCH: usize = 512;
+const BATCH: usize = 2048;
+/// Messages decided under one lock of the engine and the offset book, and
+/// handed over at once by the thread that decodes ahead.
+const CHUNK: usize = 128;
+/// A turn with at least this many messages decodes them on a second thread
+/// (starting a thread costs about as much as decoding a few dozen).
+const DECODE_AHEAD_MIN: usize = 2 * CHUNK;
 /// After this many consumer errors in a row (no message between them) the
 /// loop pauses for [`ERROR_RUN_PAUSE`], so a flood of errors cannot spin it.
 const ERROR_RUN: u64 = 100;
@@ -35,6 +57,10 @@ pub enum Turn {
     Fatal(String),
 }
 
+/// A message's payload and Kafka timestamp, what decoding needs.
+type Input<'m> = (&'m [u8], Option<Millis>);
+type Decoded<'m> = Result<Event<'m>, DecodeFailure>;
+
 impl Loop {
     /// Handles `first` and whatever else is ready on `consumer`.
     pub fn receive(
@@ -44,18 +70,23 @@ impl Loop {
     ) -> Turn {
         let turn = Instant::now();
         let now_ms = wall_ms();
+        let mut batch: Vec<BorrowedMessage<'_>> = Vec::new();
+        let mut changes = self.live.assignment_changes();
+        self.note_assignments();
         let mut next = Some(first);
-        let mut handled = 0;
+        let mut taken = 0;
+        let mut end = Turn::Done;
         while let Some(m) = next.take() {
             match m {
                 Ok(m) => {
                     self.errors_in_a_row = 0;
                     self.last_message = turn;
-                    self.handle(&m, now_ms);
+                    batch.push(m);
                 }
                 Err(e @ KafkaError::MessageConsumptionFatal(_)) => {
                     telemetry::ConsumerFatal { error: &e }.emit();
-                    return Turn::Fatal(e.to_string());
+                    end = Turn::Fatal(e.to_string());
+                    break;
                 }
                 Err(e) => {
                     // Errors are events librdkafka queues at its own
@@ -75,58 +106,187 @@ impl Loop {
                     }
                     .emit();
                     if pause {
-                        return Turn::Pause(tokio::time::Instant::now() + ERROR_RUN_PAUSE);
+                        end = Turn::Pause(tokio::time::Instant::now() + ERROR_RUN_PAUSE);
+                        break;
                     }
                 }
             }
-            handled += 1;
-            if handled < BATCH {
+            taken += 1;
+            if taken < BATCH {
                 next = try_recv(consumer);
+                let now_changes = self.live.assignment_changes();
+                if now_changes != changes {
+                    changes = now_changes;
+                    self.drop_moved(&mut batch);
+                    self.note_assignments();
+                }
             }
         }
-        Turn::Done
+        self.handle_batch(&batch, now_ms);
+        end
     }
 
-    /// Decides one message and carries the decision out.
-    fn handle(&mut self, m: &BorrowedMessage<'_>, now: Millis) {
-        let view = MessageView {
-            topic: m.topic(),
-            partition: m.partition(),
-            offset: m.offset(),
-            payload: m.payload().unwrap_or_default(),
-            timestamp: m.timestamp().to_millis(),
-        };
-        let (pid, decision) = decide(
-            &view,
-            &self.decoder,
-            &mut lock_engine(&self.engine),
-            &mut lock(&self.book),
-            !self.dlq_topic.is_empty(),
-            now,
-        );
-        match decision {
-            // Its partition's state is restoring (or covers it already).
-            Decision::Ignored => return,
-            Decision::Applied { event_ts } => {
-                self.latency.accepted(pid, event_ts, view.timestamp);
-            }
-            Decision::Duplicate => {}
-            Decision::DeadLetter {
-                reason,
-                detail,
-                ticket,
-            } => self.dead_letter(m, reason, &detail, ticket),
-            Decision::Dropped { reason, detail } => telemetry::InvalidDropped {
-                reason,
-                topic: view.topic,
-                partition: view.partition,
-                offset: view.offset,
-                detail: &detail,
-            }
-            .emit(),
-        }
-        self.after_engine_change(Some(pid), now);
+    /// Notes the assignment of every partition as the turn (or the part of
+    /// it after a rebalance) starts.
+    fn note_assignments(&mut self) {
+        let book = self.book.clone();
+        lock(&book).assignments(&mut self.turn_assignments);
     }
+
+    /// A rebalance callback ran: drops the messages of `batch` whose
+    /// partition's assignment changed since [`Self::note_assignments`].
+    fn drop_moved(&mut self, batch: &mut Vec<BorrowedMessage<'_>>) {
+        if batch.is_empty() {
+            return;
+        }
+        let book = self.book.clone();
+        let mut book = lock(&book);
+        let before = batch.len();
+        let noted = &self.turn_assignments;
+        batch.retain(|m| book.same_assignment(noted, m.topic(), m.partition()));
+        let dropped = before - batch.len();
+        if dropped > 0 {
+            telemetry::MessagesDroppedOnRebalance { messages: dropped }.emit();
+        }
+    }
+
+    /// Decodes `batch` (ahead, on a second thread, when it is large) and
+    /// decides its messages in order, a chunk at a time.
+    fn handle_batch(&mut self, batch: &[BorrowedMessage<'_>], now: Millis) {
+        if batch.is_empty() {
+            return;
+        }
+        let inputs: Vec<Input<'_>> = batch
+            .iter()
+            .map(|m| (m.payload().unwrap_or_default(), m.timestamp().to_millis()))
+            .collect();
+        let decoder = self.decoder.clone();
+        if inputs.len() < DECODE_AHEAD_MIN {
+            for (msgs, ins) in batch.chunks(CHUNK).zip(inputs.chunks(CHUNK)) {
+                self.handle_chunk(msgs, ins, decode_all(&decoder, ins), now);
+            }
+            return;
+        }
+        std::thread::scope(|s| {
+            let (tx, rx) = mpsc::channel::<Vec<Decoded<'_>>>();
+            let ahead = &inputs[CHUNK..];
+            let decoder_ahead = &*decoder;
+            let worker = std::thread::Builder::new()
+                .name("cxpulse-decode".into())
+                .spawn_scoped(s, move || {
+                    for ins in ahead.chunks(CHUNK) {
+                        if tx.send(decode_all(decoder_ahead, ins)).is_err() {
+                            break;
+                        }
+                    }
+                });
+            if worker.is_err() {
+                // No thread to be had: decode here (`rx` then yields nothing).
+                telemetry::DecodeAheadUnavailable.emit();
+            }
+            for (i, (msgs, ins)) in batch.chunks(CHUNK).zip(inputs.chunks(CHUNK)).enumerate() {
+                // Chunk 0 is decoded here while the thread starts on the
+                // others, which it hands over in order.
+                let ahead = if i == 0 { None } else { rx.recv().ok() };
+                let decoded = match ahead {
+                    Some(d) if d.len() == ins.len() => d,
+                    // The decoding thread is gone (it cannot panic on bad
+                    // input; this is only a guard): decode here.
+                    _ => decode_all(&decoder, ins),
+                };
+                self.handle_chunk(msgs, ins, decoded, now);
+            }
+        });
+    }
+
+    /// Decides the messages of one chunk, in order, under one lock of the
+    /// engine and the offset book; then carries out dead letters and drops,
+    /// publishes new alerts and follows the latency of the partitions moved.
+    fn handle_chunk(
+        &mut self,
+        msgs: &[BorrowedMessage<'_>],
+        inputs: &[Input<'_>],
+        decoded: Vec<Decoded<'_>>,
+        now: Millis,
+    ) {
+        let mut touched: Vec<u32> = Vec::new();
+        let mut refused: Vec<(usize, Decision)> = Vec::new();
+        let dead_letters = !self.dlq_topic.is_empty();
+        {
+            let (engine, book) = (self.engine.clone(), self.book.clone());
+            let mut engine = lock_engine(&engine);
+            let mut book = lock(&book);
+            // The partition of the previous message (most follow one another).
+            let mut last: Option<(&str, i32, u32)> = None;
+            for (i, ((m, input), decoded)) in msgs.iter().zip(inputs).zip(decoded).enumerate() {
+                let view = MessageView {
+                    topic: m.topic(),
+                    partition: m.partition(),
+                    offset: m.offset(),
+                    timestamp: input.1,
+                };
+                let pid = match last {
+                    Some((t, p, pid)) if p == view.partition && t == view.topic => pid,
+                    _ => {
+                        let pid = book.pid(view.topic, view.partition);
+                        last = Some((view.topic, view.partition, pid));
+                        pid
+                    }
+                };
+                let decision = decide_decoded(
+                    &view,
+                    pid,
+                    || decoded,
+                    &mut engine,
+                    &mut book,
+                    dead_letters,
+                    now,
+                );
+                match decision {
+                    // Its partition's state is restoring (or covers it already).
+                    Decision::Ignored => continue,
+                    Decision::Applied { event_ts } => {
+                        self.latency.accepted(pid, event_ts, view.timestamp);
+                    }
+                    Decision::Duplicate => {}
+                    other => refused.push((i, other)),
+                }
+                if !touched.contains(&pid) {
+                    touched.push(pid);
+                }
+            }
+        }
+        for (i, decision) in refused {
+            let m = &msgs[i];
+            match decision {
+                Decision::DeadLetter {
+                    reason,
+                    detail,
+                    ticket,
+                } => self.dead_letter(m, reason, &detail, ticket),
+                Decision::Dropped { reason, detail } => telemetry::InvalidDropped {
+                    reason,
+                    topic: m.topic(),
+                    partition: m.partition(),
+                    offset: m.offset(),
+                    detail: &detail,
+                }
+                .emit(),
+                Decision::Applied { .. } | Decision::Duplicate | Decision::Ignored => {}
+            }
+        }
+        if !touched.is_empty() {
+            self.after_partitions_changed(&touched, now);
+        }
+    }
+}
+
+/// Decodes each of `inputs`.
+fn decode_all<'m>(decoder: &Decoder, inputs: &[Input<'m>]) -> Vec<Decoded<'m>> {
+    inputs
+        .iter()
+        .map(|(payload, ts)| decoder.decode(payload, *ts))
+        .collect()
 }
 
 /// The next message if one is ready now, without waiting.

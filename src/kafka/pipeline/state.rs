@@ -54,7 +54,11 @@ pub struct Loop {
     /// dead-letter records in flight to be acknowledged; until this instant
     /// at most.
     pub checkpoint_due: Option<Instant>,
-    pub decoder: Decoder,
+    /// Shared with the thread that decodes a turn's messages ahead.
+    pub decoder: Arc<Decoder>,
+    /// The assignment of each partition when the current turn started
+    /// (see `receive`), kept to reuse its allocation.
+    pub turn_assignments: Vec<(u32, u64)>,
     pub latency: LatencyTracker,
     /// `cxpulse_event_to_metric_seconds`, with buckets for this lateness.
     pub latency_histogram: prometheus::Histogram,
@@ -126,11 +130,12 @@ impl Loop {
             snapshot_buffers: JoinSet::new(),
             snapshot_buffer: None,
             checkpoint_due: None,
-            decoder: Decoder::new(
+            decoder: Arc::new(Decoder::new(
                 &cfg.mapping,
                 cfg.engine.max_message_bytes,
                 cfg.engine.kafka_timestamp_fallback,
-            ),
+            )),
+            turn_assignments: Vec::new(),
             latency: LatencyTracker::new(LATENCY_TRACK_CAP),
             latency_histogram: telemetry::metrics()
                 .latency_histogram(cfg.engine.allowed_lateness.ms()),
@@ -170,6 +175,17 @@ impl Loop {
     /// have moved: publish new breach alerts and record the latency of
     /// effects that became visible.
     pub fn after_engine_change(&mut self, pid: Option<u32>, now: Millis) {
+        match pid {
+            Some(p) => self.after_partitions_changed(&[p], now),
+            None => {
+                let pids = self.latency.partitions();
+                self.after_partitions_changed(&pids, now);
+            }
+        }
+    }
+
+    /// [`Self::after_engine_change`] for the clocks of partitions `pids`.
+    pub fn after_partitions_changed(&mut self, pids: &[u32], now: Millis) {
         let alerts = self.engine().drain_alerts();
         if !alerts.is_empty() && !self.alerts_topic.is_empty() {
             let records: Vec<OutRecord> = alerts
@@ -182,12 +198,8 @@ impl Loop {
         }
         let hist = &self.latency_histogram;
         let mut observe = |s: f64| hist.observe(s);
-        let pids = match pid {
-            Some(p) => vec![p],
-            None => self.latency.partitions(),
-        };
         let engine = lock_engine(&self.engine);
-        for p in pids {
+        for &p in pids {
             if let Some(through) = applied_through(&engine, p) {
                 self.latency.release(p, through, now, &mut observe);
             }
