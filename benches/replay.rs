@@ -35,15 +35,18 @@ const TARGET_EVENTS_PER_S: f64 = 2.3e6;
 
 fn main() {
     let bin = PathBuf::from(env!("CARGO_BIN_EXE_cxpulse"));
+    // Under `cargo test --all-targets` (no `--bench`): a smoke run of 20k
+    // lines, once, on the unoptimised binary.
+    let full = std::env::args().any(|a| a == "--bench");
     let runs: usize = std::env::var("REPLAY_BENCH_RUNS")
         .ok()
         .and_then(|s| s.parse().ok())
-        .unwrap_or(3)
+        .unwrap_or(if full { 3 } else { 1 })
         .max(1);
     let dir = tempfile::tempdir().expect("a temporary directory");
     let file = match std::env::var_os("REPLAY_BENCH_FILE") {
         Some(f) => PathBuf::from(f),
-        None => generate(&bin, dir.path()),
+        None => generate(&bin, dir.path(), if full { 1_000_000 } else { 20_000 }),
     };
     let before = std::env::var_os("REPLAY_BENCH_BEFORE").map(PathBuf::from);
     let bytes = std::fs::read(&file).unwrap_or_else(|e| panic!("{}: {e}", file.display()));
@@ -116,12 +119,12 @@ fn main() {
     assert!(identical, "the two binaries' outputs differ");
 }
 
-/// `cxpulse gen --seed 1 --events 1000000` into `dir`.
-fn generate(bin: &Path, dir: &Path) -> PathBuf {
+/// `cxpulse gen --seed 1 --events EVENTS` into `dir`.
+fn generate(bin: &Path, dir: &Path, events: u64) -> PathBuf {
     let path = dir.join("s1.ndjson");
     let out = std::fs::File::create(&path).expect("create the input file");
     let status = Command::new(bin)
-        .args(["gen", "--seed", "1", "--events", "1000000"])
+        .args(["gen", "--seed", "1", "--events", &events.to_string()])
         .stdout(out)
         .status()
         .expect("cxpulse gen runs");
