@@ -435,7 +435,8 @@ impl StallGuard {
         }
     }
 
-    /// The loop takes a turn at `now`. Returns the gap when it is a stall.
+    /// The loop takes a turn at `now`. Returns the gap when it is a stall
+    /// (and says so in the log).
     pub fn turn(&mut self, now: Instant) -> Option<Duration> {
         let gap = now.saturating_duration_since(self.last);
         self.last = now;
@@ -443,18 +444,17 @@ impl StallGuard {
             return None;
         }
         self.until = Some(now + STALL_HOLD);
+        telemetry::LoopStalled {
+            stopped: gap,
+            hold: STALL_HOLD,
+        }
+        .emit();
         Some(gap)
     }
 
     /// Whether writes are held at `now` (a turn is taken first).
     pub fn holding(&mut self, now: Instant) -> bool {
-        if let Some(gap) = self.turn(now) {
-            telemetry::LoopStalled {
-                stopped: gap,
-                hold: STALL_HOLD,
-            }
-            .emit();
-        }
+        self.turn(now);
         self.until.is_some_and(|u| now < u)
     }
 }
@@ -464,13 +464,7 @@ impl Loop {
     /// assigned partitions start, and the loop forgets what it kept of
     /// partitions given up.
     pub fn follow_rebalance(&mut self) {
-        if let Some(gap) = self.moves.stall.turn(Instant::now()) {
-            telemetry::LoopStalled {
-                stopped: gap,
-                hold: STALL_HOLD,
-            }
-            .emit();
-        }
+        self.moves.stall.turn(Instant::now());
         let Some(h) = self.moves.handover.clone() else {
             return;
         };
