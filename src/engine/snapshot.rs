@@ -134,8 +134,7 @@ impl Engine {
     /// A frozen view of partition `p` to encode later, on any thread:
     /// [`FrozenPartition::encode`] gives exactly the bytes
     /// [`Engine::snapshot_partition`] gives now, whatever the engine does in
-    /// between. None if not held. (Today the view is the encoded bytes;
-    /// issue 12 makes it cheap to take.)
+    /// between. None if not held.
     ///
     /// Cheap: the big tables (users, compacted users, the id arena, timers)
     /// are copy-on-write chunks ([`crate::state::chunked`]) and are shared,
