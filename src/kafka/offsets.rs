@@ -45,6 +45,11 @@ struct PartitionOffsets {
 }
 
 impl PartitionOffsets {
+    /// The message at `offset` is seen: the next position is past it.
+    fn seen(&mut self, offset: i64) {
+        self.next = Some(self.next.map_or(offset + 1, |n| n.max(offset + 1)));
+    }
+
     fn committable(&self) -> Option<i64> {
         self.held.first().copied().or(self.next)
     }
@@ -413,8 +418,7 @@ impl OffsetBook {
 
     /// The message at `offset` is handled.
     pub fn handled(&mut self, topic: &str, partition: i32, offset: i64) {
-        let (_, p) = self.entry(topic, partition);
-        p.next = Some(p.next.map_or(offset + 1, |n| n.max(offset + 1)));
+        self.entry(topic, partition).1.seen(offset);
     }
 
     /// [`Self::handled`] for a message whose engine partition number
@@ -422,7 +426,7 @@ impl OffsetBook {
     /// topic name when the partition has bookkeeping already.
     pub fn handled_at(&mut self, pid: u32, topic: &str, partition: i32, offset: i64) {
         match self.parts.get_mut(&pid) {
-            Some(p) => p.next = Some(p.next.map_or(offset + 1, |n| n.max(offset + 1))),
+            Some(p) => p.seen(offset),
             None => self.handled(topic, partition, offset),
         }
     }
@@ -446,7 +450,7 @@ impl OffsetBook {
     /// The message at `offset` is seen but not handled until [`Self::release`].
     pub fn hold(&mut self, topic: &str, partition: i32, offset: i64) -> HoldTicket {
         let (pid, p) = self.entry(topic, partition);
-        p.next = Some(p.next.map_or(offset + 1, |n| n.max(offset + 1)));
+        p.seen(offset);
         p.held.insert(offset);
         HoldTicket {
             pid,
