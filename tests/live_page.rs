@@ -1,0 +1,791 @@
+//! The live page at `/` (issue 13) in a real headless browser: `cxpulse run`
+//! against tansu, a small hand-computed event set, then Debian's chromium
+//! (driven over the DevTools pipe, tests/common/browser.rs) renders the three
+//! views, and the test reads the DOM after the page's JavaScript ran.
+//!
+//! It checks the page's DOM contract (docs: /work/notes/design-13.md,
+//! "Issue 13 interfaces"): `body[data-state="ok"]`, `data-errors="0"`, every
+//! number shown (`[data-key][data-value]`) equal to `/metrics`' sample of
+//! that key, the hand-computed figures below shown, absent ratios shown as
+//! an empty state (`data-empty`, no `data-value`), no `NaN` / `undefined` /
+//! `Infinity` on the page, and no console errors (console.error, uncaught
+//! exceptions, failed loads). It also checks that `/api/series`' `series`
+//! equal `/metrics`' engine samples at the same T. Screenshots of the three
+//! views go to `target/live-page/{support,growth,retention}.png`.
+//!
+//! chromium missing fails the test (never skips): run scripts/setup-tools.sh.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+use common::{Browser, CxConfig, CxRun, Tansu, free_addr, is_pipeline, key_of, serial, series_key};
+
+const MIN: i64 = 60_000;
+const HOUR: i64 = 60 * MIN;
+
+/// The views of the page.
+const VIEWS: [&str; 3] = ["support", "growth", "retention"];
+
+// ---------------------------------------------------------------------------
+// The event set, and what it must show (worked out by hand from METRICS.md)
+// ---------------------------------------------------------------------------
+
+/// The events, in time order, as (Kafka key, JSON), relative to `t` (epoch
+/// ms, the engine's final clock T: the last event's `ts`). `t` is 30 s into
+/// a minute bucket, so E (T rounded down to the bucket) = T - 30 s and a
+/// rolling window covers `[E - W, E)`: every event but the last is inside
+/// the 1h (from T-30m on) or 24h windows; the last one (at T) sets T only.
+///
+/// What they give, by hand (METRICS.md; SLA defaults: urgent first response
+/// 15 min, high 1 h, normal 4 h; at risk at 80 % of the target used):
+///
+/// Support, at T:
+/// - t4 (normal) opened T-200m, no reply: 200 of its 240 min used = 83 % ≥
+///   80 %: at risk, first response. `tickets_at_risk{normal,first_response}` = 1.
+/// - t1 (urgent) opened T-30m, no reply: deadline T-15m passed, still
+///   waiting: `open_tickets_breaching{urgent,first_response}` = 1 (breaching
+///   now), `sla_breaches{24h,urgent,first_response}` = 1, and nothing met:
+///   `sla_breach_ratio{24h,urgent,first_response}` = 1 / (1 + 0) = 1.
+/// - t2 (high) opened T-29m, agent reply T-25m: first response 240 s, met;
+///   still open. First-response p50 = p90 = 240 s (one sample; HdrHistogram
+///   with 3 significant digits prints 240.127).
+/// - t3 (normal) opened T-28m, reply T-20m (480 s), resolved T-10m (1080 s).
+/// - Open tickets: urgent 1 (t1), high 1 (t2), normal 1 (t4).
+/// - CSAT answers in the 24h window: 5, 4, 4, 2: three of four in {4, 5}:
+///   `csat_ratio{24h}` = 3/4 = 0.75, `csat_responses{24h}` = 4; Wilson 95 %
+///   (n = 4, p = 0.75, z² = 3.8416): centre 0.75 + 0.4802 = 1.2302, spread
+///   1.96 · sqrt(0.046875 + 0.060025) = 0.6408, over 1 + 0.9604:
+///   lower 0.5894 / 1.9604 = 0.3006, upper 1.8710 / 1.9604 = 0.9544.
+///
+/// Growth, 24h window:
+/// - Signups: u1 organic, u2 and u3 paid_search, u4 with a referrer and no
+///   channel = referral: 4 signups, `cxpulse_users` = 4, so
+///   `user_growth_ratio{24h}` = 4/4 = 1.
+/// - Spend paid_search $100; u2 and u3 (paid_search) first deposit in the
+///   window: 2 acquisitions: `cpa_usd{24h,paid_search}` = 100/2 = 50.
+/// - Funnel paid_search: 2 signups, 2 first deposits:
+///   `conversion_ratio{24h,paid_search,first_deposit}` = 1; organic: 0 of 1
+///   (a shown 0, not an empty state).
+/// - Referral: 1 referral signup (u4) / 2 active customers (u2, u3):
+///   `referral_k_factor{24h}` = 0.5.
+/// - CLV paid_search: revenue $1.50 (u2's trade fee) / 2 active customers =
+///   ARPU $0.75 over 30d; the 30d churn ratio is absent (no one was active
+///   at the window's start) and counts 0, so the floor 0.01 applies:
+///   `clv_usd{paid_search}` = 0.75 / 0.01 = 75.
+///
+/// Retention and CX: no NPS and no CES answers: `nps{24h}`, `ces_mean{24h}`
+/// absent; churn: active at the window's start = 2 now + 0 churned - 2 new
+/// - 0 reactivated = 0: `churn_ratio{24h}` absent; no signup 1-2 days ago:
+///   `cohort_retention_ratio{day="1"}` absent. The page must show these as
+///   empty states.
+fn events(t: i64) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    let mut n = 0;
+    let mut ev = |off: i64, key: &str, body: Value| {
+        n += 1;
+        let mut v = body;
+        v["event_id"] = json!(format!("lp-{n}"));
+        v["ts"] = json!(t + off);
+        out.push((key.to_string(), v.to_string()));
+    };
+    let user = |typ: &str, u: &str, extra: Value| {
+        let mut v = json!({"type": typ, "user_id": u});
+        if let (Some(o), Some(e)) = (v.as_object_mut(), extra.as_object()) {
+            o.extend(e.clone());
+        }
+        v
+    };
+    let support = |u: &str, ticket: &str, action: &str, extra: Value| {
+        let mut v = user("support", u, json!({"ticket_id": ticket, "action": action}));
+        if let (Some(o), Some(e)) = (v.as_object_mut(), extra.as_object()) {
+            o.extend(e.clone());
+        }
+        v
+    };
+    // Acquisition.
+    ev(
+        -6 * HOUR,
+        "u1",
+        user("signup", "u1", json!({"channel": "organic"})),
+    );
+    ev(
+        -6 * HOUR + MIN,
+        "u2",
+        user("signup", "u2", json!({"channel": "paid_search"})),
+    );
+    ev(
+        -6 * HOUR + 2 * MIN,
+        "u3",
+        user("signup", "u3", json!({"channel": "paid_search"})),
+    );
+    ev(
+        -6 * HOUR + 3 * MIN,
+        "u4",
+        user("signup", "u4", json!({"referrer_id": "u1"})),
+    );
+    ev(
+        -5 * HOUR,
+        "u1",
+        user("referral", "u1", json!({"action": "invite_sent"})),
+    );
+    ev(
+        -4 * HOUR,
+        "paid_search",
+        json!({"type": "spend", "channel": "paid_search", "amount_usd": 100}),
+    );
+    ev(
+        -4 * HOUR + MIN,
+        "u2",
+        user("deposit", "u2", json!({"amount_usd": 500})),
+    );
+    ev(
+        -4 * HOUR + 2 * MIN,
+        "u3",
+        user("deposit", "u3", json!({"amount_usd": 250})),
+    );
+    // Support.
+    ev(
+        -200 * MIN,
+        "u4",
+        support("u4", "t4", "opened", json!({"priority": "normal"})),
+    );
+    ev(
+        -30 * MIN,
+        "u1",
+        support("u1", "t1", "opened", json!({"priority": "urgent"})),
+    );
+    ev(
+        -29 * MIN,
+        "u2",
+        support("u2", "t2", "opened", json!({"priority": "high"})),
+    );
+    ev(
+        -28 * MIN,
+        "u3",
+        support("u3", "t3", "opened", json!({"priority": "normal"})),
+    );
+    ev(
+        -25 * MIN,
+        "u2",
+        support("u2", "t2", "agent_replied", json!({})),
+    );
+    ev(
+        -20 * MIN,
+        "u3",
+        support("u3", "t3", "agent_replied", json!({})),
+    );
+    ev(-10 * MIN, "u3", support("u3", "t3", "resolved", json!({})));
+    // CSAT: 5, 4, 4, 2.
+    ev(
+        -9 * MIN,
+        "u3",
+        support("u3", "t3", "rated", json!({"csat": 5})),
+    );
+    ev(
+        -8 * MIN,
+        "u2",
+        support("u2", "t2", "rated", json!({"csat": 4})),
+    );
+    ev(
+        -7 * MIN,
+        "u1",
+        support("u1", "survey", "rated", json!({"csat": 4})),
+    );
+    ev(
+        -6 * MIN,
+        "u4",
+        support("u4", "survey", "rated", json!({"csat": 2})),
+    );
+    // Revenue: u2's trade fee.
+    ev(
+        -5 * MIN,
+        "u2",
+        user("trade", "u2", json!({"notional_usd": 1000, "fee_usd": 1.5})),
+    );
+    // The last event sets T (in the current bucket: in no window).
+    ev(0, "u3", user("deposit", "u3", json!({"amount_usd": 50})));
+    out
+}
+
+/// `name{labels}` as `export::series_key` writes it (labels sorted).
+fn key(name: &str, labels: &[(&str, &str)]) -> String {
+    key_of(
+        name,
+        labels
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+    )
+}
+
+/// The hand-computed figures (see [`events`]) each view must show, as
+/// (series key, value).
+fn expected_values(view: &str) -> Vec<(String, f64)> {
+    let w = ("window", "24h");
+    match view {
+        "support" => vec![
+            (
+                key("cxpulse_support_open_tickets", &[("priority", "urgent")]),
+                1.0,
+            ),
+            (
+                key("cxpulse_support_open_tickets", &[("priority", "high")]),
+                1.0,
+            ),
+            (
+                key("cxpulse_support_open_tickets", &[("priority", "normal")]),
+                1.0,
+            ),
+            (
+                key(
+                    "cxpulse_support_open_tickets_breaching",
+                    &[("priority", "urgent"), ("kind", "first_response")],
+                ),
+                1.0,
+            ),
+            (
+                key(
+                    "cxpulse_support_tickets_at_risk",
+                    &[("priority", "normal"), ("kind", "first_response")],
+                ),
+                1.0,
+            ),
+            (
+                key(
+                    "cxpulse_sla_breach_ratio",
+                    &[w, ("priority", "urgent"), ("kind", "first_response")],
+                ),
+                1.0,
+            ),
+            (key("cxpulse_csat_ratio", &[w]), 0.75),
+        ],
+        "growth" => vec![
+            (key("cxpulse_user_growth_ratio", &[w]), 1.0),
+            (
+                key("cxpulse_cpa_usd", &[w, ("channel", "paid_search")]),
+                50.0,
+            ),
+            (
+                key(
+                    "cxpulse_conversion_ratio",
+                    &[w, ("channel", "paid_search"), ("stage", "first_deposit")],
+                ),
+                1.0,
+            ),
+            (
+                key(
+                    "cxpulse_conversion_ratio",
+                    &[w, ("channel", "organic"), ("stage", "first_deposit")],
+                ),
+                0.0,
+            ),
+            (key("cxpulse_referral_k_factor", &[w]), 0.5),
+            (key("cxpulse_clv_usd", &[("channel", "paid_search")]), 75.0),
+        ],
+        _ => vec![],
+    }
+}
+
+/// Series the view must show as an empty state (absent: denominator 0).
+fn expected_empty(view: &str) -> Vec<String> {
+    let w = ("window", "24h");
+    match view {
+        "retention" => vec![
+            key("cxpulse_nps", &[w]),
+            key("cxpulse_ces_mean", &[w]),
+            key("cxpulse_churn_ratio", &[w]),
+            key("cxpulse_cohort_retention_ratio", &[("day", "1")]),
+        ],
+        _ => vec![],
+    }
+}
+
+// ---------------------------------------------------------------------------
+// HTTP
+// ---------------------------------------------------------------------------
+
+/// A plain HTTP/1.0 GET: (status, headers lower-cased, body).
+fn get(addr: &str, path: &str) -> (u16, BTreeMap<String, String>, String) {
+    let mut s =
+        std::net::TcpStream::connect(addr).unwrap_or_else(|e| panic!("connect {addr}: {e}"));
+    s.set_read_timeout(Some(Duration::from_secs(15)))
+        .expect("timeout");
+    write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").expect("write request");
+    let mut buf = Vec::new();
+    s.read_to_end(&mut buf).expect("read response");
+    let text = String::from_utf8_lossy(&buf).into_owned();
+    let (head, body) = text
+        .split_once("\r\n\r\n")
+        .unwrap_or_else(|| panic!("GET {path}: no header end in {text:?}"));
+    let mut lines = head.lines();
+    let code = lines
+        .next()
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|c| c.parse().ok())
+        .unwrap_or_else(|| panic!("GET {path}: bad status line in {head:?}"));
+    let headers = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
+        .collect();
+    (code, headers, body.to_string())
+}
+
+/// `/metrics`' samples (series key to value).
+fn metrics(addr: &str) -> BTreeMap<String, f64> {
+    let (code, _, body) = get(addr, "/metrics");
+    assert_eq!(code, 200, "/metrics: {body}");
+    common::values(&body)
+        .into_iter()
+        .map(|(s, v)| (series_key(&s), v))
+        .collect()
+}
+
+/// `/metrics`' engine samples (not the pipeline's own), key to value.
+fn engine_metrics(addr: &str) -> BTreeMap<String, f64> {
+    let (code, _, body) = get(addr, "/metrics");
+    assert_eq!(code, 200, "/metrics: {body}");
+    common::values(&body)
+        .into_iter()
+        .filter(|(s, _)| !is_pipeline(s))
+        .map(|(s, v)| (series_key(&s), v))
+        .collect()
+}
+
+/// `/api/series` parsed (status 200 and `application/json` checked).
+fn api_series(addr: &str) -> Value {
+    let (code, headers, body) = get(addr, "/api/series");
+    assert_eq!(code, 200, "/api/series: {body}");
+    let ct = headers.get("content-type").cloned().unwrap_or_default();
+    assert!(
+        ct.starts_with("application/json"),
+        "/api/series content-type {ct:?}"
+    );
+    serde_json::from_str(&body).unwrap_or_else(|e| panic!("/api/series is not JSON ({e}): {body}"))
+}
+
+/// The `series` of an `/api/series` answer, key to value; checks that each
+/// entry's `key` is its name and labels as `export::series_key` writes them.
+fn api_samples(api: &Value, list: &str) -> BTreeMap<String, Option<f64>> {
+    let arr = api[list]
+        .as_array()
+        .unwrap_or_else(|| panic!("/api/series has no {list} array: {api}"));
+    arr.iter()
+        .map(|s| {
+            let name = s["name"].as_str().unwrap_or_else(|| panic!("no name: {s}"));
+            let labels: Vec<(String, String)> = s["labels"]
+                .as_object()
+                .unwrap_or_else(|| panic!("no labels object: {s}"))
+                .iter()
+                .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_string()))
+                .collect();
+            let k = s["key"].as_str().unwrap_or_else(|| panic!("no key: {s}"));
+            assert_eq!(
+                k,
+                key_of(name, labels),
+                "{list} entry's key vs its name and labels"
+            );
+            (k.to_string(), s["value"].as_f64())
+        })
+        .collect()
+}
+
+// ---------------------------------------------------------------------------
+// The page
+// ---------------------------------------------------------------------------
+
+/// What the test reads from the rendered page, as one JSON string.
+const SNAPSHOT_JS: &str = r#"JSON.stringify((() => {
+  const b = document.body;
+  const els = [...document.querySelectorAll('[data-key]')].map(e => ({
+    key: e.dataset.key,
+    value: e.hasAttribute('data-value') ? e.getAttribute('data-value') : null,
+    empty: e.hasAttribute('data-empty') ? e.getAttribute('data-empty') : null,
+    text: e.textContent.trim(),
+    health: !!e.closest('#health'),
+  }));
+  const ready = document.getElementById('ready');
+  const skew = document.getElementById('clock-skew');
+  const sel = document.getElementById('window');
+  return {
+    state: b.dataset.state, errors: b.dataset.errors, view: b.dataset.view, window: b.dataset.window,
+    text: b.innerText, els,
+    health: !!document.getElementById('health'),
+    ready: ready ? ready.getAttribute('data-ready') : null,
+    skew: skew ? {value: skew.getAttribute('data-value'), text: skew.textContent.trim()} : null,
+    windows: sel ? [...sel.options].map(o => o.value) : null,
+  };
+})())"#;
+
+/// Ready to read: the first refresh done, and a second one (events/s in the
+/// health corner need two).
+const SETTLED_JS: &str = r#"document.body && document.body.dataset.state !== 'loading'
+  && document.body.dataset.state !== undefined
+  && !document.querySelector('[data-empty="needs two refreshes"]')"#;
+
+const SETTLED_SHOW: &str = r#"JSON.stringify({state: document.body && document.body.dataset.state,
+  waiting: [...document.querySelectorAll('[data-empty="needs two refreshes"]')].map(e => e.dataset.key)})"#;
+
+fn screenshot_dir() -> PathBuf {
+    let tmp = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
+    tmp.parent()
+        .map(|p| p.to_path_buf())
+        .unwrap_or(tmp)
+        .join("live-page")
+}
+
+/// The number shown for an element, as the page wrote it.
+fn parse_value(key: &str, v: &str) -> f64 {
+    v.parse()
+        .unwrap_or_else(|_| panic!("data-value of {key} is not a number: {v:?}"))
+}
+
+/// Checks one rendered view against the contract, `/metrics` (`m`: all
+/// samples, `engine`: the engine's) and the hand-computed figures.
+fn check_view(view: &str, snap: &Value, m: &BTreeMap<String, f64>, t_ms: i64) {
+    let ctx = |what: &str| format!("view {view}: {what}");
+    assert_eq!(snap["state"], "ok", "{}", ctx("body data-state"));
+    assert_eq!(snap["errors"], "0", "{}", ctx("body data-errors"));
+    assert_eq!(snap["view"], view, "{}", ctx("body data-view"));
+    assert_eq!(snap["window"], "24h", "{}", ctx("body data-window"));
+
+    let text = snap["text"].as_str().unwrap_or_default();
+    for bad in ["NaN", "undefined", "Infinity"] {
+        assert!(
+            !text.contains(bad),
+            "{}: {bad:?} in the page text:\n{text}",
+            ctx("text")
+        );
+    }
+    let windows: Vec<&str> = snap["windows"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{}", ctx("no <select id=\"window\">")))
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    for w in ["1h", "24h", "7d", "30d"] {
+        assert!(
+            windows.contains(&w),
+            "{}: window {w} missing from {windows:?}",
+            ctx("selector")
+        );
+    }
+
+    let els = snap["els"].as_array().expect("els");
+    let mut shown: BTreeMap<String, f64> = BTreeMap::new();
+    let mut empty: BTreeMap<String, String> = BTreeMap::new();
+    for e in els {
+        let k = e["key"].as_str().unwrap_or_default();
+        let txt = e["text"].as_str().unwrap_or_default();
+        match (e["value"].as_str(), e["empty"].as_str()) {
+            (Some(v), None) => {
+                assert!(!txt.is_empty(), "{}: {k} shows no text", ctx("element"));
+                let x = parse_value(k, v);
+                if e["health"] == true {
+                    continue; // computed in the page; checked below
+                }
+                // Every number shown equals /metrics' sample of its key.
+                let want = m.get(k).unwrap_or_else(|| {
+                    panic!(
+                        "{}: {k} = {v} shown, but /metrics has no such sample",
+                        ctx("element")
+                    )
+                });
+                assert_eq!(
+                    x,
+                    *want,
+                    "{}: {k} shown {v} ({txt:?}), /metrics {want}",
+                    ctx("value")
+                );
+                shown.insert(k.to_string(), x);
+            }
+            (None, Some(why)) => {
+                assert!(
+                    !why.is_empty() && !txt.is_empty(),
+                    "{}: {k} empty without a reason",
+                    ctx("element")
+                );
+                if e["health"] != true {
+                    assert!(
+                        !m.contains_key(k),
+                        "{}: {k} shown empty ({why}) but /metrics has {:?}",
+                        ctx("empty state"),
+                        m.get(k)
+                    );
+                }
+                empty.insert(k.to_string(), txt.to_string());
+            }
+            (v, x) => panic!(
+                "{}: {k} has data-value {v:?} and data-empty {x:?}: exactly one",
+                ctx("element")
+            ),
+        }
+    }
+
+    // The hand-computed figures, on the page and in /metrics.
+    for (k, want) in expected_values(view) {
+        let got = shown.get(&k).unwrap_or_else(|| {
+            panic!(
+                "{}: {k} (hand value {want}) not shown with a value; empty: {:?}",
+                ctx("expected"),
+                empty.get(&k)
+            )
+        });
+        assert_eq!(*got, want, "{}: {k}", ctx("hand-computed value"));
+    }
+    for k in expected_empty(view) {
+        assert!(
+            empty.contains_key(&k),
+            "{}: {k} must be shown as an empty state (absent: denominator 0); shown: {:?}",
+            ctx("expected empty"),
+            shown.get(&k)
+        );
+    }
+    if view == "support" {
+        // Wilson 95 % of 3 in 4 (worked out in `events`), and the high
+        // priority's first-response p50 (240 s, HdrHistogram's 3 digits).
+        let w = ("window", "24h");
+        let lo = shown
+            .get(&key("cxpulse_csat_ratio_ci_lower", &[w]))
+            .copied();
+        let hi = shown
+            .get(&key("cxpulse_csat_ratio_ci_upper", &[w]))
+            .copied();
+        assert!(
+            lo.is_some_and(|x| (x - 0.3006).abs() < 1e-3),
+            "CSAT interval lower {lo:?}, want 0.3006"
+        );
+        assert!(
+            hi.is_some_and(|x| (x - 0.9544).abs() < 1e-3),
+            "CSAT interval upper {hi:?}, want 0.9544"
+        );
+        let p50 = key(
+            "cxpulse_support_first_response_quantile_seconds",
+            &[w, ("priority", "high"), ("quantile", "0.5")],
+        );
+        let got = shown.get(&p50).copied();
+        assert!(
+            got.is_some_and(|x| (x - 240.0).abs() <= 0.5),
+            "{p50} shown {got:?}, want 240 s"
+        );
+    }
+
+    // Health corner.
+    assert_eq!(snap["health"], true, "{}", ctx("no #health"));
+    assert_eq!(snap["ready"], "true", "{}", ctx("#ready data-ready"));
+    let lag: Vec<&Value> = els
+        .iter()
+        .filter(|e| {
+            e["health"] == true
+                && e["key"]
+                    .as_str()
+                    .is_some_and(|k| k.starts_with("cxpulse_consumer_lag"))
+        })
+        .collect();
+    assert!(
+        !lag.is_empty(),
+        "{}",
+        ctx("no cxpulse_consumer_lag in #health")
+    );
+    for e in lag {
+        assert_eq!(e["value"], "0", "{}: lag {e}", ctx("health"));
+    }
+    let skew = &snap["skew"];
+    assert!(skew.is_object(), "{}", ctx("no #clock-skew"));
+    if let Some(v) = skew["value"].as_str() {
+        // T is ~10 minutes behind the wall clock (see `main`).
+        let behind = parse_value("clock-skew", v);
+        let want = (now_ms() - t_ms) as f64 / 1000.0;
+        assert!(
+            (behind - want).abs() < 120.0,
+            "{}: {behind} s behind, want about {want}",
+            ctx("clock skew")
+        );
+    }
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+#[test]
+fn live_page_shows_the_metrics_numbers_in_a_real_browser() {
+    let _serial = serial();
+    let started = Instant::now();
+    // Fails (never skips) when chromium is missing.
+    let chromium = common::chromium();
+    eprintln!("live_page: chromium {}", chromium.display());
+
+    let broker = Tansu::start();
+    // One partition: the events arrive in time order (lateness 2 s).
+    broker.create_topic("events", 1);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let http = free_addr();
+    let group = common::unique_name("live-page");
+    // T stays at the last event's ts (it never follows the wall clock), so
+    // the figures do not depend on how long the test takes.
+    let cfg = CxConfig::steady_engine()
+        .kafka(&broker.addr, &group, &["events"])
+        .dead_letter_topic("")
+        .output_topic("")
+        .alerts_topic("")
+        .quick_group_join()
+        .set("checkpoint", "store", "off")
+        .listen(&http)
+        .ready_max_lag(0)
+        .write(&dir.path().join("cxpulse.toml"));
+    let run = CxRun::start(
+        &cfg,
+        dir.path().join("cxpulse.log"),
+        &http,
+        Duration::from_secs(30),
+    );
+
+    // T: 10 minutes before now, 30 s into its minute bucket.
+    let now = now_ms();
+    let t = now - now.rem_euclid(MIN) - 10 * MIN + 30_000;
+    let evs = events(t);
+    let recs: Vec<(Option<&str>, &str)> = evs
+        .iter()
+        .map(|(k, v)| (Some(k.as_str()), v.as_str()))
+        .collect();
+    broker.produce("events", &recs);
+
+    // Wait until every event is applied and T is the last one's.
+    run.wait_for("all events applied at T", Duration::from_secs(60), || {
+        let m = metrics(&http);
+        let n: f64 = m
+            .iter()
+            .filter(|(k, _)| {
+                k.starts_with("cxpulse_events_total{") && k.contains("outcome=\"applied\"")
+            })
+            .map(|(_, v)| v)
+            .sum();
+        n == evs.len() as f64
+            && m.get("cxpulse_clock_timestamp_seconds{}") == Some(&(t as f64 / 1000.0))
+    });
+    run.wait_for("ready (lag 0)", Duration::from_secs(30), || {
+        run.status("/readyz") == 200
+    });
+
+    // /api/series' series = /metrics' engine samples at the same T (the
+    // loop is idle: T no longer moves, so two /metrics around one
+    // /api/series agree).
+    let (api, engine) = {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let before = engine_metrics(&http);
+            let api = api_series(&http);
+            let after = engine_metrics(&http);
+            if before == after {
+                break (api, after);
+            }
+            assert!(
+                Instant::now() < deadline,
+                "/metrics engine samples keep changing"
+            );
+        }
+    };
+    assert_eq!(
+        api["clock_seconds"].as_f64(),
+        Some(t as f64 / 1000.0),
+        "/api/series clock_seconds"
+    );
+    assert!(
+        api["wall_seconds"]
+            .as_f64()
+            .is_some_and(|w| (w * 1000.0 - now_ms() as f64).abs() < 60_000.0)
+    );
+    assert_eq!(api["ready"], true, "/api/series ready");
+    let series = api_samples(&api, "series");
+    let series: BTreeMap<String, f64> = series
+        .into_iter()
+        .map(|(k, v)| {
+            let v = v.unwrap_or_else(|| panic!("/api/series series {k} has no number value"));
+            (k, v)
+        })
+        .collect();
+    let diff = common::differences(
+        &series
+            .iter()
+            .map(|(k, v)| (k.clone(), v.to_string()))
+            .collect(),
+        &engine
+            .iter()
+            .map(|(k, v)| (k.clone(), v.to_string()))
+            .collect(),
+        20,
+    );
+    assert!(
+        diff.is_empty(),
+        "/api/series series vs /metrics engine samples (api vs metrics):\n{}",
+        diff.join("\n")
+    );
+    let absent = api_samples(&api, "absent");
+    for (k, v) in &absent {
+        assert!(v.is_none(), "absent {k} carries a value {v:?}");
+        assert!(
+            !engine.contains_key(k),
+            "{k} is both absent and in /metrics"
+        );
+    }
+    for k in expected_empty("retention") {
+        assert!(absent.contains_key(&k), "/api/series absent lacks {k}");
+    }
+    let pipeline = api_samples(&api, "pipeline");
+    assert!(
+        pipeline
+            .keys()
+            .any(|k| k.starts_with("cxpulse_consumer_lag{")),
+        "/api/series pipeline has no cxpulse_consumer_lag"
+    );
+
+    // The page itself: served as HTML, on the same listener.
+    let (code, headers, html) = get(&http, "/");
+    assert_eq!(code, 200, "GET /: {html}");
+    assert_eq!(
+        headers.get("content-type").map(String::as_str),
+        Some("text/html; charset=utf-8"),
+        "GET / content-type"
+    );
+
+    // The three views in a real browser.
+    let mut browser = Browser::start(1920, 1080);
+    let shots = screenshot_dir();
+    for view in VIEWS {
+        let url = format!("http://{http}/?view={view}&window=24h&refresh=1");
+        browser.navigate(&url);
+        browser.wait_until(
+            &format!("view {view} settled"),
+            SETTLED_JS,
+            SETTLED_SHOW,
+            Duration::from_secs(30),
+        );
+        let m = metrics(&http);
+        let snap: Value =
+            serde_json::from_str(browser.eval(SNAPSHOT_JS).as_str().expect("snapshot"))
+                .expect("snapshot JSON");
+        let png = shots.join(format!("{view}.png"));
+        browser.screenshot(&png);
+        eprintln!("live_page: {view}: screenshot {}", png.display());
+        check_view(view, &snap, &m, t);
+        let errors = browser.console_errors();
+        assert!(
+            errors.is_empty(),
+            "view {view}: console errors:\n{}",
+            errors.join("\n")
+        );
+    }
+    eprintln!(
+        "live_page: done in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+}
