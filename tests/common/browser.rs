@@ -307,13 +307,17 @@ impl Browser {
                                 .collect()
                         })
                         .unwrap_or_default();
-                    out.push(format!("console.{}: {}", p["type"], args.join(" ")));
+                    out.push(format!(
+                        "console.{}: {}",
+                        p["type"].as_str().unwrap_or(""),
+                        args.join(" ")
+                    ));
                 }
                 Some("Runtime.exceptionThrown") => {
                     let d = &p["exceptionDetails"];
                     out.push(format!(
                         "uncaught: {} {}",
-                        d["text"],
+                        d["text"].as_str().unwrap_or(""),
                         d["exception"]["description"].as_str().unwrap_or("")
                     ));
                 }
@@ -321,8 +325,8 @@ impl Browser {
                     let e = &p["entry"];
                     out.push(format!(
                         "log {}: {} {}",
-                        e["source"],
-                        e["text"],
+                        e["source"].as_str().unwrap_or(""),
+                        e["text"].as_str().unwrap_or(""),
                         e["url"].as_str().unwrap_or("")
                     ));
                 }
