@@ -85,132 +85,89 @@ const VIEWS: [&str; 3] = ["support", "growth", "retention"];
 ///   `cohort_retention_ratio{day="1"}` absent. The page must show these as
 ///   empty states.
 fn events(t: i64) -> Vec<(String, String)> {
-    let mut out = Vec::new();
-    let mut n = 0;
-    let mut ev = |off: i64, key: &str, body: Value| {
-        n += 1;
-        let mut v = body;
-        v["event_id"] = json!(format!("lp-{n}"));
-        v["ts"] = json!(t + off);
-        out.push((key.to_string(), v.to_string()));
-    };
-    let user = |typ: &str, u: &str, extra: Value| {
-        let mut v = json!({"type": typ, "user_id": u});
-        if let (Some(o), Some(e)) = (v.as_object_mut(), extra.as_object()) {
-            o.extend(e.clone());
-        }
+    let support = |u: &str, ticket: &str, action: &str| json!({"type": "support", "user_id": u, "ticket_id": ticket, "action": action});
+    let opened = |u: &str, ticket: &str, priority: &str| {
+        let mut v = support(u, ticket, "opened");
+        v["priority"] = json!(priority);
         v
     };
-    let support = |u: &str, ticket: &str, action: &str, extra: Value| {
-        let mut v = user("support", u, json!({"ticket_id": ticket, "action": action}));
-        if let (Some(o), Some(e)) = (v.as_object_mut(), extra.as_object()) {
-            o.extend(e.clone());
-        }
+    let rated = |u: &str, ticket: &str, csat: u8| {
+        let mut v = support(u, ticket, "rated");
+        v["csat"] = json!(csat);
         v
     };
-    // Acquisition.
-    ev(
-        -6 * HOUR,
-        "u1",
-        user("signup", "u1", json!({"channel": "organic"})),
-    );
-    ev(
-        -6 * HOUR + MIN,
-        "u2",
-        user("signup", "u2", json!({"channel": "paid_search"})),
-    );
-    ev(
-        -6 * HOUR + 2 * MIN,
-        "u3",
-        user("signup", "u3", json!({"channel": "paid_search"})),
-    );
-    ev(
-        -6 * HOUR + 3 * MIN,
-        "u4",
-        user("signup", "u4", json!({"referrer_id": "u1"})),
-    );
-    ev(
-        -5 * HOUR,
-        "u1",
-        user("referral", "u1", json!({"action": "invite_sent"})),
-    );
-    ev(
-        -4 * HOUR,
-        "paid_search",
-        json!({"type": "spend", "channel": "paid_search", "amount_usd": 100}),
-    );
-    ev(
-        -4 * HOUR + MIN,
-        "u2",
-        user("deposit", "u2", json!({"amount_usd": 500})),
-    );
-    ev(
-        -4 * HOUR + 2 * MIN,
-        "u3",
-        user("deposit", "u3", json!({"amount_usd": 250})),
-    );
-    // Support.
-    ev(
-        -200 * MIN,
-        "u4",
-        support("u4", "t4", "opened", json!({"priority": "normal"})),
-    );
-    ev(
-        -30 * MIN,
-        "u1",
-        support("u1", "t1", "opened", json!({"priority": "urgent"})),
-    );
-    ev(
-        -29 * MIN,
-        "u2",
-        support("u2", "t2", "opened", json!({"priority": "high"})),
-    );
-    ev(
-        -28 * MIN,
-        "u3",
-        support("u3", "t3", "opened", json!({"priority": "normal"})),
-    );
-    ev(
-        -25 * MIN,
-        "u2",
-        support("u2", "t2", "agent_replied", json!({})),
-    );
-    ev(
-        -20 * MIN,
-        "u3",
-        support("u3", "t3", "agent_replied", json!({})),
-    );
-    ev(-10 * MIN, "u3", support("u3", "t3", "resolved", json!({})));
-    // CSAT: 5, 4, 4, 2.
-    ev(
-        -9 * MIN,
-        "u3",
-        support("u3", "t3", "rated", json!({"csat": 5})),
-    );
-    ev(
-        -8 * MIN,
-        "u2",
-        support("u2", "t2", "rated", json!({"csat": 4})),
-    );
-    ev(
-        -7 * MIN,
-        "u1",
-        support("u1", "survey", "rated", json!({"csat": 4})),
-    );
-    ev(
-        -6 * MIN,
-        "u4",
-        support("u4", "survey", "rated", json!({"csat": 2})),
-    );
-    // Revenue: u2's trade fee.
-    ev(
-        -5 * MIN,
-        "u2",
-        user("trade", "u2", json!({"notional_usd": 1000, "fee_usd": 1.5})),
-    );
-    // The last event sets T (in the current bucket: in no window).
-    ev(0, "u3", user("deposit", "u3", json!({"amount_usd": 50})));
-    out
+    let list: Vec<(i64, Value)> = vec![
+        // Acquisition.
+        (
+            -6 * HOUR,
+            json!({"type": "signup", "user_id": "u1", "channel": "organic"}),
+        ),
+        (
+            -6 * HOUR + MIN,
+            json!({"type": "signup", "user_id": "u2", "channel": "paid_search"}),
+        ),
+        (
+            -6 * HOUR + 2 * MIN,
+            json!({"type": "signup", "user_id": "u3", "channel": "paid_search"}),
+        ),
+        (
+            -6 * HOUR + 3 * MIN,
+            json!({"type": "signup", "user_id": "u4", "referrer_id": "u1"}),
+        ),
+        (
+            -5 * HOUR,
+            json!({"type": "referral", "user_id": "u1", "action": "invite_sent"}),
+        ),
+        (
+            -4 * HOUR,
+            json!({"type": "spend", "channel": "paid_search", "amount_usd": 100}),
+        ),
+        (
+            -4 * HOUR + MIN,
+            json!({"type": "deposit", "user_id": "u2", "amount_usd": 500}),
+        ),
+        (
+            -4 * HOUR + 2 * MIN,
+            json!({"type": "deposit", "user_id": "u3", "amount_usd": 250}),
+        ),
+        // Support.
+        (-200 * MIN, opened("u4", "t4", "normal")),
+        (-30 * MIN, opened("u1", "t1", "urgent")),
+        (-29 * MIN, opened("u2", "t2", "high")),
+        (-28 * MIN, opened("u3", "t3", "normal")),
+        (-25 * MIN, support("u2", "t2", "agent_replied")),
+        (-20 * MIN, support("u3", "t3", "agent_replied")),
+        (-10 * MIN, support("u3", "t3", "resolved")),
+        // CSAT: 5, 4, 4, 2.
+        (-9 * MIN, rated("u3", "t3", 5)),
+        (-8 * MIN, rated("u2", "t2", 4)),
+        (-7 * MIN, rated("u1", "survey", 4)),
+        (-6 * MIN, rated("u4", "survey", 2)),
+        // Revenue: u2's trade fee.
+        (
+            -5 * MIN,
+            json!({"type": "trade", "user_id": "u2", "notional_usd": 1000, "fee_usd": 1.5}),
+        ),
+        // The last event sets T (in the current bucket: in no window).
+        (
+            0,
+            json!({"type": "deposit", "user_id": "u3", "amount_usd": 50}),
+        ),
+    ];
+    list.into_iter()
+        .enumerate()
+        .map(|(i, (off, mut v))| {
+            v["event_id"] = json!(format!("lp-{i}"));
+            v["ts"] = json!(t + off);
+            // Keyed by user; spend by channel.
+            let key = v["user_id"]
+                .as_str()
+                .or(v["channel"].as_str())
+                .unwrap_or_default()
+                .to_string();
+            (key, v.to_string())
+        })
+        .collect()
 }
 
 /// `name{labels}` as `export::series_key` writes it (labels sorted).
@@ -224,84 +181,103 @@ fn key(name: &str, labels: &[(&str, &str)]) -> String {
     )
 }
 
-/// The hand-computed figures (see [`events`]) each view must show, as
-/// (series key, value).
+/// A series: name, labels (`window` is 24h where the series has one).
+type Series = (&'static str, &'static [(&'static str, &'static str)]);
+
+const W24: (&str, &str) = ("window", "24h");
+const URGENT_FR: [(&str, &str); 2] = [("priority", "urgent"), ("kind", "first_response")];
+
+/// The hand-computed figures (see [`events`]) each view must show.
+const EXPECTED: &[(&str, Series, f64)] = &[
+    (
+        "support",
+        ("cxpulse_support_open_tickets", &[("priority", "urgent")]),
+        1.0,
+    ),
+    (
+        "support",
+        ("cxpulse_support_open_tickets", &[("priority", "high")]),
+        1.0,
+    ),
+    (
+        "support",
+        ("cxpulse_support_open_tickets", &[("priority", "normal")]),
+        1.0,
+    ),
+    (
+        "support",
+        ("cxpulse_support_open_tickets_breaching", &URGENT_FR),
+        1.0,
+    ),
+    (
+        "support",
+        (
+            "cxpulse_support_tickets_at_risk",
+            &[("priority", "normal"), ("kind", "first_response")],
+        ),
+        1.0,
+    ),
+    (
+        "support",
+        (
+            "cxpulse_sla_breach_ratio",
+            &[W24, URGENT_FR[0], URGENT_FR[1]],
+        ),
+        1.0,
+    ),
+    ("support", ("cxpulse_csat_ratio", &[W24]), 0.75),
+    ("growth", ("cxpulse_user_growth_ratio", &[W24]), 1.0),
+    (
+        "growth",
+        ("cxpulse_cpa_usd", &[W24, ("channel", "paid_search")]),
+        50.0,
+    ),
+    (
+        "growth",
+        (
+            "cxpulse_conversion_ratio",
+            &[W24, ("channel", "paid_search"), ("stage", "first_deposit")],
+        ),
+        1.0,
+    ),
+    (
+        "growth",
+        (
+            "cxpulse_conversion_ratio",
+            &[W24, ("channel", "organic"), ("stage", "first_deposit")],
+        ),
+        0.0,
+    ),
+    ("growth", ("cxpulse_referral_k_factor", &[W24]), 0.5),
+    (
+        "growth",
+        ("cxpulse_clv_usd", &[("channel", "paid_search")]),
+        75.0,
+    ),
+];
+
+/// Series the retention view must show as an empty state (absent: the
+/// denominator is 0).
+const EXPECTED_EMPTY: &[Series] = &[
+    ("cxpulse_nps", &[W24]),
+    ("cxpulse_ces_mean", &[W24]),
+    ("cxpulse_churn_ratio", &[W24]),
+    ("cxpulse_cohort_retention_ratio", &[("day", "1")]),
+];
+
+/// The hand-computed figures of `view`, as (series key, value).
 fn expected_values(view: &str) -> Vec<(String, f64)> {
-    let w = ("window", "24h");
-    match view {
-        "support" => vec![
-            (
-                key("cxpulse_support_open_tickets", &[("priority", "urgent")]),
-                1.0,
-            ),
-            (
-                key("cxpulse_support_open_tickets", &[("priority", "high")]),
-                1.0,
-            ),
-            (
-                key("cxpulse_support_open_tickets", &[("priority", "normal")]),
-                1.0,
-            ),
-            (
-                key(
-                    "cxpulse_support_open_tickets_breaching",
-                    &[("priority", "urgent"), ("kind", "first_response")],
-                ),
-                1.0,
-            ),
-            (
-                key(
-                    "cxpulse_support_tickets_at_risk",
-                    &[("priority", "normal"), ("kind", "first_response")],
-                ),
-                1.0,
-            ),
-            (
-                key(
-                    "cxpulse_sla_breach_ratio",
-                    &[w, ("priority", "urgent"), ("kind", "first_response")],
-                ),
-                1.0,
-            ),
-            (key("cxpulse_csat_ratio", &[w]), 0.75),
-        ],
-        "growth" => vec![
-            (key("cxpulse_user_growth_ratio", &[w]), 1.0),
-            (
-                key("cxpulse_cpa_usd", &[w, ("channel", "paid_search")]),
-                50.0,
-            ),
-            (
-                key(
-                    "cxpulse_conversion_ratio",
-                    &[w, ("channel", "paid_search"), ("stage", "first_deposit")],
-                ),
-                1.0,
-            ),
-            (
-                key(
-                    "cxpulse_conversion_ratio",
-                    &[w, ("channel", "organic"), ("stage", "first_deposit")],
-                ),
-                0.0,
-            ),
-            (key("cxpulse_referral_k_factor", &[w]), 0.5),
-            (key("cxpulse_clv_usd", &[("channel", "paid_search")]), 75.0),
-        ],
-        _ => vec![],
-    }
+    EXPECTED
+        .iter()
+        .filter(|(v, _, _)| *v == view)
+        .map(|(_, (name, labels), x)| (key(name, labels), *x))
+        .collect()
 }
 
-/// Series the view must show as an empty state (absent: denominator 0).
+/// Series `view` must show as an empty state.
 fn expected_empty(view: &str) -> Vec<String> {
-    let w = ("window", "24h");
     match view {
-        "retention" => vec![
-            key("cxpulse_nps", &[w]),
-            key("cxpulse_ces_mean", &[w]),
-            key("cxpulse_churn_ratio", &[w]),
-            key("cxpulse_cohort_retention_ratio", &[("day", "1")]),
-        ],
+        "retention" => EXPECTED_EMPTY.iter().map(|(n, l)| key(n, l)).collect(),
         _ => vec![],
     }
 }
@@ -338,21 +314,21 @@ fn get(addr: &str, path: &str) -> (u16, BTreeMap<String, String>, String) {
 
 /// `/metrics`' samples (series key to value).
 fn metrics(addr: &str) -> BTreeMap<String, f64> {
-    let (code, _, body) = get(addr, "/metrics");
-    assert_eq!(code, 200, "/metrics: {body}");
-    common::values(&body)
-        .into_iter()
-        .map(|(s, v)| (series_key(&s), v))
-        .collect()
+    scrape(addr, |_| true)
 }
 
 /// `/metrics`' engine samples (not the pipeline's own), key to value.
 fn engine_metrics(addr: &str) -> BTreeMap<String, f64> {
+    scrape(addr, |s| !is_pipeline(s))
+}
+
+/// `/metrics`' samples whose series (as written) `keep` accepts.
+fn scrape(addr: &str, keep: impl Fn(&str) -> bool) -> BTreeMap<String, f64> {
     let (code, _, body) = get(addr, "/metrics");
     assert_eq!(code, 200, "/metrics: {body}");
     common::values(&body)
         .into_iter()
-        .filter(|(s, _)| !is_pipeline(s))
+        .filter(|(s, _)| keep(s))
         .map(|(s, v)| (series_key(&s), v))
         .collect()
 }
