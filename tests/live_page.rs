@@ -384,6 +384,7 @@ const SNAPSHOT_JS: &str = r#"JSON.stringify((() => {
     empty: e.hasAttribute('data-empty') ? e.getAttribute('data-empty') : null,
     text: e.textContent.trim(),
     health: !!e.closest('#health'),
+    derived: e.classList.contains('derived'),
   }));
   const ready = document.getElementById('ready');
   const skew = document.getElementById('clock-skew');
@@ -462,23 +463,28 @@ fn check_view(view: &str, snap: &Value, m: &BTreeMap<String, f64>, t_ms: i64) {
             (Some(v), None) => {
                 assert!(!txt.is_empty(), "{}: {k} shows no text", ctx("element"));
                 let x = parse_value(k, v);
-                if e["health"] == true {
-                    continue; // computed in the page; checked below
+                assert!(x.is_finite(), "{}: {k} = {v}", ctx("element"));
+                if e["derived"] == true {
+                    check_derived(view, k, x, m, t_ms);
+                } else {
+                    // Every number shown for a series equals /metrics'
+                    // sample of its key.
+                    let want = m.get(k).unwrap_or_else(|| {
+                        panic!(
+                            "{}: {k} = {v} shown, but /metrics has no such sample",
+                            ctx("element")
+                        )
+                    });
+                    assert_eq!(
+                        x,
+                        *want,
+                        "{}: {k} shown {v} ({txt:?}), /metrics {want}",
+                        ctx("value")
+                    );
                 }
-                // Every number shown equals /metrics' sample of its key.
-                let want = m.get(k).unwrap_or_else(|| {
-                    panic!(
-                        "{}: {k} = {v} shown, but /metrics has no such sample",
-                        ctx("element")
-                    )
-                });
-                assert_eq!(
-                    x,
-                    *want,
-                    "{}: {k} shown {v} ({txt:?}), /metrics {want}",
-                    ctx("value")
-                );
-                shown.insert(k.to_string(), x);
+                if let Some(old) = shown.insert(k.to_string(), x) {
+                    assert_eq!(old, x, "{}: {k} shown twice, differently", ctx("element"));
+                }
             }
             (None, Some(why)) => {
                 assert!(
@@ -486,7 +492,7 @@ fn check_view(view: &str, snap: &Value, m: &BTreeMap<String, f64>, t_ms: i64) {
                     "{}: {k} empty without a reason",
                     ctx("element")
                 );
-                if e["health"] != true {
+                if e["derived"] != true {
                     assert!(
                         !m.contains_key(k),
                         "{}: {k} shown empty ({why}) but /metrics has {:?}",
@@ -551,37 +557,105 @@ fn check_view(view: &str, snap: &Value, m: &BTreeMap<String, f64>, t_ms: i64) {
         );
     }
 
-    // Health corner.
+    // Health corner: lag summed, events/s (0: the loop is idle), dead
+    // letters/s, T against the wall clock, readiness.
     assert_eq!(snap["health"], true, "{}", ctx("no #health"));
     assert_eq!(snap["ready"], "true", "{}", ctx("#ready data-ready"));
-    let lag: Vec<&Value> = els
-        .iter()
-        .filter(|e| {
-            e["health"] == true
-                && e["key"]
-                    .as_str()
-                    .is_some_and(|k| k.starts_with("cxpulse_consumer_lag"))
-        })
-        .collect();
-    assert!(
-        !lag.is_empty(),
-        "{}",
-        ctx("no cxpulse_consumer_lag in #health")
-    );
-    for e in lag {
-        assert_eq!(e["value"], "0", "{}: lag {e}", ctx("health"));
+    for (k, want) in [
+        ("sum(cxpulse_consumer_lag)", 0.0),
+        ("rate(cxpulse_events_total{outcome=\"applied\"})", 0.0),
+        ("rate(cxpulse_events_total{outcome=\"invalid\"})", 0.0),
+        ("rate(cxpulse_dead_letter_records_total)", 0.0),
+    ] {
+        assert_eq!(
+            shown.get(k),
+            Some(&want),
+            "{}: {k} (empty: {:?})",
+            ctx("health"),
+            empty.get(k)
+        );
     }
-    let skew = &snap["skew"];
-    assert!(skew.is_object(), "{}", ctx("no #clock-skew"));
-    if let Some(v) = skew["value"].as_str() {
-        // T is ~10 minutes behind the wall clock (see `main`).
-        let behind = parse_value("clock-skew", v);
+    assert!(
+        snap["skew"]["value"].is_string(),
+        "{}: {}",
+        ctx("#clock-skew has no data-value"),
+        snap["skew"]
+    );
+}
+
+/// A number the page computed (`class="derived"`; its `data-key` says
+/// how): sums against `/metrics`, the SLA targets against the defaults
+/// (METRICS.md), rates (nothing arrives while the page is read: 0), the
+/// clock skew against the test's own clock.
+fn check_derived(view: &str, k: &str, x: f64, m: &BTreeMap<String, f64>, t_ms: i64) {
+    if let Some(sel) = k.strip_prefix("sum(").and_then(|r| r.strip_suffix(')'))
+        && !sel.contains('(')
+        && !sel.contains(')')
+    {
+        let want = sum_matching(m, sel);
+        assert!(
+            (x - want).abs() <= 1e-9 * want.abs().max(1.0),
+            "view {view}: {k} shown {x}, /metrics sums to {want}"
+        );
+    } else if let Some(rest) = k.strip_prefix("sla.targets.") {
+        // Defaults: first response / resolution per priority.
+        let want = match rest {
+            "urgent.first_response_seconds" => 15.0 * 60.0,
+            "urgent.resolution_seconds" => 4.0 * 3600.0,
+            "high.first_response_seconds" => 3600.0,
+            "high.resolution_seconds" => 8.0 * 3600.0,
+            "normal.first_response_seconds" => 4.0 * 3600.0,
+            "normal.resolution_seconds" => 24.0 * 3600.0,
+            "low.first_response_seconds" => 8.0 * 3600.0,
+            "low.resolution_seconds" => 48.0 * 3600.0,
+            other => panic!("view {view}: unknown SLA target {other}"),
+        };
+        assert_eq!(x, want, "view {view}: {k}");
+    } else if k.starts_with("rate(") {
+        assert_eq!(
+            x, 0.0,
+            "view {view}: {k}: nothing arrives while the page is read"
+        );
+    } else if k == "wall_seconds - clock_seconds" {
+        // T is ~10 minutes behind the wall clock (see the test).
         let want = (now_ms() - t_ms) as f64 / 1000.0;
         assert!(
-            (behind - want).abs() < 120.0,
-            "{}: {behind} s behind, want about {want}",
-            ctx("clock skew")
+            (x - want).abs() < 120.0,
+            "view {view}: {x} s behind, want about {want}"
         );
+    } else if k == "sum(spend)/sum(acquisitions)" {
+        // All channels: $100 / 2 acquisitions (see `events`).
+        assert_eq!(x, 50.0, "view {view}: {k}");
+    } else {
+        panic!("view {view}: a derived number the test does not know: {k} = {x}");
+    }
+}
+
+/// The sum of `m`'s samples selected by `sel`: `name` or
+/// `name{k="v",...}` (those labels equal, others free).
+fn sum_matching(m: &BTreeMap<String, f64>, sel: &str) -> f64 {
+    let (name, want) = split_key(sel);
+    m.iter()
+        .filter(|(k, _)| {
+            let (n, labels) = split_key(k);
+            n == name && want.iter().all(|l| labels.contains(l))
+        })
+        .map(|(_, v)| v)
+        .sum()
+}
+
+/// `name{k="v",...}` (or `name`) as the name and its `k="v"` pairs (values
+/// without `",` in them: the test's series).
+fn split_key(k: &str) -> (&str, Vec<&str>) {
+    match k.split_once('{') {
+        None => (k, Vec::new()),
+        Some((name, rest)) => (
+            name,
+            rest.trim_end_matches('}')
+                .split(',')
+                .filter(|l| !l.is_empty())
+                .collect(),
+        ),
     }
 }
 
