@@ -408,6 +408,12 @@ const SETTLED_JS: &str = r#"document.body && document.body.dataset.state !== 'lo
 const SETTLED_SHOW: &str = r#"JSON.stringify({state: document.body && document.body.dataset.state,
   waiting: [...document.querySelectorAll('[data-empty="needs two refreshes"]')].map(e => e.dataset.key)})"#;
 
+/// The page as [`SNAPSHOT_JS`] reads it.
+fn snapshot(browser: &mut Browser) -> Value {
+    let text = browser.eval(SNAPSHOT_JS);
+    serde_json::from_str(text.as_str().expect("snapshot is a string")).expect("snapshot JSON")
+}
+
 fn screenshot_dir() -> PathBuf {
     let tmp = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
     tmp.parent()
@@ -422,14 +428,26 @@ fn parse_value(key: &str, v: &str) -> f64 {
         .unwrap_or_else(|_| panic!("data-value of {key} is not a number: {v:?}"))
 }
 
-/// Checks one rendered view against the contract, `/metrics` (`m`: all
-/// samples, `engine`: the engine's) and the hand-computed figures.
-fn check_view(view: &str, snap: &Value, m: &BTreeMap<String, f64>, t_ms: i64) {
-    let ctx = |what: &str| format!("view {view}: {what}");
-    assert_eq!(snap["state"], "ok", "{}", ctx("body data-state"));
+/// The contract's checks of one rendered page, whatever its figures: body
+/// `data-state` = `state`, `data-errors` = 0, `data-view`, `data-window`; no
+/// `NaN` / `undefined` / `Infinity`; the window selector; every element with
+/// a `data-key` has either a number (equal to `/metrics`' sample, or for a
+/// derived number, see [`check_derived`]) or an empty state with a reason
+/// (and then no sample in `/metrics`). Returns the numbers shown and the
+/// empty states, by key.
+fn check_elements(
+    view: &str,
+    window: &str,
+    state: &str,
+    snap: &Value,
+    m: &BTreeMap<String, f64>,
+    t_ms: i64,
+) -> (BTreeMap<String, f64>, BTreeMap<String, String>) {
+    let ctx = |what: &str| format!("view {view}, window {window}: {what}");
+    assert_eq!(snap["state"], state, "{}", ctx("body data-state"));
     assert_eq!(snap["errors"], "0", "{}", ctx("body data-errors"));
     assert_eq!(snap["view"], view, "{}", ctx("body data-view"));
-    assert_eq!(snap["window"], "24h", "{}", ctx("body data-window"));
+    assert_eq!(snap["window"], window, "{}", ctx("body data-window"));
 
     let text = snap["text"].as_str().unwrap_or_default();
     for bad in ["NaN", "undefined", "Infinity"] {
@@ -508,6 +526,15 @@ fn check_view(view: &str, snap: &Value, m: &BTreeMap<String, f64>, t_ms: i64) {
             ),
         }
     }
+
+    (shown, empty)
+}
+
+/// Checks one rendered view against the contract, `/metrics` (`m`: all
+/// samples, `engine`: the engine's) and the hand-computed figures.
+fn check_view(view: &str, snap: &Value, m: &BTreeMap<String, f64>, t_ms: i64) {
+    let ctx = |what: &str| format!("view {view}: {what}");
+    let (shown, empty) = check_elements(view, "24h", "ok", snap, m, t_ms);
 
     // The hand-computed figures, on the page and in /metrics.
     for (k, want) in expected_values(view) {
@@ -820,9 +847,7 @@ fn live_page_shows_the_metrics_numbers_in_a_real_browser() {
             Duration::from_secs(30),
         );
         let m = metrics(&http);
-        let snap: Value =
-            serde_json::from_str(browser.eval(SNAPSHOT_JS).as_str().expect("snapshot"))
-                .expect("snapshot JSON");
+        let snap = snapshot(&mut browser);
         let png = shots.join(format!("{view}.png"));
         browser.screenshot(&png);
         eprintln!("live_page: {view}: screenshot {}", png.display());
@@ -834,6 +859,44 @@ fn live_page_shows_the_metrics_numbers_in_a_real_browser() {
             errors.join("\n")
         );
     }
+
+    // The window selector: 1h. The CSAT answers (T-9m to T-6m) are in the
+    // last hour too: 3 of 4 again.
+    browser.eval(
+        "(() => { const s = document.getElementById('window'); s.value = '1h'; \
+         s.dispatchEvent(new Event('change')); return true; })()",
+    );
+    browser.wait_until(
+        "window 1h shown",
+        "document.body.dataset.window === '1h'",
+        "document.body.dataset.window",
+        Duration::from_secs(10),
+    );
+    let snap = snapshot(&mut browser);
+    let m_last = metrics(&http);
+    let (shown, _) = check_elements("retention", "1h", "ok", &snap, &m_last, t);
+    assert_eq!(
+        shown.get(&key("cxpulse_csat_ratio", &[("window", "1h")])),
+        Some(&0.75),
+        "window 1h: CSAT"
+    );
+
+    // cxpulse gone: the page says so (state "error", the last answer
+    // still shown), and counts no error of its own.
+    drop(run);
+    browser.wait_until(
+        "the error state",
+        "document.body.dataset.state === 'error'",
+        "document.body.dataset.state",
+        Duration::from_secs(15),
+    );
+    let status = browser.eval("document.getElementById('status').textContent");
+    assert!(
+        status.as_str().is_some_and(|s| s.contains("api/series")),
+        "error state text: {status}"
+    );
+    let snap = snapshot(&mut browser);
+    check_elements("retention", "1h", "error", &snap, &m_last, t);
     eprintln!(
         "live_page: done in {:.1} s",
         started.elapsed().as_secs_f64()
