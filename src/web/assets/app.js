@@ -220,14 +220,15 @@
   }
 
   // Sum of the series `name` whose labels match `where` (null when none).
-  function sum(name, where) {
-    var list = st.data.byName.get(name) || [];
+  function sum(name, where, data) {
+    var x = data || st.data;
+    var list = x.byName.get(name) || [];
     var total = null;
     list.forEach(function (s) {
       var ok = Object.keys(where || {}).every(function (k) {
         return s.labels[k] === where[k];
       });
-      if (ok && st.data.values.has(s.key)) {
+      if (ok && x.values.has(s.key)) {
         total = (total || 0) + s.value;
       }
     });
@@ -624,11 +625,15 @@
       function stage(s) {
         var users = val('cxpulse_funnel_users', { window: w, channel: c, stage: s }, 'count');
         var parts = [users];
-        var frac = 1;
+        var frac = users.dataset.value !== undefined && Number(users.dataset.value) > 0 ? 1 : 0;
         if (s !== 'signup') {
           var ratio = val('cxpulse_conversion_ratio', { window: w, channel: c, stage: s }, 'ratio', 'conv');
           frac = ratio.dataset.value !== undefined ? Math.max(0, Math.min(1, Number(ratio.dataset.value))) : 0;
-          parts = [users, h('span', { class: 'muted', text: ' ' }), ratio];
+          if (isEmpty(ratio)) {
+            // No signups: the signup stage's 0 already says it.
+            ratio.classList.add('sr');
+          }
+          parts = [users, h('span', { class: 'muted', text: ' (' }), ratio, h('span', { class: 'muted', text: ')' })];
         }
         var bar = h('div', { class: 'bar' });
         bar.style.width = (frac * 100).toFixed(1) + '%';
@@ -683,9 +688,7 @@
       ], seriesKey('cxpulse_retention_ratio', wl)),
       tile('Cohort retention', split(['1', '7', '30'].map(function (d) {
         return ['D' + d, val('cxpulse_cohort_retention_ratio', { day: d }, 'ratio')];
-      })), [h('div', { class: 'muted note', text: 'of a day\'s signups, active on day N' })], null, 'wide')
-    ]));
-    root.appendChild(h('div', { class: 'tiles' }, [
+      })), [h('div', { class: 'muted note', text: 'of a day\'s signups, active on day N' })]),
       tile('NPS ' + w, nps, [
         interval('cxpulse_nps', wl, 'nps', nps),
         kv('promoters / passives / detractors', ['promoter', 'passive', 'detractor'].map(function (c, i) {
@@ -708,9 +711,9 @@
 
   // ---------- health corner ----------
 
-  function pipelineSum(name, where) {
-    var list = st.data.pipeline.get(name);
-    if (!list) {
+  function pipelineSum(name, where, data) {
+    var list = (data || st.data).pipeline.get(name);
+    if (!list || list.length === 0) {
       return null;
     }
     var total = 0;
@@ -723,10 +726,16 @@
     return total;
   }
 
+  // A per-second rate of a counter between the last two answers.
   function rate(now, before, seconds) {
-    if (!finite(now) || !finite(before) || !(seconds > 0)) {
+    if (!st.prev) {
       return { v: null, why: 'needs two refreshes' };
     }
+    if (!(seconds > 0)) {
+      return { v: null, why: 'no time between refreshes' };
+    }
+    now = now || 0;
+    before = before || 0;
     if (now < before) {
       return { v: null, why: 'counter reset' };
     }
@@ -738,52 +747,46 @@
     var p = st.prev;
     var dt = p ? d.raw.wall_seconds - p.raw.wall_seconds : null;
     var box = document.getElementById('health');
-    var items = [];
-    var lagList = d.pipeline.get('cxpulse_consumer_lag') || [];
-    var lag = lagList.length ? pipelineSum('cxpulse_consumer_lag', {}) : null;
-    items.push(h('div', { class: 'hitem' }, [h('span', { class: 'hl', text: 'lag' }),
+    var lag = pipelineSum('cxpulse_consumer_lag', {});
+    var line1 = [h('span', { class: 'hitem' }, [h('span', { class: 'hl', text: 'lag ' }),
       mark(derived('sum(cxpulse_consumer_lag)', lag, 'count', 'no partitions assigned'), 'warn',
-        function (v) { return v > 1000; })]));
-    var rates = OUTCOMES.map(function (o) {
-      var now = sum('cxpulse_events_total', { outcome: o });
-      var before = null;
-      if (p) {
-        var save = st.data;
-        st.data = p;
-        before = sum('cxpulse_events_total', { outcome: o });
-        st.data = save;
-      }
-      var r = p ? rate(now === null ? 0 : now, before === null ? 0 : before, dt)
-        : { v: null, why: 'needs two refreshes' };
+        function (v) { return v > 1000; })])];
+    var events = [h('span', { class: 'hl', text: 'events/s ' })];
+    OUTCOMES.forEach(function (o, i) {
+      var r = rate(sum('cxpulse_events_total', { outcome: o }),
+        p ? sum('cxpulse_events_total', { outcome: o }, p) : null, dt);
       var el = derived('rate(cxpulse_events_total{outcome="' + o + '"})', r.v, 'rate', r.why);
       if (o !== 'applied') mark(el, 'warn', function (v) { return v > 0; });
-      return h('span', { class: 'rate' }, [h('span', { class: 'hl', text: o + ' ' }), el]);
+      var label = h('span', { class: 'hl', text: (i ? ' \u00b7 ' : '') + o + ' ' });
+      if (!p) {
+        // One "needs two refreshes" says it for all.
+        label.classList.add('sr');
+        if (i > 0) el.classList.add('sr');
+      }
+      events.push(label, el);
     });
-    items.push(h('div', { class: 'hitem events' }, [h('span', { class: 'hl', text: 'events' })].concat(rates)));
-    var dl = pipelineSum('cxpulse_dead_letter_records_total', {});
-    var dlBefore = null;
-    if (p) {
-      var save2 = st.data;
-      st.data = p;
-      dlBefore = pipelineSum('cxpulse_dead_letter_records_total', {});
-      st.data = save2;
-    }
-    var dlr = p ? rate(dl === null ? 0 : dl, dlBefore === null ? 0 : dlBefore, dt)
-      : { v: null, why: 'needs two refreshes' };
-    items.push(h('div', { class: 'hitem' }, [h('span', { class: 'hl', text: 'dead letters' }),
-      mark(derived('rate(cxpulse_dead_letter_records_total)', dlr.v, 'rate', dlr.why), 'warn',
-        function (v) { return v > 0; })]));
+    line1.push(h('span', { class: 'hitem' }, events));
+    var dl = rate(pipelineSum('cxpulse_dead_letter_records_total', {}),
+      p ? pipelineSum('cxpulse_dead_letter_records_total', {}, p) : null, dt);
+    var dlItem = h('span', { class: 'hitem' + (p ? '' : ' sr') }, [
+      h('span', { class: 'hl', text: 'dead letters/s ' }),
+      mark(derived('rate(cxpulse_dead_letter_records_total)', dl.v, 'rate', dl.why), 'warn',
+        function (v) { return v > 0; })]);
+    line1.push(dlItem);
     var clock = d.raw.clock_seconds;
-    var behind = finite(clock) ? Math.round((d.raw.wall_seconds - clock) * 1000) / 1000 : null;
+    var behind = finite(clock) && finite(d.raw.wall_seconds)
+      ? Math.round((d.raw.wall_seconds - clock) * 1000) / 1000 : null;
     var skew = derived('wall_seconds - clock_seconds', behind, 'seconds', 'no events yet');
     skew.id = 'clock-skew';
     mark(skew, 'warn', function (v) { return Math.abs(v) > 60; });
-    items.push(h('div', { class: 'hitem' }, [h('span', { class: 'hl', text: 'T behind wall' }), skew]));
     var ready = h('span', { id: 'ready', class: d.raw.ready ? 'ok' : 'bad' });
     ready.dataset.ready = d.raw.ready ? 'true' : 'false';
     ready.textContent = d.raw.ready ? 'ready' : 'not ready: ' + (d.raw.ready_reason || 'no reason given');
-    items.push(h('div', { class: 'hitem readiness' }, [ready]));
-    box.replaceChildren.apply(box, items);
+    var line2 = [
+      h('span', { class: 'hitem' }, [h('span', { class: 'hl', text: 'T behind wall clock ' }), skew]),
+      h('span', { class: 'hitem' }, [ready])
+    ];
+    box.replaceChildren(h('div', { class: 'hline' }, line1), h('div', { class: 'hline' }, line2));
   }
 
   // ---------- page ----------
