@@ -137,3 +137,6 @@ fn sample_json(s: &Sample, with_value: bool) -> Value {
     o.insert("key".into(), Value::String(series_key(s)));
     Value::Object(o)
 }
+
+#[cfg(test)]
+mod tests;

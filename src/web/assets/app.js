@@ -9,6 +9,7 @@
   var PRIORITIES = ['urgent', 'high', 'normal', 'low'];
   var OUTCOMES = ['applied', 'invalid', 'late', 'duplicate'];
   var HISTORY_POINTS = 180;
+  var SPARK_MIN = 24;
 
   var body = document.body;
   var params = new URLSearchParams(window.location.search);
@@ -49,6 +50,9 @@
     },
     ratio: function (v) {
       var x = v * 100;
+      if (x !== 0 && Math.abs(x) < 0.05) {
+        return (x < 0 ? '>-' : '<') + '0.1%';
+      }
       var s = Math.abs(x) >= 99.95 || Math.abs(x) < 0.05 ? x.toFixed(0) : x.toFixed(1);
       return trimZero(s) + '%';
     },
@@ -74,13 +78,17 @@
       if (t < 60) {
         return sign + t + 's';
       }
+      // Two units, the second dropped when zero: 4m 05s, 15m, 3h 07m, 2d.
+      function two(big, bigUnit, small, smallUnit) {
+        return sign + big + bigUnit + (small ? ' ' + pad2(small) + smallUnit : '');
+      }
       if (t < 3600) {
-        return sign + Math.floor(t / 60) + 'm ' + pad2(t % 60) + 's';
+        return two(Math.floor(t / 60), 'm', t % 60, 's');
       }
       if (t < 86400) {
-        return sign + Math.floor(t / 3600) + 'h ' + pad2(Math.floor((t % 3600) / 60)) + 'm';
+        return two(Math.floor(t / 3600), 'h', Math.floor((t % 3600) / 60), 'm');
       }
-      return sign + Math.floor(t / 86400) + 'd ' + pad2(Math.floor((t % 86400) / 3600)) + 'h';
+      return two(Math.floor(t / 86400), 'd', Math.floor((t % 86400) / 3600), 'h');
     },
     nps: function (v) {
       var s = trimZero(v.toFixed(1));
@@ -212,14 +220,15 @@
   }
 
   // Sum of the series `name` whose labels match `where` (null when none).
-  function sum(name, where) {
-    var list = st.data.byName.get(name) || [];
+  function sum(name, where, data) {
+    var x = data || st.data;
+    var list = x.byName.get(name) || [];
     var total = null;
     list.forEach(function (s) {
       var ok = Object.keys(where || {}).every(function (k) {
         return s.labels[k] === where[k];
       });
-      if (ok && st.data.values.has(s.key)) {
+      if (ok && x.values.has(s.key)) {
         total = (total || 0) + s.value;
       }
     });
@@ -356,12 +365,13 @@
     }
     var lo = Math.min.apply(null, pts);
     var hi = Math.max.apply(null, pts);
-    var span = hi - lo || 1;
-    var step = w / (HISTORY_POINTS - 1);
+    var span = hi - lo;
+    // The line grows from the right until SPARK_MIN points, then fills the width.
+    var step = w / (Math.max(pts.length, SPARK_MIN) - 1);
     var x0 = w - step * (pts.length - 1);
     var coords = pts.map(function (v, i) {
       var x = x0 + i * step;
-      var y = ht - 4 - ((v - lo) / span) * (ht - 8);
+      var y = span > 0 ? ht - 4 - ((v - lo) / span) * (ht - 8) : ht / 2;
       return x.toFixed(1) + ',' + y.toFixed(1);
     });
     var line = document.createElementNS(SVG, 'polyline');
@@ -371,22 +381,58 @@
     return svg;
   }
 
-  function tile(title, main, extra, sparkKey, cls) {
+  function tile(title, main, rows, sparkKey, cls) {
     return h('section', { class: 'tile' + (cls ? ' ' + cls : '') }, [
       h('h2', { text: title }),
       h('div', { class: 'big' }, [main]),
-      extra ? h('div', { class: 'sub' }, extra) : null,
+      rows && rows.length ? h('div', { class: 'sub' }, rows) : null,
       sparkKey ? spark(sparkKey) : null
     ]);
   }
 
-  function interval(name, labels, kind) {
-    return [
-      h('span', { class: 'muted', text: '95% CI ' }),
-      val(name + '_ci_lower', labels, kind),
-      h('span', { class: 'muted', text: ' to ' }),
-      val(name + '_ci_upper', labels, kind)
-    ];
+  function isEmpty(el) {
+    return el.dataset.empty !== undefined;
+  }
+
+  // `a / b`; when both are empty for the same reason the reason is shown
+  // once (the second element stays in the DOM, visually hidden).
+  function both(a, b, sepText) {
+    var sep = h('span', { class: 'muted sep', text: sepText || ' / ' });
+    if (isEmpty(a) && a.dataset.empty === b.dataset.empty) {
+      sep.classList.add('sr');
+      b.classList.add('sr');
+    }
+    return [a, sep, b];
+  }
+
+  // A labelled line under a tile's big number.
+  function kv(label, els) {
+    return h('div', { class: 'kv' }, [h('span', { class: 'k', text: label }), h('span', { class: 'kvv' }, els)]);
+  }
+
+  // Hides a line whose values are all empty for the reason the tile's big
+  // number already says (they stay in the DOM).
+  function quiet(row, main) {
+    var vs = row.querySelectorAll('.v');
+    var same = vs.length > 0 && isEmpty(main) && Array.prototype.every.call(vs, function (v) {
+      return v.dataset.empty === main.dataset.empty;
+    });
+    if (same) {
+      row.classList.add('sr');
+    }
+    return row;
+  }
+
+  function interval(name, labels, kind, main) {
+    return quiet(kv('95% interval', both(val(name + '_ci_lower', labels, kind), val(name + '_ci_upper', labels, kind),
+      ' \u2013 ')), main);
+  }
+
+  // Two or three labelled big numbers side by side.
+  function split(parts) {
+    return h('div', { class: 'split' + (parts.length > 2 ? ' three' : '') }, parts.map(function (p) {
+      return h('div', { class: 'part' }, [h('div', { class: 'label', text: p[0] }), p[1]]);
+    }));
   }
 
   function cap(s) {
@@ -402,40 +448,48 @@
     return el;
   }
 
+  function positive(v) {
+    return v > 0;
+  }
+
   // ---------- views ----------
 
   function supportView(w) {
     var wl = { window: w };
     var root = h('div', { class: 'view support' });
-    var open = sum('cxpulse_support_open_tickets', {});
-    remember('sum(cxpulse_support_open_tickets)', open);
-    var breachFr = sum('cxpulse_support_open_tickets_breaching', { kind: 'first_response' });
-    var breachRes = sum('cxpulse_support_open_tickets_breaching', { kind: 'resolution' });
-    var riskFr = sum('cxpulse_support_tickets_at_risk', { kind: 'first_response' });
-    var riskRes = sum('cxpulse_support_tickets_at_risk', { kind: 'resolution' });
     var noTickets = 'no ticket data yet';
-    var csatKey = seriesKey('cxpulse_csat_ratio', wl);
+    var open = sum('cxpulse_support_open_tickets', {});
+    var openKey = 'sum(cxpulse_support_open_tickets)';
+    remember(openKey, open);
+    function total(name, kind, cls) {
+      var k = 'sum(' + name + '{kind="' + kind + '"})';
+      var v = sum(name, { kind: kind });
+      remember(k, v);
+      return mark(derived(k, v, 'count', noTickets), cls, positive);
+    }
+    var csat = mark(val('cxpulse_csat_ratio', wl, 'ratio'), 'bad', function (v) { return v < 0.7; });
+    var openedKey = 'sum(cxpulse_support_tickets_opened{window="' + w + '"})';
     root.appendChild(h('div', { class: 'tiles' }, [
-      tile('Open tickets', derived('sum(cxpulse_support_open_tickets)', open, 'count', noTickets), null,
-        'sum(cxpulse_support_open_tickets)'),
-      tile('Breaching now', mark(derived('sum(cxpulse_support_open_tickets_breaching{kind="first_response"})',
-        breachFr, 'count', noTickets), 'bad', function (v) { return v > 0; }), [
-        h('span', { class: 'muted', text: 'waiting for a first reply; ' }),
-        mark(derived('sum(cxpulse_support_open_tickets_breaching{kind="resolution"})', breachRes, 'count',
-          noTickets), 'bad', function (v) { return v > 0; }),
-        h('span', { class: 'muted', text: ' past resolution' })
-      ], null, 'alert'),
-      tile('At risk', mark(derived('sum(cxpulse_support_tickets_at_risk{kind="first_response"})', riskFr,
-        'count', noTickets), 'warn', function (v) { return v > 0; }), [
-        h('span', { class: 'muted', text: 'first reply; ' }),
-        mark(derived('sum(cxpulse_support_tickets_at_risk{kind="resolution"})', riskRes, 'count', noTickets),
-          'warn', function (v) { return v > 0; }),
-        h('span', { class: 'muted', text: ' resolution' })
-      ]),
-      tile('CSAT ' + w, mark(val('cxpulse_csat_ratio', wl, 'ratio'), 'bad', function (v) { return v < 0.7; }), [
-        h('div', {}, interval('cxpulse_csat_ratio', wl, 'ratio')),
-        h('div', {}, [val('cxpulse_csat_responses', wl, 'count'), h('span', { class: 'muted', text: ' answers' })])
-      ], csatKey)
+      tile('Open tickets', derived(openKey, open, 'count', noTickets), [
+        kv('opened in ' + w, [derived(openedKey, sum('cxpulse_support_tickets_opened', wl), 'count',
+          'no data in ' + w)]),
+        kv('reopened in ' + w, [val('cxpulse_support_reopened', wl, 'count')])
+      ], openKey),
+      tile('Breaching now', split([
+        ['no first reply', total('cxpulse_support_open_tickets_breaching', 'first_response', 'bad')],
+        ['not resolved', total('cxpulse_support_open_tickets_breaching', 'resolution', 'bad')]
+      ]), [h('div', { class: 'muted note', text: 'open tickets past their SLA deadline' })],
+      'sum(cxpulse_support_open_tickets_breaching{kind="first_response"})', 'alert'),
+      tile('At risk', split([
+        ['first reply', total('cxpulse_support_tickets_at_risk', 'first_response', 'warn')],
+        ['resolution', total('cxpulse_support_tickets_at_risk', 'resolution', 'warn')]
+      ]), [h('div', { class: 'muted note', text: 'undecided, over ' +
+        format('ratio', (st.data.raw.sla && st.data.raw.sla.at_risk_share) || 0.8) + ' of the target used' })],
+      'sum(cxpulse_support_tickets_at_risk{kind="first_response"})'),
+      tile('CSAT ' + w, csat, [
+        interval('cxpulse_csat_ratio', wl, 'ratio', csat),
+        kv('answers', [val('cxpulse_csat_responses', wl, 'count')])
+      ], seriesKey('cxpulse_csat_ratio', wl))
     ]));
 
     var sla = (st.data.raw.sla && st.data.raw.sla.targets) || {};
@@ -444,17 +498,17 @@
       h('th', { text: 'Open' }),
       h('th', { text: 'Breaching' }),
       h('th', { text: 'At risk' }),
-      h('th', { class: 'group', text: 'First response p50 / p90' }),
-      h('th', { class: 'group', text: 'Resolution p50 / p90' }),
-      h('th', { text: 'Breach ratio ' + w })
+      h('th', { class: 'group', text: 'First response ' + w }),
+      h('th', { class: 'group', text: 'Resolution ' + w }),
+      h('th', { class: 'group', text: 'Breach ratio ' + w })
     ]);
     var sub = h('tr', { class: 'subhead' }, [
       h('th', {}), h('th', {}),
       h('th', { text: 'reply / resolve' }),
       h('th', { text: 'reply / resolve' }),
-      h('th', { class: 'group', text: 'target' }),
-      h('th', { class: 'group', text: 'target' }),
-      h('th', { text: 'reply / resolve' })
+      h('th', { class: 'group', text: 'p50 / p90 (target)' }),
+      h('th', { class: 'group', text: 'p50 / p90 (target)' }),
+      h('th', { class: 'group', text: 'reply / resolve' })
     ]);
     var rows = PRIORITIES.map(function (p) {
       var t = sla[p] || {};
@@ -467,37 +521,31 @@
         return el;
       }
       function quant(kind, target) {
-        return h('td', { class: 'group' }, [
-          q(kind, '0.5', target), h('span', { class: 'muted', text: ' / ' }), q(kind, '0.9', target),
+        return h('td', { class: 'group' }, both(q(kind, '0.5', target), q(kind, '0.9', target)).concat([
           h('div', { class: 'target' }, [
             h('span', { class: 'muted', text: 'target ' }),
             finite(target) ? derived('sla.targets.' + p + '.' + kind + '_seconds', target, 'seconds', '')
               : h('span', { class: 'muted', text: 'not configured' })
           ])
-        ]);
+        ]));
       }
-      function pair(name, cls, kind) {
-        var a = mark(val(name, { priority: p, kind: 'first_response' }, kind || 'count'), cls,
-          function (v) { return v > 0; });
-        var b = mark(val(name, { priority: p, kind: 'resolution' }, kind || 'count'), cls,
-          function (v) { return v > 0; });
-        return h('td', {}, [a, h('span', { class: 'muted', text: ' / ' }), b]);
-      }
-      function ratios() {
-        var a = mark(val('cxpulse_sla_breach_ratio', { window: w, priority: p, kind: 'first_response' }, 'ratio'),
-          'bad', function (v) { return v > 0.1; });
-        var b = mark(val('cxpulse_sla_breach_ratio', { window: w, priority: p, kind: 'resolution' }, 'ratio'),
-          'bad', function (v) { return v > 0.1; });
-        return h('td', {}, [a, h('span', { class: 'muted', text: ' / ' }), b]);
+      function pair(name, cls, kind, window, good) {
+        function one(k) {
+          var l = { priority: p, kind: k };
+          if (window) l.window = window;
+          return mark(val(name, l, kind || 'count'), cls, good || positive);
+        }
+        return both(one('first_response'), one('resolution'));
       }
       return h('tr', { class: 'prio-' + p }, [
         h('th', { class: 'prio', text: cap(p) }),
         h('td', {}, [val('cxpulse_support_open_tickets', { priority: p }, 'count', 'strong')]),
-        pair('cxpulse_support_open_tickets_breaching', 'bad'),
-        pair('cxpulse_support_tickets_at_risk', 'warn'),
+        h('td', {}, pair('cxpulse_support_open_tickets_breaching', 'bad')),
+        h('td', {}, pair('cxpulse_support_tickets_at_risk', 'warn')),
         quant('first_response', t.first_response_seconds),
         quant('resolution', t.resolution_seconds),
-        ratios()
+        h('td', { class: 'group' }, pair('cxpulse_sla_breach_ratio', 'bad', 'ratio', w,
+          function (v) { return v > 0.1; }))
       ]);
     });
     root.appendChild(h('table', { class: 'grid support-grid' }, [h('thead', {}, [head, sub]), h('tbody', {}, rows)]));
@@ -521,33 +569,39 @@
   function growthView(w) {
     var wl = { window: w };
     var root = h('div', { class: 'view growth' });
-    var signups = sum('cxpulse_signups', wl);
-    var spend = sum('cxpulse_marketing_spend_usd', wl);
-    var revenue = sum('cxpulse_revenue_usd', wl);
-    var acq = sum('cxpulse_acquisitions', wl);
-    remember('sum(cxpulse_signups{window="' + w + '"})', signups);
     var none = 'no data in ' + w;
+    function total(name) {
+      var k = 'sum(' + name + '{window="' + w + '"})';
+      var v = sum(name, wl);
+      remember(k, v);
+      return { key: k, v: v };
+    }
+    var signups = total('cxpulse_signups');
+    var spend = total('cxpulse_marketing_spend_usd');
+    var acq = total('cxpulse_acquisitions');
+    var revenue = total('cxpulse_revenue_usd');
+    var cpaKey = 'sum(cxpulse_marketing_spend_usd{window="' + w + '"}) / sum(cxpulse_acquisitions{window="' + w + '"})';
+    var kf = val('cxpulse_referral_k_factor', wl, 'factor');
     root.appendChild(h('div', { class: 'tiles' }, [
-      tile('Signups ' + w, derived('sum(cxpulse_signups{window="' + w + '"})', signups, 'count', none), [
-        val('cxpulse_users', {}, 'count'), h('span', { class: 'muted', text: ' users in all' })
-      ], 'sum(cxpulse_signups{window="' + w + '"})'),
-      tile('User growth ' + w, val('cxpulse_user_growth_ratio', wl, 'ratio'), null,
-        seriesKey('cxpulse_user_growth_ratio', wl)),
-      tile('CPA ' + w + ', all channels', derived('sum(spend)/sum(acquisitions)', acq > 0 ? spend / acq : null,
-        'usd', acq === null ? none : 'no acquisitions in ' + w), [
-        derived('sum(cxpulse_marketing_spend_usd{window="' + w + '"})', spend, 'usd', none),
-        h('span', { class: 'muted', text: ' spent, ' }),
-        derived('sum(cxpulse_acquisitions{window="' + w + '"})', acq, 'count', none),
-        h('span', { class: 'muted', text: ' first deposits' })
+      tile('Signups ' + w, derived(signups.key, signups.v, 'count', none), [
+        kv('users in all', [val('cxpulse_users', {}, 'count')])
+      ], signups.key),
+      tile('User growth ' + w, val('cxpulse_user_growth_ratio', wl, 'ratio'), [
+        h('div', { class: 'muted note', text: 'signups in ' + w + ' over all users' })
+      ], seriesKey('cxpulse_user_growth_ratio', wl)),
+      tile('CPA ' + w, derived(cpaKey, acq.v > 0 ? spend.v / acq.v : null, 'usd',
+        acq.v === null ? none : 'no acquisitions in ' + w), [
+        kv('spend', [derived(spend.key, spend.v, 'usd', none)]),
+        kv('first deposits', [derived(acq.key, acq.v, 'count', none)])
       ]),
-      tile('Referral k-factor ' + w, val('cxpulse_referral_k_factor', wl, 'factor'), [
-        val('cxpulse_referral_signup_share_ratio', wl, 'ratio'),
-        h('span', { class: 'muted', text: ' of signups referred; ' }),
-        val('cxpulse_referral_invite_conversion_ratio', wl, 'ratio'),
-        h('span', { class: 'muted', text: ' of invites convert' })
+      tile('Referral k-factor ' + w, kf, [
+        kv('signups referred', [val('cxpulse_referral_signup_share_ratio', wl, 'ratio')]),
+        kv('invites converting', [val('cxpulse_referral_invite_conversion_ratio', wl, 'ratio')])
       ], seriesKey('cxpulse_referral_k_factor', wl)),
-      tile('Revenue ' + w, derived('sum(cxpulse_revenue_usd{window="' + w + '"})', revenue, 'usd', none), null,
-        null)
+      tile('Revenue ' + w, derived(revenue.key, revenue.v, 'usd', none), [
+        kv('active customers', [derived('sum(cxpulse_active_customers{window="' + w + '"})',
+          sum('cxpulse_active_customers', wl), 'count', none)])
+      ], revenue.key)
     ]));
 
     var chans = channelsOf(w);
@@ -562,19 +616,28 @@
       h('th', { text: 'Spend' }),
       h('th', { text: 'Acquired' }),
       h('th', { text: 'CPA' }),
-      h('th', { class: 'group', text: 'Funnel: signup \u2192 deposit \u2192 trade' }),
-      h('th', { text: 'Revenue' }),
+      h('th', { class: 'group funnel', text: 'Funnel: signup \u2192 first deposit \u2192 first trade' }),
+      h('th', { class: 'group', text: 'Revenue' }),
       h('th', { text: 'CLV' })
     ]);
     var rows = chans.map(function (c) {
       var cl = { window: w, channel: c };
       function stage(s) {
         var users = val('cxpulse_funnel_users', { window: w, channel: c, stage: s }, 'count');
-        var ratio = val('cxpulse_conversion_ratio', { window: w, channel: c, stage: s }, 'ratio');
-        var pct = Number(ratio.dataset.value);
+        var parts = [users];
+        var frac = users.dataset.value !== undefined && Number(users.dataset.value) > 0 ? 1 : 0;
+        if (s !== 'signup') {
+          var ratio = val('cxpulse_conversion_ratio', { window: w, channel: c, stage: s }, 'ratio', 'conv');
+          frac = ratio.dataset.value !== undefined ? Math.max(0, Math.min(1, Number(ratio.dataset.value))) : 0;
+          if (isEmpty(ratio)) {
+            // No signups: the signup stage's 0 already says it.
+            ratio.classList.add('sr');
+          }
+          parts = [users, h('span', { class: 'muted', text: ' (' }), ratio, h('span', { class: 'muted', text: ')' })];
+        }
         var bar = h('div', { class: 'bar' });
-        bar.style.width = (ratio.dataset.value !== undefined ? Math.max(0, Math.min(1, pct)) * 100 : 0) + '%';
-        return h('div', { class: 'stage' }, [bar, h('span', { class: 'stage-v' }, [users, ' (', ratio, ')'])]);
+        bar.style.width = (frac * 100).toFixed(1) + '%';
+        return h('div', { class: 'stage' }, [bar, h('span', { class: 'stage-v' }, parts)]);
       }
       return h('tr', {}, [
         h('th', { text: c }),
@@ -583,13 +646,14 @@
         h('td', {}, [val('cxpulse_marketing_spend_usd', cl, 'usd')]),
         h('td', {}, [val('cxpulse_acquisitions', cl, 'count')]),
         h('td', {}, [val('cxpulse_cpa_usd', cl, 'usd')]),
-        h('td', { class: 'group funnel' }, [
-          h('div', { class: 'stage' }, [h('span', { class: 'stage-v' }, [
-            val('cxpulse_funnel_users', { window: w, channel: c, stage: 'signup' }, 'count')])]),
+        h('td', { class: 'group funnel' }, [h('div', { class: 'stages' }, [
+          stage('signup'),
+          h('span', { class: 'arrow', text: '\u2192' }),
           stage('first_deposit'),
+          h('span', { class: 'arrow', text: '\u2192' }),
           stage('first_trade')
-        ]),
-        h('td', {}, [val('cxpulse_revenue_usd', cl, 'usd')]),
+        ])]),
+        h('td', { class: 'group' }, [val('cxpulse_revenue_usd', cl, 'usd')]),
         h('td', {}, [val('cxpulse_clv_usd', { channel: c }, 'usd')])
       ]);
     });
@@ -600,44 +664,46 @@
   function retentionView(w) {
     var wl = { window: w };
     var root = h('div', { class: 'view retention' });
+    var churn = mark(val('cxpulse_churn_ratio', wl, 'ratio'), 'bad', function (v) { return v > 0.05; });
+    var nps = val('cxpulse_nps', wl, 'nps');
+    var ces = val('cxpulse_ces_mean', wl, 'score');
+    var easy = val('cxpulse_ces_easy_ratio', wl, 'ratio');
+    var csat = val('cxpulse_csat_ratio', wl, 'ratio');
     root.appendChild(h('div', { class: 'tiles' }, [
-      tile('Churn ' + w, mark(val('cxpulse_churn_ratio', wl, 'ratio'), 'bad', function (v) { return v > 0.05; }), [
-        val('cxpulse_churned_customers', wl, 'count'), h('span', { class: 'muted', text: ' churned, ' }),
-        val('cxpulse_reactivated_customers', wl, 'count'), h('span', { class: 'muted', text: ' came back; ' }),
-        val('cxpulse_active_customers_now', {}, 'count'), h('span', { class: 'muted', text: ' active now' })
+      tile('Churn ' + w, churn, [
+        kv('churned', [val('cxpulse_churned_customers', wl, 'count')]),
+        kv('came back', [val('cxpulse_reactivated_customers', wl, 'count')]),
+        kv('new customers', [val('cxpulse_new_customers', wl, 'count')]),
+        kv('active now', [val('cxpulse_active_customers_now', {}, 'count')])
       ], seriesKey('cxpulse_churn_ratio', wl)),
-      tile('Churn after a support contact ' + w, h('div', { class: 'pair' }, [
-        h('div', {}, [h('div', { class: 'label', text: 'bad (CSAT \u2264 2)' }),
-          mark(val('cxpulse_post_support_churn_ratio', { window: w, experience: 'negative' }, 'ratio'), 'bad',
-            function (v) { return v > 0.2; })]),
-        h('div', {}, [h('div', { class: 'label', text: 'good (CSAT \u2265 4)' }),
-          val('cxpulse_post_support_churn_ratio', { window: w, experience: 'positive' }, 'ratio')])
-      ]), [h('span', { class: 'muted', text: 'share of rated contacts whose customer left afterwards' })], null, 'wide'),
+      tile('Churn after a support contact ' + w, split([
+        ['after a bad one (CSAT \u2264 2)', mark(val('cxpulse_post_support_churn_ratio',
+          { window: w, experience: 'negative' }, 'ratio'), 'bad', function (v) { return v > 0.2; })],
+        ['after a good one (CSAT \u2265 4)', val('cxpulse_post_support_churn_ratio',
+          { window: w, experience: 'positive' }, 'ratio')]
+      ]), [h('div', { class: 'muted note',
+        text: 'share of rated contacts whose customer then had no activity for the churn period' })], null, 'wide'),
       tile('Retention ' + w, val('cxpulse_retention_ratio', wl, 'ratio'), [
-        h('span', { class: 'muted', text: 'active again in the next ' + w + ' (whole UTC days)' })
+        h('div', { class: 'muted note', text: 'active in the previous ' + w + ' and again in the last (whole UTC days)' })
       ], seriesKey('cxpulse_retention_ratio', wl)),
-      tile('Cohorts', h('div', { class: 'pair three' }, ['1', '7', '30'].map(function (d) {
-        return h('div', {}, [h('div', { class: 'label', text: 'D' + d }),
-          val('cxpulse_cohort_retention_ratio', { day: d }, 'ratio')]);
-      })), [h('span', { class: 'muted', text: 'signups active on day N' })])
-    ]));
-    root.appendChild(h('div', { class: 'tiles' }, [
-      tile('NPS ' + w, val('cxpulse_nps', wl, 'nps'), [
-        h('div', {}, interval('cxpulse_nps', wl, 'nps')),
-        h('div', {}, ['promoter', 'passive', 'detractor'].map(function (c, i) {
-          return h('span', {}, [i ? h('span', { class: 'muted', text: ' \u00b7 ' }) : null,
-            val('cxpulse_nps_responses', { window: w, category: c }, 'count'),
-            h('span', { class: 'muted', text: ' ' + c + 's' })]);
+      tile('Cohort retention', split(['1', '7', '30'].map(function (d) {
+        return ['D' + d, val('cxpulse_cohort_retention_ratio', { day: d }, 'ratio')];
+      })), [h('div', { class: 'muted note', text: 'of a day\'s signups, active on day N' })]),
+      tile('NPS ' + w, nps, [
+        interval('cxpulse_nps', wl, 'nps', nps),
+        kv('promoters / passives / detractors', ['promoter', 'passive', 'detractor'].map(function (c, i) {
+          return h('span', {}, [i ? h('span', { class: 'muted', text: ' / ' }) : null,
+            val('cxpulse_nps_responses', { window: w, category: c }, 'count')]);
         }))
       ], seriesKey('cxpulse_nps', wl)),
-      tile('CES ' + w + ' (1-7, 7 easiest)', val('cxpulse_ces_mean', wl, 'score'), [
-        h('div', {}, [val('cxpulse_ces_easy_ratio', wl, 'ratio'), h('span', { class: 'muted', text: ' easy (5-7)' })]),
-        h('div', {}, interval('cxpulse_ces_easy_ratio', wl, 'ratio')),
-        h('div', {}, [val('cxpulse_ces_responses', wl, 'count'), h('span', { class: 'muted', text: ' answers' })])
+      tile('CES ' + w + ' (1-7, 7 easiest)', ces, [
+        quiet(kv('easy (5-7)', [easy]), ces),
+        interval('cxpulse_ces_easy_ratio', wl, 'ratio', ces),
+        kv('answers', [val('cxpulse_ces_responses', wl, 'count')])
       ], seriesKey('cxpulse_ces_mean', wl)),
-      tile('CSAT ' + w, val('cxpulse_csat_ratio', wl, 'ratio'), [
-        h('div', {}, interval('cxpulse_csat_ratio', wl, 'ratio')),
-        h('div', {}, [val('cxpulse_csat_responses', wl, 'count'), h('span', { class: 'muted', text: ' answers' })])
+      tile('CSAT ' + w, csat, [
+        interval('cxpulse_csat_ratio', wl, 'ratio', csat),
+        kv('answers', [val('cxpulse_csat_responses', wl, 'count')])
       ], seriesKey('cxpulse_csat_ratio', wl))
     ]));
     return root;
@@ -645,9 +711,9 @@
 
   // ---------- health corner ----------
 
-  function pipelineSum(name, where) {
-    var list = st.data.pipeline.get(name);
-    if (!list) {
+  function pipelineSum(name, where, data) {
+    var list = (data || st.data).pipeline.get(name);
+    if (!list || list.length === 0) {
       return null;
     }
     var total = 0;
@@ -660,10 +726,16 @@
     return total;
   }
 
+  // A per-second rate of a counter between the last two answers.
   function rate(now, before, seconds) {
-    if (!finite(now) || !finite(before) || !(seconds > 0)) {
+    if (!st.prev) {
       return { v: null, why: 'needs two refreshes' };
     }
+    if (!(seconds > 0)) {
+      return { v: null, why: 'no time between refreshes' };
+    }
+    now = now || 0;
+    before = before || 0;
     if (now < before) {
       return { v: null, why: 'counter reset' };
     }
@@ -675,52 +747,46 @@
     var p = st.prev;
     var dt = p ? d.raw.wall_seconds - p.raw.wall_seconds : null;
     var box = document.getElementById('health');
-    var items = [];
-    var lagList = d.pipeline.get('cxpulse_consumer_lag') || [];
-    var lag = lagList.length ? pipelineSum('cxpulse_consumer_lag', {}) : null;
-    items.push(h('div', { class: 'hitem' }, [h('span', { class: 'hl', text: 'lag' }),
+    var lag = pipelineSum('cxpulse_consumer_lag', {});
+    var line1 = [h('span', { class: 'hitem' }, [h('span', { class: 'hl', text: 'lag ' }),
       mark(derived('sum(cxpulse_consumer_lag)', lag, 'count', 'no partitions assigned'), 'warn',
-        function (v) { return v > 1000; })]));
-    var rates = OUTCOMES.map(function (o) {
-      var now = sum('cxpulse_events_total', { outcome: o });
-      var before = null;
-      if (p) {
-        var save = st.data;
-        st.data = p;
-        before = sum('cxpulse_events_total', { outcome: o });
-        st.data = save;
-      }
-      var r = p ? rate(now === null ? 0 : now, before === null ? 0 : before, dt)
-        : { v: null, why: 'needs two refreshes' };
+        function (v) { return v > 1000; })])];
+    var events = [h('span', { class: 'hl', text: 'events/s ' })];
+    OUTCOMES.forEach(function (o, i) {
+      var r = rate(sum('cxpulse_events_total', { outcome: o }),
+        p ? sum('cxpulse_events_total', { outcome: o }, p) : null, dt);
       var el = derived('rate(cxpulse_events_total{outcome="' + o + '"})', r.v, 'rate', r.why);
       if (o !== 'applied') mark(el, 'warn', function (v) { return v > 0; });
-      return h('span', { class: 'rate' }, [h('span', { class: 'hl', text: o + ' ' }), el]);
+      var label = h('span', { class: 'hl', text: (i ? ' \u00b7 ' : '') + o + ' ' });
+      if (!p) {
+        // One "needs two refreshes" says it for all.
+        label.classList.add('sr');
+        if (i > 0) el.classList.add('sr');
+      }
+      events.push(label, el);
     });
-    items.push(h('div', { class: 'hitem events' }, [h('span', { class: 'hl', text: 'events' })].concat(rates)));
-    var dl = pipelineSum('cxpulse_dead_letter_records_total', {});
-    var dlBefore = null;
-    if (p) {
-      var save2 = st.data;
-      st.data = p;
-      dlBefore = pipelineSum('cxpulse_dead_letter_records_total', {});
-      st.data = save2;
-    }
-    var dlr = p ? rate(dl === null ? 0 : dl, dlBefore === null ? 0 : dlBefore, dt)
-      : { v: null, why: 'needs two refreshes' };
-    items.push(h('div', { class: 'hitem' }, [h('span', { class: 'hl', text: 'dead letters' }),
-      mark(derived('rate(cxpulse_dead_letter_records_total)', dlr.v, 'rate', dlr.why), 'warn',
-        function (v) { return v > 0; })]));
+    line1.push(h('span', { class: 'hitem' }, events));
+    var dl = rate(pipelineSum('cxpulse_dead_letter_records_total', {}),
+      p ? pipelineSum('cxpulse_dead_letter_records_total', {}, p) : null, dt);
+    var dlItem = h('span', { class: 'hitem' + (p ? '' : ' sr') }, [
+      h('span', { class: 'hl', text: 'dead letters/s ' }),
+      mark(derived('rate(cxpulse_dead_letter_records_total)', dl.v, 'rate', dl.why), 'warn',
+        function (v) { return v > 0; })]);
+    line1.push(dlItem);
     var clock = d.raw.clock_seconds;
-    var behind = finite(clock) ? Math.round((d.raw.wall_seconds - clock) * 1000) / 1000 : null;
+    var behind = finite(clock) && finite(d.raw.wall_seconds)
+      ? Math.round((d.raw.wall_seconds - clock) * 1000) / 1000 : null;
     var skew = derived('wall_seconds - clock_seconds', behind, 'seconds', 'no events yet');
     skew.id = 'clock-skew';
     mark(skew, 'warn', function (v) { return Math.abs(v) > 60; });
-    items.push(h('div', { class: 'hitem' }, [h('span', { class: 'hl', text: 'T behind wall' }), skew]));
     var ready = h('span', { id: 'ready', class: d.raw.ready ? 'ok' : 'bad' });
     ready.dataset.ready = d.raw.ready ? 'true' : 'false';
     ready.textContent = d.raw.ready ? 'ready' : 'not ready: ' + (d.raw.ready_reason || 'no reason given');
-    items.push(h('div', { class: 'hitem readiness' }, [ready]));
-    box.replaceChildren.apply(box, items);
+    var line2 = [
+      h('span', { class: 'hitem' }, [h('span', { class: 'hl', text: 'T behind wall clock ' }), skew]),
+      h('span', { class: 'hitem' }, [ready])
+    ];
+    box.replaceChildren(h('div', { class: 'hline' }, line1), h('div', { class: 'hline' }, line2));
   }
 
   // ---------- page ----------
