@@ -555,6 +555,12 @@ fn check_view(view: &str, snap: &Value, m: &BTreeMap<String, f64>, t_ms: i64) {
             shown.get(&k)
         );
     }
+    if view == "growth" {
+        // CPA over all channels: $100 / 2 first deposits (see `events`).
+        let k = "sum(cxpulse_marketing_spend_usd{window=\"24h\"}) / \
+                 sum(cxpulse_acquisitions{window=\"24h\"})";
+        assert_eq!(shown.get(k), Some(&50.0), "{}", ctx("CPA, all channels"));
+    }
     if view == "support" {
         // Wilson 95 % of 3 in 4 (worked out in `events`), and the high
         // priority's first-response p50 (240 s, HdrHistogram's 3 digits).
@@ -615,14 +621,25 @@ fn check_view(view: &str, snap: &Value, m: &BTreeMap<String, f64>, t_ms: i64) {
 /// (METRICS.md), rates (nothing arrives while the page is read: 0), the
 /// clock skew against the test's own clock.
 fn check_derived(view: &str, k: &str, x: f64, m: &BTreeMap<String, f64>, t_ms: i64) {
-    if let Some(sel) = k.strip_prefix("sum(").and_then(|r| r.strip_suffix(')'))
-        && !sel.contains('(')
-        && !sel.contains(')')
-    {
-        let want = sum_matching(m, sel);
+    let sum_of = |part: &str| {
+        part.strip_prefix("sum(")
+            .and_then(|r| r.strip_suffix(')'))
+            .filter(|sel| !sel.contains('(') && !sel.contains(')'))
+            .map(|sel| sum_matching(m, sel))
+    };
+    let quotient = k
+        .split_once(" / ")
+        .and_then(|(a, b)| Some((sum_of(a)?, sum_of(b)?)));
+    if let Some(want) = sum_of(k) {
         assert!(
             (x - want).abs() <= 1e-9 * want.abs().max(1.0),
             "view {view}: {k} shown {x}, /metrics sums to {want}"
+        );
+    } else if let Some((a, b)) = quotient {
+        let want = a / b;
+        assert!(
+            (x - want).abs() <= 1e-9 * want.abs().max(1.0),
+            "view {view}: {k} shown {x}, /metrics gives {a} / {b} = {want}"
         );
     } else if let Some(rest) = k.strip_prefix("sla.targets.") {
         // Defaults: first response / resolution per priority.
@@ -650,9 +667,6 @@ fn check_derived(view: &str, k: &str, x: f64, m: &BTreeMap<String, f64>, t_ms: i
             (x - want).abs() < 120.0,
             "view {view}: {x} s behind, want about {want}"
         );
-    } else if k == "sum(spend)/sum(acquisitions)" {
-        // All channels: $100 / 2 acquisitions (see `events`).
-        assert_eq!(x, 50.0, "view {view}: {k}");
     } else {
         panic!("view {view}: a derived number the test does not know: {k} = {x}");
     }
