@@ -69,6 +69,10 @@ const VIEWS: [&str; 3] = ["support", "growth", "retention"];
 ///   `user_growth_ratio{24h}` = 4/4 = 1.
 /// - Spend paid_search $100; u2 and u3 (paid_search) first deposit in the
 ///   window: 2 acquisitions: `cpa_usd{24h,paid_search}` = 100/2 = 50.
+/// - Spend social $20, and no social signup: the channel exists with 0
+///   signups and 0 acquisitions: `cpa_usd{24h,social}` and
+///   `conversion_ratio{24h,social,first_deposit}` absent (empty states);
+///   over all channels the page's CPA is $120 / 2 = $60.
 /// - Funnel paid_search: 2 signups, 2 first deposits:
 ///   `conversion_ratio{24h,paid_search,first_deposit}` = 1; organic: 0 of 1
 ///   (a shown 0, not an empty state).
@@ -129,6 +133,10 @@ fn events(t: i64) -> Vec<(String, String)> {
         (
             -4 * HOUR + 2 * MIN,
             json!({"type": "deposit", "user_id": "u3", "amount_usd": 250}),
+        ),
+        (
+            -4 * HOUR + 3 * MIN,
+            json!({"type": "spend", "channel": "social", "amount_usd": 20}),
         ),
         // Support.
         (-200 * MIN, opened("u4", "t4", "normal")),
@@ -256,13 +264,23 @@ const EXPECTED: &[(&str, Series, f64)] = &[
     ),
 ];
 
-/// Series the retention view must show as an empty state (absent: the
-/// denominator is 0).
-const EXPECTED_EMPTY: &[Series] = &[
-    ("cxpulse_nps", &[W24]),
-    ("cxpulse_ces_mean", &[W24]),
-    ("cxpulse_churn_ratio", &[W24]),
-    ("cxpulse_cohort_retention_ratio", &[("day", "1")]),
+/// Series a view must show as an empty state (absent: the denominator is 0).
+const EXPECTED_EMPTY: &[(&str, Series)] = &[
+    ("growth", ("cxpulse_cpa_usd", &[W24, ("channel", "social")])),
+    (
+        "growth",
+        (
+            "cxpulse_conversion_ratio",
+            &[W24, ("channel", "social"), ("stage", "first_deposit")],
+        ),
+    ),
+    ("retention", ("cxpulse_nps", &[W24])),
+    ("retention", ("cxpulse_ces_mean", &[W24])),
+    ("retention", ("cxpulse_churn_ratio", &[W24])),
+    (
+        "retention",
+        ("cxpulse_cohort_retention_ratio", &[("day", "1")]),
+    ),
 ];
 
 /// The hand-computed figures of `view`, as (series key, value).
@@ -276,10 +294,11 @@ fn expected_values(view: &str) -> Vec<(String, f64)> {
 
 /// Series `view` must show as an empty state.
 fn expected_empty(view: &str) -> Vec<String> {
-    match view {
-        "retention" => EXPECTED_EMPTY.iter().map(|(n, l)| key(n, l)).collect(),
-        _ => vec![],
-    }
+    EXPECTED_EMPTY
+        .iter()
+        .filter(|(v, _)| *v == view)
+        .map(|(_, (n, l))| key(n, l))
+        .collect()
 }
 
 // ---------------------------------------------------------------------------
@@ -450,7 +469,7 @@ fn check_elements(
     assert_eq!(snap["window"], window, "{}", ctx("body data-window"));
 
     let text = snap["text"].as_str().unwrap_or_default();
-    for bad in ["NaN", "undefined", "Infinity"] {
+    for bad in ["NaN", "undefined", "Infinity", "null"] {
         assert!(
             !text.contains(bad),
             "{}: {bad:?} in the page text:\n{text}",
@@ -556,10 +575,10 @@ fn check_view(view: &str, snap: &Value, m: &BTreeMap<String, f64>, t_ms: i64) {
         );
     }
     if view == "growth" {
-        // CPA over all channels: $100 / 2 first deposits (see `events`).
+        // CPA over all channels: $120 / 2 first deposits (see `events`).
         let k = "sum(cxpulse_marketing_spend_usd{window=\"24h\"}) / \
                  sum(cxpulse_acquisitions{window=\"24h\"})";
-        assert_eq!(shown.get(k), Some(&50.0), "{}", ctx("CPA, all channels"));
+        assert_eq!(shown.get(k), Some(&60.0), "{}", ctx("CPA, all channels"));
     }
     if view == "support" {
         // Wilson 95 % of 3 in 4 (worked out in `events`), and the high
@@ -751,18 +770,35 @@ fn live_page_shows_the_metrics_numbers_in_a_real_browser() {
     broker.produce("events", &recs);
 
     // Wait until every event is applied and T is the last one's.
-    run.wait_for("all events applied at T", Duration::from_secs(60), || {
+    // Wait until every event is applied (none late, invalid or duplicate)
+    // and T is the last one's.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
         let m = metrics(&http);
-        let n: f64 = m
-            .iter()
-            .filter(|(k, _)| {
-                k.starts_with("cxpulse_events_total{") && k.contains("outcome=\"applied\"")
-            })
-            .map(|(_, v)| v)
-            .sum();
-        n == evs.len() as f64
-            && m.get("cxpulse_clock_timestamp_seconds{}") == Some(&(t as f64 / 1000.0))
-    });
+        let by_outcome = |o: &str| -> f64 {
+            sum_matching(&m, &format!("cxpulse_events_total{{outcome=\"{o}\"}}"))
+        };
+        let (applied, other) = (
+            by_outcome("applied"),
+            by_outcome("late") + by_outcome("invalid") + by_outcome("duplicate"),
+        );
+        let clock = m.get("cxpulse_clock_timestamp_seconds{}").copied();
+        assert_eq!(
+            other, 0.0,
+            "events not applied (late, invalid or duplicate)"
+        );
+        if applied == evs.len() as f64 && clock == Some(t as f64 / 1000.0) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{applied} of {} events applied, T {clock:?} (want {}) after 60 s\n{}",
+            evs.len(),
+            t as f64 / 1000.0,
+            run.log_tail()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
     run.wait_for("ready (lag 0)", Duration::from_secs(30), || {
         run.status("/readyz") == 200
     });
@@ -828,7 +864,7 @@ fn live_page_shows_the_metrics_numbers_in_a_real_browser() {
             "{k} is both absent and in /metrics"
         );
     }
-    for k in expected_empty("retention") {
+    for k in VIEWS.iter().flat_map(|v| expected_empty(v)) {
         assert!(absent.contains_key(&k), "/api/series absent lacks {k}");
     }
     let pipeline = api_samples(&api, "pipeline");

@@ -630,10 +630,13 @@
           var ratio = val('cxpulse_conversion_ratio', { window: w, channel: c, stage: s }, 'ratio', 'conv');
           frac = ratio.dataset.value !== undefined ? Math.max(0, Math.min(1, Number(ratio.dataset.value))) : 0;
           if (isEmpty(ratio)) {
-            // No signups: the signup stage's 0 already says it.
+            // No signups: the signup stage's 0 already says it (and no
+            // empty "()" around the hidden reason).
             ratio.classList.add('sr');
+            parts = [users, ratio];
+          } else {
+            parts = [users, h('span', { class: 'muted', text: ' (' }), ratio, h('span', { class: 'muted', text: ')' })];
           }
-          parts = [users, h('span', { class: 'muted', text: ' (' }), ratio, h('span', { class: 'muted', text: ')' })];
         }
         var bar = h('div', { class: 'bar' });
         bar.style.width = (frac * 100).toFixed(1) + '%';
