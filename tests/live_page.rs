@@ -3,15 +3,19 @@
 //! (driven over the DevTools pipe, tests/common/browser.rs) renders the three
 //! views, and the test reads the DOM after the page's JavaScript ran.
 //!
-//! It checks the page's DOM contract (docs: /work/notes/design-13.md,
-//! "Issue 13 interfaces"): `body[data-state="ok"]`, `data-errors="0"`, every
-//! number shown (`[data-key][data-value]`) equal to `/metrics`' sample of
-//! that key, the hand-computed figures below shown, absent ratios shown as
-//! an empty state (`data-empty`, no `data-value`), no `NaN` / `undefined` /
-//! `Infinity` on the page, and no console errors (console.error, uncaught
-//! exceptions, failed loads). It also checks that `/api/series`' `series`
-//! equal `/metrics`' engine samples at the same T. Screenshots of the three
-//! views go to `target/live-page/{support,growth,retention}.png`.
+//! It checks the page's DOM contract (docs/live-page.md):
+//! `body[data-state="ok"]`, `data-errors="0"`, every number shown
+//! (`[data-key][data-value]`) equal to `/metrics`' sample of that key (or,
+//! for a number the page derives, to the sum or quotient of `/metrics`'
+//! samples its key names), the hand-computed figures below shown, absent
+//! ratios shown as an empty state (`data-empty` with a reason, no
+//! `data-value`), no `NaN` / `undefined` / `Infinity` / `null` in the text,
+//! the health corner (lag 0, events/s 0 once idle, T behind the wall clock,
+//! ready), and no console errors (console.error, uncaught exceptions, failed
+//! loads). Then the window selector (1h), and the error state once cxpulse
+//! is gone. Before the browser, `/api/series`' `series` must equal
+//! `/metrics`' engine samples at the same T. Screenshots of the three views
+//! go to `target/live-page/{support,growth,retention}.png`.
 //!
 //! chromium missing fails the test (never skips): run scripts/setup-tools.sh.
 
