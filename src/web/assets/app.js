@@ -684,7 +684,10 @@
       ]), [h('div', { class: 'muted note',
         text: 'share of rated contacts whose customer then had no activity for the churn period' })], null, 'wide'),
       tile('Retention ' + w, val('cxpulse_retention_ratio', wl, 'ratio'), [
-        h('div', { class: 'muted note', text: 'active in the previous ' + w + ' and again in the last (whole UTC days)' })
+        h('div', { class: 'muted note', text: windowSeconds(w) % 86400 === 0
+          ? 'of the customers active in the ' + w + ' before, the share active again in the last ' + w +
+            ' (whole UTC days)'
+          : 'computed for whole-day windows (24h, 7d, 30d)' })
       ], seriesKey('cxpulse_retention_ratio', wl)),
       tile('Cohort retention', split(['1', '7', '30'].map(function (d) {
         return ['D' + d, val('cxpulse_cohort_retention_ratio', { day: d }, 'ratio')];
@@ -915,8 +918,11 @@
     window.fetch('api/series', { cache: 'no-store', credentials: 'same-origin' })
       .then(function (r) {
         if (!r.ok) {
+          var plain = /^text\/plain/.test(r.headers.get('content-type') || '');
           return r.text().then(function (t) {
-            throw new Error('HTTP ' + r.status + (t ? ': ' + t.trim().slice(0, 200) : ''));
+            // The server's own answers are one plain line ("shutting down").
+            var why = plain && t.trim() ? ': ' + t.trim().slice(0, 200) : ' ' + r.statusText;
+            throw new Error('HTTP ' + r.status + why);
           });
         }
         return r.json();
