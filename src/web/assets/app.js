@@ -58,7 +58,7 @@
     },
     usd: function (v) {
       var a = Math.abs(v);
-      var digits = a >= 10000 ? 0 : 2;
+      var digits = a >= 1000 ? 0 : 2;
       var s = a.toLocaleString('en-US', {
         minimumFractionDigits: digits,
         maximumFractionDigits: digits
@@ -382,9 +382,11 @@
   }
 
   function tile(title, main, rows, sparkKey, cls) {
+    // A long number gets a smaller size rather than being cut.
+    var long = !isEmptyish(main) && main.textContent.length > 7;
     return h('section', { class: 'tile' + (cls ? ' ' + cls : '') }, [
       h('h2', { text: title }),
-      h('div', { class: 'big' }, [main]),
+      h('div', { class: 'big' + (long ? ' long' : '') }, [main]),
       rows && rows.length ? h('div', { class: 'sub' }, rows) : null,
       sparkKey ? spark(sparkKey) : null
     ]);
@@ -392,6 +394,10 @@
 
   function isEmpty(el) {
     return el.dataset.empty !== undefined;
+  }
+
+  function isEmptyish(el) {
+    return !el.dataset || isEmpty(el) || el.dataset.value === undefined;
   }
 
   // `a / b`; when both are empty for the same reason the reason is shown
