@@ -23,7 +23,8 @@
     window: params.get('window') || '',
     data: null, // the indexed last answer
     prev: null, // the one before, for rates
-    history: new Map(), // key -> [values], sparklines
+    history: new Map(), // key -> {seq, pts}: sparklines
+    seq: 0, // answers of api/series so far
     timer: null
   };
 
@@ -326,18 +327,24 @@
     return el;
   }
 
+  // One point per answer of api/series (a redraw for a view or window
+  // change adds none).
   function remember(key, v) {
     if (!finite(v)) {
       return;
     }
-    var list = st.history.get(key);
-    if (!list) {
-      list = [];
-      st.history.set(key, list);
+    var hist = st.history.get(key);
+    if (!hist) {
+      hist = { seq: -1, pts: [] };
+      st.history.set(key, hist);
     }
-    list.push(v);
-    if (list.length > HISTORY_POINTS) {
-      list.shift();
+    if (hist.seq === st.seq) {
+      return;
+    }
+    hist.seq = st.seq;
+    hist.pts.push(v);
+    if (hist.pts.length > HISTORY_POINTS) {
+      hist.pts.shift();
     }
   }
 
@@ -345,7 +352,7 @@
 
   // Sparkline of a key's history (kept in the page since it was opened).
   function spark(key) {
-    var pts = st.history.get(key) || [];
+    var pts = st.history.has(key) ? st.history.get(key).pts : [];
     var w = 240;
     var ht = 48;
     var svg = document.createElementNS(SVG, 'svg');
@@ -857,6 +864,8 @@
     st.window = chooseWindow();
     body.dataset.view = st.view;
     body.dataset.window = st.window;
+    document.title = 'cxpulse \u00b7 ' + { support: 'Support', growth: 'Growth', retention: 'Retention & CX' }[st.view] +
+      (st.window ? ' ' + st.window : '');
     syncUrl();
     renderNav();
     var main = document.getElementById('view');
@@ -889,6 +898,7 @@
     var x = indexData(d);
     st.prev = st.data;
     st.data = x;
+    st.seq += 1;
     x.values.forEach(function (v, k) {
       if (k.indexOf('_bucket{') < 0) {
         remember(k, v);
