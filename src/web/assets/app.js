@@ -260,7 +260,9 @@
       return 'no ' + (l.experience || '') + ' CSAT answers old enough to judge';
     }
     if (name === 'cxpulse_retention_ratio') return 'no active users in the ' + (l.window || 'window') + ' before';
-    if (name === 'cxpulse_cohort_retention_ratio') return 'no signups in the day-' + l.day + ' cohort';
+    if (name === 'cxpulse_cohort_retention_ratio') {
+      return 'no signups ' + l.day + ' to ' + (Number(l.day) + 1) + ' days ago';
+    }
     return 'no data' + w;
   }
 
@@ -643,10 +645,13 @@
           var ratio = val('cxpulse_conversion_ratio', { window: w, channel: c, stage: s }, 'ratio', 'conv');
           frac = ratio.dataset.value !== undefined ? Math.max(0, Math.min(1, Number(ratio.dataset.value))) : 0;
           if (isEmpty(ratio)) {
-            // No signups: the signup stage's 0 already says it.
+            // No signups: the signup stage's 0 already says it (and no
+            // empty "()" around the hidden reason).
             ratio.classList.add('sr');
+            parts = [users, ratio];
+          } else {
+            parts = [users, h('span', { class: 'muted', text: ' (' }), ratio, h('span', { class: 'muted', text: ')' })];
           }
-          parts = [users, h('span', { class: 'muted', text: ' (' }), ratio, h('span', { class: 'muted', text: ')' })];
         }
         var bar = h('div', { class: 'bar' });
         bar.style.width = (frac * 100).toFixed(1) + '%';
@@ -672,6 +677,23 @@
     });
     root.appendChild(h('table', { class: 'grid growth-grid' }, [h('thead', {}, [head]), h('tbody', {}, rows)]));
     return root;
+  }
+
+  function cohortTile() {
+    var days = ['1', '7', '30'];
+    var els = days.map(function (d) {
+      return val('cxpulse_cohort_retention_ratio', { day: d }, 'ratio');
+    });
+    var main = split(days.map(function (d, i) {
+      return ['D' + d, els[i]];
+    }));
+    var rows = [h('div', { class: 'muted note', text: 'of a day\'s signups, active on day N' })];
+    if (els.every(isEmpty)) {
+      // Three narrow columns of reasons read badly: one line says it.
+      main.classList.add('sr');
+      main = h('div', {}, [h('span', { class: 'v-note', text: 'no signups 1, 7 or 30 days ago yet' }), main]);
+    }
+    return tile('Cohort retention', main, rows);
   }
 
   function retentionView(w) {
@@ -702,9 +724,7 @@
             ' (whole UTC days)'
           : 'computed for whole-day windows (24h, 7d, 30d)' })
       ], seriesKey('cxpulse_retention_ratio', wl)),
-      tile('Cohort retention', split(['1', '7', '30'].map(function (d) {
-        return ['D' + d, val('cxpulse_cohort_retention_ratio', { day: d }, 'ratio')];
-      })), [h('div', { class: 'muted note', text: 'of a day\'s signups, active on day N' })]),
+      cohortTile(),
       tile('NPS ' + w, nps, [
         interval('cxpulse_nps', wl, 'nps', nps),
         kv('promoters / passives / detractors', ['promoter', 'passive', 'detractor'].map(function (c, i) {
