@@ -26,36 +26,28 @@ const APP_CSS: &str = include_str!("assets/app.css");
 
 /// `GET /`: the page.
 pub async fn index() -> Response {
-    (
-        [
-            (header::CONTENT_TYPE, "text/html; charset=utf-8"),
-            (header::CACHE_CONTROL, "no-cache"),
-        ],
-        INDEX_HTML,
-    )
-        .into_response()
+    embedded("text/html; charset=utf-8", INDEX_HTML)
 }
 
 /// `GET /assets/app.js`.
 pub async fn app_js() -> Response {
-    (
-        [
-            (header::CONTENT_TYPE, "text/javascript; charset=utf-8"),
-            (header::CACHE_CONTROL, "no-cache"),
-        ],
-        APP_JS,
-    )
-        .into_response()
+    embedded("text/javascript; charset=utf-8", APP_JS)
 }
 
 /// `GET /assets/app.css`.
 pub async fn app_css() -> Response {
+    embedded("text/css; charset=utf-8", APP_CSS)
+}
+
+/// An embedded file; revalidated on each load, so a new binary's page is
+/// never mixed with an old cached script.
+fn embedded(content_type: &'static str, body: &'static str) -> Response {
     (
         [
-            (header::CONTENT_TYPE, "text/css; charset=utf-8"),
+            (header::CONTENT_TYPE, content_type),
             (header::CACHE_CONTROL, "no-cache"),
         ],
-        APP_CSS,
+        body,
     )
         .into_response()
 }

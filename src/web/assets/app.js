@@ -23,7 +23,8 @@
     window: params.get('window') || '',
     data: null, // the indexed last answer
     prev: null, // the one before, for rates
-    history: new Map(), // key -> [values], sparklines
+    history: new Map(), // key -> {seq, pts}: sparklines
+    seq: 0, // answers of api/series so far
     timer: null
   };
 
@@ -58,7 +59,7 @@
     },
     usd: function (v) {
       var a = Math.abs(v);
-      var digits = a >= 10000 ? 0 : 2;
+      var digits = a >= 1000 ? 0 : 2;
       var s = a.toLocaleString('en-US', {
         minimumFractionDigits: digits,
         maximumFractionDigits: digits
@@ -259,7 +260,9 @@
       return 'no ' + (l.experience || '') + ' CSAT answers old enough to judge';
     }
     if (name === 'cxpulse_retention_ratio') return 'no active users in the ' + (l.window || 'window') + ' before';
-    if (name === 'cxpulse_cohort_retention_ratio') return 'no signups in the day-' + l.day + ' cohort';
+    if (name === 'cxpulse_cohort_retention_ratio') {
+      return 'no signups ' + l.day + ' to ' + (Number(l.day) + 1) + ' days ago';
+    }
     return 'no data' + w;
   }
 
@@ -326,18 +329,24 @@
     return el;
   }
 
+  // One point per answer of api/series (a redraw for a view or window
+  // change adds none).
   function remember(key, v) {
     if (!finite(v)) {
       return;
     }
-    var list = st.history.get(key);
-    if (!list) {
-      list = [];
-      st.history.set(key, list);
+    var hist = st.history.get(key);
+    if (!hist) {
+      hist = { seq: -1, pts: [] };
+      st.history.set(key, hist);
     }
-    list.push(v);
-    if (list.length > HISTORY_POINTS) {
-      list.shift();
+    if (hist.seq === st.seq) {
+      return;
+    }
+    hist.seq = st.seq;
+    hist.pts.push(v);
+    if (hist.pts.length > HISTORY_POINTS) {
+      hist.pts.shift();
     }
   }
 
@@ -345,7 +354,7 @@
 
   // Sparkline of a key's history (kept in the page since it was opened).
   function spark(key) {
-    var pts = st.history.get(key) || [];
+    var pts = st.history.has(key) ? st.history.get(key).pts : [];
     var w = 240;
     var ht = 48;
     var svg = document.createElementNS(SVG, 'svg');
@@ -382,9 +391,11 @@
   }
 
   function tile(title, main, rows, sparkKey, cls) {
+    // A long number gets a smaller size rather than being cut.
+    var long = !isEmptyish(main) && main.textContent.length > 7;
     return h('section', { class: 'tile' + (cls ? ' ' + cls : '') }, [
       h('h2', { text: title }),
-      h('div', { class: 'big' }, [main]),
+      h('div', { class: 'big' + (long ? ' long' : '') }, [main]),
       rows && rows.length ? h('div', { class: 'sub' }, rows) : null,
       sparkKey ? spark(sparkKey) : null
     ]);
@@ -392,6 +403,10 @@
 
   function isEmpty(el) {
     return el.dataset.empty !== undefined;
+  }
+
+  function isEmptyish(el) {
+    return !el.dataset || isEmpty(el) || el.dataset.value === undefined;
   }
 
   // `a / b`; when both are empty for the same reason the reason is shown
@@ -664,6 +679,23 @@
     return root;
   }
 
+  function cohortTile() {
+    var days = ['1', '7', '30'];
+    var els = days.map(function (d) {
+      return val('cxpulse_cohort_retention_ratio', { day: d }, 'ratio');
+    });
+    var main = split(days.map(function (d, i) {
+      return ['D' + d, els[i]];
+    }));
+    var rows = [h('div', { class: 'muted note', text: 'of a day\'s signups, active on day N' })];
+    if (els.every(isEmpty)) {
+      // Three narrow columns of reasons read badly: one line says it.
+      main.classList.add('sr');
+      main = h('div', {}, [h('span', { class: 'v-note', text: 'no signups 1, 7 or 30 days ago yet' }), main]);
+    }
+    return tile('Cohort retention', main, rows);
+  }
+
   function retentionView(w) {
     var wl = { window: w };
     var root = h('div', { class: 'view retention' });
@@ -687,11 +719,12 @@
       ]), [h('div', { class: 'muted note',
         text: 'share of rated contacts whose customer then had no activity for the churn period' })], null, 'wide'),
       tile('Retention ' + w, val('cxpulse_retention_ratio', wl, 'ratio'), [
-        h('div', { class: 'muted note', text: 'active in the previous ' + w + ' and again in the last (whole UTC days)' })
+        h('div', { class: 'muted note', text: windowSeconds(w) % 86400 === 0
+          ? 'of the customers active in the ' + w + ' before, the share active again in the last ' + w +
+            ' (whole UTC days)'
+          : 'computed for whole-day windows (24h, 7d, 30d)' })
       ], seriesKey('cxpulse_retention_ratio', wl)),
-      tile('Cohort retention', split(['1', '7', '30'].map(function (d) {
-        return ['D' + d, val('cxpulse_cohort_retention_ratio', { day: d }, 'ratio')];
-      })), [h('div', { class: 'muted note', text: 'of a day\'s signups, active on day N' })]),
+      cohortTile(),
       tile('NPS ' + w, nps, [
         interval('cxpulse_nps', wl, 'nps', nps),
         kv('promoters / passives / detractors', ['promoter', 'passive', 'detractor'].map(function (c, i) {
@@ -851,6 +884,8 @@
     st.window = chooseWindow();
     body.dataset.view = st.view;
     body.dataset.window = st.window;
+    document.title = 'cxpulse \u00b7 ' + { support: 'Support', growth: 'Growth', retention: 'Retention & CX' }[st.view] +
+      (st.window ? ' ' + st.window : '');
     syncUrl();
     renderNav();
     var main = document.getElementById('view');
@@ -883,6 +918,7 @@
     var x = indexData(d);
     st.prev = st.data;
     st.data = x;
+    st.seq += 1;
     x.values.forEach(function (v, k) {
       if (k.indexOf('_bucket{') < 0) {
         remember(k, v);
@@ -918,8 +954,11 @@
     window.fetch('api/series', { cache: 'no-store', credentials: 'same-origin' })
       .then(function (r) {
         if (!r.ok) {
+          var plain = /^text\/plain/.test(r.headers.get('content-type') || '');
           return r.text().then(function (t) {
-            throw new Error('HTTP ' + r.status + (t ? ': ' + t.trim().slice(0, 200) : ''));
+            // The server's own answers are one plain line ("shutting down").
+            var why = plain && t.trim() ? ': ' + t.trim().slice(0, 200) : ' ' + r.statusText;
+            throw new Error('HTTP ' + r.status + why);
           });
         }
         return r.json();
