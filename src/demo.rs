@@ -149,6 +149,8 @@ fn print_banner(
          \n  metrics                         http://{addr}/metrics\
          \n  health / readiness              http://{addr}/healthz   http://{addr}/readyz\
          \n\nWhat to look at (an event's effect shows once {lateness} of allowed lateness has passed):\
+         \n  the live page in a browser: http://{addr}/?view=support, ?view=growth, ?view=retention\
+         \n  the raw series:\
          \n  curl -s http://{addr}/metrics | grep -E '^cxpulse_(events_total|signups_total|users|active_customers_now|support_open_tickets|csat_ratio|nps)'\
          \n  curl -s http://{addr}/metrics | grep -E '^cxpulse_(consumer_lag|event_to_metric_seconds_(sum|count)|clock_timestamp_seconds|tracked_users)'\
          \n  changed series go to topic `{output}` every {publish}; SLA breaches to the alerts topic.\
