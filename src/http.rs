@@ -1,12 +1,15 @@
-//! The HTTP listener: `/metrics`, `/healthz`, `/readyz`.
+//! The HTTP listener: `/metrics`, `/healthz`, `/readyz`, and the live page
+//! `/` with its JSON `/api/series` and `/assets/...` ([`crate::web`]).
 //!
-//! `/metrics` is the engine's series (rendered by the consumer loop, which
-//! owns the engine) followed by the pipeline's own metrics
-//! ([`crate::telemetry`]); the two sets of names do not overlap. Nothing here
-//! sees configuration values, so no secret can reach a response.
+//! `/metrics` is the engine's series (computed by the consumer loop, which
+//! owns the engine, formatted here) followed by the pipeline's own metrics
+//! ([`crate::telemetry`]); the two sets of names do not overlap.
+//! `/api/series` is the same series as JSON. Nothing here sees configuration
+//! values but the SLA targets (shown on the page), so no secret can reach a
+//! response.
 //!
 //! With a web config ([`crate::web_config`], `--web.config.file`) the
-//! listener speaks TLS and every path (the three above and any 404) asks for
+//! listener speaks TLS and every path (those above and any 404) asks for
 //! basic auth; without one it is plain HTTP, open, exactly as before.
 
 use std::future::Future;
@@ -26,11 +29,14 @@ use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
 use tracing::debug;
 
-use crate::kafka::{LiveState, RenderRequest};
+use crate::config::SlaSection;
+use crate::export::to_prometheus_text;
+use crate::kafka::{LiveState, RenderRequest, Rendered};
 use crate::telemetry;
+use crate::web;
 use crate::web_config::{BasicAuth, WebConfig};
 
-/// How long `/metrics` waits for the consumer loop's rendering.
+/// How long `/metrics` and `/api/series` wait for the consumer loop's series.
 const RENDER_TIMEOUT: Duration = Duration::from_secs(10);
 /// `/healthz` fails when the consumer loop has not turned for this long.
 const STALL_AFTER_MS: i64 = 60_000;
@@ -42,6 +48,8 @@ pub struct HttpState {
     pub live: Arc<LiveState>,
     /// `/readyz` fails while the summed consumer lag is above this.
     pub ready_max_lag: u64,
+    /// The SLA targets (config `sla`), shown on the support wallboard.
+    pub sla: SlaSection,
 }
 
 pub fn router(state: HttpState) -> Router {
@@ -49,7 +57,20 @@ pub fn router(state: HttpState) -> Router {
         .route("/metrics", get(metrics))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
+        .route("/api/series", get(api_series))
+        .route("/", get(web::index))
+        .route("/assets/app.js", get(web::app_js))
+        .route("/assets/app.css", get(web::app_css))
         .with_state(state)
+}
+
+/// The router with the basic auth of `web`, if any (TLS is the listener's).
+pub fn app(state: HttpState, web: &WebConfig) -> Router {
+    let app = router(state);
+    match &web.auth {
+        Some(auth) => app.layer(middleware::from_fn_with_state(auth.clone(), basic_auth)),
+        None => app,
+    }
 }
 
 /// Serves until `stop` completes, with the TLS and basic auth of `web`
@@ -60,10 +81,7 @@ pub async fn serve(
     web: &WebConfig,
     stop: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let mut app = router(state);
-    if let Some(auth) = &web.auth {
-        app = app.layer(middleware::from_fn_with_state(auth.clone(), basic_auth));
-    }
+    let app = app(state, web);
     match &web.tls {
         None => {
             axum::serve(listener, app)
@@ -177,23 +195,29 @@ impl axum::serve::Listener for TlsListener {
     }
 }
 
-async fn metrics(State(s): State<HttpState>) -> Response {
+/// The engine's series from the consumer loop, or the answer to give instead.
+async fn rendered(s: &HttpState) -> Result<Rendered, Response> {
     let (tx, rx) = oneshot::channel();
     if s.render.send(RenderRequest { reply: tx }).await.is_err() {
-        return (StatusCode::SERVICE_UNAVAILABLE, "shutting down\n").into_response();
+        return Err((StatusCode::SERVICE_UNAVAILABLE, "shutting down\n").into_response());
     }
-    let engine_text = match tokio::time::timeout(RENDER_TIMEOUT, rx).await {
-        Ok(Ok(text)) => text,
-        Ok(Err(_)) => return (StatusCode::SERVICE_UNAVAILABLE, "shutting down\n").into_response(),
-        Err(_) => {
-            return (
-                StatusCode::SERVICE_UNAVAILABLE,
-                "the consumer loop did not answer in time\n",
-            )
-                .into_response();
-        }
+    match tokio::time::timeout(RENDER_TIMEOUT, rx).await {
+        Ok(Ok(r)) => Ok(r),
+        Ok(Err(_)) => Err((StatusCode::SERVICE_UNAVAILABLE, "shutting down\n").into_response()),
+        Err(_) => Err((
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the consumer loop did not answer in time\n",
+        )
+            .into_response()),
+    }
+}
+
+async fn metrics(State(s): State<HttpState>) -> Response {
+    let r = match rendered(&s).await {
+        Ok(r) => r,
+        Err(resp) => return resp,
     };
-    let mut body = engine_text;
+    let mut body = to_prometheus_text(&r.families);
     body.push_str(&telemetry::metrics().render());
     (
         [(
@@ -205,11 +229,39 @@ async fn metrics(State(s): State<HttpState>) -> Response {
         .into_response()
 }
 
+async fn api_series(State(s): State<HttpState>) -> Response {
+    let r = match rendered(&s).await {
+        Ok(r) => r,
+        Err(resp) => return resp,
+    };
+    let pipeline = telemetry::metrics().samples();
+    let body = web::series_json(&web::SeriesInput {
+        families: &r.families,
+        clock_ms: r.clock_ms,
+        wall_ms: wall_ms(),
+        ready: s.live.readiness(s.ready_max_lag),
+        pipeline: &pipeline,
+        sla: &s.sla,
+    });
+    (
+        [
+            (header::CONTENT_TYPE, "application/json"),
+            (header::CACHE_CONTROL, "no-store"),
+        ],
+        body.to_string(),
+    )
+        .into_response()
+}
+
+fn wall_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
 async fn healthz(State(s): State<HttpState>) -> Response {
     let beat = s.live.heartbeat_ms();
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64);
+    let now = wall_ms();
     if beat != 0 && now - beat > STALL_AFTER_MS {
         return (
             StatusCode::SERVICE_UNAVAILABLE,

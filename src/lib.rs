@@ -25,6 +25,7 @@
 //! - [`replay`]: `cxpulse replay`, the engine over NDJSON files.
 //! - [`gen`]: `cxpulse gen`, a deterministic generator of exchange traffic.
 //! - [`kafka`], [`http`], [`run`], [`demo`], [`telemetry`]: the live service (adapters).
+//! - [`web`]: the live page at `/` and its JSON, `/api/series` (docs/live-page.md).
 //! - [`web_config`]: TLS and basic auth of the HTTP listener (`--web.config.file`).
 
 pub mod checkpoint;
@@ -41,4 +42,5 @@ pub mod replay;
 pub mod run;
 pub mod state;
 pub mod telemetry;
+pub mod web;
 pub mod web_config;

@@ -110,6 +110,7 @@ pub async fn serve(
         render: render_tx,
         live: live.clone(),
         ready_max_lag: cfg.http.ready_max_lag,
+        sla: cfg.sla.clone(),
     };
     let http_task = tokio::spawn(async move {
         http::serve(listener, state, &web, async move {

@@ -9,7 +9,8 @@
 //! - Its other jobs are refused: no credentials and a wrong password get 401,
 //!   no CA fails certificate verification, plain HTTP to the TLS port fails,
 //!   no client certificate fails against `RequireAndVerifyClientCert`.
-//! - A rustls client checks every path (`/metrics`, `/healthz`, `/readyz`,
+//! - A rustls client checks every path (`/metrics`, `/healthz`, `/readyz`, the
+//!   live page `/` and its `/api/series`,
 //!   an unknown one) answers 401 with a `WWW-Authenticate: Basic` challenge
 //!   without credentials, 200 with them; a bcrypt verification is paid once
 //!   (cached afterwards; both times printed).
@@ -202,7 +203,14 @@ fn prometheus_scrapes_over_tls_with_basic_auth_and_everyone_else_is_refused() {
 
     // 2. Without credentials, with a wrong password or an unknown user:
     //    401 on every path, with the challenge; no answer leaks a series.
-    for path in ["/metrics", "/healthz", "/readyz", "/no-such-path"] {
+    for path in [
+        "/metrics",
+        "/healthz",
+        "/readyz",
+        "/",
+        "/api/series",
+        "/no-such-path",
+    ] {
         for (who, auth) in [
             ("no credentials", None),
             ("wrong password", Some((USER, "not-the-password"))),

@@ -73,5 +73,5 @@ pub mod publish;
 pub mod state_store;
 
 pub use live::LiveState;
-pub use pipeline::{RenderRequest, ShutdownReport};
+pub use pipeline::{RenderRequest, Rendered, ShutdownReport};
 pub use state_store::{Claim, SaveStats, StateStore, StoredSnapshot};

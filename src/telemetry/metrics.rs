@@ -326,6 +326,11 @@ impl PipelineMetrics {
         h.1.clone()
     }
 
+    /// Every pipeline metric as samples (see [`samples`]).
+    pub fn samples(&self) -> Vec<crate::export::Sample> {
+        samples(&self.registry.gather())
+    }
+
     /// The Prometheus text exposition of every pipeline metric.
     pub fn render(&self) -> String {
         let mut buf = Vec::new();
@@ -334,6 +339,49 @@ impl PipelineMetrics {
         }
         String::from_utf8(buf).unwrap_or_default()
     }
+}
+
+/// The pipeline metrics as samples of the export model (for `/api/series`):
+/// counters and gauges by their value, histograms and summaries by their
+/// `_sum` and `_count` (no buckets); non-finite values are left out.
+pub fn samples(families: &[prometheus::proto::MetricFamily]) -> Vec<crate::export::Sample> {
+    use prometheus::proto::MetricType;
+    let mut out = Vec::new();
+    for mf in families {
+        let name = mf.name();
+        for m in mf.get_metric() {
+            let labels: Vec<(String, String)> = m
+                .get_label()
+                .iter()
+                .map(|l| (l.name().to_string(), l.value().to_string()))
+                .collect();
+            let mut push = |name: String, value: f64| {
+                if value.is_finite() {
+                    out.push(crate::export::Sample {
+                        name,
+                        labels: labels.clone(),
+                        value,
+                    });
+                }
+            };
+            match mf.get_field_type() {
+                MetricType::COUNTER => push(name.to_string(), m.get_counter().value()),
+                MetricType::GAUGE => push(name.to_string(), m.get_gauge().value()),
+                MetricType::HISTOGRAM => {
+                    let h = m.get_histogram();
+                    push(format!("{name}_sum"), h.get_sample_sum());
+                    push(format!("{name}_count"), h.get_sample_count() as f64);
+                }
+                MetricType::SUMMARY => {
+                    let s = m.get_summary();
+                    push(format!("{name}_sum"), s.sample_sum());
+                    push(format!("{name}_count"), s.sample_count() as f64);
+                }
+                MetricType::UNTYPED => {}
+            }
+        }
+    }
+    out
 }
 
 /// Registers a newly made metric in `registry` and returns it. Both steps

@@ -18,6 +18,8 @@
 //! - [`fleet`]: several instances in one group: a topic dumped per
 //!   partition ([`dump_partitions`]), the records so far ([`Produced`]), [`sum_series`],
 //!   [`owned_partitions`], [`fold_output`], [`scrape_at_equal_clocks`];
+//! - [`browser`]: [`Browser`], headless chromium over the DevTools pipe
+//!   (DOM, console errors, screenshots);
 //! - [`tools`]: where `cxpulse`, tansu, promtool, Prometheus and the deploy
 //!   validators are.
 //!
@@ -28,6 +30,7 @@
 #![allow(dead_code, unused_imports)]
 
 pub mod broker;
+pub mod browser;
 pub mod config;
 pub mod fleet;
 pub mod input;
@@ -38,6 +41,7 @@ pub mod tools;
 pub mod web;
 
 pub use broker::*;
+pub use browser::*;
 pub use config::*;
 pub use fleet::*;
 pub use input::*;

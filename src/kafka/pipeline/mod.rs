@@ -3,9 +3,10 @@
 //! the checkpoint semantics it keeps are in [`crate::kafka`].
 //!
 //! One task owns the engine (plain single-threaded data) and everything that
-//! touches it. `/metrics` asks this task for a rendering through a channel,
-//! so a scrape always sees every effect applied so far and never races an
-//! update; rendering costs a few ms per million users, once per scrape.
+//! touches it. `/metrics` and `/api/series` ask this task for the engine's
+//! series through a channel, so a scrape always sees every effect applied so
+//! far and never races an update; computing them costs a few ms per million
+//! users, once per scrape (the text or JSON is formatted in the HTTP task).
 //!
 //! [`run`] is a `select!` over what can happen next; each part lives apart:
 //!
@@ -58,9 +59,17 @@ use crate::engine::Engine;
 use crate::event::Millis;
 use crate::telemetry;
 
-/// `/metrics` asks the loop for the engine's series as Prometheus text.
+/// `/metrics` and `/api/series` ask the loop for the engine's series; the
+/// HTTP task formats them (text or JSON), off the loop.
 pub struct RenderRequest {
-    pub reply: oneshot::Sender<String>,
+    pub reply: oneshot::Sender<Rendered>,
+}
+
+/// The engine's series at one instant, and that instant.
+pub struct Rendered {
+    pub families: Vec<crate::export::Family>,
+    /// The engine's clock T in ms; `None` before any event.
+    pub clock_ms: Option<Millis>,
 }
 
 /// How the shutdown went; clean when `problems` is empty.

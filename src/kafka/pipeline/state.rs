@@ -15,12 +15,11 @@ use super::checkpointing::CheckpointDone;
 use super::clients::Clients;
 use super::dead_letters::{DeadLetterDone, DeadLetterPolicy, Paused};
 use super::handover::{Moves, SharedEngine, lock_engine};
-use super::{LATENCY_TRACK_CAP, RenderRequest, wall_ms};
+use super::{LATENCY_TRACK_CAP, RenderRequest, Rendered, wall_ms};
 use crate::checkpoint::CheckpointStore;
 use crate::config::Config;
 use crate::engine::Engine;
 use crate::event::{Decoder, Millis};
-use crate::export::to_prometheus_text;
 use crate::kafka::context::{ConsumerCtx, ProducerCtx};
 use crate::kafka::fleet::{self, FleetTotals};
 use crate::kafka::latency::LatencyTracker;
@@ -342,11 +341,11 @@ impl Loop {
 
     pub fn render(&mut self, req: RenderRequest) {
         let m = telemetry::metrics();
-        let families = {
+        let (families, clock_ms) = {
             let engine = self.engine();
             m.pending_events.set(engine.pending_events() as i64);
             m.engine_state_bytes.set(engine.state_bytes() as i64);
-            engine.families()
+            (engine.families(), engine.clock())
         };
         // The export guard counts process-wide; the counter follows it.
         let dropped = crate::export::non_finite_dropped();
@@ -354,7 +353,7 @@ impl Loop {
         if dropped > shown {
             m.engine_non_finite_values.inc_by(dropped - shown);
         }
-        let _ = req.reply.send(to_prometheus_text(&families));
+        let _ = req.reply.send(Rendered { families, clock_ms });
     }
 }
 
