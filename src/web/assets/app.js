@@ -609,7 +609,7 @@
         kv('spend', [derived(spend.key, spend.v, 'usd', none)]),
         kv('first deposits', [derived(acq.key, acq.v, 'count', none)])
       ]),
-      tile('Referral k-factor ' + w, kf, [
+      tile('K-factor ' + w, kf, [
         kv('signups referred', [val('cxpulse_referral_signup_share_ratio', wl, 'ratio')]),
         kv('invites converting', [val('cxpulse_referral_invite_conversion_ratio', wl, 'ratio')])
       ], seriesKey('cxpulse_referral_k_factor', wl)),
