@@ -26,6 +26,39 @@ impl Dedup {
         matches!(self.seen.get(&fp), Some(&ts) if ts >= horizon_start)
     }
 
+    /// [`contains`](Self::contains) and then, unless it is a duplicate and
+    /// if `admit`, [`insert`](Self::insert), in one probe of the map. Returns
+    /// whether `fp` is a duplicate: accepted with an event time at or after
+    /// `horizon_start` (`None`: nothing is a duplicate yet); then nothing changes.
+    #[inline]
+    pub fn check_insert(
+        &mut self,
+        fp: u128,
+        horizon_start: Option<Millis>,
+        ts: Millis,
+        admit: bool,
+    ) -> bool {
+        use std::collections::hash_map::Entry;
+        match self.seen.entry(fp) {
+            Entry::Occupied(mut e) => {
+                if horizon_start.is_some_and(|h| *e.get() >= h) {
+                    return true;
+                }
+                if admit {
+                    e.insert(ts);
+                    self.order.push_back((ts, fp));
+                }
+            }
+            Entry::Vacant(e) => {
+                if admit {
+                    e.insert(ts);
+                    self.order.push_back((ts, fp));
+                }
+            }
+        }
+        false
+    }
+
     pub fn insert(&mut self, fp: u128, ts: Millis) {
         self.seen.insert(fp, ts);
         self.order.push_back((ts, fp));
@@ -105,5 +138,25 @@ mod tests {
         assert!(!d.contains(a, 1_001));
         d.expire(2_000);
         assert!(d.is_empty());
+    }
+
+    #[test]
+    fn check_insert_decides_as_contains_then_insert() {
+        let mut d = Dedup::default();
+        let (a, b) = (Dedup::fingerprint("a"), Dedup::fingerprint("b"));
+        // No clock yet: nothing is a duplicate; a refused id is not remembered.
+        assert!(!d.check_insert(a, None, 1_000, false));
+        assert!(d.is_empty());
+        assert!(!d.check_insert(a, None, 1_000, true));
+        assert!(d.contains(a, 1_000));
+        // Within the horizon: a duplicate, and its time stays.
+        assert!(d.check_insert(a, Some(1_000), 5_000, true));
+        assert!(!d.contains(a, 1_001));
+        // Past the horizon: accepted again at its new time.
+        assert!(!d.check_insert(a, Some(1_001), 5_000, true));
+        assert!(d.contains(a, 5_000));
+        assert!(!d.check_insert(b, Some(1_001), 6_000, false));
+        assert!(!d.contains(b, 0));
+        assert_eq!(d.order.len(), 2);
     }
 }
