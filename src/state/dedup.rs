@@ -67,17 +67,22 @@ impl Dedup {
     /// Forgets ids accepted with event time before `horizon_start`. Acceptance
     /// order is event order up to the allowed lateness, so a few may stay a
     /// little longer; [`contains`](Self::contains) still checks their time.
+    ///
+    /// The expiry queue is trimmed here; the map only when it holds a quarter
+    /// more ids than the queue, in one pass (cheaper than a probe per
+    /// expired id). An id left in the map past its horizon is never a
+    /// duplicate (`horizon_start` only grows: it follows the partition clock)
+    /// and is overwritten when seen again, so nothing a caller sees changes.
     pub fn expire(&mut self, horizon_start: Millis) {
-        while let Some(&(ts, fp)) = self.order.front() {
+        while let Some(&(ts, _)) = self.order.front() {
             if ts >= horizon_start {
                 break;
             }
             self.order.pop_front();
-            if let std::collections::hash_map::Entry::Occupied(e) = self.seen.entry(fp)
-                && *e.get() == ts
-            {
-                e.remove();
-            }
+        }
+        let held = self.order.len();
+        if self.seen.len() > held + held / 4 + 64 {
+            self.seen.retain(|_, ts| *ts >= horizon_start);
         }
     }
 
@@ -86,12 +91,13 @@ impl Dedup {
         self.seen.capacity() * (16 + 8 + 1) + self.order.capacity() * 24
     }
 
+    /// Ids in the expiry queue (some may be there twice, accepted again past their horizon).
     pub fn len(&self) -> usize {
-        self.seen.len()
+        self.order.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.seen.is_empty()
+        self.order.is_empty()
     }
 }
 
@@ -138,6 +144,25 @@ mod tests {
         assert!(!d.contains(a, 1_001));
         d.expire(2_000);
         assert!(d.is_empty());
+    }
+
+    #[test]
+    fn the_map_is_trimmed_in_one_pass_and_decides_as_before() {
+        let mut d = Dedup::default();
+        // One id a second over 1000 s, a horizon of 100 s: ids older than
+        // the horizon are never duplicates, whether or not the map still holds them.
+        for s in 0..1_000i64 {
+            let ts = s * 1_000;
+            let horizon = ts - 100_000;
+            assert!(!d.check_insert(Dedup::fingerprint(&s.to_string()), Some(horizon), ts, true));
+            d.expire(horizon);
+            assert!(d.seen.len() <= d.order.len() + d.order.len() / 4 + 64 + 1);
+            assert_eq!(d.len(), 101.min(s as usize + 1));
+            let back = |k: i64| d.contains(Dedup::fingerprint(&k.to_string()), horizon);
+            assert!(back(s) && back((s - 100).max(0)));
+            assert!(s < 101 || !back(s - 101));
+        }
+        assert!(d.seen.len() < 200);
     }
 
     #[test]

@@ -45,11 +45,11 @@ pub(super) fn fill<'a>(raw: &mut RawEvent<'a>, bytes: &'a [u8]) -> Option<()> {
         s.i += 1;
     } else {
         loop {
-            let key = s.string()?;
+            let key = s.key()?;
             s.ws();
             s.eat(b':')?;
             s.ws();
-            match Field::parse(key) {
+            match key {
                 Some(f) => *raw.slot(f) = s.value()?,
                 None => s.skip_value()?,
             }
@@ -134,6 +134,46 @@ impl<'a> Scan<'a> {
         let s = self.text.get(start..self.i)?;
         self.i += 1;
         Some(s)
+    }
+
+    /// An object key: the canonical field it names, or `None` for another
+    /// key. A canonical name followed by its closing quote is recognised in
+    /// place (what [`Self::string`] then [`Field::parse`] would conclude);
+    /// any other key is read as a string.
+    #[inline(always)]
+    fn key(&mut self) -> Option<Option<Field>> {
+        let rest = self.b.get(self.i + 1..).unwrap_or_default();
+        let named = |name: &[u8], f: Field| rest.starts_with(name).then_some((f, name.len()));
+        let known = match rest.first() {
+            Some(b'e') => named(b"event_id\"", Field::EventId),
+            Some(b't') => named(b"type\"", Field::Type)
+                .or_else(|| named(b"ts\"", Field::Ts))
+                .or_else(|| named(b"ticket_id\"", Field::TicketId)),
+            Some(b'u') => named(b"user_id\"", Field::UserId),
+            Some(b'n') => {
+                named(b"notional_usd\"", Field::NotionalUsd).or_else(|| named(b"nps\"", Field::Nps))
+            }
+            Some(b'f') => named(b"fee_usd\"", Field::FeeUsd),
+            Some(b'a') => named(b"amount_usd\"", Field::AmountUsd)
+                .or_else(|| named(b"action\"", Field::Action)),
+            Some(b'c') => named(b"channel\"", Field::Channel)
+                .or_else(|| named(b"campaign\"", Field::Campaign))
+                .or_else(|| named(b"country\"", Field::Country))
+                .or_else(|| named(b"csat\"", Field::Csat))
+                .or_else(|| named(b"ces\"", Field::Ces)),
+            Some(b'r') => named(b"referrer_id\"", Field::ReferrerId)
+                .or_else(|| named(b"reward_usd\"", Field::RewardUsd)),
+            Some(b'p') => named(b"priority\"", Field::Priority),
+            _ => None,
+        };
+        match known {
+            // The opening quote must be there too (`rest` starts after it).
+            Some((f, len)) if self.peek() == Some(b'"') => {
+                self.i += 1 + len;
+                Some(Some(f))
+            }
+            _ => Some(Field::parse(self.string()?)),
+        }
     }
 
     /// A canonical field's value, as `NullableRaw` reads it.
@@ -271,6 +311,38 @@ mod tests {
         }
         // The fast path is the common case (the generator's invalid lines aside).
         assert!(read >= 19_900, "{read}");
+    }
+
+    #[test]
+    fn keys_read_in_place_are_what_string_then_parse_read() {
+        let mut names: Vec<String> = Field::ALL.iter().map(|f| f.as_str().to_owned()).collect();
+        // Prefixes, extensions and near misses of the names.
+        for f in Field::ALL {
+            let n = f.as_str();
+            names.push(n[..n.len() - 1].to_owned());
+            names.push(format!("{n}x"));
+            names.push(format!("{n}_"));
+            names.push(n.to_uppercase());
+        }
+        for n in names {
+            let text = format!("\"{n}\":1");
+            let mut s = Scan {
+                text: &text,
+                b: text.as_bytes(),
+                i: 0,
+            };
+            assert_eq!(s.key(), Some(Field::parse(&n)), "{n}");
+            assert_eq!(s.peek(), Some(b':'), "{n}");
+        }
+        // Cut short: no key.
+        for text in ["", "\"", "\"ts", "\"event_id"] {
+            let mut s = Scan {
+                text,
+                b: text.as_bytes(),
+                i: 0,
+            };
+            assert_eq!(s.key(), None, "{text}");
+        }
     }
 
     #[test]
