@@ -210,6 +210,7 @@ impl<'a> Scan<'a> {
 
     /// A non-negative number without exponent: `0` or `[1-9][0-9]*`, then
     /// optionally `.` and at least one digit.
+    #[inline(always)]
     fn number(&mut self) -> Option<Raw<'a>> {
         let mut sig: u64 = 0;
         let mut digits = 0;
