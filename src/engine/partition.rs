@@ -132,17 +132,24 @@ impl Partition {
         prm: &Params,
         alerts: &mut Vec<BreachAlert>,
     ) {
+        // The next timer's instant, peeked again only when the heap changed.
+        let next_timer = |timers: &CowHeap<Reverse<Timer>>| timers.peek().map(|t| t.0.instant);
+        let mut tm = next_timer(&self.timers);
         loop {
             let ev = self.pending.peek_ts();
-            let tm = self.timers.peek().map(|t| t.0.instant);
             match (ev, tm) {
                 (Some(e), t) if e <= through && t.is_none_or(|t| e <= t) => {
                     let p = self.pending.pop().expect("peeked");
+                    let timers = self.timers.len();
                     self.apply(p, prm);
+                    if self.timers.len() != timers {
+                        tm = next_timer(&self.timers);
+                    }
                 }
                 (_, Some(t)) if t <= through => {
                     let Reverse(timer) = self.timers.pop().expect("peeked");
                     self.fire(timer, now, prm, alerts);
+                    tm = next_timer(&self.timers);
                 }
                 _ => break,
             }
