@@ -198,7 +198,13 @@ fn every_kind_of_bad_reference_is_refused_with_its_error() {
         ),
         (
             dangling("timer's user", big as u64, users),
-            Box::new(timer(BASE, TimerKind::Churn(big))),
+            Box::new(timer(
+                BASE,
+                TimerKind::PostSupport {
+                    user: big,
+                    negative: true,
+                },
+            )),
         ),
         (
             dangling("timer's ticket", tickets as u64 + 1, tickets),
@@ -206,7 +212,13 @@ fn every_kind_of_bad_reference_is_refused_with_its_error() {
         ),
         (
             out_of_range("timer instant", &i64::MAX.to_string()),
-            Box::new(timer(i64::MAX, TimerKind::Churn(0))),
+            Box::new(timer(
+                i64::MAX,
+                TimerKind::PostSupport {
+                    user: 0,
+                    negative: false,
+                },
+            )),
         ),
         (
             in_p0(SnapshotError::Dangling {
