@@ -246,7 +246,7 @@ impl Partition {
             PendingBody::Trade { user, fee } => {
                 let u = self.users.get_mut(user);
                 scan::trade(u, b);
-                f.acquisition.trade(u.channel, b, fee);
+                f.acquisition.trade(u.channel(), b, fee);
                 self.activity(user, ts, prm);
             }
             PendingBody::Invite => f.acquisition.invite(b),
@@ -289,7 +289,7 @@ impl Partition {
         let was_customer = u.is_customer();
         self.families.retention.on_activity(u, ts, prm);
         scan::activity(u, was_customer, ts, prm);
-        let due = u.last_activity + prm.inactivity;
+        let due = u.last_activity() + prm.inactivity;
         self.churn.activity(user, due);
     }
 

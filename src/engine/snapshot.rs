@@ -25,7 +25,7 @@ use crate::state::dedup::Dedup;
 use crate::state::params::Params;
 use crate::state::registry::ChannelRegistry;
 use crate::state::tickets::{Decision, Ticket, Tickets};
-use crate::state::users::{Arena, Cold, User, Users};
+use crate::state::users::{Arena, Cold, MAX_USER_CHANNEL, MAX_USER_DAY, User, Users};
 
 /// An empty buffer of `capacity` bytes with every page already touched, for
 /// [`Engine::snapshot_into`]: prepared off the thread that owns the engine,
@@ -321,17 +321,17 @@ fn write_users<A, L, C>(
     w.len(list.0);
     for piece in list.1 {
         for u in piece.iter() {
-            w.i64(u.signup);
-            w.i64(u.last_activity);
+            w.i64(u.signup());
+            w.i64(u.last_activity());
             w.u64(u.days_bits);
             w.u32(u.first_deposit);
             w.u32(u.first_trade);
             w.u32(u.prev_activity_bucket);
-            w.u32(u.days_anchor);
+            w.u32(u.days_anchor());
             w.u32(u.id_off);
             w.u8(u.id_len);
             w.u8(u.flags);
-            w.u32(u.channel as u32);
+            w.u32(u.channel() as u32);
         }
     }
     w.len(cold.0);
@@ -470,6 +470,27 @@ fn write_tail(w: &mut W, p: &Partition) {
     w.u64(p.tickets.untracked);
 }
 
+/// A user's channel id as read: within what a [`User`] holds (a registry
+/// has at most 1002 ids; the registry check comes later).
+fn user_channel(v: u32) -> Result<u16, SnapshotError> {
+    u16::try_from(v)
+        .ok()
+        .filter(|&c| c <= MAX_USER_CHANNEL)
+        .ok_or(SnapshotError::Invalid("channel"))
+}
+
+/// A user's day index as read (at most [`MAX_USER_DAY`], in the year 13453).
+fn user_day(v: u32) -> Result<u32, SnapshotError> {
+    if v <= MAX_USER_DAY {
+        Ok(v)
+    } else {
+        Err(SnapshotError::OutOfRange {
+            what: "user day index",
+            value: v.to_string(),
+        })
+    }
+}
+
 fn read_partition(r: &mut R<'_>, version: u8) -> Result<Partition, SnapshotError> {
     let mut p = Partition::default();
     let arena = Arena::from_slice(r.bytes()?);
@@ -479,19 +500,30 @@ fn read_partition(r: &mut R<'_>, version: u8) -> Result<Partition, SnapshotError
         ..Default::default()
     };
     for _ in 0..n {
-        let u = User {
-            signup: r.i64()?,
-            last_activity: r.i64()?,
-            days_bits: r.u64()?,
-            first_deposit: r.u32()?,
-            first_trade: r.u32()?,
-            prev_activity_bucket: r.u32()?,
-            days_anchor: r.u32()?,
-            id_off: r.u32()?,
-            id_len: r.u8()?,
-            flags: r.u8()?,
-            channel: u16::try_from(r.u32()?).map_err(|_| SnapshotError::Invalid("channel"))?,
-        };
+        let (signup, last) = (r.i64()?, r.i64()?);
+        for (what, t) in [
+            ("user signup time", signup),
+            ("user last activity time", last),
+        ] {
+            if !User::holds_time(t) {
+                return Err(SnapshotError::OutOfRange {
+                    what,
+                    value: t.to_string(),
+                });
+            }
+        }
+        let mut u = User::default();
+        u.set_signup(signup);
+        u.set_last_activity(last);
+        u.days_bits = r.u64()?;
+        u.first_deposit = r.u32()?;
+        u.first_trade = r.u32()?;
+        u.prev_activity_bucket = r.u32()?;
+        u.set_days_anchor(user_day(r.u32()?)?);
+        u.id_off = r.u32()?;
+        u.id_len = r.u8()?;
+        u.flags = r.u8()?;
+        u.set_channel(user_channel(r.u32()?)?);
         users.list.push(u);
     }
     let n = r.len(14)?;
@@ -500,8 +532,8 @@ fn read_partition(r: &mut R<'_>, version: u8) -> Result<Partition, SnapshotError
             id_off: r.u32()?,
             id_len: r.u8()?,
             flags: r.u8()?,
-            channel: u16::try_from(r.u32()?).map_err(|_| SnapshotError::Invalid("channel"))?,
-            last_seen_day: r.u32()?,
+            channel: user_channel(r.u32()?)?,
+            last_seen_day: user_day(r.u32()?)?,
         };
         users.cold.push(c);
     }

@@ -154,7 +154,7 @@ impl ChurnQueue {
         for chunk in users.list.slices() {
             for u in chunk {
                 if u.is_customer() && u.flags & (F_CHURNED | F_FREE) == 0 {
-                    let due = u.last_activity + inact;
+                    let due = u.last_activity() + inact;
                     if due > from && due <= to {
                         self.due.push((due, i));
                     }
@@ -232,7 +232,7 @@ impl State {
         let u = users.get_mut(user);
         if u.is_customer()
             && u.flags & (F_CHURNED | F_FREE) == 0
-            && u.last_activity + prm.inactivity == at
+            && u.last_activity() + prm.inactivity == at
         {
             u.flags |= F_CHURNED;
             self.churn.at(prm.bucket_of(at)).churned += 1.0;
@@ -244,7 +244,7 @@ impl State {
         match timer {
             Timer::PostSupport { user, negative } => {
                 let s = at - prm.inactivity;
-                let churned = users.list[user as usize].last_activity <= s;
+                let churned = users.list[user as usize].last_activity() <= s;
                 let ps = self.post_support.at(prm.bucket_of(s));
                 let (n, c) = if negative {
                     (&mut ps.negative, &mut ps.negative_churned)
