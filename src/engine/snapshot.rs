@@ -25,7 +25,9 @@ use crate::state::dedup::Dedup;
 use crate::state::params::Params;
 use crate::state::registry::ChannelRegistry;
 use crate::state::tickets::{Decision, Ticket, Tickets};
-use crate::state::users::{Arena, Cold, MAX_USER_CHANNEL, MAX_USER_DAY, User, Users};
+use crate::state::users::{
+    Arena, Cold, MAX_USER_CHANNEL, MAX_USER_DAY, User, UserList, Users,
+};
 
 /// An empty buffer of `capacity` bytes with every page already touched, for
 /// [`Engine::snapshot_into`]: prepared off the thread that owns the engine,
@@ -667,7 +669,7 @@ pub struct FrozenPartition {
     /// Header, counts, registry.
     head: Vec<u8>,
     arena: Arena,
-    list: Chunked<User>,
+    list: UserList,
     cold: Chunked<Cold>,
     /// From the users' forgotten counts to the reorder buffer.
     middle: Vec<u8>,
