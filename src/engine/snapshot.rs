@@ -25,9 +25,7 @@ use crate::state::dedup::Dedup;
 use crate::state::params::Params;
 use crate::state::registry::ChannelRegistry;
 use crate::state::tickets::{Decision, Ticket, Tickets};
-use crate::state::users::{
-    Arena, Cold, MAX_USER_CHANNEL, MAX_USER_DAY, User, UserList, Users,
-};
+use crate::state::users::{Arena, Cold, MAX_USER_CHANNEL, MAX_USER_DAY, User, UserList, Users};
 
 /// An empty buffer of `capacity` bytes with every page already touched, for
 /// [`Engine::snapshot_into`]: prepared off the thread that owns the engine,

@@ -1,4 +1,4 @@
-//! Per-user state, compact: one 48-byte [`User`] per tracked user plus its id
+//! Per-user state, compact: one 42-byte [`User`] per tracked user plus its id
 //! bytes in an arena and a 4-byte slot in an index table.
 //!
 //! Users past every horizon are *compacted* into a 12-byte [`Cold`] record
@@ -333,13 +333,7 @@ fn slot_span(list: &UserList, cold: &Chunked<Cold>, slot: u32) -> std::ops::Rang
 }
 
 /// Whether the id of an index slot is `id`.
-fn slot_is(
-    arena: &Arena,
-    list: &UserList,
-    cold: &Chunked<Cold>,
-    slot: u32,
-    id: &[u8],
-) -> bool {
+fn slot_is(arena: &Arena, list: &UserList, cold: &Chunked<Cold>, slot: u32, id: &[u8]) -> bool {
     let span = slot_span(list, cold, slot);
     span.len() == id.len() && arena.range_eq(span.start, id)
 }
