@@ -188,21 +188,21 @@ impl Engine {
             part.counts.add(ty, Outcome::Invalid);
             return Outcome::Invalid;
         }
+        // Duplicate first, then late: one probe of the dedup map decides
+        // both and admits the id when neither.
         let fp = Dedup::fingerprint(&ev.event_id);
-        if let Some(t) = part.clock {
-            if part
-                .dedup
-                .contains(fp, t.saturating_sub(self.prm.dedup_horizon))
-            {
-                part.counts.add(ty, Outcome::Duplicate);
-                return Outcome::Duplicate;
-            }
-            if ev.ts < t.saturating_sub(self.prm.lateness) {
-                part.counts.add(ty, Outcome::Late);
-                return Outcome::Late;
-            }
+        let horizon = part.clock.map(|t| t.saturating_sub(self.prm.dedup_horizon));
+        let late = part
+            .clock
+            .is_some_and(|t| ev.ts < t.saturating_sub(self.prm.lateness));
+        if part.dedup.check_insert(fp, horizon, ev.ts, !late) {
+            part.counts.add(ty, Outcome::Duplicate);
+            return Outcome::Duplicate;
         }
-        part.dedup.insert(fp, ev.ts);
+        if late {
+            part.counts.add(ty, Outcome::Late);
+            return Outcome::Late;
+        }
         part.seq += 1;
         // Moving the clock first applies what became final, and runs the
         // day's sweep, before the event's ids are admitted (users compacted
@@ -218,9 +218,15 @@ impl Engine {
             let now = self.clock.unwrap_or(to);
             advance_partition(part, to, now, &self.prm, &mut self.alerts);
         }
-        let may_user = self.may_create_user(partition, ev);
-        let may_ticket = self.may_create_ticket();
-        let part = self.parts.entry(partition).or_default();
+        // Without hard caps every id may be created (and the partition
+        // found above is still the one to use: no second lookup).
+        let (mut may_user, mut may_ticket) = (true, true);
+        let mut part = part;
+        if self.prm.hard_max_tracked_users > 0 || self.prm.max_tracked_tickets > 0 {
+            may_user = self.may_create_user(partition, ev);
+            may_ticket = self.may_create_ticket();
+            part = self.parts.entry(partition).or_default();
+        }
         part.counts.add(ty, Outcome::Applied);
         let held_before = part.users.len();
         // The partition clock when a channel value is first seen (it moved above).

@@ -132,9 +132,11 @@ impl Partition {
         prm: &Params,
         alerts: &mut Vec<BreachAlert>,
     ) {
+        // The next timer's instant, peeked again only when the heap changed.
+        let next_timer = |timers: &CowHeap<Reverse<Timer>>| timers.peek().map(|t| t.0.instant);
+        let mut tm = next_timer(&self.timers);
         loop {
             let ev = self.pending.peek_ts();
-            let tm = self.timers.peek().map(|t| t.0.instant);
             // Churn instants fire before other timers of the same instant
             // (the order of `TimerKind`; no other timer reads what they change).
             let ch = self.churn.peek();
@@ -149,7 +151,11 @@ impl Partition {
                         continue;
                     }
                     let p = self.pending.pop().expect("peeked");
+                    let timers = self.timers.len();
                     self.apply(p, prm);
+                    if self.timers.len() != timers {
+                        tm = next_timer(&self.timers);
+                    }
                 }
                 (_, Some(t)) if t <= through => {
                     if self.churn.needs_scan(Some(t), through) {
@@ -163,6 +169,7 @@ impl Partition {
                     } else {
                         let Reverse(timer) = self.timers.pop().expect("peeked");
                         self.fire(timer, now, prm, alerts);
+                        tm = next_timer(&self.timers);
                     }
                 }
                 _ => {

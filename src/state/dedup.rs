@@ -26,6 +26,39 @@ impl Dedup {
         matches!(self.seen.get(&fp), Some(&ts) if ts >= horizon_start)
     }
 
+    /// [`contains`](Self::contains) and then, unless it is a duplicate and
+    /// if `admit`, [`insert`](Self::insert), in one probe of the map. Returns
+    /// whether `fp` is a duplicate: accepted with an event time at or after
+    /// `horizon_start` (`None`: nothing is a duplicate yet); then nothing changes.
+    #[inline]
+    pub fn check_insert(
+        &mut self,
+        fp: u128,
+        horizon_start: Option<Millis>,
+        ts: Millis,
+        admit: bool,
+    ) -> bool {
+        use std::collections::hash_map::Entry;
+        match self.seen.entry(fp) {
+            Entry::Occupied(mut e) => {
+                if horizon_start.is_some_and(|h| *e.get() >= h) {
+                    return true;
+                }
+                if admit {
+                    e.insert(ts);
+                    self.order.push_back((ts, fp));
+                }
+            }
+            Entry::Vacant(e) => {
+                if admit {
+                    e.insert(ts);
+                    self.order.push_back((ts, fp));
+                }
+            }
+        }
+        false
+    }
+
     pub fn insert(&mut self, fp: u128, ts: Millis) {
         self.seen.insert(fp, ts);
         self.order.push_back((ts, fp));
@@ -34,17 +67,22 @@ impl Dedup {
     /// Forgets ids accepted with event time before `horizon_start`. Acceptance
     /// order is event order up to the allowed lateness, so a few may stay a
     /// little longer; [`contains`](Self::contains) still checks their time.
+    ///
+    /// The expiry queue is trimmed here; the map only when it holds a quarter
+    /// more ids than the queue, in one pass (cheaper than a probe per
+    /// expired id). An id left in the map past its horizon is never a
+    /// duplicate (`horizon_start` only grows: it follows the partition clock)
+    /// and is overwritten when seen again, so nothing a caller sees changes.
     pub fn expire(&mut self, horizon_start: Millis) {
-        while let Some(&(ts, fp)) = self.order.front() {
+        while let Some(&(ts, _)) = self.order.front() {
             if ts >= horizon_start {
                 break;
             }
             self.order.pop_front();
-            if let std::collections::hash_map::Entry::Occupied(e) = self.seen.entry(fp)
-                && *e.get() == ts
-            {
-                e.remove();
-            }
+        }
+        let held = self.order.len();
+        if self.seen.len() > held + held / 4 + 64 {
+            self.seen.retain(|_, ts| *ts >= horizon_start);
         }
     }
 
@@ -53,12 +91,13 @@ impl Dedup {
         self.seen.capacity() * (16 + 8 + 1) + self.order.capacity() * 24
     }
 
+    /// Ids in the expiry queue (some may be there twice, accepted again past their horizon).
     pub fn len(&self) -> usize {
-        self.seen.len()
+        self.order.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.seen.is_empty()
+        self.order.is_empty()
     }
 }
 
@@ -105,5 +144,44 @@ mod tests {
         assert!(!d.contains(a, 1_001));
         d.expire(2_000);
         assert!(d.is_empty());
+    }
+
+    #[test]
+    fn the_map_is_trimmed_in_one_pass_and_decides_as_before() {
+        let mut d = Dedup::default();
+        // One id a second over 1000 s, a horizon of 100 s: ids older than
+        // the horizon are never duplicates, whether or not the map still holds them.
+        for s in 0..1_000i64 {
+            let ts = s * 1_000;
+            let horizon = ts - 100_000;
+            assert!(!d.check_insert(Dedup::fingerprint(&s.to_string()), Some(horizon), ts, true));
+            d.expire(horizon);
+            assert!(d.seen.len() <= d.order.len() + d.order.len() / 4 + 64 + 1);
+            assert_eq!(d.len(), 101.min(s as usize + 1));
+            let back = |k: i64| d.contains(Dedup::fingerprint(&k.to_string()), horizon);
+            assert!(back(s) && back((s - 100).max(0)));
+            assert!(s < 101 || !back(s - 101));
+        }
+        assert!(d.seen.len() < 200);
+    }
+
+    #[test]
+    fn check_insert_decides_as_contains_then_insert() {
+        let mut d = Dedup::default();
+        let (a, b) = (Dedup::fingerprint("a"), Dedup::fingerprint("b"));
+        // No clock yet: nothing is a duplicate; a refused id is not remembered.
+        assert!(!d.check_insert(a, None, 1_000, false));
+        assert!(d.is_empty());
+        assert!(!d.check_insert(a, None, 1_000, true));
+        assert!(d.contains(a, 1_000));
+        // Within the horizon: a duplicate, and its time stays.
+        assert!(d.check_insert(a, Some(1_000), 5_000, true));
+        assert!(!d.contains(a, 1_001));
+        // Past the horizon: accepted again at its new time.
+        assert!(!d.check_insert(a, Some(1_001), 5_000, true));
+        assert!(d.contains(a, 5_000));
+        assert!(!d.check_insert(b, Some(1_001), 6_000, false));
+        assert!(!d.contains(b, 0));
+        assert_eq!(d.order.len(), 2);
     }
 }

@@ -45,11 +45,11 @@ pub(super) fn fill<'a>(raw: &mut RawEvent<'a>, bytes: &'a [u8]) -> Option<()> {
         s.i += 1;
     } else {
         loop {
-            let key = s.string()?;
+            let key = s.key()?;
             s.ws();
             s.eat(b':')?;
             s.ws();
-            match Field::parse(key) {
+            match key {
                 Some(f) => *raw.slot(f) = s.value()?,
                 None => s.skip_value()?,
             }
@@ -69,6 +69,21 @@ pub(super) fn fill<'a>(raw: &mut RawEvent<'a>, bytes: &'a [u8]) -> Option<()> {
     }
     s.ws();
     (s.i == bytes.len()).then_some(())
+}
+
+/// The bytes of `word` (eight message bytes, little-endian) that end a
+/// plain string: `"`, `\\` or a control character (< 0x20), as the high bit
+/// of each such byte. Bytes above the lowest one flagged may be flagged
+/// wrongly (a borrow carries into them), so only the lowest counts.
+#[inline(always)]
+fn stops(word: u64) -> u64 {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    let zero = |v: u64| v.wrapping_sub(ONES) & !v;
+    let quote = zero(word ^ (ONES * u64::from(b'"')));
+    let backslash = zero(word ^ (ONES * u64::from(b'\\')));
+    let control = word.wrapping_sub(ONES * 0x20) & !word;
+    (quote | backslash | control) & HIGH
 }
 
 struct Scan<'a> {
@@ -95,9 +110,20 @@ impl<'a> Scan<'a> {
     }
 
     /// A string without escapes or control characters, borrowed.
+    #[inline(always)]
     fn string(&mut self) -> Option<&'a str> {
         self.eat(b'"')?;
         let start = self.i;
+        // Eight bytes at a time up to the first `"`, `\` or control
+        // character ([`stops`]), then byte by byte near the end.
+        while let Some(word) = self.b.get(self.i..self.i + 8) {
+            let m = stops(u64::from_le_bytes(word.try_into().ok()?));
+            if m != 0 {
+                self.i += (m.trailing_zeros() / 8) as usize;
+                break;
+            }
+            self.i += 8;
+        }
         loop {
             match *self.b.get(self.i)? {
                 b'"' => break,
@@ -110,7 +136,48 @@ impl<'a> Scan<'a> {
         Some(s)
     }
 
+    /// An object key: the canonical field it names, or `None` for another
+    /// key. A canonical name followed by its closing quote is recognised in
+    /// place (what [`Self::string`] then [`Field::parse`] would conclude);
+    /// any other key is read as a string.
+    #[inline(always)]
+    fn key(&mut self) -> Option<Option<Field>> {
+        let rest = self.b.get(self.i + 1..).unwrap_or_default();
+        let named = |name: &[u8], f: Field| rest.starts_with(name).then_some((f, name.len()));
+        let known = match rest.first() {
+            Some(b'e') => named(b"event_id\"", Field::EventId),
+            Some(b't') => named(b"type\"", Field::Type)
+                .or_else(|| named(b"ts\"", Field::Ts))
+                .or_else(|| named(b"ticket_id\"", Field::TicketId)),
+            Some(b'u') => named(b"user_id\"", Field::UserId),
+            Some(b'n') => {
+                named(b"notional_usd\"", Field::NotionalUsd).or_else(|| named(b"nps\"", Field::Nps))
+            }
+            Some(b'f') => named(b"fee_usd\"", Field::FeeUsd),
+            Some(b'a') => named(b"amount_usd\"", Field::AmountUsd)
+                .or_else(|| named(b"action\"", Field::Action)),
+            Some(b'c') => named(b"channel\"", Field::Channel)
+                .or_else(|| named(b"campaign\"", Field::Campaign))
+                .or_else(|| named(b"country\"", Field::Country))
+                .or_else(|| named(b"csat\"", Field::Csat))
+                .or_else(|| named(b"ces\"", Field::Ces)),
+            Some(b'r') => named(b"referrer_id\"", Field::ReferrerId)
+                .or_else(|| named(b"reward_usd\"", Field::RewardUsd)),
+            Some(b'p') => named(b"priority\"", Field::Priority),
+            _ => None,
+        };
+        match known {
+            // The opening quote must be there too (`rest` starts after it).
+            Some((f, len)) if self.peek() == Some(b'"') => {
+                self.i += 1 + len;
+                Some(Some(f))
+            }
+            _ => Some(Field::parse(self.string()?)),
+        }
+    }
+
     /// A canonical field's value, as `NullableRaw` reads it.
+    #[inline(always)]
     fn value(&mut self) -> Option<Option<Raw<'a>>> {
         Some(match self.peek()? {
             b'"' => Some(Raw::Str(Cow::Borrowed(self.string()?))),
@@ -143,6 +210,7 @@ impl<'a> Scan<'a> {
 
     /// A non-negative number without exponent: `0` or `[1-9][0-9]*`, then
     /// optionally `.` and at least one digit.
+    #[inline(always)]
     fn number(&mut self) -> Option<Raw<'a>> {
         let mut sig: u64 = 0;
         let mut digits = 0;
@@ -244,6 +312,57 @@ mod tests {
         }
         // The fast path is the common case (the generator's invalid lines aside).
         assert!(read >= 19_900, "{read}");
+    }
+
+    #[test]
+    fn keys_read_in_place_are_what_string_then_parse_read() {
+        let mut names: Vec<String> = Field::ALL.iter().map(|f| f.as_str().to_owned()).collect();
+        // Prefixes, extensions and near misses of the names.
+        for f in Field::ALL {
+            let n = f.as_str();
+            names.push(n[..n.len() - 1].to_owned());
+            names.push(format!("{n}x"));
+            names.push(format!("{n}_"));
+            names.push(n.to_uppercase());
+        }
+        for n in names {
+            let text = format!("\"{n}\":1");
+            let mut s = Scan {
+                text: &text,
+                b: text.as_bytes(),
+                i: 0,
+            };
+            assert_eq!(s.key(), Some(Field::parse(&n)), "{n}");
+            assert_eq!(s.peek(), Some(b':'), "{n}");
+        }
+        // Cut short: no key.
+        for text in ["", "\"", "\"ts", "\"event_id"] {
+            let mut s = Scan {
+                text,
+                b: text.as_bytes(),
+                i: 0,
+            };
+            assert_eq!(s.key(), None, "{text}");
+        }
+    }
+
+    #[test]
+    fn stops_finds_the_first_quote_backslash_or_control_byte() {
+        let ends = |b: u8| matches!(b, b'"' | b'\\' | 0..=0x1f);
+        // Every byte value at every position, behind every other byte value
+        // (UTF-8 continuation bytes and the bytes next to 0x20 included).
+        for filler in 0..=255u8 {
+            for b in 0..=255u8 {
+                for pos in 0..8 {
+                    let mut w = [filler; 8];
+                    w[pos] = b;
+                    let want = w.iter().position(|&c| ends(c));
+                    let m = stops(u64::from_le_bytes(w));
+                    let got = (m != 0).then(|| (m.trailing_zeros() / 8) as usize);
+                    assert_eq!(got, want, "{w:?}");
+                }
+            }
+        }
     }
 
     #[test]

@@ -147,6 +147,7 @@ pub(crate) fn check_fixed_value(
 }
 
 /// `null` and `""` are absent.
+#[inline]
 fn present(v: Option<Raw<'_>>) -> Option<Raw<'_>> {
     match v {
         Some(Raw::Str(s)) if s.is_empty() => None,
@@ -154,6 +155,7 @@ fn present(v: Option<Raw<'_>>) -> Option<Raw<'_>> {
     }
 }
 
+#[inline]
 fn required(v: Option<Raw<'_>>, f: Field) -> Result<Raw<'_>, DecodeError> {
     match v {
         None => Err(DecodeError::MissingField(f.as_str())),
@@ -170,6 +172,7 @@ pub(super) fn wrong_type(f: Field, expected: &'static str, found: &Raw<'_>) -> D
     }
 }
 
+#[inline]
 fn string(v: Raw<'_>, f: Field) -> Result<Cow<'_, str>, DecodeError> {
     match v {
         Raw::Str(s) if s.len() > MAX_ID_BYTES => Err(DecodeError::TooLong {
@@ -182,14 +185,17 @@ fn string(v: Raw<'_>, f: Field) -> Result<Cow<'_, str>, DecodeError> {
     }
 }
 
+#[inline]
 fn required_str(v: Option<Raw<'_>>, f: Field) -> Result<Cow<'_, str>, DecodeError> {
     string(required(v, f)?, f)
 }
 
+#[inline]
 fn optional_str(v: Option<Raw<'_>>, f: Field) -> Result<Option<Cow<'_, str>>, DecodeError> {
     present(v).map(|v| string(v, f)).transpose()
 }
 
+#[inline]
 fn number(v: &Raw<'_>, f: Field) -> Result<f64, DecodeError> {
     match *v {
         Raw::UInt(u) => Ok(u as f64),
@@ -200,6 +206,7 @@ fn number(v: &Raw<'_>, f: Field) -> Result<f64, DecodeError> {
 }
 
 /// A money amount: a finite number in `0..=max` (`-0` becomes `0`).
+#[inline]
 fn required_amount(v: Option<Raw<'_>>, f: Field, max: f64) -> Result<f64, DecodeError> {
     let x = number(&required(v, f)?, f)?;
     // Written so that NaN fails too.
