@@ -31,7 +31,6 @@ use crate::state::users::{NEVER, UserIdx, Users};
 /// fire in.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub enum TimerKind {
-    Churn(UserIdx),
     PostSupport { user: UserIdx, negative: bool },
     FirstResponse(u32),
     Resolution(u32),
@@ -47,7 +46,6 @@ pub enum FamilyTimer {
 impl TimerKind {
     pub fn family(self) -> FamilyTimer {
         match self {
-            TimerKind::Churn(u) => FamilyTimer::Retention(retention::Timer::Churn(u)),
             TimerKind::PostSupport { user, negative } => {
                 FamilyTimer::Retention(retention::Timer::PostSupport { user, negative })
             }
@@ -60,7 +58,6 @@ impl TimerKind {
 impl From<retention::Timer> for TimerKind {
     fn from(t: retention::Timer) -> TimerKind {
         match t {
-            retention::Timer::Churn(u) => TimerKind::Churn(u),
             retention::Timer::PostSupport { user, negative } => {
                 TimerKind::PostSupport { user, negative }
             }
@@ -102,6 +99,9 @@ pub struct Partition {
     pub(crate) pending: PendingQueue,
     /// Copy-on-write, so that a frozen snapshot shares it ([`super::Engine::freeze_partition`]).
     pub(crate) timers: CowHeap<Reverse<Timer>>,
+    /// The churn instants of the current stretch (derived from the users:
+    /// not written to snapshots).
+    pub(crate) churn: retention::ChurnQueue,
     /// Every metric family's state.
     pub families: Families,
     /// Everything at or before this instant has been applied.
@@ -137,8 +137,19 @@ impl Partition {
         let mut tm = next_timer(&self.timers);
         loop {
             let ev = self.pending.peek_ts();
-            match (ev, tm) {
+            // Churn instants fire before other timers of the same instant
+            // (the order of `TimerKind`; no other timer reads what they change).
+            let ch = self.churn.peek();
+            let next_tm = match (tm, ch) {
+                (Some(t), Some(c)) => Some(t.min(c)),
+                (t, c) => t.or(c),
+            };
+            match (ev, next_tm) {
                 (Some(e), t) if e <= through && t.is_none_or(|t| e <= t) => {
+                    if self.churn.needs_scan(Some(e), through) {
+                        self.churn.scan(&self.users, Some(e), through, prm);
+                        continue;
+                    }
                     let p = self.pending.pop().expect("peeked");
                     let timers = self.timers.len();
                     self.apply(p, prm);
@@ -147,11 +158,27 @@ impl Partition {
                     }
                 }
                 (_, Some(t)) if t <= through => {
-                    let Reverse(timer) = self.timers.pop().expect("peeked");
-                    self.fire(timer, now, prm, alerts);
-                    tm = next_timer(&self.timers);
+                    if self.churn.needs_scan(Some(t), through) {
+                        self.churn.scan(&self.users, Some(t), through, prm);
+                        continue;
+                    }
+                    if ch == Some(t) {
+                        let (at, user) = self.churn.pop().expect("peeked");
+                        let f = &mut self.families.retention;
+                        f.fire_churn(user, at, &mut self.users, prm);
+                    } else {
+                        let Reverse(timer) = self.timers.pop().expect("peeked");
+                        self.fire(timer, now, prm, alerts);
+                        tm = next_timer(&self.timers);
+                    }
                 }
-                _ => break,
+                _ => {
+                    if self.churn.needs_scan(None, through) {
+                        self.churn.scan(&self.users, None, through, prm);
+                        continue;
+                    }
+                    break;
+                }
             }
         }
         if through > self.applied_through {
@@ -226,7 +253,7 @@ impl Partition {
             PendingBody::Trade { user, fee } => {
                 let u = self.users.get_mut(user);
                 scan::trade(u, b);
-                f.acquisition.trade(u.channel, b, fee);
+                f.acquisition.trade(u.channel(), b, fee);
                 self.activity(user, ts, prm);
             }
             PendingBody::Invite => f.acquisition.invite(b),
@@ -267,19 +294,17 @@ impl Partition {
     fn activity(&mut self, user: UserIdx, ts: Millis, prm: &Params) {
         let u = self.users.get_mut(user);
         let was_customer = u.is_customer();
-        let due = self.families.retention.on_activity(user, u, ts, prm);
+        self.families.retention.on_activity(u, ts, prm);
         scan::activity(u, was_customer, ts, prm);
-        self.schedule(due);
+        let due = u.last_activity() + prm.inactivity;
+        self.churn.activity(user, due);
     }
 
     fn fire(&mut self, timer: Timer, now: Millis, prm: &Params, alerts: &mut Vec<BreachAlert>) {
         let at = timer.instant;
         let f = &mut self.families;
         match timer.kind.family() {
-            FamilyTimer::Retention(k) => {
-                let due = f.retention.fire(k, at, &mut self.users, prm);
-                self.schedule(due);
-            }
+            FamilyTimer::Retention(k) => f.retention.fire(k, at, &self.users, prm),
             FamilyTimer::Support(k) => {
                 let fired = f.support.fire(&mut self.tickets, k, at, prm);
                 self.schedule(fired.due);
@@ -308,6 +333,7 @@ impl Partition {
         self.users.heap_bytes()
             + self.tickets.heap_bytes()
             + self.timers.heap_bytes()
+            + self.churn.heap_bytes()
             + self.pending.capacity() * std::mem::size_of::<Pending>()
             + self.families.heap_bytes()
             + self.dedup.heap_bytes()

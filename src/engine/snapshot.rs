@@ -25,7 +25,7 @@ use crate::state::dedup::Dedup;
 use crate::state::params::Params;
 use crate::state::registry::ChannelRegistry;
 use crate::state::tickets::{Decision, Ticket, Tickets};
-use crate::state::users::{Arena, Cold, User, Users};
+use crate::state::users::{Arena, Cold, MAX_USER_CHANNEL, MAX_USER_DAY, User, UserList, Users};
 
 /// An empty buffer of `capacity` bytes with every page already touched, for
 /// [`Engine::snapshot_into`]: prepared off the thread that owns the engine,
@@ -75,7 +75,11 @@ fn decision(v: u8) -> Result<Decision, SnapshotError> {
 
 /// Leads every partition snapshot ("CXPS" little-endian), then its format version.
 const PART_MAGIC: u32 = u32::from_le_bytes(*b"CXPS");
-const PART_VERSION: u8 = 1;
+/// 2: no churn timers (churn instants follow from the users' last
+/// activity). Version 1 is still read: its churn timers are dropped.
+const PART_VERSION: u8 = 2;
+/// The oldest version still read.
+const PART_VERSION_MIN: u8 = 1;
 
 impl Engine {
     /// All engine state as bytes: a container of partition snapshots.
@@ -271,7 +275,12 @@ fn write_head(w: &mut W, prm: &Params, p: &Partition) {
 fn read_partition_snapshot(prm: &Params, bytes: &[u8]) -> Result<Partition, SnapshotError> {
     let mut r = R::new(bytes);
     let what = ("partition snapshot magic", "partition snapshot version");
-    r.header(PART_MAGIC, PART_VERSION, prm.bucket, what)?;
+    let version = r.header_of(
+        PART_MAGIC,
+        PART_VERSION_MIN..=PART_VERSION,
+        prm.bucket,
+        what,
+    )?;
     let seq = check_count("event sequence number", r.u64()?)?;
     let counts = EventCounts::read(&mut r)?;
     let n = r.len(16)?;
@@ -284,7 +293,7 @@ fn read_partition_snapshot(prm: &Params, bytes: &[u8]) -> Result<Partition, Snap
     let overflowed = r.bool("channel overflow flag")?;
     let registry = ChannelRegistry::rebuild(values, overflowed, &prm.channels, prm.max_channels)
         .ok_or(SnapshotError::Invalid("channel registry"))?;
-    let mut p = read_partition(&mut r)?;
+    let mut p = read_partition(&mut r, version)?;
     r.end()?;
     p.seq = seq;
     p.counts = counts;
@@ -312,17 +321,17 @@ fn write_users<A, L, C>(
     w.len(list.0);
     for piece in list.1 {
         for u in piece.iter() {
-            w.i64(u.signup);
-            w.i64(u.last_activity);
+            w.i64(u.signup());
+            w.i64(u.last_activity());
             w.u64(u.days_bits);
             w.u32(u.first_deposit);
             w.u32(u.first_trade);
             w.u32(u.prev_activity_bucket);
-            w.u32(u.days_anchor);
+            w.u32(u.days_anchor());
             w.u32(u.id_off);
             w.u8(u.id_len);
             w.u8(u.flags);
-            w.u32(u.channel as u32);
+            w.u32(u.channel() as u32);
         }
     }
     w.len(cold.0);
@@ -461,7 +470,28 @@ fn write_tail(w: &mut W, p: &Partition) {
     w.u64(p.tickets.untracked);
 }
 
-fn read_partition(r: &mut R<'_>) -> Result<Partition, SnapshotError> {
+/// A user's channel id as read: within what a [`User`] holds (a registry
+/// has at most 1002 ids; the registry check comes later).
+fn user_channel(v: u32) -> Result<u16, SnapshotError> {
+    u16::try_from(v)
+        .ok()
+        .filter(|&c| c <= MAX_USER_CHANNEL)
+        .ok_or(SnapshotError::Invalid("channel"))
+}
+
+/// A user's day index as read (at most [`MAX_USER_DAY`], in the year 13453).
+fn user_day(v: u32) -> Result<u32, SnapshotError> {
+    if v <= MAX_USER_DAY {
+        Ok(v)
+    } else {
+        Err(SnapshotError::OutOfRange {
+            what: "user day index",
+            value: v.to_string(),
+        })
+    }
+}
+
+fn read_partition(r: &mut R<'_>, version: u8) -> Result<Partition, SnapshotError> {
     let mut p = Partition::default();
     let arena = Arena::from_slice(r.bytes()?);
     let n = r.len(48)?;
@@ -470,19 +500,30 @@ fn read_partition(r: &mut R<'_>) -> Result<Partition, SnapshotError> {
         ..Default::default()
     };
     for _ in 0..n {
-        let u = User {
-            signup: r.i64()?,
-            last_activity: r.i64()?,
-            days_bits: r.u64()?,
-            first_deposit: r.u32()?,
-            first_trade: r.u32()?,
-            prev_activity_bucket: r.u32()?,
-            days_anchor: r.u32()?,
-            id_off: r.u32()?,
-            id_len: r.u8()?,
-            flags: r.u8()?,
-            channel: u16::try_from(r.u32()?).map_err(|_| SnapshotError::Invalid("channel"))?,
-        };
+        let (signup, last) = (r.i64()?, r.i64()?);
+        for (what, t) in [
+            ("user signup time", signup),
+            ("user last activity time", last),
+        ] {
+            if !User::holds_time(t) {
+                return Err(SnapshotError::OutOfRange {
+                    what,
+                    value: t.to_string(),
+                });
+            }
+        }
+        let mut u = User::default();
+        u.set_signup(signup);
+        u.set_last_activity(last);
+        u.days_bits = r.u64()?;
+        u.first_deposit = r.u32()?;
+        u.first_trade = r.u32()?;
+        u.prev_activity_bucket = r.u32()?;
+        u.set_days_anchor(user_day(r.u32()?)?);
+        u.id_off = r.u32()?;
+        u.id_len = r.u8()?;
+        u.flags = r.u8()?;
+        u.set_channel(user_channel(r.u32()?)?);
         users.list.push(u);
     }
     let n = r.len(14)?;
@@ -491,8 +532,8 @@ fn read_partition(r: &mut R<'_>) -> Result<Partition, SnapshotError> {
             id_off: r.u32()?,
             id_len: r.u8()?,
             flags: r.u8()?,
-            channel: u16::try_from(r.u32()?).map_err(|_| SnapshotError::Invalid("channel"))?,
-            last_seen_day: r.u32()?,
+            channel: user_channel(r.u32()?)?,
+            last_seen_day: user_day(r.u32()?)?,
         };
         users.cold.push(c);
     }
@@ -599,7 +640,10 @@ fn read_partition(r: &mut R<'_>) -> Result<Partition, SnapshotError> {
     for _ in 0..n {
         let instant = r.i64()?;
         let kind = match r.u8()? {
-            0 => TimerKind::from(retention::Timer::read(r, users_n)?),
+            0 => match retention::Timer::read(r, users_n, version == 1)? {
+                Some(t) => TimerKind::from(t),
+                None => continue,
+            },
             1 => TimerKind::from(support::Timer::read(r, tickets_n)?),
             _ => return Err(SnapshotError::Invalid("timer")),
         };
@@ -607,6 +651,7 @@ fn read_partition(r: &mut R<'_>) -> Result<Partition, SnapshotError> {
     }
     p.families = Families::read(r)?;
     p.applied_through = r.i64()?;
+    p.churn = retention::ChurnQueue::after(p.applied_through);
     p.last_trim = r.i64()?;
     p.last_sweep_day = r.i64()?;
     p.clock = r.opt_i64("partition clock")?;
@@ -622,7 +667,7 @@ pub struct FrozenPartition {
     /// Header, counts, registry.
     head: Vec<u8>,
     arena: Arena,
-    list: Chunked<User>,
+    list: UserList,
     cold: Chunked<Cold>,
     /// From the users' forgotten counts to the reorder buffer.
     middle: Vec<u8>,
@@ -772,6 +817,99 @@ mod tests {
                 Err(f) => engine.record_invalid(0, f.event_type),
             }
         }
+    }
+
+    /// `tests/fixtures/snapshots/engine-v1.bin`: [`Engine::snapshot`] bytes
+    /// written by the code of commit cf52330 (partition format version 1,
+    /// one churn timer per customer) after the first 5,000 of these 8,000
+    /// events, fed by [`feed`] under this config.
+    const V1_CFG: &str =
+        "[engine]\nwindows = [\"1h\", \"24h\", \"7d\"]\n[churn]\ninactivity = \"3d\"\n";
+    const V1_FIXTURE: &[u8] = include_bytes!("../../tests/fixtures/snapshots/engine-v1.bin");
+
+    #[test]
+    fn a_version_1_snapshot_restores_and_continues_like_an_uninterrupted_run() {
+        let cfg = Config::from_toml_str(V1_CFG, "t.toml", std::iter::empty()).expect("valid");
+        let decoder = Decoder::new(&cfg.mapping, cfg.engine.max_message_bytes, false);
+        let all: Vec<String> = Generator::new(&GenConfig {
+            seed: 7,
+            events: 8_000,
+            days: 40,
+            ..GenConfig::default()
+        })
+        .map(|l| l.payload)
+        .collect();
+        let mut whole = Engine::new(prm(&cfg));
+        feed(&mut whole, &decoder, &all);
+        whole.finish();
+        let mut restored = Engine::restore(prm(&cfg), V1_FIXTURE).expect("a v1 snapshot restores");
+        // Its churn timers were dropped: the churn instants follow from the users.
+        let churned_at_restore: f64 = restored
+            .parts
+            .values()
+            .map(|p| p.families.retention.churn.sum(0, i64::MAX / 2).churned)
+            .sum();
+        assert!(
+            churned_at_restore > 0.0,
+            "users churned before the snapshot"
+        );
+        let restored_at = restored.parts.values().map(|p| p.applied_through).max();
+        let after_b = prm(&cfg).bucket_of(restored_at.expect("partitions")) + 1;
+        // Re-encoded as version 2, which restores to the same bytes.
+        let v2 = restored.snapshot();
+        assert_ne!(v2, V1_FIXTURE);
+        let again = Engine::restore(prm(&cfg), &v2).expect("restores");
+        assert_eq!(again.snapshot(), v2);
+        feed(&mut restored, &decoder, &all[5_000..]);
+        restored.finish();
+        let text = |e: &Engine| crate::export::to_prometheus_text(&e.families());
+        let (got, want) = (text(&restored), text(&whole));
+        assert!(
+            got == want,
+            "restored from v1 and continued: {got}\nwant: {want}"
+        );
+        let churned: f64 = whole
+            .parts
+            .values()
+            .map(|p| {
+                p.families
+                    .retention
+                    .churn
+                    .sum(after_b, i64::MAX / 2)
+                    .churned
+            })
+            .sum();
+        assert!(churned > 0.0, "users churned after the snapshot too");
+    }
+
+    /// A version 2 snapshot with a churn timer (tag 0) in it is refused.
+    #[test]
+    fn a_churn_timer_in_a_version_2_snapshot_is_refused() {
+        let cfg = Config::from_toml_str(V1_CFG, "t.toml", std::iter::empty()).expect("valid");
+        let mut eng = Engine::restore(prm(&cfg), V1_FIXTURE).expect("restores");
+        let mut p = eng.parts.remove(&0).expect("held");
+        p.timers = Default::default();
+        let mut w = W(Vec::new());
+        write_partition_snapshot(&mut w, &prm(&cfg), &p);
+        assert!(read_partition_snapshot(&prm(&cfg), &w.0).is_ok());
+        // The timers section: an empty list (u64 0) just before the families.
+        let mut tail = W(Vec::new());
+        write_tail(&mut tail, &p);
+        let at = w.0.len() - tail.0.len() - 8;
+        assert_eq!(w.0[at..at + 8], 0u64.to_le_bytes());
+        let mut bad = w.0[..at].to_vec();
+        bad.extend_from_slice(&1u64.to_le_bytes());
+        bad.extend_from_slice(&(p.applied_through + 1).to_le_bytes());
+        bad.extend_from_slice(&[0, 0, 0, 0, 0, 0]);
+        bad.extend_from_slice(&tail.0);
+        assert_eq!(
+            read_partition_snapshot(&prm(&cfg), &bad).err(),
+            Some(SnapshotError::Invalid("timer"))
+        );
+        // The same bytes marked version 1 are read (the churn timer dropped).
+        bad[4] = 1;
+        let q = read_partition_snapshot(&prm(&cfg), &bad).expect("a v1 churn timer");
+        assert_eq!(q.timers_len(), 0);
     }
 
     #[test]

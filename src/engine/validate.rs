@@ -23,9 +23,9 @@ use crate::state::users::NEVER;
 pub(super) fn partition(p: &Partition, channels: usize) -> Result<(), SnapshotError> {
     let users = &p.users;
     for u in &users.list {
-        check_index("user's channel", u.channel as u64, channels)?;
-        check_time_or_never("user signup time", u.signup)?;
-        check_time_or_never("user last activity time", u.last_activity)?;
+        check_index("user's channel", u.channel() as u64, channels)?;
+        check_time_or_never("user signup time", u.signup())?;
+        check_time_or_never("user last activity time", u.last_activity())?;
     }
     for c in &users.cold {
         check_index("compacted user's channel", c.channel as u64, channels)?;

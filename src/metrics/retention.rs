@@ -12,9 +12,9 @@ use super::{Ctx, Due, add_into};
 use crate::event::Millis;
 use crate::export::{Family, Kind};
 use crate::state::codec::{R, SnapshotError, W, check_index};
-use crate::state::params::Params;
+use crate::state::params::{DAY_MS, Params};
 use crate::state::ring::{Bucket, Ring};
-use crate::state::users::{F_CHURNED, User, UserIdx, Users};
+use crate::state::users::{F_CHURNED, F_FREE, User, UserIdx, Users};
 
 crate::bucket! {
     /// Churn in one bucket.
@@ -38,11 +38,11 @@ crate::bucket! {
     }
 }
 
-/// The family's timers.
+/// The family's timers (in the partition's timer heap). Churn instants
+/// are not timers: they follow from each customer's last activity
+/// ([`ChurnQueue`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Timer {
-    /// The user churns now unless an activity came since `instant - inactivity`.
-    Churn(UserIdx),
     /// Post-support check of a `rated` csat at `instant - inactivity`.
     PostSupport { user: UserIdx, negative: bool },
 }
@@ -50,10 +50,6 @@ pub enum Timer {
 impl Timer {
     pub fn write(&self, w: &mut W) {
         match *self {
-            Timer::Churn(u) => {
-                w.u8(0);
-                w.u32(u);
-            }
             Timer::PostSupport { user, negative } => {
                 w.u8(1);
                 w.u32(user);
@@ -62,19 +58,134 @@ impl Timer {
         }
     }
 
-    /// Reads a timer of a partition holding `users` user slots.
-    pub fn read(r: &mut R<'_>, users: u32) -> Result<Timer, SnapshotError> {
+    /// Reads a timer of a partition holding `users` user slots. `None`: a
+    /// churn timer of a version 1 snapshot (tag 0), now derived from the
+    /// users' last activity instead; `churn_timers` says whether the
+    /// snapshot's version may hold them.
+    pub fn read(
+        r: &mut R<'_>,
+        users: u32,
+        churn_timers: bool,
+    ) -> Result<Option<Timer>, SnapshotError> {
         let tag = r.u8()?;
         let user = r.u32()?;
         check_index("timer's user", user as u64, users as usize)?;
         match tag {
-            0 => Ok(Timer::Churn(user)),
-            1 => Ok(Timer::PostSupport {
+            0 if churn_timers => Ok(None),
+            1 => Ok(Some(Timer::PostSupport {
                 user,
                 negative: r.bool("post-support timer")?,
-            }),
+            })),
             _ => Err(SnapshotError::Invalid("timer")),
         }
+    }
+}
+
+/// The churn instants to come, derived from the users: a customer who has
+/// not churned churns at `last_activity + inactivity` (its *due*) unless an
+/// activity comes first (an activity exactly at that instant is applied
+/// first and prevents it). Instead of one timer per customer, the partition
+/// holds the dues of one stretch of time at a time, `(horizon - step,
+/// horizon]`, found by a pass over the users ([`ChurnQueue::scan`]) once
+/// everything before the stretch is applied: from then on, activities are
+/// applied at later instants, so their dues are after the stretch (at least
+/// `inactivity` later) and the stretch's list is complete. A listed user
+/// whose activity moved its due since is skipped when the instant comes
+/// (its new due is in a later stretch). The list is not part of a
+/// snapshot: a restored partition scans again from its applied instant.
+#[derive(Debug, Clone)]
+pub struct ChurnQueue {
+    /// Dues found up to here (inclusive).
+    horizon: Millis,
+    /// `(due, user)` for dues in the current stretch, descending (the next at the end).
+    due: Vec<(Millis, UserIdx)>,
+}
+
+impl Default for ChurnQueue {
+    fn default() -> ChurnQueue {
+        ChurnQueue::after(Millis::MIN)
+    }
+}
+
+impl ChurnQueue {
+    /// No due found yet; every due at or before `applied` has been decided.
+    pub fn after(applied: Millis) -> ChurnQueue {
+        ChurnQueue {
+            horizon: applied,
+            due: Vec::new(),
+        }
+    }
+
+    /// The length of a stretch: at most `inactivity` (so that no activity
+    /// applied after the scan has its due within it); a day at most, so that
+    /// the list holds one day of dues.
+    fn step(prm: &Params) -> Millis {
+        prm.inactivity.clamp(1, DAY_MS)
+    }
+
+    /// The next churn instant listed, if any.
+    #[inline]
+    pub fn peek(&self) -> Option<Millis> {
+        self.due.last().map(|d| d.0)
+    }
+
+    pub fn pop(&mut self) -> Option<(Millis, UserIdx)> {
+        self.due.pop()
+    }
+
+    /// Whether a scan is needed before anything at `next` (the next event
+    /// or timer instant, `None` for none) may be applied, within `through`:
+    /// the list is used up and dues after `horizon` may come first.
+    #[inline]
+    pub fn needs_scan(&self, next: Option<Millis>, through: Millis) -> bool {
+        self.due.is_empty() && self.horizon < through && next.is_none_or(|n| n > self.horizon)
+    }
+
+    /// Lists the dues of the next stretch. Everything before `next` (the
+    /// next event or timer instant, `None` for none) and at or before the
+    /// horizon has been applied, so every activity at or before
+    /// `min(next - 1, through)` has: the stretch ends `step` after that.
+    pub fn scan(&mut self, users: &Users, next: Option<Millis>, through: Millis, prm: &Params) {
+        let applied = next.map_or(through, |n| (n - 1).min(through));
+        let from = self.horizon;
+        let to = applied.max(from).saturating_add(ChurnQueue::step(prm));
+        let inact = prm.inactivity;
+        let mut i = 0u32;
+        for chunk in users.list.slices() {
+            for u in chunk {
+                if u.is_customer() && u.flags & (F_CHURNED | F_FREE) == 0 {
+                    let due = u.last_activity() + inact;
+                    if due > from && due <= to {
+                        self.due.push((due, i));
+                    }
+                }
+                i += 1;
+            }
+        }
+        self.due.sort_unstable_by(|a, b| b.cmp(a));
+        self.horizon = to;
+    }
+
+    /// `user` had an activity and its due is now `due`: listed if within
+    /// the stretch already scanned (an activity applied out of time order).
+    #[inline]
+    pub fn activity(&mut self, user: UserIdx, due: Millis) {
+        if due <= self.horizon {
+            let at = self.due.partition_point(|d| *d > (due, user));
+            self.due.insert(at, (due, user));
+        }
+    }
+
+    pub fn heap_bytes(&self) -> usize {
+        self.due.capacity() * std::mem::size_of::<(Millis, UserIdx)>()
+    }
+
+    pub fn len(&self) -> usize {
+        self.due.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.due.is_empty()
     }
 }
 
@@ -87,27 +198,15 @@ pub struct State {
 }
 
 impl State {
-    /// A deposit or trade by `u` (index `idx`) at `ts`, before the user's
-    /// activity is recorded: a churned customer is reactivated, and a new
-    /// or reactivated customer gets a churn timer.
+    /// A deposit or trade by `u` at `ts`, before the user's activity is
+    /// recorded: a churned customer is reactivated (its next churn instant
+    /// follows from its last activity: [`ChurnQueue`]).
     #[inline]
-    pub fn on_activity(
-        &mut self,
-        idx: UserIdx,
-        u: &mut User,
-        ts: Millis,
-        prm: &Params,
-    ) -> Option<Due<Timer>> {
-        let churn = Due {
-            at: ts + prm.inactivity,
-            kind: Timer::Churn(idx),
-        };
+    pub fn on_activity(&mut self, u: &mut User, ts: Millis, prm: &Params) {
         if u.has(F_CHURNED) {
             u.flags &= !F_CHURNED;
             self.churn.at(prm.bucket_of(ts)).reactivated += 1.0;
-            return Some(churn);
         }
-        (!u.is_customer()).then_some(churn)
     }
 
     /// A `rated` csat at `ts` by `user`: a post-support check unless it is 3.
@@ -127,34 +226,25 @@ impl State {
         })
     }
 
-    /// `timer` is due at `at`: returns the timer to schedule instead, if any.
-    pub fn fire(
-        &mut self,
-        timer: Timer,
-        at: Millis,
-        users: &mut Users,
-        prm: &Params,
-    ) -> Option<Due<Timer>> {
+    /// A churn instant listed for `user` came, at `at`: the user churns if
+    /// it is still its due (no activity since, none exactly at `at`).
+    pub fn fire_churn(&mut self, user: UserIdx, at: Millis, users: &mut Users, prm: &Params) {
+        let u = users.get_mut(user);
+        if u.is_customer()
+            && u.flags & (F_CHURNED | F_FREE) == 0
+            && u.last_activity() + prm.inactivity == at
+        {
+            u.flags |= F_CHURNED;
+            self.churn.at(prm.bucket_of(at)).churned += 1.0;
+        }
+    }
+
+    /// `timer` is due at `at`.
+    pub fn fire(&mut self, timer: Timer, at: Millis, users: &Users, prm: &Params) {
         match timer {
-            Timer::Churn(user) => {
-                let u = users.get_mut(user);
-                if u.has(F_CHURNED) {
-                    return None;
-                }
-                let due = u.last_activity + prm.inactivity;
-                if due == at {
-                    u.flags |= F_CHURNED;
-                    self.churn.at(prm.bucket_of(at)).churned += 1.0;
-                } else if due > at {
-                    return Some(Due {
-                        at: due,
-                        kind: Timer::Churn(user),
-                    });
-                }
-            }
             Timer::PostSupport { user, negative } => {
                 let s = at - prm.inactivity;
-                let churned = users.list[user as usize].last_activity <= s;
+                let churned = users.list[user as usize].last_activity() <= s;
                 let ps = self.post_support.at(prm.bucket_of(s));
                 let (n, c) = if negative {
                     (&mut ps.negative, &mut ps.negative_churned)
@@ -167,7 +257,6 @@ impl State {
                 }
             }
         }
-        None
     }
 
     /// Drops buckets no window reads any more, `latest_bucket` being the newest applied.

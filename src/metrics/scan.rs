@@ -19,8 +19,8 @@ pub const COHORT_DAYS: [(i64, u8); 3] = [(1, F_COHORT_1), (7, F_COHORT_7), (30, 
 #[inline]
 pub fn signup(u: &mut User, ts: Millis, channel: ChannelId, referred: bool) {
     if !u.has(F_HAS_SIGNUP) {
-        u.signup = ts;
-        u.channel = channel;
+        u.set_signup(ts);
+        u.set_channel(channel);
         u.flags |= F_HAS_SIGNUP;
         if referred {
             u.flags |= F_REFERRED;
@@ -50,18 +50,18 @@ pub fn trade(u: &mut User, b: i64) {
 pub fn activity(u: &mut User, was_customer: bool, ts: Millis, prm: &Params) {
     let b = prm.bucket_of(ts) as u32;
     if was_customer {
-        let last_b = prm.bucket_of(u.last_activity) as u32;
+        let last_b = prm.bucket_of(u.last_activity()) as u32;
         if b > last_b {
             u.prev_activity_bucket = last_b;
         }
     }
-    if ts > u.last_activity {
-        u.last_activity = ts;
+    if ts > u.last_activity() {
+        u.set_last_activity(ts);
     }
     u.record_activity_day(day_of(ts) as u32);
     if u.has(F_HAS_SIGNUP) {
         for (n, flag) in COHORT_DAYS {
-            let from = u.signup + n * DAY_MS;
+            let from = u.signup() + n * DAY_MS;
             if ts >= from && ts < from + DAY_MS {
                 u.flags |= flag;
             }
@@ -154,14 +154,14 @@ impl UserScan {
         }
         s.unknown_present |= users.forgotten_unknown;
         for u in users.hot() {
-            let c = u.channel as usize;
-            if u.channel == UNKNOWN {
+            let c = u.channel() as usize;
+            if u.channel() == UNKNOWN {
                 s.unknown_present = true;
             }
             let signup_b = if u.has(F_HAS_SIGNUP) {
                 s.signed_up += 1.0;
                 s.signups_total[c] += 1.0;
-                Some(u.signup.div_euclid(bucket))
+                Some(u.signup().div_euclid(bucket))
             } else {
                 None
             };
@@ -203,14 +203,14 @@ impl UserScan {
                     }
                 }
             }
-            if u.is_customer() && u.last_activity >= now_from {
+            if u.is_customer() && u.last_activity() >= now_from {
                 s.active_now += 1.0;
             }
             if u.has(F_HAS_SIGNUP) {
                 for (i, (n, flag)) in COHORT_DAYS.iter().enumerate() {
                     let from = e_ms - (n + 1) * DAY_MS;
                     let to = e_ms - n * DAY_MS;
-                    if u.signup >= from && u.signup < to {
+                    if u.signup() >= from && u.signup() < to {
                         s.cohorts[i].0 += 1.0;
                         if u.has(*flag) {
                             s.cohorts[i].1 += 1.0;
@@ -353,7 +353,7 @@ fn last_activity_bucket_before(u: &User, bucket: i64, e: i64) -> Option<i64> {
     if !u.is_customer() {
         return None;
     }
-    let lb = u.last_activity.div_euclid(bucket);
+    let lb = u.last_activity().div_euclid(bucket);
     if lb < e {
         Some(lb)
     } else if u.prev_activity_bucket != NO_BUCKET {

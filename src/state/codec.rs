@@ -252,17 +252,29 @@ impl<'a> R<'a> {
         bucket: i64,
         what: (&'static str, &'static str),
     ) -> Result<(), SnapshotError> {
+        self.header_of(magic, version..=version, bucket, what)
+            .map(|_| ())
+    }
+    /// [`R::header`] of any of `versions`: the version read.
+    pub fn header_of(
+        &mut self,
+        magic: u32,
+        versions: std::ops::RangeInclusive<u8>,
+        bucket: i64,
+        what: (&'static str, &'static str),
+    ) -> Result<u8, SnapshotError> {
         if self.u32()? != magic {
             return Err(SnapshotError::Invalid(what.0));
         }
-        if self.u8()? != version {
+        let version = self.u8()?;
+        if !versions.contains(&version) {
             return Err(SnapshotError::Invalid(what.1));
         }
         let taken = self.i64()?;
         if taken != bucket {
             return Err(SnapshotError::BucketChanged { taken, now: bucket });
         }
-        Ok(())
+        Ok(version)
     }
     pub fn priority(&mut self) -> Result<Priority, SnapshotError> {
         let v = self.u8()?;

@@ -1,4 +1,4 @@
-//! Per-user state, compact: one 48-byte [`User`] per tracked user plus its id
+//! Per-user state, compact: one 42-byte [`User`] per tracked user plus its id
 //! bytes in an arena and a 4-byte slot in an index table.
 //!
 //! Users past every horizon are *compacted* into a 12-byte [`Cold`] record
@@ -66,12 +66,28 @@ pub struct Cold {
 /// Index slots with this bit refer to [`Users::cold`].
 const COLD_BIT: u32 = 1 << 31;
 
-#[derive(Clone, Copy, Debug)]
+/// The largest user time held: event times are at most
+/// 9999-12-31T23:59:59.999Z (the decoder refuses later ones).
+pub const MAX_USER_TIME: Millis = crate::event::time::MAX_RFC3339_MS;
+/// The largest day index a [`User`] holds (22 bits; day 2,932,896 is in 9999).
+pub const MAX_USER_DAY: u32 = (1 << 22) - 1;
+/// The largest channel id a [`User`] holds (10 bits; `engine.max_channels` is at most 1000).
+pub const MAX_USER_CHANNEL: ChannelId = (1 << 10) - 1;
+
+/// One user held in full: 42 bytes. Times are 48 bits (every event time
+/// fits), the day anchor (22 bits) and the channel (10 bits) share a word,
+/// and the record is packed to 2-byte alignment.
+#[derive(Clone, Copy)]
+#[repr(C, packed(2))]
 pub struct User {
-    /// First signup time (exact, for rolling cohort days); NEVER if none.
-    pub signup: Millis,
-    /// Latest activity time (exact, for churn instants); NEVER if not a customer.
-    pub last_activity: Millis,
+    /// First signup time (exact, for rolling cohort days), NEVER if none:
+    /// 0 for NEVER, else the time + 1, in 48 bits ([`User::signup`]).
+    signup_lo: u32,
+    signup_hi: u16,
+    /// Latest activity time (exact, for churn instants), NEVER if not a
+    /// customer, as `signup` ([`User::last_activity`]).
+    last_lo: u32,
+    last_hi: u16,
     /// Bit i: an activity on UTC day `days_anchor - i`.
     pub days_bits: u64,
     /// Bucket of the first deposit / first trade; NO_BUCKET if none.
@@ -79,33 +95,140 @@ pub struct User {
     pub first_trade: u32,
     /// Latest activity bucket strictly before the bucket of `last_activity`.
     pub prev_activity_bucket: u32,
-    /// UTC day index of bit 0 of `days_bits`: the day of the user's latest
-    /// accepted event of any type (moved at arrival, see [`User::touch`]), so
-    /// also "last seen".
-    pub days_anchor: u32,
     /// The id's place in the arena.
     pub id_off: u32,
+    /// Bits 0..22: the UTC day index of bit 0 of `days_bits`: the day of
+    /// the user's latest accepted event of any type (moved at arrival, see
+    /// [`User::touch`]), so also "last seen" ([`User::days_anchor`]).
+    /// Bits 22..32: the channel of the first signup; UNKNOWN without one
+    /// ([`User::channel`]).
+    anchor_channel: u32,
     pub id_len: u8,
     pub flags: u8,
-    /// Channel of the first signup; UNKNOWN without one.
-    pub channel: ChannelId,
+}
+
+impl Default for User {
+    fn default() -> User {
+        User::new(0, 0)
+    }
+}
+
+impl std::fmt::Debug for User {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let (days_bits, first_deposit, first_trade) =
+            (self.days_bits, self.first_deposit, self.first_trade);
+        let (prev, id_off, id_len, flags) = (
+            self.prev_activity_bucket,
+            self.id_off,
+            self.id_len,
+            self.flags,
+        );
+        f.debug_struct("User")
+            .field("signup", &self.signup())
+            .field("last_activity", &self.last_activity())
+            .field("days_bits", &days_bits)
+            .field("first_deposit", &first_deposit)
+            .field("first_trade", &first_trade)
+            .field("prev_activity_bucket", &prev)
+            .field("days_anchor", &self.days_anchor())
+            .field("id_off", &id_off)
+            .field("id_len", &id_len)
+            .field("flags", &flags)
+            .field("channel", &self.channel())
+            .finish()
+    }
+}
+
+/// A time as 48 bits: 0 for NEVER, else `t + 1`. Every event time fits
+/// (see [`MAX_USER_TIME`]); others are clamped to `0..2^48 - 1`.
+#[inline]
+fn pack_time(t: Millis) -> (u32, u16) {
+    let v = if t == NEVER {
+        0
+    } else {
+        t.clamp(0, (1 << 48) - 2) as u64 + 1
+    };
+    (v as u32, (v >> 32) as u16)
+}
+
+#[inline]
+fn unpack_time(lo: u32, hi: u16) -> Millis {
+    let v = ((hi as u64) << 32) | lo as u64;
+    if v == 0 { NEVER } else { v as Millis - 1 }
 }
 
 impl User {
     fn new(id_off: u32, id_len: u8) -> User {
         User {
-            signup: NEVER,
-            last_activity: NEVER,
+            signup_lo: 0,
+            signup_hi: 0,
+            last_lo: 0,
+            last_hi: 0,
             days_bits: 0,
             first_deposit: NO_BUCKET,
             first_trade: NO_BUCKET,
             prev_activity_bucket: NO_BUCKET,
-            days_anchor: 0,
             id_off,
+            anchor_channel: (UNKNOWN as u32) << 22,
             id_len,
             flags: 0,
-            channel: UNKNOWN,
         }
+    }
+
+    /// A time a user may hold: NEVER, or within `0..=MAX_USER_TIME` (every
+    /// event time is).
+    pub fn holds_time(t: Millis) -> bool {
+        t == NEVER || (0..=MAX_USER_TIME).contains(&t)
+    }
+
+    /// First signup time (exact); NEVER if none.
+    #[inline]
+    pub fn signup(&self) -> Millis {
+        unpack_time(self.signup_lo, self.signup_hi)
+    }
+
+    /// Sets the signup time (NEVER or within `0..=MAX_USER_TIME`).
+    #[inline]
+    pub fn set_signup(&mut self, t: Millis) {
+        (self.signup_lo, self.signup_hi) = pack_time(t);
+    }
+
+    /// Latest activity time (exact); NEVER if not a customer.
+    #[inline]
+    pub fn last_activity(&self) -> Millis {
+        unpack_time(self.last_lo, self.last_hi)
+    }
+
+    /// Sets the latest activity time (NEVER or within `0..=MAX_USER_TIME`).
+    #[inline]
+    pub fn set_last_activity(&mut self, t: Millis) {
+        (self.last_lo, self.last_hi) = pack_time(t);
+    }
+
+    /// UTC day index of bit 0 of `days_bits` (the day last seen).
+    #[inline]
+    pub fn days_anchor(&self) -> u32 {
+        self.anchor_channel & MAX_USER_DAY
+    }
+
+    /// Sets the day anchor (at most [`MAX_USER_DAY`]: later days are held as it).
+    #[inline]
+    pub fn set_days_anchor(&mut self, day: u32) {
+        self.anchor_channel = (self.anchor_channel & !MAX_USER_DAY) | day.min(MAX_USER_DAY);
+    }
+
+    /// Channel of the first signup; UNKNOWN without one.
+    #[inline]
+    pub fn channel(&self) -> ChannelId {
+        (self.anchor_channel >> 22) as ChannelId
+    }
+
+    /// Sets the channel (at most [`MAX_USER_CHANNEL`]: registries hold at most 1002 ids).
+    #[inline]
+    pub fn set_channel(&mut self, ch: ChannelId) {
+        debug_assert!(ch <= MAX_USER_CHANNEL, "channel {ch}");
+        let ch = ch.min(MAX_USER_CHANNEL) as u32;
+        self.anchor_channel = (self.anchor_channel & MAX_USER_DAY) | (ch << 22);
     }
 
     pub fn has(&self, flag: u8) -> bool {
@@ -113,7 +236,7 @@ impl User {
     }
 
     pub fn is_customer(&self) -> bool {
-        self.last_activity != NEVER
+        self.last_activity() != NEVER
     }
 
     /// Bucket of the first activity (deposit or trade); NO_BUCKET if none.
@@ -123,7 +246,7 @@ impl User {
 
     /// Whether the user had an activity on UTC day `day`.
     pub fn active_on(&self, day: i64) -> bool {
-        let back = self.days_anchor as i64 - day;
+        let back = self.days_anchor() as i64 - day;
         (0..64).contains(&back) && (self.days_bits >> back) & 1 == 1
     }
 
@@ -135,20 +258,23 @@ impl User {
     /// An event of the user on UTC day `day` arrived: moves the anchor (last
     /// seen) forward, shifting the activity bits with it.
     pub fn touch(&mut self, day: u32) {
-        if day > self.days_anchor {
-            let shift = day - self.days_anchor;
+        let day = day.min(MAX_USER_DAY);
+        let anchor = self.days_anchor();
+        if day > anchor {
+            let shift = day - anchor;
             self.days_bits = if shift >= 64 {
                 0
             } else {
                 self.days_bits << shift
             };
-            self.days_anchor = day;
+            self.set_days_anchor(day);
         }
     }
 
     pub fn record_activity_day(&mut self, day: u32) {
+        let day = day.min(MAX_USER_DAY);
         self.touch(day);
-        let back = self.days_anchor - day;
+        let back = self.days_anchor() - day;
         if back < 64 {
             self.days_bits |= 1 << back;
         }
@@ -163,7 +289,7 @@ pub struct Users {
     /// The id bytes, append-only (an id may straddle two chunks; only the
     /// last chunk is ever written, so large chunks cost no copies).
     pub(crate) arena: Arena,
-    pub list: Chunked<User>,
+    pub list: UserList,
     /// Free slots of `list` (flag [`F_FREE`]).
     pub(crate) free: Vec<UserIdx>,
     pub cold: Chunked<Cold>,
@@ -183,6 +309,10 @@ pub struct Users {
     pub untracked: u64,
 }
 
+/// The hot users: copy-on-write chunks of 128 records (5,376 bytes): the
+/// chunk headers and group tables cost under 0.4 byte per user.
+pub type UserList = Chunked<User, 8192>;
+
 /// The id arena: copy-on-write chunks of 64 KiB.
 pub type Arena = Chunked<u8, { 64 * 1024 }>;
 
@@ -191,7 +321,7 @@ fn hash_id(id: &[u8]) -> u64 {
 }
 
 /// Where the id of an index slot lies in the arena.
-fn slot_span(list: &Chunked<User>, cold: &Chunked<Cold>, slot: u32) -> std::ops::Range<usize> {
+fn slot_span(list: &UserList, cold: &Chunked<Cold>, slot: u32) -> std::ops::Range<usize> {
     let (off, len) = if slot & COLD_BIT != 0 {
         let c = &cold[(slot & !COLD_BIT) as usize];
         (c.id_off, c.id_len)
@@ -203,19 +333,13 @@ fn slot_span(list: &Chunked<User>, cold: &Chunked<Cold>, slot: u32) -> std::ops:
 }
 
 /// Whether the id of an index slot is `id`.
-fn slot_is(
-    arena: &Arena,
-    list: &Chunked<User>,
-    cold: &Chunked<Cold>,
-    slot: u32,
-    id: &[u8],
-) -> bool {
+fn slot_is(arena: &Arena, list: &UserList, cold: &Chunked<Cold>, slot: u32, id: &[u8]) -> bool {
     let span = slot_span(list, cold, slot);
     span.len() == id.len() && arena.range_eq(span.start, id)
 }
 
 /// The hash of the id of an index slot.
-fn slot_hash(arena: &Arena, list: &Chunked<User>, cold: &Chunked<Cold>, slot: u32) -> u64 {
+fn slot_hash(arena: &Arena, list: &UserList, cold: &Chunked<Cold>, slot: u32) -> u64 {
     let span = slot_span(list, cold, slot);
     match arena.contiguous(span.start, span.len()) {
         Some(id) => hash_id(id),
@@ -245,7 +369,7 @@ impl<T> Slots<T> for Vec<T> {
     }
 }
 
-impl<T: Copy> Slots<T> for Chunked<T> {
+impl<T: Copy, const B: usize> Slots<T> for Chunked<T, B> {
     fn set(&mut self, i: usize, item: T) {
         self[i] = item;
     }
@@ -294,7 +418,7 @@ impl Users {
         match found {
             Some(s) if s & COLD_BIT == 0 => {
                 // Written (and so copied if a frozen snapshot shares it) only on a new day.
-                if self.list[s as usize].days_anchor < day {
+                if self.list[s as usize].days_anchor() < day {
                     self.list[s as usize].touch(day);
                 }
                 Some(s)
@@ -306,14 +430,14 @@ impl Users {
                 self.cold_free.push(ci);
                 self.rehydrated += 1;
                 let mut u = User::new(c.id_off, c.id_len);
-                u.channel = c.channel;
+                u.set_channel(c.channel);
                 if c.flags & C_SIGNUP != 0 {
                     u.flags |= F_HAS_SIGNUP;
-                    u.signup = LONG_AGO;
+                    u.set_signup(LONG_AGO);
                 }
                 if c.flags & C_CUSTOMER != 0 {
                     u.flags |= F_CHURNED;
-                    u.last_activity = LONG_AGO;
+                    u.set_last_activity(LONG_AGO);
                 }
                 if c.flags & C_DEPOSIT != 0 {
                     u.first_deposit = 0;
@@ -321,7 +445,7 @@ impl Users {
                 if c.flags & C_TRADE != 0 {
                     u.first_trade = 0;
                 }
-                u.days_anchor = c.last_seen_day;
+                u.set_days_anchor(c.last_seen_day);
                 u.touch(day);
                 let idx = put_in_slot(&mut self.list, &mut self.free, u);
                 let slot = self
@@ -444,7 +568,7 @@ impl Users {
         for i in 0..self.list.len() {
             let u = self.list[i];
             if u.has(F_FREE)
-                || u.days_anchor >= before_day
+                || u.days_anchor() >= before_day
                 || (u.is_customer() && !u.has(F_CHURNED))
                 || pinned.get(i / 64).is_some_and(|w| (w >> (i % 64)) & 1 == 1)
             {
@@ -465,8 +589,8 @@ impl Users {
             }
             let c = Cold {
                 id_off: u.id_off,
-                last_seen_day: u.days_anchor,
-                channel: u.channel,
+                last_seen_day: u.days_anchor(),
+                channel: u.channel(),
                 id_len: u.id_len,
                 flags,
             };
@@ -556,7 +680,7 @@ impl User {
         if self.days_bits == 0 || to <= from {
             return false;
         }
-        let anchor = self.days_anchor as i64;
+        let anchor = self.days_anchor() as i64;
         let lo = (anchor - (to - 1)).max(0);
         let hi = (anchor - from).min(63);
         if lo > hi {
@@ -648,7 +772,7 @@ mod tests {
         assert_eq!(u.len(), 2);
         assert_ne!(a, b);
         assert_eq!(u.id(b), "bob");
-        assert_eq!(std::mem::size_of::<User>(), 48);
+        assert_eq!(std::mem::size_of::<User>(), 42);
     }
 
     #[test]

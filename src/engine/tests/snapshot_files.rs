@@ -136,7 +136,7 @@ fn every_kind_of_bad_reference_is_refused_with_its_error() {
     let cases: Vec<(SnapshotError, Box<Edit>)> = vec![
         (
             dangling("user's channel", 999, channels),
-            Box::new(|p, _| p.users.list[0].channel = 999),
+            Box::new(|p, _| p.users.list[0].set_channel(999)),
         ),
         (
             dangling("compacted user's channel", 998, channels),
@@ -198,7 +198,13 @@ fn every_kind_of_bad_reference_is_refused_with_its_error() {
         ),
         (
             dangling("timer's user", big as u64, users),
-            Box::new(timer(BASE, TimerKind::Churn(big))),
+            Box::new(timer(
+                BASE,
+                TimerKind::PostSupport {
+                    user: big,
+                    negative: true,
+                },
+            )),
         ),
         (
             dangling("timer's ticket", tickets as u64 + 1, tickets),
@@ -206,7 +212,13 @@ fn every_kind_of_bad_reference_is_refused_with_its_error() {
         ),
         (
             out_of_range("timer instant", &i64::MAX.to_string()),
-            Box::new(timer(i64::MAX, TimerKind::Churn(0))),
+            Box::new(timer(
+                i64::MAX,
+                TimerKind::PostSupport {
+                    user: 0,
+                    negative: false,
+                },
+            )),
         ),
         (
             in_p0(SnapshotError::Dangling {
@@ -250,8 +262,9 @@ fn every_kind_of_bad_reference_is_refused_with_its_error() {
             }),
         ),
         (
-            out_of_range("user signup time", &(i64::MAX - 1).to_string()),
-            Box::new(|p, _| p.users.list[0].signup = i64::MAX - 1),
+            // One ms after the last event time a user can hold (9999-12-31T23:59:59.999Z).
+            out_of_range("user signup time", "253402300800000"),
+            Box::new(|p, _| p.users.list[0].set_signup(253_402_300_800_000)),
         ),
         (
             out_of_range("ticket paused time", &(1i64 << 60).to_string()),

@@ -129,3 +129,36 @@ fn post_support_churn_counts_raters_without_later_activity() {
         1.0
     );
 }
+
+/// Churn instants come from the users' last activity, a day's worth listed
+/// at a time: no per-customer timer is held for customers whose instant is
+/// further away.
+#[test]
+fn churn_instants_are_listed_a_day_at_a_time() {
+    let toml =
+        "[engine]\nallowed_lateness = \"0s\"\nwindows = [\"30d\"]\n[churn]\ninactivity = \"7d\"\n";
+    let mut eng = engine(toml);
+    let mut e = E {
+        eng: &mut eng,
+        n: 0,
+    };
+    // Customer i deposits once at BASE + 6 h * i, i = 0..70 (the last at 17.25 d).
+    for i in 0..70 {
+        e.offer(BASE + 6 * HOUR * i, Some(&format!("c{i}")), deposit());
+    }
+    eng.finish();
+    // Churn instant of i: 6 h * i + 7 d. At T = 17.25 d, i = 0..=41 have
+    // churned; that of i = 41 is T itself, in T's bucket, after the window.
+    let f = eng.families();
+    assert_eq!(
+        v(&f, "cxpulse_churned_customers", &[("window", "30d")]),
+        41.0
+    );
+    // Last activity at or after T - 7 d: i = 41..=69.
+    assert_eq!(v(&f, "cxpulse_active_customers_now", &[]), 29.0);
+    // 28 customers still churn later, but only the instants of the day after
+    // T are listed: 6 h * i in (10.25 d, 11.25 d], i = 42..=45.
+    let listed: usize = eng.parts.values().map(|p| p.churn.len()).sum();
+    assert!(listed <= 4, "{listed} churn instants listed");
+    assert_eq!(eng.parts.values().map(|p| p.timers_len()).sum::<usize>(), 0);
+}
