@@ -5,7 +5,9 @@
 //! Run: `scripts/setup-tools.sh` once (it installs tansu), then
 //! `cargo bench --bench kafka_throughput`. Knobs (environment):
 //! `KAFKA_BENCH_EVENTS` (default 300000) lines for the throughput part,
-//! `KAFKA_BENCH_ROUNDS` (default 3) bare/cxpulse pairs of it;
+//! `KAFKA_BENCH_ROUNDS` (default 3) bare/cxpulse pairs of it,
+//! `KAFKA_BENCH_DEAD_LETTER` (default 1; 0 runs it without a dead-letter
+//! topic, to see what dead-lettering costs the broker);
 //! `KAFKA_BENCH_CKPT_EVENTS` (default 4000000), `KAFKA_BENCH_CKPT_INTERVALS`
 //! (default `1s,30s`, the values of `checkpoint.interval` to compare with
 //! checkpoints off; empty skips the part), `KAFKA_BENCH_CKPT_ROUNDS`
@@ -102,6 +104,7 @@ fn main() {
     let ckpt_rounds: usize = env_or("KAFKA_BENCH_CKPT_ROUNDS", if full { 3 } else { 1 });
     let ckpt_dead_letters = env_or("KAFKA_BENCH_CKPT_DEAD_LETTER", 1u8) != 0;
     let rounds: usize = env_or("KAFKA_BENCH_ROUNDS", if full { 3 } else { 1 }).max(1);
+    let dead_letters = env_or("KAFKA_BENCH_DEAD_LETTER", 1u8) != 0;
     ckpt_log::install();
 
     let broker = Tansu::start();
@@ -147,6 +150,7 @@ fn main() {
             events,
             &format!("bench-cxpulse-{round}"),
             broker.pid(),
+            dead_letters,
         );
         println!(
             "round {}: cxpulse consume+apply: {events} messages in {:.2}s = {:.0} msg/s",
@@ -367,9 +371,14 @@ fn cxpulse_consume(
     events: u64,
     group: &str,
     tansu: u32,
+    dead_letters: bool,
 ) -> (Duration, cpu::Account) {
     let listen = free_addr();
-    let cfg = config(brokers, topic, group, &listen, "30s").commit_interval("50ms");
+    let mut cfg = config(brokers, topic, group, &listen, "30s").commit_interval("50ms");
+    if !dead_letters {
+        cfg = cfg.dead_letter_topic("");
+    }
+    let counters_before = pipeline_metrics();
     let (stop, handle) = start_cxpulse(&cfg);
     let deadline = Instant::now() + Duration::from_secs(600);
     let assigned = loop {
@@ -391,6 +400,21 @@ fn cxpulse_consume(
     }
     let took = assigned.elapsed();
     let end = cpu::sample(tansu);
+    // What cxpulse asked of the broker besides fetching (the bare consumer
+    // does none of it): records produced, offset commits.
+    let counters = pipeline_metrics();
+    let produced: Vec<String> = counters
+        .iter()
+        .filter(|(k, _)| {
+            k.starts_with("cxpulse_dead_letter_records_total")
+                || k.starts_with("cxpulse_published_records_total")
+                || k.starts_with("cxpulse_offset_commits_total")
+        })
+        .map(|(k, v)| (k, v - metric(&counters_before, k)))
+        .filter(|(_, d)| *d > 0.0)
+        .map(|(k, d)| format!("{k} +{d}"))
+        .collect();
+    println!("  cxpulse broker work in the run: {}", produced.join(", "));
     let t = Instant::now();
     let m = scrape(&listen);
     let users = metric(&m, "cxpulse_tracked_users");
@@ -1187,9 +1211,14 @@ mod cpu {
         for e in dir.flatten() {
             let tid = e.file_name().to_string_lossy().to_string();
             let Ok(n) = tid.parse::<u32>() else { continue };
-            let name = read(&format!("/proc/{pid}/task/{tid}/comm"))
-                .map(|s| s.trim_end().to_string())
-                .unwrap_or_default();
+            let name = if pid == "self" && n == std::process::id() {
+                // Named after the executable, which may be renamed.
+                "bench main thread".to_string()
+            } else {
+                read(&format!("/proc/{pid}/task/{tid}/comm"))
+                    .map(|s| s.trim_end().to_string())
+                    .unwrap_or_default()
+            };
             if let Some((run, wait)) = schedstat(&format!("/proc/{pid}/task/{tid}/schedstat")) {
                 out.insert(n, (name, run, wait));
             }
@@ -1241,7 +1270,6 @@ mod cpu {
             "cxpulse-run" => "cxpulse-run (the consumer loop)".into(),
             "cxpulse" => "cxpulse (tokio workers: tasks)".into(),
             "cxpulse-decode" => "cxpulse-decode".into(),
-            n if n.starts_with("kafka_throughpu") => "bench main thread".into(),
             n => n.into(),
         }
     }
