@@ -7,7 +7,10 @@
 //! `KAFKA_BENCH_EVENTS` (default 300000) lines for the throughput part,
 //! `KAFKA_BENCH_ROUNDS` (default 3) bare/cxpulse pairs of it,
 //! `KAFKA_BENCH_DEAD_LETTER` (default 1; 0 runs it without a dead-letter
-//! topic, to see what dead-lettering costs the broker);
+//! topic, to see what dead-lettering costs the broker),
+//! `KAFKA_BENCH_CX_LIBRDKAFKA` (`key=value,...` added to cxpulse's
+//! `[kafka.librdkafka]` in that part, e.g.
+//! `consumer.max.partition.fetch.bytes=4194304`, to try fetch settings);
 //! `KAFKA_BENCH_CKPT_EVENTS` (default 4000000), `KAFKA_BENCH_CKPT_INTERVALS`
 //! (default `1s,30s`, the values of `checkpoint.interval` to compare with
 //! checkpoints off; empty skips the part), `KAFKA_BENCH_CKPT_ROUNDS`
@@ -377,6 +380,13 @@ fn cxpulse_consume(
     let mut cfg = config(brokers, topic, group, &listen, "30s").commit_interval("50ms");
     if !dead_letters {
         cfg = cfg.dead_letter_topic("");
+    }
+    let extra = std::env::var("KAFKA_BENCH_CX_LIBRDKAFKA").unwrap_or_default();
+    for kv in extra.split(',').filter(|kv| !kv.trim().is_empty()) {
+        let (k, v) = kv
+            .split_once('=')
+            .expect("KAFKA_BENCH_CX_LIBRDKAFKA: key=value,...");
+        cfg = cfg.librdkafka(k.trim(), v.trim());
     }
     let counters_before = pipeline_metrics();
     let (stop, handle) = start_cxpulse(&cfg);
