@@ -97,12 +97,6 @@ pub fn settings(k: &KafkaSection, role: Role) -> Result<BTreeMap<String, String>
             // fetcher), fetch again soon rather than after librdkafka's
             // default 1 s, which stalled backlog reads by that much.
             set("fetch.queue.backoff.ms", "20");
-            // Up to 8 MiB per partition per fetch (librdkafka's default is
-            // 1 MiB): a backlog arrives in fewer, larger batches, which cost
-            // the consumer loop and the broker less per message (measured
-            // with `benches/kafka_throughput.rs`). The local queue stays
-            // bounded by `queued.max.messages.kbytes`.
-            set("max.partition.fetch.bytes", "8388608");
             // A rebalance moves only the partitions that must move; the
             // others keep being consumed (and their state stays where it
             // is). The rebalance callback uses the incremental calls.
