@@ -5,7 +5,12 @@
 //! Run: `scripts/setup-tools.sh` once (it installs tansu), then
 //! `cargo bench --bench kafka_throughput`. Knobs (environment):
 //! `KAFKA_BENCH_EVENTS` (default 300000) lines for the throughput part,
-//! `KAFKA_BENCH_ROUNDS` (default 3) bare/cxpulse pairs of it;
+//! `KAFKA_BENCH_ROUNDS` (default 3) bare/cxpulse pairs of it,
+//! `KAFKA_BENCH_DEAD_LETTER` (default 1; 0 runs it without a dead-letter
+//! topic, to see what dead-lettering costs the broker),
+//! `KAFKA_BENCH_CX_LIBRDKAFKA` (`key=value,...` added to cxpulse's
+//! `[kafka.librdkafka]` in that part, e.g.
+//! `consumer.max.partition.fetch.bytes=4194304`, to try fetch settings);
 //! `KAFKA_BENCH_CKPT_EVENTS` (default 4000000), `KAFKA_BENCH_CKPT_INTERVALS`
 //! (default `1s,30s`, the values of `checkpoint.interval` to compare with
 //! checkpoints off; empty skips the part), `KAFKA_BENCH_CKPT_ROUNDS`
@@ -102,6 +107,7 @@ fn main() {
     let ckpt_rounds: usize = env_or("KAFKA_BENCH_CKPT_ROUNDS", if full { 3 } else { 1 });
     let ckpt_dead_letters = env_or("KAFKA_BENCH_CKPT_DEAD_LETTER", 1u8) != 0;
     let rounds: usize = env_or("KAFKA_BENCH_ROUNDS", if full { 3 } else { 1 }).max(1);
+    let dead_letters = env_or("KAFKA_BENCH_DEAD_LETTER", 1u8) != 0;
     ckpt_log::install();
 
     let broker = Tansu::start();
@@ -125,12 +131,15 @@ fn main() {
     // own): the machine is shared and noisy, so each pair gives a ratio and
     // the summary their min and median.
     let mut ratios = Vec::new();
+    let mut accounts = Vec::new();
+    let mut tooks = Vec::new();
     for round in 0..rounds {
-        let bare = bare_consume(
+        let (bare, bare_cpu) = bare_consume(
             &broker.addr,
             "bench",
             events,
             &format!("bench-bare-{round}"),
+            broker.pid(),
         );
         println!(
             "round {}: bare rdkafka consumer: {events} messages in {:.2}s = {:.0} msg/s",
@@ -138,11 +147,14 @@ fn main() {
             bare.as_secs_f64(),
             events as f64 / bare.as_secs_f64()
         );
-        let cx = cxpulse_consume(
+        bare_cpu.print("bare consumer", events);
+        let (cx, cx_cpu) = cxpulse_consume(
             &broker.addr,
             "bench",
             events,
             &format!("bench-cxpulse-{round}"),
+            broker.pid(),
+            dead_letters,
         );
         println!(
             "round {}: cxpulse consume+apply: {events} messages in {:.2}s = {:.0} msg/s",
@@ -152,11 +164,16 @@ fn main() {
         );
         let ratio = bare.as_secs_f64() / cx.as_secs_f64();
         println!(
-            "round {}: throughput ratio cxpulse / bare consumer: {ratio:.2}",
-            round + 1
+            "round {}: throughput ratio cxpulse / bare consumer: {ratio:.2} (load average {})",
+            round + 1,
+            load_average()
         );
+        cx_cpu.print("cxpulse", events);
         ratios.push(ratio);
+        accounts.push((bare_cpu, cx_cpu));
+        tooks.push(bare.as_secs_f64());
     }
+    ceiling(&accounts, &tooks, events);
     ratios.sort_by(f64::total_cmp);
     if let (Some(min), Some(median)) = (ratios.first(), ratios.get(ratios.len() / 2)) {
         println!(
@@ -261,8 +278,15 @@ impl rdkafka::consumer::ConsumerContext for AssignClock {
     }
 }
 
-/// Time from the partition assignment to the last of `events` messages.
-fn bare_consume(brokers: &str, topic: &str, events: u64, group: &str) -> Duration {
+/// Time from the partition assignment to the last of `events` messages,
+/// and the CPU accounting from the first message to the last.
+fn bare_consume(
+    brokers: &str,
+    topic: &str,
+    events: u64,
+    group: &str,
+    tansu: u32,
+) -> (Duration, cpu::Account) {
     let c: BaseConsumer<AssignClock> = ClientConfig::new()
         .set("bootstrap.servers", brokers)
         .set("group.id", group)
@@ -275,23 +299,32 @@ fn bare_consume(brokers: &str, topic: &str, events: u64, group: &str) -> Duratio
     let deadline = Instant::now() + Duration::from_secs(600);
     let mut n = 0u64;
     let mut bytes = 0usize;
+    let mut first = None;
     while n < events {
         assert!(Instant::now() < deadline, "bare consumer got only {n}");
         if let Some(Ok(m)) = c.poll(Duration::from_millis(100)) {
+            if n == 0 {
+                first = Some(cpu::sample(tansu));
+            }
             bytes += std::hint::black_box(m.payload().map_or(0, <[u8]>::len));
             n += 1;
         }
     }
+    let end = cpu::sample(tansu);
     std::hint::black_box(bytes);
     let assigned = c.context().0.lock().ok().and_then(|t| *t);
-    assigned.expect("assigned").elapsed()
+    let took = assigned.expect("assigned").elapsed();
+    (took, cpu::account(&first.expect("a first message"), &end))
 }
 
 /// Runs `cxpulse run` in this process until `stop` is triggered.
 fn start_cxpulse(cfg: &CxConfig) -> (cxpulse::run::ShutdownTrigger, std::thread::JoinHandle<()>) {
     let cfg = cfg.load();
     let (trigger, shutdown) = Shutdown::manual();
-    let handle = std::thread::spawn(move || {
+    // Named: the consumer loop runs on this thread (`block_on`), which the
+    // CPU accounting shows apart.
+    let spawn = std::thread::Builder::new().name("cxpulse-run".into());
+    let handle = spawn.spawn(move || {
         let rt = run::runtime().expect("runtime");
         let code = rt.block_on(run::serve(cfg, shutdown, |_| {}));
         rt.shutdown_timeout(Duration::from_millis(500));
@@ -299,7 +332,7 @@ fn start_cxpulse(cfg: &CxConfig) -> (cxpulse::run::ShutdownTrigger, std::thread:
             panic!("cxpulse failed: {e:#}");
         }
     });
-    (trigger, handle)
+    (trigger, handle.expect("cxpulse thread"))
 }
 
 /// The config of every cxpulse run here: all topics (dead-letter, output,
@@ -337,9 +370,27 @@ enum State<'a> {
 /// offsets are read from the broker, not from /metrics: rendering every
 /// series costs the consumer loop time, and scraping it every few ms would
 /// measure the scraping.
-fn cxpulse_consume(brokers: &str, topic: &str, events: u64, group: &str) -> Duration {
+fn cxpulse_consume(
+    brokers: &str,
+    topic: &str,
+    events: u64,
+    group: &str,
+    tansu: u32,
+    dead_letters: bool,
+) -> (Duration, cpu::Account) {
     let listen = free_addr();
-    let cfg = config(brokers, topic, group, &listen, "30s").commit_interval("50ms");
+    let mut cfg = config(brokers, topic, group, &listen, "30s").commit_interval("50ms");
+    if !dead_letters {
+        cfg = cfg.dead_letter_topic("");
+    }
+    let extra = std::env::var("KAFKA_BENCH_CX_LIBRDKAFKA").unwrap_or_default();
+    for kv in extra.split(',').filter(|kv| !kv.trim().is_empty()) {
+        let (k, v) = kv
+            .split_once('=')
+            .expect("KAFKA_BENCH_CX_LIBRDKAFKA: key=value,...");
+        cfg = cfg.librdkafka(k.trim(), v.trim());
+    }
+    let counters_before = pipeline_metrics();
     let (stop, handle) = start_cxpulse(&cfg);
     let deadline = Instant::now() + Duration::from_secs(600);
     let assigned = loop {
@@ -349,6 +400,7 @@ fn cxpulse_consume(brokers: &str, topic: &str, events: u64, group: &str) -> Dura
         assert!(Instant::now() < deadline, "cxpulse got no assignment");
         std::thread::sleep(Duration::from_millis(10));
     };
+    let first = cpu::sample(tansu);
     let reader = OffsetReader::new(brokers, group, topic, 3);
     loop {
         let done = reader.total(Duration::from_secs(5)).unwrap_or(0);
@@ -359,6 +411,22 @@ fn cxpulse_consume(brokers: &str, topic: &str, events: u64, group: &str) -> Dura
         std::thread::sleep(Duration::from_millis(50));
     }
     let took = assigned.elapsed();
+    let end = cpu::sample(tansu);
+    // What cxpulse asked of the broker besides fetching (the bare consumer
+    // does none of it): records produced, offset commits.
+    let counters = pipeline_metrics();
+    let produced: Vec<String> = counters
+        .iter()
+        .filter(|(k, _)| {
+            k.starts_with("cxpulse_dead_letter_records_total")
+                || k.starts_with("cxpulse_published_records_total")
+                || k.starts_with("cxpulse_offset_commits_total")
+        })
+        .map(|(k, v)| (k, v - metric(&counters_before, k)))
+        .filter(|(_, d)| *d > 0.0)
+        .map(|(k, d)| format!("{k} +{d}"))
+        .collect();
+    println!("  cxpulse broker work in the run: {}", produced.join(", "));
     let t = Instant::now();
     let m = scrape(&listen);
     let users = metric(&m, "cxpulse_tracked_users");
@@ -368,7 +436,7 @@ fn cxpulse_consume(brokers: &str, topic: &str, events: u64, group: &str) -> Dura
     );
     stop.trigger();
     handle.join().expect("cxpulse thread");
-    took
+    (took, cpu::account(&first, &end))
 }
 
 /// One run of the checkpoint-cost part.
@@ -614,6 +682,98 @@ fn checkpoint_cost(
         );
         kafka_line(i, label);
     }
+}
+
+/// What the CPU accounting of the throughput rounds implies: the CPU each
+/// side needs per 1M messages (medians over the rounds), and the best
+/// ratio cxpulse could reach if its run had both cores to itself: its wall
+/// time is at least its total CPU over 2 and at least the CPU of its
+/// busiest thread (the consumer loop, which is serial).
+///
+/// The ratio's times run from the assignment, the bare consumer's CPU
+/// accounting from its first message: the gap between them (group join
+/// done, first fetch) is taken to be the same for cxpulse.
+fn ceiling(accounts: &[(cpu::Account, cpu::Account)], bare_took: &[f64], events: u64) {
+    if accounts.is_empty() {
+        return;
+    }
+    let per_m = 1e6 / events as f64;
+    let med = |f: &dyn Fn(&cpu::Account) -> f64, bare: bool| {
+        let v: Vec<f64> = accounts
+            .iter()
+            .map(|(b, c)| f(if bare { b } else { c }) * per_m)
+            .collect();
+        median(&v)
+    };
+    let kafka = |a: &cpu::Account| {
+        a.groups
+            .iter()
+            .filter(|(n, _)| n.starts_with("rdk:") || n.starts_with("tansu"))
+            .map(|(_, g)| g.cpu_s)
+            .sum::<f64>()
+    };
+    let tansu = |a: &cpu::Account| a.get("tansu (broker process)");
+    let total = |a: &cpu::Account| a.cpu();
+    let wall = |a: &cpu::Account| a.wall_s;
+    let busiest = |a: &cpu::Account| {
+        a.groups
+            .iter()
+            .filter(|(n, _)| n.starts_with("cxpulse"))
+            .map(|(_, g)| g.top_s)
+            .fold(0.0, f64::max)
+    };
+    let (bw, cw) = (med(&wall, true), med(&wall, false));
+    let (bt, ct) = (med(&total, true), med(&total, false));
+    let floor = (ct / 2.0).max(med(&busiest, false));
+    println!(
+        "cpu per 1M messages (median of {} round(s)): bare: wall {bw:.3}s, cpu {bt:.3} core-s \
+         (tansu {:.3}, tansu + librdkafka {:.3}); cxpulse: wall {cw:.3}s, cpu {ct:.3} core-s \
+         (tansu {:.3}, tansu + librdkafka {:.3}, busiest cxpulse thread {:.3})",
+        accounts.len(),
+        med(&tansu, true),
+        med(&kafka, true),
+        med(&tansu, false),
+        med(&kafka, false),
+        med(&busiest, false),
+    );
+    for (side, bare) in [("bare", true), ("cxpulse", false)] {
+        let mut names: Vec<&String> = accounts
+            .iter()
+            .flat_map(|(b, c)| if bare { b } else { c }.groups.keys())
+            .collect();
+        names.sort();
+        names.dedup();
+        let parts: Vec<String> = names
+            .iter()
+            .map(|n| (n, med(&|a: &cpu::Account| a.get(n), bare)))
+            .filter(|(_, v)| *v >= 0.005)
+            .map(|(n, v)| format!("{n} {v:.3}"))
+            .collect();
+        println!("  {side} core-s per 1M messages: {}", parts.join("; "));
+    }
+    let gaps: Vec<f64> = accounts
+        .iter()
+        .zip(bare_took)
+        .map(|((b, _), t)| (t - b.wall_s).max(0.0))
+        .collect();
+    let gap = median(&gaps);
+    let took = median(bare_took);
+    println!(
+        "ceiling: with both cores to itself cxpulse needs at least max(cpu / 2, busiest thread) \
+         = {floor:.3}s per 1M to process them, where the bare consumer took {bw:.3}s (first \
+         message to last): at most {:.2} for those windows; with the {gap:.3}s from the \
+         assignment to the first message that the ratio also counts, at most {:.2} \
+         (bare {took:.3}s / ({gap:.3}s + {floor:.3}s))",
+        bw / floor,
+        (took * 1e6 / events as f64) / (gap * 1e6 / events as f64 + floor),
+    );
+}
+
+/// The first three fields of /proc/loadavg (the machine is shared).
+fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_default()
 }
 
 fn median(v: &[f64]) -> f64 {
@@ -1015,5 +1175,205 @@ fn scrape(addr: &str) -> BTreeMap<String, f64> {
     match http_get(addr, "/metrics") {
         Some((200, body)) => values(&body),
         _ => BTreeMap::new(),
+    }
+}
+
+/// CPU accounting of a throughput run: CPU time of the broker (tansu) and
+/// of each thread of this process (which hosts both the bare consumer and
+/// cxpulse), grouped by thread name, between two samples; plus the wall
+/// time. Per-thread time is `/proc/self/task/*/schedstat` (ns on a CPU,
+/// ns waiting in the run queue); threads that exited between the samples
+/// (e.g. a decode thread of one turn) show up as the difference between
+/// the process total (`getrusage`) and the threads still alive. Tansu's
+/// total is its `/proc/PID/stat` utime + stime (clock ticks, exited
+/// threads included) and its run-queue wait the sum over its threads.
+mod cpu {
+    use std::collections::BTreeMap;
+    use std::time::Instant;
+
+    /// One thread: (name, ns on CPU, ns waiting for a CPU).
+    type Thread = (String, u64, u64);
+
+    pub struct Sample {
+        at: Instant,
+        threads: BTreeMap<u32, Thread>,
+        process_ns: u64,
+        tansu_ns: u64,
+        tansu_wait_ns: u64,
+    }
+
+    /// Core-seconds of one group over a run.
+    #[derive(Clone, Debug, Default)]
+    pub struct Group {
+        pub cpu_s: f64,
+        pub wait_s: f64,
+        /// Threads in the group, and the CPU of the busiest one.
+        pub threads: usize,
+        pub top_s: f64,
+    }
+
+    pub struct Account {
+        pub wall_s: f64,
+        pub groups: BTreeMap<String, Group>,
+    }
+
+    fn read(path: &str) -> Option<String> {
+        std::fs::read_to_string(path).ok()
+    }
+
+    /// (ns on CPU, ns waiting) from a schedstat file.
+    fn schedstat(path: &str) -> Option<(u64, u64)> {
+        let s = read(path)?;
+        let mut it = s.split_whitespace().map(|f| f.parse::<u64>().ok());
+        Some((it.next()??, it.next()??))
+    }
+
+    fn threads(pid: &str) -> BTreeMap<u32, Thread> {
+        let mut out = BTreeMap::new();
+        let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+            return out;
+        };
+        for e in dir.flatten() {
+            let tid = e.file_name().to_string_lossy().to_string();
+            let Ok(n) = tid.parse::<u32>() else { continue };
+            let name = if pid == "self" && n == std::process::id() {
+                // Named after the executable, which may be renamed.
+                "bench main thread".to_string()
+            } else {
+                read(&format!("/proc/{pid}/task/{tid}/comm"))
+                    .map(|s| s.trim_end().to_string())
+                    .unwrap_or_default()
+            };
+            if let Some((run, wait)) = schedstat(&format!("/proc/{pid}/task/{tid}/schedstat")) {
+                out.insert(n, (name, run, wait));
+            }
+        }
+        out
+    }
+
+    fn process_ns() -> u64 {
+        // SAFETY: getrusage writes into the struct it is given.
+        let mut u: libc::rusage = unsafe { std::mem::zeroed() };
+        if unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut u) } != 0 {
+            return 0;
+        }
+        let us = |t: libc::timeval| t.tv_sec as u64 * 1_000_000 + t.tv_usec as u64;
+        (us(u.ru_utime) + us(u.ru_stime)) * 1000
+    }
+
+    /// utime + stime of process `pid` in ns (exited threads included).
+    fn stat_ns(pid: u32) -> u64 {
+        let Some(s) = read(&format!("/proc/{pid}/stat")) else {
+            return 0;
+        };
+        // Fields after the command name (which may hold spaces), from field 3.
+        let rest = s.rsplit_once(')').map_or("", |(_, r)| r);
+        let f: Vec<&str> = rest.split_whitespace().collect();
+        let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+        // utime is field 14, stime 15: indices 11 and 12 here.
+        // SAFETY: sysconf has no preconditions.
+        let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
+        (ticks(11) + ticks(12)) * 1_000_000_000 / hz
+    }
+
+    pub fn sample(tansu: u32) -> Sample {
+        let tansu_wait_ns = threads(&tansu.to_string()).values().map(|t| t.2).sum();
+        Sample {
+            at: Instant::now(),
+            threads: threads("self"),
+            process_ns: process_ns(),
+            tansu_ns: stat_ns(tansu),
+            tansu_wait_ns,
+        }
+    }
+
+    /// The group of a thread name (names are cut to 15 bytes by Linux).
+    fn group(name: &str) -> String {
+        match name {
+            n if n.starts_with("rdk:broker") => "rdk:broker*".into(),
+            n if n.starts_with("rdk:") => n.into(),
+            "cxpulse-run" => "cxpulse-run (the consumer loop)".into(),
+            "cxpulse" => "cxpulse (tokio workers: tasks)".into(),
+            "cxpulse-decode" => "cxpulse-decode".into(),
+            n => n.into(),
+        }
+    }
+
+    /// What happened between `a` and `b`.
+    pub fn account(a: &Sample, b: &Sample) -> Account {
+        let s = |ns: u64| ns as f64 / 1e9;
+        let mut groups: BTreeMap<String, Group> = BTreeMap::new();
+        let mut alive = 0u64;
+        for (tid, (name, run, wait)) in &b.threads {
+            let (run0, wait0) = a.threads.get(tid).map_or((0, 0), |t| (t.1, t.2));
+            let (run, wait) = (run.saturating_sub(run0), wait.saturating_sub(wait0));
+            alive += run;
+            if run == 0 && wait == 0 {
+                continue;
+            }
+            let g = groups.entry(group(name)).or_default();
+            g.cpu_s += s(run);
+            g.wait_s += s(wait);
+            g.threads += 1;
+            g.top_s = g.top_s.max(s(run));
+        }
+        let total = b.process_ns.saturating_sub(a.process_ns);
+        let exited = total.saturating_sub(alive);
+        if exited > 0 {
+            let g = groups
+                .entry("(threads exited during the run)".into())
+                .or_default();
+            g.cpu_s = s(exited);
+        }
+        groups.insert(
+            "tansu (broker process)".into(),
+            Group {
+                cpu_s: s(b.tansu_ns.saturating_sub(a.tansu_ns)),
+                wait_s: s(b.tansu_wait_ns.saturating_sub(a.tansu_wait_ns)),
+                threads: 0,
+                top_s: 0.0,
+            },
+        );
+        Account {
+            wall_s: (b.at - a.at).as_secs_f64(),
+            groups,
+        }
+    }
+
+    impl Account {
+        pub fn cpu(&self) -> f64 {
+            self.groups.values().map(|g| g.cpu_s).sum()
+        }
+
+        pub fn get(&self, group: &str) -> f64 {
+            self.groups.get(group).map_or(0.0, |g| g.cpu_s)
+        }
+
+        /// Prints the table, per million messages and as a share of the
+        /// two cores over the run's wall time.
+        pub fn print(&self, label: &str, events: u64) {
+            let per_m = 1e6 / events as f64;
+            println!(
+                "  cpu {label}: wall {:.3}s; {:.3} core-s in all = {:.2} of 2 cores",
+                self.wall_s,
+                self.cpu(),
+                self.cpu() / (2.0 * self.wall_s)
+            );
+            for (name, g) in &self.groups {
+                let top = if g.threads > 1 {
+                    format!(", {} threads, busiest {:.3}s", g.threads, g.top_s)
+                } else {
+                    String::new()
+                };
+                println!(
+                    "    {name:<40} {:>7.3} core-s ({:>6.3} per 1M msgs) {:>5.1}% of 2 cores; \
+                     waited for a CPU {:.3}s{top}",
+                    g.cpu_s,
+                    g.cpu_s * per_m,
+                    100.0 * g.cpu_s / (2.0 * self.wall_s),
+                    g.wait_s,
+                );
+            }
+        }
     }
 }

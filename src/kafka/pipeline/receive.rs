@@ -21,7 +21,8 @@
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use rdkafka::consumer::StreamConsumer;
+use futures_core::Stream;
+use rdkafka::consumer::{MessageStream, StreamConsumer};
 use rdkafka::error::{KafkaError, KafkaResult};
 use rdkafka::message::{BorrowedMessage, Message};
 
@@ -73,6 +74,9 @@ impl Loop {
         let mut batch: Vec<BorrowedMessage<'_>> = Vec::new();
         let mut changes = self.live.assignment_changes();
         self.note_assignments();
+        // One stream for the whole turn: `recv()` registers (and removes) a
+        // waker slot under a mutex for every message it returns.
+        let mut stream = consumer.stream();
         let mut next = Some(first);
         let mut taken = 0;
         let mut end = Turn::Done;
@@ -113,7 +117,7 @@ impl Loop {
             }
             taken += 1;
             if taken < BATCH {
-                next = try_recv(consumer);
+                next = try_next(&mut stream);
                 let now_changes = self.live.assignment_changes();
                 if now_changes != changes {
                     changes = now_changes;
@@ -289,14 +293,16 @@ fn decode_all<'m>(decoder: &Decoder, inputs: &[Input<'m>]) -> Vec<Decoded<'m>> {
         .collect()
 }
 
-/// The next message if one is ready now, without waiting.
-fn try_recv(c: &StreamConsumer<ConsumerCtx>) -> Option<KafkaResult<BorrowedMessage<'_>>> {
-    let mut fut = std::pin::pin!(c.recv());
-    match fut
-        .as_mut()
-        .poll(&mut std::task::Context::from_waker(std::task::Waker::noop()))
-    {
-        std::task::Poll::Ready(m) => Some(m),
+/// The next message of `stream` if one is ready now, without waiting (as
+/// `recv()` would: a rebalance or other event handled by the poll instead
+/// of a message also ends the turn).
+fn try_next<'c>(
+    stream: &mut MessageStream<'c, ConsumerCtx>,
+) -> Option<KafkaResult<BorrowedMessage<'c>>> {
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    match std::pin::Pin::new(stream).poll_next(&mut cx) {
+        // A `MessageStream` never ends.
+        std::task::Poll::Ready(m) => m,
         std::task::Poll::Pending => None,
     }
 }

@@ -195,7 +195,9 @@ impl Loop {
             report_dropped(Stream::Alerts, &self.alerts_topic, &dropped);
             self.start_deliveries();
         }
-        let hist = &self.latency_histogram;
+        // Counted locally and added to the histogram once (its `observe`
+        // is a few atomic operations per event).
+        let hist = self.latency_histogram.local();
         let mut observe = |s: f64| hist.observe(s);
         let engine = lock_engine(&self.engine);
         for &p in pids {
@@ -203,6 +205,7 @@ impl Loop {
                 self.latency.release(p, through, now, &mut observe);
             }
         }
+        hist.flush();
     }
 
     /// Sends the next batch of output, alerts and partials, where none is in flight.
