@@ -61,6 +61,7 @@ pub fn router(state: HttpState) -> Router {
         .route("/", get(web::index))
         .route("/assets/app.js", get(web::app_js))
         .route("/assets/app.css", get(web::app_css))
+        .route("/assets/errors.js", get(web::errors_js))
         .with_state(state)
 }
 

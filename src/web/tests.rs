@@ -337,6 +337,7 @@ async fn the_page_and_its_assets_are_served_embedded() {
         r#"id="health""#,
         r#"<select id="window""#,
         r#"data-state="loading""#,
+        r#"src="assets/errors.js""#,
         r#"src="assets/app.js""#,
         r#"href="assets/app.css""#,
     ] {
@@ -344,9 +345,19 @@ async fn the_page_and_its_assets_are_served_embedded() {
     }
     // Nothing from elsewhere: no absolute URL in what the page loads (but
     // the SVG namespace name, which is not fetched).
-    for path in ["/", "/assets/app.js", "/assets/app.css"] {
+    for path in [
+        "/",
+        "/assets/errors.js",
+        "/assets/app.js",
+        "/assets/app.css",
+    ] {
         let a = get(addr, path, None).await;
         assert_eq!(a.code, 200, "{path}");
+        assert_eq!(
+            a.header("x-content-type-options"),
+            Some("nosniff"),
+            "{path}"
+        );
         let body = a.body.replace("'http://www.w3.org/2000/svg'", "");
         assert!(!body.contains("http://"), "{path}");
         assert!(!body.contains("https://"), "{path}");
@@ -358,6 +369,17 @@ async fn the_page_and_its_assets_are_served_embedded() {
             .header("content-type"),
         Some("text/javascript; charset=utf-8")
     );
+    // No inline script: the policy allows scripts from this listener only
+    // (a violation would be a console error, which tests/live_page.rs counts).
+    assert!(!page.body.contains("<script>"), "an inline script");
+    let csp = page.header("content-security-policy").unwrap_or_default();
+    for directive in [
+        "default-src 'none'",
+        "script-src 'self'",
+        "connect-src 'self'",
+    ] {
+        assert!(csp.contains(directive), "{directive} missing from {csp}");
+    }
 }
 
 #[tokio::test]
@@ -372,6 +394,7 @@ async fn the_page_and_its_json_ask_for_the_same_credentials_as_metrics() {
     for p in [
         "/",
         "/api/series",
+        "/assets/errors.js",
         "/assets/app.js",
         "/assets/app.css",
         "/metrics",
