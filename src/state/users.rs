@@ -367,6 +367,7 @@ fn le_u32(b: &[u8]) -> u32 {
 }
 
 /// Where the id of an index slot lies in the arena.
+#[inline(always)]
 fn slot_span(list: &UserList, cold: &Chunked<Cold>, slot: u32) -> std::ops::Range<usize> {
     let (off, len) = if slot & COLD_BIT != 0 {
         let c = &cold[(slot & !COLD_BIT) as usize];
@@ -378,10 +379,18 @@ fn slot_span(list: &UserList, cold: &Chunked<Cold>, slot: u32) -> std::ops::Rang
     off as usize..off as usize + len as usize
 }
 
-/// Whether the id of an index slot is `id`.
+/// Whether the id of an index slot is `id` (on the hot path of every
+/// event: the bytes are compared in place when they lie in one arena chunk).
+#[inline(always)]
 fn slot_is(arena: &Arena, list: &UserList, cold: &Chunked<Cold>, slot: u32, id: &[u8]) -> bool {
     let span = slot_span(list, cold, slot);
-    span.len() == id.len() && arena.range_eq(span.start, id)
+    if span.len() != id.len() {
+        return false;
+    }
+    match arena.contiguous(span.start, span.len()) {
+        Some(held) => held == id,
+        None => arena.range_eq(span.start, id),
+    }
 }
 
 /// The hash of the id of an index slot.
