@@ -24,7 +24,7 @@ use crate::state::dedup::Dedup;
 use crate::state::params::{Params, day_of};
 use crate::state::registry::ChannelRegistry;
 use crate::state::tickets::Tickets;
-use crate::state::users::{NEVER, UserIdx, Users};
+use crate::state::users::{NEVER, User, UserIdx, Users};
 
 /// A timer of one family, flattened (so a [`Timer`] is 16 bytes). The
 /// order (by instant, then kind) is the order timers at the same instant
@@ -247,14 +247,15 @@ impl Partition {
                 referred,
             } => scan::signup(self.users.get_mut(user), ts, channel, referred),
             PendingBody::Deposit { user } => {
-                scan::deposit(self.users.get_mut(user), b);
-                self.activity(user, ts, prm);
+                let u = self.users.get_mut(user);
+                scan::deposit(u, b);
+                activity(u, user, ts, prm, &mut f.retention, &mut self.churn);
             }
             PendingBody::Trade { user, fee } => {
                 let u = self.users.get_mut(user);
                 scan::trade(u, b);
                 f.acquisition.trade(u.channel(), b, fee);
-                self.activity(user, ts, prm);
+                activity(u, user, ts, prm, &mut f.retention, &mut self.churn);
             }
             PendingBody::Invite => f.acquisition.invite(b),
             PendingBody::Reward {
@@ -288,16 +289,6 @@ impl Partition {
                 }
             }
         }
-    }
-
-    /// A deposit or trade by `user` at `ts` (applied in time order).
-    fn activity(&mut self, user: UserIdx, ts: Millis, prm: &Params) {
-        let u = self.users.get_mut(user);
-        let was_customer = u.is_customer();
-        self.families.retention.on_activity(u, ts, prm);
-        scan::activity(u, was_customer, ts, prm);
-        let due = u.last_activity() + prm.inactivity;
-        self.churn.activity(user, due);
     }
 
     fn fire(&mut self, timer: Timer, now: Millis, prm: &Params, alerts: &mut Vec<BreachAlert>) {
@@ -343,4 +334,21 @@ impl Partition {
     pub fn timers_len(&self) -> usize {
         self.timers.len()
     }
+}
+
+/// A deposit or trade by user `idx` (`u`) at `ts` (applied in time order):
+/// its user record is looked up once per event, by the caller.
+fn activity(
+    u: &mut User,
+    idx: UserIdx,
+    ts: Millis,
+    prm: &Params,
+    retention: &mut retention::State,
+    churn: &mut retention::ChurnQueue,
+) {
+    let was_customer = u.is_customer();
+    retention.on_activity(u, ts, prm);
+    scan::activity(u, was_customer, ts, prm);
+    let due = u.last_activity() + prm.inactivity;
+    churn.activity(idx, due);
 }

@@ -270,6 +270,7 @@ impl<T: Copy, const B: usize> Chunked<T, B> {
     }
 
     /// Elements `start..start + n` if they lie in one chunk.
+    #[inline]
     pub fn contiguous(&self, start: usize, n: usize) -> Option<&[T]> {
         let (c, o) = (start >> Self::SHIFT, start & Self::MASK);
         (start + n <= self.len && o + n <= Self::PER).then(|| &self.chunk(c)[o..o + n])
@@ -335,6 +336,7 @@ impl<T> std::ops::Deref for Piece<T> {
 
 impl<T: Copy, const B: usize> Index<usize> for Chunked<T, B> {
     type Output = T;
+    #[inline]
     fn index(&self, i: usize) -> &T {
         assert!(i < self.len, "index {i} out of {} elements", self.len);
         &self.chunk(i >> Self::SHIFT)[i & Self::MASK]
@@ -342,6 +344,7 @@ impl<T: Copy, const B: usize> Index<usize> for Chunked<T, B> {
 }
 
 impl<T: Copy, const B: usize> IndexMut<usize> for Chunked<T, B> {
+    #[inline]
     fn index_mut(&mut self, i: usize) -> &mut T {
         self.get_mut(i)
     }

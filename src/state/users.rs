@@ -316,11 +316,58 @@ pub type UserList = Chunked<User, 8192>;
 /// The id arena: copy-on-write chunks of 64 KiB.
 pub type Arena = Chunked<u8, { 64 * 1024 }>;
 
+/// The hash of a user id in the index (never stored: the index is rebuilt
+/// on restore). Ids of up to 16 bytes (the usual case: short ASCII) take a
+/// short path of two folded multiplies over at most two overlapping words
+/// (as wyhash does); longer ones, xxh3.
+#[inline]
 fn hash_id(id: &[u8]) -> u64 {
-    xxhash_rust::xxh3::xxh3_64(id)
+    const P0: u64 = 0xa076_1d64_78bd_642f;
+    const P1: u64 = 0xe703_7ed1_a0b4_28db;
+    const P2: u64 = 0x8ebc_6af0_9c88_c6e3;
+    let n = id.len();
+    if n > 16 {
+        return xxhash_rust::xxh3::xxh3_64(id);
+    }
+    let (a, b) = if n >= 8 {
+        (le_u64(id), le_u64(&id[n - 8..]))
+    } else if n >= 4 {
+        (le_u32(id) as u64, le_u32(&id[n - 4..]) as u64)
+    } else if n > 0 {
+        let (x, y, z) = (id[0] as u64, id[n / 2] as u64, id[n - 1] as u64);
+        ((x << 16) | (y << 8) | z, 0)
+    } else {
+        (0, 0)
+    };
+    let h = folded_mul(a ^ P1, b ^ P0);
+    folded_mul(h ^ P2 ^ n as u64, P1)
+}
+
+/// The 128-bit product of `a` and `b`, its halves xored.
+#[inline]
+fn folded_mul(a: u64, b: u64) -> u64 {
+    let m = a as u128 * b as u128;
+    (m as u64) ^ ((m >> 64) as u64)
+}
+
+/// The first 8 bytes of `b` (at least 8 long), little-endian.
+#[inline]
+fn le_u64(b: &[u8]) -> u64 {
+    let mut w = [0u8; 8];
+    w.copy_from_slice(&b[..8]);
+    u64::from_le_bytes(w)
+}
+
+/// The first 4 bytes of `b` (at least 4 long), little-endian.
+#[inline]
+fn le_u32(b: &[u8]) -> u32 {
+    let mut w = [0u8; 4];
+    w.copy_from_slice(&b[..4]);
+    u32::from_le_bytes(w)
 }
 
 /// Where the id of an index slot lies in the arena.
+#[inline(always)]
 fn slot_span(list: &UserList, cold: &Chunked<Cold>, slot: u32) -> std::ops::Range<usize> {
     let (off, len) = if slot & COLD_BIT != 0 {
         let c = &cold[(slot & !COLD_BIT) as usize];
@@ -332,10 +379,18 @@ fn slot_span(list: &UserList, cold: &Chunked<Cold>, slot: u32) -> std::ops::Rang
     off as usize..off as usize + len as usize
 }
 
-/// Whether the id of an index slot is `id`.
+/// Whether the id of an index slot is `id` (on the hot path of every
+/// event: the bytes are compared in place when they lie in one arena chunk).
+#[inline(always)]
 fn slot_is(arena: &Arena, list: &UserList, cold: &Chunked<Cold>, slot: u32, id: &[u8]) -> bool {
     let span = slot_span(list, cold, slot);
-    span.len() == id.len() && arena.range_eq(span.start, id)
+    if span.len() != id.len() {
+        return false;
+    }
+    match arena.contiguous(span.start, span.len()) {
+        Some(held) => held == id,
+        None => arena.range_eq(span.start, id),
+    }
 }
 
 /// The hash of the id of an index slot.
@@ -802,6 +857,37 @@ mod tests {
         }
         assert!(!u.contains(&ids[0]));
         assert_eq!(u.len(), n - (n / 2 + 1));
+    }
+
+    #[test]
+    fn short_id_hashes_differ_and_spread() {
+        // Every generated-style id of each length class (1..=3, 4..=7,
+        // 8..=16 bytes, and the xxh3 path past 16) hashes apart, and the
+        // top 7 bits (the index's tag) and the low bits (its bucket) both spread.
+        let mut ids: Vec<String> = (0..200_000).map(|i| format!("u{i}")).collect();
+        ids.extend((0..1000).map(|i| format!("user-{i:012}")));
+        ids.extend((0..1000).map(|i| format!("customer-{i:020}")));
+        ids.extend(["", "a", "b", "ab", "ba", "abc", "acb"].map(String::from));
+        let mut hashes: Vec<u64> = ids.iter().map(|id| hash_id(id.as_bytes())).collect();
+        let (mut tags, mut low) = ([0u32; 128], [0u32; 256]);
+        for h in &hashes {
+            tags[(h >> 57) as usize] += 1;
+            low[(h & 255) as usize] += 1;
+        }
+        let n = hashes.len() as u32;
+        assert!(
+            tags.iter()
+                .all(|&t| t > n / 128 * 8 / 10 && t < n / 128 * 12 / 10),
+            "{tags:?}"
+        );
+        assert!(
+            low.iter()
+                .all(|&t| t > n / 256 * 8 / 10 && t < n / 256 * 12 / 10),
+            "{low:?}"
+        );
+        hashes.sort_unstable();
+        hashes.dedup();
+        assert_eq!(hashes.len(), ids.len());
     }
 
     #[test]
