@@ -113,16 +113,10 @@ fn decode_canonical(
         fill_from_json(&mut raw, bytes)
             .map_err(|e| DecodeFailure::untyped(DecodeError::NotJson(e.to_string())))?;
     }
-    let result =
-        match canonical_type(raw.slot(Field::Type).as_ref()) {
-            Ok(ty) => validate(&mut raw, ty, TsFormat::Auto, fallback_ts, max_amount_usd).map_err(
-                |error| DecodeFailure {
-                    error,
-                    event_type: Some(ty),
-                },
-            ),
-            Err(e) => Err(DecodeFailure::untyped(e)),
-        };
+    let result = match canonical_type(raw.slot(Field::Type).as_ref()) {
+        Ok(ty) => validate(&mut raw, ty, TsFormat::Auto, fallback_ts, max_amount_usd),
+        Err(e) => Err(DecodeFailure::untyped(e)),
+    };
     if scanned {
         // The scanner only stores borrowed strings and plain scalars
         // (`fast`'s module doc): nothing in `raw` owns memory, so skipping
