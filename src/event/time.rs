@@ -20,8 +20,117 @@ const MS_PER_DAY: i64 = 86_400_000;
 /// hour 24, offset +24:00) are `None`; so is a leap second (`:60`), which
 /// RFC 3339 allows but epoch time cannot represent. A space instead of `T` is
 /// not accepted. Years before 1970 give negative values.
+#[inline]
 pub fn parse_rfc3339(s: &str) -> Option<Millis> {
     let b = s.as_bytes();
+    parse_utc_fast(b).or_else(|| parse_full(b))
+}
+
+/// Bytes of an 8-byte little-endian word that must be ASCII digits (`0xff`) in the
+/// fixed shape, and the separators expected in the others (`t` for `T` as the
+/// `T` byte is read with its 0x20 bit set, accepting both cases).
+const W0_DIGITS: u64 = u64::from_le_bytes([0xff, 0xff, 0xff, 0xff, 0, 0xff, 0xff, 0]);
+const W0_SEPS: u64 = u64::from_le_bytes([0, 0, 0, 0, b'-', 0, 0, b'-']);
+const W1_DIGITS: u64 = u64::from_le_bytes([0xff, 0xff, 0, 0xff, 0xff, 0, 0xff, 0xff]);
+const W1_SEPS: u64 = u64::from_le_bytes([0, 0, b't', 0, 0, b':', 0, 0]);
+const W1_LOWER: u64 = u64::from_le_bytes([0, 0, 0x20, 0, 0, 0, 0, 0]);
+
+/// `0xff` where a byte of `w` is not zero.
+const fn nonzero_bytes(w: u64) -> u64 {
+    let mut m = 0u64;
+    let mut i = 0;
+    while i < 8 {
+        if (w >> (8 * i)) & 0xff != 0 {
+            m |= 0xff << (8 * i);
+        }
+        i += 1;
+    }
+    m
+}
+
+/// Whether the bytes of `w` under `digits` are ASCII digits and the bytes
+/// under `sep_mask` (`seps`'s non-zero bytes), with `lower` or-ed in first,
+/// equal `seps`.
+/// A separator byte that matches cannot carry into its neighbour in the
+/// digit test (the largest, `t` ^ `0`, is 0x44), nor can a digit byte that
+/// passes it (at most 0x0f + 6).
+#[inline(always)]
+fn shape_ok(w: u64, digits: u64, seps: u64, sep_mask: u64, lower: u64) -> bool {
+    const ZEROS: u64 = 0x3030_3030_3030_3030;
+    const SIXES: u64 = 0x0606_0606_0606_0606;
+    const HIGH_NIBBLES: u64 = 0xf0f0_f0f0_f0f0_f0f0;
+    let x = w ^ ZEROS;
+    let digit_bad = (x | x.wrapping_add(SIXES)) & digits & HIGH_NIBBLES;
+    digit_bad == 0 && (w | lower) & sep_mask == seps
+}
+
+/// The exact common shape `YYYY-MM-DDTHH:MM:SSZ` or `YYYY-MM-DDTHH:MM:SS.fffZ`
+/// (`t`, `z` in either case), read with fixed offsets, word-wide digit checks
+/// and no loops. `None` means "not decided here": the caller falls back to
+/// [`parse_full`], so this only ever accepts, and only what `parse_full`
+/// accepts, to the same value (checked in the tests against generated strings).
+#[inline(always)]
+fn parse_utc_fast(b: &[u8]) -> Option<Millis> {
+    let h: &[u8; 20] = b.get(..20)?.try_into().ok()?;
+    let millis = match b.len() {
+        20 if h[19] | 0x20 == b'z' => 0,
+        24 if h[19] == b'.' && b[23] | 0x20 == b'z' => {
+            let (f0, f1, f2) = (
+                b[20].wrapping_sub(b'0'),
+                b[21].wrapping_sub(b'0'),
+                b[22].wrapping_sub(b'0'),
+            );
+            if f0 > 9 || f1 > 9 || f2 > 9 {
+                return None;
+            }
+            u32::from(f0) * 100 + u32::from(f1) * 10 + u32::from(f2)
+        }
+        _ => return None,
+    };
+    let w0 = u64::from_le_bytes(*h.first_chunk::<8>()?);
+    let w1 = u64::from_le_bytes(*h[8..].first_chunk::<8>()?);
+    // `:SS` and the byte before it (a digit), as one more word.
+    let w2 = u64::from(u32::from_le_bytes(*h[15..].first_chunk::<4>()?));
+    const W2_DIGITS: u64 = u64::from_le_bytes([0xff, 0, 0xff, 0xff, 0, 0, 0, 0]);
+    const W2_SEPS: u64 = u64::from_le_bytes([0, b':', 0, 0, 0, 0, 0, 0]);
+    let w0_ok = shape_ok(w0, W0_DIGITS, W0_SEPS, const { nonzero_bytes(W0_SEPS) }, 0);
+    let w1_ok = shape_ok(
+        w1,
+        W1_DIGITS,
+        W1_SEPS,
+        const { nonzero_bytes(W1_SEPS) },
+        W1_LOWER,
+    );
+    let w2_ok = shape_ok(w2, W2_DIGITS, W2_SEPS, const { nonzero_bytes(W2_SEPS) }, 0);
+    if !(w0_ok & w1_ok & w2_ok) {
+        return None;
+    }
+    let d = |i: usize| u32::from(h[i] - b'0');
+    let year = d(0) * 1000 + d(1) * 100 + d(2) * 10 + d(3);
+    let month = d(5) * 10 + d(6);
+    let day = d(8) * 10 + d(9);
+    let hour = d(11) * 10 + d(12);
+    let minute = d(14) * 10 + d(15);
+    let second = d(17) * 10 + d(18);
+    let leap = year % 4 == 0 && (year % 100 != 0 || year % 400 == 0);
+    const DAYS: [u8; 13] = [0, 31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31];
+    let month_days = u32::from(*DAYS.get(month as usize)?) + u32::from(month == 2 && leap);
+    if day == 0 || day > month_days || hour > 23 || minute > 59 || second > 59 {
+        return None;
+    }
+    // days_from_civil with the year counted from March and shifted by one
+    // 400-year era (146 097 days) so that everything stays unsigned.
+    let march = month <= 2;
+    let y = year + 400 - u32::from(march);
+    let mp = if march { month + 9 } else { month - 3 };
+    let doy = (153 * mp + 2) / 5 + day - 1;
+    let days = i64::from(365 * y + y / 4 - y / 100 + y / 400 + doy) - (719_468 + 146_097);
+    let secs = days * 86_400 + i64::from(hour * 3600 + minute * 60 + second);
+    Some(secs * 1000 + i64::from(millis))
+}
+
+/// The whole grammar of [`parse_rfc3339`], byte by byte.
+fn parse_full(b: &[u8]) -> Option<Millis> {
     if b.len() < 20 {
         return None;
     }
@@ -281,6 +390,112 @@ mod tests {
         let b = parse_rfc3339("2025-01-01T00:00:00Z").unwrap();
         assert_eq!(b - a, 366 * MS_PER_DAY);
         assert_eq!(format_rfc3339(b - MS_PER_DAY), "2024-12-31T00:00:00Z");
+    }
+
+    /// The fixed-shape fast path only ever accepts what the full parser
+    /// accepts, to the same millis, and [`parse_rfc3339`] (fast path, then the
+    /// full parser) decides every string as the full parser alone does.
+    #[test]
+    fn fast_path_agrees_with_the_full_parser() {
+        let mut state = 12_345u64;
+        let mut next = |n: u64| crate::r#gen::rng::splitmix64(&mut state) % n;
+        let mut fast_hits = 0;
+        let mut check = |s: &str| {
+            let full = parse_full(s.as_bytes());
+            if let Some(ms) = parse_utc_fast(s.as_bytes()) {
+                assert_eq!(full, Some(ms), "{s}");
+                fast_hits += 1;
+            }
+            assert_eq!(parse_rfc3339(s), full, "{s}");
+        };
+        // Hand-picked edges: leap days, century rules, the epoch and before,
+        // year 0 and 9999, every month end, both cases of `t` and `z`.
+        for s in [
+            "1970-01-01T00:00:00Z",
+            "1969-12-31T23:59:59.999Z",
+            "0000-01-01T00:00:00Z",
+            "0000-02-29T00:00:00Z",
+            "0000-03-01T00:00:00.001Z",
+            "9999-12-31T23:59:59.999Z",
+            "9999-12-31t23:59:59.999z",
+            "2024-02-29T12:00:00Z",
+            "2000-02-29T12:00:00Z",
+            "1900-02-29T12:00:00Z",
+            "2100-02-29T12:00:00Z",
+            "2400-02-29T12:00:00Z",
+            "2023-02-29T12:00:00Z",
+            "2026-01-05t10:00:00z",
+            "2026-01-05T10:00:00z",
+            "2026-01-05t10:00:00Z",
+            "2026-01-05 10:00:00Z",
+            "2026-01-05T10:00:00.000Z",
+            "2026-01-05T10:00:00.12Z",
+            "2026-01-05T10:00:00.1234Z",
+            "2026-01-05T10:00:00.123+00:00",
+            "2026-01-05T10:00:00+01:00",
+            "2026-01-05T10:00:00.12aZ",
+            "2026-01-05T10:00:00.123z",
+            "2026-01-05T10:00:00\rZ",
+            "2026\r01-05T10:00:00Z",
+        ] {
+            check(s);
+        }
+        for month in 0..=13u32 {
+            for day in 0..=32u32 {
+                for year in [
+                    0, 1, 4, 100, 399, 400, 1969, 1970, 2000, 2024, 2100, 9996, 9999,
+                ] {
+                    check(&format!("{year:04}-{month:02}-{day:02}T00:00:00Z"));
+                    check(&format!("{year:04}-{month:02}-{day:02}T23:59:59.999Z"));
+                }
+            }
+        }
+        // Generated: random fields slightly beyond their ranges, fractions of
+        // 0 to 9 digits, every terminator, and one-byte changes of each.
+        let seps = [b'-', b'-', b'T', b':', b':'];
+        for _ in 0..200_000 {
+            let year = match next(4) {
+                0 => next(10_000),
+                1 => 1968 + next(4),
+                2 => 9996 + next(4),
+                _ => 1970 + next(100),
+            };
+            let (month, day) = (next(14), next(33));
+            let (hour, minute, second) = (next(26), next(62), next(62));
+            let frac_len = next(10) as usize;
+            let frac: String = (0..frac_len)
+                .map(|_| char::from(b'0' + next(10) as u8))
+                .collect();
+            let dot = if frac_len == 0 { "" } else { "." };
+            let t = if next(8) == 0 { 't' } else { 'T' };
+            let end = match next(10) {
+                0 => "z",
+                1 => "+01:30",
+                2 => "-00:00",
+                3 => "",
+                _ => "Z",
+            };
+            let s = format!(
+                "{year:04}-{month:02}-{day:02}{t}{hour:02}:{minute:02}:{second:02}{dot}{frac}{end}"
+            );
+            check(&s);
+            let mut b = s.into_bytes();
+            let at = next(b.len() as u64) as usize;
+            let was = b[at];
+            b[at] = match next(6) {
+                0 => seps[next(5) as usize],
+                1 => b'0' + next(10) as u8,
+                2 => b'Z',
+                3 => was ^ 0x20,
+                4 => b'/',
+                _ => b':',
+            };
+            if let Ok(s) = std::str::from_utf8(&b) {
+                check(s);
+            }
+        }
+        // 31 280 with this seed: the fast path is taken, not just agreed with.
+        assert!(fast_hits > 25_000, "{fast_hits}");
     }
 
     #[test]

@@ -106,19 +106,24 @@ fn decode_canonical(
         ));
     }
     let mut raw = RawEvent::default();
-    if fast::fill(&mut raw, bytes).is_none() {
+    let scanned = fast::fill(&mut raw, bytes).is_some();
+    if !scanned {
         // Not the simple shape (or not JSON): serde_json reads it and decides.
         raw = RawEvent::default();
         fill_from_json(&mut raw, bytes)
             .map_err(|e| DecodeFailure::untyped(DecodeError::NotJson(e.to_string())))?;
     }
-    let ty = canonical_type(raw.slot(Field::Type).as_ref()).map_err(DecodeFailure::untyped)?;
-    validate(&mut raw, ty, TsFormat::Auto, fallback_ts, max_amount_usd).map_err(|error| {
-        DecodeFailure {
-            error,
-            event_type: Some(ty),
-        }
-    })
+    let result = match canonical_type(raw.slot(Field::Type).as_ref()) {
+        Ok(ty) => validate(&mut raw, ty, TsFormat::Auto, fallback_ts, max_amount_usd),
+        Err(e) => Err(DecodeFailure::untyped(e)),
+    };
+    if scanned {
+        // The scanner only stores borrowed strings and plain scalars
+        // (`fast`'s module doc): nothing in `raw` owns memory, so skipping
+        // its drop (a check of each of the 18 slots) frees nothing less.
+        std::mem::forget(raw);
+    }
+    result
 }
 
 /// A JSON value that may be `null` (`None`): one `deserialize_any` call

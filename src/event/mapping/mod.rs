@@ -410,9 +410,5 @@ impl CompiledMapping {
             max_amount_usd,
         )
         .map(into_owned)
-        .map_err(|error| DecodeFailure {
-            error,
-            event_type: Some(rule.ty),
-        })
     }
 }
