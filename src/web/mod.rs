@@ -18,7 +18,7 @@ use serde_json::{Map, Value, json};
 
 use crate::config::SlaSection;
 use crate::event::{Millis, Priority};
-use crate::export::{Family, Sample, series_key};
+use crate::export::{self, Family, Sample, series_key};
 
 const INDEX_HTML: &str = include_str!("assets/index.html");
 const APP_JS: &str = include_str!("assets/app.js");
@@ -100,7 +100,6 @@ pub fn series_json(input: &SeriesInput<'_>) -> Value {
     let pipeline: Vec<Value> = input
         .pipeline
         .iter()
-        .filter(|s| s.value.is_finite())
         .map(|s| sample_json(s, true))
         .collect();
     let mut targets = Map::new();
@@ -130,20 +129,17 @@ fn seconds(ms: Millis) -> f64 {
     ms as f64 / 1000.0
 }
 
+/// [`export::sample_json`] with the series' key, without the value for an
+/// absent series.
 fn sample_json(s: &Sample, with_value: bool) -> Value {
-    let labels: Map<String, Value> = s
-        .labels
-        .iter()
-        .map(|(k, v)| (k.clone(), Value::String(v.clone())))
-        .collect();
-    let mut o = Map::new();
-    o.insert("name".into(), Value::String(s.name.clone()));
-    o.insert("labels".into(), Value::Object(labels));
-    if with_value {
-        o.insert("value".into(), json!(s.value));
+    let mut o = export::sample_json(s);
+    if let Value::Object(m) = &mut o {
+        if !with_value {
+            m.remove("value");
+        }
+        m.insert("key".into(), Value::String(series_key(s)));
     }
-    o.insert("key".into(), Value::String(series_key(s)));
-    Value::Object(o)
+    o
 }
 
 #[cfg(test)]
