@@ -31,6 +31,7 @@ use tracing::debug;
 
 use crate::config::SlaSection;
 use crate::export::to_prometheus_text;
+use crate::kafka::pipeline::wall_ms;
 use crate::kafka::{LiveState, RenderRequest, Rendered};
 use crate::telemetry;
 use crate::web;
@@ -252,12 +253,6 @@ async fn api_series(State(s): State<HttpState>) -> Response {
         body.to_string(),
     )
         .into_response()
-}
-
-fn wall_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
 }
 
 async fn healthz(State(s): State<HttpState>) -> Response {

@@ -264,7 +264,8 @@ fn duration(ms: Millis) -> Duration {
     Duration::from_millis(ms.max(1) as u64)
 }
 
-fn wall_ms() -> Millis {
+/// The wall clock in milliseconds since the epoch (0 if the clock is before it).
+pub(crate) fn wall_ms() -> Millis {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as Millis)
