@@ -1,17 +1,19 @@
 //! Checkpoint cost at 1M users (and 10M with `CXPULSE_BENCH_10M=1`): snapshot
-//! time (into a fresh buffer, and into a prepared one as `run` does), file size, atomic write time (tmp + fsync + rename), and read +
+//! time, file size, atomic write time (tmp + fsync + rename), and read +
 //! checksum + restore time. Each user gets a signup, a deposit and a trade
 //! over 7 days, fed through the engine directly.
 //! Then the handover of one input partition holding all of them (issue 10):
 //! `Engine::snapshot_partition` time and size, `restore_partition` into
 //! another engine, and the size of its fleet partial (`Engine::partials`).
-//! Then snapshots off the loop (issue 12): the time [`Engine::freeze`] stops
-//! the loop, the time [`cxpulse::engine::snapshot::FrozenEngine::encode_into`]
-//! takes on another thread while the loop goes on applying events, and the
-//! extra memory held meanwhile: the chunks the loop copied because the frozen
-//! view still shared them (after a tenth of the users made a deposit, with
-//! nothing encoded yet), and the peak RSS growth while encoding (which
-//! includes the encoded bytes themselves).
+//! Then checkpoints off the loop (issue 12), as `run` writes them: the time
+//! [`Engine::freeze`] stops the loop, the time the file takes on another
+//! thread while the loop goes on applying events, and the extra memory held
+//! meanwhile: the chunks the loop copied because the frozen view still
+//! shared them (after a tenth of the users made a deposit, with nothing
+//! written yet), and the peak RSS growth while writing. Twice: streamed
+//! into the file through a bounded buffer (`FrozenEngine::write_to`, as
+//! `run` does), and encoded into one whole buffer first (as before), whose
+//! peak RSS growth includes that full copy.
 //! Run: `cargo bench --bench checkpoint` (a 20k-user smoke run under `cargo test`).
 
 mod common;
@@ -20,7 +22,7 @@ use std::borrow::Cow;
 use std::time::Instant;
 
 use common::proc_status_bytes;
-use cxpulse::checkpoint::{Checkpoint, CheckpointStore, SavedOffset};
+use cxpulse::checkpoint::{self, Checkpoint, CheckpointStore, SavedOffset};
 use cxpulse::config::Config;
 use cxpulse::engine::Engine;
 use cxpulse::event::{Event, EventBody};
@@ -74,9 +76,27 @@ fn later_deposit(users: u64, k: u64) -> (u32, Event<'static>) {
     ((u % 4) as u32, ev)
 }
 
-/// Freezes, lets the loop go on, encodes on another thread: see the module doc.
-fn off_the_loop(engine: &mut Engine, users: u64) {
-    let want = xxhash_rust::xxh3::xxh3_64(&engine.snapshot());
+/// How a frozen view becomes a checkpoint file.
+#[derive(Clone, Copy, PartialEq)]
+enum Write {
+    /// Encoded into one whole buffer, then written (as main did before the
+    /// snapshot was streamed): a full second copy while it is written.
+    Whole,
+    /// Encoded straight into the temporary file through a bounded buffer
+    /// (`CheckpointStore::write_streamed` + `FrozenEngine::write_to`, as `run` does).
+    Streamed,
+}
+
+/// Freezes, lets the loop go on, writes the checkpoint file on another
+/// thread while the loop goes on again: see the module doc.
+fn off_the_loop(engine: &mut Engine, users: u64, how: Write, k: &mut u64) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = CheckpointStore::new(dir.path(), 1);
+    let offsets = offsets();
+    let want = xxhash_rust::xxh3::xxh3_64(&checkpoint::encode(&Checkpoint {
+        offsets: offsets.clone(),
+        engine: engine.snapshot(),
+    }));
     let state = engine.state_bytes();
     let t = Instant::now();
     let frozen = engine.freeze();
@@ -90,54 +110,86 @@ fn off_the_loop(engine: &mut Engine, users: u64) {
         drop(f);
     }
     // The loop goes on: a tenth of the users make a deposit.
-    let mut k = 0;
-    while k < users / 10 {
-        let (p, ev) = later_deposit(users, k);
+    let stop = *k + users / 10;
+    while *k < stop {
+        let (p, ev) = later_deposit(users, *k);
         engine.offer(p, &ev, None);
-        k += 1;
+        *k += 1;
     }
     let copied = frozen.held_bytes();
-    // Encoded on another thread while the loop goes on again.
+    // Written on another thread while the loop goes on again.
     let rss0 = proc_status_bytes("VmRSS");
     let t = Instant::now();
-    let encoder = std::thread::spawn(move || {
-        let bytes = frozen.encode_into(Vec::new());
-        (bytes, t.elapsed())
+    let writer = std::thread::spawn(move || {
+        let written = match how {
+            Write::Whole => {
+                let mut bytes = Vec::new();
+                frozen
+                    .write_to(&mut bytes)
+                    .expect("a Vec takes every write");
+                let cp = Checkpoint {
+                    offsets,
+                    engine: bytes,
+                };
+                store.write(&cp)
+            }
+            Write::Streamed => store.write_streamed(&offsets, |out| frozen.write_to(out)),
+        }
+        .expect("written");
+        (written, t.elapsed())
     });
     let (mut peak, mut during) = (rss0, 0u64);
-    while !encoder.is_finished() {
+    while !writer.is_finished() {
         for _ in 0..1000 {
-            let (p, ev) = later_deposit(users, k);
+            let (p, ev) = later_deposit(users, *k);
             engine.offer(p, &ev, None);
-            k += 1;
+            *k += 1;
             during += 1;
         }
         peak = peak.max(proc_status_bytes("VmRSS"));
     }
-    let (bytes, encode) = encoder.join().expect("encodes");
+    let (written, took) = writer.join().expect("writes");
+    let file = std::fs::read(&written.path).expect("readable");
     assert_eq!(
-        xxhash_rust::xxh3::xxh3_64(&bytes),
+        xxhash_rust::xxh3::xxh3_64(&file),
         want,
-        "the frozen view encodes the snapshot at the freeze"
+        "the file holds the snapshot at the freeze"
     );
+    drop(file);
+    drop(dir);
     let mb = |b: f64| b / 1e6;
     println!(
-        "snapshot off the loop: {users} users: freeze {:.3} ms (the loop's pause; largest freeze_partition of 4: {:.3} ms), \
+        "snapshot off the loop, {}: {users} users: freeze {:.3} ms (the loop's pause; largest freeze_partition of 4: {:.3} ms), \
          the view's own bytes at the freeze {:.2} MB (small parts encoded, chunk tables); \
-         encode {:.0} ms on another thread while the loop applied {during} events; \
+         encode+write {:.0} ms on another thread while the loop applied {during} events; \
          chunks copied after {} deposits: {:.1} MB ({:.1}% of the {:.1} MB state); \
-         peak RSS growth while encoding {:.1} MB, of which the encoded snapshot {:.1} MB",
+         peak RSS growth while writing {:.1} MB ({:.1}% of the state; the file is {:.1} MB)",
+        match how {
+            Write::Whole => "whole buffer (before)",
+            Write::Streamed => "streamed (after)",
+        },
         freeze.as_secs_f64() * 1e3,
         part_freeze.as_secs_f64() * 1e3,
         mb(own as f64),
-        encode.as_secs_f64() * 1e3,
+        took.as_secs_f64() * 1e3,
         users / 10,
         mb(copied as f64),
         100.0 * copied as f64 / state as f64,
         mb(state as f64),
         mb(peak.saturating_sub(rss0) as f64),
-        mb(bytes.len() as f64),
+        100.0 * peak.saturating_sub(rss0) as f64 / state as f64,
+        mb(written.bytes as f64),
     );
+}
+
+fn offsets() -> Vec<SavedOffset> {
+    (0..4)
+        .map(|p| SavedOffset {
+            topic: "events".into(),
+            partition: p,
+            next_offset: 1_000_000,
+        })
+        .collect()
 }
 
 fn run(users: u64) {
@@ -146,24 +198,10 @@ fn run(users: u64) {
     let t = Instant::now();
     let bytes = engine.snapshot();
     let snap = t.elapsed();
-    // As `run` takes it: into a buffer prepared (allocated and touched) off
-    // the consumer loop, so the loop does not pay the page faults.
-    let buf = cxpulse::engine::snapshot::prepared_buffer(engine.snapshot_capacity());
-    let t = Instant::now();
-    let again = engine.snapshot_into(buf);
-    let snap_prepared = t.elapsed();
-    assert_eq!(again, bytes);
-    drop(again);
     let dir = tempfile::tempdir().expect("tempdir");
     let store = CheckpointStore::new(dir.path(), 2);
     let cp = Checkpoint {
-        offsets: (0..4)
-            .map(|p| SavedOffset {
-                topic: "events".into(),
-                partition: p,
-                next_offset: 1_000_000,
-            })
-            .collect(),
+        offsets: offsets(),
         engine: bytes,
     };
     let t = Instant::now();
@@ -178,9 +216,8 @@ fn run(users: u64) {
     let restore = t.elapsed();
     assert_eq!(restored.tracked_users(), engine.tracked_users());
     println!(
-        "checkpoint: {users} users: snapshot {:.0} ms (into a prepared buffer, as run does: {:.0} ms), file {:.1} MB ({:.1} B/user), write {:.0} ms, read+verify {:.0} ms, restore {:.0} ms",
+        "checkpoint: {users} users: snapshot {:.0} ms, file {:.1} MB ({:.1} B/user), write {:.0} ms, read+verify {:.0} ms, restore {:.0} ms",
         snap.as_secs_f64() * 1e3,
-        snap_prepared.as_secs_f64() * 1e3,
         written.bytes as f64 / 1e6,
         written.bytes as f64 / users as f64,
         write.as_secs_f64() * 1e3,
@@ -189,7 +226,12 @@ fn run(users: u64) {
     );
     drop(restored);
     drop(loaded);
-    off_the_loop(&mut engine, users);
+    drop(cp);
+    drop(dir);
+    // Streamed first: it does not find the heap the other left behind.
+    let mut k = 0;
+    off_the_loop(&mut engine, users, Write::Streamed, &mut k);
+    off_the_loop(&mut engine, users, Write::Whole, &mut k);
 }
 
 /// One partition holding `users` users moves to another engine.
