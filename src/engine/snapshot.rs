@@ -1130,6 +1130,58 @@ mod tests {
         let restored = Engine::restore(prm(&cfg), &cp.engine).expect("restores");
         assert!(restored.snapshot() == e.snapshot());
         assert_eq!(cp.offsets, offsets);
+
+        // The disk fills up 100 KB into the engine's bytes: the encoder
+        // stops writing (one refused write), the temporary file goes, no third file appears,
+        // and the error names the path it was to have and the cause.
+        struct Full<'a> {
+            out: &'a mut dyn io::Write,
+            left: usize,
+            refused: &'a std::cell::Cell<u32>,
+        }
+        impl io::Write for Full<'_> {
+            fn write(&mut self, b: &[u8]) -> io::Result<usize> {
+                if self.left == 0 {
+                    self.refused.set(self.refused.get() + 1);
+                    return Err(io::Error::from_raw_os_error(libc::ENOSPC));
+                }
+                let n = self.out.write(&b[..b.len().min(self.left)])?;
+                self.left -= n;
+                Ok(n)
+            }
+            fn flush(&mut self) -> io::Result<()> {
+                self.out.flush()
+            }
+        }
+        let frozen = e.freeze();
+        let refused = std::cell::Cell::new(0);
+        let err = store
+            .write_streamed(&offsets, |out| {
+                let mut full = Full {
+                    out,
+                    left: 100_000,
+                    refused: &refused,
+                };
+                frozen.stream(&mut full, 4096)
+            })
+            .expect_err("the disk is full");
+        assert_eq!(refused.get(), 1, "nothing written after the first error");
+        let third = dir.path().join(format!("checkpoint-{:020}.ckpt", 3));
+        let msg = err.to_string();
+        assert!(msg.contains(&third.display().to_string()), "{msg}");
+        assert!(msg.contains("No space left on device"), "{msg}");
+        let mut names: Vec<String> = std::fs::read_dir(dir.path())
+            .expect("listable")
+            .map(|d| d.expect("entry").file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        assert_eq!(
+            names,
+            [
+                format!("checkpoint-{:020}.ckpt", 1),
+                format!("checkpoint-{:020}.ckpt", 2)
+            ]
+        );
     }
 
     #[test]
