@@ -281,8 +281,8 @@ fn a_partition_snapshot_of_measured_size_round_trips() {
     let again = other.load("orders", 0, T).expect("load");
     let warm = t0.elapsed().as_secs_f64();
     eprintln!(
-        "2218591-byte snapshot: save {:.3}s ({} bytes), load {cold:.3}s with a new store, {warm:.3}s with a connected one ({} bytes read)",
-        st.seconds, st.bytes, claim.bytes_read
+        "2218591-byte snapshot: save {:.3}s ({} bytes, at most {} in flight), load {cold:.3}s with a new store, {warm:.3}s with a connected one ({} bytes read)",
+        st.seconds, st.bytes, st.in_flight_peak, claim.bytes_read
     );
     assert_eq!(again.epoch, claim.epoch + 1);
     assert_eq!(again.loaded.as_ref().map(|l| l.seq), Some(1));
@@ -685,6 +685,10 @@ fn a_streamed_save_bounds_the_bytes_in_flight_and_loads_back_whole() {
         .expect("save");
     assert_eq!(st.chunks, 293, "292 x 1024 + 992");
     let bound = 64 * (1024 + records::CHUNK_HEADER) as u64;
+    eprintln!(
+        "300000 bytes in 293 chunks: at most {} bytes in flight",
+        st.in_flight_peak
+    );
     assert!(
         st.in_flight_peak > 0 && st.in_flight_peak <= bound,
         "{} bytes in flight at most, bound {bound}",
