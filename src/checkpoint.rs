@@ -17,6 +17,10 @@
 //!
 //! Files are written atomically: a temporary file in the same directory,
 //! fsync, rename to `checkpoint-<seq>.ckpt`, fsync of the directory. The
+//! body is streamed into the temporary file ([`CheckpointStore::write_streamed`]:
+//! the engine snapshot is encoded through a bounded buffer, never whole in
+//! memory), its length and checksum computed on the way, and the header
+//! written at offset 0 last. The
 //! newest `keep` files are kept. Loading tries the newest first and falls
 //! back to older ones; every file it refuses is reported with the reason
 //! (truncated, checksum mismatch, another format version, bad magic, not a
@@ -33,6 +37,7 @@
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
+use std::os::unix::fs::FileExt;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
@@ -80,23 +85,58 @@ pub struct Checkpoint {
 }
 
 pub fn encode(cp: &Checkpoint) -> Vec<u8> {
-    let mut body = Vec::with_capacity(cp.engine.len() + 64 * cp.offsets.len() + 8);
-    body.extend_from_slice(&(cp.offsets.len() as u64).to_le_bytes());
-    for o in &cp.offsets {
+    let mut body = encode_offsets(&cp.offsets);
+    body.extend_from_slice(&cp.engine);
+    let mut out = Vec::with_capacity(HEADER + body.len());
+    out.extend_from_slice(&header(
+        body.len() as u64,
+        xxhash_rust::xxh3::xxh3_64(&body),
+    ));
+    out.extend_from_slice(&body);
+    out
+}
+
+/// The body's offsets section.
+fn encode_offsets(offsets: &[SavedOffset]) -> Vec<u8> {
+    let mut body =
+        Vec::with_capacity(8 + offsets.iter().map(|o| 20 + o.topic.len()).sum::<usize>());
+    body.extend_from_slice(&(offsets.len() as u64).to_le_bytes());
+    for o in offsets {
         body.extend_from_slice(&(o.topic.len() as u64).to_le_bytes());
         body.extend_from_slice(o.topic.as_bytes());
         body.extend_from_slice(&o.partition.to_le_bytes());
         body.extend_from_slice(&o.next_offset.to_le_bytes());
     }
-    body.extend_from_slice(&cp.engine);
-    let mut out = Vec::with_capacity(HEADER + body.len());
-    out.extend_from_slice(&MAGIC);
-    out.extend_from_slice(&VERSION.to_le_bytes());
-    out.extend_from_slice(&0u32.to_le_bytes());
-    out.extend_from_slice(&(body.len() as u64).to_le_bytes());
-    out.extend_from_slice(&xxhash_rust::xxh3::xxh3_64(&body).to_le_bytes());
-    out.extend_from_slice(&body);
-    out
+    body
+}
+
+/// The header of a body of `len` bytes whose XXH3-64 is `checksum`.
+fn header(len: u64, checksum: u64) -> [u8; HEADER] {
+    let mut h = [0u8; HEADER];
+    h[..8].copy_from_slice(&MAGIC);
+    h[8..12].copy_from_slice(&VERSION.to_le_bytes());
+    h[16..24].copy_from_slice(&len.to_le_bytes());
+    h[24..32].copy_from_slice(&checksum.to_le_bytes());
+    h
+}
+
+/// A writer that counts and hashes (XXH3-64) what goes through it.
+struct Summed<W> {
+    inner: W,
+    hash: xxhash_rust::xxh3::Xxh3,
+    len: u64,
+}
+
+impl<W: Write> Write for Summed<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.hash.update(&buf[..n]);
+        self.len += n as u64;
+        Ok(n)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
 }
 
 pub fn decode(bytes: &[u8]) -> Result<Checkpoint, CheckpointError> {
@@ -221,6 +261,21 @@ impl CheckpointStore {
 
     /// Writes a new checkpoint atomically and prunes old ones.
     pub fn write(&self, cp: &Checkpoint) -> Result<Written, CheckpointError> {
+        self.write_streamed(&cp.offsets, |out| out.write_all(&cp.engine))
+    }
+
+    /// Like [`Self::write`], the engine snapshot bytes written by `engine`
+    /// into the temporary file as they are encoded (e.g.
+    /// [`crate::engine::snapshot::FrozenEngine::write_to`]): the body's
+    /// length and checksum are computed on the way and the header is
+    /// written at offset 0 afterwards. On any error (of `engine` too) the
+    /// temporary file is removed and no checkpoint file is left; the error
+    /// names the checkpoint's path.
+    pub fn write_streamed(
+        &self,
+        offsets: &[SavedOffset],
+        engine: impl FnOnce(&mut dyn Write) -> io::Result<()>,
+    ) -> Result<Written, CheckpointError> {
         if !self.dir.is_dir() {
             fs::DirBuilder::new()
                 .recursive(true)
@@ -231,26 +286,35 @@ impl CheckpointStore {
         let seq = self.files().first().map_or(1, |(s, _)| s + 1);
         let path = self.dir.join(format!("checkpoint-{seq:020}.ckpt"));
         let tmp = self.dir.join(format!(".checkpoint-{seq:020}.tmp"));
-        let bytes = encode(cp);
         let result = (|| {
             let mut f = create_private(&tmp)?;
-            f.write_all(&bytes)?;
+            f.write_all(&[0u8; HEADER])?;
+            let mut body = Summed {
+                inner: &mut f,
+                hash: xxhash_rust::xxh3::Xxh3::new(),
+                len: 0,
+            };
+            body.write_all(&encode_offsets(offsets))?;
+            engine(&mut body)?;
+            let (len, sum) = (body.len, body.hash.digest());
+            f.write_all_at(&header(len, sum), 0)?;
             f.sync_all()?;
             drop(f);
             fs::rename(&tmp, &path)?;
-            File::open(&self.dir)?.sync_all()
+            File::open(&self.dir)?.sync_all()?;
+            Ok(HEADER + len as usize)
         })();
-        if let Err(e) = result {
-            let _ = fs::remove_file(&tmp);
-            return Err(Self::io(&path)(e));
-        }
+        let bytes = match result {
+            Ok(n) => n,
+            Err(e) => {
+                let _ = fs::remove_file(&tmp);
+                return Err(Self::io(&path)(e));
+            }
+        };
         for (_, old) in self.files().into_iter().skip(self.keep) {
             let _ = fs::remove_file(old);
         }
-        Ok(Written {
-            path,
-            bytes: bytes.len(),
-        })
+        Ok(Written { path, bytes })
     }
 
     /// The newest checkpoint that reads back intact.
@@ -532,6 +596,41 @@ mod tests {
         );
         // Without falling back, nothing is loaded.
         assert!(store.load_accepting(false, accept).checkpoint.is_none());
+    }
+
+    /// A write failing midway (the disk full after 3 MB of the body) leaves
+    /// no checkpoint file and no temporary file behind, and its error names
+    /// the checkpoint's path and the cause; the previous checkpoint stays
+    /// the newest, and the next write takes the same sequence number.
+    #[test]
+    fn a_write_failing_midway_leaves_no_file_behind() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = CheckpointStore::new(dir.path(), 5);
+        store.write(&sample(1)).unwrap();
+        let listing = || {
+            let mut v: Vec<String> = fs::read_dir(dir.path())
+                .unwrap()
+                .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .collect();
+            v.sort();
+            v
+        };
+        let before = listing();
+        let failed = store.write_streamed(&sample(2).offsets, |out| {
+            for _ in 0..3 {
+                out.write_all(&[7u8; 1 << 20])?;
+            }
+            Err(io::Error::from_raw_os_error(libc::ENOSPC))
+        });
+        let e = failed.expect_err("the write fails");
+        let path = dir.path().join(format!("checkpoint-{:020}.ckpt", 2));
+        assert!(matches!(&e, CheckpointError::Io { path: p, .. } if *p == path));
+        let msg = e.to_string();
+        assert!(msg.contains(&path.display().to_string()), "{msg}");
+        assert!(msg.contains("No space left on device"), "{msg}");
+        assert_eq!(listing(), before);
+        assert_eq!(store.load_latest().checkpoint.unwrap().1, sample(1));
+        assert_eq!(store.write(&sample(3)).unwrap().path, path);
     }
 
     #[test]

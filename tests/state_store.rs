@@ -281,8 +281,8 @@ fn a_partition_snapshot_of_measured_size_round_trips() {
     let again = other.load("orders", 0, T).expect("load");
     let warm = t0.elapsed().as_secs_f64();
     eprintln!(
-        "2218591-byte snapshot: save {:.3}s ({} bytes), load {cold:.3}s with a new store, {warm:.3}s with a connected one ({} bytes read)",
-        st.seconds, st.bytes, claim.bytes_read
+        "2218591-byte snapshot: save {:.3}s ({} bytes, at most {} in flight), load {cold:.3}s with a new store, {warm:.3}s with a connected one ({} bytes read)",
+        st.seconds, st.bytes, st.in_flight_peak, claim.bytes_read
     );
     assert_eq!(again.epoch, claim.epoch + 1);
     assert_eq!(again.loaded.as_ref().map(|l| l.seq), Some(1));
@@ -664,4 +664,88 @@ fn input_partitions_sharing_a_state_partition_stay_apart() {
     let all = read_raw(&broker, "shared-state", 0);
     assert!(all.iter().any(|(k, _)| k == "payments/0/1/A/manifest"));
     assert!(all.iter().any(|(k, _)| k == "orders/1/1/A/manifest"));
+}
+
+/// A streamed save (`save_streamed`): the encoder's bytes, written in
+/// 7-byte pieces across chunk boundaries, are produced chunk by chunk with
+/// at most 64 chunks of 1024 bytes in flight; they load back whole. A frozen
+/// engine partition streamed straight into the records loads back as the
+/// bytes of `snapshot_partition` at the freeze. An encoder failing midway
+/// fails the save, naming why, and the previous snapshot stays the newest.
+#[test]
+fn a_streamed_save_bounds_the_bytes_in_flight_and_loads_back_whole() {
+    let broker = Tansu::start();
+    let s = store(&broker, "chunk_bytes = 1024");
+    s.load("orders", 3, T).expect("load");
+    let bytes = sample(300_000, 11);
+    let st = s
+        .save_streamed("orders", 3, 1, 30, T, |out| {
+            bytes.chunks(7).try_for_each(|p| out.write_all(p))
+        })
+        .expect("save");
+    assert_eq!(st.chunks, 293, "292 x 1024 + 992");
+    let bound = 64 * (1024 + records::CHUNK_HEADER) as u64;
+    eprintln!(
+        "300000 bytes in 293 chunks: at most {} bytes in flight",
+        st.in_flight_peak
+    );
+    assert!(
+        st.in_flight_peak > 0 && st.in_flight_peak <= bound,
+        "{} bytes in flight at most, bound {bound}",
+        st.in_flight_peak
+    );
+    let got = store(&broker, "").load("orders", 3, T).expect("load");
+    let got = got.loaded.expect("loaded");
+    assert_eq!((got.bytes == bytes, got.next_offset), (true, 30));
+
+    // A real partition's state, frozen then streamed.
+    let cfg = Config::default();
+    let mut engine = cxpulse::engine::Engine::new(cfg.params().expect("valid config"));
+    for k in 0..3000u64 {
+        let ev = cxpulse::event::Event {
+            event_id: format!("ev-{k}").into(),
+            ts: 1_767_225_600_000 + k as i64 * 1000,
+            user_id: Some(format!("user-{}", k / 2).into()),
+            body: if k % 2 == 0 {
+                cxpulse::event::EventBody::Signup {
+                    channel: Some("organic".into()),
+                    campaign: None,
+                    referrer_id: None,
+                    country: None,
+                }
+            } else {
+                cxpulse::event::EventBody::Deposit { amount_usd: 10.0 }
+            },
+        };
+        engine.offer(3, &ev, None);
+    }
+    let want = engine.snapshot_partition(3).expect("held");
+    let view = engine.freeze_partition(3).expect("held");
+    let s = store(&broker, "chunk_bytes = 1024");
+    let epoch = s.load("orders", 3, T).expect("load").epoch;
+    let st = s
+        .save_streamed("orders", 3, epoch, 60, T, |out| view.write_to(out))
+        .expect("save");
+    assert_eq!(st.chunks as usize, want.len().div_ceil(1024));
+    let got = store(&broker, "").load("orders", 3, T).expect("load");
+    let got = got.loaded.expect("loaded");
+    assert!(got.bytes == want, "the partition's snapshot at the freeze");
+    assert_eq!(got.next_offset, 60);
+
+    // The next save's encoder fails after 5000 bytes (4 chunks produced).
+    let e = s
+        .save_streamed("orders", 3, epoch, 90, T, |out| {
+            out.write_all(&sample(5000, 12))?;
+            Err(std::io::Error::other("disk on fire"))
+        })
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("encoding the snapshot of orders/3") && e.contains("disk on fire"),
+        "{e}"
+    );
+    let got = store(&broker, "").load("orders", 3, T).expect("load");
+    let got = got.loaded.expect("the previous one");
+    assert!(got.bytes == want, "the previous snapshot stays the newest");
+    assert_eq!(got.next_offset, 60);
 }

@@ -11,6 +11,7 @@
 //! cannot read completely.
 
 use std::cmp::Reverse;
+use std::io;
 use std::ops::Deref;
 
 use super::partition::{FamilyTimer, Partition, Timer, TimerKind};
@@ -20,27 +21,51 @@ use crate::event::{Ratings, SupportAction};
 use crate::metrics::{Families, retention, support};
 use crate::state::chunked::Chunked;
 pub use crate::state::codec::SnapshotError;
-use crate::state::codec::{R, W, check_count, check_index, check_time};
+use crate::state::codec::{R, Spill, W, check_count, check_index, check_time};
 use crate::state::dedup::Dedup;
 use crate::state::params::Params;
 use crate::state::registry::ChannelRegistry;
 use crate::state::tickets::{Decision, Ticket, Tickets};
 use crate::state::users::{Arena, Cold, MAX_USER_CHANNEL, MAX_USER_DAY, User, UserList, Users};
 
-/// An empty buffer of `capacity` bytes with every page already touched, for
-/// [`Engine::snapshot_into`]: prepared off the thread that owns the engine,
-/// it spares the snapshot its page faults (most of its time at millions of
-/// users).
-pub fn prepared_buffer(capacity: usize) -> Vec<u8> {
-    let mut b = vec![0u8; capacity];
-    // calloc'd pages may not be mapped yet: write one byte per page.
-    for i in (0..capacity).step_by(4096) {
-        b[i] = 1;
+/// Bytes a streamed snapshot buffers before handing them on (see
+/// [`FrozenEngine::write_to`]): it holds at most this plus one piece (a
+/// chunk of user records, a few KB, or a frozen view's small parts).
+pub const SPILL_BYTES: usize = 1 << 20;
+
+/// Where snapshot bytes are encoded: a whole [`W`], or a [`Spill`] that
+/// hands them on as it fills.
+trait Out {
+    fn w(&mut self) -> &mut W;
+    /// Between pieces: lets a [`Spill`] hand its bytes on.
+    fn spill(&mut self) {}
+    fn put(&mut self, b: &[u8]) {
+        self.w().0.extend_from_slice(b);
     }
-    std::hint::black_box(&mut b);
-    b.clear();
-    b
 }
+
+impl Out for W {
+    fn w(&mut self) -> &mut W {
+        self
+    }
+}
+
+impl Out for Spill<'_> {
+    fn w(&mut self) -> &mut W {
+        Spill::w(self)
+    }
+    fn spill(&mut self) {
+        Spill::spill(self)
+    }
+    fn put(&mut self, b: &[u8]) {
+        Spill::put(self, b)
+    }
+}
+
+/// Encoded bytes of one user record and of one compacted user record
+/// ([`write_users`]).
+const USER_BYTES: usize = 50;
+const COLD_BYTES: usize = 14;
 
 const ACTIONS: [SupportAction; 7] = [
     SupportAction::Opened,
@@ -94,26 +119,17 @@ impl Engine {
     ///               u64 length + Engine::snapshot_partition bytes
     /// ```
     pub fn snapshot(&self) -> Vec<u8> {
-        self.snapshot_into(Vec::with_capacity(self.snapshot_capacity()))
-    }
-
-    /// About the size of a snapshot now (it is close to the state in memory).
-    pub fn snapshot_capacity(&self) -> usize {
-        self.state_bytes() + 4096
-    }
-
-    /// [`Engine::snapshot`] into `buf` (cleared first), whose capacity is
-    /// reused: a buffer allocated and touched beforehand, off the thread
-    /// that owns the engine, spares the snapshot its page faults (most of
-    /// its time at millions of users).
-    pub fn snapshot_into(&self, mut buf: Vec<u8>) -> Vec<u8> {
-        buf.clear();
-        let mut w = W(buf);
+        let mut w = W(Vec::with_capacity(self.snapshot_capacity()));
         self.write_engine_head(&mut w);
         for (id, p) in &self.parts {
             write_framed(&mut w, *id, |w| write_partition_snapshot(w, &self.prm, p));
         }
         w.0
+    }
+
+    /// About the size of a snapshot now (it is close to the state in memory).
+    pub fn snapshot_capacity(&self) -> usize {
+        self.state_bytes() + 4096
     }
 
     /// The container's fields before its partitions.
@@ -149,8 +165,8 @@ impl Engine {
         Some(FrozenPartition::of(&self.prm, part))
     }
 
-    /// A frozen view of the whole engine: [`FrozenEngine::encode_into`]
-    /// gives exactly the bytes [`Engine::snapshot_into`] gives now.
+    /// A frozen view of the whole engine: [`FrozenEngine::write_to`]
+    /// streams exactly the bytes [`Engine::snapshot`] gives now.
     pub fn freeze(&mut self) -> FrozenEngine {
         let mut w = W(Vec::with_capacity(64));
         self.write_engine_head(&mut w);
@@ -303,9 +319,10 @@ fn read_partition_snapshot(prm: &Params, bytes: &[u8]) -> Result<Partition, Snap
 }
 
 /// Users: the arena and the fixed-size records (hot, then compacted).
-/// Each table is given as its length and its contiguous pieces in order.
+/// Each table is given as its length and its contiguous pieces in order;
+/// `o` may hand its bytes on after each piece.
 fn write_users<A, L, C>(
-    w: &mut W,
+    o: &mut impl Out,
     arena: (usize, impl IntoIterator<Item = A>),
     list: (usize, impl IntoIterator<Item = L>),
     cold: (usize, impl IntoIterator<Item = C>),
@@ -314,12 +331,13 @@ fn write_users<A, L, C>(
     L: Deref<Target = [User]>,
     C: Deref<Target = [Cold]>,
 {
-    w.len(arena.0);
+    o.w().len(arena.0);
     for s in arena.1 {
-        w.0.extend_from_slice(&s);
+        o.put(&s);
     }
-    w.len(list.0);
+    o.w().len(list.0);
     for piece in list.1 {
+        let w = o.w();
         for u in piece.iter() {
             w.i64(u.signup());
             w.i64(u.last_activity());
@@ -333,9 +351,11 @@ fn write_users<A, L, C>(
             w.u8(u.flags);
             w.u32(u.channel() as u32);
         }
+        o.spill();
     }
-    w.len(cold.0);
+    o.w().len(cold.0);
     for piece in cold.1 {
+        let w = o.w();
         for c in piece.iter() {
             w.u32(c.id_off);
             w.u8(c.id_len);
@@ -343,6 +363,7 @@ fn write_users<A, L, C>(
             w.u32(c.channel as u32);
             w.u32(c.last_seen_day);
         }
+        o.spill();
     }
 }
 
@@ -440,23 +461,48 @@ fn write_middle(w: &mut W, p: &Partition) {
 }
 
 /// The timers (kept in heap order), in time order.
-fn write_timers(w: &mut W, heap: &Chunked<Reverse<Timer>>) {
+fn write_timers(o: &mut impl Out, heap: &Chunked<Reverse<Timer>>) {
+    let timers = sorted_timers(heap);
+    o.w().len(timers.len());
+    for piece in timers.chunks(1024) {
+        for t in piece {
+            write_timer(o.w(), t);
+        }
+        o.spill();
+    }
+}
+
+fn sorted_timers(heap: &Chunked<Reverse<Timer>>) -> Vec<&Timer> {
     let mut timers: Vec<&Timer> = heap.iter().map(|r| &r.0).collect();
     timers.sort_unstable();
-    w.len(timers.len());
-    for t in timers {
-        w.i64(t.instant);
-        match t.kind.family() {
-            FamilyTimer::Retention(k) => {
-                w.u8(0);
-                k.write(w);
-            }
-            FamilyTimer::Support(k) => {
-                w.u8(1);
-                k.write(w);
-            }
+    timers
+}
+
+fn write_timer(w: &mut W, t: &Timer) {
+    w.i64(t.instant);
+    match t.kind.family() {
+        FamilyTimer::Retention(k) => {
+            w.u8(0);
+            k.write(w);
+        }
+        FamilyTimer::Support(k) => {
+            w.u8(1);
+            k.write(w);
         }
     }
+}
+
+/// What [`write_timers`] writes for `heap`, in bytes.
+fn timers_len(heap: &Chunked<Reverse<Timer>>) -> usize {
+    let mut w = W(Vec::with_capacity(32));
+    8 + heap
+        .iter()
+        .map(|r| {
+            w.0.clear();
+            write_timer(&mut w, &r.0);
+            w.0.len()
+        })
+        .sum::<usize>()
 }
 
 /// After the timers: the families, the clocks, the untracked counts.
@@ -700,30 +746,34 @@ impl FrozenPartition {
         }
     }
 
-    /// About the size of the encoded bytes.
-    fn encoded_len(&self) -> usize {
+    /// The length of the encoded bytes, exactly (the timers are sized by
+    /// encoding them one at a time).
+    pub fn encoded_len(&self) -> usize {
         self.head.len()
-            + self.middle.len()
-            + self.tail.len()
-            + 8 * 4
+            + 8
             + self.arena.len()
-            + self.list.len() * 50
-            + self.cold.len() * 14
-            + self.timers.len() * 18
+            + 8
+            + self.list.len() * USER_BYTES
+            + 8
+            + self.cold.len() * COLD_BYTES
+            + self.middle.len()
+            + timers_len(&self.timers)
+            + self.tail.len()
     }
 
     /// Writes the snapshot, letting go of each user chunk once written.
-    fn write(self, w: &mut W) {
-        w.0.extend_from_slice(&self.head);
+    fn write(self, o: &mut impl Out) {
+        o.put(&self.head);
         write_users(
-            w,
+            o,
             (self.arena.len(), self.arena.into_pieces()),
             (self.list.len(), self.list.into_pieces()),
             (self.cold.len(), self.cold.into_pieces()),
         );
-        w.0.extend_from_slice(&self.middle);
-        write_timers(w, &self.timers);
-        w.0.extend_from_slice(&self.tail);
+        o.put(&self.middle);
+        write_timers(o, &self.timers);
+        o.put(&self.tail);
+        o.spill();
     }
 
     /// The partition's snapshot bytes as of the freeze.
@@ -731,6 +781,15 @@ impl FrozenPartition {
         let mut w = W(Vec::with_capacity(self.encoded_len()));
         self.write(&mut w);
         w.0
+    }
+
+    /// Streams the partition's snapshot bytes as of the freeze into `out`
+    /// through a buffer of about [`SPILL_BYTES`] (never the whole snapshot
+    /// in memory); the user chunks are let go as they are written.
+    pub fn write_to(self, out: &mut dyn io::Write) -> io::Result<()> {
+        let mut s = Spill::new(out, SPILL_BYTES);
+        self.write(&mut s);
+        s.finish()
     }
 
     /// Heap bytes this view alone keeps alive now: its encoded parts, and
@@ -754,23 +813,34 @@ pub struct FrozenEngine {
 }
 
 impl FrozenEngine {
-    /// The engine's snapshot bytes as of the freeze, into `buf` (cleared
-    /// first; its capacity is reused when large enough).
-    pub fn encode_into(self, mut buf: Vec<u8>) -> Vec<u8> {
-        buf.clear();
-        let need = self.head.len()
-            + self
-                .parts
-                .iter()
-                .map(|(_, p)| 12 + p.encoded_len())
-                .sum::<usize>();
-        buf.reserve(need);
-        let mut w = W(buf);
-        w.0.extend_from_slice(&self.head);
+    /// Streams the engine's snapshot bytes as of the freeze (exactly those
+    /// of [`Engine::snapshot`] then) into `out` through a buffer of about
+    /// [`SPILL_BYTES`]: each partition's length is known before it is
+    /// encoded, so nothing is written twice and the whole snapshot is never
+    /// in memory. The user chunks are let go as they are written. Err: the
+    /// first error of `out` (nothing more is written after it).
+    pub fn write_to(self, out: &mut dyn io::Write) -> io::Result<()> {
+        self.stream(out, SPILL_BYTES)
+    }
+
+    /// [`FrozenEngine::write_to`] through a buffer of about `limit` bytes.
+    fn stream(self, out: &mut dyn io::Write, limit: usize) -> io::Result<()> {
+        let mut s = Spill::new(out, limit);
+        s.put(&self.head);
         for (id, p) in self.parts {
-            write_framed(&mut w, id, |w| p.write(w));
+            let len = p.encoded_len();
+            s.w().u32(id);
+            s.w().u64(len as u64);
+            let start = s.total();
+            p.write(&mut s);
+            let wrote = s.total() - start;
+            if wrote != len as u64 {
+                return Err(io::Error::other(format!(
+                    "engine partition {id} encoded {wrote} bytes, not the {len} it was sized at"
+                )));
+            }
         }
-        w.0
+        s.finish()
     }
 
     /// Heap bytes this view alone keeps alive now (see [`FrozenPartition::held_bytes`]).
@@ -993,9 +1063,13 @@ mod tests {
         // The views hold the chunks the engine copied since, and their small parts.
         assert!(frozen.held_bytes() > 0);
 
-        let got = std::thread::spawn(move || frozen.encode_into(vec![7; 10]))
-            .join()
-            .expect("encodes");
+        let got = std::thread::spawn(move || {
+            let mut v = Vec::new();
+            frozen.write_to(&mut v).map(|()| v)
+        })
+        .join()
+        .expect("encodes")
+        .expect("a Vec takes every write");
         assert!(
             got == want,
             "the frozen engine encodes the snapshot at the freeze"
@@ -1011,6 +1085,103 @@ mod tests {
         }
         // And those bytes restore.
         Engine::restore(prm(&cfg), &want).expect("restores");
+    }
+
+    /// A checkpoint streamed from a frozen view into its file (through the
+    /// 1 MB buffer, more than once, and through a 4 KB one: many spills, arena pieces
+    /// larger than the buffer going on directly) is byte for byte the file
+    /// the whole-buffer encoder makes of the snapshot taken at the freeze.
+    #[test]
+    fn a_streamed_checkpoint_is_the_file_the_whole_buffer_encoder_writes() {
+        use crate::checkpoint::{self, Checkpoint, CheckpointStore, SavedOffset};
+        let cfg = Config::default();
+        let decoder = Decoder::new(&cfg.mapping, cfg.engine.max_message_bytes, false);
+        let mut e = Engine::new(prm(&cfg));
+        feed(&mut e, &decoder, &lines(60_000));
+        let offsets = vec![SavedOffset {
+            topic: "events".into(),
+            partition: 2,
+            next_offset: 60_000,
+        }];
+        let whole = checkpoint::encode(&Checkpoint {
+            offsets: offsets.clone(),
+            engine: e.snapshot(),
+        });
+        assert!(whole.len() > SPILL_BYTES, "{} bytes", whole.len());
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = CheckpointStore::new(dir.path(), 5);
+        let frozen = e.freeze();
+        let w = store
+            .write_streamed(&offsets, |out| frozen.write_to(out))
+            .expect("written");
+        assert_eq!(w.bytes, whole.len());
+        let file = std::fs::read(&w.path).expect("readable");
+        assert!(
+            file == whole,
+            "streamed file differs from the whole-buffer one"
+        );
+        let frozen = e.freeze();
+        let w = store
+            .write_streamed(&offsets, |out| frozen.stream(out, 4096))
+            .expect("written");
+        assert!(std::fs::read(&w.path).expect("readable") == whole);
+        // The file loads back into the same engine.
+        let cp = store.load_latest().checkpoint.expect("loads").1;
+        let restored = Engine::restore(prm(&cfg), &cp.engine).expect("restores");
+        assert!(restored.snapshot() == e.snapshot());
+        assert_eq!(cp.offsets, offsets);
+
+        // The disk fills up 100 KB into the engine's bytes: the encoder
+        // stops writing (one refused write), the temporary file goes, no third file appears,
+        // and the error names the path it was to have and the cause.
+        struct Full<'a> {
+            out: &'a mut dyn io::Write,
+            left: usize,
+            refused: &'a std::cell::Cell<u32>,
+        }
+        impl io::Write for Full<'_> {
+            fn write(&mut self, b: &[u8]) -> io::Result<usize> {
+                if self.left == 0 {
+                    self.refused.set(self.refused.get() + 1);
+                    return Err(io::Error::from_raw_os_error(libc::ENOSPC));
+                }
+                let n = self.out.write(&b[..b.len().min(self.left)])?;
+                self.left -= n;
+                Ok(n)
+            }
+            fn flush(&mut self) -> io::Result<()> {
+                self.out.flush()
+            }
+        }
+        let frozen = e.freeze();
+        let refused = std::cell::Cell::new(0);
+        let err = store
+            .write_streamed(&offsets, |out| {
+                let mut full = Full {
+                    out,
+                    left: 100_000,
+                    refused: &refused,
+                };
+                frozen.stream(&mut full, 4096)
+            })
+            .expect_err("the disk is full");
+        assert_eq!(refused.get(), 1, "nothing written after the first error");
+        let third = dir.path().join(format!("checkpoint-{:020}.ckpt", 3));
+        let msg = err.to_string();
+        assert!(msg.contains(&third.display().to_string()), "{msg}");
+        assert!(msg.contains("No space left on device"), "{msg}");
+        let mut names: Vec<String> = std::fs::read_dir(dir.path())
+            .expect("listable")
+            .map(|d| d.expect("entry").file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        assert_eq!(
+            names,
+            [
+                format!("checkpoint-{:020}.ckpt", 1),
+                format!("checkpoint-{:020}.ckpt", 2)
+            ]
+        );
     }
 
     #[test]

@@ -1,7 +1,11 @@
 //! The plain little-endian encoding every piece of state is snapshotted in.
 //!
-//! [`W`] appends, [`R`] reads and refuses bytes it cannot read completely.
+//! [`W`] appends, [`Spill`] appends into a bounded buffer it hands on to a
+//! writer whenever it fills (snapshots streamed into a file or records), [`R`]
+//! reads and refuses bytes it cannot read completely.
 //! Framing, versioning and checksums are the checkpoint store's business.
+
+use std::io;
 
 use crate::event::{Millis, Priority};
 use crate::state::users::NEVER;
@@ -154,6 +158,79 @@ impl W {
         self.u32(magic);
         self.u8(version);
         self.i64(bucket);
+    }
+}
+
+/// A snapshot streamed out: bytes are encoded into a [`W`] of about `limit`
+/// bytes, handed on to `out` whenever it is full (callers ask with
+/// [`Spill::spill`] between pieces, so it holds at most `limit` plus one
+/// piece). The first error of `out` is kept and every later write skipped;
+/// [`Spill::finish`] returns it.
+pub struct Spill<'a> {
+    w: W,
+    out: &'a mut dyn io::Write,
+    limit: usize,
+    total: u64,
+    error: Option<io::Error>,
+}
+
+impl<'a> Spill<'a> {
+    pub fn new(out: &'a mut dyn io::Write, limit: usize) -> Spill<'a> {
+        Spill {
+            w: W(Vec::with_capacity(limit.min(1 << 24))),
+            out,
+            limit: limit.max(1),
+            total: 0,
+            error: None,
+        }
+    }
+    /// The buffer to encode into.
+    pub fn w(&mut self) -> &mut W {
+        &mut self.w
+    }
+    /// Hands the buffered bytes on if there are `limit` or more.
+    pub fn spill(&mut self) {
+        if self.w.0.len() >= self.limit {
+            self.flush();
+        }
+    }
+    fn flush(&mut self) {
+        if self.error.is_none()
+            && !self.w.0.is_empty()
+            && let Err(e) = self.out.write_all(&self.w.0)
+        {
+            self.error = Some(e);
+        }
+        self.total += self.w.0.len() as u64;
+        self.w.0.clear();
+    }
+    /// Appends `b`; a piece of `limit` bytes or more goes on directly.
+    pub fn put(&mut self, b: &[u8]) {
+        if self.w.0.len() + b.len() > self.limit {
+            self.flush();
+        }
+        if b.len() >= self.limit {
+            if self.error.is_none()
+                && let Err(e) = self.out.write_all(b)
+            {
+                self.error = Some(e);
+            }
+            self.total += b.len() as u64;
+        } else {
+            self.w.0.extend_from_slice(b);
+        }
+    }
+    /// Bytes encoded so far (handed on or buffered).
+    pub fn total(&self) -> u64 {
+        self.total + self.w.0.len() as u64
+    }
+    /// Hands on what is left; the first error of the writer, if any.
+    pub fn finish(mut self) -> io::Result<()> {
+        self.flush();
+        match self.error.take() {
+            Some(e) => Err(e),
+            None => self.out.flush(),
+        }
     }
 }
 

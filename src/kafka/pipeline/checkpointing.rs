@@ -1,6 +1,7 @@
 //! Checkpoints (`[checkpoint] dir` set): freeze the engine with the
-//! offsets it covers (on the loop), encode and write both on a blocking
-//! thread, and only then hand
+//! offsets it covers (on the loop), encode them straight into the file (a
+//! bounded buffer at a time, never the whole snapshot in memory) on a
+//! blocking thread, and only then hand
 //! those offsets to librdkafka's offset store for the next commit (see
 //! [`crate::kafka`]).
 
@@ -9,7 +10,7 @@ use std::time::{Duration, Instant};
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 
 use super::state::Loop;
-use crate::checkpoint::{Checkpoint, CheckpointError, SavedOffset, Written};
+use crate::checkpoint::{CheckpointError, SavedOffset, Written};
 use crate::telemetry;
 use crate::telemetry::describe;
 
@@ -28,27 +29,12 @@ pub struct CheckpointDone {
 impl Loop {
     /// Freezes the engine with the offsets it covers, then encodes and
     /// writes them on a blocking thread; skipped while the previous write is
-    /// in flight. First a buffer for the snapshot is prepared on a blocking
-    /// thread; the engine is frozen when it is ready (this is called again
-    /// then).
+    /// in flight.
     pub fn checkpoint(&mut self) {
-        self.checkpoint_with(false);
-    }
-
-    /// `last`: at shutdown, the snapshot does not wait for a prepared buffer.
-    pub fn checkpoint_with(&mut self, last: bool) {
         let Some(store) = self.checkpoint.clone() else {
             return;
         };
         if !self.checkpoint_writes.is_empty() {
-            return;
-        }
-        if self.snapshot_buffer.is_none() && !last {
-            if self.snapshot_buffers.is_empty() {
-                let size = self.engine().snapshot_capacity();
-                self.snapshot_buffers
-                    .spawn_blocking(move || crate::engine::snapshot::prepared_buffer(size));
-            }
             return;
         }
         // A checkpoint covers dead-lettered messages as handled: while a
@@ -87,33 +73,19 @@ impl Loop {
             return;
         }
         // Frozen on the loop (it stops only for that); encoded into the
-        // prepared buffer by the task that writes.
-        let (frozen, capacity) = {
-            let mut engine = self.engine();
-            (engine.freeze(), engine.snapshot_capacity())
-        };
+        // file by the task that writes.
+        let frozen = self.engine().freeze();
         let snapshot = t0.elapsed();
-        let buf = self.snapshot_buffer.take();
         self.checkpoint_writes.spawn_blocking(move || {
             let t = Instant::now();
-            let buf = buf.unwrap_or_else(|| Vec::with_capacity(capacity));
-            let engine = frozen.encode_into(buf);
-            let cp = Checkpoint { offsets, engine };
-            let result = store.write(&cp);
+            let result = store.write_streamed(&offsets, |out| frozen.write_to(out));
             CheckpointDone {
                 result,
                 snapshot,
                 write: t.elapsed(),
-                offsets: cp.offsets,
+                offsets,
             }
         });
-    }
-
-    /// A prepared snapshot buffer is ready (or its task failed): take the
-    /// checkpoint that waited for it.
-    pub fn snapshot_buffer_ready(&mut self, buf: Result<Vec<u8>, tokio::task::JoinError>) {
-        self.snapshot_buffer = buf.ok();
-        self.checkpoint();
     }
 
     /// Reports a finished checkpoint write and, when it succeeded, stores its

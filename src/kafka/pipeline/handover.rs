@@ -16,7 +16,7 @@
 //! - **Periodically** (`checkpoint.interval`): every restored partition whose
 //!   state moved is frozen on the loop ([`Engine::freeze_partition`]: the
 //!   loop stops only for that), then encoded and written on a blocking
-//!   thread; only then is the offset it covers stored for the next commit.
+//!   thread, chunk by chunk as the encoder fills them; only then is the offset it covers stored for the next commit.
 //! - **Revoke** (not lost; rebalance callback): the dead-letter records of
 //!   the revoked partitions still unacknowledged are waited for (half of
 //!   `kafka.revoke_timeout` at most; a partition with one still
@@ -140,7 +140,7 @@ impl Handover {
     /// claimed its epoch, it cannot win.
     /// The frozen view is encoded here, on the thread that writes (never
     /// the loop's, except inside a revoke callback, which blocks the loop
-    /// anyway).
+    /// anyway), straight into the chunk records as they fill.
     fn write(
         &self,
         t: Target<'_>,
@@ -158,12 +158,12 @@ impl Handover {
         let (ok, result) = if timeout.is_zero() {
             (false, Err(None))
         } else {
-            let bytes = frozen.view.encode();
-            let timeout = timeout.saturating_sub(t0.elapsed());
+            let view = frozen.view;
             match self
                 .store
-                .save(topic, partition, epoch, next_offset, &bytes, timeout)
-            {
+                .save_streamed(topic, partition, epoch, next_offset, timeout, |out| {
+                    view.write_to(out)
+                }) {
                 Ok(s) => (true, Ok(s)),
                 Err(e) => (false, Err(Some(e))),
             }

@@ -156,7 +156,6 @@ pub async fn run(
             Some(done) = lp.flights.join_next(), if !lp.flights.is_empty() => Step::FlightDone(done),
             Some(done) = lp.commits.join_next(), if !lp.commits.is_empty() => Step::CommitDone(done),
             Some(done) = lp.checkpoint_writes.join_next(), if !lp.checkpoint_writes.is_empty() => Step::CheckpointDone(done),
-            Some(buf) = lp.snapshot_buffers.join_next(), if !lp.snapshot_buffers.is_empty() => Step::SnapshotBuffer(buf),
             Some(done) = lp.moves.restores.join_next(), if !lp.moves.restores.is_empty() => Step::RestoreDone(done),
             Some(done) = lp.moves.saves.join_next(), if !lp.moves.saves.is_empty() => Step::SavesDone(done),
             _ = tick.tick() => Step::Tick,
@@ -195,7 +194,6 @@ pub async fn run(
             Step::Checkpoint => lp.checkpoint(),
             Step::RestoreDone(done) => lp.restore_done(done),
             Step::SavesDone(done) => lp.saves_done(done),
-            Step::SnapshotBuffer(buf) => lp.snapshot_buffer_ready(buf),
             Step::CheckpointDone(done) => {
                 lp.checkpoint_done(done);
             }
@@ -236,7 +234,6 @@ enum Step<'m> {
     CommitDone(Result<(KafkaResult<()>, String), JoinError>),
     Checkpoint,
     CheckpointDone(Result<CheckpointDone, JoinError>),
-    SnapshotBuffer(Result<Vec<u8>, JoinError>),
     RestoreDone(Result<RestoreDone, JoinError>),
     SavesDone(Result<SavesDone, JoinError>),
     Idle,

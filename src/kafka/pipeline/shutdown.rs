@@ -73,7 +73,7 @@ impl Loop {
         while let Ok(Some(done)) = timeout_at(deadline, self.checkpoint_writes.join_next()).await {
             self.checkpoint_done(done);
         }
-        self.checkpoint_with(true);
+        self.checkpoint();
         match timeout_at(deadline, self.checkpoint_writes.join_next()).await {
             Ok(Some(done)) => {
                 if !self.checkpoint_done(done) {

@@ -45,10 +45,6 @@ pub struct Loop {
     pub checkpoint: Option<CheckpointStore>,
     /// The checkpoint write in flight (at most one).
     pub checkpoint_writes: JoinSet<CheckpointDone>,
-    /// A buffer for the next snapshot, allocated and touched on a blocking
-    /// thread (at most one in preparation).
-    pub snapshot_buffers: JoinSet<Vec<u8>>,
-    pub snapshot_buffer: Option<Vec<u8>>,
     /// A checkpoint is due but waits, with consumption paused, for the
     /// dead-letter records in flight to be acknowledged; until this instant
     /// at most.
@@ -126,8 +122,6 @@ impl Loop {
             moves,
             checkpoint,
             checkpoint_writes: JoinSet::new(),
-            snapshot_buffers: JoinSet::new(),
-            snapshot_buffer: None,
             checkpoint_due: None,
             decoder: Arc::new(Decoder::new(
                 &cfg.mapping,

@@ -9,6 +9,9 @@
 //!   (highest epoch seen + 1) by writing a claim record.
 //! - [`StateStore::save`] writes a snapshot's chunks into the slot not holding
 //!   the newest complete snapshot, waits for them, then writes the manifest.
+//!   [`StateStore::save_streamed`] produces each chunk as the encoder fills
+//!   it, with at most [`IN_FLIGHT_BYTES`] (or 64 chunks) produced and not yet
+//!   acknowledged: a partition's snapshot is never whole in memory.
 //!   After the first complete snapshot of an epoch, the keys of older epochs
 //!   get tombstones.
 //!
@@ -17,6 +20,7 @@
 //! the higher epoch. Layout, choices and sizes: docs/state-store.md.
 
 use std::collections::HashMap;
+use std::io;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -42,6 +46,10 @@ use records::{Key, KeyKind, Manifest, Slot};
 
 /// `segment.bytes` of a state topic cxpulse creates (64 MiB).
 const SEGMENT_BYTES: &str = "67108864";
+
+/// Chunk bytes a streamed save keeps produced but not yet acknowledged, at
+/// most (and at most 64 chunks, at least 2).
+pub const IN_FLIGHT_BYTES: usize = 8 << 20;
 
 /// Most refusals listed in a [`Claim`] (the rest are counted in one line).
 const MAX_REFUSED_LISTED: usize = 50;
@@ -78,6 +86,8 @@ pub struct SaveStats {
     pub bytes: u64,
     pub chunks: u32,
     pub seconds: f64,
+    /// Most chunk value bytes produced and not yet acknowledged at once.
+    pub in_flight_peak: u64,
 }
 
 /// What this process knows of one input partition it claimed.
@@ -457,6 +467,26 @@ impl StateStore {
         bytes: &[u8],
         timeout: Duration,
     ) -> anyhow::Result<SaveStats> {
+        self.save_streamed(topic, partition, epoch, next_offset, timeout, |out| {
+            out.write_all(bytes)
+        })
+    }
+
+    /// Like [`StateStore::save`], the snapshot bytes written by `encode`
+    /// (e.g. [`crate::engine::snapshot::FrozenPartition::write_to`]): each
+    /// chunk is produced as soon as it is full, with at most
+    /// [`IN_FLIGHT_BYTES`] (or 64 chunks) produced and not yet acknowledged,
+    /// the manifest (total length, checksums) computed on the way. An error
+    /// of `encode` fails the save like a record that failed.
+    pub fn save_streamed(
+        &self,
+        topic: &str,
+        partition: i32,
+        epoch: u64,
+        next_offset: i64,
+        timeout: Duration,
+        encode: impl FnOnce(&mut dyn io::Write) -> io::Result<()>,
+    ) -> anyhow::Result<SaveStats> {
         let start = Instant::now();
         let deadline = start + timeout;
         let part = lock(&self.parts)
@@ -487,40 +517,52 @@ impl StateStore {
         if next_offset < 0 {
             bail!("saving {topic}/{partition}: negative next offset {next_offset}");
         }
-        let chunks = bytes.len().div_ceil(self.chunk_bytes);
-        if chunks > records::MAX_CHUNKS as usize {
-            bail!(
-                "saving {topic}/{partition}: {} bytes make {chunks} chunks of checkpoint.chunk_bytes = {}, more than {}",
-                bytes.len(),
-                self.chunk_bytes,
-                records::MAX_CHUNKS
-            );
-        }
         let sp = self.state_partition(topic, partition, deadline)?;
         let slot = st.newest.map_or(Slot::A, Slot::other);
         let seq = st.last_seq + 1;
         st.last_seq = seq;
-        let manifest = Manifest::of(epoch, seq, next_offset, bytes, self.chunk_bytes);
-        let n = manifest.chunks.len() as u32;
         let si = slot.index();
-        st.chunks_written[si] = st.chunks_written[si].max(n);
-        let chunks: Vec<(String, Option<Vec<u8>>)> = bytes
-            .chunks(self.chunk_bytes)
-            .enumerate()
-            .map(|(i, c)| {
-                let key = Key::new(topic, partition, epoch, KeyKind::Chunk(slot, i as u32));
-                (
-                    key.to_string(),
-                    Some(records::chunk_value(epoch, seq, i as u32, c)),
-                )
-            })
-            .collect();
-        let mut written: u64 = chunks
-            .iter()
-            .map(|(_, v)| v.as_ref().map_or(0, Vec::len) as u64)
-            .sum();
         let what = format!("snapshot of {topic}/{partition}");
-        self.write(sp, &chunks, deadline, &what)?;
+        let mut out = ChunkWriter {
+            store: self,
+            sp,
+            key: (topic, partition, epoch, slot),
+            seq,
+            deadline,
+            what: &what,
+            batch: Arc::new(Batch::default()),
+            data: Vec::with_capacity(self.chunk_bytes),
+            chunks: Vec::new(),
+            hash: xxhash_rust::xxh3::Xxh3::new(),
+            total: 0,
+            sizes: Vec::new(),
+            in_flight_max: (IN_FLIGHT_BYTES / self.chunk_bytes).clamp(2, 64),
+            in_flight_peak: 0,
+            failed: None,
+        };
+        let encoded = encode(&mut out);
+        let finished = match encoded {
+            Ok(()) => out.finish(),
+            Err(e) => Err(out
+                .failed
+                .take()
+                .unwrap_or_else(|| anyhow!("encoding the {what}: {e}"))),
+        };
+        // Chunks produced (even of a failed save) are in the slot now: a
+        // shorter later snapshot tombstones those beyond its end.
+        let n = out.chunks.len() as u32;
+        st.chunks_written[si] = st.chunks_written[si].max(n);
+        finished?;
+        let manifest = Manifest {
+            epoch,
+            seq,
+            next_offset,
+            total_len: out.total,
+            checksum: out.hash.digest(),
+            chunks: out.chunks,
+        };
+        let mut written: u64 = out.sizes.iter().sum();
+        let in_flight_peak = out.in_flight_peak;
         let mvalue = manifest.encode();
         written += mvalue.len() as u64;
         let mkey = Key::new(topic, partition, epoch, KeyKind::Manifest(slot)).to_string();
@@ -552,6 +594,7 @@ impl StateStore {
             bytes: written,
             chunks: n,
             seconds: start.elapsed().as_secs_f64(),
+            in_flight_peak,
         })
     }
 
@@ -642,40 +685,67 @@ impl StateStore {
     ) -> anyhow::Result<()> {
         let batch = Arc::new(Batch::default());
         for (key, value) in records {
-            let mut rec: BaseRecord<'_, str, [u8], Arc<Batch>> =
-                BaseRecord::with_opaque_to(&self.topic, batch.clone())
-                    .partition(sp)
-                    .key(key.as_str());
-            if let Some(v) = value {
-                rec = rec.payload(v.as_slice());
-            }
-            loop {
-                match self.producer.send(rec) {
-                    Ok(()) => break,
-                    Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
-                        if Instant::now() >= deadline {
-                            bail!(
-                                "writing {what} to state topic {}: producer queue full until the timeout",
-                                self.topic
-                            );
-                        }
-                        rec = back;
-                        std::thread::sleep(Duration::from_millis(5));
+            self.send(sp, &batch, key, value.as_deref(), deadline, what)?;
+        }
+        self.wait(&batch, records.len(), deadline, what)
+    }
+
+    /// Produces one record (key, value or tombstone) of `batch`, waiting
+    /// while the producer's queue is full (until `deadline`).
+    fn send(
+        &self,
+        sp: i32,
+        batch: &Arc<Batch>,
+        key: &str,
+        value: Option<&[u8]>,
+        deadline: Instant,
+        what: &str,
+    ) -> anyhow::Result<()> {
+        let mut rec: BaseRecord<'_, str, [u8], Arc<Batch>> =
+            BaseRecord::with_opaque_to(&self.topic, batch.clone())
+                .partition(sp)
+                .key(key);
+        if let Some(v) = value {
+            rec = rec.payload(v);
+        }
+        loop {
+            match self.producer.send(rec) {
+                Ok(()) => return Ok(()),
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
+                    if Instant::now() >= deadline {
+                        bail!(
+                            "writing {what} to state topic {}: producer queue full until the timeout",
+                            self.topic
+                        );
                     }
-                    Err((e, _)) => {
-                        return Err(self
-                            .scrub(anyhow!("writing {what} to state topic {}: {e}", self.topic)));
-                    }
+                    rec = back;
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                Err((e, _)) => {
+                    return Err(
+                        self.scrub(anyhow!("writing {what} to state topic {}: {e}", self.topic))
+                    );
                 }
             }
         }
+    }
+
+    /// Waits until at least `acked` records of `batch` are acknowledged; Err
+    /// at the first that failed, or at `deadline`.
+    fn wait(
+        &self,
+        batch: &Batch,
+        acked: usize,
+        deadline: Instant,
+        what: &str,
+    ) -> anyhow::Result<()> {
         loop {
             if let Some(e) = batch.failure() {
                 return Err(
                     self.scrub(anyhow!("writing {what} to state topic {}: {e}", self.topic))
                 );
             }
-            if batch.done() == records.len() {
+            if batch.done() >= acked {
                 return Ok(());
             }
             if Instant::now() >= deadline {
@@ -683,7 +753,7 @@ impl StateStore {
                     "writing {what} to state topic {}: {} of {} records acknowledged before the timeout",
                     self.topic,
                     batch.done(),
-                    records.len()
+                    acked
                 );
             }
             std::thread::sleep(Duration::from_millis(1));
@@ -699,6 +769,106 @@ impl StateStore {
 }
 
 /// What is left until `deadline` (zero once passed).
+/// The chunks of a streamed save (see [`StateStore::save_streamed`]): bytes
+/// are gathered into one chunk's data and produced when it is full; the
+/// manifest's lengths and checksums are computed on the way.
+struct ChunkWriter<'a> {
+    store: &'a StateStore,
+    sp: i32,
+    /// Topic, partition, epoch and slot of the chunk keys.
+    key: (&'a str, i32, u64, Slot),
+    seq: u64,
+    deadline: Instant,
+    what: &'a str,
+    batch: Arc<Batch>,
+    /// The chunk being filled.
+    data: Vec<u8>,
+    /// (length, XXH3-64) of each chunk produced.
+    chunks: Vec<(u32, u64)>,
+    /// XXH3-64 and length of all the bytes so far.
+    hash: xxhash_rust::xxh3::Xxh3,
+    total: u64,
+    /// Value bytes of each chunk produced.
+    sizes: Vec<u64>,
+    /// Most chunks produced and not yet acknowledged.
+    in_flight_max: usize,
+    in_flight_peak: u64,
+    /// Why the save failed (the encoder is stopped with an I/O error).
+    failed: Option<anyhow::Error>,
+}
+
+impl ChunkWriter<'_> {
+    /// Produces the chunk filled so far, after waiting for room in flight.
+    fn produce(&mut self) -> anyhow::Result<()> {
+        let i = self.chunks.len();
+        if i >= records::MAX_CHUNKS as usize {
+            bail!(
+                "saving {}/{}: more than {} chunks of checkpoint.chunk_bytes = {}",
+                self.key.0,
+                self.key.1,
+                records::MAX_CHUNKS,
+                self.store.chunk_bytes
+            );
+        }
+        let wait_for = (i + 1).saturating_sub(self.in_flight_max);
+        self.store
+            .wait(&self.batch, wait_for, self.deadline, self.what)?;
+        let (topic, partition, epoch, slot) = self.key;
+        let key = Key::new(topic, partition, epoch, KeyKind::Chunk(slot, i as u32));
+        let value = records::chunk_value(epoch, self.seq, i as u32, &self.data);
+        self.store.send(
+            self.sp,
+            &self.batch,
+            &key.to_string(),
+            Some(&value),
+            self.deadline,
+            self.what,
+        )?;
+        self.chunks.push((
+            self.data.len() as u32,
+            xxhash_rust::xxh3::xxh3_64(&self.data),
+        ));
+        self.sizes.push(value.len() as u64);
+        let acked = self.batch.done().min(self.sizes.len());
+        let in_flight: u64 = self.sizes[acked..].iter().sum();
+        self.in_flight_peak = self.in_flight_peak.max(in_flight);
+        self.data.clear();
+        Ok(())
+    }
+
+    /// Produces the last chunk and waits until every chunk is acknowledged.
+    fn finish(&mut self) -> anyhow::Result<()> {
+        if !self.data.is_empty() {
+            self.produce()?;
+        }
+        self.store
+            .wait(&self.batch, self.chunks.len(), self.deadline, self.what)
+    }
+}
+
+impl io::Write for ChunkWriter<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        if self.failed.is_some() {
+            return Err(io::Error::other("the state store save failed"));
+        }
+        let room = self.store.chunk_bytes - self.data.len();
+        let n = buf.len().min(room);
+        self.data.extend_from_slice(&buf[..n]);
+        self.hash.update(&buf[..n]);
+        self.total += n as u64;
+        if self.data.len() == self.store.chunk_bytes
+            && let Err(e) = self.produce()
+        {
+            self.failed = Some(e);
+            return Err(io::Error::other("the state store save failed"));
+        }
+        Ok(n)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
 fn left(deadline: Instant) -> Duration {
     deadline.saturating_duration_since(Instant::now())
 }
