@@ -388,8 +388,26 @@ fn slot_is(arena: &Arena, list: &UserList, cold: &Chunked<Cold>, slot: u32, id: 
         return false;
     }
     match arena.contiguous(span.start, span.len()) {
-        Some(held) => held == id,
+        Some(held) => same_id(held, id),
         None => arena.range_eq(span.start, id),
+    }
+}
+
+/// `a == b` for two ids of the same length, without a call to `memcmp`
+/// for the usual short ones: up to 16 bytes as two overlapping words (as
+/// [`hash_id`] reads them), which cover every byte.
+#[inline(always)]
+fn same_id(a: &[u8], b: &[u8]) -> bool {
+    let n = a.len();
+    if n != b.len() {
+        return false;
+    }
+    if n >= 8 && n <= 16 {
+        (le_u64(a) ^ le_u64(b)) | (le_u64(&a[n - 8..]) ^ le_u64(&b[n - 8..])) == 0
+    } else if (4..8).contains(&n) {
+        (le_u32(a) ^ le_u32(b)) | (le_u32(&a[n - 4..]) ^ le_u32(&b[n - 4..])) == 0
+    } else {
+        a == b
     }
 }
 
@@ -817,6 +835,25 @@ impl Users {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn same_id_is_byte_equality() {
+        // Every length up to past the word paths, a change at every position.
+        for n in 0..=40usize {
+            let a: Vec<u8> = (0..n as u8).map(|i| b'a' + i % 26).collect();
+            assert!(same_id(&a, &a.clone()), "{n}");
+            for at in 0..n {
+                for with in [b'A', 0, 0xff, a[at] ^ 1, a[at] ^ 0x80] {
+                    let mut b = a.clone();
+                    b[at] = with;
+                    assert_eq!(same_id(&a, &b), a == b, "{n} {at} {with}");
+                }
+            }
+            let mut longer = a.clone();
+            longer.push(b'z');
+            assert!(!same_id(&a, &longer) && !same_id(&longer, &a), "{n}");
+        }
+    }
 
     #[test]
     fn interning_is_stable_and_state_is_small() {

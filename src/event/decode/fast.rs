@@ -1,7 +1,10 @@
 //! The canonical fast path's scanner: reads the common shape of a canonical
 //! message (one flat JSON object of strings without escapes, plain numbers
-//! and literals) straight into a [`RawEvent`], with the UTF-8 check made
-//! once over the whole message instead of once per string.
+//! and literals) straight into a [`RawEvent`]. Outside strings the grammar
+//! admits ASCII bytes only, so the UTF-8 check is made on string contents
+//! alone, while they are scanned: a string of ASCII bytes (the usual case,
+//! seen in the word-wide scan) is valid as it is; another is checked by
+//! `std::str::from_utf8`.
 //!
 //! It fills exactly what [`super::fill_from_json`] (serde_json) fills, and
 //! gives up on anything else: an escape, a control character, a nested
@@ -32,12 +35,7 @@ const POW10: [f64; MAX_DIGITS + 1] = [
 /// Fills `raw` from `bytes` if the message has the simple shape; `None`
 /// (with `raw` in any state) if serde_json must read it.
 pub(super) fn fill<'a>(raw: &mut RawEvent<'a>, bytes: &'a [u8]) -> Option<()> {
-    let text = std::str::from_utf8(bytes).ok()?;
-    let mut s = Scan {
-        text,
-        b: bytes,
-        i: 0,
-    };
+    let mut s = Scan { b: bytes, i: 0 };
     s.ws();
     s.eat(b'{')?;
     s.ws();
@@ -78,7 +76,6 @@ pub(super) fn fill<'a>(raw: &mut RawEvent<'a>, bytes: &'a [u8]) -> Option<()> {
 #[inline(always)]
 fn stops(word: u64) -> u64 {
     const ONES: u64 = 0x0101_0101_0101_0101;
-    const HIGH: u64 = 0x8080_8080_8080_8080;
     let zero = |v: u64| v.wrapping_sub(ONES) & !v;
     let quote = zero(word ^ (ONES * u64::from(b'"')));
     let backslash = zero(word ^ (ONES * u64::from(b'\\')));
@@ -87,10 +84,27 @@ fn stops(word: u64) -> u64 {
 }
 
 struct Scan<'a> {
-    /// The message, checked UTF-8 (strings are sliced from it).
-    text: &'a str,
+    /// The message (not checked UTF-8: only string contents need be, see the module doc).
     b: &'a [u8],
     i: usize,
+}
+
+/// The high bit of each byte of a word.
+const HIGH: u64 = 0x8080_8080_8080_8080;
+
+/// `bytes` as a `str`: when `high` (the or of its bytes, or of words
+/// holding them and ASCII bytes only) has no high bit set, every byte is
+/// ASCII, so valid UTF-8; otherwise checked in full.
+#[inline(always)]
+fn utf8(bytes: &[u8], high: u64) -> Option<&str> {
+    if high & HIGH == 0 {
+        debug_assert!(bytes.is_ascii());
+        // SAFETY: no byte of `bytes` has its high bit set (the caller or-ed
+        // every one of them into `high`): ASCII, which is valid UTF-8.
+        Some(unsafe { std::str::from_utf8_unchecked(bytes) })
+    } else {
+        std::str::from_utf8(bytes).ok()
+    }
 }
 
 impl<'a> Scan<'a> {
@@ -114,24 +128,34 @@ impl<'a> Scan<'a> {
     fn string(&mut self) -> Option<&'a str> {
         self.eat(b'"')?;
         let start = self.i;
+        // The or of the string's bytes (see [`utf8`]).
+        let mut high = 0u64;
         // Eight bytes at a time up to the first `"`, `\` or control
         // character ([`stops`]), then byte by byte near the end.
         while let Some(word) = self.b.get(self.i..self.i + 8) {
-            let m = stops(u64::from_le_bytes(word.try_into().ok()?));
+            let w = u64::from_le_bytes(word.try_into().ok()?);
+            let m = stops(w);
             if m != 0 {
-                self.i += (m.trailing_zeros() / 8) as usize;
+                let bytes = m.trailing_zeros() / 8;
+                // Only the bytes before the stop belong to the string.
+                high |= w & ((1u64 << (bytes * 8)) - 1);
+                self.i += bytes as usize;
                 break;
             }
+            high |= w;
             self.i += 8;
         }
         loop {
             match *self.b.get(self.i)? {
                 b'"' => break,
                 b'\\' | 0..=0x1f => return None,
-                _ => self.i += 1,
+                c => {
+                    high |= u64::from(c);
+                    self.i += 1;
+                }
             }
         }
-        let s = self.text.get(start..self.i)?;
+        let s = utf8(self.b.get(start..self.i)?, high)?;
         self.i += 1;
         Some(s)
     }
@@ -332,7 +356,6 @@ mod tests {
         for n in names {
             let text = format!("\"{n}\":1");
             let mut s = Scan {
-                text: &text,
                 b: text.as_bytes(),
                 i: 0,
             };
@@ -342,7 +365,6 @@ mod tests {
         // Cut short: no key.
         for text in ["", "\"", "\"ts", "\"event_id"] {
             let mut s = Scan {
-                text,
                 b: text.as_bytes(),
                 i: 0,
             };
@@ -401,5 +423,24 @@ mod tests {
             assert!(!agrees(other.as_bytes()), "{other}");
         }
         assert!(!agrees(b"{\"a\":\"\xff\"}"));
+        // UTF-8 is checked in strings only, in the word-wide part and in
+        // the byte-by-byte tail alike; outside strings no byte above 0x7f passes.
+        for ok in [
+            "{\"user_id\":\"abcdefgh\u{e9}\",\"zz\":\"\u{e9}abcdefghijklmnop\"}",
+            "{\"zz\":\"abcdefg\u{1f600}\",\"type\":\"\u{e9}\"}",
+        ] {
+            assert!(agrees(ok.as_bytes()), "{ok}");
+        }
+        for bad in [
+            &b"{\"user_id\":\"abcdefgh\xff\"}"[..],
+            b"{\"user_id\":\"abcdefghijklmno\xc3\"}",
+            b"{\"zz\":\"\xc3\xa9\xc3\"}",
+            b"{\"zz\":\"\xed\xa0\x80abcdefgh\"}",
+            b"{\"zz\":\"x\"\xc3\xa9}",
+            b"{\xc3\xa9\"zz\":1}",
+            b"{\"zz\":1\xc2\xa0}",
+        ] {
+            assert!(!agrees(bad), "{}", String::from_utf8_lossy(bad));
+        }
     }
 }
