@@ -320,14 +320,14 @@ pub type Arena = Chunked<u8, { 64 * 1024 }>;
 /// on restore). Ids of up to 16 bytes (the usual case: short ASCII) take a
 /// short path of two folded multiplies over at most two overlapping words
 /// (as wyhash does); longer ones, xxh3.
-#[inline]
+#[inline(always)]
 fn hash_id(id: &[u8]) -> u64 {
     const P0: u64 = 0xa076_1d64_78bd_642f;
     const P1: u64 = 0xe703_7ed1_a0b4_28db;
     const P2: u64 = 0x8ebc_6af0_9c88_c6e3;
     let n = id.len();
     if n > 16 {
-        return xxhash_rust::xxh3::xxh3_64(id);
+        return hash_long_id(id);
     }
     let (a, b) = if n >= 8 {
         (le_u64(id), le_u64(&id[n - 8..]))
@@ -341,6 +341,13 @@ fn hash_id(id: &[u8]) -> u64 {
     };
     let h = folded_mul(a ^ P1, b ^ P0);
     folded_mul(h ^ P2 ^ n as u64, P1)
+}
+
+/// [`hash_id`] of an id longer than 16 bytes (out of line: the short path
+/// is inlined into every lookup).
+#[inline(never)]
+fn hash_long_id(id: &[u8]) -> u64 {
+    xxhash_rust::xxh3::xxh3_64(id)
 }
 
 /// The 128-bit product of `a` and `b`, its halves xored.
