@@ -595,6 +595,7 @@ impl Users {
         Cow::Owned(std::str::from_utf8(b).unwrap_or("").to_string())
     }
 
+    #[inline]
     pub fn get_mut(&mut self, idx: UserIdx) -> &mut User {
         &mut self.list[idx as usize]
     }
