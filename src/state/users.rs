@@ -409,7 +409,7 @@ fn same_id(a: &[u8], b: &[u8]) -> bool {
     if n != b.len() {
         return false;
     }
-    if n >= 8 && n <= 16 {
+    if (8..=16).contains(&n) {
         (le_u64(a) ^ le_u64(b)) | (le_u64(&a[n - 8..]) ^ le_u64(&b[n - 8..])) == 0
     } else if (4..8).contains(&n) {
         (le_u32(a) ^ le_u32(b)) | (le_u32(&a[n - 4..]) ^ le_u32(&b[n - 4..])) == 0
