@@ -92,6 +92,11 @@ impl PendingQueue {
         }
     }
 
+    /// The next event's time.
+    pub fn peek_ts(&self) -> Option<Millis> {
+        self.peek_next().map(|n| n.ts)
+    }
+
     /// The next event: its time, and which part holds it (for
     /// [`Self::pop_next`], so that a peek then a pop compare the two
     /// fronts once).
@@ -176,6 +181,7 @@ mod tests {
                 q.pop().expect("peeked")
             };
             assert_eq!(p.ts, n.ts);
+            assert!(q.peek_ts().is_none_or(|t| t >= p.ts));
             got.push((p.ts, p.seq));
         }
         assert_eq!(got, want);
