@@ -44,12 +44,13 @@ pub(super) fn fill<'a>(raw: &mut RawEvent<'a>, bytes: &'a [u8]) -> Option<()> {
     } else {
         loop {
             let key = s.key()?;
-            s.ws();
-            s.eat(b':')?;
-            s.ws();
+            s.sep(b':')?;
             match key {
                 Some(f) => *raw.slot(f) = s.value()?,
                 None => s.skip_value()?,
+            }
+            if s.tight(b',') {
+                continue;
             }
             s.ws();
             match s.peek()? {
@@ -116,7 +117,32 @@ impl<'a> Scan<'a> {
         (self.peek()? == c).then(|| self.i += 1)
     }
 
+    /// Steps over `c` if it is the next byte and no whitespace follows it
+    /// (the compact form, in one test); else nothing moves.
+    #[inline(always)]
+    fn tight(&mut self, c: u8) -> bool {
+        let is_ws = |b: Option<&u8>| matches!(b, Some(b' ' | b'\n' | b'\t' | b'\r'));
+        let yes = self.peek() == Some(c) && !is_ws(self.b.get(self.i + 1));
+        if yes {
+            self.i += 1;
+        }
+        yes
+    }
+
+    /// `c` with optional whitespace around it.
+    #[inline(always)]
+    fn sep(&mut self, c: u8) -> Option<()> {
+        if self.tight(c) {
+            return Some(());
+        }
+        self.ws();
+        self.eat(c)?;
+        self.ws();
+        Some(())
+    }
+
     /// JSON whitespace (serde_json's four bytes).
+    #[inline(always)]
     fn ws(&mut self) {
         while let Some(b' ' | b'\n' | b'\t' | b'\r') = self.peek() {
             self.i += 1;
@@ -396,6 +422,8 @@ mod tests {
         for ok in [
             r#"{}"#,
             " \t\r\n{ \"type\" : \"trade\" , \"fee_usd\" : 0.3622 } \n",
+            // Whitespace after a tight `:` or `,`, or only before it.
+            "{\"type\":\n\"trade\",\t\"fee_usd\" :0.5 ,\"x\":\r1,\"ts\":1}",
             r#"{"fee_usd":0,"amount_usd":0.0,"csat":5,"ces":null,"nps":true,"x":false}"#,
             r#"{"type":"a","type":"b","notional_usd":123456789012345678}"#,
             r#"{"user_id":"ü-ß","fee_usd":1.00000000000000001,"zz":"日本"}"#,
