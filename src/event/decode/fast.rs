@@ -157,8 +157,19 @@ impl<'a> Scan<'a> {
         // The or of the string's bytes (see [`utf8`]).
         let mut high = 0u64;
         // Eight bytes at a time up to the first `"`, `\` or control
-        // character ([`stops`]), then byte by byte near the end.
-        while let Some(word) = self.b.get(self.i..self.i + 8) {
+        // character ([`stops`]), then byte by byte near the end of the
+        // message; either way `i` ends at the first such byte.
+        loop {
+            let Some(word) = self.b.get(self.i..self.i + 8) else {
+                while let Some(&c) = self.b.get(self.i) {
+                    if matches!(c, b'"' | b'\\' | 0..=0x1f) {
+                        break;
+                    }
+                    high |= u64::from(c);
+                    self.i += 1;
+                }
+                break;
+            };
             let w = u64::from_le_bytes(word.try_into().ok()?);
             let m = stops(w);
             if m != 0 {
@@ -171,15 +182,9 @@ impl<'a> Scan<'a> {
             high |= w;
             self.i += 8;
         }
-        loop {
-            match *self.b.get(self.i)? {
-                b'"' => break,
-                b'\\' | 0..=0x1f => return None,
-                c => {
-                    high |= u64::from(c);
-                    self.i += 1;
-                }
-            }
+        // The closing quote (at an escape or a control character, serde_json decides).
+        if self.peek()? != b'"' {
+            return None;
         }
         let s = utf8(self.b.get(start..self.i)?, high)?;
         self.i += 1;
