@@ -117,12 +117,12 @@ impl<'a> Scan<'a> {
         (self.peek()? == c).then(|| self.i += 1)
     }
 
-    /// Steps over `c` if it is the next byte and no whitespace follows it
-    /// (the compact form, in one test); else nothing moves.
+    /// Steps over `c` if it is the next byte and a byte above the space
+    /// follows it (so no whitespace: the compact form, in one test); else
+    /// nothing moves.
     #[inline(always)]
     fn tight(&mut self, c: u8) -> bool {
-        let is_ws = |b: Option<&u8>| matches!(b, Some(b' ' | b'\n' | b'\t' | b'\r'));
-        let yes = self.peek() == Some(c) && !is_ws(self.b.get(self.i + 1));
+        let yes = self.peek() == Some(c) && self.b.get(self.i + 1).is_some_and(|&n| n > b' ');
         if yes {
             self.i += 1;
         }
