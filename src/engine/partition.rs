@@ -115,6 +115,7 @@ pub struct Partition {
 }
 
 impl Partition {
+    #[inline]
     pub fn push(&mut self, p: Pending) {
         self.pending.push(p);
     }
@@ -136,7 +137,8 @@ impl Partition {
         let next_timer = |timers: &CowHeap<Reverse<Timer>>| timers.peek().map(|t| t.0.instant);
         let mut tm = next_timer(&self.timers);
         loop {
-            let ev = self.pending.peek_ts();
+            let next_ev = self.pending.peek_next();
+            let ev = next_ev.map(|n| n.ts);
             // Churn instants fire before other timers of the same instant
             // (the order of `TimerKind`; no other timer reads what they change).
             let ch = self.churn.peek();
@@ -150,7 +152,9 @@ impl Partition {
                         self.churn.scan(&self.users, Some(e), through, prm);
                         continue;
                     }
-                    let p = self.pending.pop().expect("peeked");
+                    let p = next_ev
+                        .and_then(|n| self.pending.pop_next(n))
+                        .expect("peeked");
                     let timers = self.timers.len();
                     self.apply(p, prm);
                     if self.timers.len() != timers {

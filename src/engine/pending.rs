@@ -68,6 +68,14 @@ impl Ord for Pending {
     }
 }
 
+/// The next event of a [`PendingQueue`] ([`PendingQueue::peek_next`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Next {
+    pub ts: Millis,
+    /// Whether it is the in-order part's front (else the heap's top).
+    fifo: bool,
+}
+
 /// The reorder buffer: see [`super::partition::Partition::pending`].
 #[derive(Debug, Default)]
 pub struct PendingQueue {
@@ -76,6 +84,7 @@ pub struct PendingQueue {
 }
 
 impl PendingQueue {
+    #[inline]
     pub fn push(&mut self, p: Pending) {
         match self.in_order.back() {
             Some(last) if p < *last => self.out_of_order.push(Reverse(p)),
@@ -83,22 +92,42 @@ impl PendingQueue {
         }
     }
 
+    /// The next event's time.
     pub fn peek_ts(&self) -> Option<Millis> {
+        self.peek_next().map(|n| n.ts)
+    }
+
+    /// The next event: its time, and which part holds it (for
+    /// [`Self::pop_next`], so that a peek then a pop compare the two
+    /// fronts once).
+    #[inline]
+    pub fn peek_next(&self) -> Option<Next> {
         match (self.in_order.front(), self.out_of_order.peek()) {
-            (Some(a), Some(Reverse(b))) => Some(if a <= b { a.ts } else { b.ts }),
-            (Some(a), None) => Some(a.ts),
-            (None, Some(Reverse(b))) => Some(b.ts),
+            (Some(a), Some(Reverse(b))) if a <= b => Some(Next {
+                ts: a.ts,
+                fifo: true,
+            }),
+            (_, Some(Reverse(b))) => Some(Next {
+                ts: b.ts,
+                fifo: false,
+            }),
+            (Some(a), None) => Some(Next {
+                ts: a.ts,
+                fifo: true,
+            }),
             (None, None) => None,
         }
     }
 
     pub fn pop(&mut self) -> Option<Pending> {
-        let take_fifo = match (self.in_order.front(), self.out_of_order.peek()) {
-            (Some(a), Some(Reverse(b))) => a <= b,
-            (Some(_), None) => true,
-            (None, _) => false,
-        };
-        if take_fifo {
+        let next = self.peek_next()?;
+        self.pop_next(next)
+    }
+
+    /// Removes the event `next` (just returned by [`Self::peek_next`], nothing pushed since).
+    #[inline]
+    pub fn pop_next(&mut self, next: Next) -> Option<Pending> {
+        if next.fifo {
             self.in_order.pop_front()
         } else {
             self.out_of_order.pop().map(|Reverse(p)| p)
@@ -122,5 +151,40 @@ impl PendingQueue {
         self.in_order
             .iter()
             .chain(self.out_of_order.iter().map(|r| &r.0))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pops_in_time_then_arrival_order_whichever_part_holds_the_next() {
+        // Arrival order (seq 1..) with times partly out of order and ties.
+        let times = [5, 7, 3, 7, 9, 1, 9, 8, 2, 10, 6, 6];
+        let mut q = PendingQueue::default();
+        for (i, &ts) in times.iter().enumerate() {
+            q.push(Pending {
+                ts,
+                seq: i as u64 + 1,
+                body: PendingBody::Invite,
+            });
+        }
+        let mut want: Vec<(Millis, u64)> = (1..).zip(times).map(|(s, t)| (t, s)).collect();
+        want.sort_unstable();
+        // Alternately by a peek then `pop_next`, and by `pop`.
+        let mut got = Vec::new();
+        while let Some(n) = q.peek_next() {
+            let p = if got.len() % 2 == 0 {
+                q.pop_next(n).expect("peeked")
+            } else {
+                q.pop().expect("peeked")
+            };
+            assert_eq!(p.ts, n.ts);
+            assert!(q.peek_ts().is_none_or(|t| t >= p.ts));
+            got.push((p.ts, p.seq));
+        }
+        assert_eq!(got, want);
+        assert!(q.is_empty() && q.pop().is_none());
     }
 }

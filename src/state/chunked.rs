@@ -108,7 +108,7 @@ impl<T: Copy, const B: usize> Chunked<T, B> {
     }
 
     /// Chunk `c` (held), copied first (it and its group's table) if shared.
-    #[inline]
+    #[inline(always)]
     fn chunk_mut(&mut self, c: usize) -> &mut [T] {
         let known = self
             .unique
@@ -123,6 +123,13 @@ impl<T: Copy, const B: usize> Chunked<T, B> {
             // would return, without its atomic check on this hot path.
             return unsafe { &mut *(Arc::as_ptr(chunk) as *mut [T]) };
         }
+        self.chunk_mut_shared(c)
+    }
+
+    /// [`Self::chunk_mut`] of a chunk not known to be unique (out of line:
+    /// the known case above is on the hot path of every write).
+    #[inline(never)]
+    fn chunk_mut_shared(&mut self, c: usize) -> &mut [T] {
         let g = Arc::make_mut(&mut self.groups[c >> GROUP_SHIFT]);
         let chunk = Arc::make_mut(&mut g[c & (GROUP - 1)]);
         if self.unique.len() <= c / 64 {
@@ -168,7 +175,7 @@ impl<T: Copy, const B: usize> Chunked<T, B> {
     }
 
     /// The element at `i`, copying its chunk first if a frozen view shares it.
-    #[inline]
+    #[inline(always)]
     pub fn get_mut(&mut self, i: usize) -> &mut T {
         assert!(i < self.len, "index {i} out of {} elements", self.len);
         &mut self.chunk_mut(i >> Self::SHIFT)[i & Self::MASK]

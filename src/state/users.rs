@@ -320,14 +320,14 @@ pub type Arena = Chunked<u8, { 64 * 1024 }>;
 /// on restore). Ids of up to 16 bytes (the usual case: short ASCII) take a
 /// short path of two folded multiplies over at most two overlapping words
 /// (as wyhash does); longer ones, xxh3.
-#[inline]
+#[inline(always)]
 fn hash_id(id: &[u8]) -> u64 {
     const P0: u64 = 0xa076_1d64_78bd_642f;
     const P1: u64 = 0xe703_7ed1_a0b4_28db;
     const P2: u64 = 0x8ebc_6af0_9c88_c6e3;
     let n = id.len();
     if n > 16 {
-        return xxhash_rust::xxh3::xxh3_64(id);
+        return hash_long_id(id);
     }
     let (a, b) = if n >= 8 {
         (le_u64(id), le_u64(&id[n - 8..]))
@@ -341,6 +341,13 @@ fn hash_id(id: &[u8]) -> u64 {
     };
     let h = folded_mul(a ^ P1, b ^ P0);
     folded_mul(h ^ P2 ^ n as u64, P1)
+}
+
+/// [`hash_id`] of an id longer than 16 bytes (out of line: the short path
+/// is inlined into every lookup).
+#[inline(never)]
+fn hash_long_id(id: &[u8]) -> u64 {
+    xxhash_rust::xxh3::xxh3_64(id)
 }
 
 /// The 128-bit product of `a` and `b`, its halves xored.
@@ -388,8 +395,26 @@ fn slot_is(arena: &Arena, list: &UserList, cold: &Chunked<Cold>, slot: u32, id: 
         return false;
     }
     match arena.contiguous(span.start, span.len()) {
-        Some(held) => held == id,
+        Some(held) => same_id(held, id),
         None => arena.range_eq(span.start, id),
+    }
+}
+
+/// `a == b` for two ids of the same length, without a call to `memcmp`
+/// for the usual short ones: up to 16 bytes as two overlapping words (as
+/// [`hash_id`] reads them), which cover every byte.
+#[inline(always)]
+fn same_id(a: &[u8], b: &[u8]) -> bool {
+    let n = a.len();
+    if n != b.len() {
+        return false;
+    }
+    if (8..=16).contains(&n) {
+        (le_u64(a) ^ le_u64(b)) | (le_u64(&a[n - 8..]) ^ le_u64(&b[n - 8..])) == 0
+    } else if (4..8).contains(&n) {
+        (le_u32(a) ^ le_u32(b)) | (le_u32(&a[n - 4..]) ^ le_u32(&b[n - 4..])) == 0
+    } else {
+        a == b
     }
 }
 
@@ -570,6 +595,7 @@ impl Users {
         Cow::Owned(std::str::from_utf8(b).unwrap_or("").to_string())
     }
 
+    #[inline]
     pub fn get_mut(&mut self, idx: UserIdx) -> &mut User {
         &mut self.list[idx as usize]
     }
@@ -817,6 +843,25 @@ impl Users {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn same_id_is_byte_equality() {
+        // Every length up to past the word paths, a change at every position.
+        for n in 0..=40usize {
+            let a: Vec<u8> = (0..n as u8).map(|i| b'a' + i % 26).collect();
+            assert!(same_id(&a, &a.clone()), "{n}");
+            for at in 0..n {
+                for with in [b'A', 0, 0xff, a[at] ^ 1, a[at] ^ 0x80] {
+                    let mut b = a.clone();
+                    b[at] = with;
+                    assert_eq!(same_id(&a, &b), a == b, "{n} {at} {with}");
+                }
+            }
+            let mut longer = a.clone();
+            longer.push(b'z');
+            assert!(!same_id(&a, &longer) && !same_id(&longer, &a), "{n}");
+        }
+    }
 
     #[test]
     fn interning_is_stable_and_state_is_small() {

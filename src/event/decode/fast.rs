@@ -1,7 +1,10 @@
 //! The canonical fast path's scanner: reads the common shape of a canonical
 //! message (one flat JSON object of strings without escapes, plain numbers
-//! and literals) straight into a [`RawEvent`], with the UTF-8 check made
-//! once over the whole message instead of once per string.
+//! and literals) straight into a [`RawEvent`]. Outside strings the grammar
+//! admits ASCII bytes only, so the UTF-8 check is made on string contents
+//! alone, while they are scanned: a string of ASCII bytes (the usual case,
+//! seen in the word-wide scan) is valid as it is; another is checked by
+//! `std::str::from_utf8`.
 //!
 //! It fills exactly what [`super::fill_from_json`] (serde_json) fills, and
 //! gives up on anything else: an escape, a control character, a nested
@@ -32,12 +35,7 @@ const POW10: [f64; MAX_DIGITS + 1] = [
 /// Fills `raw` from `bytes` if the message has the simple shape; `None`
 /// (with `raw` in any state) if serde_json must read it.
 pub(super) fn fill<'a>(raw: &mut RawEvent<'a>, bytes: &'a [u8]) -> Option<()> {
-    let text = std::str::from_utf8(bytes).ok()?;
-    let mut s = Scan {
-        text,
-        b: bytes,
-        i: 0,
-    };
+    let mut s = Scan { b: bytes, i: 0 };
     s.ws();
     s.eat(b'{')?;
     s.ws();
@@ -46,12 +44,13 @@ pub(super) fn fill<'a>(raw: &mut RawEvent<'a>, bytes: &'a [u8]) -> Option<()> {
     } else {
         loop {
             let key = s.key()?;
-            s.ws();
-            s.eat(b':')?;
-            s.ws();
+            s.sep(b':')?;
             match key {
                 Some(f) => *raw.slot(f) = s.value()?,
                 None => s.skip_value()?,
+            }
+            if s.tight(b',') {
+                continue;
             }
             s.ws();
             match s.peek()? {
@@ -78,7 +77,6 @@ pub(super) fn fill<'a>(raw: &mut RawEvent<'a>, bytes: &'a [u8]) -> Option<()> {
 #[inline(always)]
 fn stops(word: u64) -> u64 {
     const ONES: u64 = 0x0101_0101_0101_0101;
-    const HIGH: u64 = 0x8080_8080_8080_8080;
     let zero = |v: u64| v.wrapping_sub(ONES) & !v;
     let quote = zero(word ^ (ONES * u64::from(b'"')));
     let backslash = zero(word ^ (ONES * u64::from(b'\\')));
@@ -87,10 +85,27 @@ fn stops(word: u64) -> u64 {
 }
 
 struct Scan<'a> {
-    /// The message, checked UTF-8 (strings are sliced from it).
-    text: &'a str,
+    /// The message (not checked UTF-8: only string contents need be, see the module doc).
     b: &'a [u8],
     i: usize,
+}
+
+/// The high bit of each byte of a word.
+const HIGH: u64 = 0x8080_8080_8080_8080;
+
+/// `bytes` as a `str`: when `high` (the or of its bytes, or of words
+/// holding them and ASCII bytes only) has no high bit set, every byte is
+/// ASCII, so valid UTF-8; otherwise checked in full.
+#[inline(always)]
+fn utf8(bytes: &[u8], high: u64) -> Option<&str> {
+    if high & HIGH == 0 {
+        debug_assert!(bytes.is_ascii());
+        // SAFETY: no byte of `bytes` has its high bit set (the caller or-ed
+        // every one of them into `high`): ASCII, which is valid UTF-8.
+        Some(unsafe { std::str::from_utf8_unchecked(bytes) })
+    } else {
+        std::str::from_utf8(bytes).ok()
+    }
 }
 
 impl<'a> Scan<'a> {
@@ -102,7 +117,32 @@ impl<'a> Scan<'a> {
         (self.peek()? == c).then(|| self.i += 1)
     }
 
+    /// Steps over `c` if it is the next byte and a byte above the space
+    /// follows it (so no whitespace: the compact form, in one test); else
+    /// nothing moves.
+    #[inline(always)]
+    fn tight(&mut self, c: u8) -> bool {
+        let yes = self.peek() == Some(c) && self.b.get(self.i + 1).is_some_and(|&n| n > b' ');
+        if yes {
+            self.i += 1;
+        }
+        yes
+    }
+
+    /// `c` with optional whitespace around it.
+    #[inline(always)]
+    fn sep(&mut self, c: u8) -> Option<()> {
+        if self.tight(c) {
+            return Some(());
+        }
+        self.ws();
+        self.eat(c)?;
+        self.ws();
+        Some(())
+    }
+
     /// JSON whitespace (serde_json's four bytes).
+    #[inline(always)]
     fn ws(&mut self) {
         while let Some(b' ' | b'\n' | b'\t' | b'\r') = self.peek() {
             self.i += 1;
@@ -114,24 +154,39 @@ impl<'a> Scan<'a> {
     fn string(&mut self) -> Option<&'a str> {
         self.eat(b'"')?;
         let start = self.i;
+        // The or of the string's bytes (see [`utf8`]).
+        let mut high = 0u64;
         // Eight bytes at a time up to the first `"`, `\` or control
-        // character ([`stops`]), then byte by byte near the end.
-        while let Some(word) = self.b.get(self.i..self.i + 8) {
-            let m = stops(u64::from_le_bytes(word.try_into().ok()?));
+        // character ([`stops`]), then byte by byte near the end of the
+        // message; either way `i` ends at the first such byte.
+        loop {
+            let Some(word) = self.b.get(self.i..self.i + 8) else {
+                while let Some(&c) = self.b.get(self.i) {
+                    if matches!(c, b'"' | b'\\' | 0..=0x1f) {
+                        break;
+                    }
+                    high |= u64::from(c);
+                    self.i += 1;
+                }
+                break;
+            };
+            let w = u64::from_le_bytes(word.try_into().ok()?);
+            let m = stops(w);
             if m != 0 {
-                self.i += (m.trailing_zeros() / 8) as usize;
+                let bytes = m.trailing_zeros() / 8;
+                // Only the bytes before the stop belong to the string.
+                high |= w & ((1u64 << (bytes * 8)) - 1);
+                self.i += bytes as usize;
                 break;
             }
+            high |= w;
             self.i += 8;
         }
-        loop {
-            match *self.b.get(self.i)? {
-                b'"' => break,
-                b'\\' | 0..=0x1f => return None,
-                _ => self.i += 1,
-            }
+        // The closing quote (at an escape or a control character, serde_json decides).
+        if self.peek()? != b'"' {
+            return None;
         }
-        let s = self.text.get(start..self.i)?;
+        let s = utf8(self.b.get(start..self.i)?, high)?;
         self.i += 1;
         Some(s)
     }
@@ -332,7 +387,6 @@ mod tests {
         for n in names {
             let text = format!("\"{n}\":1");
             let mut s = Scan {
-                text: &text,
                 b: text.as_bytes(),
                 i: 0,
             };
@@ -342,7 +396,6 @@ mod tests {
         // Cut short: no key.
         for text in ["", "\"", "\"ts", "\"event_id"] {
             let mut s = Scan {
-                text,
                 b: text.as_bytes(),
                 i: 0,
             };
@@ -374,6 +427,8 @@ mod tests {
         for ok in [
             r#"{}"#,
             " \t\r\n{ \"type\" : \"trade\" , \"fee_usd\" : 0.3622 } \n",
+            // Whitespace after a tight `:` or `,`, or only before it.
+            "{\"type\":\n\"trade\",\t\"fee_usd\" :0.5 ,\"x\":\r1,\"ts\":1}",
             r#"{"fee_usd":0,"amount_usd":0.0,"csat":5,"ces":null,"nps":true,"x":false}"#,
             r#"{"type":"a","type":"b","notional_usd":123456789012345678}"#,
             r#"{"user_id":"ü-ß","fee_usd":1.00000000000000001,"zz":"日本"}"#,
@@ -401,5 +456,24 @@ mod tests {
             assert!(!agrees(other.as_bytes()), "{other}");
         }
         assert!(!agrees(b"{\"a\":\"\xff\"}"));
+        // UTF-8 is checked in strings only, in the word-wide part and in
+        // the byte-by-byte tail alike; outside strings no byte above 0x7f passes.
+        for ok in [
+            "{\"user_id\":\"abcdefgh\u{e9}\",\"zz\":\"\u{e9}abcdefghijklmnop\"}",
+            "{\"zz\":\"abcdefg\u{1f600}\",\"type\":\"\u{e9}\"}",
+        ] {
+            assert!(agrees(ok.as_bytes()), "{ok}");
+        }
+        for bad in [
+            &b"{\"user_id\":\"abcdefgh\xff\"}"[..],
+            b"{\"user_id\":\"abcdefghijklmno\xc3\"}",
+            b"{\"zz\":\"\xc3\xa9\xc3\"}",
+            b"{\"zz\":\"\xed\xa0\x80abcdefgh\"}",
+            b"{\"zz\":\"x\"\xc3\xa9}",
+            b"{\xc3\xa9\"zz\":1}",
+            b"{\"zz\":1\xc2\xa0}",
+        ] {
+            assert!(!agrees(bad), "{}", String::from_utf8_lossy(bad));
+        }
     }
 }

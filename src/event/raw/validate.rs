@@ -197,14 +197,27 @@ pub(super) fn wrong_type(f: Field, expected: &'static str, found: &Raw<'_>) -> D
 #[inline]
 fn string(v: Raw<'_>, f: Field) -> Result<Cow<'_, str>, DecodeError> {
     match v {
-        Raw::Str(s) if s.len() > MAX_ID_BYTES => Err(DecodeError::TooLong {
-            field: f.as_str(),
-            len: s.len(),
-            max: MAX_ID_BYTES,
-        }),
+        Raw::Str(s) if s.len() > MAX_ID_BYTES => Err(too_long(f, s.len())),
         Raw::Str(s) => Ok(s),
-        other => Err(wrong_type(f, "a string", &other)),
+        other => Err(not_a_string(f, &other)),
     }
+}
+
+/// [`string`]'s errors, out of line (rare).
+#[cold]
+#[inline(never)]
+fn too_long(f: Field, len: usize) -> DecodeError {
+    DecodeError::TooLong {
+        field: f.as_str(),
+        len,
+        max: MAX_ID_BYTES,
+    }
+}
+
+#[cold]
+#[inline(never)]
+fn not_a_string(f: Field, found: &Raw<'_>) -> DecodeError {
+    wrong_type(f, "a string", found)
 }
 
 #[inline]
@@ -233,16 +246,23 @@ fn required_amount(v: Option<Raw<'_>>, f: Field, max: f64) -> Result<f64, Decode
     let x = number(&required(v, f)?, f)?;
     // Written so that NaN fails too.
     if !(x >= 0.0 && x <= max) {
-        return Err(DecodeError::OutOfRange {
-            field: f.as_str(),
-            detail: format!(
-                "{} is not a number in 0..={} (engine.max_amount_usd)",
-                short(x),
-                short(max)
-            ),
-        });
+        return Err(amount_out_of_range(f, x, max));
     }
     Ok(x + 0.0)
+}
+
+/// [`required_amount`]'s error (out of line: it formats).
+#[cold]
+#[inline(never)]
+fn amount_out_of_range(f: Field, x: f64, max: f64) -> DecodeError {
+    DecodeError::OutOfRange {
+        field: f.as_str(),
+        detail: format!(
+            "{} is not a number in 0..={} (engine.max_amount_usd)",
+            short(x),
+            short(max)
+        ),
+    }
 }
 
 /// A number as written in an error: in full up to 1e15, in exponent form beyond
