@@ -74,6 +74,16 @@ impl MessagesDroppedOnRebalance {
     }
 }
 
+/// No thread could be started to apply some of a turn's partitions: the
+/// loop applies them itself (slower, same result).
+pub struct ApplyThreadUnavailable;
+
+impl ApplyThreadUnavailable {
+    pub fn emit(self) {
+        warn!("cannot start a thread to apply partitions; applying them on the consumer loop");
+    }
+}
+
 /// No thread could be started to decode a turn's messages ahead: the loop
 /// decodes them itself (slower, same result).
 pub struct DecodeAheadUnavailable;

@@ -78,7 +78,9 @@ pub fn decide_decoded<'p>(
 /// What the engine did with an admitted message, before its offset is booked.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Offered {
-    Applied { event_ts: Millis },
+    Applied {
+        event_ts: Millis,
+    },
     Duplicate,
     /// Late, in the future or not decodable: counted by the engine.
     Refused {
