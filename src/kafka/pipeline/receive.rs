@@ -236,12 +236,19 @@ impl Loop {
         let mut book = lock(&book);
         // Each message's engine partition and admission, and the messages
         // of each partition in order (indices into `batch`).
+        let mut views: Vec<MessageView<'_>> = Vec::with_capacity(batch.len());
         let mut pids: Vec<u32> = Vec::with_capacity(batch.len());
         let mut admitted: Vec<bool> = Vec::with_capacity(batch.len());
         let mut groups: Vec<(u32, Vec<usize>)> = Vec::new();
         let mut last: Option<(&str, i32, u32, usize)> = None;
-        for (i, m) in batch.iter().enumerate() {
-            let (topic, partition) = (m.topic(), m.partition());
+        for (i, (m, input)) in batch.iter().zip(inputs).enumerate() {
+            let view = MessageView {
+                topic: m.topic(),
+                partition: m.partition(),
+                offset: m.offset(),
+                timestamp: input.1,
+            };
+            let (topic, partition) = (view.topic, view.partition);
             let (pid, g) = match last {
                 Some((t, p, pid, g)) if p == partition && t == topic => (pid, g),
                 _ => {
@@ -258,7 +265,8 @@ impl Loop {
                 }
             };
             pids.push(pid);
-            let admits = book.admits(pid, m.offset());
+            let admits = book.admits(pid, view.offset);
+            views.push(view);
             admitted.push(admits);
             if admits {
                 groups[g].1.push(i);
@@ -291,6 +299,9 @@ impl Loop {
             load[b] += w.1.len();
             bins[b].push(w);
         }
+        // The loop thread takes the lightest: it also books the turn.
+        let lightest = (0..workers).min_by_key(|&b| load[b]).unwrap_or(0);
+        bins.swap(0, lightest);
         let decoder = &*self.decoder;
         let mut offered: Vec<Option<Offered>> = (0..batch.len()).map(|_| None).collect();
         let mut done: Vec<(u32, Applied)> = Vec::with_capacity(groups.len());
@@ -343,20 +354,14 @@ impl Loop {
         let mut touched: Vec<u32> = Vec::new();
         let mut refused: Vec<(usize, Decision)> = Vec::new();
         let dead_letters = !self.dlq_topic.is_empty();
-        for (i, ((m, input), o)) in batch.iter().zip(inputs).zip(offered).enumerate() {
-            let view = MessageView {
-                topic: m.topic(),
-                partition: m.partition(),
-                offset: m.offset(),
-                timestamp: input.1,
-            };
+        for (i, (view, o)) in views.iter().zip(offered).enumerate() {
             let pid = pids[i];
             let decision = match o {
-                Some(o) if admitted[i] => book_offered(&view, pid, o, &mut book, dead_letters),
+                Some(o) if admitted[i] => book_offered(view, pid, o, &mut book, dead_letters),
                 // Not admitted (its partition's state is restoring).
                 _ => Decision::Ignored,
             };
-            self.note_decision(i, pid, &view, decision, &mut refused, &mut touched);
+            self.note_decision(i, pid, view, decision, &mut refused, &mut touched);
         }
         drop(book);
         drop(engine);
