@@ -9,6 +9,17 @@
 //! message. Decoding ahead overlaps the JSON decode of later messages with
 //! the engine's apply of earlier ones (the two are about equal in cost).
 //!
+//! A large turn holding several input partitions, with cores to spare and
+//! no cap set, is applied apart instead (`handle_parallel`): each
+//! partition's messages are decoded and applied on a thread of its own
+//! (the loop thread takes one share), with `&mut` that partition's state
+//! alone ([`crate::engine::Engine::split`]). The offset book stays with
+//! the loop thread: messages are admitted before and booked after, in the
+//! turn's order, as on the serial path (see docs/semantics.md, "Applied
+//! apart"). librdkafka hands over a backlog's messages in long runs of one
+//! partition, so most turns of a backlog hold a single partition and take
+//! the serial path.
+//!
 //! Rebalance callbacks run inside a poll of the consumer. A message taken
 //! before a poll is applied after it, so a turn notices a callback that
 //! ran (through [`crate::kafka::LiveState::assignment_changes`]) and drops
