@@ -180,8 +180,8 @@ impl Engine {
     /// in `run` (for `max_future_skew`), `None` in replay.
     /// The outcome is counted in the partition (created if not held).
     ///
-    /// The same code as [`PartApply::offer`] (its two halves, [`admit`] and
-    /// [`take`]), with the caps between them, which look at every partition.
+    /// The same code as [`PartApply::offer`] (its two halves, `admit` and
+    /// `take`), with the caps between them, which look at every partition.
     pub fn offer(&mut self, partition: u32, ev: &Event<'_>, wall_now: Option<Millis>) -> Outcome {
         let mut part = self.parts.entry(partition).or_default();
         if let Err(o) = admit(
