@@ -359,6 +359,12 @@ impl Loop {
                 done.extend(parts);
             }
         });
+        telemetry::PartitionsAppliedApart {
+            messages: batch.len(),
+            partitions: groups.len(),
+            threads: workers,
+        }
+        .emit();
         // Alerts queued in partition order, whatever thread found them.
         done.sort_by_key(|(pid, _)| *pid);
         engine.join(done.into_iter().map(|(_, a)| a));
