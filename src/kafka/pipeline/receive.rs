@@ -179,7 +179,10 @@ impl Loop {
             .iter()
             .map(|m| (m.payload().unwrap_or_default(), m.timestamp().to_millis()))
             .collect();
-        if inputs.len() >= PARALLEL_MIN && cores() >= 2 && self.handle_parallel(batch, &inputs, now)
+        if inputs.len() >= PARALLEL_MIN
+            && cores() >= 2
+            && several_partitions(batch)
+            && self.handle_parallel(batch, &inputs, now)
         {
             return;
         }
@@ -520,6 +523,13 @@ fn apply_bin(
         parts.push((pid, part.finish()));
     }
     (offered, parts)
+}
+
+/// Whether `batch` holds messages of more than one partition number (a
+/// cheap first look: most turns of a backlog hold one partition).
+fn several_partitions(batch: &[BorrowedMessage<'_>]) -> bool {
+    let first = batch.first().map(|m| m.partition());
+    batch.iter().any(|m| Some(m.partition()) != first)
 }
 
 /// Cores this process may run on (1 when unknown).
