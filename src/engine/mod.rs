@@ -568,6 +568,7 @@ impl PartApply<'_> {
 /// event is not applied (invalid, duplicate, late: counted); otherwise the
 /// partition's clock and `clock` (T) moved to the event (applying what
 /// became final, alerts into `alerts`) and the event left for [`take`].
+#[inline(always)]
 fn admit(
     part: &mut Partition,
     prm: &Params,
@@ -620,6 +621,7 @@ fn admit(
 /// buffered in `part` (its user, ticket, channel interned; a new user or
 /// ticket only if `may_user` / `may_ticket`). Returns whether a user was
 /// created.
+#[inline(always)]
 fn take(
     part: &mut Partition,
     prm: &Params,
