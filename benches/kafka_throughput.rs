@@ -1295,6 +1295,7 @@ mod cpu {
             "cxpulse-run" => "cxpulse-run (the consumer loop)".into(),
             "cxpulse" => "cxpulse (tokio workers: tasks)".into(),
             "cxpulse-decode" => "cxpulse-decode".into(),
+            "cxpulse-apply" => "cxpulse-apply (partitions applied apart)".into(),
             n => n.into(),
         }
     }

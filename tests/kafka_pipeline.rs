@@ -650,3 +650,69 @@ fn waits_for_a_broker_that_is_not_up_yet_and_loses_nothing() {
     );
     wait_committed(&broker, "cx-late-broker", 21, Duration::from_secs(30));
 }
+
+/// A backlog over three partitions, read in turns that hold several of
+/// them: each partition's messages are decoded and applied on a thread of
+/// its own (logged once), and the delivery rule holds as on the serial
+/// path: every message counted once, the invalid ones dead-lettered, and
+/// every offset committed once the dead letters are acknowledged.
+#[test]
+fn a_backlog_over_three_partitions_is_applied_apart_and_every_offset_booked() {
+    let _g = serial();
+    let broker = Tansu::start();
+    create_topics(&broker, 3);
+    // 1200 signups keyed by user (spread over the 3 partitions), 100 ms
+    // apart (2 min in all: within engine.dedup_horizon, 10 min, and the
+    // lateness), 20 of them sent twice (same key: same partition, a
+    // duplicate there), and 30 messages that are not JSON: 1250 records,
+    // all in the backlog before cxpulse starts.
+    let mut recs: Vec<(Option<String>, String)> = (0..1200)
+        .map(|i| {
+            let user = format!("up{i}");
+            (
+                Some(user.clone()),
+                signup(&format!("p{i}"), &user, "paid", B + i * 100),
+            )
+        })
+        .collect();
+    let again: Vec<_> = recs.iter().step_by(60).cloned().collect();
+    assert_eq!(again.len(), 20);
+    recs.extend(again);
+    for i in 0..30 {
+        recs.push((Some(format!("bad{i}")), "{not json".to_string()));
+    }
+    broker.produce_owned("events", &recs);
+    let cx = Cxpulse::start(&broker.addr, "cx-apart", "500ms");
+    cx.wait_metric(
+        r#"cxpulse_events_total{type="signup",outcome="applied"}"#,
+        1200.0,
+        Duration::from_secs(60),
+    );
+    cx.wait_metric(
+        r#"cxpulse_dead_letter_records_total{reason="not_json"}"#,
+        30.0,
+        Duration::from_secs(30),
+    );
+    let offsets = wait_committed(&broker, "cx-apart", 1250, Duration::from_secs(30));
+    assert!(
+        offsets.iter().all(|o| *o > 0),
+        "every partition had records: {offsets:?}"
+    );
+    let m = cx.metrics();
+    assert_eq!(
+        m.get(r#"cxpulse_events_total{type="signup",outcome="duplicate"}"#),
+        Some(20.0),
+        "{}",
+        m.raw
+    );
+    assert_eq!(m.sum(r#"cxpulse_events_total{outcome="invalid""#), 30.0);
+    assert_eq!(m.sum(r#"cxpulse_events_total{outcome="late""#), 0.0);
+    let dead = broker.consume_all("dead-letter", 30, Duration::from_secs(20));
+    assert_eq!(dead.len(), 30);
+    let log = cx.log_text();
+    assert!(
+        log.contains("applying a turn's partitions apart"),
+        "no turn was applied apart (the test's premise):\n{}",
+        cx.log_tail()
+    );
+}

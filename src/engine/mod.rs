@@ -179,153 +179,88 @@ impl Engine {
     /// Offers one decoded event from `partition`. `wall_now` is the wall clock
     /// in `run` (for `max_future_skew`), `None` in replay.
     /// The outcome is counted in the partition (created if not held).
+    ///
+    /// The same code as [`PartApply::offer`] (its two halves, `admit` and
+    /// `take`), with the caps between them, which look at every partition.
     pub fn offer(&mut self, partition: u32, ev: &Event<'_>, wall_now: Option<Millis>) -> Outcome {
-        let ty = Some(ev.event_type());
-        let part = self.parts.entry(partition).or_default();
-        if let Some(now) = wall_now
-            && ev.ts > now.saturating_add(self.prm.max_future_skew)
-        {
-            part.counts.add(ty, Outcome::Invalid);
-            return Outcome::Invalid;
-        }
-        // Duplicate first, then late: one probe of the dedup map decides
-        // both and admits the id when neither.
-        let fp = Dedup::fingerprint(&ev.event_id);
-        let horizon = part.clock.map(|t| t.saturating_sub(self.prm.dedup_horizon));
-        let late = part
-            .clock
-            .is_some_and(|t| ev.ts < t.saturating_sub(self.prm.lateness));
-        if part.dedup.check_insert(fp, horizon, ev.ts, !late) {
-            part.counts.add(ty, Outcome::Duplicate);
-            return Outcome::Duplicate;
-        }
-        if late {
-            part.counts.add(ty, Outcome::Late);
-            return Outcome::Late;
-        }
-        part.seq += 1;
-        // Moving the clock first applies what became final, and runs the
-        // day's sweep, before the event's ids are admitted (users compacted
-        // by it can be forgotten under a hard cap). The event itself is not
-        // final yet, so the order changes no effect.
-        // In `run`, never past the wall clock plus `engine.clock_tolerance`
-        // (a fast producer cannot make on-time events late).
-        let to = clock_target(ev.ts, wall_now, self.prm.clock_tolerance);
-        if part.clock.is_none_or(|t| to > t) {
-            if self.clock.is_none_or(|t| to > t) {
-                self.clock = Some(to);
-            }
-            let now = self.clock.unwrap_or(to);
-            advance_partition(part, to, now, &self.prm, &mut self.alerts);
+        let mut part = self.parts.entry(partition).or_default();
+        if let Err(o) = admit(
+            part,
+            &self.prm,
+            &mut self.clock,
+            &mut self.alerts,
+            ev,
+            wall_now,
+        ) {
+            return o;
         }
         // Without hard caps every id may be created (and the partition
         // found above is still the one to use: no second lookup).
         let (mut may_user, mut may_ticket) = (true, true);
-        let mut part = part;
         if self.prm.hard_max_tracked_users > 0 || self.prm.max_tracked_tickets > 0 {
             may_user = self.may_create_user(partition, ev);
             may_ticket = self.may_create_ticket();
             part = self.parts.entry(partition).or_default();
         }
-        part.counts.add(ty, Outcome::Applied);
-        let held_before = part.users.len();
-        // The partition clock when a channel value is first seen (it moved above).
-        let seen = part.clock.unwrap_or(ev.ts);
-        let (listed, max) = (&self.prm.channels[..], self.prm.max_channels);
-        let body = match &ev.body {
-            EventBody::Signup {
-                channel,
-                referrer_id,
-                ..
-            } => {
-                let channel = match (channel, referrer_id) {
-                    (Some(c), _) => part.registry.resolve(c, seen, listed, max),
-                    (None, Some(_)) => part.registry.resolve("referral", seen, listed, max),
-                    (None, None) => UNKNOWN,
-                };
-                match intern_user(part, ev, may_user) {
-                    Some(user) => Ok(PendingBody::Signup {
-                        user,
-                        channel,
-                        referred: referrer_id.is_some(),
-                    }),
-                    None => Err(Untracked::User(Some(channel))),
-                }
-            }
-            EventBody::Deposit { .. } => intern_user(part, ev, may_user)
-                .map(|user| PendingBody::Deposit { user })
-                .ok_or(Untracked::User(None)),
-            EventBody::Trade { fee_usd, .. } => intern_user(part, ev, may_user)
-                .map(|user| PendingBody::Trade {
-                    user,
-                    fee: *fee_usd,
-                })
-                .ok_or(Untracked::User(None)),
-            EventBody::Referral {
-                action: ReferralAction::InviteSent,
-            } => Ok(PendingBody::Invite),
-            EventBody::Referral {
-                action: ReferralAction::Rewarded { reward_usd },
-            } => Ok(PendingBody::Reward {
-                usd: *reward_usd,
-                referral_channel: part.registry.resolve("referral", seen, listed, max),
-            }),
-            EventBody::Spend {
-                channel,
-                amount_usd,
-            } => Ok(PendingBody::Spend {
-                channel: part.registry.resolve(channel, seen, listed, max),
-                usd: *amount_usd,
-            }),
-            EventBody::Support {
-                action: SupportAction::Rated,
-                ratings,
-                ..
-            } => intern_user(part, ev, may_user)
-                .map(|user| PendingBody::Rated {
-                    user,
-                    ratings: *ratings,
-                })
-                .ok_or(Untracked::User(None)),
-            EventBody::Support {
-                ticket_id,
-                action,
-                priority,
-                ..
-            } => {
-                // The ticket is admitted first: a refused ticket creates no user.
-                if !may_ticket && !part.tickets.contains(ticket_id) {
-                    Err(Untracked::Ticket)
-                } else {
-                    match intern_user(part, ev, may_user) {
-                        Some(user) => Ok(PendingBody::Support {
-                            user,
-                            ticket: part.tickets.intern(ticket_id, ev.ts),
-                            action: *action,
-                            priority: *priority,
-                        }),
-                        None => Err(Untracked::User(None)),
-                    }
-                }
-            }
-        };
-        match body {
-            Ok(body) => {
-                let seq = part.seq;
-                part.push(Pending {
-                    ts: ev.ts,
-                    seq,
-                    body,
-                })
-            }
-            Err(Untracked::User(signup)) => part.users.untracked_event(signup),
-            Err(Untracked::Ticket) => part.tickets.untracked += 1,
-        }
-        let created = part.users.len() > held_before;
+        let created = take(part, &self.prm, ev, may_user, may_ticket);
         if self.prm.max_tracked_users > 0 && created {
             self.enforce_cap();
         }
         Outcome::Applied
+    }
+
+    /// Whether offers may be applied partition by partition, apart from
+    /// one another ([`Engine::split`]): no cap is set (every cap looks at
+    /// all partitions at once).
+    pub fn splits(&self) -> bool {
+        self.prm.max_tracked_users == 0
+            && self.prm.hard_max_tracked_users == 0
+            && self.prm.max_tracked_tickets == 0
+    }
+
+    /// One [`PartApply`] per partition of `pids` (created if not held;
+    /// repeats ignored), ascending by partition, each with T as the engine
+    /// knows it now; `None` when a cap is set (see [`Engine::splits`]).
+    /// What they learn comes back with [`Engine::join`].
+    pub fn split(&mut self, pids: &[u32]) -> Option<Vec<PartApply<'_>>> {
+        if !self.splits() {
+            return None;
+        }
+        for &pid in pids {
+            self.parts.entry(pid).or_default();
+        }
+        let Engine {
+            prm, parts, clock, ..
+        } = self;
+        let prm = &*prm;
+        let clock = *clock;
+        Some(
+            parts
+                .iter_mut()
+                .filter(|(pid, _)| pids.contains(pid))
+                .map(|(&pid, part)| PartApply {
+                    pid,
+                    part,
+                    prm,
+                    clock,
+                    alerts: Vec::new(),
+                })
+                .collect(),
+        )
+    }
+
+    /// Takes back what split partitions learned ([`PartApply::finish`]): T
+    /// moves to the largest T they reached, and their alerts are queued in
+    /// the order given.
+    pub fn join(&mut self, done: impl IntoIterator<Item = Applied>) {
+        for d in done {
+            if let Some(t) = d.clock
+                && self.clock.is_none_or(|c| t > c)
+            {
+                self.clock = Some(t);
+            }
+            self.alerts.extend(d.alerts);
+        }
     }
 
     /// Whether the user of `ev` may be created if new, under
@@ -574,6 +509,221 @@ impl Engine {
     pub fn state_bytes(&self) -> usize {
         self.parts.values().map(|p| p.heap_bytes()).sum()
     }
+}
+
+/// One partition's share of the engine, to apply offers apart from the
+/// other partitions (on a thread of its own): its state, the parameters, T
+/// as this partition's applier knows it (the engine's T when split, moved
+/// by the events applied here) and the alerts it detected.
+pub struct PartApply<'e> {
+    pid: u32,
+    part: &'e mut Partition,
+    prm: &'e Params,
+    clock: Option<Millis>,
+    alerts: Vec<BreachAlert>,
+}
+
+/// What a [`PartApply`] learned, for [`Engine::join`].
+pub struct Applied {
+    clock: Option<Millis>,
+    alerts: Vec<BreachAlert>,
+}
+
+impl PartApply<'_> {
+    /// The partition applied here.
+    pub fn pid(&self) -> u32 {
+        self.pid
+    }
+
+    /// [`Engine::offer`] of an event of this partition (no cap is set).
+    pub fn offer(&mut self, ev: &Event<'_>, wall_now: Option<Millis>) -> Outcome {
+        let p = &mut *self.part;
+        if let Err(o) = admit(p, self.prm, &mut self.clock, &mut self.alerts, ev, wall_now) {
+            return o;
+        }
+        take(p, self.prm, ev, true, true);
+        Outcome::Applied
+    }
+
+    /// [`Engine::record_invalid`] for this partition.
+    pub fn record_invalid(&mut self, ty: Option<EventType>) {
+        self.part.counts.add(ty, Outcome::Invalid);
+    }
+
+    /// T as known here.
+    pub fn clock(&self) -> Option<Millis> {
+        self.clock
+    }
+
+    /// Done: what to hand to [`Engine::join`].
+    pub fn finish(self) -> Applied {
+        Applied {
+            clock: self.clock,
+            alerts: self.alerts,
+        }
+    }
+}
+
+/// The first half of an offer to partition `part`: the outcome when the
+/// event is not applied (invalid, duplicate, late: counted); otherwise the
+/// partition's clock and `clock` (T) moved to the event (applying what
+/// became final, alerts into `alerts`) and the event left for [`take`].
+#[inline(always)]
+fn admit(
+    part: &mut Partition,
+    prm: &Params,
+    clock: &mut Option<Millis>,
+    alerts: &mut Vec<BreachAlert>,
+    ev: &Event<'_>,
+    wall_now: Option<Millis>,
+) -> Result<(), Outcome> {
+    let ty = Some(ev.event_type());
+    if let Some(now) = wall_now
+        && ev.ts > now.saturating_add(prm.max_future_skew)
+    {
+        part.counts.add(ty, Outcome::Invalid);
+        return Err(Outcome::Invalid);
+    }
+    // Duplicate first, then late: one probe of the dedup map decides
+    // both and admits the id when neither.
+    let fp = Dedup::fingerprint(&ev.event_id);
+    let horizon = part.clock.map(|t| t.saturating_sub(prm.dedup_horizon));
+    let late = part
+        .clock
+        .is_some_and(|t| ev.ts < t.saturating_sub(prm.lateness));
+    if part.dedup.check_insert(fp, horizon, ev.ts, !late) {
+        part.counts.add(ty, Outcome::Duplicate);
+        return Err(Outcome::Duplicate);
+    }
+    if late {
+        part.counts.add(ty, Outcome::Late);
+        return Err(Outcome::Late);
+    }
+    part.seq += 1;
+    // Moving the clock first applies what became final, and runs the
+    // day's sweep, before the event's ids are admitted (users compacted
+    // by it can be forgotten under a hard cap). The event itself is not
+    // final yet, so the order changes no effect.
+    // In `run`, never past the wall clock plus `engine.clock_tolerance`
+    // (a fast producer cannot make on-time events late).
+    let to = clock_target(ev.ts, wall_now, prm.clock_tolerance);
+    if part.clock.is_none_or(|t| to > t) {
+        if clock.is_none_or(|t| to > t) {
+            *clock = Some(to);
+        }
+        let now = clock.unwrap_or(to);
+        advance_partition(part, to, now, prm, alerts);
+    }
+    Ok(())
+}
+
+/// The second half of an offer: the admitted event counted applied and
+/// buffered in `part` (its user, ticket, channel interned; a new user or
+/// ticket only if `may_user` / `may_ticket`). Returns whether a user was
+/// created.
+#[inline(always)]
+fn take(
+    part: &mut Partition,
+    prm: &Params,
+    ev: &Event<'_>,
+    may_user: bool,
+    may_ticket: bool,
+) -> bool {
+    part.counts.add(Some(ev.event_type()), Outcome::Applied);
+    let held_before = part.users.len();
+    // The partition clock when a channel value is first seen (it moved above).
+    let seen = part.clock.unwrap_or(ev.ts);
+    let (listed, max) = (&prm.channels[..], prm.max_channels);
+    let body = match &ev.body {
+        EventBody::Signup {
+            channel,
+            referrer_id,
+            ..
+        } => {
+            let channel = match (channel, referrer_id) {
+                (Some(c), _) => part.registry.resolve(c, seen, listed, max),
+                (None, Some(_)) => part.registry.resolve("referral", seen, listed, max),
+                (None, None) => UNKNOWN,
+            };
+            match intern_user(part, ev, may_user) {
+                Some(user) => Ok(PendingBody::Signup {
+                    user,
+                    channel,
+                    referred: referrer_id.is_some(),
+                }),
+                None => Err(Untracked::User(Some(channel))),
+            }
+        }
+        EventBody::Deposit { .. } => intern_user(part, ev, may_user)
+            .map(|user| PendingBody::Deposit { user })
+            .ok_or(Untracked::User(None)),
+        EventBody::Trade { fee_usd, .. } => intern_user(part, ev, may_user)
+            .map(|user| PendingBody::Trade {
+                user,
+                fee: *fee_usd,
+            })
+            .ok_or(Untracked::User(None)),
+        EventBody::Referral {
+            action: ReferralAction::InviteSent,
+        } => Ok(PendingBody::Invite),
+        EventBody::Referral {
+            action: ReferralAction::Rewarded { reward_usd },
+        } => Ok(PendingBody::Reward {
+            usd: *reward_usd,
+            referral_channel: part.registry.resolve("referral", seen, listed, max),
+        }),
+        EventBody::Spend {
+            channel,
+            amount_usd,
+        } => Ok(PendingBody::Spend {
+            channel: part.registry.resolve(channel, seen, listed, max),
+            usd: *amount_usd,
+        }),
+        EventBody::Support {
+            action: SupportAction::Rated,
+            ratings,
+            ..
+        } => intern_user(part, ev, may_user)
+            .map(|user| PendingBody::Rated {
+                user,
+                ratings: *ratings,
+            })
+            .ok_or(Untracked::User(None)),
+        EventBody::Support {
+            ticket_id,
+            action,
+            priority,
+            ..
+        } => {
+            // The ticket is admitted first: a refused ticket creates no user.
+            if !may_ticket && !part.tickets.contains(ticket_id) {
+                Err(Untracked::Ticket)
+            } else {
+                match intern_user(part, ev, may_user) {
+                    Some(user) => Ok(PendingBody::Support {
+                        user,
+                        ticket: part.tickets.intern(ticket_id, ev.ts),
+                        action: *action,
+                        priority: *priority,
+                    }),
+                    None => Err(Untracked::User(None)),
+                }
+            }
+        }
+    };
+    match body {
+        Ok(body) => {
+            let seq = part.seq;
+            part.push(Pending {
+                ts: ev.ts,
+                seq,
+                body,
+            })
+        }
+        Err(Untracked::User(signup)) => part.users.untracked_event(signup),
+        Err(Untracked::Ticket) => part.tickets.untracked += 1,
+    }
+    part.users.len() > held_before
 }
 
 /// Where an applied event at `ts` moves its partition's clock (and T): to

@@ -74,6 +74,46 @@ impl MessagesDroppedOnRebalance {
     }
 }
 
+/// A turn of the consumer loop was applied apart, each partition's
+/// messages on a thread of its own (the first such turn of the process is
+/// logged at info, the others at trace).
+pub struct PartitionsAppliedApart {
+    pub messages: usize,
+    pub partitions: usize,
+    pub threads: usize,
+}
+
+impl PartitionsAppliedApart {
+    pub fn emit(self) {
+        static LOGGED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+        if !LOGGED.swap(true, std::sync::atomic::Ordering::Relaxed) {
+            info!(
+                messages = self.messages,
+                partitions = self.partitions,
+                threads = self.threads,
+                "applying a turn's partitions apart, each on a thread of its own (logged once)"
+            );
+        } else {
+            trace!(
+                messages = self.messages,
+                partitions = self.partitions,
+                threads = self.threads,
+                "turn applied apart"
+            );
+        }
+    }
+}
+
+/// No thread could be started to apply some of a turn's partitions: the
+/// loop applies them itself (slower, same result).
+pub struct ApplyThreadUnavailable;
+
+impl ApplyThreadUnavailable {
+    pub fn emit(self) {
+        warn!("cannot start a thread to apply partitions; applying them on the consumer loop");
+    }
+}
+
 /// No thread could be started to decode a turn's messages ahead: the loop
 /// decodes them itself (slower, same result).
 pub struct DecodeAheadUnavailable;

@@ -4,6 +4,7 @@
 mod caps;
 mod clock;
 mod compaction;
+mod parallel;
 mod partitions;
 mod snapshot_files;
 

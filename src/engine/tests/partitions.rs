@@ -9,9 +9,9 @@ use crate::event::Decoder;
 use crate::export::to_prometheus_text;
 use crate::state::codec::SnapshotError;
 
-const CFG: &str = "[engine]\nwindows = [\"1h\", \"24h\", \"7d\"]\n[churn]\ninactivity = \"3d\"\n[acquisition]\nbaseline_users = 1000\n";
+pub(super) const CFG: &str = "[engine]\nwindows = [\"1h\", \"24h\", \"7d\"]\n[churn]\ninactivity = \"3d\"\n[acquisition]\nbaseline_users = 1000\n";
 
-fn text(f: &[Family]) -> String {
+pub(super) fn text(f: &[Family]) -> String {
     to_prometheus_text(f)
 }
 
@@ -36,7 +36,7 @@ fn assert_same(got: &str, want: &str) {
 }
 
 /// Generated lines, each with its partition (by user, as Kafka keys would).
-fn lines(events: u64) -> Vec<(u32, String)> {
+pub(super) fn lines(events: u64) -> Vec<(u32, String)> {
     let g = crate::r#gen::Generator::new(&crate::r#gen::GenConfig {
         seed: 5,
         events,

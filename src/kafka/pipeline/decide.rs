@@ -6,9 +6,9 @@
 //! the loop turns a [`Decision`] into a dead-letter delivery, and the tests
 //! below drive it without a broker.
 
-use crate::engine::{Engine, Outcome};
+use crate::engine::{Engine, Outcome, PartApply};
 use crate::event::time::format_rfc3339;
-use crate::event::{DecodeFailure, Event, Millis};
+use crate::event::{DecodeFailure, Event, EventType, Millis};
 use crate::kafka::offsets::{HoldTicket, OffsetBook};
 
 /// A consumed message, as the decision needs it.
@@ -54,6 +54,11 @@ pub enum Decision {
 /// gives its payload decoded (the loop decodes a turn's messages ahead, on
 /// another thread); it is called only for a message that is admitted.
 /// `dead_letters`: a dead-letter topic is configured.
+///
+/// The two halves, [`offer_decoded`] (the engine) and [`book_offered`]
+/// (the offset book), are also called apart: the loop may apply a turn's
+/// partitions on threads of their own between the book's `admits` and the
+/// booking, which stays on the loop thread, in offset order.
 pub fn decide_decoded<'p>(
     m: &MessageView<'_>,
     pid: u32,
@@ -66,16 +71,72 @@ pub fn decide_decoded<'p>(
     if !book.admits(pid, m.offset) {
         return Decision::Ignored;
     }
-    let refused: (&'static str, String) = match decoded() {
-        Ok(ev) => match engine.offer(pid, &ev, Some(now)) {
-            Outcome::Applied => {
-                book.handled_at(pid, m.topic, m.partition, m.offset);
-                return Decision::Applied { event_ts: ev.ts };
-            }
-            Outcome::Duplicate => {
-                book.handled_at(pid, m.topic, m.partition, m.offset);
-                return Decision::Duplicate;
-            }
+    let offered = offer_decoded(engine, pid, decoded(), now);
+    book_offered(m, pid, offered, book, dead_letters)
+}
+
+/// What the engine did with an admitted message, before its offset is booked.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Offered {
+    Applied {
+        event_ts: Millis,
+    },
+    Duplicate,
+    /// Late, in the future or not decodable: counted by the engine.
+    Refused {
+        reason: &'static str,
+        detail: String,
+    },
+}
+
+/// The engine a message is offered to: the whole [`Engine`], or one
+/// partition's share of it ([`PartApply`], on a thread of its own).
+pub trait Offers {
+    fn offer(&mut self, pid: u32, ev: &Event<'_>, now: Millis) -> Outcome;
+    fn record_invalid(&mut self, pid: u32, ty: Option<EventType>);
+    /// T, for the detail of a late event.
+    fn clock(&self) -> Option<Millis>;
+}
+
+impl Offers for Engine {
+    fn offer(&mut self, pid: u32, ev: &Event<'_>, now: Millis) -> Outcome {
+        Engine::offer(self, pid, ev, Some(now))
+    }
+    fn record_invalid(&mut self, pid: u32, ty: Option<EventType>) {
+        Engine::record_invalid(self, pid, ty)
+    }
+    fn clock(&self) -> Option<Millis> {
+        Engine::clock(self)
+    }
+}
+
+/// Only for messages of its own partition (`pid` is that one's).
+impl Offers for PartApply<'_> {
+    fn offer(&mut self, pid: u32, ev: &Event<'_>, now: Millis) -> Outcome {
+        debug_assert_eq!(pid, self.pid());
+        PartApply::offer(self, ev, Some(now))
+    }
+    fn record_invalid(&mut self, pid: u32, ty: Option<EventType>) {
+        debug_assert_eq!(pid, self.pid());
+        PartApply::record_invalid(self, ty)
+    }
+    fn clock(&self) -> Option<Millis> {
+        PartApply::clock(self)
+    }
+}
+
+/// Offers an admitted message of partition `pid`, `decoded`, to `engine`
+/// with the wall clock `now` (the engine half of [`decide_decoded`]).
+pub fn offer_decoded(
+    engine: &mut impl Offers,
+    pid: u32,
+    decoded: Result<Event<'_>, DecodeFailure>,
+    now: Millis,
+) -> Offered {
+    let (reason, detail) = match decoded {
+        Ok(ev) => match engine.offer(pid, &ev, now) {
+            Outcome::Applied => return Offered::Applied { event_ts: ev.ts },
+            Outcome::Duplicate => return Offered::Duplicate,
             Outcome::Late => (
                 "late",
                 format!(
@@ -98,7 +159,31 @@ pub fn decide_decoded<'p>(
             (f.error.reason(), f.error.to_string())
         }
     };
-    let (reason, detail) = refused;
+    Offered::Refused { reason, detail }
+}
+
+/// Books the offset of admitted message `m` of partition `pid` by what the
+/// engine did with it (the offset-book half of [`decide_decoded`]):
+/// handled when taken, or dropped for want of a dead-letter topic; held
+/// for its dead letter otherwise.
+pub fn book_offered(
+    m: &MessageView<'_>,
+    pid: u32,
+    offered: Offered,
+    book: &mut OffsetBook,
+    dead_letters: bool,
+) -> Decision {
+    let (reason, detail) = match offered {
+        Offered::Applied { event_ts } => {
+            book.handled_at(pid, m.topic, m.partition, m.offset);
+            return Decision::Applied { event_ts };
+        }
+        Offered::Duplicate => {
+            book.handled_at(pid, m.topic, m.partition, m.offset);
+            return Decision::Duplicate;
+        }
+        Offered::Refused { reason, detail } => (reason, detail),
+    };
     if !dead_letters {
         book.handled_at(pid, m.topic, m.partition, m.offset);
         return Decision::Dropped { reason, detail };

@@ -9,6 +9,17 @@
 //! message. Decoding ahead overlaps the JSON decode of later messages with
 //! the engine's apply of earlier ones (the two are about equal in cost).
 //!
+//! A large turn holding several input partitions, with cores to spare and
+//! no cap set, is applied apart instead (`handle_parallel`): each
+//! partition's messages are decoded and applied on a thread of its own
+//! (the loop thread takes one share), with `&mut` that partition's state
+//! alone ([`crate::engine::Engine::split`]). The offset book stays with
+//! the loop thread: messages are admitted before and booked after, in the
+//! turn's order, as on the serial path (see docs/semantics.md, "Applied
+//! apart"). librdkafka hands over a backlog's messages in long runs of one
+//! partition, so most turns of a backlog hold a single partition and take
+//! the serial path.
+//!
 //! Rebalance callbacks run inside a poll of the consumer. A message taken
 //! before a poll is applied after it, so a turn notices a callback that
 //! ran (through [`crate::kafka::LiveState::assignment_changes`]) and drops
@@ -26,10 +37,11 @@ use rdkafka::consumer::{MessageStream, StreamConsumer};
 use rdkafka::error::{KafkaError, KafkaResult};
 use rdkafka::message::{BorrowedMessage, Message};
 
-use super::decide::{Decision, MessageView, decide_decoded};
+use super::decide::{Decision, MessageView, Offered, book_offered, decide_decoded, offer_decoded};
 use super::handover::lock_engine;
 use super::state::{Loop, lock};
 use super::wall_ms;
+use crate::engine::{Applied, PartApply};
 use crate::event::{DecodeFailure, Decoder, Event, Millis};
 use crate::kafka::context::ConsumerCtx;
 use crate::telemetry;
@@ -43,6 +55,9 @@ const CHUNK: usize = 128;
 /// A turn with at least this many messages decodes them on a second thread
 /// (starting a thread costs about as much as decoding a few dozen).
 const DECODE_AHEAD_MIN: usize = 2 * CHUNK;
+/// A turn with at least this many messages, of several partitions, applies
+/// each partition on a thread of its own when there are cores.
+const PARALLEL_MIN: usize = 2 * CHUNK;
 /// After this many consumer errors in a row (no message between them) the
 /// loop pauses for [`ERROR_RUN_PAUSE`], so a flood of errors cannot spin it.
 const ERROR_RUN: u64 = 100;
@@ -164,6 +179,13 @@ impl Loop {
             .iter()
             .map(|m| (m.payload().unwrap_or_default(), m.timestamp().to_millis()))
             .collect();
+        if inputs.len() >= PARALLEL_MIN
+            && cores() >= 2
+            && several_partitions(batch)
+            && self.handle_parallel(batch, &inputs, now)
+        {
+            return;
+        }
         let decoder = self.decoder.clone();
         if inputs.len() < DECODE_AHEAD_MIN {
             for (msgs, ins) in batch.chunks(CHUNK).zip(inputs.chunks(CHUNK)) {
@@ -201,6 +223,170 @@ impl Loop {
                 self.handle_chunk(msgs, ins, decoded, now);
             }
         });
+    }
+
+    /// Applies each partition's messages of a large turn on a thread of its
+    /// own (as many threads as cores, the loop thread one of them), when
+    /// the turn holds several partitions and the engine can be split (no
+    /// cap set). Returns false, having done nothing, when it cannot.
+    ///
+    /// The offset book stays with the loop thread, locked with the engine
+    /// for the whole turn: each message is admitted (or ignored) before,
+    /// and booked (handled, held for its dead letter) after the partitions
+    /// are applied, in the turn's order (offset order per partition), as
+    /// on the serial path. Each thread decodes and offers its partitions'
+    /// messages in that order with `&mut` to their state alone.
+    fn handle_parallel(
+        &mut self,
+        batch: &[BorrowedMessage<'_>],
+        inputs: &[Input<'_>],
+        now: Millis,
+    ) -> bool {
+        let (engine, book) = (self.engine.clone(), self.book.clone());
+        let mut engine = lock_engine(&engine);
+        if !engine.splits() {
+            return false;
+        }
+        let mut book = lock(&book);
+        // Each message's engine partition and admission, and the messages
+        // of each partition in order (indices into `batch`).
+        let mut views: Vec<MessageView<'_>> = Vec::with_capacity(batch.len());
+        let mut pids: Vec<u32> = Vec::with_capacity(batch.len());
+        let mut admitted: Vec<bool> = Vec::with_capacity(batch.len());
+        let mut groups: Vec<(u32, Vec<usize>)> = Vec::new();
+        let mut last: Option<(&str, i32, u32, usize)> = None;
+        for (i, (m, input)) in batch.iter().zip(inputs).enumerate() {
+            let view = MessageView {
+                topic: m.topic(),
+                partition: m.partition(),
+                offset: m.offset(),
+                timestamp: input.1,
+            };
+            let (topic, partition) = (view.topic, view.partition);
+            let (pid, g) = match last {
+                Some((t, p, pid, g)) if p == partition && t == topic => (pid, g),
+                _ => {
+                    let pid = book.pid(topic, partition);
+                    let g = match groups.iter().position(|(p, _)| *p == pid) {
+                        Some(g) => g,
+                        None => {
+                            groups.push((pid, Vec::new()));
+                            groups.len() - 1
+                        }
+                    };
+                    last = Some((topic, partition, pid, g));
+                    (pid, g)
+                }
+            };
+            pids.push(pid);
+            let admits = book.admits(pid, view.offset);
+            views.push(view);
+            admitted.push(admits);
+            if admits {
+                groups[g].1.push(i);
+            }
+        }
+        groups.retain(|(_, g)| !g.is_empty());
+        if groups.len() < 2 {
+            return false;
+        }
+        let group_pids: Vec<u32> = groups.iter().map(|(p, _)| *p).collect();
+        let Some(appliers) = engine.split(&group_pids) else {
+            return false;
+        };
+        // Partitions to threads: the largest first, each to the thread with
+        // the fewest messages so far.
+        let workers = cores().min(groups.len());
+        let mut by_size: Vec<(PartApply<'_>, &[usize])> = appliers
+            .into_iter()
+            .map(|a| {
+                let g = groups.iter().find(|(p, _)| *p == a.pid());
+                (a, g.map_or(&[][..], |(_, g)| &g[..]))
+            })
+            .collect();
+        by_size.sort_by_key(|(_, g)| std::cmp::Reverse(g.len()));
+        let mut bins: Vec<Vec<(PartApply<'_>, &[usize])>> =
+            (0..workers).map(|_| Vec::new()).collect();
+        let mut load = vec![0usize; workers];
+        for w in by_size {
+            let b = (0..workers).min_by_key(|&b| load[b]).unwrap_or(0);
+            load[b] += w.1.len();
+            bins[b].push(w);
+        }
+        // The loop thread takes the lightest: it also books the turn.
+        let lightest = (0..workers).min_by_key(|&b| load[b]).unwrap_or(0);
+        bins.swap(0, lightest);
+        let decoder = &*self.decoder;
+        let mut offered: Vec<Option<Offered>> = (0..batch.len()).map(|_| None).collect();
+        let mut done: Vec<(u32, Applied)> = Vec::with_capacity(groups.len());
+        std::thread::scope(|s| {
+            let mut bins = bins.into_iter();
+            let own = bins.next().unwrap_or_default();
+            let mut handles = Vec::new();
+            let mut here = vec![own];
+            for bin in bins {
+                // The bin comes back if no thread could be had.
+                let (tx, rx) = mpsc::channel();
+                let spawned = std::thread::Builder::new()
+                    .name("cxpulse-apply".into())
+                    .spawn_scoped(s, move || {
+                        let bin = rx.recv().unwrap_or_default();
+                        apply_bin(bin, inputs, decoder, now)
+                    });
+                match spawned {
+                    Ok(h) => {
+                        // The thread waits on `rx`, alive while `tx` is sent.
+                        let _ = tx.send(bin);
+                        handles.push(h);
+                    }
+                    Err(_) => {
+                        telemetry::ApplyThreadUnavailable.emit();
+                        here.push(bin);
+                    }
+                }
+            }
+            let mut results = Vec::new();
+            for bin in here {
+                results.push(apply_bin(bin, inputs, decoder, now));
+            }
+            for h in handles {
+                match h.join() {
+                    Ok(r) => results.push(r),
+                    Err(p) => std::panic::resume_unwind(p),
+                }
+            }
+            for (applied, parts) in results {
+                for (i, o) in applied {
+                    offered[i] = Some(o);
+                }
+                done.extend(parts);
+            }
+        });
+        telemetry::PartitionsAppliedApart {
+            messages: batch.len(),
+            partitions: groups.len(),
+            threads: workers,
+        }
+        .emit();
+        // Alerts queued in partition order, whatever thread found them.
+        done.sort_by_key(|(pid, _)| *pid);
+        engine.join(done.into_iter().map(|(_, a)| a));
+        let mut touched: Vec<u32> = Vec::new();
+        let mut refused: Vec<(usize, Decision)> = Vec::new();
+        let dead_letters = !self.dlq_topic.is_empty();
+        for (i, (view, o)) in views.iter().zip(offered).enumerate() {
+            let pid = pids[i];
+            let decision = match o {
+                Some(o) if admitted[i] => book_offered(view, pid, o, &mut book, dead_letters),
+                // Not admitted (its partition's state is restoring).
+                _ => Decision::Ignored,
+            };
+            self.note_decision(i, pid, view, decision, &mut refused, &mut touched);
+        }
+        drop(book);
+        drop(engine);
+        self.carry_out(batch, refused, &touched, now);
+        true
     }
 
     /// Decides the messages of one chunk, in order, under one lock of the
@@ -246,20 +432,48 @@ impl Loop {
                     dead_letters,
                     now,
                 );
-                match decision {
-                    // Its partition's state is restoring (or covers it already).
-                    Decision::Ignored => continue,
-                    Decision::Applied { event_ts } => {
-                        self.latency.accepted(pid, event_ts, view.timestamp);
-                    }
-                    Decision::Duplicate => {}
-                    other => refused.push((i, other)),
-                }
-                if !touched.contains(&pid) {
-                    touched.push(pid);
-                }
+                self.note_decision(i, pid, &view, decision, &mut refused, &mut touched);
             }
         }
+        self.carry_out(msgs, refused, &touched, now);
+    }
+
+    /// Follows the decision for message `i` of partition `pid`: its
+    /// latency when applied, its partition as touched unless ignored, the
+    /// decision itself in `refused` when it has more to carry out.
+    fn note_decision(
+        &mut self,
+        i: usize,
+        pid: u32,
+        view: &MessageView<'_>,
+        decision: Decision,
+        refused: &mut Vec<(usize, Decision)>,
+        touched: &mut Vec<u32>,
+    ) {
+        match decision {
+            // Its partition's state is restoring (or covers it already).
+            Decision::Ignored => return,
+            Decision::Applied { event_ts } => {
+                self.latency.accepted(pid, event_ts, view.timestamp);
+            }
+            Decision::Duplicate => {}
+            other => refused.push((i, other)),
+        }
+        if !touched.contains(&pid) {
+            touched.push(pid);
+        }
+    }
+
+    /// With the engine and the book unlocked: sends the dead letters and
+    /// reports the drops of `refused` (indices into `msgs`), then publishes
+    /// new alerts and follows the latency of the partitions `touched`.
+    fn carry_out(
+        &mut self,
+        msgs: &[BorrowedMessage<'_>],
+        refused: Vec<(usize, Decision)>,
+        touched: &[u32],
+        now: Millis,
+    ) {
         for (i, decision) in refused {
             let m = &msgs[i];
             match decision {
@@ -280,9 +494,48 @@ impl Loop {
             }
         }
         if !touched.is_empty() {
-            self.after_partitions_changed(&touched, now);
+            self.after_partitions_changed(touched, now);
         }
     }
+}
+
+/// The offers of one thread: the index and outcome of each message, and
+/// what each partition learned.
+type BinResult = (Vec<(usize, Offered)>, Vec<(u32, Applied)>);
+
+/// Decodes and offers the messages of each partition of `bin` (indices
+/// into `inputs`), in order, to that partition's share of the engine.
+fn apply_bin(
+    bin: Vec<(PartApply<'_>, &[usize])>,
+    inputs: &[Input<'_>],
+    decoder: &Decoder,
+    now: Millis,
+) -> BinResult {
+    let mut offered = Vec::with_capacity(bin.iter().map(|(_, g)| g.len()).sum());
+    let mut parts = Vec::with_capacity(bin.len());
+    for (mut part, group) in bin {
+        let pid = part.pid();
+        for &i in group {
+            let (payload, ts) = inputs[i];
+            let o = offer_decoded(&mut part, pid, decoder.decode(payload, ts), now);
+            offered.push((i, o));
+        }
+        parts.push((pid, part.finish()));
+    }
+    (offered, parts)
+}
+
+/// Whether `batch` holds messages of more than one partition number (a
+/// cheap first look: most turns of a backlog hold one partition).
+fn several_partitions(batch: &[BorrowedMessage<'_>]) -> bool {
+    let first = batch.first().map(|m| m.partition());
+    batch.iter().any(|m| Some(m.partition()) != first)
+}
+
+/// Cores this process may run on (1 when unknown).
+fn cores() -> usize {
+    static CORES: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *CORES.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
 }
 
 /// Decodes each of `inputs`.
