@@ -768,7 +768,6 @@ impl StateStore {
     }
 }
 
-/// What is left until `deadline` (zero once passed).
 /// The chunks of a streamed save (see [`StateStore::save_streamed`]): bytes
 /// are gathered into one chunk's data and produced when it is full; the
 /// manifest's lengths and checksums are computed on the way.
@@ -869,6 +868,7 @@ impl io::Write for ChunkWriter<'_> {
     }
 }
 
+/// What is left until `deadline` (zero once passed).
 fn left(deadline: Instant) -> Duration {
     deadline.saturating_duration_since(Instant::now())
 }
