@@ -41,6 +41,8 @@ use std::os::unix::fs::FileExt;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
+use crate::state::codec::Summed;
+
 pub const MAGIC: [u8; 8] = *b"CXPCKPT\0";
 pub const VERSION: u32 = 4;
 const HEADER: usize = 8 + 4 + 4 + 8 + 8;
@@ -118,25 +120,6 @@ fn header(len: u64, checksum: u64) -> [u8; HEADER] {
     h[16..24].copy_from_slice(&len.to_le_bytes());
     h[24..32].copy_from_slice(&checksum.to_le_bytes());
     h
-}
-
-/// A writer that counts and hashes (XXH3-64) what goes through it.
-struct Summed<W> {
-    inner: W,
-    hash: xxhash_rust::xxh3::Xxh3,
-    len: u64,
-}
-
-impl<W: Write> Write for Summed<W> {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        let n = self.inner.write(buf)?;
-        self.hash.update(&buf[..n]);
-        self.len += n as u64;
-        Ok(n)
-    }
-    fn flush(&mut self) -> io::Result<()> {
-        self.inner.flush()
-    }
 }
 
 pub fn decode(bytes: &[u8]) -> Result<Checkpoint, CheckpointError> {
@@ -289,14 +272,10 @@ impl CheckpointStore {
         let result = (|| {
             let mut f = create_private(&tmp)?;
             f.write_all(&[0u8; HEADER])?;
-            let mut body = Summed {
-                inner: &mut f,
-                hash: xxhash_rust::xxh3::Xxh3::new(),
-                len: 0,
-            };
+            let mut body = Summed::new(&mut f);
             body.write_all(&encode_offsets(offsets))?;
             engine(&mut body)?;
-            let (len, sum) = (body.len, body.hash.digest());
+            let (len, sum) = (body.len(), body.digest());
             f.write_all_at(&header(len, sum), 0)?;
             f.sync_all()?;
             drop(f);

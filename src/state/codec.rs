@@ -234,6 +234,48 @@ impl<'a> Spill<'a> {
     }
 }
 
+/// A writer that counts and hashes (XXH3-64) what goes through it: the
+/// length and checksum of a snapshot streamed into a checkpoint file or the
+/// state store's chunks, computed on the way.
+pub struct Summed<T> {
+    pub inner: T,
+    hash: xxhash_rust::xxh3::Xxh3,
+    len: u64,
+}
+
+impl<T> Summed<T> {
+    pub fn new(inner: T) -> Summed<T> {
+        Summed {
+            inner,
+            hash: xxhash_rust::xxh3::Xxh3::new(),
+            len: 0,
+        }
+    }
+    /// Bytes written through so far.
+    pub fn len(&self) -> u64 {
+        self.len
+    }
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+    /// XXH3-64 of the bytes written through so far.
+    pub fn digest(&self) -> u64 {
+        self.hash.digest()
+    }
+}
+
+impl<T: io::Write> io::Write for Summed<T> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.hash.update(&buf[..n]);
+        self.len += n as u64;
+        Ok(n)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
+
 /// A snapshot being read.
 pub struct R<'a> {
     b: &'a [u8],

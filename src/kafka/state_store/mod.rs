@@ -38,6 +38,7 @@ use rdkafka::{Offset, TopicPartitionList};
 
 use super::client::{self, Role};
 use crate::config::{Config, Secrets};
+use crate::state::codec::Summed;
 use crate::telemetry;
 
 pub mod records;
@@ -533,14 +534,15 @@ impl StateStore {
             batch: Arc::new(Batch::default()),
             data: Vec::with_capacity(self.chunk_bytes),
             chunks: Vec::new(),
-            hash: xxhash_rust::xxh3::Xxh3::new(),
-            total: 0,
             sizes: Vec::new(),
             in_flight_max: (IN_FLIGHT_BYTES / self.chunk_bytes).clamp(2, 64),
             in_flight_peak: 0,
             failed: None,
         };
-        let encoded = encode(&mut out);
+        // The manifest's total length and checksum, on the way.
+        let mut summed = Summed::new(&mut out);
+        let encoded = encode(&mut summed);
+        let (total_len, checksum) = (summed.len(), summed.digest());
         let finished = match encoded {
             Ok(()) => out.finish(),
             Err(e) => Err(out
@@ -557,8 +559,8 @@ impl StateStore {
             epoch,
             seq,
             next_offset,
-            total_len: out.total,
-            checksum: out.hash.digest(),
+            total_len,
+            checksum,
             chunks: out.chunks,
         };
         let mut written: u64 = out.sizes.iter().sum();
@@ -784,9 +786,6 @@ struct ChunkWriter<'a> {
     data: Vec<u8>,
     /// (length, XXH3-64) of each chunk produced.
     chunks: Vec<(u32, u64)>,
-    /// XXH3-64 and length of all the bytes so far.
-    hash: xxhash_rust::xxh3::Xxh3,
-    total: u64,
     /// Value bytes of each chunk produced.
     sizes: Vec<u64>,
     /// Most chunks produced and not yet acknowledged.
@@ -853,8 +852,6 @@ impl io::Write for ChunkWriter<'_> {
         let room = self.store.chunk_bytes - self.data.len();
         let n = buf.len().min(room);
         self.data.extend_from_slice(&buf[..n]);
-        self.hash.update(&buf[..n]);
-        self.total += n as u64;
         if self.data.len() == self.store.chunk_bytes
             && let Err(e) = self.produce()
         {
