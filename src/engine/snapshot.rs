@@ -424,10 +424,7 @@ fn write_dedup(o: &mut impl Out, order: &Order) {
         let w = o.w();
         let start = w.0.len();
         w.0.resize(start + piece.len() * DEDUP_ENTRY, 0);
-        for (e, out) in piece
-            .iter()
-            .zip(w.0[start..].chunks_exact_mut(DEDUP_ENTRY))
-        {
+        for (e, out) in piece.iter().zip(w.0[start..].chunks_exact_mut(DEDUP_ENTRY)) {
             out[..8].copy_from_slice(&e.0.to_le_bytes());
             out[8..].copy_from_slice(&dedup::entry_fp(e).to_le_bytes());
         }
@@ -1147,6 +1144,83 @@ mod tests {
         }
         // And those bytes restore.
         Engine::restore(prm(&cfg), &want).expect("restores");
+    }
+
+    /// With a 10-day dedup horizon each partition's expiry queue holds
+    /// several sealed blocks at the freeze (day 20 of 40); the engine then
+    /// pushes past them and expires every one of them. The views, which
+    /// encoded none of the queue at the freeze, still encode the snapshot
+    /// taken then, and the blocks the engine let go are the views' own.
+    #[test]
+    fn a_frozen_dedup_queue_encodes_its_entries_after_the_engine_expired_them() {
+        let cfg = Config::from_toml_str(
+            "[engine]\ndedup_horizon = \"10d\"\n",
+            "t.toml",
+            std::iter::empty(),
+        )
+        .expect("valid config");
+        let decoder = Decoder::new(&cfg.mapping, cfg.engine.max_message_bytes, false);
+        let all = lines(120_000);
+        let (a, b) = all.split_at(all.len() / 2);
+        let mut e = Engine::new(prm(&cfg));
+        feed(&mut e, &decoder, a);
+        let per = crate::state::dedup::Order::PER;
+        let held: Vec<usize> = e.parts.values().map(|p| p.dedup.len()).collect();
+        assert!(
+            held.iter().all(|&n| n > 2 * per),
+            "{held:?} ids held, blocks of {per}"
+        );
+        let first: Vec<_> = e
+            .parts
+            .values()
+            .map(|p| p.dedup.order.front().copied())
+            .collect();
+        let want = e.snapshot();
+        let want_part = e.snapshot_partition(1).expect("held");
+        let frozen = e.freeze();
+        let part = e.freeze_partition(1).expect("held");
+        let before = frozen.held_bytes();
+
+        feed(&mut e, &decoder, b);
+        for (p, first) in e.parts.values().zip(first) {
+            let first = first.expect("ids held");
+            assert!(
+                p.dedup
+                    .order
+                    .front()
+                    .is_some_and(|f| f.0 > first.0 + 10 * 86_400_000),
+                "every id held at the freeze expired"
+            );
+        }
+        // Each partition's view now holds the blocks alone: more than two each.
+        let block = per * DEDUP_ENTRY;
+        assert!(
+            frozen.held_bytes() >= before + 3 * 2 * block,
+            "{} then {} bytes held",
+            before,
+            frozen.held_bytes()
+        );
+        let got = std::thread::spawn(move || {
+            let mut v = Vec::new();
+            frozen.stream(&mut v, 4096).map(|()| v)
+        })
+        .join()
+        .expect("encodes")
+        .expect("a Vec takes every write");
+        assert!(
+            got == want,
+            "the frozen engine encodes the snapshot at the freeze"
+        );
+        let mut v = Vec::new();
+        part.write_to(&mut v).expect("a Vec takes every write");
+        assert!(v == want_part, "the frozen partition too");
+        // And those bytes restore to the same queues.
+        let r = Engine::restore(prm(&cfg), &want).expect("restores");
+        assert_eq!(
+            r.parts.values().map(|p| p.dedup.len()).collect::<Vec<_>>(),
+            held
+        );
+        assert!(r.snapshot() == want);
     }
 
     /// A checkpoint streamed from a frozen view into its file (through the

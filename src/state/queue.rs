@@ -139,7 +139,9 @@ impl<T: Copy, const B: usize> BlockQueue<T, B> {
             &b[from..]
         });
         let tail = &self.tail[if self.blocks.is_empty() { head } else { 0 }..];
-        blocks.chain(std::iter::once(tail)).filter(|s| !s.is_empty())
+        blocks
+            .chain(std::iter::once(tail))
+            .filter(|s| !s.is_empty())
     }
 
     /// The entries from front to back.
