@@ -167,6 +167,12 @@ impl Engine {
         Some(FrozenPartition::of(&self.prm, part))
     }
 
+    /// Event ids held for duplicate detection, over all partitions (their
+    /// expiry queues: shared by a freeze, encoded by the frozen view).
+    pub fn dedup_ids_held(&self) -> usize {
+        self.parts.values().map(|p| p.dedup.len()).sum()
+    }
+
     /// A frozen view of the whole engine: [`FrozenEngine::write_to`]
     /// streams exactly the bytes [`Engine::snapshot`] gives now.
     pub fn freeze(&mut self) -> FrozenEngine {
@@ -934,6 +940,24 @@ mod tests {
         cfg.params().expect("valid config")
     }
 
+    /// `frozen`'s bytes, streamed on another thread through a buffer of `limit`.
+    fn encoded_apart(frozen: FrozenEngine, limit: usize) -> Vec<u8> {
+        std::thread::spawn(move || {
+            let mut v = Vec::new();
+            frozen.stream(&mut v, limit).map(|()| v)
+        })
+        .join()
+        .expect("encodes")
+        .expect("a Vec takes every write")
+    }
+
+    /// The config of `toml` and its decoder.
+    fn config(toml: &str) -> (Config, Decoder) {
+        let cfg = Config::from_toml_str(toml, "t.toml", std::iter::empty()).expect("valid config");
+        let decoder = Decoder::new(&cfg.mapping, cfg.engine.max_message_bytes, false);
+        (cfg, decoder)
+    }
+
     /// Feeds lines to three partitions, by user as Kafka keys would.
     fn feed(engine: &mut Engine, decoder: &Decoder, lines: &[String]) {
         for l in lines {
@@ -1080,13 +1104,7 @@ mod tests {
     /// snapshots taken at the freeze.
     #[test]
     fn a_frozen_view_encodes_the_state_at_the_freeze() {
-        let cfg = Config::from_toml_str(
-            "[engine]\nmax_tracked_users = 1500\n",
-            "t.toml",
-            std::iter::empty(),
-        )
-        .expect("valid config");
-        let decoder = Decoder::new(&cfg.mapping, cfg.engine.max_message_bytes, false);
+        let (cfg, decoder) = config("[engine]\nmax_tracked_users = 1500\n");
         let gen_cfg = GenConfig {
             seed: 7,
             events: 80_000,
@@ -1122,13 +1140,7 @@ mod tests {
         // The views hold the chunks the engine copied since, and their small parts.
         assert!(frozen.held_bytes() > 0);
 
-        let got = std::thread::spawn(move || {
-            let mut v = Vec::new();
-            frozen.write_to(&mut v).map(|()| v)
-        })
-        .join()
-        .expect("encodes")
-        .expect("a Vec takes every write");
+        let got = encoded_apart(frozen, SPILL_BYTES);
         assert!(
             got == want,
             "the frozen engine encodes the snapshot at the freeze"
@@ -1153,13 +1165,7 @@ mod tests {
     /// taken then, and the blocks the engine let go are the views' own.
     #[test]
     fn a_frozen_dedup_queue_encodes_its_entries_after_the_engine_expired_them() {
-        let cfg = Config::from_toml_str(
-            "[engine]\ndedup_horizon = \"10d\"\n",
-            "t.toml",
-            std::iter::empty(),
-        )
-        .expect("valid config");
-        let decoder = Decoder::new(&cfg.mapping, cfg.engine.max_message_bytes, false);
+        let (cfg, decoder) = config("[engine]\ndedup_horizon = \"10d\"\n");
         let all = lines(120_000);
         let (a, b) = all.split_at(all.len() / 2);
         let mut e = Engine::new(prm(&cfg));
@@ -1200,13 +1206,7 @@ mod tests {
             before,
             frozen.held_bytes()
         );
-        let got = std::thread::spawn(move || {
-            let mut v = Vec::new();
-            frozen.stream(&mut v, 4096).map(|()| v)
-        })
-        .join()
-        .expect("encodes")
-        .expect("a Vec takes every write");
+        let got = encoded_apart(frozen, 4096);
         assert!(
             got == want,
             "the frozen engine encodes the snapshot at the freeze"

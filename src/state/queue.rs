@@ -202,6 +202,13 @@ mod tests {
         q.iter().copied().collect()
     }
 
+    /// A queue of `0..n`, pushed one at a time.
+    fn filled(n: u64) -> Q {
+        let mut q = Q::default();
+        (0..n).for_each(|i| q.push_back(i));
+        q
+    }
+
     #[test]
     fn an_empty_queue() {
         let mut q = Q::default();
@@ -234,10 +241,7 @@ mod tests {
 
     #[test]
     fn exactly_one_block() {
-        let mut q = Q::default();
-        for i in 0..4 {
-            q.push_back(i);
-        }
+        let mut q = filled(4);
         assert_eq!(q.blocks.len(), 1);
         assert!(q.tail.is_empty());
         assert_eq!(q.len(), 4);
@@ -254,10 +258,7 @@ mod tests {
 
     #[test]
     fn expiry_across_blocks_drops_passed_blocks() {
-        let mut q = Q::default();
-        for i in 0..14 {
-            q.push_back(i);
-        }
+        let mut q = filled(14);
         // Within the first block.
         assert_eq!(q.pop_front_while(|&x| x < 2), 2);
         assert_eq!(q.len(), 12);
@@ -288,10 +289,7 @@ mod tests {
 
     #[test]
     fn a_shared_copy_is_unchanged_while_the_original_pushes_and_expires() {
-        let mut q = Q::default();
-        for i in 0..10 {
-            q.push_back(i);
-        }
+        let mut q = filled(10);
         q.pop_front_while(|&x| x < 3);
         let s = q.share();
         let want: Vec<u64> = (3..10).collect();
@@ -311,10 +309,7 @@ mod tests {
             2 * (32 + 16) + s.blocks.capacity() * 16 + 2 * 8
         );
         // A copy of a copy, and a copy taken with no sealed block.
-        let mut t = Q::default();
-        for i in 0..3 {
-            t.push_back(i);
-        }
+        let mut t = filled(3);
         t.pop_front();
         let u = t.share();
         t.push_back(3);
@@ -326,10 +321,7 @@ mod tests {
 
     #[test]
     fn heap_bytes_count_blocks_and_tail() {
-        let mut q = Q::default();
-        for i in 0..9 {
-            q.push_back(i);
-        }
+        let mut q = filled(9);
         let ptrs = q.blocks.capacity() * 16;
         assert_eq!(q.heap_bytes(), 2 * (32 + 16) + ptrs + q.tail.capacity() * 8);
         assert!(q.tail.capacity() >= 4);
