@@ -321,7 +321,7 @@ mod tests {
 
     #[test]
     fn heap_bytes_count_blocks_and_tail() {
-        let mut q = filled(9);
+        let q = filled(9);
         let ptrs = q.blocks.capacity() * 16;
         assert_eq!(q.heap_bytes(), 2 * (32 + 16) + ptrs + q.tail.capacity() * 8);
         assert!(q.tail.capacity() >= 4);
