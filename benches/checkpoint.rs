@@ -8,7 +8,10 @@
 //! Then checkpoints off the loop (issue 12), as `run` writes them: the time
 //! [`Engine::freeze`] stops the loop, the time the file takes on another
 //! thread while the loop goes on applying events, and the extra memory held
-//! meanwhile: the chunks the loop copied because the frozen view still
+//! meanwhile (the dedup queue is shared too, and encoded by the writer; the
+//! second run's freezes follow the first run's deposits, one a millisecond
+//! of event time, so 600k ids inside the 10-minute dedup horizon at 10M
+//! users): the chunks the loop copied because the frozen view still
 //! shared them (after a tenth of the users made a deposit, with nothing
 //! written yet), and the peak RSS growth while writing. Twice: streamed
 //! into the file through a bounded buffer (`FrozenEngine::write_to`, as
@@ -104,6 +107,7 @@ fn off_the_loop(engine: &mut Engine, users: u64, how: Write, k: &mut u64) {
         engine: engine.snapshot(),
     }));
     let state = engine.state_bytes();
+    let ids = engine.dedup_ids_held();
     // Five freezes let go at once: one pause figure is easily a scheduling
     // hiccup on a shared machine. The first of them follows the whole
     // snapshot taken above for the hash (the state read end to end, a full
@@ -185,7 +189,7 @@ fn off_the_loop(engine: &mut Engine, users: u64, how: Write, k: &mut u64) {
     let mb = |b: f64| b / 1e6;
     println!(
         "snapshot off the loop, {}: {users} users: freeze {:.3} ms (the loop's pause; after a long stretch of applying {cold:.3} ms; 5 more: min {:.3}, median {:.3}, max {:.3} ms, in order {in_order}; largest freeze_partition of 4: {:.3} ms), \
-         the view's own bytes at the freeze {:.2} MB (small parts encoded, chunk tables); \
+         the view's own bytes at the freeze {:.2} MB (small parts encoded, chunk tables; {ids} dedup ids held, {:.1} MB encoded by the writer); \
          encode+write {:.0} ms on another thread while the loop applied {during} events; \
          chunks copied after {} deposits: {:.1} MB ({:.1}% of the {:.1} MB state); \
          peak RSS growth while writing {:.1} MB ({:.1}% of the state; the file is {:.1} MB)",
@@ -199,6 +203,7 @@ fn off_the_loop(engine: &mut Engine, users: u64, how: Write, k: &mut u64) {
         again[4],
         part_freeze.as_secs_f64() * 1e3,
         mb(own as f64),
+        mb((ids * 24) as f64),
         took.as_secs_f64() * 1e3,
         users / 10,
         mb(copied as f64),

@@ -22,7 +22,7 @@ use crate::metrics::{Families, retention, support};
 use crate::state::chunked::Chunked;
 pub use crate::state::codec::SnapshotError;
 use crate::state::codec::{R, Spill, W, check_count, check_index, check_time};
-use crate::state::dedup::Dedup;
+use crate::state::dedup::{self, Dedup, Order};
 use crate::state::params::Params;
 use crate::state::registry::ChannelRegistry;
 use crate::state::tickets::{Decision, Ticket, Tickets};
@@ -158,11 +158,19 @@ impl Engine {
     ///
     /// Cheap: the big tables (users, compacted users, the id arena, timers)
     /// are copy-on-write chunks ([`crate::state::chunked`]) and are shared,
-    /// not copied; the rest (counts, registry, tickets, dedup, the reorder
-    /// buffer, the families' rings) is small and encoded now.
+    /// not copied; so is the dedup expiry queue (immutable blocks,
+    /// [`crate::state::queue`]: its entries are encoded by the view, later);
+    /// the rest (counts, registry, tickets, the reorder buffer, the
+    /// families' rings) is small and encoded now.
     pub fn freeze_partition(&mut self, p: u32) -> Option<FrozenPartition> {
         let part = self.parts.get_mut(&p)?;
         Some(FrozenPartition::of(&self.prm, part))
+    }
+
+    /// Event ids held for duplicate detection, over all partitions (their
+    /// expiry queues: shared by a freeze, encoded by the frozen view).
+    pub fn dedup_ids_held(&self) -> usize {
+        self.parts.values().map(|p| p.dedup.len()).sum()
     }
 
     /// A frozen view of the whole engine: [`FrozenEngine::write_to`]
@@ -259,6 +267,8 @@ fn write_partition_snapshot(w: &mut W, prm: &Params, p: &Partition) {
         (u.cold.len(), u.cold.slices()),
     );
     write_middle(w, p);
+    write_dedup(w, &p.dedup.order);
+    write_pending(w, p);
     write_timers(w, p.timers.storage());
     write_tail(w, p);
 }
@@ -367,8 +377,6 @@ fn write_users<A, L, C>(
     }
 }
 
-/// After the user records, up to the timers: the rest of the users'
-/// fields, tickets, dedup, the reorder buffer.
 /// Bytes of one dedup entry in a snapshot: event time, fingerprint.
 const DEDUP_ENTRY: usize = 8 + 16;
 
@@ -376,14 +384,18 @@ const DEDUP_ENTRY: usize = 8 + 16;
 /// at up to 64 bytes; a longer one only makes the buffer grow once).
 fn middle_bound(p: &Partition) -> usize {
     const TICKET: usize = 8 + 64 + 4 + 8 + 1 + 8 + 1 + 1 + 1 + 1 + 8 + 8 + 8;
-    // Time, sequence, tag, and the largest body (a trade, reward or spend: 12).
-    const PENDING: usize = 8 + 8 + 1 + 12;
-    64 + p.users.forgotten_signups.len() * 8
-        + p.tickets.list.len() * TICKET
-        + p.dedup.order.len() * DEDUP_ENTRY
-        + p.pending_len() * PENDING
+    64 + p.users.forgotten_signups.len() * 8 + p.tickets.list.len() * TICKET
 }
 
+/// At least the bytes [`write_pending`] writes for `p`.
+fn pending_bound(p: &Partition) -> usize {
+    // Time, sequence, tag, and the largest body (a trade, reward or spend: 12).
+    const PENDING: usize = 8 + 8 + 1 + 12;
+    8 + p.pending_len() * PENDING
+}
+
+/// After the user records, up to the dedup queue: the rest of the users'
+/// fields, the tickets.
 fn write_middle(w: &mut W, p: &Partition) {
     w.u64(p.users.forgotten);
     w.len(p.users.forgotten_signups.len());
@@ -407,19 +419,32 @@ fn write_middle(w: &mut W, p: &Partition) {
         w.i64(t.last_seen);
     }
     w.u64(p.tickets.forgotten);
-    w.len(p.dedup.order.len());
-    // In one pass over bytes reserved at once (the bulk of this part).
-    let start = w.0.len();
-    w.0.resize(start + p.dedup.order.len() * DEDUP_ENTRY, 0);
-    for ((ts, fp), out) in p
-        .dedup
-        .order
-        .iter()
-        .zip(w.0[start..].chunks_exact_mut(DEDUP_ENTRY))
-    {
-        out[..8].copy_from_slice(&ts.to_le_bytes());
-        out[8..].copy_from_slice(&fp.to_le_bytes());
+}
+
+/// The dedup expiry queue: its length, then each entry (event time,
+/// fingerprint), one block at a time; `o` may hand its bytes on after each.
+fn write_dedup(o: &mut impl Out, order: &Order) {
+    o.w().len(order.len());
+    for piece in order.slices() {
+        // In one pass over bytes reserved at once.
+        let w = o.w();
+        let start = w.0.len();
+        w.0.resize(start + piece.len() * DEDUP_ENTRY, 0);
+        for (e, out) in piece.iter().zip(w.0[start..].chunks_exact_mut(DEDUP_ENTRY)) {
+            out[..8].copy_from_slice(&e.0.to_le_bytes());
+            out[8..].copy_from_slice(&dedup::entry_fp(e).to_le_bytes());
+        }
+        o.spill();
     }
+}
+
+/// What [`write_dedup`] writes for `order`, in bytes.
+fn dedup_len(order: &Order) -> usize {
+    8 + order.len() * DEDUP_ENTRY
+}
+
+/// After the dedup queue, up to the timers: the reorder buffer.
+fn write_pending(w: &mut W, p: &Partition) {
     let mut pending: Vec<&Pending> = p.pending.iter().collect();
     pending.sort();
     w.len(pending.len());
@@ -738,8 +763,13 @@ pub struct FrozenPartition {
     arena: Arena,
     list: UserList,
     cold: Chunked<Cold>,
-    /// From the users' forgotten counts to the reorder buffer.
+    /// The users' forgotten counts, the tickets.
     middle: Vec<u8>,
+    /// The dedup expiry queue, sharing its full blocks with the engine:
+    /// encoded by [`FrozenPartition::write_to`], not at the freeze.
+    dedup: Order,
+    /// The reorder buffer.
+    pending: Vec<u8>,
     /// In heap order.
     timers: Chunked<Reverse<Timer>>,
     /// Families, clocks, untracked counts.
@@ -753,17 +783,22 @@ impl FrozenPartition {
             f(&mut w);
             w.0
         };
-        // The middle (chiefly the dedup queue) is reserved whole (an upper
-        // bound; untouched pages cost nothing): grown by doubling it was
-        // copied and faulted in several times, on the loop.
+        // The encoded parts are reserved whole (upper bounds; untouched
+        // pages cost nothing): grown by doubling they were copied and
+        // faulted in several times, on the loop. The dedup queue, the bulk
+        // of the middle, is not encoded here: its blocks are shared.
         let mut w = W(Vec::with_capacity(middle_bound(p)));
         write_middle(&mut w, p);
+        let mut pending = W(Vec::with_capacity(pending_bound(p)));
+        write_pending(&mut pending, p);
         FrozenPartition {
             head: eager(&|w| write_head(w, prm, p)),
             arena: p.users.arena.share(),
             list: p.users.list.share(),
             cold: p.users.cold.share(),
             middle: w.0,
+            dedup: p.dedup.share_order(),
+            pending: pending.0,
             timers: p.timers.share_storage(),
             tail: eager(&|w| write_tail(w, p)),
         }
@@ -780,6 +815,8 @@ impl FrozenPartition {
             + 8
             + self.cold.len() * COLD_BYTES
             + self.middle.len()
+            + dedup_len(&self.dedup)
+            + self.pending.len()
             + timers_len(&self.timers)
             + self.tail.len()
     }
@@ -794,6 +831,9 @@ impl FrozenPartition {
             (self.cold.len(), self.cold.into_pieces()),
         );
         o.put(&self.middle);
+        write_dedup(o, &self.dedup);
+        drop(self.dedup);
+        o.put(&self.pending);
         write_timers(o, &self.timers);
         o.put(&self.tail);
         o.spill();
@@ -820,6 +860,8 @@ impl FrozenPartition {
     pub fn held_bytes(&self) -> usize {
         self.head.capacity()
             + self.middle.capacity()
+            + self.dedup.unshared_bytes()
+            + self.pending.capacity()
             + self.tail.capacity()
             + self.arena.unshared_bytes()
             + self.list.unshared_bytes()
@@ -896,6 +938,24 @@ mod tests {
 
     fn prm(cfg: &Config) -> Params {
         cfg.params().expect("valid config")
+    }
+
+    /// `frozen`'s bytes, streamed on another thread through a buffer of `limit`.
+    fn encoded_apart(frozen: FrozenEngine, limit: usize) -> Vec<u8> {
+        std::thread::spawn(move || {
+            let mut v = Vec::new();
+            frozen.stream(&mut v, limit).map(|()| v)
+        })
+        .join()
+        .expect("encodes")
+        .expect("a Vec takes every write")
+    }
+
+    /// The config of `toml` and its decoder.
+    fn config(toml: &str) -> (Config, Decoder) {
+        let cfg = Config::from_toml_str(toml, "t.toml", std::iter::empty()).expect("valid config");
+        let decoder = Decoder::new(&cfg.mapping, cfg.engine.max_message_bytes, false);
+        (cfg, decoder)
     }
 
     /// Feeds lines to three partitions, by user as Kafka keys would.
@@ -1044,13 +1104,7 @@ mod tests {
     /// snapshots taken at the freeze.
     #[test]
     fn a_frozen_view_encodes_the_state_at_the_freeze() {
-        let cfg = Config::from_toml_str(
-            "[engine]\nmax_tracked_users = 1500\n",
-            "t.toml",
-            std::iter::empty(),
-        )
-        .expect("valid config");
-        let decoder = Decoder::new(&cfg.mapping, cfg.engine.max_message_bytes, false);
+        let (cfg, decoder) = config("[engine]\nmax_tracked_users = 1500\n");
         let gen_cfg = GenConfig {
             seed: 7,
             events: 80_000,
@@ -1086,13 +1140,7 @@ mod tests {
         // The views hold the chunks the engine copied since, and their small parts.
         assert!(frozen.held_bytes() > 0);
 
-        let got = std::thread::spawn(move || {
-            let mut v = Vec::new();
-            frozen.write_to(&mut v).map(|()| v)
-        })
-        .join()
-        .expect("encodes")
-        .expect("a Vec takes every write");
+        let got = encoded_apart(frozen, SPILL_BYTES);
         assert!(
             got == want,
             "the frozen engine encodes the snapshot at the freeze"
@@ -1108,6 +1156,71 @@ mod tests {
         }
         // And those bytes restore.
         Engine::restore(prm(&cfg), &want).expect("restores");
+    }
+
+    /// With a 10-day dedup horizon each partition's expiry queue holds
+    /// several sealed blocks at the freeze (day 20 of 40); the engine then
+    /// pushes past them and expires every one of them. The views, which
+    /// encoded none of the queue at the freeze, still encode the snapshot
+    /// taken then, and the blocks the engine let go are the views' own.
+    #[test]
+    fn a_frozen_dedup_queue_encodes_its_entries_after_the_engine_expired_them() {
+        let (cfg, decoder) = config("[engine]\ndedup_horizon = \"10d\"\n");
+        let all = lines(120_000);
+        let (a, b) = all.split_at(all.len() / 2);
+        let mut e = Engine::new(prm(&cfg));
+        feed(&mut e, &decoder, a);
+        let per = crate::state::dedup::Order::PER;
+        let held: Vec<usize> = e.parts.values().map(|p| p.dedup.len()).collect();
+        assert!(
+            held.iter().all(|&n| n > 2 * per),
+            "{held:?} ids held, blocks of {per}"
+        );
+        let first: Vec<_> = e
+            .parts
+            .values()
+            .map(|p| p.dedup.order.front().copied())
+            .collect();
+        let want = e.snapshot();
+        let want_part = e.snapshot_partition(1).expect("held");
+        let frozen = e.freeze();
+        let part = e.freeze_partition(1).expect("held");
+        let before = frozen.held_bytes();
+
+        feed(&mut e, &decoder, b);
+        for (p, first) in e.parts.values().zip(first) {
+            let first = first.expect("ids held");
+            assert!(
+                p.dedup
+                    .order
+                    .front()
+                    .is_some_and(|f| f.0 > first.0 + 10 * 86_400_000),
+                "every id held at the freeze expired"
+            );
+        }
+        // Each partition's view now holds the blocks alone: more than two each.
+        let block = per * DEDUP_ENTRY;
+        assert!(
+            frozen.held_bytes() >= before + 3 * 2 * block,
+            "{} then {} bytes held",
+            before,
+            frozen.held_bytes()
+        );
+        let got = encoded_apart(frozen, 4096);
+        assert!(
+            got == want,
+            "the frozen engine encodes the snapshot at the freeze"
+        );
+        let mut v = Vec::new();
+        part.write_to(&mut v).expect("a Vec takes every write");
+        assert!(v == want_part, "the frozen partition too");
+        // And those bytes restore to the same queues.
+        let r = Engine::restore(prm(&cfg), &want).expect("restores");
+        assert_eq!(
+            r.parts.values().map(|p| p.dedup.len()).collect::<Vec<_>>(),
+            held
+        );
+        assert!(r.snapshot() == want);
     }
 
     /// A checkpoint streamed from a frozen view into its file (through the

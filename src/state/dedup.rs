@@ -4,16 +4,37 @@
 //! different ids is about 2^-100 likely at these volumes) with the event time
 //! of the accepted event. Memory: about 60 bytes per event accepted within
 //! the horizon (map slot plus expiry queue entry).
+//!
+//! The expiry queue is a [`BlockQueue`]: its full blocks are immutable and
+//! shared, so a snapshot freeze copies none of its entries
+//! ([`Dedup::share_order`]); the frozen view encodes them later, on its
+//! writer's thread.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 
 use crate::event::Millis;
+use crate::state::queue::BlockQueue;
+
+/// An expiry queue entry: the event time, then the fingerprint as its low
+/// and high 64-bit halves (24 bytes; a `u128` would align the pair to 32).
+pub type Entry = (Millis, [u64; 2]);
+
+/// The expiry queue: ids in acceptance order.
+pub type Order = BlockQueue<Entry>;
+
+pub fn entry(ts: Millis, fp: u128) -> Entry {
+    (ts, [fp as u64, (fp >> 64) as u64])
+}
+
+pub fn entry_fp(e: &Entry) -> u128 {
+    e.1[0] as u128 | (e.1[1] as u128) << 64
+}
 
 #[derive(Clone, Debug, Default)]
 pub struct Dedup {
     seen: HashMap<u128, Millis, BuildFp>,
     /// Accepted ids in acceptance order, for expiry.
-    pub(crate) order: VecDeque<(Millis, u128)>,
+    pub(crate) order: Order,
 }
 
 impl Dedup {
@@ -46,13 +67,13 @@ impl Dedup {
                 }
                 if admit {
                     e.insert(ts);
-                    self.order.push_back((ts, fp));
+                    self.order.push_back(entry(ts, fp));
                 }
             }
             Entry::Vacant(e) => {
                 if admit {
                     e.insert(ts);
-                    self.order.push_back((ts, fp));
+                    self.order.push_back(entry(ts, fp));
                 }
             }
         }
@@ -61,7 +82,7 @@ impl Dedup {
 
     pub fn insert(&mut self, fp: u128, ts: Millis) {
         self.seen.insert(fp, ts);
-        self.order.push_back((ts, fp));
+        self.order.push_back(entry(ts, fp));
     }
 
     /// Forgets ids accepted with event time before `horizon_start`. Acceptance
@@ -74,12 +95,7 @@ impl Dedup {
     /// duplicate (`horizon_start` only grows: it follows the partition clock)
     /// and is overwritten when seen again, so nothing a caller sees changes.
     pub fn expire(&mut self, horizon_start: Millis) {
-        while let Some(&(ts, _)) = self.order.front() {
-            if ts >= horizon_start {
-                break;
-            }
-            self.order.pop_front();
-        }
+        self.order.pop_front_while(|&(ts, _)| ts < horizon_start);
         let held = self.order.len();
         if self.seen.len() > held + held / 4 + 64 {
             self.seen.retain(|_, ts| *ts >= horizon_start);
@@ -88,7 +104,12 @@ impl Dedup {
 
     /// Heap bytes: map slots (key, value, control byte) and the expiry queue.
     pub fn heap_bytes(&self) -> usize {
-        self.seen.capacity() * (16 + 8 + 1) + self.order.capacity() * 24
+        self.seen.capacity() * (16 + 8 + 1) + self.order.heap_bytes()
+    }
+
+    /// A copy of the expiry queue sharing its full blocks (see [`BlockQueue::share`]).
+    pub fn share_order(&self) -> Order {
+        self.order.share()
     }
 
     /// Ids in the expiry queue (some may be there twice, accepted again past their horizon).

@@ -8,6 +8,7 @@ pub mod codec;
 pub mod dedup;
 pub mod histogram;
 pub mod params;
+pub mod queue;
 pub mod registry;
 pub mod ring;
 pub mod tickets;
