@@ -141,7 +141,14 @@ impl Loop {
                 }
             }
         }
-        self.handle_batch(&batch, now_ms);
+        if !batch.is_empty() {
+            let apart = self.handle_batch(&batch, now_ms);
+            telemetry::TurnHandled {
+                messages: batch.len(),
+                apart,
+            }
+            .emit();
+        }
         end
     }
 
@@ -170,10 +177,11 @@ impl Loop {
     }
 
     /// Decodes `batch` (ahead, on a second thread, when it is large) and
-    /// decides its messages in order, a chunk at a time.
-    fn handle_batch(&mut self, batch: &[BorrowedMessage<'_>], now: Millis) {
+    /// decides its messages in order, a chunk at a time. Returns whether it
+    /// was applied apart (`handle_parallel`).
+    fn handle_batch(&mut self, batch: &[BorrowedMessage<'_>], now: Millis) -> bool {
         if batch.is_empty() {
-            return;
+            return false;
         }
         let inputs: Vec<Input<'_>> = batch
             .iter()
@@ -184,14 +192,14 @@ impl Loop {
             && several_partitions(batch)
             && self.handle_parallel(batch, &inputs, now)
         {
-            return;
+            return true;
         }
         let decoder = self.decoder.clone();
         if inputs.len() < DECODE_AHEAD_MIN {
             for (msgs, ins) in batch.chunks(CHUNK).zip(inputs.chunks(CHUNK)) {
                 self.handle_chunk(msgs, ins, decode_all(&decoder, ins), now);
             }
-            return;
+            return false;
         }
         std::thread::scope(|s| {
             let (tx, rx) = mpsc::channel::<Vec<Decoded<'_>>>();
@@ -223,6 +231,7 @@ impl Loop {
                 self.handle_chunk(msgs, ins, decoded, now);
             }
         });
+        false
     }
 
     /// Applies each partition's messages of a large turn on a thread of its
