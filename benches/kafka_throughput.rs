@@ -474,6 +474,17 @@ fn cxpulse_consume(
         .map(|(k, d)| format!("{k} +{d}"))
         .collect();
     println!("  cxpulse broker work in the run: {}", produced.join(", "));
+    // How the loop took the messages: turns (up to 2048 ready messages
+    // each) by path, from the pipeline counters.
+    let turns = |path: &str| {
+        let k = format!("cxpulse_apply_turns_total{{path=\"{path}\"}}");
+        metric(&counters, &k) - metric(&counters_before, &k)
+    };
+    let (serial, apart) = (turns("serial"), turns("apart"));
+    println!(
+        "  cxpulse turns in the run: {serial} serial, {apart} applied apart; {:.0} messages per turn",
+        events as f64 / (serial + apart).max(1.0)
+    );
     let t = Instant::now();
     let m = scrape(&listen);
     let users = metric(&m, "cxpulse_tracked_users");
