@@ -39,12 +39,12 @@ use rdkafka::message::{BorrowedMessage, Message};
 
 use super::decide::{Decision, MessageView, Offered, book_offered, decide_decoded, offer_decoded};
 use super::handover::lock_engine;
-use crate::kafka::offsets::OffsetBook;
 use super::state::{Loop, lock};
 use super::wall_ms;
 use crate::engine::{Applied, PartApply};
 use crate::event::{DecodeFailure, Decoder, Event, Millis};
 use crate::kafka::context::ConsumerCtx;
+use crate::kafka::offsets::OffsetBook;
 use crate::telemetry;
 
 /// At most this many ready messages are handled per turn of the loop before
