@@ -40,7 +40,9 @@
 //!   printed: rounds before 2026-11-27 ended at the committed offsets (up to
 //!   ~100 ms more per run, which the bare consumer does not pay; a
 //!   measurement fix, not a speed-up), so the ratio by that end point is
-//!   printed too, comparable with those figures.
+//!   printed too, comparable with those figures. Each cxpulse run also
+//!   prints its turns by path (`cxpulse_apply_turns_total`: serial or
+//!   applied apart) and what it asked of the broker besides fetching.
 //! - Checkpoint cost: the same cxpulse measurement with no durable state
 //!   (`store = "off"`), with `[checkpoint] dir` (a fresh temporary directory
 //!   per run) and with per-partition snapshots to the Kafka state topic
