@@ -653,30 +653,40 @@ fn waits_for_a_broker_that_is_not_up_yet_and_loses_nothing() {
 
 /// A backlog over three partitions, read in turns that hold several of
 /// them: each partition's messages are decoded and applied on a thread of
-/// its own (logged once), and the delivery rule holds as on the serial
-/// path: every message counted once, the invalid ones dead-lettered, and
-/// every offset committed once the dead letters are acknowledged.
+/// its own, and the delivery rule holds as on the serial path: every
+/// message counted once, the invalid ones dead-lettered, and every offset
+/// committed once the dead letters are acknowledged.
+///
+/// Which path a turn takes depends on how librdkafka hands the backlog
+/// over: it queues a fetch response partition after partition, each
+/// partition's data in one run, and a turn (up to 2048 ready messages) is
+/// applied apart when it holds 256 or more of two or more partitions. With
+/// 1250 records (about 417 per partition) a loaded CI run once took each
+/// partition in turns of its own. Here each partition holds about 2043
+/// (6130 in all), about one full turn: once two partitions are queued, a
+/// full turn holds both. (Smaller fetches per partition, which would
+/// interleave the runs, made no difference against tansu.)
 #[test]
 fn a_backlog_over_three_partitions_is_applied_apart_and_every_offset_booked() {
     let _g = serial();
     let broker = Tansu::start();
     create_topics(&broker, 3);
-    // 1200 signups keyed by user (spread over the 3 partitions), 100 ms
-    // apart (2 min in all: within engine.dedup_horizon, 10 min, and the
-    // lateness), 20 of them sent twice (same key: same partition, a
-    // duplicate there), and 30 messages that are not JSON: 1250 records,
+    // 6000 signups keyed by user (spread over the 3 partitions), 10 ms
+    // apart (1 min in all: within engine.dedup_horizon, 10 min, and the
+    // lateness), 100 of them sent twice (same key: same partition, a
+    // duplicate there), and 30 messages that are not JSON: 6130 records,
     // all in the backlog before cxpulse starts.
-    let mut recs: Vec<(Option<String>, String)> = (0..1200)
+    let mut recs: Vec<(Option<String>, String)> = (0..6000)
         .map(|i| {
             let user = format!("up{i}");
             (
                 Some(user.clone()),
-                signup(&format!("p{i}"), &user, "paid", B + i * 100),
+                signup(&format!("p{i}"), &user, "paid", B + i * 10),
             )
         })
         .collect();
     let again: Vec<_> = recs.iter().step_by(60).cloned().collect();
-    assert_eq!(again.len(), 20);
+    assert_eq!(again.len(), 100);
     recs.extend(again);
     for i in 0..30 {
         recs.push((Some(format!("bad{i}")), "{not json".to_string()));
@@ -685,15 +695,15 @@ fn a_backlog_over_three_partitions_is_applied_apart_and_every_offset_booked() {
     let cx = Cxpulse::start(&broker.addr, "cx-apart", "500ms");
     cx.wait_metric(
         r#"cxpulse_events_total{type="signup",outcome="applied"}"#,
-        1200.0,
-        Duration::from_secs(60),
+        6000.0,
+        Duration::from_secs(90),
     );
     cx.wait_metric(
         r#"cxpulse_dead_letter_records_total{reason="not_json"}"#,
         30.0,
         Duration::from_secs(30),
     );
-    let offsets = wait_committed(&broker, "cx-apart", 1250, Duration::from_secs(30));
+    let offsets = wait_committed(&broker, "cx-apart", 6130, Duration::from_secs(30));
     assert!(
         offsets.iter().all(|o| *o > 0),
         "every partition had records: {offsets:?}"
@@ -701,21 +711,30 @@ fn a_backlog_over_three_partitions_is_applied_apart_and_every_offset_booked() {
     let m = cx.metrics();
     assert_eq!(
         m.get(r#"cxpulse_events_total{type="signup",outcome="duplicate"}"#),
-        Some(20.0),
+        Some(100.0),
         "{}",
         m.raw
     );
     assert_eq!(m.sum(r#"cxpulse_events_total{outcome="invalid""#), 30.0);
     assert_eq!(m.sum(r#"cxpulse_events_total{outcome="late""#), 0.0);
+    // Every message was handled once (one process, no rebalance).
+    assert_eq!(
+        m.get("cxpulse_input_messages_total"),
+        Some(6130.0),
+        "{}",
+        m.raw
+    );
+    let apart = m.get(r#"cxpulse_apply_turns_total{path="apart"}"#);
+    let serial_turns = m.get(r#"cxpulse_apply_turns_total{path="serial"}"#);
+    assert!(
+        apart.is_some_and(|n| n >= 1.0),
+        "no turn was applied apart (serial turns: {serial_turns:?})"
+    );
+    eprintln!("turns: {apart:?} applied apart, {serial_turns:?} serial");
+    assert!(
+        cx.log_text().contains("applying a turn's partitions apart"),
+        "the first turn applied apart is logged"
+    );
     let dead = broker.consume_all("dead-letter", 30, Duration::from_secs(20));
     assert_eq!(dead.len(), 30);
-    // Whether a turn held several partitions depends on how librdkafka
-    // hands the backlog over (it failed once in a loaded CI run: every turn
-    // held one partition). The booking above must hold either way; which
-    // path ran is reported, not asserted (src/engine/tests/parallel.rs
-    // checks the parallel apply itself).
-    let log = cx.log_text();
-    if !log.contains("applying a turn's partitions apart") {
-        eprintln!("note: no turn of this run was applied apart (each held one partition)");
-    }
 }

@@ -67,6 +67,12 @@ pub struct PipelineMetrics {
     pub(super) client_errors: IntCounterVec,
     pub(super) client_logs: IntCounterVec,
     pub(super) consume_errors: IntCounterVec,
+    /// Input messages handled by the consumer loop (one add per turn): a
+    /// plain atomic, read in-process by the throughput bench.
+    pub input_messages: IntCounter,
+    /// Turns of the consumer loop by how they were applied (`serial`,
+    /// `apart`).
+    pub apply_turns: IntCounterVec,
     pub(super) wall_clock_advances: IntCounter,
     /// Events accepted by the engine and waiting for `allowed_lateness`.
     pub pending_events: IntGauge,
@@ -226,6 +232,15 @@ impl PipelineMetrics {
                 "Errors returned by the consumer instead of a message, by error code.",
                 &["code"],
             ),
+            input_messages: counter(
+                "cxpulse_input_messages_total",
+                "Input messages handled by the consumer loop: applied, duplicate, invalid, late, dead-lettered, or ignored while their partition's state is restored (not those of a partition revoked during the turn, which its next owner consumes).",
+            ),
+            apply_turns: counter_vec(
+                "cxpulse_apply_turns_total",
+                "Turns of the consumer loop (each up to 2048 ready messages), by path: serial (applied in order on the loop thread) or apart (each partition's messages on a thread of its own).",
+                &["path"],
+            ),
             wall_clock_advances: counter(
                 "cxpulse_clock_wall_advances_total",
                 "Times T was moved to the wall clock because the consumer was idle and caught up.",
@@ -302,6 +317,9 @@ impl PipelineMetrics {
         }
         for r in ["ok", "error"] {
             m.commits.with_label_values(&["periodic", r]);
+        }
+        for p in super::TurnHandled::PATHS {
+            m.apply_turns.with_label_values(&[p]);
         }
         for r in super::SaveResult::LABELS {
             m.state_saves.with_label_values(&[r]);

@@ -74,6 +74,28 @@ impl MessagesDroppedOnRebalance {
     }
 }
 
+/// The consumer loop handled a turn of input messages (counted once per
+/// turn, not per message: two atomic adds, no log line).
+pub struct TurnHandled {
+    pub messages: usize,
+    /// Whether the turn was applied apart (each partition on a thread of
+    /// its own) rather than in order on the loop thread.
+    pub apart: bool,
+}
+
+impl TurnHandled {
+    /// The values of `cxpulse_apply_turns_total{path}`.
+    pub const PATHS: [&'static str; 2] = ["serial", "apart"];
+
+    pub fn emit(self) {
+        let m = metrics();
+        m.input_messages.inc_by(self.messages as u64);
+        m.apply_turns
+            .with_label_values(&[Self::PATHS[usize::from(self.apart)]])
+            .inc();
+    }
+}
+
 /// A turn of the consumer loop was applied apart, each partition's
 /// messages on a thread of its own (the first such turn of the process is
 /// logged at info, the others at trace).

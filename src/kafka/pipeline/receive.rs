@@ -44,6 +44,7 @@ use super::wall_ms;
 use crate::engine::{Applied, PartApply};
 use crate::event::{DecodeFailure, Decoder, Event, Millis};
 use crate::kafka::context::ConsumerCtx;
+use crate::kafka::offsets::OffsetBook;
 use crate::telemetry;
 
 /// At most this many ready messages are handled per turn of the loop before
@@ -86,7 +87,9 @@ impl Loop {
     ) -> Turn {
         let turn = Instant::now();
         let now_ms = wall_ms();
-        let mut batch: Vec<BorrowedMessage<'_>> = Vec::new();
+        // Sized for a full turn at once (growing it by doubling cost a
+        // realloc and a copy every few hundred messages).
+        let mut batch: Vec<BorrowedMessage<'_>> = Vec::with_capacity(BATCH);
         let mut changes = self.live.assignment_changes();
         self.note_assignments();
         // One stream for the whole turn: `recv()` registers (and removes) a
@@ -141,7 +144,14 @@ impl Loop {
                 }
             }
         }
-        self.handle_batch(&batch, now_ms);
+        if !batch.is_empty() {
+            let apart = self.handle_batch(&batch, now_ms);
+            telemetry::TurnHandled {
+                messages: batch.len(),
+                apart,
+            }
+            .emit();
+        }
         end
     }
 
@@ -170,10 +180,11 @@ impl Loop {
     }
 
     /// Decodes `batch` (ahead, on a second thread, when it is large) and
-    /// decides its messages in order, a chunk at a time.
-    fn handle_batch(&mut self, batch: &[BorrowedMessage<'_>], now: Millis) {
+    /// decides its messages in order, a chunk at a time. Returns whether it
+    /// was applied apart (`handle_parallel`).
+    fn handle_batch(&mut self, batch: &[BorrowedMessage<'_>], now: Millis) -> bool {
         if batch.is_empty() {
-            return;
+            return false;
         }
         let inputs: Vec<Input<'_>> = batch
             .iter()
@@ -184,14 +195,14 @@ impl Loop {
             && several_partitions(batch)
             && self.handle_parallel(batch, &inputs, now)
         {
-            return;
+            return true;
         }
         let decoder = self.decoder.clone();
         if inputs.len() < DECODE_AHEAD_MIN {
             for (msgs, ins) in batch.chunks(CHUNK).zip(inputs.chunks(CHUNK)) {
                 self.handle_chunk(msgs, ins, decode_all(&decoder, ins), now);
             }
-            return;
+            return false;
         }
         std::thread::scope(|s| {
             let (tx, rx) = mpsc::channel::<Vec<Decoded<'_>>>();
@@ -223,6 +234,7 @@ impl Loop {
                 self.handle_chunk(msgs, ins, decoded, now);
             }
         });
+        false
     }
 
     /// Applies each partition's messages of a large turn on a thread of its
@@ -254,19 +266,14 @@ impl Loop {
         let mut pids: Vec<u32> = Vec::with_capacity(batch.len());
         let mut admitted: Vec<bool> = Vec::with_capacity(batch.len());
         let mut groups: Vec<(u32, Vec<usize>)> = Vec::new();
-        let mut last: Option<(&str, i32, u32, usize)> = None;
+        let mut viewer = Viewer::default();
+        // The group of the previous message's partition.
+        let mut last: Option<(u32, usize)> = None;
         for (i, (m, input)) in batch.iter().zip(inputs).enumerate() {
-            let view = MessageView {
-                topic: m.topic(),
-                partition: m.partition(),
-                offset: m.offset(),
-                timestamp: input.1,
-            };
-            let (topic, partition) = (view.topic, view.partition);
-            let (pid, g) = match last {
-                Some((t, p, pid, g)) if p == partition && t == topic => (pid, g),
+            let (view, pid) = viewer.view(m, input.1, &mut book);
+            let g = match last {
+                Some((p, g)) if p == pid => g,
                 _ => {
-                    let pid = book.pid(topic, partition);
                     let g = match groups.iter().position(|(p, _)| *p == pid) {
                         Some(g) => g,
                         None => {
@@ -274,8 +281,8 @@ impl Loop {
                             groups.len() - 1
                         }
                     };
-                    last = Some((topic, partition, pid, g));
-                    (pid, g)
+                    last = Some((pid, g));
+                    g
                 }
             };
             pids.push(pid);
@@ -406,23 +413,9 @@ impl Loop {
             let (engine, book) = (self.engine.clone(), self.book.clone());
             let mut engine = lock_engine(&engine);
             let mut book = lock(&book);
-            // The partition of the previous message (most follow one another).
-            let mut last: Option<(&str, i32, u32)> = None;
+            let mut viewer = Viewer::default();
             for (i, ((m, input), decoded)) in msgs.iter().zip(inputs).zip(decoded).enumerate() {
-                let view = MessageView {
-                    topic: m.topic(),
-                    partition: m.partition(),
-                    offset: m.offset(),
-                    timestamp: input.1,
-                };
-                let pid = match last {
-                    Some((t, p, pid)) if p == view.partition && t == view.topic => pid,
-                    _ => {
-                        let pid = book.pid(view.topic, view.partition);
-                        last = Some((view.topic, view.partition, pid));
-                        pid
-                    }
-                };
+                let (view, pid) = viewer.view(m, input.1, &mut book);
                 let decision = decide_decoded(
                     &view,
                     pid,
@@ -497,6 +490,53 @@ impl Loop {
             self.after_partitions_changed(touched, now);
         }
     }
+}
+
+/// Views of a turn's messages in order, with their engine partition ids.
+/// Most messages follow one of the same partition: the topic name (a
+/// `strlen` and a UTF-8 check in librdkafka's binding) and the partition id
+/// are looked up once per run of one partition.
+#[derive(Default)]
+struct Viewer<'m> {
+    /// The previous message's topic handle, partition, topic name and id.
+    last: Option<(*const rdkafka::types::RDKafkaTopic, i32, &'m str, u32)>,
+}
+
+impl<'m> Viewer<'m> {
+    fn view(
+        &mut self,
+        m: &'m BorrowedMessage<'_>,
+        timestamp: Option<Millis>,
+        book: &mut OffsetBook,
+    ) -> (MessageView<'m>, u32) {
+        let partition = m.partition();
+        let rkt = topic_handle(m);
+        let (topic, pid) = match self.last {
+            Some((t, p, topic, pid)) if p == partition && std::ptr::eq(t, rkt) => (topic, pid),
+            _ => {
+                let topic = m.topic();
+                let pid = book.pid(topic, partition);
+                self.last = Some((rkt, partition, topic, pid));
+                (topic, pid)
+            }
+        };
+        let view = MessageView {
+            topic,
+            partition,
+            offset: m.offset(),
+            timestamp,
+        };
+        (view, pid)
+    }
+}
+
+/// The librdkafka topic handle of `m`: one per topic per client, so two
+/// messages with the same handle are of the same topic.
+fn topic_handle(m: &BorrowedMessage<'_>) -> *const rdkafka::types::RDKafkaTopic {
+    // SAFETY: `m.ptr()` is the message librdkafka handed over, valid while
+    // `m` is borrowed; only its `rkt` field (a pointer) is read, never
+    // dereferenced here.
+    unsafe { (*m.ptr()).rkt }
 }
 
 /// The offers of one thread: the index and outcome of each message, and
