@@ -651,10 +651,9 @@ impl Users {
         let mut i = 0u32;
         for chunk in self.list.slices() {
             for u in chunk {
-                if !u.has(F_FREE)
-                    && u.days_anchor() < before_day
-                    && !(u.is_customer() && !u.has(F_CHURNED))
-                {
+                // Free slots stay; a customer stays until churned.
+                let settled = !u.is_customer() || u.has(F_CHURNED);
+                if !u.has(F_FREE) && u.days_anchor() < before_day && settled {
                     candidates.push(i);
                 }
                 i += 1;
