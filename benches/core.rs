@@ -12,7 +12,13 @@
 //! decode_apply / parse_floor, then the same on a warm engine (see the end of
 //! `main`). Run: `cargo bench --bench core`. Knobs: `CXPULSE_BENCH_DAYS`
 //! (event-time span of the stream, default 60), `CXPULSE_BENCH_QUICK=1` (no
-//! criterion group, summary lines only), `CXPULSE_BENCH_PASSES` (default 5).
+//! criterion group, summary lines only), `CXPULSE_BENCH_PASSES` (default 5),
+//! `CXPULSE_BENCH_ONLY` (one part alone, for a profiler: `parse_floor`,
+//! `decode_only`, `decode_apply` on the fresh stream; `warm_setup`,
+//! `warm_apply`, `warm_floor` for the warm line, see [`profile_warm`]).
+//! Instructions per event of the warm line's timed part, e.g.:
+//! `CXPULSE_BENCH_ONLY=warm_apply valgrind --tool=callgrind
+//! --collect-atstart=no --toggle-collect='*decode_apply*' <bench binary>`.
 
 use std::hint::black_box;
 use std::time::{Duration, Instant};
