@@ -78,34 +78,36 @@ pub struct Params {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct FloorDiv {
     d: i64,
+    /// 0: no reciprocal (`d <= 1`), divide.
     m: u64,
-    /// `63 + l`, in `63..=126`.
+    /// `l - 1` (`63 + l` less the 64 bits of the product's high half), in `0..=62`.
     shift: u32,
 }
 
 impl FloorDiv {
     /// The divisor `d` (positive: a validated bucket; a non-positive one is
-    /// refused by the config, and kept here as a plain division).
+    /// refused by the config, and kept here as a plain division, as is 1,
+    /// whose `l` is 0).
     pub fn new(d: i64) -> FloorDiv {
-        if d <= 0 {
+        if d <= 1 {
             return FloorDiv { d, m: 0, shift: 0 };
         }
         let l = (d as u64).next_power_of_two().trailing_zeros();
-        let shift = 63 + l;
-        let m = (1u128 << shift).div_ceil(d as u128);
+        let m = (1u128 << (63 + l)).div_ceil(d as u128);
         debug_assert!(m <= u64::MAX as u128);
         FloorDiv {
             d,
             m: m as u64,
-            shift,
+            shift: l - 1,
         }
     }
 
     /// `n.div_euclid(d)` (the floor, for a positive `d`).
     #[inline(always)]
     pub fn of(&self, n: i64) -> i64 {
-        if n >= 0 && self.shift != 0 {
-            ((n as u128 * self.m as u128) >> self.shift) as i64
+        if n >= 0 && self.m != 0 {
+            let high = ((n as u128 * self.m as u128) >> 64) as u64;
+            (high >> self.shift) as i64
         } else {
             n.div_euclid(self.d)
         }
