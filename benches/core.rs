@@ -12,7 +12,13 @@
 //! decode_apply / parse_floor, then the same on a warm engine (see the end of
 //! `main`). Run: `cargo bench --bench core`. Knobs: `CXPULSE_BENCH_DAYS`
 //! (event-time span of the stream, default 60), `CXPULSE_BENCH_QUICK=1` (no
-//! criterion group, summary lines only), `CXPULSE_BENCH_PASSES` (default 5).
+//! criterion group, summary lines only), `CXPULSE_BENCH_PASSES` (default 5),
+//! `CXPULSE_BENCH_ONLY` (one part alone, for a profiler: `parse_floor`,
+//! `decode_only`, `decode_apply` on the fresh stream; `warm_setup`,
+//! `warm_apply`, `warm_floor` for the warm line, see [`profile_warm`]).
+//! Instructions per event of the warm line's timed part, e.g.:
+//! `CXPULSE_BENCH_ONLY=warm_apply valgrind --tool=callgrind
+//! --collect-atstart=no --toggle-collect='*decode_apply*' <bench binary>`.
 
 use std::hint::black_box;
 use std::time::{Duration, Instant};
@@ -82,6 +88,7 @@ fn lines(events: u64, days: u32) -> Vec<Vec<u8>> {
         .collect()
 }
 
+#[inline(never)]
 fn parse_floor(lines: &[Vec<u8>]) -> usize {
     let mut ok = 0;
     for l in lines {
@@ -104,6 +111,7 @@ fn decode_only(decoder: &Decoder, lines: &[Vec<u8>]) -> usize {
     ok
 }
 
+#[inline(never)]
 fn decode_apply(decoder: &Decoder, engine: &mut Engine, lines: &[Vec<u8>]) {
     for l in lines {
         match decoder.decode(l, None) {
@@ -149,7 +157,9 @@ fn profile_only(only: &str, cfg: &Config, decoder: &Decoder, lines: &[Vec<u8>]) 
                 decode_apply(decoder, &mut engine, lines);
                 drop(black_box(engine));
             }
-            other => panic!("CXPULSE_BENCH_ONLY={other}: parse_floor, decode_only or decode_apply"),
+            other => panic!(
+                "CXPULSE_BENCH_ONLY={other}: parse_floor, decode_only, decode_apply, warm_setup or warm_apply"
+            ),
         }
     }
     let per = t.elapsed().as_secs_f64() / passes as f64;
@@ -159,6 +169,47 @@ fn profile_only(only: &str, cfg: &Config, decoder: &Decoder, lines: &[Vec<u8>]) 
     );
 }
 
+/// The warm-engine part alone, for a profiler: `warm_setup` feeds only the
+/// untimed first half of the warm stream (see the end of `main`),
+/// `warm_apply` that and then [`decode_apply`] of the second half,
+/// `warm_floor` that and then [`parse_floor`] of the second half. The
+/// difference of the two (e.g. instructions counted by cachegrind) is the
+/// cost of the warm line's timed part; under callgrind,
+/// `--toggle-collect='*decode_apply*'` counts it directly.
+fn profile_warm(only: &str, cfg: &Config, decoder: &Decoder) {
+    let both = lines(2 * LINES, 2 * stream_days());
+    let (warmup, timed) = both.split_at(both.len() / 2);
+    let mut engine = Engine::new(cfg.params().expect("valid config"));
+    warm_up(decoder, &mut engine, warmup);
+    let t = Instant::now();
+    match only {
+        "warm_apply" => decode_apply(decoder, &mut engine, timed),
+        "warm_floor" => drop(black_box(parse_floor(timed))),
+        "warm_setup" => {}
+        other => panic!("CXPULSE_BENCH_ONLY={other}: warm_setup, warm_apply or warm_floor"),
+    }
+    println!(
+        "core: {only} alone: lines {}..{} in {:?}",
+        warmup.len(),
+        both.len(),
+        t.elapsed()
+    );
+    drop(black_box(engine));
+}
+
+/// Feeds `lines` to `engine` without finishing (the untimed half of the warm line).
+#[inline(never)]
+fn warm_up(decoder: &Decoder, engine: &mut Engine, lines: &[Vec<u8>]) {
+    for l in lines {
+        match decoder.decode(l, None) {
+            Ok(ev) => {
+                engine.offer(0, &ev, None);
+            }
+            Err(f) => engine.record_invalid(0, f.event_type),
+        }
+    }
+}
+
 fn main() {
     let cfg = Config::default();
     let decoder = Decoder::new(&cfg.mapping, cfg.engine.max_message_bytes, false);
@@ -166,10 +217,15 @@ fn main() {
     let n = lines.len();
     // `--profile-time` (under a profiler): only the selected criterion runs.
     let profiling = std::env::args().any(|a| a == "--profile-time");
-    // `CXPULSE_BENCH_ONLY=parse_floor|decode_only|decode_apply`: that part
+    // `CXPULSE_BENCH_ONLY=parse_floor|decode_only|decode_apply|warm_setup|warm_apply`: that part
     // alone, `CXPULSE_BENCH_PASSES` times, nothing else (for perf/callgrind).
     if let Ok(only) = std::env::var("CXPULSE_BENCH_ONLY") {
-        profile_only(&only, &cfg, &decoder, &lines);
+        if only.starts_with("warm_") {
+            drop(lines);
+            profile_warm(&only, &cfg, &decoder);
+        } else {
+            profile_only(&only, &cfg, &decoder, &lines);
+        }
         return;
     }
     if !profiling {
@@ -248,14 +304,7 @@ fn main() {
         black_box(parse_floor(timed));
         best[0] = best[0].min(t.elapsed());
         let mut engine = Engine::new(cfg.params().expect("valid config"));
-        for l in warmup {
-            match decoder.decode(l, None) {
-                Ok(ev) => {
-                    engine.offer(0, &ev, None);
-                }
-                Err(f) => engine.record_invalid(0, f.event_type),
-            }
-        }
+        warm_up(&decoder, &mut engine, warmup);
         let t = Instant::now();
         decode_apply(&decoder, &mut engine, timed);
         best[1] = best[1].min(t.elapsed());

@@ -60,6 +60,58 @@ pub struct Params {
     /// Users and tickets with no event for this long (before the applied
     /// point) are past every horizon: see [`Params::new`].
     pub compact_after: Millis,
+    /// The bucket as a divisor by multiply and shift ([`Params::bucket_of`]).
+    bucket_div: FloorDiv,
+}
+
+/// Floor division of an `i64` by a fixed positive divisor `d`: for a
+/// non-negative dividend, one 64x64->128-bit multiply by a precomputed
+/// reciprocal and a shift instead of a 64-bit division (tens of cycles,
+/// and [`Params::bucket_of`] runs several times per applied event);
+/// negative dividends (times before 1970, `NEVER`) divide.
+///
+/// The reciprocal (Granlund and Montgomery, "Division by invariant integers
+/// using multiplication", 1994, theorem 4.2, for 63-bit dividends): with
+/// `l = ceil(log2 d)` and `m = ceil(2^(63+l) / d)`, `m * d - 2^(63+l)` is
+/// below `d <= 2^l`, so `floor(n / d) = floor(n * m / 2^(63+l))` for every
+/// `0 <= n < 2^63`; and `m < 2^64` (as `2^(l-1) < d`), so it is a `u64`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FloorDiv {
+    d: i64,
+    /// 0: no reciprocal (`d <= 1`), divide.
+    m: u64,
+    /// `l - 1` (`63 + l` less the 64 bits of the product's high half), in `0..=62`.
+    shift: u32,
+}
+
+impl FloorDiv {
+    /// The divisor `d` (positive: a validated bucket; a non-positive one is
+    /// refused by the config, and kept here as a plain division, as is 1,
+    /// whose `l` is 0).
+    pub fn new(d: i64) -> FloorDiv {
+        if d <= 1 {
+            return FloorDiv { d, m: 0, shift: 0 };
+        }
+        let l = (d as u64).next_power_of_two().trailing_zeros();
+        let m = (1u128 << (63 + l)).div_ceil(d as u128);
+        debug_assert!(m <= u64::MAX as u128);
+        FloorDiv {
+            d,
+            m: m as u64,
+            shift: l - 1,
+        }
+    }
+
+    /// `n.div_euclid(d)` (the floor, for a positive `d`).
+    #[inline(always)]
+    pub fn of(&self, n: i64) -> i64 {
+        if n >= 0 && self.m != 0 {
+            let high = ((n as u128 * self.m as u128) >> 64) as u64;
+            (high >> self.shift) as i64
+        } else {
+            n.div_euclid(self.d)
+        }
+    }
 }
 
 impl std::ops::Deref for Params {
@@ -103,13 +155,15 @@ impl Params {
             keep_post_support_buckets: (span + s.inactivity) / bucket + 1,
             max_window,
             compact_after,
+            bucket_div: FloorDiv::new(bucket),
             settings: s,
         }
     }
 
     /// Bucket index of an event time (floor division, epoch-aligned).
+    #[inline(always)]
     pub fn bucket_of(&self, ts: Millis) -> i64 {
-        ts.div_euclid(self.bucket)
+        self.bucket_div.of(ts)
     }
 
     /// Bucket range `[E - W, E)` of a window, E being a bucket index.
@@ -118,6 +172,91 @@ impl Params {
     }
 }
 
+#[inline]
 pub fn day_of(ts: Millis) -> i64 {
     ts.div_euclid(DAY_MS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::state::users::NEVER;
+
+    /// A small deterministic generator (xorshift64*), for dividends.
+    fn xorshift(state: &mut u64) -> u64 {
+        *state ^= *state >> 12;
+        *state ^= *state << 25;
+        *state ^= *state >> 27;
+        state.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+
+    #[test]
+    fn floor_div_is_div_euclid_at_edges_and_at_random() {
+        let divisors = [
+            1,
+            2,
+            3,
+            7,
+            1000,
+            60_000,
+            59_999,
+            60_001,
+            3_600_000,
+            DAY_MS,
+            7 * DAY_MS,
+            (1 << 31) + 1,
+            1 << 40,
+            (1 << 62) + 1,
+            i64::MAX - 1,
+            i64::MAX,
+        ];
+        let mut state = 0x9e37_79b9_7f4a_7c15;
+        for d in divisors {
+            let f = FloorDiv::new(d);
+            let mut dividends = vec![
+                0,
+                1,
+                -1,
+                i64::MAX,
+                i64::MAX - 1,
+                i64::MIN,
+                i64::MIN + 1,
+                NEVER,
+                crate::event::time::MAX_RFC3339_MS,
+            ];
+            // Around bucket boundaries: k*d - 1, k*d, k*d + 1, for small
+            // and for the largest k, on both sides of zero.
+            for k in [1i64, 2, 3, 1000, i64::MAX / d, i64::MAX / d - 1] {
+                if let Some(kd) = k.checked_mul(d) {
+                    for x in [kd - 1, kd, kd.saturating_add(1), -kd, -kd - 1, 1 - kd] {
+                        dividends.push(x);
+                    }
+                }
+            }
+            for _ in 0..20_000 {
+                let r = xorshift(&mut state);
+                // Full range, the event-time range, and near the divisor.
+                dividends.push(r as i64);
+                dividends.push((r >> 21) as i64);
+                dividends.push((r % (d as u64).saturating_mul(4)) as i64);
+            }
+            for n in dividends {
+                assert_eq!(f.of(n), n.div_euclid(d), "{n} / {d}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_one_minute_bucket_of_known_times() {
+        let f = FloorDiv::new(60_000);
+        assert_eq!(f.of(0), 0);
+        assert_eq!(f.of(59_999), 0);
+        assert_eq!(f.of(60_000), 1);
+        assert_eq!(f.of(-1), -1);
+        assert_eq!(f.of(-60_000), -1);
+        assert_eq!(f.of(-60_001), -2);
+        // 2026-01-01T00:00:00Z is 1_767_225_600_000 ms: minute 29_453_760.
+        assert_eq!(f.of(1_767_225_600_000), 29_453_760);
+        assert_eq!(f.of(1_767_225_659_999), 29_453_760);
+    }
 }

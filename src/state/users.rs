@@ -645,14 +645,25 @@ impl Users {
     /// The caller guarantees that no pending event or timer refers to such a
     /// user: everything up to well after its last event has been applied.
     pub fn compact(&mut self, before_day: u32, pinned: &[u64]) -> usize {
+        // Once a day over every user, most of whom stay: the candidates are
+        // found by a pass over the chunks in place (no per-user chunk lookup).
+        let mut candidates: Vec<u32> = Vec::new();
+        let mut i = 0u32;
+        for chunk in self.list.slices() {
+            for u in chunk {
+                // Free slots stay; a customer stays until churned.
+                let settled = !u.is_customer() || u.has(F_CHURNED);
+                if !u.has(F_FREE) && u.days_anchor() < before_day && settled {
+                    candidates.push(i);
+                }
+                i += 1;
+            }
+        }
         let mut n = 0;
-        for i in 0..self.list.len() {
+        for i in candidates {
+            let i = i as usize;
             let u = self.list[i];
-            if u.has(F_FREE)
-                || u.days_anchor() >= before_day
-                || (u.is_customer() && !u.has(F_CHURNED))
-                || pinned.get(i / 64).is_some_and(|w| (w >> (i % 64)) & 1 == 1)
-            {
+            if pinned.get(i / 64).is_some_and(|w| (w >> (i % 64)) & 1 == 1) {
                 continue;
             }
             let mut flags = 0;
