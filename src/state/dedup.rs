@@ -51,7 +51,7 @@ impl Dedup {
     /// if `admit`, [`insert`](Self::insert), in one probe of the map. Returns
     /// whether `fp` is a duplicate: accepted with an event time at or after
     /// `horizon_start` (`None`: nothing is a duplicate yet); then nothing changes.
-    #[inline]
+    #[inline(always)]
     pub fn check_insert(
         &mut self,
         fp: u128,
@@ -94,12 +94,21 @@ impl Dedup {
     /// expired id). An id left in the map past its horizon is never a
     /// duplicate (`horizon_start` only grows: it follows the partition clock)
     /// and is overwritten when seen again, so nothing a caller sees changes.
+    #[inline]
     pub fn expire(&mut self, horizon_start: Millis) {
         self.order.pop_front_while(|&(ts, _)| ts < horizon_start);
         let held = self.order.len();
         if self.seen.len() > held + held / 4 + 64 {
-            self.seen.retain(|_, ts| *ts >= horizon_start);
+            self.trim_map(horizon_start);
         }
+    }
+
+    /// The map's pass of [`expire`](Self::expire): rare, kept out of line
+    /// so that `expire` itself stays small enough to inline.
+    #[cold]
+    #[inline(never)]
+    fn trim_map(&mut self, horizon_start: Millis) {
+        self.seen.retain(|_, ts| *ts >= horizon_start);
     }
 
     /// Heap bytes: map slots (key, value, control byte) and the expiry queue.

@@ -8,8 +8,8 @@
 //! sealed behind an [`Arc`] and shared by every [`BlockQueue::share`] made
 //! since, until the queue's front has passed it and every view has let it
 //! go. Entries are pushed into a plain `Vec` tail; when it holds a block's
-//! worth, it is copied into a new sealed block (an amortised memcpy, no
-//! allocation of the tail) and cleared.
+//! worth, that `Vec` itself becomes the sealed block (moved behind an
+//! [`Arc`], not copied) and a new tail is allocated.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -21,7 +21,7 @@ pub const BLOCK_BYTES: usize = 64 * 1024;
 #[derive(Clone)]
 pub struct BlockQueue<T, const B: usize = BLOCK_BYTES> {
     /// Full blocks, oldest first; never written once sealed.
-    blocks: VecDeque<Arc<[T]>>,
+    blocks: VecDeque<Arc<Vec<T>>>,
     /// Index of the front entry in the first block (or, with no block, in `tail`).
     head: usize,
     /// Entries after the last block, fewer than [`BlockQueue::PER`].
@@ -55,6 +55,10 @@ impl<T: Copy, const B: usize> BlockQueue<T, B> {
         if n == 0 { 1 } else { n }
     };
 
+    /// Bytes of a sealed block besides its entries: the `Arc`'s two
+    /// counts and the `Vec` (pointer, capacity, length).
+    const BLOCK_HEADER: usize = 16 + size_of::<Vec<T>>();
+
     pub fn len(&self) -> usize {
         if self.blocks.is_empty() {
             self.tail.len() - self.head
@@ -76,15 +80,21 @@ impl<T: Copy, const B: usize> BlockQueue<T, B> {
         }
     }
 
-    /// The full tail becomes a sealed block; the tail's allocation is kept.
+    /// The full tail becomes a sealed block (moved, not copied: the copy
+    /// cost 24 bytes of memcpy per accepted event) and a new tail of
+    /// exactly one block is allocated.
     #[cold]
     #[inline(never)]
     fn seal(&mut self) {
-        self.blocks.push_back(Arc::from(&self.tail[..]));
-        self.tail.clear();
-        if self.tail.capacity() < Self::PER {
-            self.tail.reserve_exact(Self::PER);
-        }
+        let full = std::mem::replace(&mut self.tail, Vec::with_capacity(Self::PER));
+        // The first tail of a queue grew by doubling: trimmed once, so
+        // that every block holds exactly `PER` entries' worth.
+        let full = if full.capacity() > Self::PER {
+            full.into_boxed_slice().into_vec()
+        } else {
+            full
+        };
+        self.blocks.push_back(Arc::new(full));
     }
 
     /// The front entry.
@@ -101,25 +111,40 @@ impl<T: Copy, const B: usize> BlockQueue<T, B> {
     }
 
     /// Drops entries from the front while `f` holds for them; returns how many.
-    pub fn pop_front_while(&mut self, mut f: impl FnMut(&T) -> bool) -> usize {
-        let mut popped = 0;
-        loop {
-            let first = self.first();
-            let n = first.iter().take_while(|x| f(x)).count();
-            let whole = n == first.len();
-            popped += n;
-            self.head += n;
-            if !whole {
-                return popped;
+    /// Called for every accepted event (dedup expiry), which nearly always
+    /// drops none or one entry inside the first block: that part is
+    /// inlined, passing a block's end is not.
+    #[inline]
+    pub fn pop_front_while<F: FnMut(&T) -> bool>(&mut self, mut f: F) -> usize {
+        let first: &[T] = match self.blocks.front() {
+            Some(b) => b,
+            None => &self.tail,
+        };
+        let start = self.head;
+        let mut h = start;
+        while let Some(x) = first.get(h) {
+            if !f(x) {
+                self.head = h;
+                return h - start;
             }
-            if self.blocks.pop_front().is_some() {
-                self.head = 0;
-            } else {
-                // Empty: the tail's allocation is reused from its start.
-                self.tail.clear();
-                self.head = 0;
-                return popped;
-            }
+            h += 1;
+        }
+        self.head = h;
+        (h - start) + self.passed_first(f)
+    }
+
+    /// The front has reached the end of the first block (dropped, and the
+    /// dropping goes on in the next) or of the tail (the queue is empty).
+    #[cold]
+    #[inline(never)]
+    fn passed_first<F: FnMut(&T) -> bool>(&mut self, f: F) -> usize {
+        self.head = 0;
+        if self.blocks.pop_front().is_some() {
+            self.pop_front_while(f)
+        } else {
+            // Empty: the tail's allocation is reused from its start.
+            self.tail.clear();
+            0
         }
     }
 
@@ -165,8 +190,8 @@ impl<T: Copy, const B: usize> BlockQueue<T, B> {
     /// the queue keeps them alive), their reference counts and pointers, and
     /// the tail's allocation.
     pub fn heap_bytes(&self) -> usize {
-        self.blocks.len() * (Self::PER * size_of::<T>() + 16)
-            + self.blocks.capacity() * size_of::<Arc<[T]>>()
+        self.blocks.len() * (Self::PER * size_of::<T>() + Self::BLOCK_HEADER)
+            + self.blocks.capacity() * size_of::<Arc<Vec<T>>>()
             + self.tail.capacity() * size_of::<T>()
     }
 
@@ -177,8 +202,8 @@ impl<T: Copy, const B: usize> BlockQueue<T, B> {
             .iter()
             .filter(|b| Arc::strong_count(b) == 1)
             .count()
-            * (Self::PER * size_of::<T>() + 16)
-            + self.blocks.capacity() * size_of::<Arc<[T]>>()
+            * (Self::PER * size_of::<T>() + Self::BLOCK_HEADER)
+            + self.blocks.capacity() * size_of::<Arc<Vec<T>>>()
             + self.tail.capacity() * size_of::<T>()
     }
 }
@@ -295,8 +320,9 @@ mod tests {
         let want: Vec<u64> = (3..10).collect();
         assert_eq!(items(&s), want);
         assert_eq!(s.len(), 7);
-        // Shared blocks: none is this copy's alone; its tail is.
-        assert_eq!(s.unshared_bytes(), s.blocks.capacity() * 16 + 2 * 8);
+        // Shared blocks: none is this copy's alone; its tail is (and its
+        // deque of 8-byte block pointers).
+        assert_eq!(s.unshared_bytes(), s.blocks.capacity() * 8 + 2 * 8);
         for i in 10..30 {
             q.push_back(i);
         }
@@ -306,7 +332,7 @@ mod tests {
         // The original let go of both blocks the copy holds.
         assert_eq!(
             s.unshared_bytes(),
-            2 * (32 + 16) + s.blocks.capacity() * 16 + 2 * 8
+            2 * (32 + 40) + s.blocks.capacity() * 8 + 2 * 8
         );
         // A copy of a copy, and a copy taken with no sealed block.
         let mut t = filled(3);
@@ -322,8 +348,11 @@ mod tests {
     #[test]
     fn heap_bytes_count_blocks_and_tail() {
         let q = filled(9);
-        let ptrs = q.blocks.capacity() * 16;
-        assert_eq!(q.heap_bytes(), 2 * (32 + 16) + ptrs + q.tail.capacity() * 8);
+        // Blocks of 4 u64 (32 bytes), each behind an Arc of a Vec (16 + 24
+        // bytes), one 8-byte pointer per slot of the deque.
+        let ptrs = q.blocks.capacity() * 8;
+        assert_eq!(q.heap_bytes(), 2 * (32 + 40) + ptrs + q.tail.capacity() * 8);
+        assert!(q.blocks.iter().all(|b| b.capacity() == 4));
         assert!(q.tail.capacity() >= 4);
     }
 }
