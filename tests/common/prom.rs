@@ -55,6 +55,9 @@ pub fn is_pipeline(series: &str) -> bool {
         "cxpulse_assigned_partitions",
         "cxpulse_kafka_",
         "cxpulse_consume_errors_total",
+        // The consumer loop's turns (issue 12): how this process took its messages.
+        "cxpulse_input_messages_total",
+        "cxpulse_apply_turns_total",
         "cxpulse_clock_wall_advances_total",
         "cxpulse_pending_events",
         "cxpulse_engine_state_bytes",
