@@ -9,7 +9,7 @@
 //! per partition and reports each once its partition has applied it.
 
 use std::cmp::Reverse;
-use std::collections::BinaryHeap;
+use std::collections::{BinaryHeap, VecDeque};
 
 use hashbrown::HashMap;
 
@@ -18,12 +18,68 @@ use crate::event::Millis;
 /// Accepted events waiting for their effect to become visible.
 #[derive(Debug, Default)]
 pub struct LatencyTracker {
-    /// Per engine partition, a min-heap on event time: (ts, append time).
-    waiting: HashMap<u32, BinaryHeap<Reverse<(Millis, Millis)>>>,
+    /// Per engine partition, the events waiting, by event time.
+    waiting: HashMap<u32, Waiting>,
     len: usize,
     /// At most this many events are tracked at once; beyond it new events are
     /// not sampled (bounded memory under a huge backlog).
     cap: usize,
+}
+
+/// One partition's waiting events: (ts, append time), taken in ascending
+/// order. Most events arrive in event-time order: those that do not go
+/// below the back of `run` are pushed there (no heap work per event); the
+/// others go to the min-heap `late`. Both are released together in
+/// ascending order, the same order (and the same observations) as one heap.
+#[derive(Debug, Default)]
+struct Waiting {
+    /// Ascending (ts, append time).
+    run: VecDeque<(Millis, Millis)>,
+    /// Events that arrived below the back of `run`.
+    late: BinaryHeap<Reverse<(Millis, Millis)>>,
+}
+
+impl Waiting {
+    fn push(&mut self, e: (Millis, Millis)) {
+        match self.run.back() {
+            Some(&b) if e < b => self.late.push(Reverse(e)),
+            _ => self.run.push_back(e),
+        }
+    }
+
+    /// Takes the smallest waiting event if its ts is at most `through`.
+    fn pop_through(&mut self, through: Millis) -> Option<(Millis, Millis)> {
+        let run = self.run.front().copied();
+        let late = self.late.peek().map(|r| r.0);
+        let take_late = match (run, late) {
+            (_, None) => false,
+            (None, Some(_)) => true,
+            (Some(r), Some(l)) => l < r,
+        };
+        if take_late {
+            let l = late?;
+            if l.0 > through {
+                return None;
+            }
+            self.late.pop();
+            Some(l)
+        } else {
+            let r = run?;
+            if r.0 > through {
+                return None;
+            }
+            self.run.pop_front();
+            Some(r)
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.run.len() + self.late.len()
+    }
+
+    fn is_empty(&self) -> bool {
+        self.run.is_empty() && self.late.is_empty()
+    }
 }
 
 impl LatencyTracker {
@@ -40,14 +96,14 @@ impl LatencyTracker {
         if let Some(a) = append_ms
             && self.len < self.cap
         {
-            self.waiting.entry(pid).or_default().push(Reverse((ts, a)));
+            self.waiting.entry(pid).or_default().push((ts, a));
             self.len += 1;
         }
     }
 
     /// Partition `pid` has applied everything up to `applied_through`: calls
     /// `observe` with the latency in seconds (wall clock `now_ms`) of each
-    /// of its events that became visible.
+    /// of its events that became visible, in ascending (ts, append time).
     pub fn release(
         &mut self,
         pid: u32,
@@ -55,14 +111,10 @@ impl LatencyTracker {
         now_ms: Millis,
         observe: &mut impl FnMut(f64),
     ) {
-        let Some(heap) = self.waiting.get_mut(&pid) else {
+        let Some(waiting) = self.waiting.get_mut(&pid) else {
             return;
         };
-        while let Some(Reverse((ts, append))) = heap.peek().copied() {
-            if ts > applied_through {
-                break;
-            }
-            heap.pop();
+        while let Some((_, append)) = waiting.pop_through(applied_through) {
             self.len -= 1;
             observe((now_ms - append).max(0) as f64 / 1000.0);
         }
@@ -70,8 +122,8 @@ impl LatencyTracker {
 
     /// Forgets partition `pid`'s waiting events (its state left this process).
     pub fn forget(&mut self, pid: u32) {
-        if let Some(h) = self.waiting.remove(&pid) {
-            self.len -= h.len();
+        if let Some(w) = self.waiting.remove(&pid) {
+            self.len -= w.len();
         }
     }
 
@@ -79,7 +131,7 @@ impl LatencyTracker {
     pub fn partitions(&self) -> Vec<u32> {
         self.waiting
             .iter()
-            .filter(|(_, h)| !h.is_empty())
+            .filter(|(_, w)| !w.is_empty())
             .map(|(p, _)| *p)
             .collect()
     }
@@ -116,5 +168,55 @@ mod tests {
             l.is_empty(),
             "events without an append time are not tracked"
         );
+    }
+
+    #[test]
+    fn events_out_of_order_are_released_in_event_time_order_as_by_one_heap() {
+        // Partition 0: in order, then below the back (late), then in order
+        // again; every event is released exactly once, ascending by ts.
+        let mut l = LatencyTracker::new(100);
+        for (ts, append) in [
+            (1_000, 10_000),
+            (2_000, 10_100),
+            (5_000, 10_200),
+            (3_000, 10_300), // late: below 5000
+            (1_500, 10_400), // late
+            (5_000, 10_500), // equal ts, not below the back (5000, 10200)
+            (7_000, 10_600),
+            (4_000, 10_700), // late
+        ] {
+            l.accepted(0, ts, Some(append));
+        }
+        assert_eq!(l.len(), 8);
+        let mut seen = Vec::new();
+        // now 11_000: latency = (11_000 - append) / 1000.
+        l.release(0, 3_000, 11_000, &mut |s| seen.push(s));
+        // ts 1000 (append 10000), 1500 (10400), 2000 (10100), 3000 (10300).
+        assert_eq!(seen, [1.0, 0.6, 0.9, 0.7]);
+        seen.clear();
+        l.release(0, 5_000, 11_000, &mut |s| seen.push(s));
+        // ts 4000 (10700), 5000 (10200), 5000 (10500).
+        assert_eq!(seen, [0.3, 0.8, 0.5]);
+        assert_eq!(l.len(), 1);
+        seen.clear();
+        l.release(0, 6_999, 11_000, &mut |s| seen.push(s));
+        assert!(seen.is_empty(), "ts 7000 is not applied through 6999");
+        l.release(0, 7_000, 11_000, &mut |s| seen.push(s));
+        assert_eq!(seen, [0.4]);
+        assert!(l.is_empty());
+        assert!(l.partitions().is_empty());
+    }
+
+    #[test]
+    fn forgetting_a_partition_drops_its_late_and_in_order_events_from_the_count() {
+        let mut l = LatencyTracker::new(3);
+        l.accepted(2, 5_000, Some(1));
+        l.accepted(2, 4_000, Some(2)); // late
+        l.accepted(3, 1_000, Some(3));
+        l.accepted(3, 2_000, Some(4)); // over the cap of 3: not sampled
+        assert_eq!(l.len(), 3);
+        l.forget(2);
+        assert_eq!(l.len(), 1);
+        assert_eq!(l.partitions(), [3]);
     }
 }

@@ -6,6 +6,8 @@
 //! the loop turns a [`Decision`] into a dead-letter delivery, and the tests
 //! below drive it without a broker.
 
+use std::borrow::Borrow;
+
 use crate::engine::{Engine, Outcome, PartApply};
 use crate::event::time::format_rfc3339;
 use crate::event::{DecodeFailure, Event, EventType, Millis};
@@ -52,17 +54,18 @@ pub enum Decision {
 /// Offers message `m` of engine partition `pid` (`book.pid(..)`) to
 /// `engine` with the wall clock `now`, and books its offset. `decoded`
 /// gives its payload decoded (the loop decodes a turn's messages ahead, on
-/// another thread); it is called only for a message that is admitted.
+/// another thread, and lends each one: a decoded event is a few hundred
+/// bytes, not moved); it is called only for a message that is admitted.
 /// `dead_letters`: a dead-letter topic is configured.
 ///
 /// The two halves, [`offer_decoded`] (the engine) and [`book_offered`]
 /// (the offset book), are also called apart: the loop may apply a turn's
 /// partitions on threads of their own between the book's `admits` and the
 /// booking, which stays on the loop thread, in offset order.
-pub fn decide_decoded<'p>(
+pub fn decide_decoded<'p, D: Borrow<Result<Event<'p>, DecodeFailure>>>(
     m: &MessageView<'_>,
     pid: u32,
-    decoded: impl FnOnce() -> Result<Event<'p>, DecodeFailure>,
+    decoded: impl FnOnce() -> D,
     engine: &mut Engine,
     book: &mut OffsetBook,
     dead_letters: bool,
@@ -71,7 +74,7 @@ pub fn decide_decoded<'p>(
     if !book.admits(pid, m.offset) {
         return Decision::Ignored;
     }
-    let offered = offer_decoded(engine, pid, decoded(), now);
+    let offered = offer_decoded(engine, pid, decoded().borrow(), now);
     book_offered(m, pid, offered, book, dead_letters)
 }
 
@@ -130,11 +133,11 @@ impl Offers for PartApply<'_> {
 pub fn offer_decoded(
     engine: &mut impl Offers,
     pid: u32,
-    decoded: Result<Event<'_>, DecodeFailure>,
+    decoded: &Result<Event<'_>, DecodeFailure>,
     now: Millis,
 ) -> Offered {
     let (reason, detail) = match decoded {
-        Ok(ev) => match engine.offer(pid, &ev, now) {
+        Ok(ev) => match engine.offer(pid, ev, now) {
             Outcome::Applied => return Offered::Applied { event_ts: ev.ts },
             Outcome::Duplicate => return Offered::Duplicate,
             Outcome::Late => (

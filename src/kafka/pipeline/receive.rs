@@ -414,7 +414,7 @@ impl Loop {
             let mut engine = lock_engine(&engine);
             let mut book = lock(&book);
             let mut viewer = Viewer::default();
-            for (i, ((m, input), decoded)) in msgs.iter().zip(inputs).zip(decoded).enumerate() {
+            for (i, ((m, input), decoded)) in msgs.iter().zip(inputs).zip(&decoded).enumerate() {
                 let (view, pid) = viewer.view(m, input.1, &mut book);
                 let decision = decide_decoded(
                     &view,
@@ -557,7 +557,7 @@ fn apply_bin(
         let pid = part.pid();
         for &i in group {
             let (payload, ts) = inputs[i];
-            let o = offer_decoded(&mut part, pid, decoder.decode(payload, ts), now);
+            let o = offer_decoded(&mut part, pid, &decoder.decode(payload, ts), now);
             offered.push((i, o));
         }
         parts.push((pid, part.finish()));
