@@ -137,8 +137,8 @@ impl Partition {
         let next_timer = |timers: &CowHeap<Reverse<Timer>>| timers.peek().map(|t| t.0.instant);
         let mut tm = next_timer(&self.timers);
         loop {
-            let next_ev = self.pending.peek_next();
-            let ev = next_ev.map(|n| n.ts);
+            let next_ev = self.pending.peek_next().map(|(p, side)| (p.ts, side));
+            let ev = next_ev.map(|(ts, _)| ts);
             // Churn instants fire before other timers of the same instant
             // (the order of `TimerKind`; no other timer reads what they change).
             let ch = self.churn.peek();
@@ -153,7 +153,7 @@ impl Partition {
                         continue;
                     }
                     let p = next_ev
-                        .and_then(|n| self.pending.pop_next(n))
+                        .and_then(|(_, side)| self.pending.pop_next(side))
                         .expect("peeked");
                     let timers = self.timers.len();
                     self.apply(p, prm);

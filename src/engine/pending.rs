@@ -1,4 +1,9 @@
-//! The reorder buffer: accepted events waiting to become final.
+//! The reorder buffer: accepted events waiting to become final, in a
+//! [`RunHeap`]: a min-queue for items that mostly arrive in order. Those not
+//! below the last in-order one are appended to a FIFO run (no heap work),
+//! the others go to a min-heap; the smaller of the two fronts comes out
+//! next (the run's on a tie). Pops give the same order as one heap of every
+//! item would. The pipeline's latency tracker (`kafka::latency`) uses it too.
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, VecDeque};
@@ -68,74 +73,71 @@ impl Ord for Pending {
     }
 }
 
-/// The next event of a [`PendingQueue`] ([`PendingQueue::peek_next`]).
+/// Which part holds the next item ([`RunHeap::peek_next`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Next {
-    pub ts: Millis,
-    /// Whether it is the in-order part's front (else the heap's top).
-    fifo: bool,
+pub struct Side {
+    run: bool,
 }
 
-/// The reorder buffer: see [`super::partition::Partition::pending`].
-#[derive(Debug, Default)]
-pub struct PendingQueue {
-    in_order: VecDeque<Pending>,
-    out_of_order: BinaryHeap<Reverse<Pending>>,
+/// A min-queue for items that mostly arrive in order: see the module documentation.
+#[derive(Debug)]
+pub struct RunHeap<T> {
+    /// Ascending: items not below the back when they arrived.
+    run: VecDeque<T>,
+    /// Items that arrived below the run's back.
+    late: BinaryHeap<Reverse<T>>,
 }
 
-impl PendingQueue {
+impl<T> Default for RunHeap<T> {
+    fn default() -> Self {
+        RunHeap {
+            run: VecDeque::new(),
+            late: BinaryHeap::new(),
+        }
+    }
+}
+
+impl<T: Ord> RunHeap<T> {
     #[inline]
-    pub fn push(&mut self, p: Pending) {
-        match self.in_order.back() {
-            Some(last) if p < *last => self.out_of_order.push(Reverse(p)),
-            _ => self.in_order.push_back(p),
+    pub fn push(&mut self, x: T) {
+        match self.run.back() {
+            Some(last) if x < *last => self.late.push(Reverse(x)),
+            _ => self.run.push_back(x),
         }
     }
 
-    /// The next event's time.
-    pub fn peek_ts(&self) -> Option<Millis> {
-        self.peek_next().map(|n| n.ts)
-    }
-
-    /// The next event: its time, and which part holds it (for
-    /// [`Self::pop_next`], so that a peek then a pop compare the two
-    /// fronts once).
+    /// The next item and which part holds it (for [`Self::pop_next`], so
+    /// that a peek then a pop compare the two fronts once).
     #[inline]
-    pub fn peek_next(&self) -> Option<Next> {
-        match (self.in_order.front(), self.out_of_order.peek()) {
-            (Some(a), Some(Reverse(b))) if a <= b => Some(Next {
-                ts: a.ts,
-                fifo: true,
-            }),
-            (_, Some(Reverse(b))) => Some(Next {
-                ts: b.ts,
-                fifo: false,
-            }),
-            (Some(a), None) => Some(Next {
-                ts: a.ts,
-                fifo: true,
-            }),
+    pub fn peek_next(&self) -> Option<(&T, Side)> {
+        match (self.run.front(), self.late.peek()) {
+            (Some(a), Some(Reverse(b))) if a <= b => Some((a, Side { run: true })),
+            (_, Some(Reverse(b))) => Some((b, Side { run: false })),
+            (Some(a), None) => Some((a, Side { run: true })),
             (None, None) => None,
         }
     }
 
-    pub fn pop(&mut self) -> Option<Pending> {
-        let next = self.peek_next()?;
-        self.pop_next(next)
-    }
-
-    /// Removes the event `next` (just returned by [`Self::peek_next`], nothing pushed since).
+    /// Removes the item of `side` (just returned by [`Self::peek_next`],
+    /// nothing pushed since).
     #[inline]
-    pub fn pop_next(&mut self, next: Next) -> Option<Pending> {
-        if next.fifo {
-            self.in_order.pop_front()
+    pub fn pop_next(&mut self, side: Side) -> Option<T> {
+        if side.run {
+            self.run.pop_front()
         } else {
-            self.out_of_order.pop().map(|Reverse(p)| p)
+            self.late.pop().map(|Reverse(x)| x)
         }
     }
 
+    pub fn pop(&mut self) -> Option<T> {
+        let (_, side) = self.peek_next()?;
+        self.pop_next(side)
+    }
+}
+
+impl<T> RunHeap<T> {
     pub fn len(&self) -> usize {
-        self.in_order.len() + self.out_of_order.len()
+        self.run.len() + self.late.len()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -143,16 +145,19 @@ impl PendingQueue {
     }
 
     pub fn capacity(&self) -> usize {
-        self.in_order.capacity() + self.out_of_order.capacity()
+        self.run.capacity() + self.late.capacity()
     }
 
-    /// Every pending event, in no particular order.
-    pub fn iter(&self) -> impl Iterator<Item = &Pending> {
-        self.in_order
-            .iter()
-            .chain(self.out_of_order.iter().map(|r| &r.0))
+    /// Every item, in no particular order.
+    pub fn iter(&self) -> impl Iterator<Item = &T> {
+        self.run.iter().chain(self.late.iter().map(|r| &r.0))
     }
 }
+
+/// The reorder buffer: see [`super::partition::Partition::pending`]. Most
+/// events arrive in event-time order: a [`RunHeap`] keeps those in a FIFO
+/// run and only the others in a heap; they come out by (time, arrival).
+pub type PendingQueue = RunHeap<Pending>;
 
 #[cfg(test)]
 mod tests {
@@ -174,14 +179,15 @@ mod tests {
         want.sort_unstable();
         // Alternately by a peek then `pop_next`, and by `pop`.
         let mut got = Vec::new();
-        while let Some(n) = q.peek_next() {
+        while let Some((next, side)) = q.peek_next() {
+            let ts = next.ts;
             let p = if got.len() % 2 == 0 {
-                q.pop_next(n).expect("peeked")
+                q.pop_next(side).expect("peeked")
             } else {
                 q.pop().expect("peeked")
             };
-            assert_eq!(p.ts, n.ts);
-            assert!(q.peek_ts().is_none_or(|t| t >= p.ts));
+            assert_eq!(p.ts, ts);
+            assert!(q.peek_next().is_none_or(|(n, _)| n.ts >= p.ts));
             got.push((p.ts, p.seq));
         }
         assert_eq!(got, want);

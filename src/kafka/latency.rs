@@ -8,11 +8,9 @@
 //! visibility. This tracker remembers (ts, append time) of accepted events
 //! per partition and reports each once its partition has applied it.
 
-use std::cmp::Reverse;
-use std::collections::{BinaryHeap, VecDeque};
-
 use hashbrown::HashMap;
 
+use crate::engine::pending::RunHeap;
 use crate::event::Millis;
 
 /// Accepted events waiting for their effect to become visible.
@@ -26,60 +24,18 @@ pub struct LatencyTracker {
     cap: usize,
 }
 
-/// One partition's waiting events: (ts, append time), taken in ascending
-/// order. Most events arrive in event-time order: those that do not go
-/// below the back of `run` are pushed there (no heap work per event); the
-/// others go to the min-heap `late`. Both are released together in
-/// ascending order, the same order (and the same observations) as one heap.
-#[derive(Debug, Default)]
-struct Waiting {
-    /// Ascending (ts, append time).
-    run: VecDeque<(Millis, Millis)>,
-    /// Events that arrived below the back of `run`.
-    late: BinaryHeap<Reverse<(Millis, Millis)>>,
-}
+/// One partition's waiting events, (ts, append time), taken in ascending
+/// order. Most arrive in event-time order: a [`RunHeap`] keeps those in a
+/// FIFO run (no heap work per event) and only the others in a heap.
+type Waiting = RunHeap<(Millis, Millis)>;
 
-impl Waiting {
-    fn push(&mut self, e: (Millis, Millis)) {
-        match self.run.back() {
-            Some(&b) if e < b => self.late.push(Reverse(e)),
-            _ => self.run.push_back(e),
-        }
+/// Takes the smallest waiting event of `w` if its ts is at most `through`.
+fn pop_through(w: &mut Waiting, through: Millis) -> Option<(Millis, Millis)> {
+    let (&(ts, _), side) = w.peek_next()?;
+    if ts > through {
+        return None;
     }
-
-    /// Takes the smallest waiting event if its ts is at most `through`.
-    fn pop_through(&mut self, through: Millis) -> Option<(Millis, Millis)> {
-        let run = self.run.front().copied();
-        let late = self.late.peek().map(|r| r.0);
-        let take_late = match (run, late) {
-            (_, None) => false,
-            (None, Some(_)) => true,
-            (Some(r), Some(l)) => l < r,
-        };
-        if take_late {
-            let l = late?;
-            if l.0 > through {
-                return None;
-            }
-            self.late.pop();
-            Some(l)
-        } else {
-            let r = run?;
-            if r.0 > through {
-                return None;
-            }
-            self.run.pop_front();
-            Some(r)
-        }
-    }
-
-    fn len(&self) -> usize {
-        self.run.len() + self.late.len()
-    }
-
-    fn is_empty(&self) -> bool {
-        self.run.is_empty() && self.late.is_empty()
-    }
+    w.pop_next(side)
 }
 
 impl LatencyTracker {
@@ -114,7 +70,7 @@ impl LatencyTracker {
         let Some(waiting) = self.waiting.get_mut(&pid) else {
             return;
         };
-        while let Some((_, append)) = waiting.pop_through(applied_through) {
+        while let Some((_, append)) = pop_through(waiting, applied_through) {
             self.len -= 1;
             observe((now_ms - append).max(0) as f64 / 1000.0);
         }

@@ -145,6 +145,7 @@ impl ChurnQueue {
     /// next event or timer instant, `None` for none) and at or before the
     /// horizon has been applied, so every activity at or before
     /// `min(next - 1, through)` has: the stretch ends `step` after that.
+    #[inline(never)]
     pub fn scan(&mut self, users: &Users, next: Option<Millis>, through: Millis, prm: &Params) {
         let applied = next.map_or(through, |n| (n - 1).min(through));
         let from = self.horizon;

@@ -34,6 +34,7 @@ const POW10: [f64; MAX_DIGITS + 1] = [
 
 /// Fills `raw` from `bytes` if the message has the simple shape; `None`
 /// (with `raw` in any state) if serde_json must read it.
+#[inline(never)]
 pub(super) fn fill<'a>(raw: &mut RawEvent<'a>, bytes: &'a [u8]) -> Option<()> {
     let mut s = Scan { b: bytes, i: 0 };
     s.ws();
