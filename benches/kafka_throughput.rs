@@ -10,7 +10,10 @@
 //! topic, to see what dead-lettering costs the broker),
 //! `KAFKA_BENCH_CX_LIBRDKAFKA` (`key=value,...` added to cxpulse's
 //! `[kafka.librdkafka]` in that part, e.g.
-//! `consumer.max.partition.fetch.bytes=4194304`, to try fetch settings);
+//! `consumer.max.partition.fetch.bytes=4194304`, to try fetch settings),
+//! `KAFKA_BENCH_COMMIT_INTERVAL` (default `50ms`: cxpulse's
+//! `kafka.commit_interval` in that part; `5s`, cxpulse's default, made no
+//! difference to the broker's CPU on 2026-11-27);
 //! `KAFKA_BENCH_CKPT_EVENTS` (default 4000000), `KAFKA_BENCH_CKPT_INTERVALS`
 //! (default `1s,30s`, the values of `checkpoint.interval` to compare with
 //! checkpoints off; empty skips the part), `KAFKA_BENCH_CKPT_ROUNDS`
@@ -416,7 +419,8 @@ fn cxpulse_consume(
     dead_letters: bool,
 ) -> CxRun {
     let listen = free_addr();
-    let mut cfg = config(brokers, topic, group, &listen, "30s").commit_interval("50ms");
+    let commit_every = env_or("KAFKA_BENCH_COMMIT_INTERVAL", "50ms".to_string());
+    let mut cfg = config(brokers, topic, group, &listen, "30s").commit_interval(&commit_every);
     if !dead_letters {
         cfg = cfg.dead_letter_topic("");
     }
