@@ -259,12 +259,24 @@ mod tests {
         assert_eq!(day_of(1_767_225_600_000), 20_454);
         assert_eq!(day_of(1_767_225_600_000 - 1), 20_453);
         assert_eq!(day_of(1_767_225_600_000 + DAY_MS - 1), 20_454);
-        assert_eq!((day_of(0), day_of(-1), day_of(-DAY_MS), day_of(-DAY_MS - 1)), (0, -1, -1, -2));
+        assert_eq!(
+            (day_of(0), day_of(-1), day_of(-DAY_MS), day_of(-DAY_MS - 1)),
+            (0, -1, -1, -2)
+        );
         let mut state = 0x9e37_79b9_7f4a_7c15;
-        let mut ts = vec![i64::MAX, i64::MIN, NEVER, crate::event::time::MAX_RFC3339_MS];
+        let mut ts = vec![
+            i64::MAX,
+            i64::MIN,
+            NEVER,
+            crate::event::time::MAX_RFC3339_MS,
+        ];
         for _ in 0..20_000 {
             let r = xorshift(&mut state);
-            ts.extend([r as i64, (r >> 21) as i64, (r >> 21) as i64 / DAY_MS * DAY_MS]);
+            ts.extend([
+                r as i64,
+                (r >> 21) as i64,
+                (r >> 21) as i64 / DAY_MS * DAY_MS,
+            ]);
         }
         for t in ts {
             assert_eq!(day_of(t), t.div_euclid(DAY_MS), "{t}");
