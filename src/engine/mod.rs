@@ -738,7 +738,9 @@ fn clock_target(ts: Millis, wall_now: Option<Millis>, tolerance: Millis) -> Mill
     }
 }
 
-/// Moves a partition's clock to `t` and applies what became final.
+/// Moves a partition's clock to `t` and applies what became final
+/// (inlined into every offer that moves the clock: most of them).
+#[inline(always)]
 fn advance_partition(
     p: &mut Partition,
     t: Millis,

@@ -253,13 +253,13 @@ impl Partition {
             PendingBody::Deposit { user } => {
                 let u = self.users.get_mut(user);
                 scan::deposit(u, b);
-                activity(u, user, ts, prm, &mut f.retention, &mut self.churn);
+                activity(u, user, ts, b, prm, &mut f.retention, &mut self.churn);
             }
             PendingBody::Trade { user, fee } => {
                 let u = self.users.get_mut(user);
                 scan::trade(u, b);
                 f.acquisition.trade(u.channel(), b, fee);
-                activity(u, user, ts, prm, &mut f.retention, &mut self.churn);
+                activity(u, user, ts, b, prm, &mut f.retention, &mut self.churn);
             }
             PendingBody::Invite => f.acquisition.invite(b),
             PendingBody::Reward {
@@ -340,19 +340,22 @@ impl Partition {
     }
 }
 
-/// A deposit or trade by user `idx` (`u`) at `ts` (applied in time order):
-/// its user record is looked up once per event, by the caller.
+/// A deposit or trade by user `idx` (`u`) at `ts`, in bucket `b` (applied
+/// in time order): its user record is looked up once per event, by the
+/// caller. Inlined into both arms of `apply` (a call cost a fifth of it).
+#[inline(always)]
 fn activity(
     u: &mut User,
     idx: UserIdx,
     ts: Millis,
+    b: i64,
     prm: &Params,
     retention: &mut retention::State,
     churn: &mut retention::ChurnQueue,
 ) {
     let was_customer = u.is_customer();
     retention.on_activity(u, ts, prm);
-    scan::activity(u, was_customer, ts, prm);
+    scan::activity(u, was_customer, ts, b, prm);
     let due = u.last_activity() + prm.inactivity;
     churn.activity(idx, due);
 }

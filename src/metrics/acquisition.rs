@@ -41,12 +41,20 @@ pub struct State {
 }
 
 impl State {
+    #[inline(always)]
     fn chan_at(&mut self, c: ChannelId, b: i64) -> &mut ChannelBucket {
         let i = c as usize;
         if self.chan.len() <= i {
-            self.chan.resize_with(i + 1, Ring::default);
+            self.add_channels(i + 1);
         }
         self.chan[i].at(b)
+    }
+
+    /// Rings for channel ids up to `n` (a new channel: rare, out of line).
+    #[cold]
+    #[inline(never)]
+    fn add_channels(&mut self, n: usize) {
+        self.chan.resize_with(n, Ring::default);
     }
 
     /// A trade with fee `fee` in bucket `b` by a user of `channel`.

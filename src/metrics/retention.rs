@@ -202,7 +202,7 @@ impl State {
     /// A deposit or trade by `u` at `ts`, before the user's activity is
     /// recorded: a churned customer is reactivated (its next churn instant
     /// follows from its last activity: [`ChurnQueue`]).
-    #[inline]
+    #[inline(always)]
     pub fn on_activity(&mut self, u: &mut User, ts: Millis, prm: &Params) {
         if u.has(F_CHURNED) {
             u.flags &= !F_CHURNED;

@@ -44,11 +44,11 @@ pub fn trade(u: &mut User, b: i64) {
     }
 }
 
-/// A deposit or trade at `ts` (applied in time order); `was_customer`:
-/// whether the user had an activity before.
-#[inline]
-pub fn activity(u: &mut User, was_customer: bool, ts: Millis, prm: &Params) {
-    let b = prm.bucket_of(ts) as u32;
+/// A deposit or trade at `ts`, in bucket `b` (applied in time order);
+/// `was_customer`: whether the user had an activity before.
+#[inline(always)]
+pub fn activity(u: &mut User, was_customer: bool, ts: Millis, b: i64, prm: &Params) {
+    let b = b as u32;
     if was_customer {
         let last_b = prm.bucket_of(u.last_activity()) as u32;
         if b > last_b {
