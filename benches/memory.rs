@@ -18,6 +18,10 @@
 //! whose events are all older than the compaction horizon (92 days by
 //! default) are compacted, and the figures show what a long-running instance
 //! holds per user.
+//! Then the engine's own accounting by part (users, tickets, window buckets,
+//! dedup filter, the rest) after a generated 1M-event, 60-day stream spread
+//! over 1 and over 12 input partitions: the per-ticket and per-partition
+//! figures of docs/performance.md.
 //! Run: `cargo bench --bench memory` (each run in a process of its own).
 //!
 //! The flood (`CXPULSE_BENCH_FLOOD=1 cargo bench --bench memory`, alone so
@@ -37,6 +41,7 @@ use common::proc_status_bytes;
 use cxpulse::config::Config;
 use cxpulse::engine::{Engine, Outcome};
 use cxpulse::event::Decoder;
+use cxpulse::r#gen::{DEFAULT_START_MS, GenConfig, Generator};
 
 /// 2026-01-01T00:00:00Z.
 const START_MS: i64 = 1_767_225_600_000;
@@ -126,6 +131,50 @@ fn run(users: u64, span_days: i64) {
     );
 }
 
+/// The engine's own accounting by part ([`Engine::state_bytes_by_part`])
+/// after a generated stream (`cxpulse gen --seed 1 --events N --days 60`:
+/// tickets, spend, referrals, several channels) spread over `partitions`
+/// input partitions by user id, as a keyed input topic spreads it: bytes per
+/// tracked user, per ticket held, and window buckets per partition.
+fn by_part(events: u64, partitions: &[u32]) {
+    let cfg = Config::default();
+    let decoder = Decoder::new(&cfg.mapping, cfg.engine.max_message_bytes, false);
+    for &n in partitions {
+        let mut engine = Engine::new(cfg.params().expect("valid config"));
+        let stream = GenConfig {
+            seed: 1,
+            events,
+            days: 60,
+            start_ms: DEFAULT_START_MS,
+            extra_channels: 0,
+        };
+        for line in Generator::new(&stream) {
+            let key = line.key.as_deref().unwrap_or_default();
+            let p = (xxhash_rust::xxh3::xxh3_64(key.as_bytes()) % u64::from(n)) as u32;
+            match decoder.decode(line.payload.as_bytes(), None) {
+                Ok(ev) => {
+                    engine.offer(p, &ev, None);
+                }
+                Err(f) => engine.record_invalid(p, f.event_type),
+            }
+        }
+        engine.finish();
+        let b = engine.state_bytes_by_part();
+        let (users, tickets) = (engine.tracked_users(), engine.tracked_tickets());
+        println!(
+            "memory: by part, {events} generated events over 60 d in {n} partition(s): \
+             users {users} x {:.1} B, tickets {tickets} x {:.1} B, window buckets {:.2} MB per partition, \
+             dedup {:.2} MB, other {:.2} MB (state_bytes {})",
+            b.users as f64 / users.max(1) as f64,
+            b.tickets as f64 / tickets.max(1) as f64,
+            b.windows as f64 / f64::from(n) / 1e6,
+            b.dedup as f64 / 1e6,
+            b.other as f64 / 1e6,
+            engine.state_bytes(),
+        );
+    }
+}
+
 /// The flood: `users` new ids, every 10th event also opening a ticket, under hard caps.
 fn flood(users: u64, cap: u64) {
     let span_ms = 10 * DAY_MS;
@@ -191,6 +240,7 @@ fn main() {
     if !std::env::args().any(|a| a == "--bench") {
         run(20_000, 7);
         run(20_000, 365);
+        by_part(20_000, &[1, 12]);
         flood(20_000, 2_000);
         return;
     }
@@ -214,6 +264,7 @@ fn main() {
     };
     in_child(1_000_000, 7);
     in_child(1_000_000, 365);
+    by_part(1_000_000, &[1, 12]);
     if std::env::var("CXPULSE_BENCH_10M").is_ok_and(|v| v == "1") {
         in_child(10_000_000, 7);
         in_child(10_000_000, 365);

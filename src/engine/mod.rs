@@ -509,6 +509,35 @@ impl Engine {
     pub fn state_bytes(&self) -> usize {
         self.parts.values().map(|p| p.heap_bytes()).sum()
     }
+
+    /// [`Engine::state_bytes`] by part, summed over the partitions (for
+    /// sizing: `benches/memory.rs` prints them per user, ticket and partition).
+    pub fn state_bytes_by_part(&self) -> StateBytes {
+        let mut b = StateBytes::default();
+        for p in self.parts.values() {
+            let (users, tickets) = (p.users.heap_bytes(), p.tickets.heap_bytes());
+            let (windows, dedup) = (p.families.heap_bytes(), p.dedup.heap_bytes());
+            b.users += users;
+            b.tickets += tickets;
+            b.windows += windows;
+            b.dedup += dedup;
+            b.other += p.heap_bytes() - users - tickets - windows - dedup;
+        }
+        b
+    }
+}
+
+/// [`Engine::state_bytes_by_part`]: heap bytes of the tracked users (index,
+/// records, ids), the tickets, the metric families' window buckets, the
+/// dedup filter, and the rest (reorder buffer, timers, churn queue, channel
+/// registry).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct StateBytes {
+    pub users: usize,
+    pub tickets: usize,
+    pub windows: usize,
+    pub dedup: usize,
+    pub other: usize,
 }
 
 /// One partition's share of the engine, to apply offers apart from the
