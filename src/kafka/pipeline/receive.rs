@@ -222,9 +222,12 @@ impl Loop {
             return true;
         }
         let decoder = self.decoder.clone();
+        // One for the turn: a partition's topic name and id are looked up
+        // once per turn, not once per chunk.
+        let mut viewer = Viewer::default();
         if inputs.len() < DECODE_AHEAD_MIN {
             for (msgs, ins) in batch.chunks(CHUNK).zip(inputs.chunks(CHUNK)) {
-                self.handle_chunk(msgs, ins, decode_all(&decoder, ins), now);
+                self.handle_chunk(msgs, ins, decode_all(&decoder, ins), &mut viewer, now);
             }
             return false;
         }
@@ -255,7 +258,7 @@ impl Loop {
                     // input; this is only a guard): decode here.
                     _ => decode_all(&decoder, ins),
                 };
-                self.handle_chunk(msgs, ins, decoded, now);
+                self.handle_chunk(msgs, ins, decoded, &mut viewer, now);
             }
         });
         false
@@ -423,11 +426,12 @@ impl Loop {
     /// Decides the messages of one chunk, in order, under one lock of the
     /// engine and the offset book; then carries out dead letters and drops,
     /// publishes new alerts and follows the latency of the partitions moved.
-    fn handle_chunk(
+    fn handle_chunk<'m>(
         &mut self,
-        msgs: &[BorrowedMessage<'_>],
+        msgs: &'m [BorrowedMessage<'_>],
         inputs: &[Input<'_>],
         decoded: Vec<Decoded<'_>>,
+        viewer: &mut Viewer<'m>,
         now: Millis,
     ) {
         let mut touched: Vec<u32> = Vec::new();
@@ -437,7 +441,6 @@ impl Loop {
             let (engine, book) = (self.engine.clone(), self.book.clone());
             let mut engine = lock_engine(&engine);
             let mut book = lock(&book);
-            let mut viewer = Viewer::default();
             for (i, ((m, input), decoded)) in msgs.iter().zip(inputs).zip(&decoded).enumerate() {
                 let (view, pid) = viewer.view(m, input, &mut book);
                 let decision = decide_decoded(
@@ -518,8 +521,9 @@ impl Loop {
 
 /// Views of a turn's messages in order, with their engine partition ids.
 /// Most messages follow one of the same partition: the topic name (a
-/// `strlen` and a UTF-8 check in librdkafka's binding) and the partition id
-/// are looked up once per run of one partition.
+/// `strlen` and a UTF-8 check in librdkafka's binding, on the message and
+/// topic handle, both out of the cache by then) and the partition id are
+/// looked up once per run of one partition.
 #[derive(Default)]
 struct Viewer<'m> {
     /// The previous message's topic handle, partition, topic name and id.
