@@ -74,8 +74,35 @@ pub enum Turn {
     Fatal(String),
 }
 
-/// A message's payload and Kafka timestamp, what decoding needs.
-type Input<'m> = (&'m [u8], Option<Millis>);
+/// What the turn needs of a message, read off librdkafka's message once,
+/// in one pass over the turn: its payload and Kafka timestamp (what
+/// decoding needs) and where it is from. Read again later, interleaved with
+/// the engine's work, the message (a librdkafka allocation of its own) has
+/// left the cache by then: those loads were most of `handle_chunk`'s own
+/// time.
+#[derive(Clone, Copy)]
+struct Input<'m> {
+    payload: &'m [u8],
+    timestamp: Option<Millis>,
+    /// The librdkafka topic handle's address ([`topic_handle`]), only
+    /// compared (an integer: inputs go to other threads).
+    rkt: usize,
+    partition: i32,
+    offset: i64,
+}
+
+impl<'m> Input<'m> {
+    fn of(m: &'m BorrowedMessage<'_>) -> Input<'m> {
+        Input {
+            payload: m.payload().unwrap_or_default(),
+            timestamp: m.timestamp().to_millis(),
+            rkt: topic_handle(m),
+            partition: m.partition(),
+            offset: m.offset(),
+        }
+    }
+}
+
 type Decoded<'m> = Result<Event<'m>, DecodeFailure>;
 
 impl Loop {
@@ -186,21 +213,21 @@ impl Loop {
         if batch.is_empty() {
             return false;
         }
-        let inputs: Vec<Input<'_>> = batch
-            .iter()
-            .map(|m| (m.payload().unwrap_or_default(), m.timestamp().to_millis()))
-            .collect();
+        let inputs: Vec<Input<'_>> = batch.iter().map(Input::of).collect();
         if inputs.len() >= PARALLEL_MIN
             && cores() >= 2
-            && several_partitions(batch)
+            && several_partitions(&inputs)
             && self.handle_parallel(batch, &inputs, now)
         {
             return true;
         }
         let decoder = self.decoder.clone();
+        // One for the turn: a partition's topic name and id are looked up
+        // once per turn, not once per chunk.
+        let mut viewer = Viewer::default();
         if inputs.len() < DECODE_AHEAD_MIN {
             for (msgs, ins) in batch.chunks(CHUNK).zip(inputs.chunks(CHUNK)) {
-                self.handle_chunk(msgs, ins, decode_all(&decoder, ins), now);
+                self.handle_chunk(msgs, ins, decode_all(&decoder, ins), &mut viewer, now);
             }
             return false;
         }
@@ -231,7 +258,7 @@ impl Loop {
                     // input; this is only a guard): decode here.
                     _ => decode_all(&decoder, ins),
                 };
-                self.handle_chunk(msgs, ins, decoded, now);
+                self.handle_chunk(msgs, ins, decoded, &mut viewer, now);
             }
         });
         false
@@ -270,7 +297,7 @@ impl Loop {
         // The group of the previous message's partition.
         let mut last: Option<(u32, usize)> = None;
         for (i, (m, input)) in batch.iter().zip(inputs).enumerate() {
-            let (view, pid) = viewer.view(m, input.1, &mut book);
+            let (view, pid) = viewer.view(m, input, &mut book);
             let g = match last {
                 Some((p, g)) if p == pid => g,
                 _ => {
@@ -399,11 +426,12 @@ impl Loop {
     /// Decides the messages of one chunk, in order, under one lock of the
     /// engine and the offset book; then carries out dead letters and drops,
     /// publishes new alerts and follows the latency of the partitions moved.
-    fn handle_chunk(
+    fn handle_chunk<'m>(
         &mut self,
-        msgs: &[BorrowedMessage<'_>],
+        msgs: &'m [BorrowedMessage<'_>],
         inputs: &[Input<'_>],
         decoded: Vec<Decoded<'_>>,
+        viewer: &mut Viewer<'m>,
         now: Millis,
     ) {
         let mut touched: Vec<u32> = Vec::new();
@@ -413,9 +441,8 @@ impl Loop {
             let (engine, book) = (self.engine.clone(), self.book.clone());
             let mut engine = lock_engine(&engine);
             let mut book = lock(&book);
-            let mut viewer = Viewer::default();
             for (i, ((m, input), decoded)) in msgs.iter().zip(inputs).zip(&decoded).enumerate() {
-                let (view, pid) = viewer.view(m, input.1, &mut book);
+                let (view, pid) = viewer.view(m, input, &mut book);
                 let decision = decide_decoded(
                     &view,
                     pid,
@@ -494,25 +521,26 @@ impl Loop {
 
 /// Views of a turn's messages in order, with their engine partition ids.
 /// Most messages follow one of the same partition: the topic name (a
-/// `strlen` and a UTF-8 check in librdkafka's binding) and the partition id
-/// are looked up once per run of one partition.
+/// `strlen` and a UTF-8 check in librdkafka's binding, on the message and
+/// topic handle, both out of the cache by then) and the partition id are
+/// looked up once per run of one partition.
 #[derive(Default)]
 struct Viewer<'m> {
     /// The previous message's topic handle, partition, topic name and id.
-    last: Option<(*const rdkafka::types::RDKafkaTopic, i32, &'m str, u32)>,
+    last: Option<(usize, i32, &'m str, u32)>,
 }
 
 impl<'m> Viewer<'m> {
+    /// The view of `m`, `input` its [`Input::of`].
     fn view(
         &mut self,
         m: &'m BorrowedMessage<'_>,
-        timestamp: Option<Millis>,
+        input: &Input<'_>,
         book: &mut OffsetBook,
     ) -> (MessageView<'m>, u32) {
-        let partition = m.partition();
-        let rkt = topic_handle(m);
+        let (rkt, partition) = (input.rkt, input.partition);
         let (topic, pid) = match self.last {
-            Some((t, p, topic, pid)) if p == partition && std::ptr::eq(t, rkt) => (topic, pid),
+            Some((t, p, topic, pid)) if p == partition && t == rkt => (topic, pid),
             _ => {
                 let topic = m.topic();
                 let pid = book.pid(topic, partition);
@@ -523,20 +551,20 @@ impl<'m> Viewer<'m> {
         let view = MessageView {
             topic,
             partition,
-            offset: m.offset(),
-            timestamp,
+            offset: input.offset,
+            timestamp: input.timestamp,
         };
         (view, pid)
     }
 }
 
-/// The librdkafka topic handle of `m`: one per topic per client, so two
-/// messages with the same handle are of the same topic.
-fn topic_handle(m: &BorrowedMessage<'_>) -> *const rdkafka::types::RDKafkaTopic {
+/// The address of the librdkafka topic handle of `m`: one handle per topic
+/// per client, so two messages with the same handle are of the same topic.
+fn topic_handle(m: &BorrowedMessage<'_>) -> usize {
     // SAFETY: `m.ptr()` is the message librdkafka handed over, valid while
     // `m` is borrowed; only its `rkt` field (a pointer) is read, never
-    // dereferenced here.
-    unsafe { (*m.ptr()).rkt }
+    // dereferenced.
+    unsafe { (*m.ptr()).rkt as usize }
 }
 
 /// The offers of one thread: the index and outcome of each message, and
@@ -556,8 +584,10 @@ fn apply_bin(
     for (mut part, group) in bin {
         let pid = part.pid();
         for &i in group {
-            let (payload, ts) = inputs[i];
-            let o = offer_decoded(&mut part, pid, &decoder.decode(payload, ts), now);
+            let Input {
+                payload, timestamp, ..
+            } = inputs[i];
+            let o = offer_decoded(&mut part, pid, &decoder.decode(payload, timestamp), now);
             offered.push((i, o));
         }
         parts.push((pid, part.finish()));
@@ -565,11 +595,11 @@ fn apply_bin(
     (offered, parts)
 }
 
-/// Whether `batch` holds messages of more than one partition number (a
+/// Whether `inputs` holds messages of more than one partition number (a
 /// cheap first look: most turns of a backlog hold one partition).
-fn several_partitions(batch: &[BorrowedMessage<'_>]) -> bool {
-    let first = batch.first().map(|m| m.partition());
-    batch.iter().any(|m| Some(m.partition()) != first)
+fn several_partitions(inputs: &[Input<'_>]) -> bool {
+    let first = inputs.first().map(|i| i.partition);
+    inputs.iter().any(|i| Some(i.partition) != first)
 }
 
 /// Cores this process may run on (1 when unknown).
@@ -582,7 +612,7 @@ fn cores() -> usize {
 fn decode_all<'m>(decoder: &Decoder, inputs: &[Input<'m>]) -> Vec<Decoded<'m>> {
     inputs
         .iter()
-        .map(|(payload, ts)| decoder.decode(payload, *ts))
+        .map(|i| decoder.decode(i.payload, i.timestamp))
         .collect()
 }
 
