@@ -515,13 +515,12 @@ impl Engine {
     pub fn state_bytes_by_part(&self) -> StateBytes {
         let mut b = StateBytes::default();
         for p in self.parts.values() {
-            let (users, tickets) = (p.users.heap_bytes(), p.tickets.heap_bytes());
-            let (windows, dedup) = (p.families.heap_bytes(), p.dedup.heap_bytes());
-            b.users += users;
-            b.tickets += tickets;
-            b.windows += windows;
-            b.dedup += dedup;
-            b.other += p.heap_bytes() - users - tickets - windows - dedup;
+            let s = p.state_bytes();
+            b.users += s.users;
+            b.tickets += s.tickets;
+            b.windows += s.windows;
+            b.dedup += s.dedup;
+            b.other += s.other;
         }
         b
     }
@@ -538,6 +537,13 @@ pub struct StateBytes {
     pub windows: usize,
     pub dedup: usize,
     pub other: usize,
+}
+
+impl StateBytes {
+    /// Every part: [`Engine::state_bytes`].
+    pub fn total(&self) -> usize {
+        self.users + self.tickets + self.windows + self.dedup + self.other
+    }
 }
 
 /// One partition's share of the engine, to apply offers apart from the

@@ -15,7 +15,7 @@
 use std::cmp::Reverse;
 
 use super::pending::{Pending, PendingBody, PendingQueue};
-use super::{BreachAlert, EventCounts};
+use super::{BreachAlert, EventCounts, StateBytes};
 use crate::event::Millis;
 use crate::metrics::support::SlaKind;
 use crate::metrics::{Due, Families, retention, scan, support};
@@ -325,14 +325,21 @@ impl Partition {
     }
 
     pub fn heap_bytes(&self) -> usize {
-        self.users.heap_bytes()
-            + self.tickets.heap_bytes()
-            + self.timers.heap_bytes()
-            + self.churn.heap_bytes()
-            + self.pending.capacity() * std::mem::size_of::<Pending>()
-            + self.families.heap_bytes()
-            + self.dedup.heap_bytes()
-            + self.registry.heap_bytes()
+        self.state_bytes().total()
+    }
+
+    /// [`Self::heap_bytes`] by part.
+    pub fn state_bytes(&self) -> StateBytes {
+        StateBytes {
+            users: self.users.heap_bytes(),
+            tickets: self.tickets.heap_bytes(),
+            windows: self.families.heap_bytes(),
+            dedup: self.dedup.heap_bytes(),
+            other: self.timers.heap_bytes()
+                + self.churn.heap_bytes()
+                + self.pending.capacity() * std::mem::size_of::<Pending>()
+                + self.registry.heap_bytes(),
+        }
     }
 
     pub fn timers_len(&self) -> usize {
