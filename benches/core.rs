@@ -113,14 +113,7 @@ fn decode_only(decoder: &Decoder, lines: &[Vec<u8>]) -> usize {
 
 #[inline(never)]
 fn decode_apply(decoder: &Decoder, engine: &mut Engine, lines: &[Vec<u8>]) {
-    for l in lines {
-        match decoder.decode(l, None) {
-            Ok(ev) => {
-                black_box(engine.offer(0, &ev, None));
-            }
-            Err(f) => engine.record_invalid(0, f.event_type),
-        }
-    }
+    feed(decoder, engine, lines);
     engine.finish();
 }
 
@@ -158,7 +151,7 @@ fn profile_only(only: &str, cfg: &Config, decoder: &Decoder, lines: &[Vec<u8>]) 
                 drop(black_box(engine));
             }
             other => panic!(
-                "CXPULSE_BENCH_ONLY={other}: parse_floor, decode_only, decode_apply, warm_setup or warm_apply"
+                "CXPULSE_BENCH_ONLY={other}: parse_floor, decode_only, decode_apply, warm_setup, warm_apply or warm_floor"
             ),
         }
     }
@@ -180,7 +173,7 @@ fn profile_warm(only: &str, cfg: &Config, decoder: &Decoder) {
     let both = lines(2 * LINES, 2 * stream_days());
     let (warmup, timed) = both.split_at(both.len() / 2);
     let mut engine = Engine::new(cfg.params().expect("valid config"));
-    warm_up(decoder, &mut engine, warmup);
+    feed(decoder, &mut engine, warmup);
     let t = Instant::now();
     match only {
         "warm_apply" => decode_apply(decoder, &mut engine, timed),
@@ -197,13 +190,14 @@ fn profile_warm(only: &str, cfg: &Config, decoder: &Decoder) {
     drop(black_box(engine));
 }
 
-/// Feeds `lines` to `engine` without finishing (the untimed half of the warm line).
+/// Decodes `lines` and offers them to `engine` (partition 0), without
+/// finishing: the untimed half of the warm line, and [`decode_apply`]'s loop.
 #[inline(never)]
-fn warm_up(decoder: &Decoder, engine: &mut Engine, lines: &[Vec<u8>]) {
+fn feed(decoder: &Decoder, engine: &mut Engine, lines: &[Vec<u8>]) {
     for l in lines {
         match decoder.decode(l, None) {
             Ok(ev) => {
-                engine.offer(0, &ev, None);
+                black_box(engine.offer(0, &ev, None));
             }
             Err(f) => engine.record_invalid(0, f.event_type),
         }
@@ -217,7 +211,7 @@ fn main() {
     let n = lines.len();
     // `--profile-time` (under a profiler): only the selected criterion runs.
     let profiling = std::env::args().any(|a| a == "--profile-time");
-    // `CXPULSE_BENCH_ONLY=parse_floor|decode_only|decode_apply|warm_setup|warm_apply`: that part
+    // `CXPULSE_BENCH_ONLY=parse_floor|decode_only|decode_apply|warm_setup|warm_apply|warm_floor`: that part
     // alone, `CXPULSE_BENCH_PASSES` times, nothing else (for perf/callgrind).
     if let Ok(only) = std::env::var("CXPULSE_BENCH_ONLY") {
         if only.starts_with("warm_") {
@@ -304,7 +298,7 @@ fn main() {
         black_box(parse_floor(timed));
         best[0] = best[0].min(t.elapsed());
         let mut engine = Engine::new(cfg.params().expect("valid config"));
-        warm_up(&decoder, &mut engine, warmup);
+        feed(&decoder, &mut engine, warmup);
         let t = Instant::now();
         decode_apply(&decoder, &mut engine, timed);
         best[1] = best[1].min(t.elapsed());
